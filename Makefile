@@ -1,0 +1,71 @@
+# bitbridge - every command sets itself up from nothing (virtualenv + locked dependencies).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.13 runs the project (as on Lambda); the scan/build tools (checkov, SAM CLI) need 3.12.
+# (pyenv's shims exist for every installed version but refuse to run one that is not selected,
+# so each candidate is tried before it is used.)
+find_python = $(shell for p in $$HOME/.pyenv/versions/$(1).*/bin/python$(1) $$(command -v python$(1)); do \
+	"$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+PYTHON313 ?= $(call find_python,3.13)
+PYTHON312 ?= $(call find_python,3.12)
+
+VENV := .venv
+TOOLS := .venv-tools
+PY := $(VENV)/bin/python
+
+.PHONY: help dev test lint unit bench scan build deploy lock clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 is required: install it (pyenv install 3.13) or run make PYTHON313=/path/to/python3.13"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON313) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+$(TOOLS)/.installed: requirements-tools.txt
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 is required for SAM CLI and checkov: pyenv install 3.12, or make PYTHON312=..."; exit 1; }
+	rm -rf $(TOOLS)
+	$(PYTHON312) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --require-hashes --no-deps -r requirements-tools.txt
+	touch $@
+
+dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000)
+	$(PY) -m infra.local
+
+test: lint unit ## run all tests (lint, types, pytest)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios against baselines)
+	$(PY) tests/bench/cold_start.py
+
+scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --lint, cfn-lint, checkov
+	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template-file template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+
+build: $(TOOLS)/.installed ## sam build (arm64 layers from the locked requirements)
+	PATH="$(dir $(PYTHON313)):$$PATH" $(TOOLS)/bin/sam build --template-file template.yaml
+
+deploy: build ## sam deploy --guided (needs AWS credentials)
+	$(TOOLS)/bin/sam deploy --guided
+
+lock: ## re-lock dependencies after editing pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-emit-index-url --python-version 3.13 \
+		--python-platform aarch64-manylinux_2_28 -o layers/deps/requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --no-emit-index-url \
+		--python-version 3.13 -c layers/deps/requirements.txt -o requirements-dev.txt
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

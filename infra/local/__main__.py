@@ -1,0 +1,88 @@
+"""`python -m infra.local` (what `make dev` runs): the whole system on this machine.
+
+python -m infra.local                 run until Ctrl-C
+python -m infra.local tail            print events published on the bus of a running stack
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.request
+
+from infra.local.stack import LocalStack, StackConfig
+
+
+def run(args: argparse.Namespace) -> int:
+    config = StackConfig()
+    for name in ("api_port", "console_port", "aws_port", "cloud_port", "dc_port"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    if args.no_emulator:
+        config.emulator = False
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stack = LocalStack(config).start()
+    urls = stack.urls()
+    if args.ready_file:
+        with open(args.ready_file, "w", encoding="utf-8") as fh:
+            json.dump(urls, fh)
+    width = max(map(len, urls))
+    print("\nbitbridge local stack is ready\n", flush=True)
+    for name, url in urls.items():
+        print(f"  {name:<{width}}  {url}", flush=True)
+    print("\nPress Ctrl-C to stop.\n", flush=True)
+    stopping.wait()
+    print("stopping...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+def tail(args: argparse.Namespace) -> int:
+    cursor = 0
+    while True:
+        with urllib.request.urlopen(f"{args.console}/events?since={cursor}", timeout=10) as response:  # noqa: S310
+            page = json.load(response)
+        for envelope in page["events"]:
+            print(json.dumps(envelope["detail"] if args.detail else envelope), flush=True)
+        cursor = page["next"]
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--api-port", type=int)
+    parser.add_argument("--console-port", type=int)
+    parser.add_argument("--aws-port", type=int)
+    parser.add_argument("--cloud-port", type=int)
+    parser.add_argument("--dc-port", type=int)
+    parser.add_argument("--no-emulator", action="store_true", help="run without the Bitbucket emulator")
+    parser.add_argument("--ready-file", help="write the URLs as JSON here once ready (for tests)")
+    tail_parser = sub.add_parser("tail", help="print events published on a running stack's bus")
+    tail_parser.add_argument("--console", default="http://127.0.0.1:3001")
+    tail_parser.add_argument("--detail", action="store_true", help="print only each event's detail")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+    )
+    for noisy in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "tail":
+        try:
+            return tail(args)
+        except KeyboardInterrupt:
+            return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

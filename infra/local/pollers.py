@@ -1,0 +1,264 @@
+"""Event-source mappings as Lambda runs them: SQS queue -> function, DynamoDB stream -> function.
+
+Settings (batch size, partial batch responses, retries, bisecting, on-failure destination)
+come from the function's event definition in template.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.local.lambda_runtime import FunctionRunner
+from infra.local.resources import REGION, ClientFactory
+
+log = logging.getLogger("local.pollers")
+
+
+class Poller(threading.Thread):
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if not self.poll_once():
+                    self.stopping.wait(0.2)
+            except Exception:
+                if self.stopping.is_set():
+                    return
+                log.exception("%s failed; retrying", self.name)
+                self.stopping.wait(1.0)
+
+    def poll_once(self) -> bool:
+        """Process one batch; False when there was nothing to do."""
+        raise NotImplementedError
+
+
+class SqsPoller(Poller):
+    """Receives batches and deletes what the function processed, as Lambda's SQS poller does.
+
+    A batch that raises is left alone (it reappears after the visibility timeout); with
+    ReportBatchItemFailures only the listed messages are left. SQS itself moves a message
+    to the dead-letter queue after the redrive policy's maxReceiveCount.
+    """
+
+    def __init__(
+        self,
+        runner: FunctionRunner,
+        function: str,
+        source: dict[str, Any],
+        queue_url: str,
+        queue_arn: str,
+        client: ClientFactory,
+    ) -> None:
+        super().__init__(f"sqs:{function}")
+        self.runner = runner
+        self.function = function
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.batch_size = int(source.get("BatchSize", 10))
+        self.partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
+        self.sqs = client("sqs")
+
+    def poll_once(self) -> bool:
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(self.batch_size, 10),
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return False
+        event = {"Records": [self._record(m) for m in messages]}
+        try:
+            result = self.runner.invoke(self.function, event)
+        except Exception:
+            log.exception(
+                "%s raised; %d messages return after the visibility timeout", self.function, len(messages)
+            )
+            return True
+        failed: set[str] = set()
+        if self.partial and isinstance(result, dict):
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures") or []}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return True
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {
+                name: {k[0].lower() + k[1:]: v for k, v in attr.items()}
+                for name, attr in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": REGION,
+        }
+
+
+class StreamPoller(Poller):
+    """Reads a DynamoDB stream shard by shard and invokes the function in order.
+
+    On error the batch is retried (bisected when BisectBatchOnFunctionError is set) up to
+    MaximumRetryAttempts, then its description goes to the OnFailure destination and the
+    poller moves on, as Lambda does. With ReportBatchItemFailures the checkpoint is the
+    first failed record.
+    """
+
+    def __init__(
+        self,
+        runner: FunctionRunner,
+        function: str,
+        source: dict[str, Any],
+        stream_arn: str,
+        on_failure_queue_url: str | None,
+        client: ClientFactory,
+    ) -> None:
+        super().__init__(f"stream:{function}")
+        self.runner = runner
+        self.function = function
+        self.stream_arn = stream_arn
+        self.batch_size = int(source.get("BatchSize", 100))
+        self.max_retries = int(source.get("MaximumRetryAttempts", -1))
+        self.bisect = bool(source.get("BisectBatchOnFunctionError", False))
+        self.partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
+        self.starting_position = source.get("StartingPosition", "LATEST")
+        self.on_failure_queue_url = on_failure_queue_url
+        self.streams = client("dynamodbstreams")
+        self.sqs = client("sqs")
+        self.iterators: dict[str, str | None] = {}
+        self.pending: dict[str, list[dict[str, Any]]] = {}  # fetched but not yet processed, per shard
+        self.retry_delay = 0.2
+
+    def _refresh_shards(self) -> None:
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self.iterators:
+                self.iterators[shard_id] = self.streams.get_shard_iterator(
+                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType=self.starting_position
+                )["ShardIterator"]
+                self.pending[shard_id] = []
+
+    def poll_once(self) -> bool:
+        self._refresh_shards()
+        worked = False
+        for shard_id, iterator in list(self.iterators.items()):
+            pending = self.pending[shard_id]
+            if iterator and len(pending) < self.batch_size:
+                response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+                self.iterators[shard_id] = response.get("NextShardIterator")
+                pending.extend(response.get("Records", []))
+            if pending:
+                batch = pending[: self.batch_size]
+                processed = self._process(shard_id, batch)
+                del pending[:processed]
+                worked = True
+        return worked
+
+    def _process(self, shard_id: str, batch: list[dict[str, Any]]) -> int:
+        """Deliver `batch`; return how many records (from the start) are done with."""
+        attempts = 0
+        while not self.stopping.is_set():
+            failed_at = self._invoke(batch)
+            if failed_at is None:
+                self.retry_delay = 0.2
+                return len(batch)
+            if failed_at > 0:
+                return failed_at  # checkpoint before the first failure; retry from there
+            attempts += 1
+            if self.bisect and len(batch) > 1:
+                batch = batch[: len(batch) // 2]
+                continue
+            if 0 <= self.max_retries < attempts:
+                self._send_to_failure_destination(shard_id, batch)
+                return len(batch)
+            self.stopping.wait(self.retry_delay)
+            self.retry_delay = min(self.retry_delay * 2, 5.0)
+        return 0
+
+    def _invoke(self, batch: list[dict[str, Any]]) -> int | None:
+        """None when the whole batch succeeded, else the index of the first failed record."""
+        event = {"Records": [self._record(r) for r in batch]}
+        try:
+            result = self.runner.invoke(self.function, event)
+        except Exception:
+            log.exception("%s raised on a batch of %d stream records", self.function, len(batch))
+            return 0
+        failures = (
+            (result or {}).get("batchItemFailures") if self.partial and isinstance(result, dict) else None
+        )
+        if not failures:
+            return None
+        failed = {f["itemIdentifier"] for f in failures}
+        for index, record in enumerate(batch):
+            if record["dynamodb"]["SequenceNumber"] in failed:
+                return index
+        return 0
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        data = dict(record["dynamodb"])
+        created = data.get("ApproximateCreationDateTime")
+        if isinstance(created, datetime):
+            data["ApproximateCreationDateTime"] = created.timestamp()
+        return {
+            "eventID": record.get("eventID", uuid.uuid4().hex),
+            "eventName": record["eventName"],
+            "eventVersion": record.get("eventVersion", "1.1"),
+            "eventSource": "aws:dynamodb",
+            "awsRegion": REGION,
+            "dynamodb": data,
+            "eventSourceARN": self.stream_arn,
+        }
+
+    def _send_to_failure_destination(self, shard_id: str, batch: list[dict[str, Any]]) -> None:
+        log.error("%s: giving up on %d records after retries", self.function, len(batch))
+        if not self.on_failure_queue_url:
+            return
+        # The shape Lambda sends to an on-failure destination for stream sources.
+        message = {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": self.function,
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": self.max_retries + 1,
+            },
+            "timestamp": datetime.now(UTC).isoformat(),
+            "DDBStreamBatchInfo": {
+                "shardId": shard_id,
+                "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
+                "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"],
+                "batchSize": len(batch),
+                "streamArn": self.stream_arn,
+            },
+        }
+        self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(message))
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

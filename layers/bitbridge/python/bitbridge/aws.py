@@ -1,0 +1,45 @@
+"""boto3 clients, created once per container and only when first needed.
+
+Lazy creation keeps cold starts short and lets moto's mock_aws intercept clients in tests.
+The endpoint comes from the standard AWS_ENDPOINT_URL variable, which the local stack sets.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from bitbridge.config import settings
+
+
+@cache
+def client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Short timeouts and standard retries: a Lambda must fail fast and let its source retry.
+    config = Config(
+        connect_timeout=3,
+        read_timeout=10,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.client(service, region_name=settings().region, config=config)  # type: ignore[call-overload]
+
+
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def secret_value(secret_id: str) -> str:
+    """A Secrets Manager secret's string, cached for five minutes so a rotated secret is picked up."""
+    from aws_lambda_powertools.utilities import parameters
+
+    return str(parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS))
+
+
+def reset_caches() -> None:
+    """Forget clients, secrets and settings (tests switch endpoints and environments)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    client.cache_clear()
+    parameters.clear_caches()
+    settings.cache_clear()

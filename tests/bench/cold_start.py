@@ -1,0 +1,84 @@
+"""Cold-start benchmark: each handler module's import time in a fresh interpreter.
+
+The floor is measured in the same run: `import boto3` and creating one client, which every
+handler needs anyway. Each handler's median is printed as a ratio of the floor's median.
+Targets: webhook_receiver <= 1.3x, every other handler <= 2x.
+
+    make bench                      # or: .venv/bin/python tests/bench/cold_start.py --runs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))
+
+from infra.local.template import functions, load_template  # noqa: E402
+
+FLOOR = "import boto3; boto3.client('dynamodb', region_name='us-east-1')"
+TARGETS = {"WebhookReceiverFunction": 1.3}
+DEFAULT_TARGET = 2.0
+
+# What Lambda would set; values are placeholders because nothing is called at import.
+ENV = {
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "POWERTOOLS_SERVICE_NAME": "bitbridge",
+    "POWERTOOLS_METRICS_NAMESPACE": "bitbridge",
+    "PYTHONPATH": str(REPO_ROOT),
+}
+
+
+def time_once(statement: str) -> float:
+    code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}, **ENV}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{statement!r} failed:\n{out.stderr}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=11, help="fresh interpreters per module (median)")
+    args = parser.parse_args()
+
+    fns = functions(load_template())
+    statements = {"floor": FLOOR} | {name: f"import {fn.module}" for name, fn in fns.items()}
+    for statement in statements.values():  # warm the bytecode caches so every run compiles nothing
+        time_once(statement)
+    samples: dict[str, list[float]] = {name: [] for name in statements}
+    for _ in range(args.runs):  # interleaved, so machine noise hits every module alike
+        for name, statement in statements.items():
+            samples[name].append(time_once(statement))
+
+    floor = statistics.median(samples["floor"])
+    print(f"cold start: median of {args.runs} fresh interpreters; floor = {FLOOR!r}")
+    print(f"{'module':<28} {'median ms':>10} {'ratio':>7} {'target':>7}  verdict")
+    print(f"{'floor (boto3 + 1 client)':<28} {floor * 1000:>10.1f} {1.0:>7.2f} {'':>7}")
+    over = 0
+    for name, fn in fns.items():
+        median = statistics.median(samples[name])
+        ratio = median / floor
+        target = TARGETS.get(name, DEFAULT_TARGET)
+        verdict = "ok" if ratio <= target else "OVER TARGET"
+        over += ratio > target
+        print(
+            f"{fn.module.split('.')[1]:<28} {median * 1000:>10.1f} {ratio:>7.2f} {target:>6.1f}x  {verdict}"
+        )
+    print(f"{over} handler(s) over target")
+    return 0  # a benchmark reports; it does not fail a slow shared machine
+
+
+if __name__ == "__main__":
+    sys.exit(main())
