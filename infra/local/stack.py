@@ -44,7 +44,7 @@ class StackConfig:
     aws_port: int = field(default_factory=lambda: _env_int("BITBRIDGE_LOCAL_AWS_PORT", 4566))
     cloud_port: int = field(default_factory=lambda: _env_int("BITBRIDGE_EMULATOR_CLOUD_PORT", 8990))
     dc_port: int = field(default_factory=lambda: _env_int("BITBRIDGE_EMULATOR_DC_PORT", 7990))
-    emulator: bool = field(default_factory=lambda: os.environ.get("BITBRIDGE_LOCAL_EMULATOR", "0") != "0")
+    emulator: bool = field(default_factory=lambda: os.environ.get("BITBRIDGE_LOCAL_EMULATOR", "1") != "0")
     stage: str = "local"
     # Per-resource property overrides (tests shorten timeouts); empty for `make dev`.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -176,6 +176,17 @@ class LocalStack:
         if request.path == "/events" and self.tap is not None:
             events, cursor = self.tap.since(int(request.args.get("since", 0)))
             body = {"events": events, "next": cursor}
+        elif request.path == "/env":
+            # What the CLI needs to act on this stack: the functions' environment (names and
+            # ARNs only, never secret values) and where AWS is.
+            assert self.resources is not None
+            body = {
+                **self.resources.environment,
+                "AWS_ENDPOINT_URL": self.config.aws_url,
+                "AWS_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "local",  # moto accepts any credentials
+                "AWS_SECRET_ACCESS_KEY": "local",
+            }
         elif request.path == "/":
             body = self.urls()
         else:

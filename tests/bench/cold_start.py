@@ -39,7 +39,11 @@ ENV = {
 
 def time_once(statement: str) -> float:
     code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}, **ENV}
+    # Bytecode is cached as on Lambda, whose layers are byte-compiled at build time.
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_", "PYTHONDONTWRITE"))
+    }
+    env = {**inherited, **ENV}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{statement!r} failed:\n{out.stderr}")

@@ -85,6 +85,6 @@ def stop_stack(stack: RunningStack) -> int:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[RunningStack]:
-    running = start_stack(tmp_path_factory.mktemp("stack"), "--no-emulator")
+    running = start_stack(tmp_path_factory.mktemp("stack"))
     yield running
     stop_stack(running)

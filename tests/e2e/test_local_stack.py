@@ -28,7 +28,7 @@ def test_stack_tables_are_the_templates(stack):
 
 
 def test_health_is_503_when_dynamodb_is_unreachable(tmp_path):
-    running = start_stack(tmp_path, "--no-emulator")
+    running = start_stack(tmp_path)
     try:
         running.aws("dynamodb").delete_table(TableName="bitbridge-local-ProvidersTable")
         response = requests.get(f"{running.api}/health", timeout=10)
@@ -37,3 +37,11 @@ def test_health_is_503_when_dynamodb_is_unreachable(tmp_path):
     finally:
         assert stop_stack(running) == 0
     assert "stopped." in running.log()
+
+
+def test_stack_starts_the_seeded_bitbucket_emulator(stack):
+    for flavor in ("bitbucket_cloud", "bitbucket_datacenter"):
+        state = requests.get(f"{stack.urls[flavor]}/_emulator/state", timeout=5)
+        assert state.status_code == 200
+    # Cloud's REST API demands a token, exactly like bitbucket.org.
+    assert requests.get(f"{stack.urls['bitbucket_cloud']}/2.0/user", timeout=5).status_code == 401

@@ -1,0 +1,1201 @@
+"""Bitbucket Cloud front-end: REST 2.0 (Bearer only), JSON shapes, `next`-link pagination, BBQL `q`, `sort`,
+`fields=` partial responses, Cloud error bodies, and Cloud webhook payloads."""
+
+from __future__ import annotations
+
+import copy
+import html
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from werkzeug.wrappers import Response
+
+from .models import (
+    CLOUD,
+    LEVELS,
+    BadRequest,
+    Commit,
+    EmulatorError,
+    Event,
+    Forbidden,
+    Hook,
+    Issue,
+    NotFound,
+    PullRequest,
+    Ref,
+    Repository,
+    Token,
+    Unauthorized,
+    User,
+    Workspace,
+    iso,
+)
+from .web import Ctx, Routes, int_arg, json_response
+
+routes = Routes()
+
+HOOK_EVENTS = [
+    "issue:comment_created",
+    "issue:created",
+    "issue:updated",
+    "pipeline:span_created",
+    "project:updated",
+    "pullrequest:approved",
+    "pullrequest:changes_request_created",
+    "pullrequest:changes_request_removed",
+    "pullrequest:comment_created",
+    "pullrequest:comment_deleted",
+    "pullrequest:comment_reopened",
+    "pullrequest:comment_resolved",
+    "pullrequest:comment_updated",
+    "pullrequest:created",
+    "pullrequest:fulfilled",
+    "pullrequest:push",
+    "pullrequest:rejected",
+    "pullrequest:unapproved",
+    "pullrequest:updated",
+    "repo:commit_comment_created",
+    "repo:commit_status_created",
+    "repo:commit_status_updated",
+    "repo:created",
+    "repo:deleted",
+    "repo:fork",
+    "repo:imported",
+    "repo:push",
+    "repo:transfer",
+    "repo:updated",
+]
+
+# OAuth scope implications, from Bitbucket's scope documentation.
+_IMPLIED = {
+    "repository:write": {"repository"},
+    "repository:admin": set(),  # deliberately does not imply repository
+    "pullrequest": {"repository"},
+    "pullrequest:write": {"pullrequest", "repository", "repository:write"},
+    "project": {"repository"},
+    "project:admin": {"project", "repository"},
+    "account": {"email"},
+    "account:write": {"account", "email"},
+    "issue:write": {"issue"},
+    "snippet:write": {"snippet"},
+    "team:write": {"team"},
+}
+
+
+def has_scope(granted: Iterable[str], needed: str) -> bool:
+    expanded = set(granted)
+    for scope in list(expanded):
+        expanded |= _IMPLIED.get(scope, set())
+    return needed in expanded
+
+
+# ---------------------------------------- errors
+def error_body(message: str, detail: Any = None) -> dict:
+    err: dict[str, Any] = {"message": message}
+    if detail is not None:
+        err["detail"] = detail
+    return {"type": "error", "error": err}
+
+
+_UNAUTHORIZED = {
+    "missing": "Authentication required",
+    "invalid": "Token is invalid, expired, or not supported for this endpoint.",
+    "revoked": "Token is invalid, expired, or not supported for this endpoint.",
+    "expired": "Access token expired. Use your refresh token to obtain a new access token.",
+}
+
+
+def render_error(exc: EmulatorError) -> Response:
+    if isinstance(exc, Unauthorized):
+        return json_response(error_body(_UNAUTHORIZED.get(str(exc.detail.get("reason")), exc.message)), 401)
+    if isinstance(exc, Forbidden) and "granted" in exc.detail:
+        body = error_body(exc.message, {"required": exc.detail["required"], "granted": exc.detail["granted"]})
+        return json_response(body, 403)
+    return json_response(error_body(exc.message), exc.status)
+
+
+def authenticate(ctx: Ctx, scope: str | None) -> Token:
+    header = ctx.request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        # The 2026 API accepts OAuth tokens only as "Authorization: Bearer"; Basic/app passwords are gone.
+        raise Unauthorized("missing", reason="missing")
+    token = ctx.backend.authenticate(CLOUD, header[7:].strip())
+    if scope and not has_scope(token.scopes, scope):
+        raise Forbidden(
+            "Your credentials lack one or more required privilege scopes.",
+            required=[scope],
+            granted=sorted(token.scopes),
+        )
+    return token
+
+
+# ---------------------------------------- rendering
+def _href(url: str) -> dict:
+    return {"href": url}
+
+
+def account(ctx: Ctx, user: User, full: bool = False) -> dict:
+    uid = quote(user.uuid)
+    body: dict[str, Any] = {
+        "type": "user",
+        "uuid": user.uuid,
+        "account_id": user.account_id,
+        "nickname": user.name,
+        "display_name": user.display_name,
+        "links": {
+            "self": _href(f"{ctx.api}/users/{uid}"),
+            "html": _href(f"{ctx.root}/{uid}/"),
+            "avatar": _href(f"{ctx.root}/account/{user.name}/avatar/"),
+        },
+    }
+    if full:
+        body["links"]["repositories"] = _href(f"{ctx.api}/repositories/{uid}")
+        body.update(
+            created_on=iso(user.created_on), account_status="active", has_2fa_enabled=False, is_staff=False
+        )
+    return body
+
+
+def workspace_owner(ctx: Ctx, ws: Workspace) -> dict:
+    return {
+        "type": "team",
+        "uuid": ws.uuid,
+        "username": ws.slug,
+        "display_name": ws.name,
+        "links": {
+            "self": _href(f"{ctx.api}/workspaces/{quote(ws.uuid)}"),
+            "html": _href(f"{ctx.root}/{quote(ws.uuid)}/"),
+            "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+        },
+    }
+
+
+def workspace_base(ctx: Ctx, ws: Workspace) -> dict:
+    return {
+        "type": "workspace_base",
+        "uuid": ws.uuid,
+        "slug": ws.slug,
+        "links": {
+            "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
+            "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+        },
+    }
+
+
+def repo_condensed(ctx: Ctx, repo: Repository) -> dict:
+    return {
+        "type": "repository",
+        "full_name": repo.full_name,
+        "name": repo.name,
+        "uuid": repo.uuid,
+        "links": {
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}"),
+            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
+        },
+    }
+
+
+def repository(ctx: Ctx, repo: Repository) -> dict:
+    ws = ctx.backend.workspaces[repo.owner]
+    api = f"{ctx.api}/repositories/{repo.full_name}"
+    host = ctx.request.host.split(":")[0]
+    return {
+        "type": "repository",
+        "full_name": repo.full_name,
+        "name": repo.name,
+        "slug": repo.slug,
+        "uuid": repo.uuid,
+        "description": repo.description,
+        "scm": "git",
+        "is_private": repo.is_private,
+        "website": None,
+        "language": repo.language,
+        "size": 1024 * (1 + len(repo.branches)),
+        "has_issues": bool(repo.issues),
+        "has_wiki": False,
+        "fork_policy": "allow_forks",
+        "created_on": iso(repo.created_on),
+        "updated_on": iso(repo.updated_on),
+        "mainbranch": {"type": "branch", "name": repo.default_branch},
+        "owner": workspace_owner(ctx, ws),
+        "workspace": {
+            "type": "workspace",
+            "uuid": ws.uuid,
+            "slug": ws.slug,
+            "name": ws.name,
+            "links": {
+                "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
+                "html": _href(f"{ctx.root}/{ws.slug}/"),
+                "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+            },
+        },
+        "project": {
+            "type": "project",
+            "key": ws.project_key,
+            "uuid": ws.project_uuid,
+            "name": ws.project_name,
+            "links": {
+                "html": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}"),
+                "avatar": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}/avatar"),
+            },
+        },
+        "links": {
+            "self": _href(api),
+            "html": _href(f"{ctx.root}/{repo.full_name}"),
+            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
+            "pullrequests": _href(f"{api}/pullrequests"),
+            "commits": _href(f"{api}/commits"),
+            "forks": _href(f"{api}/forks"),
+            "watchers": _href(f"{api}/watchers"),
+            "downloads": _href(f"{api}/downloads"),
+            "hooks": _href(f"{api}/hooks"),
+            "clone": [
+                {"name": "https", "href": f"{ctx.root}/{repo.full_name}.git"},
+                {"name": "ssh", "href": f"ssh://git@{host}/{repo.full_name}.git"},
+            ],
+        },
+    }
+
+
+def _user(ctx: Ctx, name: str | None) -> User | None:
+    return ctx.backend.users.get(name) if name else None
+
+
+def _author(ctx: Ctx, name: str) -> dict:
+    user = _user(ctx, name)
+    if user is None:
+        return {"type": "author", "raw": name}
+    return {"type": "author", "raw": f"{user.display_name} <{user.email}>", "user": account(ctx, user)}
+
+
+def _commit_links(ctx: Ctx, repo: Repository, sha: str) -> dict:
+    return {
+        "self": _href(f"{ctx.api}/repositories/{repo.full_name}/commit/{sha}"),
+        "html": _href(f"{ctx.root}/{repo.full_name}/commits/{sha}"),
+    }
+
+
+def commit(ctx: Ctx, repo: Repository, c: Commit) -> dict:
+    return {
+        "type": "commit",
+        "hash": c.hash,
+        "date": iso(c.date),
+        "message": c.message + "\n",
+        "summary": {
+            "raw": c.message + "\n",
+            "markup": "markdown",
+            "html": f"<p>{html.escape(c.message)}</p>",
+        },
+        "author": _author(ctx, c.author),
+        "parents": [{"type": "commit", "hash": p, "links": _commit_links(ctx, repo, p)} for p in c.parents],
+        "repository": repo_condensed(ctx, repo),
+        "links": _commit_links(ctx, repo, c.hash),
+    }
+
+
+def _ref_links(ctx: Ctx, repo: Repository, kind: str, name: str) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}"
+    return {
+        "self": _href(f"{api}/refs/{'branches' if kind == 'branch' else 'tags'}/{quote(name, safe='')}"),
+        "commits": _href(f"{api}/commits/{quote(name, safe='')}"),
+        "html": _href(
+            f"{ctx.root}/{repo.full_name}/{'branch' if kind == 'branch' else 'commits/tag'}/{name}"
+        ),
+    }
+
+
+def branch(ctx: Ctx, repo: Repository, ref: Ref) -> dict:
+    return {
+        "type": "branch",
+        "name": ref.name,
+        "target": commit(ctx, repo, ctx.backend.commit_info(repo, ref.target)),
+        "links": _ref_links(ctx, repo, "branch", ref.name),
+        "merge_strategies": ["merge_commit", "squash", "fast_forward"],
+        "default_merge_strategy": "merge_commit",
+    }
+
+
+def tag(ctx: Ctx, repo: Repository, ref: Ref) -> dict:
+    return {
+        "type": "tag",
+        "name": ref.name,
+        "target": commit(ctx, repo, ctx.backend.commit_info(repo, ref.target)),
+        "message": ref.message + "\n",
+        "date": iso(ref.date),
+        "tagger": _author(ctx, ref.author),
+        "links": _ref_links(ctx, repo, "tag", ref.name),
+    }
+
+
+def _rendered(text: str) -> dict:
+    return {"raw": text, "markup": "markdown", "html": f"<p>{html.escape(text)}</p>" if text else ""}
+
+
+def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"
+    participants = []
+    for r in pr.reviewers:
+        user = _user(ctx, r.user)
+        if user:
+            participants.append(
+                {
+                    "type": "participant",
+                    "user": account(ctx, user),
+                    "role": "REVIEWER",
+                    "approved": r.approved,
+                    "state": "approved" if r.approved else None,
+                    "participated_on": iso(r.participated_on),
+                }
+            )
+    for name in pr.participants:
+        user = _user(ctx, name)
+        if user:
+            participants.append(
+                {
+                    "type": "participant",
+                    "user": account(ctx, user),
+                    "role": "PARTICIPANT",
+                    "approved": False,
+                    "state": None,
+                    "participated_on": iso(pr.updated_on),
+                }
+            )
+    author = _user(ctx, pr.author)
+    closed_by = _user(ctx, pr.closed_by)
+    return {
+        "type": "pullrequest",
+        "id": pr.id,
+        "title": pr.title,
+        "description": pr.description,
+        "rendered": {"title": _rendered(pr.title), "description": _rendered(pr.description)},
+        "summary": _rendered(pr.description),
+        "state": pr.state,
+        "draft": pr.draft,
+        "author": account(ctx, author) if author else None,
+        "source": {
+            "branch": {"name": pr.source_branch},
+            "commit": {"hash": pr.source_hash[:12]},
+            "repository": repo_condensed(ctx, repo),
+        },
+        "destination": {
+            "branch": {"name": pr.dest_branch},
+            "commit": {"hash": pr.dest_hash[:12]},
+            "repository": repo_condensed(ctx, repo),
+        },
+        "merge_commit": {"hash": pr.merge_hash[:12]} if pr.merge_hash else None,
+        "comment_count": len(pr.comments),
+        "task_count": 0,
+        "close_source_branch": pr.close_source_branch,
+        "closed_by": account(ctx, closed_by) if closed_by else None,
+        "reason": pr.reason,
+        "created_on": iso(pr.created_on),
+        "updated_on": iso(pr.updated_on),
+        "reviewers": [account(ctx, u) for u in (_user(ctx, r.user) for r in pr.reviewers) if u],
+        "participants": participants,
+        "links": {
+            "self": _href(api),
+            "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}"),
+            **{
+                k: _href(f"{api}/{k}")
+                for k in (
+                    "commits",
+                    "approve",
+                    "diff",
+                    "diffstat",
+                    "comments",
+                    "activity",
+                    "merge",
+                    "decline",
+                )
+            },
+        },
+    }
+
+
+def issue(ctx: Ctx, repo: Repository, item: Issue) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}/issues/{item.id}"
+    reporter = _user(ctx, item.reporter)
+    assignee = _user(ctx, item.assignee)
+    return {
+        "type": "issue",
+        "id": item.id,
+        "title": item.title,
+        "content": _rendered(item.content),
+        "state": item.state,
+        "kind": item.kind,
+        "priority": item.priority,
+        "reporter": account(ctx, reporter) if reporter else None,
+        "assignee": account(ctx, assignee) if assignee else None,
+        "created_on": iso(item.created_on),
+        "updated_on": iso(item.updated_on),
+        "edited_on": None,
+        "votes": 0,
+        "watches": 1,
+        "component": None,
+        "milestone": None,
+        "version": None,
+        "repository": repo_condensed(ctx, repo),
+        "links": {
+            "self": _href(api),
+            "html": _href(f"{ctx.root}/{repo.full_name}/issues/{item.id}"),
+            **{k: _href(f"{api}/{k}") for k in ("comments", "attachments", "watch", "vote")},
+        },
+    }
+
+
+def hook(ctx: Ctx, repo: Repository, h: Hook) -> dict:
+    return {
+        "type": "webhook_subscription",
+        "uuid": h.id,
+        "url": h.url,
+        "description": h.description,
+        "subject_type": "repository",
+        "subject": repo_condensed(ctx, repo),
+        "active": h.active,
+        "created_at": iso(h.created_at),
+        "events": list(h.events),
+        "secret_set": bool(h.secret),  # the secret itself is write-only
+        "skip_cert_verification": not h.ssl_verification_required,
+        "links": {"self": _href(f"{ctx.api}/repositories/{repo.full_name}/hooks/{quote(h.id)}")},
+    }
+
+
+# ---------------------------------------- pagination, fields, q
+def _page_url(ctx: Ctx, page: int) -> str:
+    args = [(k, v) for k, v in ctx.request.args.items(multi=True) if k != "page"] + [("page", str(page))]
+    return f"{ctx.root}{ctx.request.path}?{urlencode(args)}"
+
+
+def paginate(
+    ctx: Ctx,
+    items: list,
+    render: Callable[[Any], dict],
+    *,
+    hidden: Iterable[str] = (),
+    searchable: bool = True,
+) -> Response:
+    """Cloud collection: q/sort over the rendered objects, then page/pagelen, then fields."""
+    args = ctx.request.args
+    if searchable and (args.get("q") or args.get("sort")):
+        rendered = [render(x) for x in items]
+        if args.get("q"):
+            predicate = parse_query(args["q"])
+            rendered = [r for r in rendered if predicate(r)]
+        if args.get("sort"):
+            rendered = sort_values(rendered, args["sort"])
+        items, render = rendered, (lambda r: r)
+    pagelen = max(10, min(int_arg(ctx.request, "pagelen", 10), ctx.backend.config.cloud_max_pagelen))
+    page = int_arg(ctx.request, "page", 1)
+    if page < 1:
+        raise BadRequest("Invalid page")
+    start = (page - 1) * pagelen
+    chunk = items[start : start + pagelen]
+    body: dict[str, Any] = {
+        "pagelen": pagelen,
+        "size": len(items),
+        "page": page,
+        "values": [render(x) for x in chunk],
+    }
+    if start + pagelen < len(items):
+        body["next"] = _page_url(ctx, page + 1)
+    if page > 1:
+        body["previous"] = _page_url(ctx, page - 1)
+    full = copy.deepcopy(body) if hidden else None
+    for path in hidden:  # fields omitted from collections unless asked for (e.g. PR reviewers)
+        _exclude(body, ["values", *path.split(".")])
+    return respond(ctx, body, full=full)
+
+
+def respond(ctx: Ctx, body: dict, status: int = 200, full: dict | None = None) -> Response:
+    spec = ctx.request.args.get("fields")
+    if spec:
+        body = apply_fields(body, full if full is not None else body, spec)
+    return json_response(body, status)
+
+
+def apply_fields(default: dict, full: dict, spec: str) -> dict:
+    """Bitbucket partial responses: `-a.b` removes, `+a.b` adds, bare `a.b` keeps only what is listed."""
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    result: Any = {} if any(t[0] not in "+-" for t in tokens) else copy.deepcopy(default)
+    for tok in tokens:
+        if tok.startswith("-"):
+            _exclude(result, tok[1:].split("."))
+        else:
+            result = _include(result, full, tok.lstrip("+").split("."))
+    return result
+
+
+def _include(dst: Any, src: Any, segs: list[str]) -> Any:
+    if not segs:
+        return copy.deepcopy(src)
+    if isinstance(src, list):
+        dst = dst if isinstance(dst, list) and len(dst) == len(src) else [{} for _ in src]
+        return [_include(d, s, segs) for d, s in zip(dst, src, strict=True)]
+    if not isinstance(src, dict):
+        return src
+    dst = dst if isinstance(dst, dict) else {}
+    head, rest = segs[0], segs[1:]
+    for key in list(src) if head == "*" else [head] if head in src else []:
+        dst[key] = _include(dst.get(key), src[key], rest)
+    return dst
+
+
+def _exclude(dst: Any, segs: list[str]) -> None:
+    if isinstance(dst, list):
+        for item in dst:
+            _exclude(item, segs)
+        return
+    if not isinstance(dst, dict) or not segs:
+        return
+    head, rest = segs[0], segs[1:]
+    for key in list(dst) if head == "*" else [head]:
+        if key in dst:
+            if rest:
+                _exclude(dst[key], rest)
+            else:
+                del dst[key]
+
+
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>!=|>=|<=|!~|=|~|>|<|\(|\)|,)|(?P<word>[^\s=!~<>(),"]+))'
+)
+
+
+def _lex(q: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(q):
+        m = _TOKEN.match(q, pos)
+        if not m or m.end() == pos:
+            if q[pos:].strip() == "":
+                break
+            raise BadRequest(f"Invalid query: unexpected input at position {pos}")
+        pos = m.end()
+        kind = m.lastgroup or "word"
+        out.append((kind, m.group(kind)))
+    return out
+
+
+def parse_query(q: str) -> Callable[[dict], bool]:
+    """BBQL subset: comparisons (= != ~ !~ > >= < <= IN, NOT IN), AND/OR, parentheses."""
+    tokens = _lex(q)
+    pos = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise BadRequest("Invalid query: unexpected end")
+        pos += 1
+        return tokens[pos - 1]
+
+    def value() -> Any:
+        kind, text = take()
+        if kind == "str":
+            return bytes(text[1:-1], "utf-8").decode("unicode_escape")
+        if kind == "op" and text == "(":
+            items = [value()]
+            while peek() == ("op", ","):
+                take()
+                items.append(value())
+            if take() != ("op", ")"):
+                raise BadRequest("Invalid query: expected )")
+            return items
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low == "null":
+            return None
+        try:
+            return float(text) if "." in text else int(text)
+        except ValueError:
+            return text  # datetimes compare as ISO strings
+
+    def comparison() -> Callable[[dict], bool]:
+        kind, field = take()
+        if kind == "op" and field == "(":
+            inner = disjunction()
+            if take() != ("op", ")"):
+                raise BadRequest("Invalid query: expected )")
+            return inner
+        if kind != "word":
+            raise BadRequest(f"Invalid query: expected a field name, got {field!r}")
+        kind, op = take()
+        if kind == "word" and op.upper() == "NOT":
+            take()
+            op = "NOT IN"
+        elif kind == "word":
+            op = op.upper()
+        if op not in ("=", "!=", "~", "!~", ">", ">=", "<", "<=", "IN", "NOT IN"):
+            raise BadRequest(f"Invalid query: unknown operator {op!r}")
+        expected = value()
+        path = field.split(".")
+        return lambda obj: any(_compare(v, op, expected) for v in _lookup(obj, path))
+
+    def conjunction() -> Callable[[dict], bool]:
+        parts = [comparison()]
+        while (t := peek()) and t[0] == "word" and t[1].upper() == "AND":
+            take()
+            parts.append(comparison())
+        return lambda obj: all(p(obj) for p in parts)
+
+    def disjunction() -> Callable[[dict], bool]:
+        parts = [conjunction()]
+        while (t := peek()) and t[0] == "word" and t[1].upper() == "OR":
+            take()
+            parts.append(conjunction())
+        return lambda obj: any(p(obj) for p in parts)
+
+    predicate = disjunction()
+    if pos != len(tokens):
+        raise BadRequest(f"Invalid query: unexpected {tokens[pos][1]!r}")
+    return predicate
+
+
+def _lookup(obj: Any, path: list[str]) -> list[Any]:
+    values = [obj]
+    for seg in path:
+        nxt = []
+        for v in values:
+            if isinstance(v, list):
+                nxt.extend(x.get(seg) for x in v if isinstance(x, dict))
+            elif isinstance(v, dict):
+                nxt.append(v.get(seg))
+            else:
+                nxt.append(None)
+        values = nxt
+    flat: list[Any] = []
+    for v in values:
+        flat.extend(v if isinstance(v, list) else [v])
+    return flat or [None]
+
+
+def _compare(actual: Any, op: str, expected: Any) -> bool:
+    if op == "~":
+        return actual is not None and str(expected).lower() in str(actual).lower()
+    if op == "!~":
+        return actual is None or str(expected).lower() not in str(actual).lower()
+    if op == "=":
+        return actual == expected
+    if op == "!=":
+        return actual != expected
+    if op == "IN":
+        return actual in expected
+    if op == "NOT IN":
+        return actual not in expected
+    if actual is None:
+        return False
+    try:
+        return {
+            ">": actual > expected,
+            ">=": actual >= expected,
+            "<": actual < expected,
+            "<=": actual <= expected,
+        }[op]
+    except TypeError:
+        return False
+
+
+def sort_values(values: list[dict], sort: str) -> list[dict]:
+    desc = sort.startswith("-")
+    path = sort.lstrip("-").split(".")
+
+    def key(v: dict) -> tuple:
+        val = _lookup(v, path)[0]
+        if isinstance(val, str):  # natural sort, so feature/10 follows feature/9
+            return (
+                val is None,
+                [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", val)],
+            )
+        return (val is None, [(0, val, "")] if val is not None else [])
+
+    present = [v for v in values if _lookup(v, path)[0] is not None]
+    missing = [v for v in values if _lookup(v, path)[0] is None]
+    return sorted(present, key=key, reverse=desc) + missing
+
+
+# ---------------------------------------- handlers
+def _repo(ctx: Ctx, workspace: str, repo_slug: str, token: Token, level: str = "read") -> Repository:
+    ctx.backend.get_workspace(workspace)
+    repo = ctx.backend.get_repo(CLOUD, workspace, repo_slug)
+    ctx.backend.require(token.user, repo, level)
+    return repo
+
+
+@routes.route("/2.0/user")
+def get_user(ctx: Ctx) -> Response:
+    token = authenticate(ctx, "account")
+    return respond(ctx, account(ctx, ctx.backend.get_user(token.user), full=True))
+
+
+@routes.route("/2.0/user/emails")
+def get_user_emails(ctx: Ctx) -> Response:
+    token = authenticate(ctx, "email")
+    user = ctx.backend.get_user(token.user)
+    email = {
+        "type": "email",
+        "email": user.email,
+        "is_primary": True,
+        "is_confirmed": True,
+        "links": {"self": _href(f"{ctx.api}/user/emails/{quote(user.email)}")},
+    }
+    return paginate(ctx, [email], lambda e: e)
+
+
+@routes.route("/2.0/user/workspaces")
+def get_user_workspaces(ctx: Ctx) -> Response:
+    token = authenticate(ctx, "account")
+    admin_filter = ctx.request.args.get("administrator")
+    items = []
+    for ws in sorted(ctx.backend.workspaces.values(), key=lambda w: w.slug):
+        role = ws.members.get(token.user)
+        if role is None:
+            continue
+        is_admin = role == "owner"
+        if admin_filter is not None and (admin_filter.lower() == "true") != is_admin:
+            continue
+        items.append(
+            {
+                "type": "workspace_access",
+                "administrator": is_admin,
+                "workspace": workspace_base(ctx, ws),
+                "links": {"self": _href(f"{ctx.api}/user/workspaces/{ws.slug}/permission")},
+            }
+        )
+    if ctx.request.args.get("sort", "").lstrip("-") == "slug" and ctx.request.args["sort"].startswith("-"):
+        items.reverse()
+    return paginate(ctx, items, lambda x: x, searchable=False)
+
+
+_REMOVED = error_body(
+    "This API is no longer supported.",
+    "The cross-workspace APIs were removed (CHANGE-2770). Use GET /2.0/user/workspaces and "
+    "GET /2.0/repositories/{workspace} instead. See "
+    "https://developer.atlassian.com/cloud/bitbucket/changelog/#CHANGE-2770",
+)
+
+
+@routes.route("/2.0/repositories")
+@routes.route("/2.0/workspaces")
+@routes.route("/2.0/user/permissions/workspaces")
+@routes.route("/2.0/user/permissions/repositories")
+def removed_cross_workspace(ctx: Ctx) -> Response:
+    return json_response(_REMOVED, 410)
+
+
+_ROLE_LEVEL = {"member": "read", "contributor": "write", "admin": "admin"}
+
+
+@routes.route("/2.0/repositories/<workspace>")
+def list_repositories(ctx: Ctx, workspace: str) -> Response:
+    token = authenticate(ctx, "repository")
+    backend = ctx.backend
+    with backend.lock:
+        ws = backend.get_workspace(workspace)
+        role = ctx.request.args.get("role")
+        if role and role not in (*_ROLE_LEVEL, "owner"):
+            raise BadRequest(f"Invalid role: {role}")
+        repos = []
+        for repo in sorted(backend.list_repos(CLOUD, ws.slug), key=lambda r: r.slug):
+            level = backend.permission(token.user, repo)
+            if level == 0:
+                continue
+            if role == "owner" and ws.members.get(token.user) != "owner":
+                continue
+            if role in _ROLE_LEVEL and level < LEVELS[_ROLE_LEVEL[role]]:
+                continue
+            repos.append(repo)
+        return paginate(ctx, repos, lambda r: repository(ctx, r))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>")
+def get_repository(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        return respond(ctx, repository(ctx, _repo(ctx, workspace, repo_slug, token)))
+
+
+def _natural(name: str) -> list:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/branches")
+def list_branches(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        refs = sorted(repo.branches.values(), key=lambda r: _natural(r.name))
+        return paginate(ctx, refs, lambda r: branch(ctx, repo, r))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/branches/<path:name>")
+def get_branch(ctx: Ctx, workspace: str, repo_slug: str, name: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        if name not in repo.branches:
+            raise NotFound(f"Branch not found: {name}")
+        return respond(ctx, branch(ctx, repo, repo.branches[name]))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/tags")
+def list_tags(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        refs = sorted(repo.tags.values(), key=lambda r: _natural(r.name))
+        return paginate(ctx, refs, lambda r: tag(ctx, repo, r))
+
+
+PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests")
+def list_pullrequests(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "pullrequest")
+    states = [s.upper() for s in ctx.request.args.getlist("state")] or ["OPEN"]
+    for s in states:
+        if s not in PR_STATES:
+            raise BadRequest(f"Invalid state: {s}. Valid states are {', '.join(PR_STATES)}")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        prs = sorted((p for p in repo.pull_requests.values() if p.state in states), key=lambda p: -p.id)
+        # Collections omit reviewers/participants unless asked for (fields=+values.reviewers), as Cloud does.
+        return paginate(ctx, prs, lambda p: pullrequest(ctx, repo, p), hidden=("reviewers", "participants"))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>")
+def get_pullrequest(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        return respond(ctx, pullrequest(ctx, repo, ctx.backend.get_pr(repo, pr_id)))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/issues")
+def list_issues(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "issue")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        if not repo.issues:
+            raise NotFound("Repository has no issue tracker.")
+        return paginate(ctx, sorted(repo.issues.values(), key=lambda i: i.id), lambda i: issue(ctx, repo, i))
+
+
+def _hook_fields(body: dict, creating: bool) -> dict:
+    out: dict[str, Any] = {}
+    if "url" in body or creating:
+        url = body.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://", url):
+            raise BadRequest("url: Enter a valid URL.")
+        out["url"] = url
+    if "events" in body or creating:
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            raise BadRequest("events: This field is required.")
+        unknown = [e for e in events if e not in HOOK_EVENTS]
+        if unknown:
+            raise BadRequest(f"events: Invalid event(s): {', '.join(map(str, unknown))}")
+        out["events"] = events
+    if "description" in body:
+        out["description"] = str(body["description"] or "")
+    if "active" in body:
+        out["active"] = bool(body["active"])
+    if "secret" in body:  # omitted keeps the secret, null or "" removes it
+        secret = body["secret"]
+        if secret is not None and (not isinstance(secret, str) or len(secret) > 128):
+            raise BadRequest("secret: Ensure this value has at most 128 characters.")
+        out["secret"] = secret or None
+    if "skip_cert_verification" in body:
+        out["ssl_verification_required"] = not body["skip_cert_verification"]
+    return out
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/hooks")
+def list_hooks(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "webhook")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token, "admin")
+        return paginate(ctx, list(repo.hooks.values()), lambda h: hook(ctx, repo, h), searchable=False)
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/hooks", methods=("POST",))
+def create_hook(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    token = authenticate(ctx, "webhook")
+    fields = _hook_fields(ctx.json_body(), creating=True)
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token, "admin")
+        h = ctx.backend.add_hook(repo, fields.pop("url"), fields.pop("events"), **fields)
+        resp = respond(ctx, hook(ctx, repo, h), 201)
+        resp.headers["Location"] = f"{ctx.api}/repositories/{repo.full_name}/hooks/{quote(h.id)}"
+        return resp
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/hooks/<uid>", methods=("GET", "PUT", "DELETE"))
+def hook_item(ctx: Ctx, workspace: str, repo_slug: str, uid: str) -> Response:
+    token = authenticate(ctx, "webhook")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token, "admin")
+        h = ctx.backend.get_hook(repo, uid)
+        if ctx.request.method == "DELETE":
+            del repo.hooks[h.id]
+            return Response(status=204)
+        if ctx.request.method == "PUT":
+            for key, val in _hook_fields(ctx.json_body(), creating=False).items():
+                setattr(h, key, val)
+            h.updated_at = datetime.now(h.created_at.tzinfo)
+        return respond(ctx, hook(ctx, repo, h))
+
+
+# ---------------------------------------- webhook payloads
+# Shapes follow the real payloads in ../shared/bitbucket/webhooks/cloud (key for key).
+def p_account(ctx: Ctx, name: str | None, typed: bool = False) -> dict | None:
+    user = _user(ctx, name)
+    if user is None:
+        return None
+    uid = quote(user.uuid)
+    body = {
+        "nickname": user.name,
+        "account_id": user.account_id,
+        "display_name": user.display_name,
+        "uuid": user.uuid,
+        "links": {
+            "self": _href(f"{ctx.api}/users/{uid}"),
+            "html": _href(f"{ctx.root}/{uid}/"),
+            "avatar": _href(f"{ctx.root}/account/{user.name}/avatar/"),
+        },
+    }
+    return {"type": "user", **body} if typed else body
+
+
+def p_repo(ctx: Ctx, repo: Repository, full: bool = False) -> dict:
+    body: dict[str, Any] = {
+        "links": {
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}"),
+            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
+        },
+        "uuid": repo.uuid,
+        "full_name": repo.full_name,
+        "name": repo.name,
+        "scm": "git",
+        "is_private": repo.is_private,
+    }
+    if full:
+        ws = ctx.backend.workspaces[repo.owner]
+        body = {
+            "type": "repository",
+            "links": body["links"],
+            "uuid": repo.uuid,
+            "project": {
+                "type": "project",
+                "project": ws.project_name,
+                "uuid": ws.project_uuid,
+                "links": {
+                    "html": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}"),
+                    "avatar": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}/avatar"),
+                },
+                "key": ws.project_key,
+            },
+            "full_name": repo.full_name,
+            "name": repo.name,
+            "website": "",
+            "owner": {
+                "type": "team",
+                "nickname": ws.slug,
+                "account_id": None,
+                "display_name": ws.name,
+                "uuid": ws.uuid,
+                "links": {
+                    "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
+                    "html": _href(f"{ctx.root}/{ws.slug}/"),
+                    "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+                },
+            },
+            "scm": "git",
+            "is_private": repo.is_private,
+        }
+    return body
+
+
+def _p_target(ctx: Ctx, repo: Repository, sha: str) -> dict:
+    c = ctx.backend.commit_info(repo, sha)
+    return {
+        "type": "commit",
+        "hash": c.hash,
+        "author": p_account(ctx, c.author) or {},
+        "message": c.message + "\n",
+        "date": iso(c.date),
+        "parents": [{"type": "commit", "hash": p, "links": _commit_links(ctx, repo, p)} for p in c.parents],
+        "links": _commit_links(ctx, repo, c.hash),
+    }
+
+
+def _p_ref(ctx: Ctx, repo: Repository, kind: str, ref: Ref | None) -> dict | None:
+    if ref is None:
+        return None
+    return {
+        "type": kind,
+        "name": ref.name,
+        "target": _p_target(ctx, repo, ref.target),
+        "links": _ref_links(ctx, repo, kind, ref.name),
+    }
+
+
+def _p_change(ctx: Ctx, repo: Repository, change: dict) -> dict:
+    old, new = change["old"], change["new"]
+    a = new.target if new else "0" * 40
+    b = old.target if old else "0" * 40
+    api = f"{ctx.api}/repositories/{repo.full_name}"
+    return {
+        "new": _p_ref(ctx, repo, change["kind"], new),
+        "old": _p_ref(ctx, repo, change["kind"], old),
+        "links": {
+            "html": _href(f"{ctx.root}/{repo.full_name}/branches/compare/{a}..{b}"),
+            "diff": _href(f"{api}/diff/{a}..{b}"),
+            "commits": _href(f"{api}/commits?include={a}&exclude={b}"),
+        },
+        "created": old is None,
+        "forced": bool(change.get("forced")),
+        "closed": new is None,
+        "commits": [
+            {
+                "hash": c.hash,
+                "type": "commit",
+                "message": c.message + "\n",
+                "author": p_account(ctx, c.author) or {},
+                "links": _commit_links(ctx, repo, c.hash),
+            }
+            for c in reversed(change["commits"])
+        ],
+        "truncated": False,
+    }
+
+
+def p_pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
+    def endpoint(branch_name: str, sha: str) -> dict:
+        return {
+            "branch": {"name": branch_name},
+            "commit": {"hash": sha[:12]},
+            "repository": p_repo(ctx, repo),
+        }
+
+    return {
+        "id": pr.id,
+        "title": pr.title,
+        "description": pr.description,
+        "state": pr.state,
+        "author": p_account(ctx, pr.author),
+        "source": endpoint(pr.source_branch, pr.source_hash),
+        "destination": endpoint(pr.dest_branch, pr.dest_hash),
+        "merge_commit": {"hash": pr.merge_hash[:12]} if pr.merge_hash else None,
+        "participants": [
+            p_account(ctx, n)
+            for n in [*(r.user for r in pr.reviewers), *pr.participants]
+            if n in ctx.backend.users
+        ],
+        "reviewers": [p_account(ctx, r.user) for r in pr.reviewers if r.user in ctx.backend.users],
+        "close_source_branch": pr.close_source_branch,
+        "closed_by": p_account(ctx, pr.closed_by),
+        "reason": pr.reason,
+        "created_on": iso(pr.created_on),
+        "updated_on": iso(pr.updated_on),
+        "links": {
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}"),
+        },
+    }
+
+
+# Backend event key -> Cloud X-Event-Key (None: Cloud has no such event).
+EVENT_KEYS = {
+    "repo:push": "repo:push",
+    "repo:updated": "repo:updated",
+    "pullrequest:created": "pullrequest:created",
+    "pullrequest:updated": "pullrequest:updated",
+    "pullrequest:push": "pullrequest:push",
+    "pullrequest:fulfilled": "pullrequest:fulfilled",
+    "pullrequest:rejected": "pullrequest:rejected",
+    "pullrequest:approved": "pullrequest:approved",
+    "pullrequest:comment_created": "pullrequest:comment_created",
+    "pullrequest:deleted": None,
+}
+
+
+def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
+    key = EVENT_KEYS.get(event.key)
+    if key is None:
+        return None
+    repo = event.repo
+    if key == "repo:push":
+        changes = [_p_change(ctx, repo, c) for c in event.data["changes"]]
+        return key, {
+            "actor": p_account(ctx, event.actor),
+            "repository": p_repo(ctx, repo),
+            "push": {"changes": changes},
+        }
+    if key == "repo:updated":
+        old = event.data["old"]
+        full_old = f"{repo.owner}/{old['slug']}"
+        links_old = {
+            "avatar": _href(f"{ctx.root}/{full_old}/avatar/32/"),
+            "self": _href(f"{ctx.api}/repositories/{full_old}"),
+            "html": _href(f"{ctx.root}/{full_old}"),
+        }
+        links_new = {
+            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}"),
+        }
+        changes = {
+            "name": {"new": repo.name, "old": old["name"]},
+            "website": {"new": "", "old": ""},
+            "language": {"new": repo.language, "old": repo.language},
+            "links": {"new": links_new, "old": links_old},
+            "description": {"new": repo.description, "old": old["description"]},
+            "full_name": {"new": repo.full_name, "old": full_old},
+        }
+        return key, {
+            "actor": p_account(ctx, event.actor, typed=True),
+            "repository": p_repo(ctx, repo, full=True),
+            "changes": changes,
+        }
+    pr = event.data["pr"]
+    body: dict[str, Any] = {
+        "actor": p_account(ctx, event.actor),
+        "pullrequest": p_pullrequest(ctx, repo, pr),
+        "repository": p_repo(ctx, repo),
+    }
+    if key == "pullrequest:approved":
+        body["approval"] = {
+            "date": iso(event.data["reviewer"].participated_on),
+            "user": p_account(ctx, event.actor),
+        }
+    if key == "pullrequest:comment_created":
+        c = event.data["comment"]
+        comment: dict[str, Any] = {"id": c.id}
+        if c.parent is not None:
+            comment["parent"] = {"id": c.parent}
+        comment["content"] = _rendered(c.text)
+        if c.inline:
+            comment["inline"] = {
+                "path": c.inline.get("path"),
+                "from": c.inline.get("from"),
+                "to": c.inline.get("to"),
+            }
+        api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}/comments/{c.id}"
+        comment.update(
+            created_on=iso(c.created_on),
+            updated_on=iso(c.updated_on),
+            links={
+                "self": _href(api),
+                "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}/_/diff#comment-{c.id}"),
+            },
+        )
+        body["comment"] = comment
+    return key, body

@@ -1,0 +1,405 @@
+"""Control API under /_emulator/ (same on both servers, same backend). Not counted in request stats.
+
+See README.md for the full reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response
+
+from . import cloud, datacenter
+from .models import CLOUD, DC, FLAVORS, BadRequest, Repository
+from .oauth import authorize_decision, cloud_check, dc_check, dc_scopes
+from .seed import apply_spec, seed_default
+from .web import Ctx, Routes, json_response
+
+routes = Routes()
+P = "/_emulator"
+REPO = P + "/<flavor>/repos/<owner>/<slug>"
+
+
+def _flavor(flavor: str) -> str:
+    aliases = {"cloud": CLOUD, "datacenter": DC, "dc": DC, "server": DC}
+    if flavor not in aliases:
+        raise BadRequest(f"Unknown flavor {flavor!r}; use cloud or datacenter.")
+    return aliases[flavor]
+
+
+def _flavor_ctx(ctx: Ctx, flavor: str) -> Ctx:
+    root = ctx.backend.public_urls[flavor]
+    return Ctx(ctx.request, ctx.backend, flavor, root, ctx.emulator)
+
+
+def _repo(ctx: Ctx, flavor: str, owner: str, slug: str) -> tuple[str, Repository]:
+    flavor = _flavor(flavor)
+    return flavor, ctx.backend.get_repo(flavor, owner, slug)
+
+
+def _actor(ctx: Ctx, body: dict, repo: Repository | None = None) -> str:
+    name = body.get("user") or ctx.request.args.get("user")
+    if not name:
+        if "alice" in ctx.backend.users:
+            name = "alice"
+        elif ctx.backend.users:
+            name = next(iter(ctx.backend.users))
+        else:
+            raise BadRequest("No users exist; seed some first.")
+    return ctx.backend.get_user(name).name
+
+
+def _render_pr(ctx: Ctx, flavor: str, repo: Repository, pr: Any) -> dict:
+    fctx = _flavor_ctx(ctx, flavor)
+    if flavor == CLOUD:
+        return cloud.pullrequest(fctx, repo, pr)
+    return datacenter.pull_request(fctx, repo, pr)
+
+
+# ---------------------------------------- data
+@routes.route(P + "/reset", methods=("POST",))
+def reset(ctx: Ctx) -> Response:
+    body = ctx.json_body()
+    ctx.emulator.reset(seed=bool(body.get("seed", False)))
+    return json_response({"reset": True, "seeded": bool(body.get("seed", False))})
+
+
+@routes.route(P + "/seed", methods=("POST",))
+def seed(ctx: Ctx) -> Response:
+    body = ctx.json_body()
+    created = seed_default(ctx.backend) if not body or body.get("default") else apply_spec(ctx.backend, body)
+    return json_response({"created": created}, 201)
+
+
+@routes.route(P + "/state")
+def state(ctx: Ctx) -> Response:
+    return json_response(ctx.backend.state())
+
+
+@routes.route(P + "/config", methods=("GET", "POST"))
+def config(ctx: Ctx) -> Response:
+    cfg = ctx.backend.config
+    if ctx.request.method == "POST":
+        for key, value in ctx.json_body().items():
+            if not hasattr(cfg, key):
+                raise BadRequest(f"Unknown config key: {key}")
+            setattr(cfg, key, type(getattr(cfg, key))(value))
+    return json_response(dataclasses.asdict(cfg))
+
+
+@routes.route(P + "/users", methods=("POST",))
+def add_user(ctx: Ctx) -> Response:
+    body = ctx.json_body()
+    if not body.get("name"):
+        raise BadRequest("name is required")
+    u = ctx.backend.add_user(
+        body["name"], body.get("display_name"), body.get("email"), bool(body.get("admin"))
+    )
+    return json_response(
+        {
+            "name": u.name,
+            "display_name": u.display_name,
+            "email": u.email,
+            "id": u.id,
+            "uuid": u.uuid,
+            "account_id": u.account_id,
+        },
+        201,
+    )
+
+
+@routes.route(P + "/<flavor>/repos", methods=("POST",))
+def add_repo(ctx: Ctx, flavor: str) -> Response:
+    body = ctx.json_body()
+    flavor = _flavor(flavor)
+    if not body.get("owner") or not body.get("slug"):
+        raise BadRequest("owner and slug are required")
+    owner = body["owner"]
+    if flavor == DC and owner.startswith("~"):
+        ctx.backend.personal_project(owner[1:])
+    repo = ctx.backend.add_repository(
+        flavor,
+        owner,
+        body["slug"],
+        name=body.get("name"),
+        description=body.get("description", ""),
+        is_private=body.get("is_private", True),
+        permissions=body.get("permissions"),
+        default_branch=body.get("default_branch", "main"),
+    )
+    return json_response(
+        {"flavor": flavor, "full_name": repo.full_name, "id": repo.id, "uuid": repo.uuid}, 201
+    )
+
+
+@routes.route(REPO + "/permissions", methods=("PUT",))
+def set_permissions(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    with ctx.backend.lock:
+        for user, level in ctx.json_body().items():
+            ctx.backend.get_user(user)
+            if level is None:
+                repo.permissions.pop(user.lower(), None)
+            elif level not in ("read", "write", "admin"):
+                raise BadRequest(f"Invalid level {level!r}: use read, write, admin or null")
+            else:
+                repo.permissions[user.lower()] = level
+        return json_response(repo.permissions)
+
+
+# ---------------------------------------- changes (fire webhooks)
+@routes.route(REPO + "/push", methods=("POST",))
+def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    commits = body.get("commits", 1)
+    new = ctx.backend.push(
+        repo,
+        body.get("branch") or repo.default_branch,
+        _actor(ctx, body),
+        commits,
+        force=bool(body.get("force")),
+    )
+    return json_response(
+        {
+            "branch": body.get("branch") or repo.default_branch,
+            "commits": [c.hash for c in new],
+            "head": new[-1].hash,
+        },
+        201,
+    )
+
+
+@routes.route(REPO + "/update", methods=("POST",))
+def update_repo(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    ctx.backend.update_repository(
+        repo, _actor(ctx, body), name=body.get("name"), description=body.get("description")
+    )
+    return json_response({"name": repo.name, "description": repo.description})
+
+
+@routes.route(REPO + "/<any(branches, tags):kind>", methods=("POST",))
+def create_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    if not body.get("name"):
+        raise BadRequest("name is required")
+    ref = ctx.backend.create_ref(
+        repo,
+        kind[:-1] if kind == "tags" else "branch",
+        body["name"],
+        _actor(ctx, body),
+        body.get("target") or body.get("from"),
+        body.get("message", ""),
+    )
+    return json_response({"name": ref.name, "target": ref.target}, 201)
+
+
+@routes.route(REPO + "/<any(branches, tags):kind>/<path:name>", methods=("DELETE",))
+def delete_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str, name: str) -> Response:
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    ctx.backend.delete_ref(repo, "tag" if kind == "tags" else "branch", name, _actor(ctx, {}))
+    return Response(status=204)
+
+
+@routes.route(REPO + "/pullrequests", methods=("POST",))
+def open_pr(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    if not body.get("source"):
+        raise BadRequest("source (branch name) is required")
+    pr = ctx.backend.open_pull_request(
+        repo,
+        _actor(ctx, body),
+        body.get("title") or f"Merge {body['source']}",
+        body["source"],
+        body.get("destination"),
+        body.get("description", ""),
+        body.get("reviewers", []),
+    )
+    with ctx.backend.lock:
+        return json_response(_render_pr(ctx, flavor, repo, pr), 201)
+
+
+@routes.route(
+    REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve):action>", methods=("POST",)
+)
+def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    actor = _actor(ctx, body)
+    b = ctx.backend
+    if action == "update":
+        pr = b.update_pull_request(
+            repo,
+            pr_id,
+            actor,
+            title=body.get("title"),
+            description=body.get("description"),
+            destination=body.get("destination"),
+        )
+    elif action == "merge":
+        pr = b.merge_pull_request(repo, pr_id, actor)
+    elif action == "decline":
+        pr = b.decline_pull_request(repo, pr_id, actor, body.get("reason", ""))
+    else:
+        pr = b.approve_pull_request(repo, pr_id, actor)
+    with b.lock:
+        return json_response(_render_pr(ctx, flavor, repo, pr))
+
+
+@routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("DELETE",))
+def delete_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    ctx.backend.delete_pull_request(repo, pr_id, _actor(ctx, {}))
+    return Response(status=204)
+
+
+@routes.route(REPO + "/pullrequests/<int:pr_id>/comments", methods=("POST",))
+def comment_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    c = ctx.backend.comment_pull_request(
+        repo, pr_id, _actor(ctx, body), body.get("text", "A comment"), body.get("parent"), body.get("inline")
+    )
+    return json_response({"id": c.id, "text": c.text, "parent": c.parent}, 201)
+
+
+@routes.route(REPO + "/issues", methods=("POST",))
+def add_issue(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    i = ctx.backend.add_issue(repo, _actor(ctx, body), body.get("title", "An issue"), body.get("content", ""))
+    return json_response({"id": i.id, "title": i.title}, 201)
+
+
+# ---------------------------------------- OAuth, tokens
+@routes.route(P + "/oauth/clients", methods=("POST",))
+def register_client(ctx: Ctx) -> Response:
+    body = ctx.json_body()
+    missing = [k for k in ("flavor", "client_id", "client_secret", "redirect_uri") if not body.get(k)]
+    if missing:
+        raise BadRequest(f"Missing: {', '.join(missing)}")
+    client = ctx.backend.register_client(
+        _flavor(body["flavor"]),
+        body["client_id"],
+        body["client_secret"],
+        body["redirect_uri"],
+        body.get("scopes"),
+        body.get("name", "bitbridge"),
+    )
+    return json_response(dataclasses.asdict(client) | {"client_secret": "********"}, 201)
+
+
+@routes.route(P + "/oauth/authorize", methods=("POST",))
+def authorize(ctx: Ctx) -> Response:
+    """Non-interactive consent: same code path as the consent form's Grant/Deny. Returns the redirect."""
+    body = ctx.json_body()
+    flavor = (
+        _flavor(body["flavor"])
+        if body.get("flavor")
+        else next((f for f in FLAVORS if ctx.backend.get_client(f, body.get("client_id"))), CLOUD)
+    )
+    params = MultiDict({k: str(v) for k, v in body.items() if v is not None and k != "flavor"})
+    params.setdefault("response_type", "code")
+    params.setdefault("decision", "grant")
+    fctx = _flavor_ctx(ctx, flavor)
+    if flavor == CLOUD:
+        checked = cloud_check(fctx, params)
+        if isinstance(checked, Response):
+            return json_response({"error": "Invalid redirect_uri", "location": None}, 400)
+        client, redirect_uri = checked
+        scopes = client.scopes
+    else:
+        if not params.get("redirect_uri") and ctx.backend.get_client(DC, params.get("client_id")):
+            params["redirect_uri"] = ctx.backend.get_client(DC, params["client_id"]).redirect_uri  # type: ignore[union-attr]
+        checked = dc_check(fctx, params)
+        if isinstance(checked, Response):
+            return json_response({"error": "Invalid client or redirect_uri", "location": None}, 400)
+        client, redirect_uri = checked
+        scopes_or_error = dc_scopes(client, params.get("scope"))
+        if not isinstance(scopes_or_error, list):
+            return json_response({"error": scopes_or_error.error, "location": None}, 400)
+        scopes = scopes_or_error
+    resp = authorize_decision(fctx, flavor, client, params, redirect_uri, scopes)
+    location = resp.headers.get("Location")
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(location or "").query)
+    return json_response(
+        {
+            "location": location,
+            "code": (query.get("code") or [None])[0],
+            "state": (query.get("state") or [None])[0],
+            "error": (query.get("error") or [None])[0],
+        },
+        200 if location else resp.status_code,
+    )
+
+
+def _token_selector(body: dict) -> dict:
+    return {
+        "token": body.get("token"),
+        "user": body.get("user"),
+        "flavor": _flavor(body["flavor"]) if body.get("flavor") else None,
+        "all_tokens": bool(body.get("all")),
+    }
+
+
+@routes.route(P + "/tokens/expire", methods=("POST",))
+def expire_tokens(ctx: Ctx) -> Response:
+    body = ctx.json_body()
+    n = ctx.backend.expire_tokens(**_token_selector(body), refresh=bool(body.get("refresh")))
+    return json_response({"expired": n})
+
+
+@routes.route(P + "/tokens/revoke", methods=("POST",))
+def revoke_tokens(ctx: Ctx) -> Response:
+    n = ctx.backend.revoke_tokens(**_token_selector(ctx.json_body()))
+    return json_response({"revoked": n})
+
+
+# ---------------------------------------- faults, stats, deliveries
+@routes.route(P + "/faults", methods=("GET", "POST", "DELETE"))
+def faults(ctx: Ctx) -> Response:
+    f = ctx.emulator.faults
+    if ctx.request.method == "DELETE":
+        f.clear()
+        return Response(status=204)
+    if ctx.request.method == "POST":
+        body = ctx.json_body()
+        if "flavor" in body and body["flavor"] is not None:
+            body["flavor"] = _flavor(body["flavor"])
+        try:
+            fault = f.add(body)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(str(exc)) from exc
+        return json_response({"id": fault.id}, 201)
+    return json_response({"faults": f.list()})
+
+
+@routes.route(P + "/requests", methods=("GET", "DELETE"))
+def requests_stats(ctx: Ctx) -> Response:
+    if ctx.request.method == "DELETE":
+        ctx.emulator.stats.reset()
+        return Response(status=204)
+    return json_response(ctx.emulator.stats.snapshot())
+
+
+@routes.route(P + "/deliveries", methods=("GET", "DELETE"))
+def deliveries(ctx: Ctx) -> Response:
+    hooks = ctx.emulator.webhooks
+    if ctx.request.method == "DELETE":
+        hooks.clear()
+        return Response(status=204)
+    if ctx.request.args.get("wait", "").lower() in ("1", "true", "yes"):
+        hooks.wait_idle(float(ctx.request.args.get("timeout", 10)))
+    items = hooks.deliveries()
+    for key in ("event_key", "flavor", "url"):
+        if ctx.request.args.get(key):
+            items = [d for d in items if d[key] == ctx.request.args[key]]
+    return json_response({"deliveries": items})

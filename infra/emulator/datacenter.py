@@ -1,0 +1,720 @@
+"""Bitbucket Data Center front-end: REST 1.0 (`/rest/api/1.0` == `/rest/api/latest`), start/limit paging,
+DC error bodies, personal repositories (`~USER`), webhooks with REPO_ADMIN, and DC webhook payloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from werkzeug.wrappers import Response
+
+from .models import (
+    DC,
+    LEVELS,
+    BadRequest,
+    EmulatorError,
+    Event,
+    Forbidden,
+    Hook,
+    NotFound,
+    Project,
+    PullRequest,
+    Ref,
+    Repository,
+    Reviewer,
+    Token,
+    Unauthorized,
+    User,
+    millis,
+    now,
+)
+from .web import Ctx, Routes, int_arg, json_response
+
+routes = Routes()
+API = "/rest/api/<any('1.0', 'latest'):api_version>"
+
+# Token scope hierarchy of DC's OAuth 2 provider: each scope implies the ones listed.
+_SCOPE_IMPLIES = {
+    "PUBLIC_REPOS": set(),
+    "REPO_READ": {"PUBLIC_REPOS"},
+    "REPO_WRITE": {"REPO_READ", "PUBLIC_REPOS"},
+    "REPO_ADMIN": {"REPO_WRITE", "REPO_READ", "PUBLIC_REPOS"},
+    "PROJECT_ADMIN": {"REPO_ADMIN", "REPO_WRITE", "REPO_READ", "PUBLIC_REPOS"},
+    "ADMIN_WRITE": {"PROJECT_ADMIN", "REPO_ADMIN", "REPO_WRITE", "REPO_READ", "PUBLIC_REPOS"},
+    "SYSTEM_ADMIN": {"ADMIN_WRITE", "PROJECT_ADMIN", "REPO_ADMIN", "REPO_WRITE", "REPO_READ", "PUBLIC_REPOS"},
+}
+SCOPES = tuple(_SCOPE_IMPLIES)
+
+WEBHOOK_EVENTS = {
+    "repo:refs_changed",
+    "repo:modified",
+    "repo:forked",
+    "repo:comment:added",
+    "repo:comment:edited",
+    "repo:comment:deleted",
+    "repo:secret_detected",
+    "mirror:repo_synchronized",
+    "project:modified",
+    "pr:opened",
+    "pr:from_ref_updated",
+    "pr:to_ref_updated",
+    "pr:modified",
+    "pr:reviewer:updated",
+    "pr:reviewer:approved",
+    "pr:reviewer:unapproved",
+    "pr:reviewer:needs_work",
+    "pr:reviewer:changes_requested",
+    "pr:merged",
+    "pr:declined",
+    "pr:deleted",
+    "pr:comment:added",
+    "pr:comment:edited",
+    "pr:comment:deleted",
+}
+
+
+def has_scope(granted: list[str], needed: str) -> bool:
+    return any(s == needed or needed in _SCOPE_IMPLIES.get(s, set()) for s in granted)
+
+
+# ---------------------------------------- errors
+def errors_body(message: str, exception: str | None = None, context: str | None = None) -> dict:
+    return {"errors": [{"context": context, "message": message, "exceptionName": exception}]}
+
+
+_EXCEPTIONS = {
+    "repository": "com.atlassian.bitbucket.repository.NoSuchRepositoryException",
+    "project": "com.atlassian.bitbucket.project.NoSuchProjectException",
+    "user": "com.atlassian.bitbucket.user.NoSuchUserException",
+    "pullrequest": "com.atlassian.bitbucket.pull.NoSuchPullRequestException",
+    "webhook": "com.atlassian.webhooks.NoSuchWebhookException",
+}
+
+
+def render_error(exc: EmulatorError) -> Response:
+    if isinstance(exc, Unauthorized):
+        if exc.detail.get("reason") == "missing":
+            body = errors_body(
+                "Authentication failed. Please check your credentials and try again.",
+                "com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException",
+            )
+        else:
+            body = errors_body(
+                "Authentication failed. The access token is invalid, expired or has been revoked.",
+                "com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException",
+            )
+        return json_response(body, 401)
+    if isinstance(exc, Forbidden):
+        # DC answers insufficient permissions with 401 + AuthorisationException (see the spec's 401 texts).
+        return json_response(errors_body(exc.message, "com.atlassian.bitbucket.AuthorisationException"), 401)
+    if isinstance(exc, NotFound):
+        return json_response(errors_body(exc.message, _EXCEPTIONS.get(str(exc.detail.get("entity")))), 404)
+    context = exc.detail.get("field")
+    exception = (
+        "com.atlassian.bitbucket.validation.ArgumentValidationException"
+        if exc.status == 400
+        else "com.atlassian.bitbucket.ServiceException"
+    )
+    return json_response(errors_body(exc.message, exception, str(context) if context else None), exc.status)
+
+
+def authenticate(ctx: Ctx, scope: str = "REPO_READ") -> Token:
+    header = ctx.request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise Unauthorized("missing", reason="missing")
+    token = ctx.backend.authenticate(DC, header[7:].strip())
+    if not has_scope(token.scopes, scope):
+        raise Forbidden(
+            f"You are not permitted to access this resource: the access token lacks the {scope} scope."
+        )
+    return token
+
+
+# ---------------------------------------- rendering
+def _self(href: str) -> dict:
+    return {"self": [{"href": href}]}
+
+
+def user(ctx: Ctx, u: User) -> dict:
+    return {
+        "name": u.name,
+        "emailAddress": u.email,
+        "active": True,
+        "displayName": u.display_name,
+        "id": u.id,
+        "slug": u.name,
+        "type": "NORMAL",
+        "links": _self(f"{ctx.root}/users/{u.name}"),
+    }
+
+
+def project(ctx: Ctx, p: Project) -> dict:
+    if p.personal:
+        owner = ctx.backend.users[p.owner or ""]
+        return {
+            "key": p.key,
+            "id": p.id,
+            "name": p.name,
+            "type": "PERSONAL",
+            "owner": user(ctx, owner),
+            "links": _self(f"{ctx.root}/users/{owner.name}"),
+        }
+    return {
+        "key": p.key,
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "public": p.public,
+        "type": "NORMAL",
+        "links": _self(f"{ctx.root}/projects/{p.key}"),
+    }
+
+
+def _browse(ctx: Ctx, repo: Repository) -> str:
+    if repo.owner.startswith("~"):
+        return f"{ctx.root}/users/{repo.owner[1:].lower()}/repos/{repo.slug}"
+    return f"{ctx.root}/projects/{repo.owner}/repos/{repo.slug}"
+
+
+def _clone_links(ctx: Ctx, repo: Repository) -> list[dict]:
+    host = urlsplit(ctx.root).hostname or "localhost"
+    key = repo.owner.lower()
+    return [
+        {"href": f"ssh://git@{host}:7999/{key}/{repo.slug}.git", "name": "ssh"},
+        {"href": f"{ctx.root}/scm/{key}/{repo.slug}.git", "name": "http"},
+    ]
+
+
+def repository(ctx: Ctx, repo: Repository) -> dict:
+    p = ctx.backend.projects[repo.owner]
+    return {
+        "slug": repo.slug,
+        "id": repo.id,
+        "name": repo.name,
+        "description": repo.description,
+        "hierarchyId": repo.uuid.strip("{}").replace("-", "")[:20],
+        "scmId": "git",
+        "state": "AVAILABLE",
+        "statusMessage": "Available",
+        "forkable": True,
+        "project": project(ctx, p),
+        "public": not repo.is_private,
+        "archived": False,
+        "links": {"clone": _clone_links(ctx, repo), "self": [{"href": _browse(ctx, repo) + "/browse"}]},
+    }
+
+
+def branch(repo: Repository, ref: Ref) -> dict:
+    return {
+        "id": f"refs/heads/{ref.name}",
+        "displayId": ref.name,
+        "type": "BRANCH",
+        "latestCommit": ref.target,
+        "latestChangeset": ref.target,
+        "isDefault": ref.name == repo.default_branch,
+    }
+
+
+def tag(ref: Ref) -> dict:
+    return {
+        "id": f"refs/tags/{ref.name}",
+        "displayId": ref.name,
+        "type": "TAG",
+        "latestCommit": ref.target,
+        "latestChangeset": ref.target,
+        "hash": ref.target,
+    }
+
+
+def _participant(ctx: Ctx, r: Reviewer, role: str) -> dict:
+    body: dict[str, Any] = {"user": user(ctx, ctx.backend.users[r.user])}
+    if r.last_reviewed:
+        body["lastReviewedCommit"] = r.last_reviewed
+    body.update(role=role, approved=r.approved, status=r.status)
+    return body
+
+
+def pull_request(ctx: Ctx, repo: Repository, pr: PullRequest, payload: bool = False) -> dict:
+    """REST RestPullRequest; with ``payload``, the key set of webhook payloads (no draft/extra properties)."""
+
+    def ref(name: str, sha: str) -> dict:
+        body = {
+            "id": f"refs/heads/{name}",
+            "displayId": name,
+            "latestCommit": sha,
+            "repository": payload_repo(ctx, repo) if payload else repository(ctx, repo),
+        }
+        if not payload:
+            body["type"] = "BRANCH"
+        return body
+
+    body: dict[str, Any] = {
+        "id": pr.id,
+        "version": pr.version,
+        "title": pr.title,
+        "description": pr.description,
+        "state": pr.state,
+        "open": pr.state == "OPEN",
+        "closed": pr.state != "OPEN",
+        "createdDate": millis(pr.created_on),
+        "updatedDate": millis(pr.updated_on),
+    }
+    if pr.closed_on:
+        body["closedDate"] = millis(pr.closed_on)
+    body.update(
+        fromRef=ref(pr.source_branch, pr.source_hash),
+        toRef=ref(pr.dest_branch, pr.dest_hash),
+        locked=False,
+        author=_participant(ctx, Reviewer(pr.author), "AUTHOR"),
+        reviewers=[_participant(ctx, r, "REVIEWER") for r in pr.reviewers if r.user in ctx.backend.users],
+        participants=[
+            _participant(ctx, Reviewer(n), "PARTICIPANT") for n in pr.participants if n in ctx.backend.users
+        ],
+    )
+    if pr.merge_hash:
+        body["properties"] = {"mergeCommit": {"displayId": pr.merge_hash[:11], "id": pr.merge_hash}}
+    if not payload:
+        body["draft"] = pr.draft
+        props = body.setdefault("properties", {})
+        props.update(commentCount=len(pr.comments), openTaskCount=0, resolvedTaskCount=0)
+    body["links"] = _self(f"{_browse(ctx, repo)}/pull-requests/{pr.id}")
+    return body
+
+
+def webhook(h: Hook) -> dict:
+    # The secret is write-only here as well: it is never echoed back.
+    return {
+        "id": int(h.id),
+        "name": h.description,
+        "createdDate": millis(h.created_at),
+        "updatedDate": millis(h.updated_at),
+        "events": list(h.events),
+        "configuration": {},
+        "url": h.url,
+        "active": h.active,
+        "scopeType": "repository",
+        "sslVerificationRequired": h.ssl_verification_required,
+    }
+
+
+# ---------------------------------------- paging
+def page(ctx: Ctx, items: list, render: Callable[[Any], dict]) -> Response:
+    start = max(0, int_arg(ctx.request, "start", 0))
+    limit = int_arg(ctx.request, "limit", 25)
+    limit = max(1, min(limit, ctx.backend.config.dc_max_limit))  # page.max.* caps the limit at 1000
+    chunk = items[start : start + limit]
+    last = start + len(chunk) >= len(items)
+    body: dict[str, Any] = {
+        "size": len(chunk),
+        "limit": limit,
+        "isLastPage": last,
+        "values": [render(x) for x in chunk],
+        "start": start,
+    }
+    if not last:
+        body["nextPageStart"] = start + len(chunk)
+    return json_response(body)
+
+
+# ---------------------------------------- handlers
+def _repo(ctx: Ctx, token: Token, values: dict, level: str = "read") -> Repository:
+    key = values.get("project_key") or "~" + str(values.get("user_slug"))
+    project_obj = ctx.backend.get_project(key)
+    repo = ctx.backend.get_repo(DC, project_obj.key, values["repository_slug"])
+    ctx.backend.require(token.user, repo, level)
+    return repo
+
+
+def repo_route(suffix: str = "", methods: tuple[str, ...] = ("GET",)) -> Callable:
+    """Register a repository-scoped route for project repos and personal (`/users/{slug}/repos`) repos."""
+
+    def deco(fn: Callable) -> Callable:
+        routes.route(f"{API}/projects/<project_key>/repos/<repository_slug>{suffix}", methods)(fn)
+        routes.route(f"{API}/users/<user_slug>/repos/<repository_slug>{suffix}", methods)(fn)
+        return fn
+
+    return deco
+
+
+@routes.route("/plugins/servlet/applinks/whoami")
+def whoami(ctx: Ctx) -> Response:
+    header = ctx.request.headers.get("Authorization", "")
+    try:
+        token = ctx.backend.authenticate(
+            DC, header[7:].strip() if header.lower().startswith("bearer ") else None
+        )
+    except Unauthorized:
+        return Response("", status=401, content_type="text/plain")
+    return Response(token.user, content_type="text/plain;charset=UTF-8")
+
+
+@routes.route(f"{API}/users/<user_slug>")
+def get_user(ctx: Ctx, api_version: str, user_slug: str) -> Response:
+    authenticate(ctx, "PUBLIC_REPOS")
+    return json_response(user(ctx, ctx.backend.get_user(user_slug)))
+
+
+def _visible(ctx: Ctx, token: Token, repo: Repository, permission: str | None) -> bool:
+    level = ctx.backend.permission(token.user, repo)
+    needed = {"REPO_READ": "read", "REPO_WRITE": "write", "REPO_ADMIN": "admin"}.get(permission or "", "read")
+    return level >= LEVELS[needed]
+
+
+def _sorted_repos(repos: list[Repository]) -> list[Repository]:
+    return sorted(repos, key=lambda r: (r.owner.startswith("~"), r.owner, r.slug))
+
+
+@routes.route(f"{API}/repos")
+def list_repos(ctx: Ctx, api_version: str) -> Response:
+    token = authenticate(ctx)
+    args = ctx.request.args
+    permission = args.get("permission")
+    if permission and permission not in ("REPO_READ", "REPO_WRITE", "REPO_ADMIN"):
+        raise BadRequest(f"Invalid permission: {permission}", field="permission")
+    with ctx.backend.lock:
+        repos = []
+        for repo in _sorted_repos(ctx.backend.list_repos(DC)):
+            if not _visible(ctx, token, repo, permission):
+                continue
+            p = ctx.backend.projects[repo.owner]
+            if args.get("name") and args["name"].lower() not in repo.name.lower():
+                continue
+            if args.get("projectkey") and args["projectkey"].upper() != repo.owner.upper():
+                continue
+            if args.get("projectname") and args["projectname"].lower() not in p.name.lower():
+                continue
+            if (
+                args.get("visibility") in ("public", "private")
+                and (args["visibility"] == "public") == repo.is_private
+            ):
+                continue
+            if args.get("archived") == "ARCHIVED":
+                continue
+            repos.append(repo)
+        return page(ctx, repos, lambda r: repository(ctx, r))
+
+
+@routes.route(f"{API}/projects")
+def list_projects(ctx: Ctx, api_version: str) -> Response:
+    token = authenticate(ctx)
+    name = ctx.request.args.get("name", "").lower()
+    with ctx.backend.lock:
+        visible = []
+        for p in sorted(ctx.backend.projects.values(), key=lambda p: p.key):
+            if p.personal or (name and name not in p.name.lower()):
+                continue
+            user_obj = ctx.backend.users.get(token.user)
+            if (
+                token.user in p.permissions
+                or p.public
+                or (user_obj and user_obj.is_admin)
+                or any(ctx.backend.permission(token.user, r) for r in ctx.backend.list_repos(DC, p.key))
+            ):
+                visible.append(p)
+        return page(ctx, visible, lambda p: project(ctx, p))
+
+
+@routes.route(f"{API}/projects/<project_key>")
+def get_project(ctx: Ctx, api_version: str, project_key: str) -> Response:
+    authenticate(ctx)
+    return json_response(project(ctx, ctx.backend.get_project(project_key)))
+
+
+@routes.route(f"{API}/projects/<project_key>/repos")
+@routes.route(f"{API}/users/<user_slug>/repos")
+def list_project_repos(
+    ctx: Ctx, api_version: str, project_key: str | None = None, user_slug: str | None = None
+) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        p = ctx.backend.get_project(project_key or "~" + str(user_slug))
+        repos = [r for r in _sorted_repos(ctx.backend.list_repos(DC, p.key)) if _visible(ctx, token, r, None)]
+        return page(ctx, repos, lambda r: repository(ctx, r))
+
+
+@repo_route()
+def get_repo(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        return json_response(repository(ctx, _repo(ctx, token, values)))
+
+
+def _natural(name: str) -> list:
+    import re
+
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name)]
+
+
+def _order_refs(refs: list[Ref], order: str | None) -> list[Ref]:
+    if (order or "").upper() == "ALPHABETICAL":
+        return sorted(refs, key=lambda r: _natural(r.name))
+    return sorted(refs, key=lambda r: (r.date, r.name), reverse=True)  # MODIFICATION (DC default)
+
+
+@repo_route("/branches")
+def list_branches(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        refs = _order_refs(list(repo.branches.values()), args.get("orderBy"))
+        if args.get("filterText"):
+            refs = [r for r in refs if args["filterText"].lower() in r.name.lower()]
+        if args.get("boostMatches", "").lower() == "true" or not args.get("orderBy"):
+            refs.sort(key=lambda r: r.name != repo.default_branch)  # default branch first, as DC does
+        return page(ctx, refs, lambda r: branch(repo, r))
+
+
+@repo_route("/branches/default")
+def get_default_branch_full(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        return json_response(branch(repo, repo.branches[repo.default_branch]))
+
+
+@repo_route("/default-branch")
+def get_default_branch(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        return json_response(
+            {"id": f"refs/heads/{repo.default_branch}", "displayId": repo.default_branch, "type": "BRANCH"}
+        )
+
+
+@repo_route("/tags")
+def list_tags(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        refs = _order_refs(list(repo.tags.values()), args.get("orderBy"))
+        if args.get("filterText"):
+            refs = [r for r in refs if args["filterText"].lower() in r.name.lower()]
+        return page(ctx, refs, tag)
+
+
+@repo_route("/pull-requests")
+def list_pull_requests(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    args = ctx.request.args
+    state = args.get("state", "OPEN").upper()
+    if state not in ("OPEN", "DECLINED", "MERGED", "ALL"):
+        raise BadRequest(f"Invalid state: {state}", field="state")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        prs = [p for p in repo.pull_requests.values() if state == "ALL" or p.state == state]
+        if args.get("draft") in ("true", "false"):
+            prs = [p for p in prs if p.draft == (args["draft"] == "true")]
+        newest = (args.get("order") or "NEWEST").upper() != "OLDEST"
+        prs.sort(key=lambda p: (p.updated_on, p.id), reverse=newest)
+        return page(ctx, prs, lambda p: pull_request(ctx, repo, p))
+
+
+@repo_route("/pull-requests/<int:pull_request_id>")
+def get_pull_request(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        return json_response(pull_request(ctx, repo, ctx.backend.get_pr(repo, pull_request_id)))
+
+
+def _webhook_fields(body: dict, creating: bool) -> dict:
+    out: dict[str, Any] = {}
+    if "url" in body or creating:
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise BadRequest("A valid URL is required.", field="url")
+        out["url"] = url
+    if "events" in body or creating:
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            raise BadRequest("At least one event must be specified.", field="events")
+        unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+        if unknown:
+            raise BadRequest(f"Unknown event(s): {', '.join(map(str, unknown))}", field="events")
+        out["events"] = events
+    if "name" in body or creating:
+        name = body.get("name")
+        if not name:
+            raise BadRequest("A name is required.", field="name")
+        out["description"] = str(name)
+    if "active" in body:
+        out["active"] = bool(body["active"])
+    if isinstance(body.get("configuration"), dict) and "secret" in body["configuration"]:
+        out["secret"] = body["configuration"]["secret"] or None
+    if "sslVerificationRequired" in body:
+        out["ssl_verification_required"] = bool(body["sslVerificationRequired"])
+    return out
+
+
+@repo_route("/webhooks")
+def list_webhooks(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx, "REPO_ADMIN")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin")
+        hooks = list(repo.hooks.values())
+        if ctx.request.args.get("event"):
+            hooks = [h for h in hooks if ctx.request.args["event"] in h.events]
+        return page(ctx, hooks, webhook)
+
+
+@repo_route("/webhooks", methods=("POST",))
+def create_webhook(ctx: Ctx, api_version: str, **values: str) -> Response:
+    token = authenticate(ctx, "REPO_ADMIN")
+    fields = _webhook_fields(ctx.json_body(), creating=True)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin")
+        h = ctx.backend.add_hook(repo, fields.pop("url"), fields.pop("events"), **fields)
+        return json_response(webhook(h))
+
+
+@repo_route("/webhooks/<int:webhook_id>", methods=("GET", "PUT", "DELETE"))
+def webhook_item(ctx: Ctx, api_version: str, webhook_id: int, **values: str) -> Response:
+    token = authenticate(ctx, "REPO_ADMIN")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin")
+        h = ctx.backend.get_hook(repo, str(webhook_id))
+        if ctx.request.method == "DELETE":
+            del repo.hooks[h.id]
+            return Response(status=204)
+        if ctx.request.method == "PUT":
+            for key, val in _webhook_fields(ctx.json_body(), creating=False).items():
+                setattr(h, key, val)
+            h.updated_at = now()
+        return json_response(webhook(h))
+
+
+@repo_route("/webhooks/test", methods=("POST",))
+def test_webhook(ctx: Ctx, api_version: str, **values: str) -> Response:
+    """Sends `diagnostics:ping` (unsigned, body {"test": true}) synchronously and reports the result."""
+    token = authenticate(ctx, "REPO_ADMIN")
+    url = ctx.request.args.get("url")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin")
+        if not url and ctx.request.args.get("webhookId"):
+            url = ctx.backend.get_hook(repo, ctx.request.args["webhookId"]).url
+    if not url:
+        raise BadRequest("A URL is required to test a webhook.", field="url")
+    result = ctx.emulator.webhooks.ping(url)
+    return json_response(result)
+
+
+# ---------------------------------------- webhook payloads
+# Shapes follow the real payloads in ../shared/bitbucket/webhooks/datacenter (key for key).
+def payload_repo(ctx: Ctx, repo: Repository) -> dict:
+    p = ctx.backend.projects[repo.owner]
+    return {
+        "slug": repo.slug,
+        "id": repo.id,
+        "name": repo.name,
+        "scmId": "git",
+        "state": "AVAILABLE",
+        "statusMessage": "Available",
+        "forkable": True,
+        "project": project(ctx, p),
+        "public": not repo.is_private,
+        "links": {"clone": _clone_links(ctx, repo), "self": [{"href": _browse(ctx, repo) + "/browse"}]},
+    }
+
+
+def _dc_date(dt: datetime) -> str:
+    return dt.astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# Backend event key -> DC X-Event-Key.
+EVENT_KEYS = {
+    "repo:push": "repo:refs_changed",
+    "repo:updated": "repo:modified",
+    "pullrequest:created": "pr:opened",
+    "pullrequest:updated": "pr:modified",
+    "pullrequest:push": "pr:from_ref_updated",
+    "pullrequest:fulfilled": "pr:merged",
+    "pullrequest:rejected": "pr:declined",
+    "pullrequest:deleted": "pr:deleted",
+    "pullrequest:approved": "pr:reviewer:approved",
+    "pullrequest:comment_created": "pr:comment:added",
+}
+
+
+def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
+    key = EVENT_KEYS.get(event.key)
+    if key is None:
+        return None
+    repo = event.repo
+    body: dict[str, Any] = {
+        "eventKey": key,
+        "date": _dc_date(now()),
+        "actor": user(ctx, ctx.backend.users[event.actor]),
+    }
+    if key == "repo:refs_changed":
+        changes = []
+        for c in event.data["changes"]:
+            prefix = "refs/heads/" if c["kind"] == "branch" else "refs/tags/"
+            old, new = c["old"], c["new"]
+            changes.append(
+                {
+                    "ref": {
+                        "id": prefix + c["name"],
+                        "displayId": c["name"],
+                        "type": "BRANCH" if c["kind"] == "branch" else "TAG",
+                    },
+                    "refId": prefix + c["name"],
+                    "fromHash": old.target if old else "0" * 40,
+                    "toHash": new.target if new else "0" * 40,
+                    "type": "ADD" if old is None else "DELETE" if new is None else "UPDATE",
+                }
+            )
+        body.update(repository=payload_repo(ctx, repo), changes=changes)
+        return key, body
+    if key == "repo:modified":
+        old_repo = payload_repo(ctx, repo)
+        old_repo.update(name=event.data["old"]["name"], slug=event.data["old"]["slug"])
+        body.update(old=old_repo, new=payload_repo(ctx, repo))
+        return key, body
+    pr = event.data["pr"]
+    body["pullRequest"] = pull_request(ctx, repo, pr, payload=True)
+    if key == "pr:modified":
+        prev = event.data["previous"]
+        body.update(
+            previousTitle=prev["title"],
+            previousDescription=prev["description"],
+            previousTarget={
+                "id": f"refs/heads/{prev['dest_branch']}",
+                "displayId": prev["dest_branch"],
+                "type": "BRANCH",
+                "latestCommit": prev["dest_hash"],
+                "latestChangeset": prev["dest_hash"],
+            },
+        )
+    elif key == "pr:from_ref_updated":
+        body["previousFromHash"] = event.data["previous_from_hash"]
+    elif key == "pr:reviewer:approved":
+        body.update(
+            participant=_participant(ctx, event.data["reviewer"], "REVIEWER"),
+            previousStatus=event.data["previous_status"],
+        )
+    elif key == "pr:comment:added":
+        c = event.data["comment"]
+        body["comment"] = {
+            "properties": {"repositoryId": repo.id},
+            "id": c.id,
+            "version": c.version,
+            "text": c.text,
+            "author": user(ctx, ctx.backend.users[c.author]),
+            "createdDate": millis(c.created_on),
+            "updatedDate": millis(c.updated_on),
+            "comments": [],
+            "tasks": [],
+        }
+        if c.parent is not None:
+            body["commentParentId"] = c.parent
+    return key, body
+
+
+def dumps(body: dict) -> bytes:
+    return json.dumps(body).encode()

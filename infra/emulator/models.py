@@ -1,0 +1,1285 @@
+"""In-memory state of the emulated Bitbucket (Cloud and Data Center share one backend).
+
+Behaviour lives here; wire formats live in ``cloud.py`` / ``datacenter.py`` (moto's models/responses split).
+Every public method takes ``self.lock`` so the threaded HTTP servers, the control API and tests calling the
+backend directly all see consistent state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+CLOUD = "cloud"
+DC = "datacenter"
+FLAVORS = (CLOUD, DC)
+
+# Repository permission levels, ordered. Cloud roles and DC REPO_* permissions both map onto these.
+LEVELS = {"read": 1, "write": 2, "admin": 3}
+ZERO_HASH = "0" * 40
+
+# Fixed epoch for seeded data so every seed produces identical timestamps.
+SEED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stable_uuid(*parts: object) -> str:
+    """Deterministic UUID (for seeded objects) so seeds are reproducible."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "bitbridge-emulator:" + ":".join(map(str, parts))))
+
+
+def fake_hash(*parts: object) -> str:
+    return hashlib.sha1(":".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
+
+
+# ---------------------------------------- errors
+class EmulatorError(Exception):
+    """Domain error; each front-end renders it in its own flavour (see cloud.py / datacenter.py)."""
+
+    status = 400
+    kind = "bad_request"
+
+    def __init__(self, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class BadRequest(EmulatorError):
+    status, kind = 400, "bad_request"
+
+
+class Unauthorized(EmulatorError):
+    status, kind = 401, "unauthorized"
+
+
+class Forbidden(EmulatorError):
+    status, kind = 403, "forbidden"
+
+
+class NotFound(EmulatorError):
+    status, kind = 404, "not_found"
+
+
+class Conflict(EmulatorError):
+    status, kind = 409, "conflict"
+
+
+class OAuthError(Exception):
+    """RFC 6749 error for the token endpoints: rendered as {"error", "error_description"}."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error, self.description, self.status = error, description, status
+
+
+# ---------------------------------------- entities
+@dataclass(slots=True)
+class User:
+    name: str  # username == DC slug == Cloud nickname
+    display_name: str
+    email: str
+    id: int
+    uuid: str
+    account_id: str
+    created_on: datetime
+    is_admin: bool = False
+
+
+@dataclass(slots=True)
+class Workspace:  # Cloud
+    slug: str
+    name: str
+    uuid: str
+    members: dict[str, str]  # user -> "owner" | "collaborator" | "member"
+    project_key: str
+    project_name: str
+    project_uuid: str
+    created_on: datetime
+
+
+@dataclass(slots=True)
+class Project:  # Data Center (personal projects have key "~USER" and an owner)
+    key: str
+    name: str
+    id: int
+    description: str
+    permissions: dict[str, str]  # user -> read | write | admin (PROJECT_READ/WRITE/ADMIN)
+    owner: str | None = None
+    public: bool = False
+
+    @property
+    def personal(self) -> bool:
+        return self.owner is not None
+
+
+@dataclass(slots=True)
+class Commit:
+    hash: str
+    message: str
+    author: str
+    date: datetime
+    parents: list[str]
+
+
+@dataclass(slots=True)
+class Ref:
+    name: str
+    target: str
+    date: datetime
+    message: str
+    author: str
+
+
+@dataclass(slots=True)
+class Reviewer:
+    user: str
+    approved: bool = False
+    status: str = "UNAPPROVED"  # DC: UNAPPROVED | NEEDS_WORK | APPROVED
+    last_reviewed: str | None = None
+    participated_on: datetime | None = None
+
+
+@dataclass(slots=True)
+class Comment:
+    id: int
+    author: str
+    text: str
+    created_on: datetime
+    updated_on: datetime
+    parent: int | None = None
+    inline: dict | None = None
+    version: int = 0
+
+
+@dataclass(slots=True)
+class PullRequest:
+    id: int
+    title: str
+    description: str
+    state: str  # OPEN | MERGED | DECLINED | SUPERSEDED
+    author: str
+    source_branch: str
+    source_hash: str
+    dest_branch: str
+    dest_hash: str
+    created_on: datetime
+    updated_on: datetime
+    reviewers: list[Reviewer] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)
+    comments: list[Comment] = field(default_factory=list)
+    closed_on: datetime | None = None
+    closed_by: str | None = None
+    merge_hash: str | None = None
+    reason: str = ""
+    version: int = 0
+    close_source_branch: bool = False
+    draft: bool = False
+
+
+@dataclass(slots=True)
+class Issue:
+    id: int
+    title: str
+    content: str
+    state: str
+    kind: str
+    priority: str
+    reporter: str
+    assignee: str | None
+    created_on: datetime
+    updated_on: datetime
+
+
+@dataclass(slots=True)
+class Hook:
+    id: str  # Cloud: "{uuid}"; DC: numeric string
+    url: str
+    events: list[str]
+    description: str = ""
+    active: bool = True
+    secret: str | None = None
+    created_at: datetime = field(default_factory=now)
+    updated_at: datetime = field(default_factory=now)
+    ssl_verification_required: bool = True
+
+
+@dataclass(slots=True)
+class Repository:
+    flavor: str
+    owner: str  # Cloud workspace slug, or DC project key (personal: "~ALICE")
+    slug: str
+    name: str
+    id: int
+    uuid: str
+    description: str
+    is_private: bool
+    created_on: datetime
+    updated_on: datetime
+    language: str = ""
+    default_branch: str = "main"
+    branches: dict[str, Ref] = field(default_factory=dict)
+    tags: dict[str, Ref] = field(default_factory=dict)
+    commits: dict[str, Commit] = field(default_factory=dict)
+    pull_requests: dict[int, PullRequest] = field(default_factory=dict)
+    issues: dict[int, Issue] = field(default_factory=dict)
+    hooks: dict[str, Hook] = field(default_factory=dict)
+    permissions: dict[str, str] = field(default_factory=dict)  # user -> read | write | admin
+    next_comment_id: int = 1
+    next_pr_id: int = 1  # ids are never reused, even after a DC pull request is deleted
+    next_issue_id: int = 1
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.flavor, self.owner.lower(), self.slug.lower())
+
+
+@dataclass(slots=True)
+class OAuthClient:
+    flavor: str
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    scopes: list[str]
+    name: str = "bitbridge"
+
+
+@dataclass(slots=True)
+class AuthCode:
+    code: str
+    flavor: str
+    client_id: str
+    user: str
+    redirect_uri: str | None
+    scopes: list[str]
+    expires_at: float
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    used: bool = False
+
+
+@dataclass(slots=True)
+class Token:
+    flavor: str
+    client_id: str
+    user: str
+    scopes: list[str]
+    access_token: str
+    refresh_token: str
+    access_expires_at: float
+    refresh_expires_at: float
+    redirect_uri: str | None = None
+    revoked: bool = False
+    superseded_at: float | None = None  # when this refresh token was rotated away
+    code: str | None = None  # the authorization code it was issued for (reuse revokes it)
+
+
+@dataclass
+class Config:
+    """Tunable behaviour; change at runtime via ``POST /_emulator/config`` or ``backend.config``."""
+
+    cloud_access_token_lifetime: int = 7200
+    cloud_code_lifetime: float = 300.0
+    cloud_refresh_grace_seconds: float = 600.0  # rotated refresh token keeps working this long
+    cloud_refresh_token_lifetime: float = 90 * 86400.0
+    dc_access_token_lifetime: int = 3600
+    dc_code_lifetime: float = 10.0
+    dc_refresh_token_lifetime: float = 30 * 86400.0
+    delivery_timeout: float = 10.0
+    delivery_retry_delay: float = 0.5
+    cloud_max_pagelen: int = 100
+    dc_max_limit: int = 1000
+
+
+@dataclass(slots=True)
+class Event:
+    """A state change that may fire webhooks. ``data`` holds what the payload renderers need."""
+
+    flavor: str
+    key: str
+    repo: Repository
+    actor: str
+    data: dict
+
+
+# ---------------------------------------- backend
+class Backend:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.config = Config()
+        self.listeners: list[Callable[[Event], None]] = []
+        self.public_urls: dict[str, str] = {CLOUD: "http://127.0.0.1:8990", DC: "http://127.0.0.1:7990"}
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.config = Config()
+            self.users: dict[str, User] = {}
+            self.workspaces: dict[str, Workspace] = {}
+            self.projects: dict[str, Project] = {}
+            self.repos: dict[tuple[str, str, str], Repository] = {}
+            self.clients: dict[tuple[str, str], OAuthClient] = {}
+            self.codes: dict[str, AuthCode] = {}
+            self.access_tokens: dict[str, Token] = {}
+            self.refresh_tokens: dict[str, Token] = {}
+            self._ids = {"user": 0, "project": 0, "repo": 0, "hook": 0}
+
+    def _next_id(self, kind: str) -> int:
+        self._ids[kind] += 1
+        return self._ids[kind]
+
+    def emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    # ---------------------------------------- users
+    def add_user(
+        self, name: str, display_name: str | None = None, email: str | None = None, is_admin: bool = False
+    ) -> User:
+        with self.lock:
+            if name.lower() in self.users:
+                return self.users[name.lower()]
+            user = User(
+                name=name.lower(),
+                display_name=display_name or name.title(),
+                email=email or f"{name.lower()}@example.com",
+                id=self._next_id("user"),
+                uuid="{" + stable_uuid("user", name.lower()) + "}",
+                account_id="5f" + stable_uuid("account", name.lower()).replace("-", "")[:22],
+                created_on=SEED_EPOCH,
+                is_admin=is_admin,
+            )
+            self.users[user.name] = user
+            return user
+
+    def get_user(self, name: str) -> User:
+        with self.lock:
+            user = self.users.get(name.lower().lstrip("~"))
+            if user is None:
+                for candidate in self.users.values():  # Cloud also addresses users by {uuid}
+                    if name in (candidate.uuid, candidate.account_id):
+                        return candidate
+                raise NotFound(f"User {name} does not exist.", entity="user", ident=name)
+            return user
+
+    # ---------------------------------------- containers
+    def add_workspace(
+        self, slug: str, name: str | None = None, members: dict[str, str] | None = None
+    ) -> Workspace:
+        with self.lock:
+            key = slug.lower()
+            if key in self.workspaces:
+                ws = self.workspaces[key]
+                ws.members.update(members or {})
+                return ws
+            ws = Workspace(
+                slug=key,
+                name=name or slug.title(),
+                uuid="{" + stable_uuid("workspace", key) + "}",
+                members=dict(members or {}),
+                project_key="PROJ",
+                project_name="Untitled project",
+                project_uuid="{" + stable_uuid("wsproject", key) + "}",
+                created_on=SEED_EPOCH,
+            )
+            self.workspaces[key] = ws
+            return ws
+
+    def get_workspace(self, slug: str) -> Workspace:
+        with self.lock:
+            ws = self.workspaces.get(slug.lower())
+            if ws is None:
+                for candidate in self.workspaces.values():
+                    if candidate.uuid == slug:
+                        return candidate
+                raise NotFound(f"No workspace with identifier '{slug}'.", entity="workspace", ident=slug)
+            return ws
+
+    def add_project(
+        self,
+        key: str,
+        name: str | None = None,
+        permissions: dict[str, str] | None = None,
+        description: str = "",
+        public: bool = False,
+    ) -> Project:
+        with self.lock:
+            if key.upper() in self.projects:
+                project = self.projects[key.upper()]
+                project.permissions.update(permissions or {})
+                return project
+            project = Project(
+                key=key.upper(),
+                name=name or key.title(),
+                id=self._next_id("project"),
+                description=description,
+                permissions=dict(permissions or {}),
+                public=public,
+            )
+            self.projects[project.key] = project
+            return project
+
+    def personal_project(self, username: str) -> Project:
+        with self.lock:
+            user = self.get_user(username)
+            key = "~" + user.name.upper()
+            if key not in self.projects:
+                self.projects[key] = Project(
+                    key=key,
+                    name=user.display_name,
+                    id=self._next_id("project"),
+                    description="",
+                    permissions={user.name: "admin"},
+                    owner=user.name,
+                )
+            return self.projects[key]
+
+    def get_project(self, key: str) -> Project:
+        with self.lock:
+            if key.startswith("~"):
+                return self.personal_project(key[1:])
+            project = self.projects.get(key.upper())
+            if project is None:
+                raise NotFound(f"Project {key} does not exist.", entity="project", ident=key)
+            return project
+
+    # ---------------------------------------- repositories
+    def add_repository(
+        self,
+        flavor: str,
+        owner: str,
+        slug: str,
+        *,
+        name: str | None = None,
+        description: str = "",
+        is_private: bool = True,
+        language: str = "",
+        default_branch: str = "main",
+        permissions: dict[str, str] | None = None,
+        created_on: datetime | None = None,
+        author: str | None = None,
+    ) -> Repository:
+        with self.lock:
+            owner = self.get_workspace(owner).slug if flavor == CLOUD else self.get_project(owner).key
+            key = (flavor, owner.lower(), slug.lower())
+            if key in self.repos:
+                raise Conflict(f"Repository {owner}/{slug} already exists.")
+            created = created_on or now()
+            repo = Repository(
+                flavor=flavor,
+                owner=owner,
+                slug=slug.lower(),
+                name=name or slug,
+                id=self._next_id("repo"),
+                uuid="{" + stable_uuid("repo", flavor, owner.lower(), slug.lower()) + "}",
+                description=description,
+                is_private=is_private,
+                created_on=created,
+                updated_on=created,
+                language=language,
+                default_branch=default_branch,
+                permissions=dict(permissions or {}),
+            )
+            first_author = author or next(iter(self.users), "")
+            head = fake_hash(repo.full_name, default_branch, 0)
+            repo.branches[default_branch] = Ref(default_branch, head, created, "Initial commit", first_author)
+            self.repos[key] = repo
+            return repo
+
+    def get_repo(self, flavor: str, owner: str, slug: str) -> Repository:
+        with self.lock:
+            repo = self.repos.get((flavor, owner.lower(), slug.lower()))
+            if repo is None:
+                for candidate in self.repos.values():  # Cloud accepts {uuid} in place of the slug
+                    if candidate.flavor == flavor and candidate.uuid == slug:
+                        return candidate
+                raise NotFound(
+                    f"Repository {owner}/{slug} does not exist.", entity="repository", ident=f"{owner}/{slug}"
+                )
+            return repo
+
+    def list_repos(self, flavor: str, owner: str | None = None) -> list[Repository]:
+        with self.lock:
+            repos = [r for r in self.repos.values() if r.flavor == flavor]
+            if owner is not None:
+                repos = [r for r in repos if r.owner.lower() == owner.lower()]
+            return repos
+
+    def permission(self, user: str | None, repo: Repository) -> int:
+        """Effective permission level (0 = none) of ``user`` on ``repo``."""
+        with self.lock:
+            if user is None:
+                return 0 if repo.is_private else LEVELS["read"]
+            level = LEVELS.get(repo.permissions.get(user, ""), 0)
+            if repo.flavor == CLOUD:
+                ws = self.workspaces.get(repo.owner.lower())
+                role = ws.members.get(user) if ws else None
+                if role == "owner":
+                    level = max(level, LEVELS["admin"])
+                elif role and not repo.is_private:
+                    level = max(level, LEVELS["read"])
+            else:
+                project = self.projects.get(repo.owner.upper())
+                if project:
+                    level = max(level, LEVELS.get(project.permissions.get(user, ""), 0))
+                    if project.public:
+                        level = max(level, LEVELS["read"])
+            u = self.users.get(user)
+            if u and u.is_admin and repo.flavor == DC:
+                level = LEVELS["admin"]  # DC system admins see everything
+            if not repo.is_private:
+                level = max(level, LEVELS["read"])
+            return level
+
+    def require(self, user: str | None, repo: Repository, level: str) -> None:
+        have = self.permission(user, repo)
+        if have == 0:
+            # Both services hide private repositories from users without access.
+            raise NotFound(
+                f"Repository {repo.full_name} does not exist.", entity="repository", ident=repo.full_name
+            )
+        if have < LEVELS[level]:
+            raise Forbidden(
+                f"You are not permitted to access this resource ({level} permission required).",
+                required=level,
+            )
+
+    def update_repository(
+        self, repo: Repository, actor: str, *, name: str | None = None, description: str | None = None
+    ) -> Repository:
+        with self.lock:
+            old = {"name": repo.name, "description": repo.description, "slug": repo.slug}
+            if name is not None:
+                repo.name = name
+            if description is not None:
+                repo.description = description
+            repo.updated_on = now()
+            self.emit(Event(repo.flavor, "repo:updated", repo, actor, {"old": old}))
+            return repo
+
+    # ---------------------------------------- refs / commits
+    def commit_info(self, repo: Repository, sha: str) -> Commit:
+        """A stored commit, or a synthesised one for seeded refs (seeds don't store every commit)."""
+        commit = repo.commits.get(sha)
+        if commit is not None:
+            return commit
+        for ref in (*repo.branches.values(), *repo.tags.values()):
+            if ref.target == sha:
+                return Commit(sha, ref.message, ref.author, ref.date, [fake_hash(sha, "parent")])
+        return Commit(sha, "Commit " + sha[:7], next(iter(repo.permissions), ""), SEED_EPOCH, [])
+
+    def push(
+        self,
+        repo: Repository,
+        branch: str,
+        actor: str,
+        commits: int | list[str] = 1,
+        *,
+        author: str | None = None,
+        force: bool = False,
+    ) -> list[Commit]:
+        """Add commits on top of ``branch`` (created from the default branch if new); fires push events."""
+        with self.lock:
+            self.get_user(actor)
+            messages = [f"Commit {i + 1}" for i in range(commits)] if isinstance(commits, int) else commits
+            if not messages:
+                raise BadRequest("A push needs at least one commit.")
+            old_ref = repo.branches.get(branch)
+            base = old_ref.target if old_ref else repo.branches[repo.default_branch].target
+            created_at = now()
+            new: list[Commit] = []
+            parent = base
+            for message in messages:
+                sha = fake_hash(repo.full_name, branch, parent, message, time.time_ns(), secrets.token_hex(4))
+                commit = Commit(sha, message, author or actor, created_at, [parent])
+                repo.commits[sha] = commit
+                new.append(commit)
+                parent = sha
+            repo.branches[branch] = Ref(branch, parent, created_at, messages[-1], author or actor)
+            repo.updated_on = created_at
+            self.emit(
+                Event(
+                    repo.flavor,
+                    "repo:push",
+                    repo,
+                    actor,
+                    {
+                        "changes": [
+                            {
+                                "kind": "branch",
+                                "name": branch,
+                                "old": old_ref,
+                                "new": repo.branches[branch],
+                                "commits": new,
+                                "forced": force,
+                            }
+                        ]
+                    },
+                )
+            )
+            # Pushing to a PR's source branch updates the PR (pullrequest:push / pr:from_ref_updated).
+            for pr in repo.pull_requests.values():
+                if pr.state == "OPEN" and pr.source_branch == branch:
+                    previous = pr.source_hash
+                    pr.source_hash = parent
+                    pr.updated_on = created_at
+                    pr.version += 1
+                    self.emit(
+                        Event(
+                            repo.flavor,
+                            "pullrequest:push",
+                            repo,
+                            actor,
+                            {"pr": pr, "previous_from_hash": previous},
+                        )
+                    )
+            return new
+
+    def create_ref(
+        self, repo: Repository, kind: str, name: str, actor: str, target: str | None = None, message: str = ""
+    ) -> Ref:
+        with self.lock:
+            refs = repo.branches if kind == "branch" else repo.tags
+            if name in refs:
+                raise Conflict(f"{kind.title()} {name} already exists.")
+            if target is None:
+                target = repo.branches[repo.default_branch].target
+            elif target in repo.branches:
+                target = repo.branches[target].target
+            ref = Ref(name, target, now(), message or f"{kind} {name}", actor)
+            refs[name] = ref
+            self.emit(
+                Event(
+                    repo.flavor,
+                    "repo:push",
+                    repo,
+                    actor,
+                    {"changes": [{"kind": kind, "name": name, "old": None, "new": ref, "commits": []}]},
+                )
+            )
+            return ref
+
+    def delete_ref(self, repo: Repository, kind: str, name: str, actor: str) -> None:
+        with self.lock:
+            refs = repo.branches if kind == "branch" else repo.tags
+            if name not in refs:
+                raise NotFound(f"{kind.title()} {name} does not exist.", entity=kind, ident=name)
+            if kind == "branch" and name == repo.default_branch:
+                raise BadRequest("The default branch cannot be deleted.")
+            old = refs.pop(name)
+            self.emit(
+                Event(
+                    repo.flavor,
+                    "repo:push",
+                    repo,
+                    actor,
+                    {"changes": [{"kind": kind, "name": name, "old": old, "new": None, "commits": []}]},
+                )
+            )
+
+    # ---------------------------------------- pull requests
+    def get_pr(self, repo: Repository, pr_id: int) -> PullRequest:
+        pr = repo.pull_requests.get(int(pr_id))
+        if pr is None:
+            raise NotFound(f"Pull request {pr_id} does not exist in {repo.full_name}.", entity="pullrequest")
+        return pr
+
+    def open_pull_request(
+        self,
+        repo: Repository,
+        actor: str,
+        title: str,
+        source: str,
+        destination: str | None = None,
+        description: str = "",
+        reviewers: Iterable[str] = (),
+        *,
+        state: str = "OPEN",
+        created_on: datetime | None = None,
+        emit: bool = True,
+    ) -> PullRequest:
+        with self.lock:
+            destination = destination or repo.default_branch
+            if source not in repo.branches and emit:
+                self.push(repo, source, actor, [f"Work on {title}"])
+            src = repo.branches.get(source)
+            dst = repo.branches.get(destination)
+            if dst is None:
+                raise BadRequest(f"Branch {destination} does not exist.")
+            pr_id = repo.next_pr_id
+            repo.next_pr_id += 1
+            created = created_on or now()
+            pr = PullRequest(
+                id=pr_id,
+                title=title,
+                description=description,
+                state="OPEN",
+                author=actor,
+                source_branch=source,
+                source_hash=src.target if src else fake_hash(repo.full_name, source),
+                dest_branch=destination,
+                dest_hash=dst.target,
+                created_on=created,
+                updated_on=created,
+                reviewers=[Reviewer(r) for r in reviewers if r != actor],
+            )
+            repo.pull_requests[pr_id] = pr
+            if emit:
+                self.emit(Event(repo.flavor, "pullrequest:created", repo, actor, {"pr": pr}))
+            if state != "OPEN":
+                self._close(repo, pr, actor, state, emit=emit, when=created)
+            return pr
+
+    def update_pull_request(
+        self,
+        repo: Repository,
+        pr_id: int,
+        actor: str,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        destination: str | None = None,
+    ) -> PullRequest:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            if pr.state != "OPEN":
+                raise Conflict("Only open pull requests can be updated.")
+            previous = {
+                "title": pr.title,
+                "description": pr.description,
+                "dest_branch": pr.dest_branch,
+                "dest_hash": pr.dest_hash,
+            }
+            if title is not None:
+                pr.title = title
+            if description is not None:
+                pr.description = description
+            if destination is not None:
+                if destination not in repo.branches:
+                    raise BadRequest(f"Branch {destination} does not exist.")
+                pr.dest_branch, pr.dest_hash = destination, repo.branches[destination].target
+            pr.updated_on = now()
+            pr.version += 1
+            self.emit(
+                Event(repo.flavor, "pullrequest:updated", repo, actor, {"pr": pr, "previous": previous})
+            )
+            return pr
+
+    def _close(
+        self,
+        repo: Repository,
+        pr: PullRequest,
+        actor: str,
+        state: str,
+        *,
+        emit: bool = True,
+        when: datetime | None = None,
+        reason: str = "",
+    ) -> None:
+        if pr.state != "OPEN":
+            raise Conflict(f"Pull request {pr.id} is already {pr.state.lower()}.")
+        pr.state = state
+        pr.closed_on = pr.updated_on = when or now()
+        pr.closed_by = actor
+        pr.reason = reason
+        pr.version += 1
+        if state == "MERGED":
+            pr.merge_hash = fake_hash(repo.full_name, "merge", pr.id, pr.source_hash)
+            if emit:  # a merge moves the destination branch
+                dst = repo.branches.get(pr.dest_branch)
+                if dst:
+                    repo.commits[pr.merge_hash] = Commit(
+                        pr.merge_hash,
+                        f"Merged in {pr.source_branch} (pull request #{pr.id})",
+                        actor,
+                        pr.closed_on,
+                        [dst.target, pr.source_hash],
+                    )
+                    repo.branches[pr.dest_branch] = Ref(
+                        pr.dest_branch,
+                        pr.merge_hash,
+                        pr.closed_on,
+                        repo.commits[pr.merge_hash].message,
+                        actor,
+                    )
+        if emit:
+            key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
+            self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
+
+    def merge_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            self._close(repo, pr, actor, "MERGED")
+            return pr
+
+    def decline_pull_request(self, repo: Repository, pr_id: int, actor: str, reason: str = "") -> PullRequest:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            self._close(repo, pr, actor, "DECLINED", reason=reason)
+            return pr
+
+    def delete_pull_request(self, repo: Repository, pr_id: int, actor: str) -> None:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            del repo.pull_requests[pr.id]
+            self.emit(Event(repo.flavor, "pullrequest:deleted", repo, actor, {"pr": pr}))
+
+    def approve_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            reviewer = next((r for r in pr.reviewers if r.user == actor), None)
+            if reviewer is None:
+                reviewer = Reviewer(actor)
+                pr.reviewers.append(reviewer)
+            previous = reviewer.status
+            reviewer.approved, reviewer.status = True, "APPROVED"
+            reviewer.last_reviewed, reviewer.participated_on = pr.source_hash, now()
+            self.emit(
+                Event(
+                    repo.flavor,
+                    "pullrequest:approved",
+                    repo,
+                    actor,
+                    {"pr": pr, "reviewer": reviewer, "previous_status": previous},
+                )
+            )
+            return pr
+
+    def comment_pull_request(
+        self,
+        repo: Repository,
+        pr_id: int,
+        actor: str,
+        text: str,
+        parent: int | None = None,
+        inline: dict | None = None,
+    ) -> Comment:
+        with self.lock:
+            pr = self.get_pr(repo, pr_id)
+            if parent is not None and not any(c.id == parent for c in pr.comments):
+                raise BadRequest(f"Comment {parent} does not exist on pull request {pr.id}.")
+            created = now()
+            comment = Comment(repo.next_comment_id, actor, text, created, created, parent, inline)
+            repo.next_comment_id += 1
+            pr.comments.append(comment)
+            if (
+                actor != pr.author
+                and actor not in pr.participants
+                and all(r.user != actor for r in pr.reviewers)
+            ):
+                pr.participants.append(actor)
+            self.emit(
+                Event(repo.flavor, "pullrequest:comment_created", repo, actor, {"pr": pr, "comment": comment})
+            )
+            return comment
+
+    # ---------------------------------------- issues
+    def add_issue(
+        self,
+        repo: Repository,
+        actor: str,
+        title: str,
+        content: str = "",
+        state: str = "new",
+        kind: str = "bug",
+        priority: str = "major",
+        created_on: datetime | None = None,
+    ) -> Issue:
+        with self.lock:
+            issue_id = repo.next_issue_id
+            repo.next_issue_id += 1
+            created = created_on or now()
+            issue = Issue(issue_id, title, content, state, kind, priority, actor, None, created, created)
+            repo.issues[issue_id] = issue
+            return issue
+
+    # ---------------------------------------- hooks
+    def add_hook(
+        self,
+        repo: Repository,
+        url: str,
+        events: list[str],
+        *,
+        description: str = "",
+        active: bool = True,
+        secret: str | None = None,
+        ssl_verification_required: bool = True,
+    ) -> Hook:
+        with self.lock:
+            if not events:
+                raise BadRequest("At least one event is required.", field="events")
+            # Cloud hooks are identified by a {uuid}, DC hooks by a number.
+            hook_id = "{" + str(uuid.uuid4()) + "}" if repo.flavor == CLOUD else str(self._next_id("hook"))
+            hook = Hook(
+                hook_id,
+                url,
+                list(dict.fromkeys(events)),
+                description,
+                active,
+                secret or None,
+                ssl_verification_required=ssl_verification_required,
+            )
+            repo.hooks[hook_id] = hook
+            return hook
+
+    def get_hook(self, repo: Repository, hook_id: str) -> Hook:
+        hook = repo.hooks.get(hook_id) or repo.hooks.get("{" + hook_id.strip("{}") + "}")
+        if hook is None:
+            raise NotFound(f"Webhook {hook_id} does not exist.", entity="webhook", ident=hook_id)
+        return hook
+
+    # ---------------------------------------- OAuth
+    def register_client(
+        self,
+        flavor: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: list[str] | None = None,
+        name: str = "bitbridge",
+    ) -> OAuthClient:
+        if flavor not in FLAVORS:
+            raise BadRequest(f"flavor must be one of {FLAVORS}")
+        default = (
+            ["account", "email", "repository", "pullrequest", "issue", "webhook"]
+            if flavor == CLOUD
+            else ["PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN"]
+        )
+        with self.lock:
+            client = OAuthClient(
+                flavor, client_id, client_secret, redirect_uri, list(scopes or default), name
+            )
+            self.clients[(flavor, client_id)] = client
+            return client
+
+    def get_client(self, flavor: str, client_id: str | None) -> OAuthClient | None:
+        with self.lock:
+            return self.clients.get((flavor, client_id or ""))
+
+    def issue_code(
+        self,
+        flavor: str,
+        client_id: str,
+        user: str,
+        redirect_uri: str | None,
+        scopes: list[str],
+        code_challenge: str | None = None,
+        code_challenge_method: str | None = None,
+    ) -> AuthCode:
+        with self.lock:
+            self.get_user(user)
+            lifetime = self.config.cloud_code_lifetime if flavor == CLOUD else self.config.dc_code_lifetime
+            code = AuthCode(
+                secrets.token_urlsafe(24),
+                flavor,
+                client_id,
+                user.lower(),
+                redirect_uri,
+                scopes,
+                time.time() + lifetime,
+                code_challenge,
+                code_challenge_method,
+            )
+            self.codes[code.code] = code
+            return code
+
+    def _new_token(
+        self, flavor: str, client_id: str, user: str, scopes: list[str], redirect_uri: str | None
+    ) -> Token:
+        cfg = self.config
+        t = time.time()
+        access_life = cfg.cloud_access_token_lifetime if flavor == CLOUD else cfg.dc_access_token_lifetime
+        refresh_life = cfg.cloud_refresh_token_lifetime if flavor == CLOUD else cfg.dc_refresh_token_lifetime
+        prefix = "bbc" if flavor == CLOUD else "bbdc"
+        token = Token(
+            flavor,
+            client_id,
+            user,
+            list(scopes),
+            f"{prefix}_at_{secrets.token_urlsafe(32)}",
+            f"{prefix}_rt_{secrets.token_urlsafe(32)}",
+            t + access_life,
+            t + refresh_life,
+            redirect_uri,
+        )
+        self.access_tokens[token.access_token] = token
+        self.refresh_tokens[token.refresh_token] = token
+        return token
+
+    def exchange_code(
+        self,
+        flavor: str,
+        client: OAuthClient,
+        code: str | None,
+        redirect_uri: str | None,
+        code_verifier: str | None,
+    ) -> Token:
+        with self.lock:
+            record = self.codes.get(code or "")
+            if record is None or record.flavor != flavor or record.client_id != client.client_id:
+                raise OAuthError("invalid_grant", _msg(flavor, "code_invalid"))
+            if record.used:
+                # Reuse of a code is an attack signal: revoke what it issued (RFC 6749 §4.1.2).
+                for token in self.access_tokens.values():
+                    if token.code == record.code:
+                        token.revoked = True
+                raise OAuthError("invalid_grant", _msg(flavor, "code_invalid"))
+            if time.time() > record.expires_at:
+                raise OAuthError("invalid_grant", _msg(flavor, "code_expired"))
+            if flavor == DC:
+                if record.redirect_uri and redirect_uri != record.redirect_uri:
+                    raise OAuthError(
+                        "invalid_grant",
+                        "The redirect URI does not match the one used in the authorization request.",
+                    )
+                if record.code_challenge:
+                    if not code_verifier:
+                        raise OAuthError("invalid_request", "Missing code_verifier parameter.")
+                    if not _pkce_ok(
+                        record.code_challenge, record.code_challenge_method or "plain", code_verifier
+                    ):
+                        raise OAuthError(
+                            "invalid_grant",
+                            "PKCE verification failed: the code verifier does not match the code challenge.",
+                        )
+            record.used = True
+            token = self._new_token(flavor, client.client_id, record.user, record.scopes, record.redirect_uri)
+            token.code = record.code
+            return token
+
+    def refresh(
+        self,
+        flavor: str,
+        client: OAuthClient,
+        refresh_token: str | None,
+        redirect_uri: str | None = None,
+        scope: str | None = None,
+    ) -> Token:
+        with self.lock:
+            old = self.refresh_tokens.get(refresh_token or "")
+            t = time.time()
+            if old is None or old.flavor != flavor or old.client_id != client.client_id or old.revoked:
+                raise OAuthError("invalid_grant", _msg(flavor, "refresh_invalid"))
+            if t > old.refresh_expires_at:
+                raise OAuthError("invalid_grant", _msg(flavor, "refresh_invalid"))
+            grace = self.config.cloud_refresh_grace_seconds
+            if flavor == CLOUD and old.superseded_at is not None and t - old.superseded_at > grace:
+                # A rotated Cloud refresh token keeps working for a grace period, then it is dead.
+                raise OAuthError("invalid_grant", _msg(flavor, "refresh_invalid"))
+            if flavor == DC:
+                if not redirect_uri:
+                    raise OAuthError("invalid_request", "Missing redirect_uri parameter.")
+                if old.redirect_uri and redirect_uri != old.redirect_uri:
+                    raise OAuthError(
+                        "invalid_grant",
+                        "The redirect URI does not match the one used in the authorization request.",
+                    )
+                if old.superseded_at is not None:  # DC refresh tokens are single use
+                    raise OAuthError("invalid_grant", _msg(flavor, "refresh_invalid"))
+            scopes = old.scopes
+            if scope:
+                requested = scope.replace(",", " ").split()
+                if not set(requested) <= set(old.scopes):
+                    raise OAuthError("invalid_scope", _msg(flavor, "scope"))
+                scopes = requested
+            if old.superseded_at is None:
+                old.superseded_at = t
+            return self._new_token(flavor, client.client_id, old.user, scopes, old.redirect_uri)
+
+    def authenticate(self, flavor: str, access_token: str | None) -> Token:
+        """Resolve a Bearer token; raises Unauthorized with a reason the front-ends word per flavour."""
+        with self.lock:
+            token = self.access_tokens.get(access_token or "")
+            if token is None or token.flavor != flavor:
+                raise Unauthorized("invalid", reason="invalid")
+            if token.revoked:
+                raise Unauthorized("revoked", reason="revoked")
+            if time.time() >= token.access_expires_at:
+                raise Unauthorized("expired", reason="expired")
+            return token
+
+    def expire_tokens(
+        self,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        flavor: str | None = None,
+        all_tokens: bool = False,
+        refresh: bool = False,
+    ) -> int:
+        """Make matching access tokens (and optionally their refresh tokens) expired. Returns the count."""
+        return self._mark_tokens(token, user, flavor, all_tokens, expire=True, refresh=refresh)
+
+    def revoke_tokens(
+        self,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        flavor: str | None = None,
+        all_tokens: bool = False,
+    ) -> int:
+        return self._mark_tokens(token, user, flavor, all_tokens, expire=False, refresh=True)
+
+    def _mark_tokens(
+        self,
+        token: str | None,
+        user: str | None,
+        flavor: str | None,
+        all_tokens: bool,
+        *,
+        expire: bool,
+        refresh: bool,
+    ) -> int:
+        with self.lock:
+            if not (token or user or all_tokens):
+                raise BadRequest("Give token, user or all.")
+            count = 0
+            for record in {id(t): t for t in self.access_tokens.values()}.values():
+                if token and token not in (record.access_token, record.refresh_token):
+                    continue
+                if user and record.user != user.lower():
+                    continue
+                if flavor and record.flavor != flavor:
+                    continue
+                past = time.time() - 1
+                if expire:
+                    record.access_expires_at = min(record.access_expires_at, past)
+                    if refresh:
+                        record.refresh_expires_at = min(record.refresh_expires_at, past)
+                else:
+                    record.revoked = True
+                count += 1
+            return count
+
+    # ---------------------------------------- summary
+    def state(self) -> dict:
+        with self.lock:
+            repos = []
+            for repo in sorted(self.repos.values(), key=lambda r: (r.flavor, r.owner.lower(), r.slug)):
+                states: dict[str, int] = {}
+                for pr in repo.pull_requests.values():
+                    states[pr.state] = states.get(pr.state, 0) + 1
+                repos.append(
+                    {
+                        "flavor": repo.flavor,
+                        "owner": repo.owner,
+                        "slug": repo.slug,
+                        "full_name": repo.full_name,
+                        "personal": repo.flavor == DC and repo.owner.startswith("~"),
+                        "is_private": repo.is_private,
+                        "default_branch": repo.default_branch,
+                        "branches": len(repo.branches),
+                        "tags": len(repo.tags),
+                        "pull_requests": {"total": len(repo.pull_requests), **states},
+                        "issues": len(repo.issues),
+                        "hooks": len(repo.hooks),
+                    }
+                )
+            return {
+                "users": sorted(self.users),
+                "workspaces": sorted(self.workspaces),
+                "projects": sorted(self.projects),
+                "oauth_clients": [{"flavor": f, "client_id": c} for (f, c) in sorted(self.clients)],
+                "repositories": repos,
+                "totals": {
+                    "repositories": len(repos),
+                    "branches": sum(r["branches"] for r in repos),
+                    "tags": sum(r["tags"] for r in repos),
+                    "pull_requests": sum(r["pull_requests"]["total"] for r in repos),
+                    "issues": sum(r["issues"] for r in repos),
+                    "active_tokens": sum(
+                        1
+                        for t in self.access_tokens.values()
+                        if not t.revoked and t.access_expires_at > time.time()
+                    ),
+                },
+            }
+
+
+def _pkce_ok(challenge: str, method: str, verifier: str) -> bool:
+    if method.upper() == "S256":
+        digest = hashlib.sha256(verifier.encode()).digest()
+        return secrets.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), challenge)
+    return secrets.compare_digest(verifier, challenge)
+
+
+# Error wording per flavour (Cloud: as bitbucket.org returns them; DC: modelled on its OAuth 2 provider).
+_MESSAGES = {
+    CLOUD: {
+        "code_invalid": "The specified code is not valid.",
+        "code_expired": "The specified code is not valid.",
+        "refresh_invalid": "Invalid refresh_token",
+        "scope": "The requested scope is invalid.",
+    },
+    DC: {
+        "code_invalid": "The authorization code is invalid or has already been used.",
+        "code_expired": "The authorization code has expired.",
+        "refresh_invalid": "The refresh token is invalid or has expired.",
+        "scope": "The requested scope is invalid, unknown, malformed, or exceeds the scope granted by the "
+        "resource owner.",
+    },
+}
+
+
+def _msg(flavor: str, key: str) -> str:
+    return _MESSAGES[flavor][key]
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).isoformat()
+
+
+def millis(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp() * 1000)
+
+
+__all__ = [
+    "CLOUD",
+    "DC",
+    "LEVELS",
+    "SEED_EPOCH",
+    "ZERO_HASH",
+    "AuthCode",
+    "Backend",
+    "BadRequest",
+    "Comment",
+    "Commit",
+    "Config",
+    "Conflict",
+    "EmulatorError",
+    "Event",
+    "Forbidden",
+    "Hook",
+    "Issue",
+    "NotFound",
+    "OAuthClient",
+    "OAuthError",
+    "Project",
+    "PullRequest",
+    "Ref",
+    "Repository",
+    "Reviewer",
+    "Token",
+    "Unauthorized",
+    "User",
+    "Workspace",
+    "fake_hash",
+    "iso",
+    "millis",
+    "now",
+    "stable_uuid",
+]

@@ -1,0 +1,250 @@
+"""Seed specs: the default demo data and bulk data for tests and benchmarks.
+
+A spec is plain JSON (also accepted by ``POST /_emulator/seed``)::
+
+    {
+      "users": [{"name": "alice", "display_name": "Alice Admin", "email": "...", "admin": true}],
+      "cloud": {"workspaces": [{"slug": "acme", "name": "Acme", "members": {"alice": "owner"},
+                                "repositories": [{"slug": "web-app", "branches": 120, "tags": 30, "issues": 5,
+                                                  "pull_requests": {"OPEN": 10, "MERGED": 20}}]}]},
+      "datacenter": {"projects": [{"key": "PLAT", "name": "Platform", "permissions": {"alice": "admin"},
+                                   "repositories": [...]}],
+                     "personal": [{"user": "alice", "repositories": [{"slug": "dotfiles"}]}]}
+    }
+
+A repository entry may carry ``"count": N`` to create N repositories named ``{slug}-0001`` ...; an integer
+``pull_requests`` is split deterministically into OPEN (40 %), MERGED (50 %) and DECLINED (10 %).
+Seeding never fires webhooks and uses no randomness, so counts and ids are stable.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .models import CLOUD, DC, SEED_EPOCH, Backend, Ref, Repository, fake_hash
+
+DEMO_USERS = [
+    {"name": "alice", "display_name": "Alice Admin", "email": "alice@example.com", "admin": True},
+    {"name": "bob", "display_name": "Bob Builder", "email": "bob@example.com"},
+    {"name": "carol", "display_name": "Carol Reviewer", "email": "carol@example.com"},
+]
+
+DEFAULT_SPEC: dict = {
+    "users": DEMO_USERS,
+    "cloud": {
+        "workspaces": [
+            {
+                "slug": "acme",
+                "name": "Acme Corp",
+                "members": {"alice": "owner", "bob": "collaborator", "carol": "member"},
+                "repositories": [
+                    # >100 branches: more than one page even at pagelen=100.
+                    {
+                        "slug": "web-app",
+                        "branches": 120,
+                        "tags": 30,
+                        "language": "python",
+                        "issues": 12,
+                        "pull_requests": {"OPEN": 15, "MERGED": 30, "DECLINED": 5},
+                    },
+                    {
+                        "slug": "api-service",
+                        "branches": 12,
+                        "tags": 6,
+                        "language": "go",
+                        "issues": 3,
+                        "pull_requests": {"OPEN": 3, "MERGED": 5},
+                    },
+                    {
+                        "slug": "infra",
+                        "branches": 4,
+                        "tags": 2,
+                        "is_private": False,
+                        "language": "hcl",
+                        "pull_requests": {"OPEN": 1},
+                    },
+                ],
+            },
+            {
+                "slug": "globex",
+                "name": "Globex",
+                "members": {"bob": "owner", "alice": "member"},
+                "repositories": [
+                    {
+                        "slug": "mobile",
+                        "branches": 8,
+                        "tags": 4,
+                        "language": "kotlin",
+                        "pull_requests": {"OPEN": 2, "MERGED": 2, "DECLINED": 1},
+                        "permissions": {"alice": "write"},
+                    },
+                    {"slug": "docs", "branches": 3, "permissions": {"alice": "read"}},
+                ],
+            },
+        ]
+    },
+    "datacenter": {
+        "projects": [
+            {
+                "key": "PLAT",
+                "name": "Platform",
+                "permissions": {"alice": "admin", "bob": "write", "carol": "read"},
+                "repositories": [
+                    {
+                        "slug": "core",
+                        "branches": 60,
+                        "tags": 40,
+                        "pull_requests": {"OPEN": 12, "MERGED": 20, "DECLINED": 6},
+                    },
+                    {"slug": "tools", "branches": 6, "tags": 3, "pull_requests": {"OPEN": 2}},
+                ],
+            },
+            {
+                "key": "WEB",
+                "name": "Web",
+                "permissions": {"bob": "admin", "alice": "read"},
+                "repositories": [
+                    {"slug": "site", "branches": 10, "tags": 5, "pull_requests": {"OPEN": 4, "MERGED": 3}},
+                    {"slug": "cms", "branches": 2},
+                ],
+            },
+        ],
+        "personal": [
+            {"user": "alice", "repositories": [{"slug": "dotfiles", "branches": 3, "tags": 1}]},
+            {
+                "user": "bob",
+                "repositories": [{"slug": "scratch", "branches": 2, "pull_requests": {"OPEN": 1}}],
+            },
+        ],
+    },
+}
+
+_ROLE_TO_LEVEL = {"owner": "admin", "collaborator": "write", "member": "read"}
+
+
+def apply_spec(backend: Backend, spec: dict) -> dict:
+    """Create everything in ``spec``; returns counts of what was created."""
+    created = {"users": 0, "repositories": 0, "branches": 0, "tags": 0, "pull_requests": 0, "issues": 0}
+    with backend.lock:
+        for u in spec.get("users", []):
+            backend.add_user(u["name"], u.get("display_name"), u.get("email"), bool(u.get("admin")))
+            created["users"] += 1
+        for ws_spec in spec.get("cloud", {}).get("workspaces", []):
+            members = {k.lower(): v for k, v in ws_spec.get("members", {}).items()}
+            ws = backend.add_workspace(ws_spec["slug"], ws_spec.get("name"), members)
+            defaults = {user: _ROLE_TO_LEVEL.get(role, "read") for user, role in ws.members.items()}
+            for repo_spec in ws_spec.get("repositories", []):
+                _add_repos(backend, CLOUD, ws.slug, repo_spec, defaults, created)
+        dc = spec.get("datacenter", {})
+        for p_spec in dc.get("projects", []):
+            project = backend.add_project(
+                p_spec["key"],
+                p_spec.get("name"),
+                {k.lower(): v for k, v in p_spec.get("permissions", {}).items()},
+                p_spec.get("description", ""),
+                bool(p_spec.get("public")),
+            )
+            for repo_spec in p_spec.get("repositories", []):
+                _add_repos(backend, DC, project.key, repo_spec, {}, created)
+        for personal in dc.get("personal", []):
+            project = backend.personal_project(personal["user"])
+            for repo_spec in personal.get("repositories", []):
+                _add_repos(backend, DC, project.key, repo_spec, {}, created)
+    return created
+
+
+def _add_repos(
+    backend: Backend, flavor: str, owner: str, spec: dict, default_perms: dict[str, str], created: dict
+) -> None:
+    count = spec.get("count")
+    slugs = [spec["slug"]] if count is None else [f"{spec['slug']}-{i:04d}" for i in range(1, int(count) + 1)]
+    for slug in slugs:
+        _add_repo(backend, flavor, owner, slug, spec, default_perms, created)
+
+
+def _add_repo(
+    backend: Backend,
+    flavor: str,
+    owner: str,
+    slug: str,
+    spec: dict,
+    default_perms: dict[str, str],
+    created: dict,
+) -> Repository:
+    users = list(backend.users)
+    author = spec.get("author") or (users[0] if users else "")
+    base_time = SEED_EPOCH + timedelta(days=backend._ids["repo"])
+    perms = {**default_perms, **{k.lower(): v for k, v in spec.get("permissions", {}).items()}}
+    repo = backend.add_repository(
+        flavor,
+        owner,
+        slug,
+        name=spec.get("name"),
+        description=spec.get("description", f"The {slug} repository"),
+        is_private=spec.get("is_private", True),
+        language=spec.get("language", ""),
+        default_branch=spec.get("default_branch", "main"),
+        permissions=perms,
+        created_on=base_time,
+        author=author,
+    )
+    n_branches = int(spec.get("branches", 1))
+    branch_names = [repo.default_branch] + [f"feature/{i:04d}" for i in range(1, n_branches)]
+    for i, name in enumerate(branch_names[1:], start=1):
+        when = base_time + timedelta(minutes=i)
+        repo.branches[name] = Ref(
+            name,
+            fake_hash(repo.full_name, name, i),
+            when,
+            f"Work on {name}",
+            users[i % len(users)] if users else author,
+        )
+    for i in range(1, int(spec.get("tags", 0)) + 1):
+        name = f"v1.{i // 10}.{i % 10}"
+        when = base_time + timedelta(hours=i)
+        repo.tags[name] = Ref(name, fake_hash(repo.full_name, "tag", i), when, f"Release {name}", author)
+    created["branches"] += len(repo.branches)
+    created["tags"] += len(repo.tags)
+
+    prs = spec.get("pull_requests", {})
+    if isinstance(prs, int):
+        prs = {"OPEN": prs * 4 // 10, "DECLINED": prs // 10}
+        prs["MERGED"] = int(spec["pull_requests"]) - prs["OPEN"] - prs["DECLINED"]
+    n = 0
+    for state in ("MERGED", "DECLINED", "OPEN"):  # closed ones first, so open PRs get the newest ids
+        for _ in range(int(prs.get(state, 0))):
+            n += 1
+            # Open PRs come from existing feature branches when there are enough of them.
+            source = branch_names[n] if state == "OPEN" and n < len(branch_names) else f"feature/pr-{n}"
+            actor = users[n % len(users)] if users else author
+            reviewers = [u for u in users if u != actor][:1]
+            backend.open_pull_request(
+                repo,
+                actor,
+                f"{slug}: change #{n}",
+                source,
+                repo.default_branch,
+                f"Pull request {n} in {slug}",
+                reviewers,
+                state=state,
+                created_on=base_time + timedelta(hours=n),
+                emit=False,
+            )
+    created["pull_requests"] += n
+    for i in range(1, int(spec.get("issues", 0)) + 1):
+        state = ("new", "open", "resolved", "closed")[i % 4]
+        backend.add_issue(
+            repo,
+            users[i % len(users)] if users else author,
+            f"Issue {i} in {slug}",
+            f"Details of issue {i}",
+            state=state,
+            created_on=base_time + timedelta(hours=i),
+        )
+    created["issues"] += int(spec.get("issues", 0))
+    created["repositories"] += 1
+    return repo
+
+
+def seed_default(backend: Backend) -> dict:
+    return apply_spec(backend, DEFAULT_SPEC)

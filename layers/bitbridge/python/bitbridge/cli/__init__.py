@@ -1,0 +1,90 @@
+"""`bitbridge` - the admin command line.
+
+It works against a deployed stack (`--stack NAME`, with the admin's AWS credentials) or the
+local stack (`--local`, the default when no stack is named): either way it learns the table,
+queue and bus names from the functions' own environment, so it never needs a second copy.
+
+    bitbridge providers add|list|show|verify|set|rotate-secret|remove
+    bitbridge hooks install|list|remove|test
+    bitbridge events replay|tail
+    bitbridge imports list|show|retry|cancel
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import urllib.request
+from collections.abc import Callable
+
+LOCAL_CONSOLE = "http://127.0.0.1:3001"
+
+# Each command group lives in its own module with `register(subparsers)`.
+GROUPS = ("providers", "hooks", "events", "imports")
+
+
+class CliError(Exception):
+    """A problem the admin can fix; printed without a traceback."""
+
+
+def _environment_from_stack(stack: str) -> dict[str, str]:
+    import boto3
+
+    function = boto3.client("cloudformation").describe_stack_resource(
+        StackName=stack, LogicalResourceId="ApiFunction"
+    )["StackResourceDetail"]["PhysicalResourceId"]
+    config = boto3.client("lambda").get_function_configuration(FunctionName=function)
+    return dict(config["Environment"]["Variables"])
+
+
+def _environment_from_local(console: str) -> dict[str, str]:
+    try:
+        with urllib.request.urlopen(f"{console}/env", timeout=5) as response:  # noqa: S310 - loopback console
+            return dict(json.load(response))
+    except OSError as exc:
+        raise CliError(f"no local stack answers at {console} (start it with `make dev`): {exc}") from exc
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Point this process at the stack's resources, as the functions see them."""
+    if os.environ.get("BITBRIDGE_PROVIDERS_TABLE"):
+        return  # already configured (e.g. inside a function or a test)
+    env = _environment_from_stack(args.stack) if args.stack else _environment_from_local(args.local)
+    os.environ.update(env)
+    from bitbridge.aws import reset_caches
+
+    reset_caches()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitbridge", description=__doc__.split("\n\n")[0])
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--stack", help="CloudFormation stack name of a deployed bitbridge")
+    target.add_argument(
+        "--local", default=LOCAL_CONSOLE, help=f"local stack console URL (default {LOCAL_CONSOLE})"
+    )
+    groups = parser.add_subparsers(dest="group", required=True)
+    for name in GROUPS:
+        if importlib.util.find_spec(f"bitbridge.cli.{name}") is not None:
+            importlib.import_module(f"bitbridge.cli.{name}").register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        configure(args)
+        return run(args)
+    except CliError as exc:
+        print(f"bitbridge: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

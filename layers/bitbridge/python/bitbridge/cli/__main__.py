@@ -1,0 +1,5 @@
+import sys
+
+from bitbridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""The shared pieces of every model: table binding, timestamps, SDK errors as our own."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.models import Model
+
+from bitbridge.config import settings
+
+
+class _FromSettings:
+    """A Meta attribute read from settings each time PynamoDB asks (table names, region)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __get__(self, instance: object, owner: type) -> str:
+        return str(getattr(settings(), self.field))
+
+
+def table_meta(table_field: str) -> type:
+    """A PynamoDB Meta class whose table is the Settings field `table_field`."""
+
+    class Meta:
+        table_name = _FromSettings(table_field)
+        region = _FromSettings("region")
+        connect_timeout_seconds = 3
+        read_timeout_seconds = 10
+        max_retry_attempts = 3
+
+    return Meta
+
+
+MODELS: list[type[Model]] = []
+
+
+def register(model: type[Model]) -> type[Model]:
+    """Class decorator: remember the model so tests can rebind every connection at once."""
+    MODELS.append(model)
+    return model
+
+
+def reset_connections() -> None:
+    """Drop cached connections (tests switch between moto in-process and moto server)."""
+    for model in MODELS:
+        model._connection = None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def epoch(offset_seconds: float = 0) -> int:
+    """Seconds since the epoch: DynamoDB TTL attributes are numbers."""
+    return int(time.time() + offset_seconds)
+
+
+def iso(value: datetime | None = None) -> str:
+    return (value or now()).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def condition_failed(exc: Exception) -> bool:
+    """True when a PynamoDB write failed only because its condition did not hold."""
+    cause: Any = getattr(exc, "cause", None)
+    code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
+    return code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in str(exc)

@@ -1,0 +1,147 @@
+"""The event v1 JSON Schema is strict enough to catch mistakes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bitbridge.webhooks.normalise import EVENT_TYPES, normalise
+from tests.unit.webhooks.support import RECEIVED_AT, REPO_ROOT, SCHEMA_PATH, payload, schema_errors, validator
+
+
+def _event(flavor: str, file: str, key: str) -> dict[str, Any]:
+    return normalise(
+        flavor=flavor,
+        provider_id="p",
+        event_key=key,
+        payload=payload(file),
+        delivery_id="d-1",
+        received_at=RECEIVED_AT,
+    )
+
+
+PUSH = _event("cloud", "cloud/repo-push.json", "repo:push")
+PR = _event("datacenter", "datacenter/pr-opened.json", "pr:opened")
+COMMENT = _event("cloud", "cloud/pull-request-comment-created.json", "pullrequest:comment_created")
+ISSUE = _event("cloud", "cloud/issue-created.json", "issue:created")
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["additionalProperties"] is False
+    validator()  # check_schema runs there
+
+
+def test_the_base_events_are_valid() -> None:
+    for event in (PUSH, PR, COMMENT, ISSUE):
+        assert schema_errors(event) == []
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def apply(event: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = event
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is _DELETE:
+            del target[last]
+        elif isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+
+    return apply
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("base", "mutation"),
+    [
+        (PUSH, _set("extra", 1)),
+        (PUSH, _set("schema_version", "2")),
+        (PUSH, _set("schema_version", 1)),
+        (PUSH, _set("id", "")),
+        (PUSH, _set("id", _DELETE)),
+        (PUSH, _set("type", "repository.pushed")),
+        (PUSH, _set("provider.flavor", "server")),
+        (PUSH, _set("provider.extra", "x")),
+        (PUSH, _set("repository", None)),
+        (PUSH, _set("repository.id", 4)),
+        (PUSH, _set("repository.full_name", "no-slash")),
+        (PUSH, _set("repository.links.html", "/relative/path")),
+        (PUSH, _set("repository.extra", 1)),
+        (PUSH, _set("actor.id", None)),
+        (PUSH, _set("ref_changes", [])),  # a push moves at least one ref
+        (PUSH, _set("ref_changes.0.kind", "commit")),
+        (PUSH, _set("ref_changes.0.new", "main")),
+        (PUSH, _set("ref_changes.0.old", "0" * 6)),
+        (PUSH, _set("ref_changes.0.new", "ABCDEF0")),  # hashes are lowercase
+        (PUSH, _set("ref_changes.0", {"name": "main", "kind": "branch", "old": None, "new": None})),
+        (PUSH, _set("occurred_at", "2024-05-01T12:00:00+02:00")),  # occurred_at is UTC
+        (PUSH, _set("occurred_at", "2024-13-01T12:00:00Z")),
+        (PUSH, _set("received_at", "yesterday")),
+        (PUSH, _set("pull_request", PR["pull_request"])),  # not a pull request event
+        (PUSH, _set("event_key", "Repo Push")),
+        (PR, _set("pull_request", None)),
+        (PR, _set("pull_request.state", "open")),
+        (PR, _set("pull_request.id", "5")),
+        (PR, _set("pull_request.source.commit", "feature/wip")),
+        (PR, _set("pull_request.extra", 1)),
+        (PR, _set("ref_changes", PUSH["ref_changes"])),  # only pushes move refs
+        (
+            PR,
+            _set(
+                "review",
+                {"reviewer": None, "status": None, "previous_status": None, "added": [], "removed": []},
+            ),
+        ),
+        (COMMENT, _set("comment", None)),
+        (COMMENT, _set("comment.id", "17")),
+        (COMMENT, _set("comment.truncated", _DELETE)),
+        (ISSUE, _set("provider.flavor", "datacenter")),  # issues exist on Cloud only
+        (ISSUE, _set("issue.state", "wontfix-ish")),
+    ],
+)
+def test_mistakes_are_rejected(base: dict[str, Any], mutation: Callable[[dict[str, Any]], None]) -> None:
+    event = copy.deepcopy(base)
+    mutation(event)
+    assert schema_errors(event) != []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# docs/events.md: one valid example per type, so the consumer documentation cannot drift from the schema.
+
+DOCS = REPO_ROOT / "docs" / "events.md"
+
+
+def _documented_examples() -> dict[str, dict[str, Any]]:
+    examples: dict[str, dict[str, Any]] = {}
+    examples_part = DOCS.read_text().split("\n## Examples\n", 1)[1]
+    for heading, block in re.findall(
+        r"^### `([a-z_.]+)`\n.*?```json\n(.*?)\n```", examples_part, re.S | re.M
+    ):
+        assert heading not in examples, f"two examples for {heading}"
+        examples[heading] = json.loads(block)
+    return examples
+
+
+def test_docs_have_one_valid_example_per_type() -> None:
+    examples = _documented_examples()
+    assert set(examples) == EVENT_TYPES
+    for type_, event in examples.items():
+        assert event["type"] == type_
+        assert schema_errors(event) == [], type_
+
+
+def test_docs_type_table_lists_every_type() -> None:
+    text = DOCS.read_text()
+    for type_ in EVENT_TYPES:
+        assert f"| `{type_}` |" in text, type_
