@@ -15,12 +15,8 @@ from .server import Emulator
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument(
-        "--cloud-port", type=int, default=int(os.environ.get("BITBRIDGE_EMULATOR_CLOUD_PORT", 8990))
-    )
-    parser.add_argument(
-        "--dc-port", type=int, default=int(os.environ.get("BITBRIDGE_EMULATOR_DC_PORT", 7990))
-    )
+    parser.add_argument("--cloud-port", type=int, default=int(os.environ.get("BITBRIDGE_EMULATOR_CLOUD_PORT", 8990)))
+    parser.add_argument("--dc-port", type=int, default=int(os.environ.get("BITBRIDGE_EMULATOR_DC_PORT", 7990)))
     parser.add_argument("--dc-context-path", default="", help="e.g. /bitbucket")
     parser.add_argument("--no-seed", action="store_true", help="start empty (no demo data)")
     args = parser.parse_args(argv)

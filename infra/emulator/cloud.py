@@ -153,9 +153,7 @@ def account(ctx: Ctx, user: User, full: bool = False) -> dict:
     }
     if full:
         body["links"]["repositories"] = _href(f"{ctx.api}/repositories/{uid}")
-        body.update(
-            created_on=iso(user.created_on), account_status="active", has_2fa_enabled=False, is_staff=False
-        )
+        body.update(created_on=iso(user.created_on), account_status="active", has_2fa_enabled=False, is_staff=False)
     return body
 
 
@@ -302,9 +300,7 @@ def _ref_links(ctx: Ctx, repo: Repository, kind: str, name: str) -> dict:
     return {
         "self": _href(f"{api}/refs/{'branches' if kind == 'branch' else 'tags'}/{quote(name, safe='')}"),
         "commits": _href(f"{api}/commits/{quote(name, safe='')}"),
-        "html": _href(
-            f"{ctx.root}/{repo.full_name}/{'branch' if kind == 'branch' else 'commits/tag'}/{name}"
-        ),
+        "html": _href(f"{ctx.root}/{repo.full_name}/{'branch' if kind == 'branch' else 'commits/tag'}/{name}"),
     }
 
 
@@ -560,9 +556,7 @@ def _exclude(dst: Any, segs: list[str]) -> None:
                 del dst[key]
 
 
-_TOKEN = re.compile(
-    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>!=|>=|<=|!~|=|~|>|<|\(|\)|,)|(?P<word>[^\s=!~<>(),"]+))'
-)
+_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>!=|>=|<=|!~|=|~|>|<|\(|\)|,)|(?P<word>[^\s=!~<>(),"]+))')
 
 
 def _lex(q: str) -> list[tuple[str, str]]:
@@ -1095,9 +1089,7 @@ def p_pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
         "destination": endpoint(pr.dest_branch, pr.dest_hash),
         "merge_commit": {"hash": pr.merge_hash[:12]} if pr.merge_hash else None,
         "participants": [
-            p_account(ctx, n)
-            for n in [*(r.user for r in pr.reviewers), *pr.participants]
-            if n in ctx.backend.users
+            p_account(ctx, n) for n in [*(r.user for r in pr.reviewers), *pr.participants] if n in ctx.backend.users
         ],
         "reviewers": [p_account(ctx, r.user) for r in pr.reviewers if r.user in ctx.backend.users],
         "close_source_branch": pr.close_source_branch,

@@ -94,9 +94,7 @@ def add_user(ctx: Ctx) -> Response:
     body = ctx.json_body()
     if not body.get("name"):
         raise BadRequest("name is required")
-    u = ctx.backend.add_user(
-        body["name"], body.get("display_name"), body.get("email"), bool(body.get("admin"))
-    )
+    u = ctx.backend.add_user(body["name"], body.get("display_name"), body.get("email"), bool(body.get("admin")))
     return json_response(
         {
             "name": u.name,
@@ -129,9 +127,7 @@ def add_repo(ctx: Ctx, flavor: str) -> Response:
         permissions=body.get("permissions"),
         default_branch=body.get("default_branch", "main"),
     )
-    return json_response(
-        {"flavor": flavor, "full_name": repo.full_name, "id": repo.id, "uuid": repo.uuid}, 201
-    )
+    return json_response({"flavor": flavor, "full_name": repo.full_name, "id": repo.id, "uuid": repo.uuid}, 201)
 
 
 @routes.route(REPO + "/permissions", methods=("PUT",))
@@ -176,9 +172,7 @@ def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 def update_repo(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
-    ctx.backend.update_repository(
-        repo, _actor(ctx, body), name=body.get("name"), description=body.get("description")
-    )
+    ctx.backend.update_repository(repo, _actor(ctx, body), name=body.get("name"), description=body.get("description"))
     return json_response({"name": repo.name, "description": repo.description})
 
 
@@ -225,9 +219,7 @@ def open_pr(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
         return json_response(_render_pr(ctx, flavor, repo, pr), 201)
 
 
-@routes.route(
-    REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve):action>", methods=("POST",)
-)
+@routes.route(REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve):action>", methods=("POST",))
 def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)

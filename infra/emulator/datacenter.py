@@ -127,9 +127,7 @@ def authenticate(ctx: Ctx, scope: str = "REPO_READ") -> Token:
         raise Unauthorized("missing", reason="missing")
     token = ctx.backend.authenticate(DC, header[7:].strip())
     if not has_scope(token.scopes, scope):
-        raise Forbidden(
-            f"You are not permitted to access this resource: the access token lacks the {scope} scope."
-        )
+        raise Forbidden(f"You are not permitted to access this resource: the access token lacks the {scope} scope.")
     return token
 
 
@@ -270,9 +268,7 @@ def pull_request(ctx: Ctx, repo: Repository, pr: PullRequest, payload: bool = Fa
         locked=False,
         author=_participant(ctx, Reviewer(pr.author), "AUTHOR"),
         reviewers=[_participant(ctx, r, "REVIEWER") for r in pr.reviewers if r.user in ctx.backend.users],
-        participants=[
-            _participant(ctx, Reviewer(n), "PARTICIPANT") for n in pr.participants if n in ctx.backend.users
-        ],
+        participants=[_participant(ctx, Reviewer(n), "PARTICIPANT") for n in pr.participants if n in ctx.backend.users],
     )
     if pr.merge_hash:
         body["properties"] = {"mergeCommit": {"displayId": pr.merge_hash[:11], "id": pr.merge_hash}}
@@ -343,9 +339,7 @@ def repo_route(suffix: str = "", methods: tuple[str, ...] = ("GET",)) -> Callabl
 def whoami(ctx: Ctx) -> Response:
     header = ctx.request.headers.get("Authorization", "")
     try:
-        token = ctx.backend.authenticate(
-            DC, header[7:].strip() if header.lower().startswith("bearer ") else None
-        )
+        token = ctx.backend.authenticate(DC, header[7:].strip() if header.lower().startswith("bearer ") else None)
     except Unauthorized:
         return Response("", status=401, content_type="text/plain")
     return Response(token.user, content_type="text/plain;charset=UTF-8")
@@ -386,10 +380,7 @@ def list_repos(ctx: Ctx, api_version: str) -> Response:
                 continue
             if args.get("projectname") and args["projectname"].lower() not in p.name.lower():
                 continue
-            if (
-                args.get("visibility") in ("public", "private")
-                and (args["visibility"] == "public") == repo.is_private
-            ):
+            if args.get("visibility") in ("public", "private") and (args["visibility"] == "public") == repo.is_private:
                 continue
             if args.get("archived") == "ARCHIVED":
                 continue

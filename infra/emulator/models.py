@@ -377,9 +377,7 @@ class Backend:
             return user
 
     # ---------------------------------------- containers
-    def add_workspace(
-        self, slug: str, name: str | None = None, members: dict[str, str] | None = None
-    ) -> Workspace:
+    def add_workspace(self, slug: str, name: str | None = None, members: dict[str, str] | None = None) -> Workspace:
         with self.lock:
             key = slug.lower()
             if key in self.workspaces:
@@ -549,9 +547,7 @@ class Backend:
         have = self.permission(user, repo)
         if have == 0:
             # Both services hide private repositories from users without access.
-            raise NotFound(
-                f"Repository {repo.full_name} does not exist.", entity="repository", ident=repo.full_name
-            )
+            raise NotFound(f"Repository {repo.full_name} does not exist.", entity="repository", ident=repo.full_name)
         if have < LEVELS[level]:
             raise Forbidden(
                 f"You are not permitted to access this resource ({level} permission required).",
@@ -774,9 +770,7 @@ class Backend:
                 pr.dest_branch, pr.dest_hash = destination, repo.branches[destination].target
             pr.updated_on = now()
             pr.version += 1
-            self.emit(
-                Event(repo.flavor, "pullrequest:updated", repo, actor, {"pr": pr, "previous": previous})
-            )
+            self.emit(Event(repo.flavor, "pullrequest:updated", repo, actor, {"pr": pr, "previous": previous}))
             return pr
 
     def _close(
@@ -876,15 +870,9 @@ class Backend:
             comment = Comment(repo.next_comment_id, actor, text, created, created, parent, inline)
             repo.next_comment_id += 1
             pr.comments.append(comment)
-            if (
-                actor != pr.author
-                and actor not in pr.participants
-                and all(r.user != actor for r in pr.reviewers)
-            ):
+            if actor != pr.author and actor not in pr.participants and all(r.user != actor for r in pr.reviewers):
                 pr.participants.append(actor)
-            self.emit(
-                Event(repo.flavor, "pullrequest:comment_created", repo, actor, {"pr": pr, "comment": comment})
-            )
+            self.emit(Event(repo.flavor, "pullrequest:comment_created", repo, actor, {"pr": pr, "comment": comment}))
             return comment
 
     # ---------------------------------------- issues
@@ -960,9 +948,7 @@ class Backend:
             else ["PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN"]
         )
         with self.lock:
-            client = OAuthClient(
-                flavor, client_id, client_secret, redirect_uri, list(scopes or default), name
-            )
+            client = OAuthClient(flavor, client_id, client_secret, redirect_uri, list(scopes or default), name)
             self.clients[(flavor, client_id)] = client
             return client
 
@@ -997,9 +983,7 @@ class Backend:
             self.codes[code.code] = code
             return code
 
-    def _new_token(
-        self, flavor: str, client_id: str, user: str, scopes: list[str], redirect_uri: str | None
-    ) -> Token:
+    def _new_token(self, flavor: str, client_id: str, user: str, scopes: list[str], redirect_uri: str | None) -> Token:
         cfg = self.config
         t = time.time()
         access_life = cfg.cloud_access_token_lifetime if flavor == CLOUD else cfg.dc_access_token_lifetime
@@ -1049,9 +1033,7 @@ class Backend:
                 if record.code_challenge:
                     if not code_verifier:
                         raise OAuthError("invalid_request", "Missing code_verifier parameter.")
-                    if not _pkce_ok(
-                        record.code_challenge, record.code_challenge_method or "plain", code_verifier
-                    ):
+                    if not _pkce_ok(record.code_challenge, record.code_challenge_method or "plain", code_verifier):
                         raise OAuthError(
                             "invalid_grant",
                             "PKCE verification failed: the code verifier does not match the code challenge.",
@@ -1202,9 +1184,7 @@ class Backend:
                     "pull_requests": sum(r["pull_requests"]["total"] for r in repos),
                     "issues": sum(r["issues"] for r in repos),
                     "active_tokens": sum(
-                        1
-                        for t in self.access_tokens.values()
-                        if not t.revoked and t.access_expires_at > time.time()
+                        1 for t in self.access_tokens.values() if not t.revoked and t.access_expires_at > time.time()
                     ),
                 },
             }

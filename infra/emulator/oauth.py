@@ -31,14 +31,10 @@ _PAGE = """<!doctype html>
 
 
 def error_page(title: str, message: str, status: int = 400) -> Response:
-    return html_response(
-        _PAGE.format(title=html.escape(title), body=f"<p>{html.escape(message)}</p>"), status
-    )
+    return html_response(_PAGE.format(title=html.escape(title), body=f"<p>{html.escape(message)}</p>"), status)
 
 
-def consent_page(
-    ctx: Ctx, client: OAuthClient, action: str, params: MultiDict, scopes: list[str]
-) -> Response:
+def consent_page(ctx: Ctx, client: OAuthClient, action: str, params: MultiDict, scopes: list[str]) -> Response:
     hidden = "".join(
         f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
         for k, v in params.items(multi=True)
@@ -46,8 +42,7 @@ def consent_page(
     )
     users = sorted(ctx.backend.users.values(), key=lambda u: u.name)
     options = "".join(
-        f'<option value="{html.escape(u.name)}">{html.escape(u.display_name)} ({u.name})</option>'
-        for u in users
+        f'<option value="{html.escape(u.name)}">{html.escape(u.display_name)} ({u.name})</option>' for u in users
     )
     scope_list = "".join(f"<li>{html.escape(s)}</li>" for s in scopes)
     body = (
@@ -181,9 +176,7 @@ def cloud_access_token(ctx: Ctx) -> Response:
     if creds is None:
         # Cloud only accepts HTTP Basic client authentication; client_id/secret in the body are not enough.
         return _oauth_error(
-            OAuthError(
-                "unauthorized_client", "Requests must be authenticated using OAuth client credentials", 400
-            )
+            OAuthError("unauthorized_client", "Requests must be authenticated using OAuth client credentials", 400)
         )
     client = ctx.backend.get_client(CLOUD, creds[0])
     if client is None or client.client_secret != creds[1]:

@@ -58,9 +58,7 @@ class FlavorApp:
         for prefix in ("", self.context_path):  # control API answers with or without the context path
             if path.startswith(prefix + "/_emulator/") or path == prefix + "/_emulator":
                 ctx = Ctx(request, backend, self.flavor, root, self.emulator)
-                return self._route(
-                    ctx, self.control_map, self.control_handlers, path[len(prefix) :], count=False
-                )
+                return self._route(ctx, self.control_map, self.control_handlers, path[len(prefix) :], count=False)
         if self.context_path:
             if not path.startswith(self.context_path + "/"):
                 return self._not_found()

@@ -72,9 +72,7 @@ class Fault:
     def expired(self, now: float) -> bool:
         if self.count is not None and self.fired >= self.count:
             return True
-        return (
-            self.seconds is not None and self.started_at is not None and now - self.started_at >= self.seconds
-        )
+        return self.seconds is not None and self.started_at is not None and now - self.started_at >= self.seconds
 
 
 @dataclass

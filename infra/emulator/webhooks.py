@@ -132,9 +132,7 @@ class WebhookDispatcher:
             if key in h.events:
                 self._enqueue(self._build(event.flavor, h, key, body))
 
-    def _build(
-        self, flavor: str, h: Hook | None, key: str, body: bytes, secret: str | None = None
-    ) -> Delivery:
+    def _build(self, flavor: str, h: Hook | None, key: str, body: bytes, secret: str | None = None) -> Delivery:
         request_id = str(uuid.uuid4())
         secret = h.secret if h else secret
         if flavor == CLOUD:

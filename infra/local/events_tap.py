@@ -26,9 +26,9 @@ class EventTap(Poller):
         self.sqs = client("sqs")
         events = client("events")
         self.queue_url = self.sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         events.put_rule(
             Name=TAP_RULE,
             EventBusName=bus_name,
@@ -41,9 +41,9 @@ class EventTap(Poller):
         self.changed = threading.Condition()
 
     def poll_once(self) -> bool:
-        messages = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        ).get("Messages", [])
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
         if not messages:
             return False
         received = [json.loads(m["Body"]) for m in messages]

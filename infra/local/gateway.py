@@ -72,9 +72,7 @@ class Router:
         return None
 
 
-def build_event(
-    request: Request, route: Route, path_parameters: dict[str, str], body: bytes
-) -> dict[str, Any]:
+def build_event(request: Request, route: Route, path_parameters: dict[str, str], body: bytes) -> dict[str, Any]:
     """The API Gateway HTTP API payload format 2.0 event for one request."""
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -181,9 +179,7 @@ class Gateway:
             return Response(json.dumps({"message": "Not Found"}), 404, content_type="application/json")
         route, path_parameters = matched
         if (request.content_length or 0) > MAX_PAYLOAD_BYTES:
-            return Response(
-                json.dumps({"message": "Request Entity Too Large"}), 413, content_type="application/json"
-            )
+            return Response(json.dumps({"message": "Request Entity Too Large"}), 413, content_type="application/json")
         body = request.get_data(cache=False)
         event = build_event(request, route, path_parameters, body)
         try:
@@ -191,9 +187,7 @@ class Gateway:
         except Exception:
             # What API Gateway answers when the integration fails.
             log.exception("handler %s raised", route.function)
-            return Response(
-                json.dumps({"message": "Internal Server Error"}), 500, content_type="application/json"
-            )
+            return Response(json.dumps({"message": "Internal Server Error"}), 500, content_type="application/json")
         return build_response(result)
 
 

@@ -84,9 +84,7 @@ class SqsPoller(Poller):
         try:
             result = self.runner.invoke(self.function, event)
         except Exception:
-            log.exception(
-                "%s raised; %d messages return after the visibility timeout", self.function, len(messages)
-            )
+            log.exception("%s raised; %d messages return after the visibility timeout", self.function, len(messages))
             return True
         failed: set[str] = set()
         if self.partial and isinstance(result, dict):
@@ -205,9 +203,7 @@ class StreamPoller(Poller):
         except Exception:
             log.exception("%s raised on a batch of %d stream records", self.function, len(batch))
             return 0
-        failures = (
-            (result or {}).get("batchItemFailures") if self.partial and isinstance(result, dict) else None
-        )
+        failures = (result or {}).get("batchItemFailures") if self.partial and isinstance(result, dict) else None
         if not failures:
             return None
         failed = {f["itemIdentifier"] for f in failures}

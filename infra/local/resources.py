@@ -241,18 +241,14 @@ def _create_bucket(client: ClientFactory, r: Resolver, out: LocalResources, lid:
             },
         )
     if "PublicAccessBlockConfiguration" in props:
-        s3.put_public_access_block(
-            Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
-        )
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
     if "VersioningConfiguration" in props:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=props["VersioningConfiguration"])
     out.refs[lid] = name
     out.attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
 
 
-def _create_bucket_policy(
-    client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict
-) -> None:
+def _create_bucket_policy(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
     client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
 

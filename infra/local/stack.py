@@ -15,6 +15,7 @@ import boto3
 from werkzeug.wrappers import Request, Response
 
 from infra.local.events_tap import EventTap
+from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
 from infra.local.lambda_runtime import FunctionRunner
 from infra.local.pollers import Poller, SqsPoller, StreamPoller
@@ -78,6 +79,7 @@ class LocalStack:
         self._moto: Any = None
         self._servers: list[Any] = []
         self._threads: list[Poller] = []
+        self.faults: FaultProxy | None = None
 
     # -- AWS -------------------------------------------------------------------------------
     def client(self, service: str) -> Any:
@@ -105,13 +107,17 @@ class LocalStack:
             }
         )
         origins = f"{self.config.api_url},http://localhost:{self.config.api_port}"
-        params = local_parameters(
-            self.config.stage, PublicBaseUrl=self.config.api_url, AllowedReturnToOrigins=origins
-        )
+        params = local_parameters(self.config.stage, PublicBaseUrl=self.config.api_url, AllowedReturnToOrigins=origins)
         self.resources = create_resources(
             self.client, stage=self.config.stage, parameters=params, overrides=self.config.overrides
         )
         os.environ.update(self.resources.environment)
+        # The functions reach AWS through a proxy that can fail one service on demand (outage tests,
+        # `POST /faults/aws` on the console); the stack itself, tests and the CLI talk to moto directly.
+        self.faults = FaultProxy(self.config.aws_url)
+        proxy_port = free_port(self.config.host)
+        self._serve(self.faults, proxy_port, "aws-faults")
+        os.environ["AWS_ENDPOINT_URL"] = f"http://{self.config.host}:{proxy_port}"
 
     # -- Bitbucket -------------------------------------------------------------------------
     def _start_emulator(self) -> None:
@@ -119,10 +125,46 @@ class LocalStack:
             return
         from infra.emulator import Emulator
 
-        self.emulator = Emulator(
-            host=self.config.host, cloud_port=self.config.cloud_port, dc_port=self.config.dc_port
-        )
+        self.emulator = Emulator(host=self.config.host, cloud_port=self.config.cloud_port, dc_port=self.config.dc_port)
         self.emulator.start()
+        self._register_emulator_providers()
+
+    # The two providers the local stack registers, so sign-in works out of the box.
+    LOCAL_PROVIDERS = (("bitbucket-cloud", "cloud"), ("acme-datacenter", "datacenter"))
+
+    def _register_emulator_providers(self) -> None:
+        """Register each emulator as a provider exactly as an admin would: an OAuth client on the
+        Bitbucket side with our callback URL, then `bitbridge providers add` on ours."""
+        import secrets
+
+        import requests
+
+        from bitbridge import providers
+        from bitbridge.aws import reset_caches
+
+        reset_caches()
+        for provider_id, flavor in self.LOCAL_PROVIDERS:
+            web_url = self.emulator.cloud_url if flavor == "cloud" else self.emulator.dc_url
+            client_id, client_secret = f"local-{provider_id}", secrets.token_urlsafe(24)
+            requests.post(
+                f"{web_url}/_emulator/oauth/clients",
+                json={
+                    "flavor": flavor,
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                    "redirect_uri": providers.callback_url(self.config.api_url, provider_id),
+                    "scopes": providers.DEFAULT_SCOPES[flavor],
+                },
+                timeout=10,
+            ).raise_for_status()
+            providers.add_provider(
+                provider_id,
+                flavor,
+                client_id,
+                client_secret,
+                web_url=web_url,
+                label="Bitbucket Cloud (emulator)" if flavor == "cloud" else "Acme Data Center (emulator)",
+            )
 
     # -- functions -------------------------------------------------------------------------
     def _start_functions(self) -> None:
@@ -140,9 +182,7 @@ class LocalStack:
         for fn in fns.values():
             for source in fn.sqs_sources:
                 arn = self._resolve_arn(source["Queue"])
-                self._threads.append(
-                    SqsPoller(runner, fn.logical_id, source, arn_to_url[arn], arn, self.client)
-                )
+                self._threads.append(SqsPoller(runner, fn.logical_id, source, arn_to_url[arn], arn, self.client))
             for source in fn.stream_sources:
                 failure = source.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
                 self._threads.append(
@@ -187,6 +227,8 @@ class LocalStack:
                 "AWS_ACCESS_KEY_ID": "local",  # moto accepts any credentials
                 "AWS_SECRET_ACCESS_KEY": "local",
             }
+        elif request.path == "/faults/aws" and self.faults is not None:
+            return self.faults.control(request)(environ, start_response)
         elif request.path == "/":
             body = self.urls()
         else:

@@ -40,9 +40,7 @@ ENV = {
 def time_once(statement: str) -> float:
     code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
     # Bytecode is cached as on Lambda, whose layers are byte-compiled at build time.
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_", "PYTHONDONTWRITE"))
-    }
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_", "PYTHONDONTWRITE"))}
     env = {**inherited, **ENV}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -51,9 +49,7 @@ def time_once(statement: str) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=11, help="fresh interpreters per module (median)")
     args = parser.parse_args()
 
@@ -77,9 +73,7 @@ def main() -> int:
         target = TARGETS.get(name, DEFAULT_TARGET)
         verdict = "ok" if ratio <= target else "OVER TARGET"
         over += ratio > target
-        print(
-            f"{fn.module.split('.')[1]:<28} {median * 1000:>10.1f} {ratio:>7.2f} {target:>6.1f}x  {verdict}"
-        )
+        print(f"{fn.module.split('.')[1]:<28} {median * 1000:>10.1f} {ratio:>7.2f} {target:>6.1f}x  {verdict}")
     print(f"{over} handler(s) over target")
     return 0  # a benchmark reports; it does not fail a slow shared machine
 

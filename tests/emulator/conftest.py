@@ -98,9 +98,7 @@ def register_dc_client(emu: Emulator, client_id: str = "dc-client", secret: str 
 
 
 def cloud_code(emu: Emulator, user: str = "alice", client_id: str = "cloud-client", **extra: str) -> str:
-    resp = control(
-        emu, "POST", "oauth/authorize", json={"client_id": client_id, "user": user, "state": "s1", **extra}
-    )
+    resp = control(emu, "POST", "oauth/authorize", json={"client_id": client_id, "user": user, "state": "s1", **extra})
     assert resp.status_code == 200, resp.text
     return resp.json()["code"]
 

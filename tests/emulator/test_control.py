@@ -73,19 +73,13 @@ def test_request_counting_per_endpoint(emu):
     dc = dc_login(emu)
     control(emu, "DELETE", "requests")
     for _ in range(3):
-        requests.get(
-            f"{emu.cloud_url}/2.0/repositories/acme/web-app/refs/branches", headers=bearer(token), timeout=10
-        )
+        requests.get(f"{emu.cloud_url}/2.0/repositories/acme/web-app/refs/branches", headers=bearer(token), timeout=10)
     requests.get(f"{emu.dc_url}/rest/api/latest/projects/PLAT/repos", headers=bearer(dc), timeout=10)
     control(emu, "GET", "state")  # control calls are not counted
     stats = control(emu, "GET", "requests").json()
     assert stats["total"] == 4
-    assert stats["flavors"]["cloud"]["endpoints"] == {
-        "GET /2.0/repositories/{workspace}/{repo_slug}/refs/branches": 3
-    }
-    assert stats["flavors"]["datacenter"]["endpoints"] == {
-        "GET /rest/api/1.0/projects/{project_key}/repos": 1
-    }
+    assert stats["flavors"]["cloud"]["endpoints"] == {"GET /2.0/repositories/{workspace}/{repo_slug}/refs/branches": 3}
+    assert stats["flavors"]["datacenter"]["endpoints"] == {"GET /rest/api/1.0/projects/{project_key}/repos": 1}
     assert control(emu, "DELETE", "requests").status_code == 204
     assert control(emu, "GET", "requests").json()["total"] == 0
 
@@ -100,17 +94,11 @@ def test_expired_and_revoked_tokens_get_401(emu):
     dc = dc_login(emu, user="bob")
     dc_url = f"{emu.dc_url}/rest/api/1.0/projects/WEB/repos/site"
     assert requests.get(dc_url, headers=bearer(dc), timeout=10).status_code == 200
-    assert (
-        control(emu, "POST", "tokens/revoke", json={"user": "bob", "flavor": "datacenter"}).json()["revoked"]
-        == 1
-    )
+    assert control(emu, "POST", "tokens/revoke", json={"user": "bob", "flavor": "datacenter"}).json()["revoked"] == 1
     revoked = requests.get(dc_url, headers=bearer(dc), timeout=10)
     assert revoked.status_code == 401 and revoked.json()["errors"][0]["exceptionName"]
     assert (
-        requests.get(
-            f"{emu.dc_url}/plugins/servlet/applinks/whoami", headers=bearer(dc), timeout=10
-        ).status_code
-        == 401
+        requests.get(f"{emu.dc_url}/plugins/servlet/applinks/whoami", headers=bearer(dc), timeout=10).status_code == 401
     )
 
 

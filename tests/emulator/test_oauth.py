@@ -193,9 +193,7 @@ def test_dc_consent_page_and_pkce_s256(emu):
     }
     page = requests.get(url, params=params, timeout=10)
     assert page.status_code == 200 and "REPO_READ" in page.text
-    resp = requests.post(
-        url, data={**params, "user": "carol", "decision": "grant"}, allow_redirects=False, timeout=10
-    )
+    resp = requests.post(url, data={**params, "user": "carol", "decision": "grant"}, allow_redirects=False, timeout=10)
     query = _query(resp.headers["Location"])
     assert query["state"] == "st"
     token = dc_token(emu, query["code"], code_verifier=verifier)
@@ -326,9 +324,7 @@ def test_dc_context_path(emu):
             json={"flavor": "datacenter", "client_id": "dc-client", "user": "alice", "scope": "REPO_READ"},
         ).json()["code"]
         token = dc_token(other, code).json()["access_token"]
-        resp = requests.get(
-            f"{other.dc_url}/rest/api/1.0/projects/PLAT/repos/core", headers=bearer(token), timeout=10
-        )
+        resp = requests.get(f"{other.dc_url}/rest/api/1.0/projects/PLAT/repos/core", headers=bearer(token), timeout=10)
         assert resp.status_code == 200
         assert resp.json()["links"]["clone"][1]["href"] == f"{other.dc_url}/scm/plat/core.git"
         outside = requests.get(other.dc_url.removesuffix("/bitbucket") + "/rest/api/1.0/repos", timeout=10)

@@ -165,9 +165,7 @@ def test_dc_personal_repos_via_users_path(emu, dc_spec):
     assert [r["project"]["key"] for r in resp.json()["values"]] == ["~ALICE"]
     # The 9.2 document has no /users/{userSlug}/repos listing; it is /projects/~USER/repos by another name.
     validate(dc_spec, resp, flavor="datacenter", path="/rest/api/1.0/projects/~ALICE/repos")
-    repo = requests.get(
-        f"{emu.dc_url}/rest/api/1.0/users/alice/repos/dotfiles", headers=bearer(token), timeout=10
-    )
+    repo = requests.get(f"{emu.dc_url}/rest/api/1.0/users/alice/repos/dotfiles", headers=bearer(token), timeout=10)
     validate(dc_spec, repo, flavor="datacenter", path="/rest/api/1.0/projects/~ALICE/repos/dotfiles")
 
 
@@ -206,9 +204,7 @@ def test_dc_webhook_crud_matches_spec(emu, dc_spec):
 
 def test_dc_errors_match_spec(emu, dc_spec):
     token = dc_login(emu)
-    missing = requests.get(
-        f"{emu.dc_url}/rest/api/1.0/projects/PLAT/repos/nope", headers=bearer(token), timeout=10
-    )
+    missing = requests.get(f"{emu.dc_url}/rest/api/1.0/projects/PLAT/repos/nope", headers=bearer(token), timeout=10)
     assert missing.status_code == 404
     validate(dc_spec, missing, flavor="datacenter")
     assert missing.json()["errors"][0]["exceptionName"].endswith("NoSuchRepositoryException")

@@ -37,9 +37,7 @@ def test_cloud_pullrequest_states(emu):
     token = cloud_login(emu)
     url = f"{emu.cloud_url}/2.0/repositories/acme/web-app/pullrequests"
     assert _get(url, token).json()["size"] == 15  # OPEN by default
-    both = requests.get(
-        url + "?state=MERGED&state=DECLINED&pagelen=50", headers=bearer(token), timeout=10
-    ).json()
+    both = requests.get(url + "?state=MERGED&state=DECLINED&pagelen=50", headers=bearer(token), timeout=10).json()
     assert both["size"] == 35 and {p["state"] for p in both["values"]} == {"MERGED", "DECLINED"}
     assert _get(url, token, state="BOGUS").status_code == 400
 
@@ -95,9 +93,7 @@ def test_dc_start_limit_paging(emu):
 def test_dc_pull_request_states_match_state_summary(emu):
     token = dc_login(emu)
     url = f"{emu.dc_url}/rest/api/latest/projects/PLAT/repos/core/pull-requests"
-    summary = next(
-        r for r in control(emu, "GET", "state").json()["repositories"] if r["full_name"] == "PLAT/core"
-    )
+    summary = next(r for r in control(emu, "GET", "state").json()["repositories"] if r["full_name"] == "PLAT/core")
     assert _get(url, token).json()["size"] == summary["pull_requests"]["OPEN"]
     assert _get(url, token, state="ALL", limit=1000).json()["size"] == summary["pull_requests"]["total"]
     assert _get(url, token, state="MERGED", limit=1000).json()["size"] == summary["pull_requests"]["MERGED"]

@@ -63,9 +63,7 @@ def test_compare_helper_detects_differences():
     assert not _compare(key_structure({"a": [{"b": 1}]}), key_structure({"a": [{"b": 2}]}))
 
 
-@pytest.mark.parametrize(
-    "entry", [e for e in _manifest() if e.get("x_hub_signature")], ids=lambda e: e["event_key"]
-)
+@pytest.mark.parametrize("entry", [e for e in _manifest() if e.get("x_hub_signature")], ids=lambda e: e["event_key"])
 def test_dc_signature_vectors_verify(entry):
     body = shared_path("bitbucket", "webhooks", entry["file"]).read_bytes()
     assert verify_signature(entry["hmac_key"], body, entry["x_hub_signature"])
@@ -119,9 +117,7 @@ def test_cloud_deliveries_match_real_payloads_and_verify(emu, receiver):
         json={"text": "reply", "parent": first["id"], "inline": {"path": "README.md", "from": None, "to": 3}},
     ).ok
     assert control(emu, "POST", f"{repo}/pullrequests/{pr_id}/merge", json={"user": "alice"}).ok
-    other = control(
-        emu, "POST", f"{repo}/pullrequests", json={"source": "feature/0001", "user": "bob"}
-    ).json()
+    other = control(emu, "POST", f"{repo}/pullrequests", json={"source": "feature/0001", "user": "bob"}).json()
     assert control(emu, "POST", f"{repo}/pullrequests/{other['id']}/decline", json={"reason": "no"}).ok
     assert control(emu, "POST", f"{repo}/update", json={"description": "new description"}).ok
 
@@ -201,9 +197,7 @@ def test_dc_deliveries_match_real_payloads_and_verify(emu, receiver):
     repo = "datacenter/repos/~alice/dotfiles"
     assert control(emu, "POST", f"{repo}/branches", json={"name": "feature/wip"}).ok
     assert control(emu, "POST", f"{repo}/push", json={"branch": "feature/wip", "commits": 1}).ok
-    pr = control(
-        emu, "POST", f"{repo}/pullrequests", json={"source": "feature/wip", "reviewers": ["bob"]}
-    ).json()
+    pr = control(emu, "POST", f"{repo}/pullrequests", json={"source": "feature/wip", "reviewers": ["bob"]}).json()
     assert control(emu, "POST", f"{repo}/pullrequests/{pr['id']}/update", json={"title": "Renamed"}).ok
     assert control(emu, "POST", f"{repo}/push", json={"branch": "feature/wip", "commits": 1}).ok
     assert control(emu, "POST", f"{repo}/pullrequests/{pr['id']}/approve", json={"user": "bob"}).ok

@@ -63,9 +63,7 @@ def test_sqs_partial_batch_failure_and_dead_letter_after_max_receives():
         assert len(CALLS[0]["Records"]) == 3
         assert CALLS[0]["Records"][0]["eventSource"] == "aws:sqs"
 
-        max_receives = load_template()["Resources"]["ImportQueue"]["Properties"]["RedrivePolicy"][
-            "maxReceiveCount"
-        ]
+        max_receives = load_template()["Resources"]["ImportQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             time.sleep(1.05)

@@ -47,9 +47,7 @@ def test_table_matches_template(aws, logical_id):
 def test_import_queue_redrive_and_visibility_match_template(aws):
     props = TEMPLATE["Resources"]["ImportQueue"]["Properties"]
     sqs = boto3.client("sqs", region_name="us-east-1")
-    attributes = sqs.get_queue_attributes(QueueUrl=aws.ref("ImportQueue"), AttributeNames=["All"])[
-        "Attributes"
-    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.ref("ImportQueue"), AttributeNames=["All"])["Attributes"]
     assert int(attributes["VisibilityTimeout"]) == props["VisibilityTimeout"]
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["maxReceiveCount"] == props["RedrivePolicy"]["maxReceiveCount"]
@@ -77,7 +75,5 @@ def test_function_environment_points_at_the_created_resources(aws):
     events = boto3.client("events", region_name="us-east-1")
     assert events.describe_event_bus(Name=env["BITBRIDGE_EVENT_BUS_NAME"])["Name"] == "bitbridge-local"
     s3 = boto3.client("s3", region_name="us-east-1")
-    block = s3.get_public_access_block(Bucket=env["BITBRIDGE_SNAPSHOTS_BUCKET"])[
-        "PublicAccessBlockConfiguration"
-    ]
+    block = s3.get_public_access_block(Bucket=env["BITBRIDGE_SNAPSHOTS_BUCKET"])["PublicAccessBlockConfiguration"]
     assert all(block.values())

@@ -12,9 +12,7 @@ from infra.local.template import Route, load_template, routes
 
 
 def _request(method: str, path: str, **kwargs) -> Request:
-    return Request(
-        EnvironBuilder(method=method, path=path, base_url="http://127.0.0.1:3000", **kwargs).get_environ()
-    )
+    return Request(EnvironBuilder(method=method, path=path, base_url="http://127.0.0.1:3000", **kwargs).get_environ())
 
 
 def test_most_specific_route_wins_like_api_gateway():
@@ -52,9 +50,7 @@ def test_event_has_v2_shape_with_cookies_query_and_path_parameters():
 def test_json_bodies_are_text_and_binary_bodies_are_base64():
     route = Route("POST", "/hooks/{provider}/{subscription}", "WebhookReceiverFunction")
     raw = b'{"ok": true}'
-    event = build_event(
-        _request("POST", "/hooks/p/s", data=raw, content_type="application/json"), route, {}, raw
-    )
+    event = build_event(_request("POST", "/hooks/p/s", data=raw, content_type="application/json"), route, {}, raw)
     assert (event["body"], event["isBase64Encoded"]) == ('{"ok": true}', False)
     binary = b"\x00\xffdata"
     request = _request("POST", "/hooks/p/s", data=binary, content_type="application/octet-stream")

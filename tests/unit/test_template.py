@@ -83,9 +83,7 @@ def test_policies_name_exact_actions_on_exact_resources(template):
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for action in actions:
                 assert "*" not in action, f"{name}: wildcard action {action}"
-            resources = (
-                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            )
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert "*" not in resources, f"{name}: wildcard resource"
 
 
@@ -99,9 +97,7 @@ def test_webhook_receiver_can_only_store_deliveries(template):
 def test_every_function_logs_to_a_group_with_retention(template):
     for name, fn in resources_of_type(template, "AWS::Serverless::Function"):
         group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-        assert template["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, (
-            name
-        )
+        assert template["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
 
 
 def test_snapshot_bucket_is_private_encrypted_and_tls_only(template):

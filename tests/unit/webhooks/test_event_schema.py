@@ -125,9 +125,7 @@ DOCS = REPO_ROOT / "docs" / "events.md"
 def _documented_examples() -> dict[str, dict[str, Any]]:
     examples: dict[str, dict[str, Any]] = {}
     examples_part = DOCS.read_text().split("\n## Examples\n", 1)[1]
-    for heading, block in re.findall(
-        r"^### `([a-z_.]+)`\n.*?```json\n(.*?)\n```", examples_part, re.S | re.M
-    ):
+    for heading, block in re.findall(r"^### `([a-z_.]+)`\n.*?```json\n(.*?)\n```", examples_part, re.S | re.M):
         assert heading not in examples, f"two examples for {heading}"
         examples[heading] = json.loads(block)
     return examples

@@ -646,9 +646,7 @@ _REPLACEMENTS: tuple[Any, ...] = (_REMOVE, None, 0, "x", [], {}, True, "0" * 40,
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     found = [prefix] if prefix else []
-    children = (
-        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    )
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
         found.extend(_paths(child, (*prefix, key)))
     return found

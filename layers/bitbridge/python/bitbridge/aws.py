@@ -31,15 +31,22 @@ SECRET_MAX_AGE_SECONDS = 300
 
 def secret_value(secret_id: str) -> str:
     """A Secrets Manager secret's string, cached for five minutes so a rotated secret is picked up."""
-    from aws_lambda_powertools.utilities import parameters
+    return str(_secrets_provider().get(secret_id, max_age=SECRET_MAX_AGE_SECONDS))
 
-    return str(parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS))
+
+@cache
+def _secrets_provider() -> Any:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    # Built on our client, so it shares the region, endpoint and timeouts of every other call.
+    return SecretsProvider(boto3_client=client("secretsmanager"))
 
 
 def reset_caches() -> None:
     """Forget clients, secrets and settings (tests switch endpoints and environments)."""
-    from aws_lambda_powertools.utilities import parameters
+    from bitbridge.store.base import reset_connections
 
     client.cache_clear()
-    parameters.clear_caches()
+    _secrets_provider.cache_clear()
     settings.cache_clear()
+    reset_connections()

@@ -36,9 +36,7 @@ class Settings:
         def get(name: str, default: str = "") -> str:
             return environ.get(f"BITBRIDGE_{name}", default)
 
-        origins = tuple(
-            o.strip().rstrip("/") for o in get("ALLOWED_RETURN_TO_ORIGINS").split(",") if o.strip()
-        )
+        origins = tuple(o.strip().rstrip("/") for o in get("ALLOWED_RETURN_TO_ORIGINS").split(",") if o.strip())
         return cls(
             stage=get("STAGE", "dev"),
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",

@@ -34,9 +34,9 @@ class CliError(Exception):
 def _environment_from_stack(stack: str) -> dict[str, str]:
     import boto3
 
-    function = boto3.client("cloudformation").describe_stack_resource(
-        StackName=stack, LogicalResourceId="ApiFunction"
-    )["StackResourceDetail"]["PhysicalResourceId"]
+    function = boto3.client("cloudformation").describe_stack_resource(StackName=stack, LogicalResourceId="ApiFunction")[
+        "StackResourceDetail"
+    ]["PhysicalResourceId"]
     config = boto3.client("lambda").get_function_configuration(FunctionName=function)
     return dict(config["Environment"]["Variables"])
 
@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitbridge", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--stack", help="CloudFormation stack name of a deployed bitbridge")
-    target.add_argument(
-        "--local", default=LOCAL_CONSOLE, help=f"local stack console URL (default {LOCAL_CONSOLE})"
-    )
+    target.add_argument("--local", default=LOCAL_CONSOLE, help=f"local stack console URL (default {LOCAL_CONSOLE})")
     groups = parser.add_subparsers(dest="group", required=True)
     for name in GROUPS:
         if importlib.util.find_spec(f"bitbridge.cli.{name}") is not None:

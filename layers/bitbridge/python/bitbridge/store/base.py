@@ -21,7 +21,7 @@ class _FromSettings:
         return str(getattr(settings(), self.field))
 
 
-def table_meta(table_field: str) -> type:
+def table_meta(table_field: str) -> Any:
     """A PynamoDB Meta class whose table is the Settings field `table_field`."""
 
     class Meta:

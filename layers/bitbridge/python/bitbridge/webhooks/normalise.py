@@ -135,9 +135,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             "pull_request.opened", PULL_REQUEST, pr_state="OPEN", occurred_at=(("pullrequest", "created_on"),)
         ),
         "pullrequest:updated": _Rule("pull_request.updated", PULL_REQUEST, occurred_at=_PR_TIMES),
-        "pullrequest:fulfilled": _Rule(
-            "pull_request.merged", PULL_REQUEST, pr_state="MERGED", occurred_at=_PR_TIMES
-        ),
+        "pullrequest:fulfilled": _Rule("pull_request.merged", PULL_REQUEST, pr_state="MERGED", occurred_at=_PR_TIMES),
         "pullrequest:rejected": _Rule(
             "pull_request.declined", PULL_REQUEST, pr_state="DECLINED", occurred_at=_PR_TIMES
         ),
@@ -176,16 +174,10 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "pullrequest:comment_created": _Rule(
             "pull_request.comment.created", *_PR_COMMENT, occurred_at=(("comment", "created_on"),)
         ),
-        "pullrequest:comment_updated": _Rule(
-            "pull_request.comment.updated", *_PR_COMMENT, occurred_at=_COMMENT_TIMES
-        ),
-        "pullrequest:comment_deleted": _Rule(
-            "pull_request.comment.deleted", *_PR_COMMENT, occurred_at=_COMMENT_TIMES
-        ),
+        "pullrequest:comment_updated": _Rule("pull_request.comment.updated", *_PR_COMMENT, occurred_at=_COMMENT_TIMES),
+        "pullrequest:comment_deleted": _Rule("pull_request.comment.deleted", *_PR_COMMENT, occurred_at=_COMMENT_TIMES),
         "issue:created": _Rule("issue.created", ISSUE, occurred_at=(("issue", "created_on"),)),
-        "issue:updated": _Rule(
-            "issue.updated", ISSUE, occurred_at=(("issue", "updated_on"), ("issue", "created_on"))
-        ),
+        "issue:updated": _Rule("issue.updated", ISSUE, occurred_at=(("issue", "updated_on"), ("issue", "created_on"))),
         "issue:comment_created": _Rule(
             "issue.comment.created", ISSUE, COMMENT, occurred_at=(("comment", "created_on"),)
         ),
@@ -204,12 +196,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "pr:from_ref_updated": _Rule("pull_request.updated", PULL_REQUEST, repository_at=_DC_PR_REPO),
         "pr:modified": _Rule("pull_request.updated", PULL_REQUEST, repository_at=_DC_PR_REPO),
         "pr:merged": _Rule("pull_request.merged", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="MERGED"),
-        "pr:declined": _Rule(
-            "pull_request.declined", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DECLINED"
-        ),
-        "pr:deleted": _Rule(
-            "pull_request.deleted", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DELETED"
-        ),
+        "pr:declined": _Rule("pull_request.declined", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DECLINED"),
+        "pr:deleted": _Rule("pull_request.deleted", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DELETED"),
         "pr:reviewer:approved": _Rule(
             "pull_request.approved", PULL_REQUEST, REVIEW, repository_at=_DC_PR_REPO, review_status="APPROVED"
         ),
@@ -234,9 +222,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             repository_at=_DC_PR_REPO,
             review_status="CHANGES_REQUESTED",
         ),
-        "pr:reviewer:updated": _Rule(
-            "pull_request.reviewers_updated", PULL_REQUEST, REVIEW, repository_at=_DC_PR_REPO
-        ),
+        "pr:reviewer:updated": _Rule("pull_request.reviewers_updated", PULL_REQUEST, REVIEW, repository_at=_DC_PR_REPO),
         "pr:comment:added": _Rule("pull_request.comment.created", *_PR_COMMENT, repository_at=_DC_PR_REPO),
         "pr:comment:edited": _Rule("pull_request.comment.updated", *_PR_COMMENT, repository_at=_DC_PR_REPO),
         "pr:comment:deleted": _Rule("pull_request.comment.deleted", *_PR_COMMENT, repository_at=_DC_PR_REPO),
@@ -541,9 +527,7 @@ class _Cloud:
             "title": title,
             "state": rule.pr_state or (state if state in PR_STATES else None),
             "source": _Cloud._endpoint(_req_dict(pr, "source", "pullrequest"), "pullrequest.source"),
-            "destination": _Cloud._endpoint(
-                _req_dict(pr, "destination", "pullrequest"), "pullrequest.destination"
-            ),
+            "destination": _Cloud._endpoint(_req_dict(pr, "destination", "pullrequest"), "pullrequest.destination"),
             "author": _Cloud.actor(pr.get("author")),
             "reviewers": [a for a in map(_Cloud.actor, _list(pr.get("reviewers"))) if a is not None],
             "merge_commit": _hash(_opt(pr, "merge_commit", "hash"), "pullrequest.merge_commit.hash"),
@@ -710,12 +694,8 @@ class _DataCenter:
             "source": _DataCenter._endpoint(_req_dict(pr, "fromRef", "pullRequest"), "pullRequest.fromRef"),
             "destination": _DataCenter._endpoint(_req_dict(pr, "toRef", "pullRequest"), "pullRequest.toRef"),
             "author": _DataCenter.actor(_opt(pr, "author", "user")),
-            "reviewers": [
-                a for a in (_DataCenter.actor(_opt(r, "user")) for r in _list(pr.get("reviewers"))) if a
-            ],
-            "merge_commit": _hash(
-                _opt(pr, "properties", "mergeCommit", "id"), "pullRequest.properties.mergeCommit.id"
-            ),
+            "reviewers": [a for a in (_DataCenter.actor(_opt(r, "user")) for r in _list(pr.get("reviewers"))) if a],
+            "merge_commit": _hash(_opt(pr, "properties", "mergeCommit", "id"), "pullRequest.properties.mergeCommit.id"),
             "url": _first_href(_opt(pr, "links", "self")),
         }
 

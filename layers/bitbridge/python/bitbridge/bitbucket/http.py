@@ -1,0 +1,85 @@
+"""One HTTP session per container, and Bitbucket's failures as bitbridge exceptions.
+
+Every call has a timeout; 429 becomes RateLimited (with Retry-After when Bitbucket sends it),
+401 Unauthorized, other 4xx BitbucketError(permanent), 5xx and network errors transient.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import requests
+
+TIMEOUT = (3.05, 15)  # connect, read (seconds)
+USER_AGENT = "bitbridge/0.1 (+https://github.com/bitbridge)"
+
+
+class BitbucketError(Exception):
+    """Bitbucket answered with an error. `permanent` errors are not worth retrying."""
+
+    def __init__(self, message: str, status: int | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent
+
+
+class Unauthorized(BitbucketError):
+    """The token was refused (expired, revoked or lacking a scope)."""
+
+
+class RateLimited(BitbucketError):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+
+
+@cache
+def session() -> requests.Session:
+    s = requests.Session()
+    s.headers["User-Agent"] = USER_AGENT
+    return s
+
+
+def _summary(response: requests.Response) -> str:
+    """A short description of an error body, without echoing anything sensitive."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or ""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message", ""))[:200]
+        if isinstance(body.get("errors"), list) and body["errors"]:
+            return str(body["errors"][0].get("message", ""))[:200]
+        if isinstance(error, str):
+            return f"{error}: {body.get('error_description', '')}"[:200]
+    return response.reason or ""
+
+
+def raise_for_status(response: requests.Response, what: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    detail = _summary(response)
+    if status == 429:
+        header = response.headers.get("Retry-After")
+        retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
+        raise RateLimited(f"{what}: rate limited by Bitbucket", retry_after)
+    if status == 401:
+        raise Unauthorized(f"{what}: Bitbucket refused the token ({detail})", status, permanent=True)
+    raise BitbucketError(f"{what}: HTTP {status} {detail}".strip(), status, permanent=400 <= status < 500)
+
+
+def get(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> requests.Response:
+    try:
+        response = session().get(url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
+    raise_for_status(response, what)
+    return response
+
+
+def get_json(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> Any:
+    return get(url, token, what, params).json()

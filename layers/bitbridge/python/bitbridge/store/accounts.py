@@ -1,0 +1,71 @@
+"""Users, their provider identities, and their connections (encrypted OAuth tokens).
+
+One table, three item kinds:
+  USER#{user_id}               / PROFILE           the bitbridge user
+  IDENTITY#{provider}#{ext_id} / IDENTITY          a provider account -> user (stable ids, never usernames)
+  USER#{user_id}               / CONN#{provider}   the connection: encrypted tokens, expiry, lock
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.models import Model
+
+from bitbridge.store.base import iso, register, table_meta
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+@register
+class UserRecord(Model):
+    Meta = table_meta("accounts_table")
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default="PROFILE")
+    user_id = UnicodeAttribute()
+    display_name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(default=iso)
+    last_sign_in_at = UnicodeAttribute(null=True)
+
+
+@register
+class IdentityRecord(Model):
+    Meta = table_meta("accounts_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # IDENTITY#{provider}#{external id}
+    sk = UnicodeAttribute(range_key=True, default="IDENTITY")
+    user_id = UnicodeAttribute()
+
+    @staticmethod
+    def key(provider_id: str, external_id: str) -> str:
+        return f"IDENTITY#{provider_id}#{external_id}"
+
+
+@register
+class ConnectionRecord(Model):
+    Meta = table_meta("accounts_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # USER#{user_id}
+    sk = UnicodeAttribute(range_key=True)  # CONN#{provider_id}
+    user_id = UnicodeAttribute()
+    provider_id = UnicodeAttribute()
+    external_id = UnicodeAttribute()  # Cloud uuid / DC numeric id
+    username = UnicodeAttribute(null=True)  # display only: usernames change
+    display_name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+    scopes = UnicodeAttribute(null=True)
+    redirect_uri = UnicodeAttribute(null=True)  # Data Center checks it again on every refresh
+    tokens = BinaryAttribute(legacy_encoding=False)  # KMS ciphertext of {"access_token", "refresh_token"}
+    expires_at = NumberAttribute()  # epoch seconds when the access token expires
+    status = UnicodeAttribute(default="active")  # active | reauth_required
+    version = NumberAttribute(default=0)  # bumped by every token write: the refresh lock's fence
+    refreshing_until = NumberAttribute(null=True)  # lease held by the caller refreshing now
+    created_at = UnicodeAttribute(default=iso)
+    updated_at = UnicodeAttribute(default=iso)
+
+    @staticmethod
+    def sort_key(provider_id: str) -> str:
+        return f"CONN#{provider_id}"

@@ -1,0 +1,35 @@
+"""Registered Bitbucket providers (a Cloud consumer or a Data Center application link)."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import BooleanAttribute, UnicodeAttribute
+from pynamodb.models import Model
+
+from bitbridge.store.base import iso, register, table_meta
+
+
+@register
+class ProviderRecord(Model):
+    Meta = table_meta("providers_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # the provider id used in URLs, e.g. "bitbucket-cloud"
+    flavor = UnicodeAttribute()  # "cloud" | "datacenter"
+    label = UnicodeAttribute()
+    web_url = UnicodeAttribute()  # Cloud: https://bitbucket.org; DC: base URL incl. context path
+    api_url = UnicodeAttribute()  # Cloud: https://api.bitbucket.org/2.0; DC: {base}/rest/api/1.0
+    scopes = UnicodeAttribute(default="")  # space-separated, as OAuth writes them
+    sign_in = BooleanAttribute(default=True)
+    imports = BooleanAttribute(default=True)
+    status = UnicodeAttribute(default="pending")  # pending | verified | failed
+    status_detail = UnicodeAttribute(null=True)
+    verified_at = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(default=iso)
+    updated_at = UnicodeAttribute(default=iso)
+
+    @property
+    def provider_id(self) -> str:
+        return str(self.pk)
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()

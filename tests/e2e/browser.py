@@ -1,0 +1,86 @@
+"""A small scripted browser for end-to-end sign-in tests: real HTTP, manual redirects, a cookie
+jar that honours Path (and treats loopback as a secure origin, as browsers do)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from http.cookies import SimpleCookie
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+
+@dataclass
+class Cookie:
+    value: str
+    path: str
+
+
+@dataclass
+class Browser:
+    jar: dict[tuple[str, str], Cookie] = field(default_factory=dict)  # (host, name) -> cookie
+    history: list[requests.Response] = field(default_factory=list)
+
+    def _cookie_header(self, url: str) -> str:
+        parts = urlsplit(url)
+        return "; ".join(
+            f"{name}={c.value}"
+            for (host, name), c in self.jar.items()
+            if host == parts.hostname and parts.path.startswith(c.path)
+        )
+
+    def _store(self, url: str, response: requests.Response) -> None:
+        host = urlsplit(url).hostname or ""
+        for header in response.raw.headers.getlist("Set-Cookie"):
+            parsed: SimpleCookie = SimpleCookie()
+            parsed.load(header)
+            for name, morsel in parsed.items():
+                if morsel["max-age"] == "0" or morsel.value == "":
+                    self.jar.pop((host, name), None)
+                else:
+                    self.jar[(host, name)] = Cookie(morsel.value, morsel["path"] or "/")
+
+    def request(self, method: str, url: str, follow: bool = True, max_hops: int = 10, **kwargs) -> requests.Response:
+        for _ in range(max_hops):
+            headers = dict(kwargs.pop("headers", {}) or {})
+            cookie = self._cookie_header(url)
+            if cookie:
+                headers["Cookie"] = cookie
+            response = requests.request(method, url, headers=headers, allow_redirects=False, timeout=15, **kwargs)
+            self._store(url, response)
+            self.history.append(response)
+            if not (follow and response.is_redirect):
+                return response
+            url, method, kwargs = urljoin(url, response.headers["Location"]), "GET", {}
+        raise AssertionError("too many redirects")
+
+    def get(self, url: str, **kwargs) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def cookie(self, host: str, name: str) -> str | None:
+        found = self.jar.get((host, name))
+        return found.value if found else None
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.action = a.get("action") or ""
+        elif tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+
+def consent(browser: Browser, page: requests.Response, user: str, decision: str = "grant") -> requests.Response:
+    """Answer an emulator consent page as a person would: pick the user, press Grant or Deny."""
+    parser = _FormParser()
+    parser.feed(page.text)
+    assert parser.action, f"no consent form on {page.url}: {page.text[:300]}"
+    data = {**parser.fields, "user": user, "decision": decision}
+    return browser.request("POST", urljoin(page.url, parser.action), data=data, follow=False)

@@ -1,0 +1,245 @@
+"""Sign in with Bitbucket, end to end: local stack + emulator over real HTTP, both flavors."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import requests
+
+from tests.e2e.browser import Browser, consent
+
+PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
+SESSION = "bitbridge_session"
+
+
+def _emulator(stack, flavor: str) -> str:
+    return stack.urls["bitbucket_cloud" if flavor == "cloud" else "bitbucket_datacenter"]
+
+
+def _begin(stack, browser: Browser, provider: str, return_to: str = "/api/me") -> requests.Response:
+    """Click "Sign in with Bitbucket": follow our 302 to the provider's consent page."""
+    page = browser.get(f"{stack.api}/auth/{provider}/authorize?return_to={quote(return_to, safe='')}")
+    assert page.status_code == 200 and "Grant access" in page.text, page.text[:300]
+    return page
+
+
+def _callback_url(response: requests.Response) -> str:
+    assert response.status_code == 302, response.text[:300]
+    return response.headers["Location"]
+
+
+def sign_in(stack, flavor: str, user: str = "alice") -> Browser:
+    browser = Browser()
+    page = _begin(stack, browser, PROVIDERS[flavor])
+    landed = browser.get(_callback_url(consent(browser, page, user)))
+    assert landed.status_code == 200, landed.text[:500]
+    return browser
+
+
+def _host(stack) -> str:
+    return urlsplit(stack.api).hostname or ""
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_sign_in_lands_signed_in_with_stable_ids_and_no_tokens(stack, flavor):
+    browser = sign_in(stack, flavor, "alice")
+    me = browser.history[-1]
+    assert urlsplit(me.url).path == "/api/me"
+    body = me.json()
+    connection = next(c for c in body["connections"] if c["provider"] == PROVIDERS[flavor])
+    assert connection["status"] == "active"
+    assert connection["email"] == "alice@example.com"
+    if flavor == "cloud":
+        assert connection["external_id"].startswith("{")  # Cloud account uuid
+    else:
+        assert connection["external_id"].isdigit()  # Data Center numeric user id
+    assert "token" not in me.text.lower().replace("access_token_expires_at", "")
+    # The session cookie is HttpOnly, Secure and Lax; the one-time state cookie is gone.
+    set_cookies = [c for r in browser.history for c in r.raw.headers.getlist("Set-Cookie")]
+    session_cookie = next(c for c in set_cookies if c.startswith(f"{SESSION}="))
+    for flag in ("HttpOnly", "Secure", "SameSite=Lax"):
+        assert flag in session_cookie
+    assert not [k for k in browser.jar if k[1].startswith("bitbridge_oauth_")]
+    # Signing in again keeps the same user (keyed by the stable id, not the username).
+    again = sign_in(stack, flavor, "alice").history[-1].json()
+    assert again["user"]["id"] == body["user"]["id"]
+
+
+def test_tokens_are_stored_encrypted(stack):
+    sign_in(stack, "cloud", "bob")
+    items = stack.aws("dynamodb").scan(TableName="bitbridge-local-AccountsTable")["Items"]
+    connections = [i for i in items if i["sk"]["S"].startswith("CONN#")]
+    assert connections
+    for item in connections:
+        assert "B" in item["tokens"]  # a KMS ciphertext blob
+        assert b"access_token" not in item["tokens"]["B"]
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_deny_shows_the_reason_and_signs_nobody_in(stack, flavor):
+    browser = Browser()
+    page = _begin(stack, browser, PROVIDERS[flavor])
+    callback = _callback_url(consent(browser, page, "carol", decision="deny"))
+    assert parse_qs(urlsplit(callback).query)["error"] == ["access_denied"]
+    response = browser.get(callback)
+    assert response.status_code == 403
+    assert "denied" in response.text
+    assert browser.cookie(_host(stack), SESSION) is None
+
+
+def test_replayed_state_is_refused_and_stores_nothing(stack):
+    browser = Browser()
+    page = _begin(stack, browser, PROVIDERS["cloud"])
+    callback = _callback_url(consent(browser, page, "alice"))
+    assert browser.get(callback).status_code == 200
+    replay = Browser(jar=dict(browser.jar))
+    replay.jar.pop((_host(stack), SESSION), None)
+    response = replay.get(callback, follow=False)
+    assert response.status_code == 400
+    assert "already used" in response.text or "Unknown, used or expired" in response.text
+    assert replay.cookie(_host(stack), SESSION) is None
+
+
+def test_state_begun_in_another_browser_is_refused(stack):
+    victim, attacker = Browser(), Browser()
+    page = _begin(stack, attacker, PROVIDERS["datacenter"])
+    callback = _callback_url(consent(attacker, page, "bob"))
+    response = victim.get(callback, follow=False)
+    assert response.status_code == 400
+    assert "another browser" in response.text
+    assert victim.cookie(_host(stack), SESSION) is None
+    # The attempt was not consumed by the refusal: the browser that began it can still finish.
+    assert attacker.get(callback).status_code == 200
+
+
+def test_missing_or_unknown_state_is_400(stack):
+    assert requests.get(f"{stack.api}/auth/bitbucket-cloud/callback?code=x", timeout=5).status_code == 400
+    response = requests.get(f"{stack.api}/auth/bitbucket-cloud/callback?code=x&state=forged", timeout=5)
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "return_to",
+    [
+        "https://evil.example/",
+        "//evil.example/path",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "/%2F%2Fevil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "/%252F%252Fevil.example",
+        "javascript:alert(1)",
+        "http://127.0.0.1:1@evil.example/",
+        "https:evil.example",
+        "/ok\r\nLocation: https://evil.example",
+    ],
+)
+def test_open_redirect_attempts_are_refused(stack, return_to):
+    response = requests.get(
+        f"{stack.api}/auth/bitbucket-cloud/authorize",
+        params={"return_to": return_to},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert response.status_code == 400, return_to
+    assert "Set-Cookie" not in response.headers
+
+
+def test_allow_listed_absolute_return_to_is_followed(stack):
+    browser = Browser()
+    page = _begin(stack, browser, PROVIDERS["cloud"], return_to=f"{stack.api}/api/me?from=absolute")
+    landed = browser.get(_callback_url(consent(browser, page, "alice")))
+    assert landed.status_code == 200 and landed.url.endswith("/api/me?from=absolute")
+
+
+def test_unknown_provider_is_404(stack):
+    response = requests.get(f"{stack.api}/auth/nope/authorize", allow_redirects=False, timeout=5)
+    assert response.status_code == 404 and "Unknown provider" in response.json()["message"]
+
+
+def test_expired_datacenter_code_is_refused_and_nothing_stored(stack):
+    dc = _emulator(stack, "datacenter")
+    requests.post(f"{dc}/_emulator/config", json={"dc_code_lifetime": 1}, timeout=5).raise_for_status()
+    try:
+        browser = Browser()
+        page = _begin(stack, browser, PROVIDERS["datacenter"])
+        callback = _callback_url(consent(browser, page, "carol"))
+        time.sleep(1.5)
+        response = browser.get(callback)
+        assert response.status_code == 400
+        assert "expired" in response.text
+        assert browser.cookie(_host(stack), SESSION) is None
+    finally:
+        requests.post(f"{dc}/_emulator/config", json={"dc_code_lifetime": 10}, timeout=5)
+
+
+def _expire_stored_token(stack, provider: str) -> None:
+    ddb = stack.aws("dynamodb")
+    for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
+        if item["sk"]["S"] == f"CONN#{provider}":
+            ddb.update_item(
+                TableName="bitbridge-local-AccountsTable",
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET expires_at = :past",
+                ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 60)}},
+            )
+
+
+def _token_requests(stack, flavor: str) -> int:
+    stats = requests.get(f"{_emulator(stack, flavor)}/_emulator/requests", timeout=5).json()
+    endpoint = "POST /site/oauth2/access_token" if flavor == "cloud" else "POST /rest/oauth2/latest/token"
+    return int(stats["flavors"].get(flavor, {}).get("endpoints", {}).get(endpoint, 0))
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_refresh_race_makes_exactly_one_refresh(stack, flavor):
+    browser = sign_in(stack, flavor, "alice")
+    session = browser.cookie(_host(stack), SESSION)
+    _expire_stored_token(stack, PROVIDERS[flavor])
+    before = _token_requests(stack, flavor)
+
+    def call(_: int) -> int:
+        return requests.get(
+            f"{stack.api}/api/connections/{PROVIDERS[flavor]}", cookies={SESSION: session}, timeout=60
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(call, range(12)))
+    assert statuses == [200] * 12
+    assert _token_requests(stack, flavor) - before == 1
+
+
+def test_revoked_token_leads_to_reauth_required(stack):
+    browser = sign_in(stack, "cloud", "carol")
+    session = browser.cookie(_host(stack), SESSION)
+    cloud = _emulator(stack, "cloud")
+    requests.post(f"{cloud}/_emulator/tokens/revoke", json={"user": "carol", "flavor": "cloud"}, timeout=5)
+    response = requests.get(f"{stack.api}/api/connections/bitbucket-cloud", cookies={SESSION: session}, timeout=30)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["reauth_required"] is True
+    assert body["reconnect_url"].endswith("/auth/bitbucket-cloud/authorize?purpose=connect")
+    me = requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).json()
+    assert next(c for c in me["connections"] if c["provider"] == "bitbucket-cloud")["status"] == "reauth_required"
+    # Signing in again repairs the connection.
+    again = sign_in(stack, "cloud", "carol").history[-1].json()
+    assert next(c for c in again["connections"] if c["provider"] == "bitbucket-cloud")["status"] == "active"
+
+
+def test_logout_ends_the_session(stack):
+    browser = sign_in(stack, "datacenter", "bob")
+    session = browser.cookie(_host(stack), SESSION)
+    assert requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).status_code == 200
+    out = requests.post(f"{stack.api}/api/logout", cookies={SESSION: session}, timeout=10)
+    assert out.status_code == 200 and "Max-Age=0" in out.headers["Set-Cookie"]
+    assert requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).status_code == 401
+
+
+def test_api_without_a_session_is_401(stack):
+    assert requests.get(f"{stack.api}/api/me", timeout=10).status_code == 401
+    forged = requests.get(f"{stack.api}/api/me", cookies={SESSION: "not.a.jwt"}, timeout=10)
+    assert forged.status_code == 401
