@@ -5,12 +5,12 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import accounts, sessions, tokens, web
+from bitbridge import accounts, sessions, signin_page, tokens, web
 from bitbridge.bitbucket.http import BitbucketError, Unauthorized
 from bitbridge.bitbucket.identity import cloud_identity, datacenter_identity
 from bitbridge.config import settings
 from bitbridge.health import readiness
-from bitbridge.providers import UnknownProvider, get_provider
+from bitbridge.providers import UnknownProvider, get_provider, list_providers
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -62,6 +62,21 @@ def unknown_provider(exc: UnknownProvider) -> Response:
 def health() -> Response:
     ready, body = readiness()
     return _json(200 if ready else 503, body)
+
+
+@app.get("/login")
+def login_page() -> Response:
+    """The "Sign in with Bitbucket" page: one button per provider with sign-in enabled."""
+    params = app.current_event.query_string_parameters or {}
+    return Response(
+        status_code=200,
+        content_type="text/html; charset=utf-8",
+        body=signin_page.render(list_providers(), params.get("return_to")),
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
+    )
 
 
 @app.get("/api/me")
