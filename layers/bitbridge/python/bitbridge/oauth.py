@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
 
 from bitbridge import accounts, providers
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
@@ -59,20 +58,6 @@ def _binding_cookie(state: str) -> str:
     return f"bitbridge_oauth_{_digest(state)[:16]}"
 
 
-def _session(provider: ProviderRecord, creds: providers.Credentials, redirect_uri: str) -> OAuth2Session:
-    datacenter = provider.flavor == providers.DATACENTER
-    return OAuth2Session(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        # Cloud accepts client credentials only as HTTP Basic; Data Center reads them from the body.
-        token_endpoint_auth_method="client_secret_post" if datacenter else "client_secret_basic",
-        redirect_uri=redirect_uri,
-        # Cloud's scopes are fixed on the consumer; Data Center takes them on the request.
-        scope=provider.scopes if datacenter else None,
-        code_challenge_method="S256" if datacenter else None,
-    )
-
-
 def _usable_provider(provider_id: str, purpose: str) -> ProviderRecord:
     try:
         provider = providers.get_provider(provider_id)
@@ -102,7 +87,7 @@ def begin(
     binding = secrets.token_urlsafe(32)
     redirect_uri = providers.callback_url(base_url, provider_id)
     verifier = secrets.token_urlsafe(64) if provider.flavor == providers.DATACENTER else None
-    oauth = _session(provider, providers.credentials(provider_id), redirect_uri)
+    oauth = providers.oauth_session(provider, providers.credentials(provider_id), redirect_uri)
     url, _ = oauth.create_authorization_url(
         providers.endpoints(provider).authorize_url, state=state, code_verifier=verifier
     )
@@ -174,7 +159,7 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
     if not code:
         raise SignInError(400, "The sign-in response has no authorization code; start again.")
     provider = _usable_provider(provider_id, record.purpose)
-    oauth = _session(provider, providers.credentials(provider_id), record.redirect_uri)
+    oauth = providers.oauth_session(provider, providers.credentials(provider_id), record.redirect_uri)
     try:
         # Exchanged at once: Data Center codes live for 10 seconds.
         token: dict[str, Any] = dict(

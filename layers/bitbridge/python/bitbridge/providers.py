@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlparse
 
 from bitbridge.aws import client, secret_value
@@ -68,6 +69,23 @@ def endpoints(provider: ProviderRecord) -> Endpoints:
     if provider.flavor == CLOUD:
         return Endpoints(f"{web}/site/oauth2/authorize", f"{web}/site/oauth2/access_token", provider.api_url, web)
     return Endpoints(f"{web}/rest/oauth2/latest/authorize", f"{web}/rest/oauth2/latest/token", provider.api_url, web)
+
+
+def oauth_session(provider: ProviderRecord, creds: Credentials, redirect_uri: str | None = None) -> Any:
+    """An Authlib OAuth 2 client configured for this provider's flavor."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    datacenter = provider.flavor == DATACENTER
+    return OAuth2Session(
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        # Cloud accepts client credentials only as HTTP Basic; Data Center reads them from the body.
+        token_endpoint_auth_method="client_secret_post" if datacenter else "client_secret_basic",
+        redirect_uri=redirect_uri,
+        # Cloud's scopes are fixed on the consumer; Data Center takes them on the request.
+        scope=provider.scopes if datacenter else None,
+        code_challenge_method="S256" if datacenter else None,
+    )
 
 
 def callback_url(base_url: str, provider_id: str) -> str:

@@ -107,13 +107,7 @@ def _refresh(conn: ConnectionRecord) -> str:
     provider = providers.get_provider(conn.provider_id)
     creds = providers.credentials(conn.provider_id)
     datacenter = provider.flavor == providers.DATACENTER
-    from authlib.integrations.requests_client import OAuth2Session
-
-    session = OAuth2Session(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        token_endpoint_auth_method="client_secret_post" if datacenter else "client_secret_basic",
-    )
+    session = providers.oauth_session(provider, creds)
     extra: dict[str, Any] = {}
     if datacenter and conn.redirect_uri:
         # Data Center validates redirect_uri on refresh too; a bare refresh gets invalid_grant.
