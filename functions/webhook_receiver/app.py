@@ -1,11 +1,53 @@
-"""Lambda entry point - behaviour arrives with its issue; until then it says so plainly."""
+"""Lambda entry point for POST /hooks/{provider}/{subscription}: verify, store once, answer.
+
+Deliberately no APIGatewayHttpResolver: one route, and every millisecond of cold start counts here
+(Bitbucket waits 10 s, and deliveries arrive in bursts). The core decides; this shapes the answer.
+"""
 
 import json
 
+from aws_lambda_powertools import Logger
 
+from bitbridge.aws import client
+from bitbridge.webhooks.receipt import receive
+
+logger = Logger()
+# Created during init, which Lambda runs at full CPU before the first delivery is waiting on it.
+client("dynamodb")
+
+_JSON = {"content-type": "application/json"}
+
+
+def _answer(status: int, body: dict) -> dict:
+    return {"statusCode": status, "headers": _JSON, "body": json.dumps(body)}
+
+
+@logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: object) -> dict:
-    return {
-        "statusCode": 501,
-        "headers": {"content-type": "application/json"},
-        "body": json.dumps({"message": "not implemented yet"}),
-    }
+    params = event.get("pathParameters") or {}
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    try:
+        receipt = receive(
+            provider_id=params.get("provider", ""),
+            subscription_id=params.get("subscription", ""),
+            headers=headers,
+            body=event.get("body"),
+            base64_encoded=bool(event.get("isBase64Encoded")),
+        )
+    except Exception as exc:
+        # AWS is unavailable: a 5xx makes Bitbucket retry the delivery later. The type is enough
+        # to diagnose; no message, which could carry request data.
+        logger.error("delivery not stored", extra={"error": type(exc).__name__})
+        return _answer(503, {"message": "temporarily unavailable, retry later"})
+    logger.info(
+        "delivery %s",
+        receipt.outcome,
+        extra={
+            "status": receipt.status,
+            "provider": params.get("provider"),
+            "subscription": params.get("subscription"),
+            "event_key": receipt.event_key,
+            "delivery_id": receipt.delivery_id,
+        },
+    )
+    return _answer(receipt.status, receipt.body())

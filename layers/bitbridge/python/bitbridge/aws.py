@@ -22,6 +22,7 @@ def client(service: str) -> Any:
         connect_timeout=3,
         read_timeout=10,
         retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=50,  # the local stack runs many handlers on threads sharing one client
     )
     return boto3.client(service, region_name=settings().region, config=config)  # type: ignore[call-overload]
 

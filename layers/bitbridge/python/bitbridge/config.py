@@ -24,6 +24,7 @@ class Settings:
     subscriptions_table: str
     imports_table: str
     import_queue_url: str
+    publish_failure_queue_url: str
     event_bus_name: str
     snapshots_bucket: str
     token_key_id: str
@@ -49,6 +50,7 @@ class Settings:
             subscriptions_table=get("SUBSCRIPTIONS_TABLE"),
             imports_table=get("IMPORTS_TABLE"),
             import_queue_url=get("IMPORT_QUEUE_URL"),
+            publish_failure_queue_url=get("PUBLISH_FAILURE_QUEUE_URL"),
             event_bus_name=get("EVENT_BUS_NAME"),
             snapshots_bucket=get("SNAPSHOTS_BUCKET"),
             token_key_id=get("TOKEN_KEY_ID"),

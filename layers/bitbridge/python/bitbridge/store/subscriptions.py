@@ -1,0 +1,50 @@
+"""Webhook subscriptions: one per repository hook bitbridge installed (or an admin configured by hand).
+
+The hook's secret is derived from the webhook master key and ``pk`` (the subscription id) and is never
+stored. The publisher updates ``last_delivery_at`` and ``health`` with a conditional UpdateItem, so a
+deleted subscription is never recreated by a late delivery.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import BooleanAttribute, ListAttribute, UnicodeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from bitbridge.store.base import iso, register, table_meta
+
+
+def repository_key(provider_id: str, repository_id: str) -> str:
+    return f"{provider_id}#{repository_id}"
+
+
+class ByRepository(GlobalSecondaryIndex["SubscriptionRecord"]):
+    class Meta:
+        index_name = "by_repository"
+        projection = AllProjection()
+
+    repository_key = UnicodeAttribute(hash_key=True)
+
+
+@register
+class SubscriptionRecord(Model):
+    Meta = table_meta("subscriptions_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # the subscription id, as in /hooks/{provider}/{subscription}
+    provider_id = UnicodeAttribute()
+    repository_key = UnicodeAttribute()  # repository_key(provider_id, repository id)
+    repository_full_name = UnicodeAttribute()  # display only: renames change it
+    hook_id = UnicodeAttribute(null=True)  # Bitbucket's hook id; None for manual subscriptions until known
+    events = ListAttribute(of=UnicodeAttribute, default=list)  # X-Event-Key values subscribed
+    manual = BooleanAttribute(default=False)  # configured by hand in Bitbucket (`hooks install --manual`)
+    owner_user_id = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(default=iso)
+    last_delivery_at = UnicodeAttribute(null=True)  # received_at of the newest delivery published
+    health = UnicodeAttribute(null=True)  # ok | malformed (last delivery's outcome); None before any
+    last_delivery_id = UnicodeAttribute(null=True)
+
+    by_repository = ByRepository()
+
+    @property
+    def subscription_id(self) -> str:
+        return str(self.pk)

@@ -1,0 +1,353 @@
+"""Publish stored deliveries as bitbridge events (schema v1) on the EventBridge bus.
+
+Two callers, one path: the event_publisher Lambda on the deliveries table's stream
+(:func:`handle_stream_records`) and ``bitbridge events replay`` (:func:`publish_deliveries`).
+
+- **At least once, same id.** The event id is the delivery id, so Bitbucket redeliveries (deduplicated
+  by the receiver), stream retries and replays all carry the id consumers deduplicate on.
+- **A failed entry is a failure.** ``PutEvents`` answers 200 with ``FailedEntryCount`` when some entries
+  were not accepted: those are retried here a few times, then reported, never assumed published.
+- **Stream order.** Records are handled in order and processing stops at the first one that cannot be
+  published; its sequence number is reported as the batch item failure, so Lambda retries from there
+  (a later record is never published ahead of an earlier failed one, and none is published twice by the
+  same invocation). After the event source's MaximumRetryAttempts the batch goes to the
+  PublishFailureQueue, whose alarm says to run ``bitbridge events replay``.
+  Powertools' BatchProcessor would keep processing (and publishing) past a failure, one PutEvents per
+  record; this module batches up to 10 entries per call instead.
+- **Poison deliveries don't block the stream.** A payload the normaliser rejects is marked ``malformed``
+  on its delivery item, a delivery for an unknown provider ``unpublishable``, and processing moves on.
+- **A missing subscription does not stop publishing.** The signature already proved the delivery came
+  from a hook holding a secret derived for that subscription id; a subscription deleted in bitbridge
+  whose hook still fires in Bitbucket is still a real change in the repository. Nothing is recorded for
+  it (the conditional update never recreates a deleted subscription), and a warning is logged.
+
+Nothing here logs a payload, a header value or an event body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bitbridge.aws import client
+from bitbridge.config import settings
+from bitbridge.webhooks.normalise import MalformedPayload, UnhandledEvent, normalise
+from bitbridge.webhooks.project_state import apply_event
+from bitbridge.webhooks.receipt import IGNORED, MALFORMED, PUBLISHED, RECEIVED, UNPUBLISHABLE, received_now
+
+log = logging.getLogger(__name__)
+
+EVENT_SOURCE = "bitbridge"
+#: PutEvents limits: 10 entries and 256 KB per request.
+MAX_ENTRIES_PER_CALL = 10
+MAX_BYTES_PER_CALL = 240 * 1024  # a margin under 256 KB for the envelope fields
+#: Quick in-invocation retries of entries PutEvents did not accept (botocore already retries errors).
+PUT_ATTEMPTS = 3
+RETRY_DELAYS = (0.1, 0.4)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The fields of a stored delivery item the publisher needs."""
+
+    pk: str
+    delivery_id: str
+    provider_id: str
+    subscription_id: str
+    event_key: str
+    status: str
+    received_at: str
+    body: str
+
+    @classmethod
+    def from_image(cls, image: dict[str, Any]) -> Delivery:
+        """From a DynamoDB-JSON item (a stream record's NewImage or a low-level Scan item)."""
+
+        def text(name: str) -> str:
+            value = image.get(name) or {}
+            return str(value.get("S", ""))
+
+        return cls(
+            pk=text("pk"),
+            delivery_id=text("delivery_id"),
+            provider_id=text("provider_id"),
+            subscription_id=text("subscription_id"),
+            event_key=text("event_key"),
+            status=text("status"),
+            received_at=text("received_at"),
+            body=text("body"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    delivery: Delivery
+    event: dict[str, Any]
+    entry: dict[str, Any]
+    size: int
+
+
+@dataclass
+class Outcome:
+    """What a publishing run did, by delivery pk."""
+
+    published: list[str]
+    malformed: list[str]
+    unpublishable: list[str]
+    ignored: list[str]
+    failed: list[str]
+
+    @classmethod
+    def empty(cls) -> Outcome:
+        return cls([], [], [], [], [])
+
+
+# ------------------------------------------------------------------------------------------------ stream
+
+
+def handle_stream_records(records: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """The event_publisher's work for one stream batch; the partial batch response Lambda expects."""
+    wanted: list[tuple[str, Delivery]] = []
+    for record in records:
+        sequence = str(record["dynamodb"]["SequenceNumber"])
+        if record.get("eventName") != "INSERT":
+            continue  # our own status updates (MODIFY) and TTL deletions (REMOVE)
+        delivery = Delivery.from_image(record["dynamodb"].get("NewImage") or {})
+        if delivery.status != RECEIVED:
+            continue  # ignored deliveries are recorded, not published
+        wanted.append((sequence, delivery))
+    outcome = publish_deliveries(d for _, d in wanted)
+    if outcome.failed:
+        failed = set(outcome.failed)
+        first = next(seq for seq, d in wanted if d.pk in failed)
+        return {"batchItemFailures": [{"itemIdentifier": first}]}
+    return {"batchItemFailures": []}
+
+
+# ------------------------------------------------------------------------------------------------ core
+
+
+def publish_deliveries(deliveries: Iterable[Delivery], *, stop_at_failure: bool = True) -> Outcome:
+    """Normalise and publish deliveries in order; record each outcome on its delivery item.
+
+    With ``stop_at_failure`` (the stream), nothing after the first delivery that cannot be prepared is
+    attempted, and no chunk after a failed one is sent: the stream retries from the first failure, in
+    order. Without it (replay), every delivery is attempted once.
+    """
+    outcome = Outcome.empty()
+    ready: list[Prepared] = []
+    for delivery in deliveries:
+        try:
+            prepared = _prepare(delivery, outcome)
+        except Exception as exc:  # transient (reading the provider): retry it, and in order what follows
+            log.warning("cannot prepare delivery %s: %s", delivery.delivery_id, type(exc).__name__)
+            outcome.failed.append(delivery.pk)
+            if stop_at_failure:
+                break
+            continue
+        if prepared is not None:
+            ready.append(prepared)
+    chunks = list(_chunks(ready))
+    for number, chunk in enumerate(chunks):
+        failed = set(put_entries([p.entry for p in chunk]))
+        for index, prepared in enumerate(chunk):
+            if index in failed:
+                outcome.failed.append(prepared.delivery.pk)
+            else:
+                _after_publish(prepared)
+                outcome.published.append(prepared.delivery.pk)
+        if failed and stop_at_failure:
+            outcome.failed.extend(p.delivery.pk for later in chunks[number + 1 :] for p in later)
+            break
+    return outcome
+
+
+def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
+    """The event for a delivery, or None when it is settled as malformed / ignored / unpublishable."""
+    flavor = provider_flavor(delivery.provider_id)
+    if flavor is None:
+        log.warning("delivery %s: provider %s is not registered", delivery.delivery_id, delivery.provider_id)
+        _settle(delivery, UNPUBLISHABLE, "provider is not registered")
+        outcome.unpublishable.append(delivery.pk)
+        return None
+    try:
+        payload = json.loads(delivery.body)
+        event = normalise(
+            flavor=flavor,
+            provider_id=delivery.provider_id,
+            event_key=delivery.event_key,
+            payload=payload,
+            delivery_id=delivery.delivery_id,
+            received_at=delivery.received_at,
+        )
+    except UnhandledEvent:
+        # Handled by the other flavor only (the receiver cannot know the provider's flavor).
+        _settle(delivery, IGNORED, f"event key not handled for {flavor}")
+        outcome.ignored.append(delivery.pk)
+        return None
+    except ValueError as exc:  # MalformedPayload names the field; other ValueErrors name the argument
+        reason = str(exc) if isinstance(exc, MalformedPayload) else "delivery record is invalid"
+        log.warning("delivery %s is malformed: %s", delivery.delivery_id, reason)
+        _settle(delivery, MALFORMED, reason)
+        _touch_subscription(delivery, health="malformed")
+        outcome.malformed.append(delivery.pk)
+        return None
+    detail = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    entry = {
+        "Source": EVENT_SOURCE,
+        "DetailType": event["type"],
+        "Detail": detail,
+        "EventBusName": settings().event_bus_name,
+    }
+    size = len(detail.encode("utf-8")) + len(EVENT_SOURCE) + len(event["type"])
+    return Prepared(delivery, event, entry, size)
+
+
+def _chunks(ready: list[Prepared]) -> Iterator[list[Prepared]]:
+    """Consecutive runs of entries within PutEvents' limits (10 entries, 256 KB)."""
+    chunk: list[Prepared] = []
+    size = 0
+    for prepared in ready:
+        if chunk and (len(chunk) == MAX_ENTRIES_PER_CALL or size + prepared.size > MAX_BYTES_PER_CALL):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(prepared)
+        size += prepared.size
+    if chunk:
+        yield chunk
+
+
+def put_entries(entries: list[dict[str, Any]]) -> list[int]:
+    """Put entries on the bus, retrying the ones it did not accept; the indexes still not accepted after
+    the retries (empty when all were). Never raises: an error counts as a failure of every entry."""
+    pending = list(range(len(entries)))
+    for attempt in range(PUT_ATTEMPTS):
+        try:
+            response = client("events").put_events(Entries=[entries[i] for i in pending])
+        except Exception as exc:  # botocore has already retried throttling and 5xx
+            log.warning("PutEvents failed: %s", type(exc).__name__)
+            return pending
+        results = response.get("Entries") or []
+        # An entry is published only if it got an EventId; a missing result counts as not accepted.
+        pending = [i for i, r in zip(pending, results, strict=False) if "EventId" not in r] + pending[len(results) :]
+        if not pending:
+            return []
+        codes = sorted({str(r["ErrorCode"]) for r in results if "ErrorCode" in r})
+        log.warning("PutEvents did not accept %d entries (%s)", len(pending), ", ".join(codes) or "no code")
+        if attempt < len(RETRY_DELAYS):
+            time.sleep(RETRY_DELAYS[attempt])
+    return pending
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+_FLAVORS: dict[str, str] = {}
+
+
+def provider_flavor(provider_id: str) -> str | None:
+    """The provider's flavor ("cloud" | "datacenter"), cached per container; None when not registered.
+
+    Read with the low-level client (ProvidersTable ``pk`` = provider id, attribute ``flavor``); a flavor
+    never changes for a provider id, so a hit is cached for the container's life (a miss is not).
+    """
+    cached = _FLAVORS.get(provider_id)
+    if cached is not None:
+        return cached
+    item = (
+        client("dynamodb")
+        .get_item(
+            TableName=settings().providers_table,
+            Key={"pk": {"S": provider_id}},
+            ProjectionExpression="flavor",
+            ConsistentRead=True,
+        )
+        .get("Item")
+    )
+    flavor = str((item or {}).get("flavor", {}).get("S", ""))
+    if flavor not in ("cloud", "datacenter"):
+        return None
+    _FLAVORS[provider_id] = flavor
+    return flavor
+
+
+def forget_providers() -> None:
+    """Drop the flavor cache (tests register providers between runs)."""
+    _FLAVORS.clear()
+
+
+def _after_publish(prepared: Prepared) -> None:
+    """Best-effort bookkeeping once the event is on the bus: a failure here must not republish it."""
+    delivery, event = prepared.delivery, prepared.event
+    now, _ = received_now()
+    _update_delivery(
+        delivery,
+        "SET #status = :status, event_type = :type, published_at = :now REMOVE #error",
+        {":status": {"S": PUBLISHED}, ":type": {"S": event["type"]}, ":now": {"S": now}},
+    )
+    _touch_subscription(delivery, health="ok")
+    try:
+        apply_event(event)
+    except Exception as exc:
+        log.warning("project state not updated for %s: %s", delivery.delivery_id, type(exc).__name__)
+
+
+def _settle(delivery: Delivery, status: str, reason: str) -> None:
+    _update_delivery(
+        delivery,
+        "SET #status = :status, #error = :error",
+        {":status": {"S": status}, ":error": {"S": reason}},
+    )
+
+
+def _update_delivery(delivery: Delivery, expression: str, values: dict[str, Any]) -> None:
+    names = {"#status": "status"}
+    if "#error" in expression:
+        names["#error"] = "error"
+    ddb = client("dynamodb")
+    try:
+        ddb.update_item(
+            TableName=settings().deliveries_table,
+            Key={"pk": {"S": delivery.pk}},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(pk)",  # never recreate an expired delivery
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ddb.exceptions.ConditionalCheckFailedException:
+        pass
+    except Exception as exc:
+        log.warning("delivery %s status not recorded: %s", delivery.delivery_id, type(exc).__name__)
+
+
+def _touch_subscription(delivery: Delivery, *, health: str) -> None:
+    """Record the newest delivery on its subscription, only if the subscription exists (and is this
+    provider's): a deleted subscription must not be recreated by a late delivery."""
+    ddb = client("dynamodb")
+    try:
+        ddb.update_item(
+            TableName=settings().subscriptions_table,
+            Key={"pk": {"S": delivery.subscription_id}},
+            UpdateExpression="SET last_delivery_at = :at, last_delivery_id = :id, health = :health",
+            ConditionExpression=(
+                "attribute_exists(pk) AND provider_id = :provider"
+                " AND (attribute_not_exists(last_delivery_at) OR last_delivery_at <= :at)"
+            ),
+            ExpressionAttributeValues={
+                ":at": {"S": delivery.received_at},
+                ":id": {"S": delivery.delivery_id},
+                ":health": {"S": health},
+                ":provider": {"S": delivery.provider_id},
+            },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ddb.exceptions.ConditionalCheckFailedException as exc:
+        # A newer delivery already recorded is normal; a missing subscription is worth a warning.
+        if not exc.response.get("Item"):
+            log.warning("subscription %s does not exist; event published anyway", delivery.subscription_id)
+    except Exception as exc:
+        log.warning("subscription %s not updated: %s", delivery.subscription_id, type(exc).__name__)

@@ -1,0 +1,309 @@
+"""event_publisher on moto: the deliveries table's stream -> event v1 on the bus, as Lambda runs it.
+
+Deliveries go in through the real receiver handler; the stream is read by the local stack's StreamPoller
+(the template's event source settings) invoking the real publisher handler; events are read from an
+SQS queue subscribed to the bus by a rule, as a consumer would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from bitbridge.aws import client
+from bitbridge.config import settings
+from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.webhooks.normalise import event_type
+from bitbridge.webhooks.publish import forget_providers, handle_stream_records
+from functions.webhook_receiver.app import handler as receive
+from infra.local.lambda_runtime import FunctionRunner
+from infra.local.pollers import StreamPoller
+from infra.local.template import functions, load_template
+from tests.integration.webhooks.support import (
+    PROVIDERS,
+    Context,
+    api_event,
+    bitbucket_headers,
+    hook_secret,
+    manifest,
+    payload_bytes,
+    register_provider,
+    schema_errors,
+)
+
+SUB = "sub-pub"
+CLOUD, DC = PROVIDERS["cloud"], PROVIDERS["datacenter"]
+CLOUD_REPO = "{673a6070-3421-46c9-9d48-90745f7bfe8e}"  # the repository in the shared Cloud payloads
+
+
+def _boto(service: str) -> Any:
+    return boto3.client(service, region_name="us-east-1")
+
+
+class Pipeline:
+    """Receiver -> table -> stream poller -> publisher -> bus -> consumer queue, all on moto."""
+
+    def __init__(self, aws, **source_overrides: Any) -> None:
+        self.aws = aws
+        self.secret = hook_secret(aws.environment, SUB)
+        fns = functions(load_template())
+        source = {**fns["EventPublisherFunction"].stream_sources[0], **source_overrides}
+        self.poller = StreamPoller(
+            FunctionRunner(fns),
+            "EventPublisherFunction",
+            source,
+            aws.attributes[("DeliveriesTable", "StreamArn")],
+            aws.ref("PublishFailureQueue"),
+            _boto,
+        )
+        self.poller.retry_delay = 0.01
+        self.sqs = _boto("sqs")
+        self.queue = self.sqs.create_queue(QueueName="consumer")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.subscribe(arn)
+        self.seen: list[dict] = []
+
+    def subscribe(self, queue_arn: str) -> None:
+        bus = self.aws.environment["BITBRIDGE_EVENT_BUS_NAME"]
+        events = _boto("events")
+        events.put_rule(
+            Name="consumer", EventBusName=bus, EventPattern=json.dumps({"source": ["bitbridge"]}), State="ENABLED"
+        )
+        events.put_targets(Rule="consumer", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+
+    def deliver(self, flavor: str, event_key: str, body: bytes, delivery_id: str, subscription: str = SUB) -> int:
+        secret = self.secret if subscription == SUB else hook_secret(self.aws.environment, subscription)
+        headers = bitbucket_headers(flavor, event_key, body, secret, delivery_id=delivery_id)
+        return receive(api_event(PROVIDERS[flavor], subscription, body, headers), Context())["statusCode"]
+
+    def run(self) -> list[dict]:
+        """Drain the stream through the publisher; the envelopes published since the last run."""
+        while self.poller.poll_once():
+            pass
+        new: list[dict] = []
+        while messages := self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get("Messages"):
+            new.extend(json.loads(m["Body"]) for m in messages)
+            for m in messages:
+                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
+        self.seen.extend(new)
+        return new
+
+    def item(self, pk: str) -> dict:
+        return _boto("dynamodb").get_item(
+            TableName=self.aws.ref("DeliveriesTable"), Key={"pk": {"S": pk}}, ConsistentRead=True
+        )["Item"]
+
+
+@pytest.fixture
+def pipeline(aws):
+    forget_providers()
+    for flavor, provider in PROVIDERS.items():
+        register_provider(aws.ref("ProvidersTable"), provider, flavor)
+    return Pipeline(aws)
+
+
+def test_every_shared_payload_is_published_once_valid_with_the_delivery_id(pipeline, shared_dir):
+    entries = manifest(shared_dir)
+    for n, entry in enumerate(entries):
+        body = payload_bytes(shared_dir, entry["file"])
+        assert pipeline.deliver(entry["flavor"], entry["event_key"], body, f"id-{n}") == 202
+
+    published = pipeline.run()
+    assert sorted(e["detail"]["id"] for e in published) == sorted(f"id-{n}" for n in range(len(entries)))
+    for n, entry in enumerate(entries):
+        (envelope,) = [e for e in published if e["detail"]["id"] == f"id-{n}"]
+        detail = envelope["detail"]
+        assert schema_errors(detail) == [], entry["file"]
+        assert envelope["source"] == "bitbridge"
+        assert envelope["detail-type"] == detail["type"] == event_type(entry["flavor"], entry["event_key"])
+        assert detail["provider"] == {"id": PROVIDERS[entry["flavor"]], "flavor": entry["flavor"]}
+        item = pipeline.item(f"{PROVIDERS[entry['flavor']]}#id-{n}")
+        assert item["status"]["S"] == "published" and item["event_type"]["S"] == detail["type"]
+        assert detail["received_at"] == item["received_at"]["S"]
+
+    # The publisher's own status updates (MODIFY records) publish nothing.
+    assert pipeline.run() == []
+
+
+def test_subscription_records_the_newest_delivery_and_a_deleted_one_is_not_recreated(pipeline, aws, shared_dir, caplog):
+    SubscriptionRecord(
+        SUB,
+        provider_id=CLOUD,
+        repository_key=repository_key(CLOUD, CLOUD_REPO),
+        repository_full_name="team/repo",
+        events=["repo:push"],
+    ).save()
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    pipeline.deliver("cloud", "repo:push", body, "s-1")
+    pipeline.deliver("cloud", "repo:push", body, "s-2", subscription="sub-deleted")
+    pipeline.deliver(
+        "datacenter", "repo:refs_changed", payload_bytes(shared_dir, "datacenter/repo-refs-changed.json"), "s-3"
+    )
+    assert sorted(e["detail"]["id"] for e in pipeline.run()) == ["s-1", "s-2", "s-3"]  # all published
+
+    record = SubscriptionRecord.get(SUB, consistent_read=True)
+    # s-3 came for this subscription id under another provider: it does not touch the subscription.
+    assert (record.last_delivery_id, record.health) == ("s-1", "ok")
+    assert record.last_delivery_at == pipeline.item(f"{CLOUD}#s-1")["received_at"]["S"]
+    with pytest.raises(SubscriptionRecord.DoesNotExist):
+        SubscriptionRecord.get("sub-deleted", consistent_read=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["subscription sub-deleted does not exist; event published anyway"]
+
+
+def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, shared_dir):
+    ddb = _boto("dynamodb")
+    table = aws.ref("ImportsTable")
+    key = {"pk": {"S": f"PROJECT#{CLOUD}#{CLOUD_REPO}"}, "sk": {"S": "PROJECT"}}
+    ddb.put_item(TableName=table, Item={**key, "default_branch": {"S": "name-of-branch"}})
+    pipeline.deliver("cloud", "repo:push", payload_bytes(shared_dir, "cloud/repo-push.json"), "p-1")
+    pipeline.deliver(
+        "cloud", "pullrequest:created", payload_bytes(shared_dir, "cloud/pull-request-created.json"), "p-2"
+    )
+    pipeline.run()
+    project = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+    assert project["default_branch_head"]["S"] == "709d658dc5b6d6afcd46049c2f332ee3f515a67d"
+    assert project["last_push_event_id"]["S"] == "p-1" and project["last_push_at"]["S"]
+    assert project["open_pull_request_ids"]["NS"] == ["1"]
+
+    # A redelivered "opened" does not count twice; "merged" closes it.
+    pipeline.deliver(
+        "cloud", "pullrequest:created", payload_bytes(shared_dir, "cloud/pull-request-created.json"), "p-3"
+    )
+    merged = json.loads(payload_bytes(shared_dir, "cloud/pull-request-merged.json"))
+    merged["pullrequest"]["id"] = 1
+    pipeline.deliver("cloud", "pullrequest:fulfilled", json.dumps(merged).encode(), "p-4")
+    pipeline.run()
+    project = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+    assert "open_pull_request_ids" not in project  # the last open id removed
+
+    # Events for a repository never imported create nothing.
+    pipeline.deliver("datacenter", "pr:opened", payload_bytes(shared_dir, "datacenter/pr-opened.json"), "p-5")
+    pipeline.run()
+    assert ddb.scan(TableName=table)["Count"] == 1
+
+
+def test_malformed_and_unpublishable_deliveries_are_recorded_and_do_not_block_the_stream(pipeline, aws, shared_dir):
+    SubscriptionRecord(SUB, provider_id=CLOUD, repository_key="x", repository_full_name="team/repo").save()
+    good = payload_bytes(shared_dir, "cloud/repo-push.json")
+    pipeline.deliver("cloud", "repo:push", b'{"push": {"changes": []}}', "bad-1")  # no repository
+    pipeline.deliver("cloud", "pullrequest:created", b'{"repository": {}}', "bad-2")
+    pipeline.deliver("datacenter", "repo:push", good, "cloud-key-on-dc")  # a Cloud key for a DC provider
+    # A provider nobody registered: signed correctly, so stored; the publisher cannot normalise it.
+    headers = bitbucket_headers("cloud", "repo:push", good, pipeline.secret, delivery_id="orphan")
+    receive(api_event("unregistered", SUB, good, headers), Context())
+    pipeline.deliver("cloud", "repo:push", good, "good-1")
+
+    assert [e["detail"]["id"] for e in pipeline.run()] == ["good-1"]
+    bad = pipeline.item(f"{CLOUD}#bad-1")
+    assert bad["status"]["S"] == "malformed" and bad["error"]["S"] == "payload field repository is missing"
+    assert pipeline.item(f"{CLOUD}#bad-2")["status"]["S"] == "malformed"
+    assert pipeline.item(f"{DC}#cloud-key-on-dc")["status"]["S"] == "ignored"
+    assert pipeline.item("unregistered#orphan")["status"]["S"] == "unpublishable"
+    assert SubscriptionRecord.get(SUB, consistent_read=True).last_delivery_id == "good-1"
+    failures = _boto("sqs").receive_message(QueueUrl=aws.ref("PublishFailureQueue")).get("Messages")
+    assert not failures
+
+
+def _stream_records(aws) -> list[dict]:
+    """The stream's records as Lambda passes them (via the local poller's own shaping)."""
+    streams = _boto("dynamodbstreams")
+    arn = aws.attributes[("DeliveriesTable", "StreamArn")]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    poller = StreamPoller.__new__(StreamPoller)
+    poller.stream_arn = arn
+    return [poller._record(r) for r in records]
+
+
+def test_entries_eventbridge_does_not_accept_are_retried_and_then_reported(pipeline, aws, shared_dir):
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    for n in range(3):
+        pipeline.deliver("cloud", "repo:push", body, f"f-{n}")
+    records = _stream_records(aws)
+    failed = {"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}
+    ok = {"EventId": "e"}
+    with Stubber(client("events")) as stub:
+        # PutEvents answers 200 but rejects the second entry, then again on both quick retries.
+        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [ok, failed, ok]}, {"Entries": ANY})
+        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]}, {"Entries": [ANY]})
+        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]}, {"Entries": [ANY]})
+        result = handle_stream_records(records)
+        stub.assert_no_pending_responses()
+    # The stream retries from f-1; f-0 and f-2 were accepted and are recorded so.
+    seq = {r["dynamodb"]["NewImage"]["delivery_id"]["S"]: r["dynamodb"]["SequenceNumber"] for r in records}
+    assert result == {"batchItemFailures": [{"itemIdentifier": seq["f-1"]}]}
+    assert pipeline.item(f"{CLOUD}#f-1")["status"]["S"] == "received"
+    assert pipeline.item(f"{CLOUD}#f-0")["status"]["S"] == "published"
+
+    with Stubber(client("events")) as stub:
+        # A partial failure that a quick retry fixes: only the rejected entry is sent again.
+        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [ok, failed, ok]}, {"Entries": ANY})
+        stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [ok]}, {"Entries": [ANY]})
+        assert handle_stream_records(records) == {"batchItemFailures": []}
+        stub.assert_no_pending_responses()
+    assert pipeline.item(f"{CLOUD}#f-1")["status"]["S"] == "published"
+
+
+def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(aws, shared_dir, capsys):
+    from bitbridge.cli import main as cli
+
+    forget_providers()
+    for flavor, provider in PROVIDERS.items():
+        register_provider(aws.ref("ProvidersTable"), provider, flavor)
+    pipeline = Pipeline(aws, MaximumRetryAttempts=1, BisectBatchOnFunctionError=False)
+    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
+    for n in range(4):
+        pipeline.deliver("datacenter", "pr:opened", body, f"o-{n}")
+
+    # The bus is unreachable (a missing bus fails every PutEvents call).
+    bus = os.environ["BITBRIDGE_EVENT_BUS_NAME"]
+    os.environ["BITBRIDGE_EVENT_BUS_NAME"] = "bitbridge-gone"
+    settings.cache_clear()
+    try:
+        assert pipeline.run() == []
+    finally:
+        os.environ["BITBRIDGE_EVENT_BUS_NAME"] = bus
+        settings.cache_clear()
+    failure_queue = aws.ref("PublishFailureQueue")
+    assert (
+        _boto("sqs").get_queue_attributes(QueueUrl=failure_queue, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]["ApproximateNumberOfMessages"]
+        == "1"
+    )
+    assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"received"}
+
+    assert cli(["events", "replay", "--since", "10m", "--dry-run"]) == 0
+    assert "would republish 4" in capsys.readouterr().out
+    assert cli(["events", "replay", "--since", "10m"]) == 0
+    out = capsys.readouterr().out
+    assert "republished 4," in out and "failure queue: 1 acknowledged, 0 left" in out
+    published = pipeline.run()
+    assert sorted(e["detail"]["id"] for e in published) == [f"o-{n}" for n in range(4)]
+    assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"published"}
+    assert not _boto("sqs").receive_message(QueueUrl=failure_queue).get("Messages")
+
+    # Nothing is left unpublished, so a second replay republishes nothing (no duplicates)...
+    assert cli(["events", "replay", "--since", "10m"]) == 0
+    assert "republished 0," in capsys.readouterr().out
+    # ...unless asked to, with the same ids; a window or provider that excludes them republishes nothing.
+    assert cli(["events", "replay", "--since", "10m", "--include-published", "--provider", CLOUD]) == 0
+    assert "republished 0," in capsys.readouterr().out
+    assert cli(["events", "replay", "--since", "10m", "--include-published"]) == 0
+    assert "republished 4," in capsys.readouterr().out
+    assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"o-{n}" for n in range(4)]
+
+
+def test_replay_rejects_a_bad_window(aws, capsys):
+    from bitbridge.cli import main as cli
+
+    assert cli(["events", "replay", "--since", "yesterday"]) == 2
+    assert "not a time or duration" in capsys.readouterr().err
+    assert cli(["events", "replay", "--since", "1h", "--until", "2h"]) == 2
