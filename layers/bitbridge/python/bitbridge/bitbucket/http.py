@@ -72,13 +72,28 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     raise BitbucketError(f"{what}: HTTP {status} {detail}".strip(), status, permanent=400 <= status < 500)
 
 
-def get(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> requests.Response:
+def request(
+    method: str,
+    url: str,
+    token: str,
+    what: str,
+    *,
+    params: dict[str, Any] | None = None,
+    json: Any = None,
+) -> requests.Response:
+    """One authenticated call; Bitbucket's failures become the exceptions above."""
     try:
-        response = session().get(url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+        response = session().request(
+            method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT
+        )
     except requests.RequestException as exc:
         raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
     raise_for_status(response, what)
     return response
+
+
+def get(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> requests.Response:
+    return request("GET", url, token, what, params=params)
 
 
 def get_json(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> Any:

@@ -1,0 +1,139 @@
+"""`bitbridge hooks ...` - install, list, remove and test repository webhooks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+from urllib.parse import quote
+
+from bitbridge.cli import CliError
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    from bitbridge.config import settings
+
+    base = args.base_url or settings().public_base_url
+    if not base:
+        raise CliError("the API's public URL is unknown: pass --base-url (the stack's ApiUrl output)")
+    return str(base)
+
+
+def _repository(args: argparse.Namespace) -> Any:
+    from bitbridge import providers, tokens
+    from bitbridge.bitbucket.http import BitbucketError, get_json
+    from bitbridge.webhooks.subscriptions import Repository
+
+    owner, _, slug = args.repo.partition("/")
+    if not owner or not slug:
+        raise CliError("--repo takes WORKSPACE/SLUG (Cloud) or PROJECT/SLUG (Data Center)")
+    if args.repository_id:
+        return Repository(args.provider, args.repository_id, owner, slug)
+    if not args.user:
+        raise CliError("pass --user (a connected user id, see /api/me) or --repository-id")
+    provider = providers.get_provider(args.provider)
+    token = tokens.access_token(args.user, args.provider)
+    path = "repositories" if provider.flavor == providers.CLOUD else "projects"
+    middle = "" if provider.flavor == providers.CLOUD else "/repos"
+    url = f"{provider.api_url}/{path}/{quote(owner, safe='~')}{middle}/{quote(slug, safe='')}"
+    try:
+        body = get_json(url, token, f"reading {args.repo}")
+    except BitbucketError as exc:
+        raise CliError(str(exc)) from None
+    return Repository(args.provider, str(body.get("uuid") or body["id"]), owner, slug)
+
+
+def install(args: argparse.Namespace) -> int:
+    from bitbridge.webhooks.subscriptions import HookPermissionDenied, install_webhook
+
+    repo = _repository(args)
+    try:
+        installed = install_webhook(args.user, repo, _base_url(args), manual=args.manual)
+    except HookPermissionDenied as exc:
+        raise CliError(str(exc)) from None
+    sub = installed.subscription
+    if not args.manual:
+        print(f"Installed: subscription {sub.subscription_id} on {repo.full_name} (hook {sub.hook_id}).")
+        return 0
+    print(f"Subscription {sub.subscription_id} created for {repo.full_name}. In Bitbucket, add a webhook with:\n")
+    print(f"  URL:     {installed.url}")
+    print(f"  Secret:  {installed.secret}")
+    print(f"  Events:  {', '.join(installed.events)}\n")
+    print("The secret is derived, not stored: `bitbridge hooks install --manual` prints it again.")
+    return 0
+
+
+def list_(args: argparse.Namespace) -> int:
+    from bitbridge.webhooks.subscriptions import list_subscriptions
+
+    rows = [
+        {
+            "subscription": s.subscription_id,
+            "provider": s.provider_id,
+            "repository": s.repository_full_name,
+            "hook_id": s.hook_id,
+            "manual": s.manual,
+            "last_delivery_at": s.last_delivery_at,
+            "health": s.health,
+        }
+        for s in list_subscriptions()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No webhook subscriptions.")
+    for r in rows:
+        kind = "manual" if r["manual"] else "installed"
+        print(f"{r['subscription']:<28} {r['provider']:<18} {r['repository']:<32} {kind:<9} {r['health'] or '-'}")
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    from bitbridge.webhooks.subscriptions import remove_webhook
+
+    remove_webhook(args.subscription, args.user)
+    print(f"Removed subscription {args.subscription}.")
+    return 0
+
+
+def test(args: argparse.Namespace) -> int:
+    """Show what bitbridge last heard on this subscription: the proof that deliveries arrive."""
+    from bitbridge.store.subscriptions import SubscriptionRecord
+
+    try:
+        sub = SubscriptionRecord.get(args.subscription)
+    except SubscriptionRecord.DoesNotExist:
+        raise CliError(f"no subscription {args.subscription}") from None
+    if sub.last_delivery_at is None:
+        print(f"{sub.repository_full_name}: no delivery received yet. Push to the repository, then run this again.")
+        return 1
+    print(f"{sub.repository_full_name}: last delivery {sub.last_delivery_at}, health {sub.health}.")
+    return 0 if sub.health == "ok" else 1
+
+
+def register(groups: Any) -> None:
+    parser = groups.add_parser("hooks", help="repository webhooks (subscriptions)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("install", help="install (or update) bitbridge's hook on a repository")
+    p.add_argument("--provider", required=True)
+    p.add_argument("--repo", required=True, help="WORKSPACE/SLUG or PROJECT/SLUG")
+    p.add_argument("--user", help="id of the connected user whose token installs the hook")
+    p.add_argument("--repository-id", help="Bitbucket's repository id (uuid / number), if known")
+    p.add_argument("--manual", action="store_true", help="only create the subscription; print what to paste")
+    p.add_argument("--base-url", help="the API's public URL (default: the stack's)")
+    p.set_defaults(run=install)
+
+    p = sub.add_parser("list", help="list subscriptions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=list_)
+
+    p = sub.add_parser("remove", help="remove the hook from Bitbucket and the subscription")
+    p.add_argument("subscription")
+    p.add_argument("--user", help="connected user whose token removes the hook (default: who installed it)")
+    p.set_defaults(run=remove)
+
+    p = sub.add_parser("test", help="check that deliveries arrive on a subscription")
+    p.add_argument("subscription")
+    p.set_defaults(run=test)

@@ -1,0 +1,174 @@
+"""Webhook subscriptions: install, find and remove bitbridge's hook on a repository.
+
+A repository has at most one bitbridge subscription; its id is derived from the provider and
+repository id, so installing twice finds the same subscription, the same hook (matched by our
+URL) and the same secret - never a duplicate. The secret is derived from the master key and the
+subscription id (`derive_hook_secret`), so nothing per hook is stored anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from bitbridge import providers, tokens
+from bitbridge.aws import secret_value
+from bitbridge.bitbucket.http import BitbucketError, get_json, request
+from bitbridge.config import settings
+from bitbridge.store.base import iso
+from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
+from bitbridge.webhooks.signatures import derive_hook_secret
+
+HOOK_DESCRIPTION = "bitbridge"
+
+
+class HookPermissionDenied(Exception):
+    """The connected user may not manage hooks on this repository (needs admin rights)."""
+
+
+@dataclass(frozen=True)
+class Repository:
+    provider_id: str
+    repository_id: str  # Cloud uuid, Data Center numeric id
+    owner: str  # Cloud workspace slug, Data Center project key (~USER for personal repositories)
+    slug: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+
+@dataclass(frozen=True)
+class Installed:
+    subscription: SubscriptionRecord
+    url: str
+    events: tuple[str, ...]
+    secret: str | None  # only for manual installs, to paste into Bitbucket; never stored
+
+
+def subscription_id(provider_id: str, repository_id: str) -> str:
+    digest = hashlib.sha256(f"{provider_id}\0{repository_id}".encode()).hexdigest()
+    return f"sub-{digest[:24]}"
+
+
+def hook_url(base_url: str, provider_id: str, sub_id: str) -> str:
+    return f"{base_url.rstrip('/')}/hooks/{provider_id}/{sub_id}"
+
+
+def hook_secret(sub_id: str) -> str:
+    return derive_hook_secret(secret_value(settings().webhook_master_key_secret_arn).encode(), sub_id)
+
+
+def _hooks_url(provider: Any, repo: Repository) -> str:
+    owner, slug = quote(repo.owner, safe="~"), quote(repo.slug, safe="")
+    if provider.flavor == providers.CLOUD:
+        return f"{provider.api_url}/repositories/{owner}/{slug}/hooks"
+    return f"{provider.api_url}/projects/{owner}/repos/{slug}/webhooks"
+
+
+def _find_hook(provider: Any, url: str, token: str, our_url: str) -> str | None:
+    """Bitbucket's id of the hook pointing at our URL, if one exists (so we update, not duplicate)."""
+    page: str | None = url
+    params: dict[str, Any] | None = {"pagelen": 100} if provider.flavor == providers.CLOUD else {"limit": 1000}
+    while page:
+        body = get_json(page, token, "listing repository hooks", params=params)
+        for hook in body.get("values", []):
+            if hook.get("url") == our_url:
+                return str(hook.get("uuid") or hook.get("id"))
+        if provider.flavor == providers.CLOUD:
+            page, params = body.get("next"), None
+        elif body.get("isLastPage", True) or body.get("nextPageStart") is None:
+            page = None
+        else:
+            params = {"limit": 1000, "start": body["nextPageStart"]}
+    return None
+
+
+def _hook_body(flavor: str, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]:
+    if flavor == providers.CLOUD:
+        return {"description": HOOK_DESCRIPTION, "url": url, "active": True, "events": list(events), "secret": secret}
+    return {
+        "name": HOOK_DESCRIPTION,
+        "url": url,
+        "active": True,
+        "events": list(events),
+        "configuration": {"secret": secret},
+    }
+
+
+def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, manual: bool = False) -> Installed:
+    """Create or update bitbridge's hook on `repo` (as `user_id`), or, with `manual`, only the
+    subscription plus what an admin pastes into Bitbucket by hand."""
+    provider = providers.get_provider(repo.provider_id)
+    sub_id = subscription_id(repo.provider_id, repo.repository_id)
+    url = hook_url(base_url, repo.provider_id, sub_id)
+    events = SUBSCRIBED_EVENTS[provider.flavor]
+    secret = hook_secret(sub_id)
+    hook_id: str | None = None
+    if not manual:
+        if user_id is None:
+            raise ValueError("installing a hook needs a connected user (or use manual)")
+        token = tokens.access_token(user_id, repo.provider_id)
+        hooks = _hooks_url(provider, repo)
+        body = _hook_body(provider.flavor, url, events, secret)
+        try:
+            hook_id = _find_hook(provider, hooks, token, url)
+            if hook_id:
+                request("PUT", f"{hooks}/{quote(hook_id, safe='')}", token, "updating the hook", json=body)
+            else:
+                created = request("POST", hooks, token, "creating the hook", json=body).json()
+                hook_id = str(created.get("uuid") or created.get("id"))
+        except BitbucketError as exc:
+            if exc.status in (401, 403):
+                raise HookPermissionDenied(
+                    f"{repo.full_name}: the connected user may not manage its webhooks "
+                    "(needs admin rights); install it by hand with `bitbridge hooks install --manual`"
+                ) from None
+            raise
+    record = SubscriptionRecord(
+        sub_id,
+        provider_id=repo.provider_id,
+        repository_key=repository_key(repo.provider_id, repo.repository_id),
+        repository_full_name=repo.full_name,
+        hook_id=hook_id,
+        events=list(events),
+        manual=manual,
+        owner_user_id=user_id,
+    )
+    try:
+        existing = SubscriptionRecord.get(sub_id)
+        record.created_at = existing.created_at
+        record.last_delivery_at = existing.last_delivery_at
+        record.health = existing.health
+        record.last_delivery_id = existing.last_delivery_id
+    except SubscriptionRecord.DoesNotExist:
+        record.created_at = iso()
+    record.save()
+    return Installed(record, url, events, secret if manual else None)
+
+
+def remove_webhook(sub_id: str, user_id: str | None = None) -> None:
+    """Delete the hook from Bitbucket (when we installed it) and the subscription."""
+    record = SubscriptionRecord.get(sub_id)
+    if record.hook_id and not record.manual:
+        owner = user_id or record.owner_user_id
+        if owner is None:
+            raise ValueError("removing an installed hook needs the connected user")
+        provider = providers.get_provider(record.provider_id)
+        full_name = record.repository_full_name
+        owner_key, _, slug = full_name.partition("/")
+        repo = Repository(record.provider_id, record.repository_key.split("#", 1)[1], owner_key, slug)
+        token = tokens.access_token(owner, record.provider_id)
+        try:
+            request("DELETE", f"{_hooks_url(provider, repo)}/{quote(record.hook_id, safe='')}", token, "deleting")
+        except BitbucketError as exc:
+            if exc.status != 404:  # already gone on Bitbucket's side is fine
+                raise
+    record.delete()
+
+
+def list_subscriptions() -> list[SubscriptionRecord]:
+    return sorted(SubscriptionRecord.scan(), key=lambda s: (s.provider_id, s.repository_full_name))
