@@ -60,6 +60,16 @@ def configure(args: argparse.Namespace) -> None:
     reset_caches()
 
 
+def public_base_url(args: argparse.Namespace) -> str:
+    """The API's public URL: --base-url, else the stack's configured one."""
+    from bitbridge.config import settings
+
+    base = getattr(args, "base_url", None) or settings().public_base_url
+    if not base:
+        raise CliError("the API's public URL is unknown: pass --base-url (the stack's ApiUrl output)")
+    return str(base)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitbridge", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()

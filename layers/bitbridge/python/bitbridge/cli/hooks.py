@@ -7,16 +7,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from bitbridge.cli import CliError
-
-
-def _base_url(args: argparse.Namespace) -> str:
-    from bitbridge.config import settings
-
-    base = args.base_url or settings().public_base_url
-    if not base:
-        raise CliError("the API's public URL is unknown: pass --base-url (the stack's ApiUrl output)")
-    return str(base)
+from bitbridge.cli import CliError, public_base_url
 
 
 def _repository(args: argparse.Namespace) -> Any:
@@ -48,7 +39,7 @@ def install(args: argparse.Namespace) -> int:
 
     repo = _repository(args)
     try:
-        installed = install_webhook(args.user, repo, _base_url(args), manual=args.manual)
+        installed = install_webhook(args.user, repo, public_base_url(args), manual=args.manual)
     except HookPermissionDenied as exc:
         raise CliError(str(exc)) from None
     sub = installed.subscription

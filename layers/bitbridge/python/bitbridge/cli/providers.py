@@ -10,16 +10,7 @@ import time
 from typing import Any
 
 from bitbridge import providers
-from bitbridge.cli import CliError
-
-
-def _base_url(args: argparse.Namespace) -> str:
-    from bitbridge.config import settings
-
-    base = args.base_url or settings().public_base_url
-    if not base:
-        raise CliError("the API's public URL is unknown: pass --base-url (the stack's ApiUrl output)")
-    return str(base)
+from bitbridge.cli import CliError, public_base_url
 
 
 def _secret(args: argparse.Namespace) -> str:
@@ -59,7 +50,7 @@ def add(args: argparse.Namespace) -> int:
         sign_in=not args.no_sign_in,
         imports=not args.no_imports,
     )
-    base = _base_url(args)
+    base = public_base_url(args)
     print(f"Registered provider {record.provider_id} ({record.flavor}), status: {record.status}.\n")
     print("Paste this callback URL into Bitbucket:")
     print(f"  {providers.callback_url(base, record.provider_id)}\n")
@@ -83,7 +74,7 @@ def list_(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     record = providers.get_provider(args.id)
-    details = _show(record) | {"callback_url": providers.callback_url(_base_url(args), record.provider_id)}
+    details = _show(record) | {"callback_url": providers.callback_url(public_base_url(args), record.provider_id)}
     print(json.dumps(details, indent=2))
     return 0
 
@@ -92,7 +83,7 @@ def verify(args: argparse.Namespace) -> int:
     from bitbridge.provider_checks import preflight
 
     record = providers.get_provider(args.id)
-    base = _base_url(args)
+    base = public_base_url(args)
     problems = preflight(record, providers.credentials(args.id), providers.callback_url(base, args.id))
     if problems:
         providers.mark_failed(args.id, "; ".join(problems))
