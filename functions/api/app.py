@@ -6,10 +6,11 @@ from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import accounts, sessions, signin_page, tokens, web
-from bitbridge.bitbucket.http import BitbucketError, Unauthorized
+from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.identity import cloud_identity, datacenter_identity
 from bitbridge.config import settings
 from bitbridge.health import readiness
+from bitbridge.imports import jobs, listing
 from bitbridge.providers import UnknownProvider, get_provider, list_providers
 
 logger = Logger()
@@ -125,6 +126,98 @@ def connection_check(provider_id: str) -> Response:
 def logout() -> Response:
     sessions.end(_session_token())
     return _json(200, {"message": "Signed out."}, cookies=[web.clear_cookie(sessions.COOKIE)])
+
+
+# ------------------------------------------------------------------ repositories and imports (issue 6)
+
+
+@app.exception_handler(jobs.ImportRequestError)
+def import_request_refused(exc: jobs.ImportRequestError) -> Response:
+    return _json(exc.status, {"message": str(exc), **({"repositories": exc.details} if exc.details else {})})
+
+
+@app.exception_handler(RateLimited)
+def rate_limited(exc: RateLimited) -> Response:
+    retry = str(int(exc.retry_after)) if exc.retry_after else "60"
+    response = _json(429, {"message": "Bitbucket is rate limiting; try again later."})
+    response.headers["Retry-After"] = retry
+    return response
+
+
+@app.exception_handler(BitbucketError)
+def bitbucket_error(exc: BitbucketError) -> Response:
+    if isinstance(exc, Unauthorized):  # refused even after a refresh
+        return reauth_required(tokens.ReauthRequired(app.current_event.get_query_string_value("provider") or ""))
+    return _json(502, {"message": f"Bitbucket did not answer as expected: {exc}"})
+
+
+@app.exception_handler(tokens.NotConnected)
+def not_connected(exc: tokens.NotConnected) -> Response:
+    return _json(409, {"message": "Connect this Bitbucket provider first."})
+
+
+def _query(name: str) -> str | None:
+    value = app.current_event.get_query_string_value(name)
+    return value.strip() if value and value.strip() else None
+
+
+def _limit(default: int, maximum: int) -> int:
+    raw = _query("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise jobs.ImportRequestError(400, f"`limit` must be between 1 and {maximum}.")
+    return int(raw)
+
+
+def _provider_param() -> str:
+    provider_id = _query("provider")
+    if provider_id is None:
+        raise jobs.ImportRequestError(400, "`provider` (a provider id) is required.")
+    return provider_id
+
+
+@app.get("/api/repos")
+def repositories() -> Response:
+    """The signed-in user's repositories on one provider, each with its import status."""
+    user_id = _signed_in_user()
+    body = listing.list_repositories(
+        user_id,
+        _provider_param(),
+        search=_query("q"),
+        scope=_query("workspace") or _query("project"),
+        cursor=_query("cursor"),
+        limit=_limit(listing.MAX_LIMIT, listing.MAX_LIMIT),
+    )
+    return _json(200, body)
+
+
+@app.get("/api/repos/scopes")
+def repository_scopes() -> Response:
+    """Workspaces (Cloud) or projects (Data Center) for a picker."""
+    return _json(200, listing.scopes(_signed_in_user(), _provider_param()))
+
+
+@app.get("/api/imports")
+def imports() -> Response:
+    return _json(200, jobs.list_for(_signed_in_user(), _query("cursor"), _limit(50, 100)))
+
+
+def _visible_job(import_id: str) -> jobs.JobRecord:
+    job = jobs.get_for(_signed_in_user(), import_id)
+    if job is None:
+        raise jobs.ImportRequestError(404, "No such import.")
+    return job
+
+
+@app.get("/api/imports/<import_id>")
+def import_status(import_id: str) -> Response:
+    return _json(200, jobs.public(_visible_job(import_id)))
+
+
+@app.post("/api/imports/<import_id>/cancel")
+def import_cancel(import_id: str) -> Response:
+    return _json(200, jobs.public(jobs.cancel(_visible_job(import_id))))
 
 
 @logger.inject_lambda_context(clear_state=True)

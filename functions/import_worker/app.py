@@ -1,5 +1,13 @@
-"""Lambda entry point - behaviour arrives with its issue; until then it fails loudly."""
+"""Lambda entry point for the import queue (SQS, partial batch responses): checkpointed import steps."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bitbridge.imports.worker import handle_batch
+
+logger = Logger()
 
 
-def handler(event: dict, context: object) -> dict:
-    raise NotImplementedError("not implemented yet")
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: LambdaContext) -> dict:
+    return handle_batch(event.get("Records") or [], context)

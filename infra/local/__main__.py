@@ -2,6 +2,7 @@
 
 python -m infra.local                 run until Ctrl-C
 python -m infra.local tail            print events published on the bus of a running stack
+python -m infra.local --override ImportWorkerFunction.Timeout=4   (tests only: change a template property)
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ def run(args: argparse.Namespace) -> int:
             setattr(config, name, value)
     if args.no_emulator:
         config.emulator = False
+    for item in args.override or []:
+        target, _, value = item.partition("=")
+        logical_id, _, prop = target.partition(".")
+        if not (logical_id and prop and value):
+            raise SystemExit(f"--override wants LOGICAL_ID.Property=value, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        config.overrides.setdefault(logical_id, {})[prop] = parsed
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -67,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dc-port", type=int)
     parser.add_argument("--no-emulator", action="store_true", help="run without the Bitbucket emulator")
     parser.add_argument("--ready-file", help="write the URLs as JSON here once ready (for tests)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        metavar="LOGICAL_ID.Property=value",
+        help="TEST ONLY: replace a template property, e.g. ImportWorkerFunction.Timeout=4 or "
+        "ImportQueue.VisibilityTimeout=2 (value parsed as JSON when it is JSON); repeatable",
+    )
     tail_parser = sub.add_parser("tail", help="print events published on a running stack's bus")
     tail_parser.add_argument("--console", default="http://127.0.0.1:3001")
     tail_parser.add_argument("--detail", action="store_true", help="print only each event's detail")

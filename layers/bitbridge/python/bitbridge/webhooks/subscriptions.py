@@ -99,6 +99,24 @@ def _hook_body(flavor: str, url: str, events: tuple[str, ...], secret: str) -> d
     }
 
 
+def _known_hook(sub_id: str) -> str | None:
+    """The hook id recorded on an existing subscription: updating it directly saves a listing."""
+    try:
+        return SubscriptionRecord.get(sub_id).hook_id
+    except SubscriptionRecord.DoesNotExist:
+        return None
+
+
+def _update_hook(hooks: str, hook_id: str, token: str, body: dict[str, Any]) -> bool:
+    try:
+        request("PUT", f"{hooks}/{quote(hook_id, safe='')}", token, "updating the hook", json=body)
+    except BitbucketError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, manual: bool = False) -> Installed:
     """Create or update bitbridge's hook on `repo` (as `user_id`), or, with `manual`, only the
     subscription plus what an admin pastes into Bitbucket by hand."""
@@ -115,12 +133,16 @@ def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, man
         hooks = _hooks_url(provider, repo)
         body = _hook_body(provider.flavor, url, events, secret)
         try:
-            hook_id = _find_hook(provider, hooks, token, url)
-            if hook_id:
-                request("PUT", f"{hooks}/{quote(hook_id, safe='')}", token, "updating the hook", json=body)
-            else:
-                created = request("POST", hooks, token, "creating the hook", json=body).json()
-                hook_id = str(created.get("uuid") or created.get("id"))
+            hook_id = _known_hook(sub_id)
+            if hook_id and not _update_hook(hooks, hook_id, token, body):
+                hook_id = None  # deleted on Bitbucket's side: look again, then create
+            if not hook_id:
+                hook_id = _find_hook(provider, hooks, token, url)
+                if hook_id:
+                    _update_hook(hooks, hook_id, token, body)
+                else:
+                    created = request("POST", hooks, token, "creating the hook", json=body).json()
+                    hook_id = str(created.get("uuid") or created.get("id"))
         except BitbucketError as exc:
             if exc.status in (401, 403):
                 raise HookPermissionDenied(

@@ -1,0 +1,378 @@
+"""Import jobs: kickoff (access check, one job per repository, enqueue), what the API shows, cancel, retry.
+
+Idempotency: the REPOJOB item names the repository's import. It is created with a conditional put (or
+moved from one finished job to a new one with a conditional update), so two concurrent requests for the
+same repository make one job; the loser deletes its draft and returns the winner's. A repository whose
+import is active or completed gets that job back unless `reimport` is asked; a failed or cancelled
+import is replaced by a new job. `reimport` never starts a second import beside an active one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bitbridge import providers
+from bitbridge.aws import client
+from bitbridge.bitbucket import repos
+from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.config import settings
+from bitbridge.imports import output
+from bitbridge.imports.access import Caller
+from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.imports import (
+    ACTIVE_STATES,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    JobRecord,
+    RepoJobRecord,
+    job_pk,
+    repojob_pk,
+)
+
+MAX_REPOSITORIES_PER_REQUEST = 100
+ACCESS_CHECK_THREADS = 8
+
+
+class ImportRequestError(Exception):
+    """A request bitbridge refuses as a whole (nothing is created): status and details for the API."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class Checked:
+    full_name: str
+    repo: repos.Repo | None = None
+    raw: dict[str, Any] | None = None
+    calls: int = 0
+    error: BitbucketError | None = None
+
+
+# ------------------------------------------------------------------------------------------------ kickoff
+
+
+def parse_request(body: Any) -> tuple[str, list[str], bool, bool]:
+    """(provider id, repository full names, reimport, comments) from a POST /api/imports body."""
+    if not isinstance(body, dict):
+        raise ImportRequestError(400, "The body must be a JSON object.")
+    provider_id = body.get("provider")
+    names = body.get("repositories")
+    if not isinstance(provider_id, str) or not provider_id:
+        raise ImportRequestError(400, "`provider` (a provider id) is required.")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names:
+        raise ImportRequestError(400, "`repositories` must list at least one repository full name (owner/slug).")
+    if len(names) > MAX_REPOSITORIES_PER_REQUEST:
+        raise ImportRequestError(400, f"At most {MAX_REPOSITORIES_PER_REQUEST} repositories per request.")
+    cleaned: list[str] = []
+    for name in names:
+        full_name = name.get("full_name") if isinstance(name, dict) else name
+        try:
+            owner, slug = repos.split_full_name(str(full_name or ""))
+        except ValueError as exc:
+            raise ImportRequestError(400, str(exc)) from None
+        if f"{owner}/{slug}" not in cleaned:
+            cleaned.append(f"{owner}/{slug}")
+    for flag in ("reimport", "comments"):
+        if not isinstance(body.get(flag, False), bool):
+            raise ImportRequestError(400, f"`{flag}` must be true or false.")
+    return provider_id, cleaned, bool(body.get("reimport", False)), bool(body.get("comments", False))
+
+
+def start(
+    user_id: str,
+    provider_id: str,
+    full_names: list[str],
+    *,
+    reimport: bool = False,
+    comments: bool = False,
+    hook_base_url: str = "",
+) -> list[dict[str, Any]]:
+    """Check access to every repository first (all or nothing), then make or find one job each."""
+    provider = providers.get_provider(provider_id)
+    if not provider.imports:
+        raise ImportRequestError(403, f"Imports are turned off for provider {provider_id}.")
+
+    shared = Caller(user_id, provider, retries=1)
+    shared.prime()  # one token read for every check
+
+    def check(full_name: str) -> Checked:
+        caller = shared.fork()
+        try:
+            repo, raw = repos.repository(caller.fetch, provider.flavor, caller.api, full_name)
+        except BitbucketError as exc:
+            if exc.permanent and exc.status in (403, 404):
+                return Checked(full_name, calls=caller.calls, error=exc)
+            raise  # 401 (reauth), 429 and Bitbucket outages answer the whole request
+        return Checked(full_name, repo, raw, caller.calls)
+
+    with ThreadPoolExecutor(max_workers=min(ACCESS_CHECK_THREADS, len(full_names))) as pool:
+        checked = list(pool.map(check, full_names))
+    refused = [c for c in checked if c.error is not None]
+    if refused:
+        status = 404 if any(c.error and c.error.status == 404 for c in refused) else 403
+        raise ImportRequestError(
+            status,
+            "You cannot import some of these repositories (not found, or no access); nothing was started.",
+            [{"repository": c.full_name, "status": c.error.status if c.error else None} for c in refused],
+        )
+
+    def make(c: Checked) -> dict[str, Any]:
+        assert c.repo is not None and c.raw is not None
+        job, created = ensure_job(
+            user_id,
+            provider,
+            c.repo,
+            c.raw,
+            reimport=reimport,
+            comments=comments,
+            calls=c.calls,
+            hook_base_url=hook_base_url,
+        )
+        return public(job) | {"created": created}
+
+    with ThreadPoolExecutor(max_workers=min(ACCESS_CHECK_THREADS, len(checked))) as pool:
+        return list(pool.map(make, checked))
+
+
+def ensure_job(
+    user_id: str,
+    provider: Any,
+    repo: repos.Repo,
+    raw: dict[str, Any],
+    *,
+    reimport: bool = False,
+    comments: bool = False,
+    calls: int = 0,
+    hook_base_url: str = "",
+) -> tuple[JobRecord, bool]:
+    key = repojob_pk(provider.provider_id, repo.id)
+    for _ in range(8):
+        current = _get(RepoJobRecord, key, "REPOJOB")
+        existing = load(current.job_id) if current else None
+        if existing is not None and (existing.state in ACTIVE_STATES or (existing.state == COMPLETED and not reimport)):
+            _note_requester(existing, user_id)
+            if _possibly_unqueued(existing):
+                enqueue(existing)  # the request that made it may have died before enqueueing
+            return existing, False
+        job_id = uuid.uuid4().hex
+        job = JobRecord(
+            job_pk(job_id),
+            "JOB",
+            job_id=job_id,
+            owner_id=user_id,
+            # Milliseconds: the user's list is ordered (and paged) by this, and jobs come in bursts.
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            provider_id=provider.provider_id,
+            flavor=provider.flavor,
+            repository_id=repo.id,
+            repository_full_name=repo.full_name,
+            repository=raw,
+            # Where the webhook step points the hook when the stack has no PublicBaseUrl: the
+            # URL this request came in on (the worker has no request of its own).
+            options={"comments": comments, "hook_base_url": hook_base_url},
+            api_calls=calls,
+        )
+        job.save()
+        try:
+            if current is None:
+                RepoJobRecord(key, "REPOJOB", job_id=job_id).save(condition=RepoJobRecord.pk.does_not_exist())
+            else:
+                current.update(
+                    actions=[RepoJobRecord.job_id.set(job_id), RepoJobRecord.updated_at.set(iso())],
+                    condition=RepoJobRecord.job_id == current.job_id,
+                )
+        except Exception as exc:
+            job.delete()
+            if condition_failed(exc):
+                continue  # a concurrent request made the job: read it and return it
+            raise
+        enqueue(job)
+        return job, True
+    raise RuntimeError("could not settle the repository's import job")
+
+
+def _get(model: Any, pk: str, sk: str) -> Any:
+    try:
+        return model.get(pk, sk, consistent_read=True)
+    except model.DoesNotExist:
+        return None
+
+
+def _note_requester(job: JobRecord, user_id: str) -> None:
+    if user_id != job.owner_id and user_id not in (job.requested_by or set()):
+        job.update(actions=[JobRecord.requested_by.add({user_id})])
+
+
+UNQUEUED_AFTER_SECONDS = 120
+
+
+def _possibly_unqueued(job: JobRecord) -> bool:
+    """Queued, never started, and old: its message may never have been sent. Sending another is safe
+    (the worker's lease runs a job once however many messages name it)."""
+    if job.state != QUEUED or job.started_at is not None:
+        return False
+    created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - created).total_seconds() > UNQUEUED_AFTER_SECONDS
+
+
+def enqueue(job: JobRecord, delay_seconds: int = 0) -> None:
+    client("sqs").send_message(
+        QueueUrl=settings().import_queue_url,
+        MessageBody=json.dumps({"job_id": job.job_id}),
+        DelaySeconds=max(0, min(900, int(delay_seconds))),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+
+def load(job_id: str) -> JobRecord | None:
+    job: JobRecord | None = _get(JobRecord, job_pk(job_id), "JOB")
+    return job
+
+
+def visible_to(job: JobRecord, user_id: str) -> bool:
+    return job.owner_id == user_id or user_id in (job.requested_by or set())
+
+
+def get_for(user_id: str, job_id: str) -> JobRecord | None:
+    job = load(job_id) if job_id.isalnum() else None
+    return job if job is not None and visible_to(job, user_id) else None
+
+
+def public(job: JobRecord) -> dict[str, Any]:
+    """What the API and the command line show: never a token, never the raw repository."""
+    body: dict[str, Any] = {
+        "id": job.job_id,
+        "provider": job.provider_id,
+        "repository": {"id": job.repository_id, "full_name": job.repository_full_name},
+        "state": job.state,
+        "step": job.step,
+        "progress": dict(job.counts or {}),
+        "api_calls": int(job.api_calls or 0),
+        "error": {"reason": job.reason, "message": job.error} if job.error else None,
+        "webhook": job.webhook,
+        "options": dict(job.options or {}),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+        "rate_limit_waits": int(job.rate_limit_waits or 0),
+        "continuations": int(job.continuations or 0),
+    }
+    if job.state == "waiting_rate_limit" and job.not_before:
+        body["waiting_until"] = iso(_from_epoch(job.not_before))
+    if job.state == COMPLETED:
+        body["snapshot"] = {
+            "bucket": settings().snapshots_bucket,
+            "prefix": output.prefix(job.provider_id, job.repository_id, job.job_id),
+        }
+    return body
+
+
+def _from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def _encode_cursor(key: dict[str, Any] | None) -> str | None:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode() if key else None
+
+
+def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise ImportRequestError(400, "Invalid cursor.") from None
+    if not isinstance(value, dict):
+        raise ImportRequestError(400, "Invalid cursor.")
+    return value
+
+
+def list_for(user_id: str, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """The user's jobs, newest first, paged by DynamoDB's own key (stable under new jobs)."""
+    result = JobRecord.by_owner.query(
+        user_id, scan_index_forward=False, limit=limit, last_evaluated_key=_decode_cursor(cursor)
+    )
+    items = [public(j) for j in result]
+    return {"imports": items, "next_cursor": _encode_cursor(result.last_evaluated_key)}
+
+
+def statuses(provider_id: str, repository_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each repository's current import (id, state, step, finished_at), for the repository list."""
+    if not repository_ids:
+        return {}
+    pointers = RepoJobRecord.batch_get([(repojob_pk(provider_id, rid), "REPOJOB") for rid in set(repository_ids)])
+    job_ids = {p.job_id for p in pointers}
+    found = {j.repository_id: j for j in JobRecord.batch_get([(job_pk(i), "JOB") for i in job_ids])} if job_ids else {}
+    return {
+        rid: {"id": j.job_id, "state": j.state, "step": j.step, "finished_at": j.finished_at}
+        for rid, j in found.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------ changes
+
+
+def cancel(job: JobRecord) -> JobRecord:
+    """Stop an active job; the worker notices at its next checkpoint (its writes are fenced on the state)."""
+    try:
+        job.update(
+            actions=[
+                JobRecord.state.set(CANCELLED),
+                JobRecord.finished_at.set(iso()),
+                JobRecord.updated_at.set(iso()),
+                JobRecord.not_before.remove(),
+            ],
+            condition=JobRecord.state.is_in(*ACTIVE_STATES),
+        )
+    except Exception as exc:
+        if condition_failed(exc):
+            job.refresh(consistent_read=True)
+            raise ImportRequestError(409, f"The import is already {job.state}.") from None
+        raise
+    return job
+
+
+def retry(job: JobRecord) -> JobRecord:
+    """Resume a failed or cancelled job from its last checkpoint (nothing written is redone)."""
+    pointer = _get(RepoJobRecord, repojob_pk(job.provider_id, job.repository_id), "REPOJOB")
+    if pointer is not None and pointer.job_id != job.job_id:
+        raise ImportRequestError(409, f"A newer import of this repository exists: {pointer.job_id}.")
+    try:
+        job.update(
+            actions=[
+                JobRecord.state.set(QUEUED),
+                JobRecord.error.remove(),
+                JobRecord.reason.remove(),
+                JobRecord.finished_at.remove(),
+                JobRecord.transient_failures.set(0),
+                JobRecord.lease_owner.remove(),
+                JobRecord.lease_until.remove(),
+                JobRecord.updated_at.set(iso()),
+            ],
+            condition=JobRecord.state.is_in(FAILED, CANCELLED),
+        )
+    except Exception as exc:
+        if condition_failed(exc):
+            job.refresh(consistent_read=True)
+            raise ImportRequestError(
+                409, f"Only failed or cancelled imports can be retried; it is {job.state}."
+            ) from None
+        raise
+    enqueue(job)
+    return job

@@ -1,0 +1,505 @@
+"""The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
+
+Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> manifest.
+A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), record the
+part, then move the cursor and counts in one conditional write. A crash anywhere redoes at most the page in
+hand and rewrites the same object, so the output equals a clean run's.
+
+Waiting never holds a Lambda or burns the message's receive count: to wait (a 429, a Bitbucket outage,
+the time limit) the job saves its place and sends itself a new message with DelaySeconds (SQS caps it at
+900 s; a longer Retry-After is waited in hops, `not_before` remembering the end), and the current message
+is acknowledged. Only poison - an unreadable message, or an unexpected exception - is reported as a batch
+item failure, so it is retried after the visibility timeout and, after the redrive policy's
+maxReceiveCount, lands in the dead-letter queue (whose alarm fires); the job is marked failed on the last
+receive. Writes are fenced on a lease (`lease_owner`) and on the state, so a duplicate message cannot run
+a job twice at once and a cancel stops the worker at its next checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from bitbridge import providers, tokens
+from bitbridge.aws import client
+from bitbridge.bitbucket import repos
+from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
+from bitbridge.config import settings
+from bitbridge.imports import jobs, notify, output
+from bitbridge.imports.access import Caller, backoff
+from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.imports import (
+    ACTIVE_STATES,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    TERMINAL_STATES,
+    WAITING,
+    JobRecord,
+    PartRecord,
+    ProjectRecord,
+    project_pk,
+)
+
+logger = Logger(child=True)
+
+MAX_RECEIVES = 5  # template.yaml ImportQueue RedrivePolicy.maxReceiveCount (a unit test keeps them equal)
+MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
+SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may take a read timeout)
+LEASE_GRACE_SECONDS = 60
+MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
+RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
+
+
+class Busy(Exception):
+    """Another invocation holds the job's lease (a duplicate message): look again later."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"job busy for {seconds} s")
+        self.seconds = seconds
+
+
+class Stopped(Exception):
+    """The job was cancelled, or its lease lost, under our feet: stop without writing."""
+
+
+# ------------------------------------------------------------------------------------------------ SQS batch
+
+
+def handle_batch(records: list[dict[str, Any]], context: Any) -> dict[str, Any]:
+    """Run the batch's jobs side by side; report only poison and busy messages as failures."""
+    if not records:
+        return {"batchItemFailures": []}
+    with ThreadPoolExecutor(max_workers=len(records)) as pool:
+        outcomes = list(pool.map(lambda r: _handle_record(r, context), records))
+    failed = [r["messageId"] for r, ok in zip(records, outcomes, strict=True) if not ok]
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+def _handle_record(record: dict[str, Any], context: Any) -> bool:
+    try:
+        job_id = str(json.loads(record["body"])["job_id"])
+    except (ValueError, KeyError, TypeError):
+        logger.error("unreadable import message", extra={"message_id": record.get("messageId")})
+        return False
+    try:
+        run(job_id, context)
+        return True
+    except Busy as busy:
+        client("sqs").change_message_visibility(
+            QueueUrl=settings().import_queue_url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=busy.seconds
+        )
+        return False
+    except Exception:
+        logger.exception("import worker failed", extra={"import_id": job_id})
+        receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
+        if receives >= MAX_RECEIVES:
+            _fail_after_poison(job_id)
+        return False
+
+
+def _fail_after_poison(job_id: str) -> None:
+    job = jobs.load(job_id)
+    if job is None or job.state in TERMINAL_STATES:
+        return
+    job.update(
+        actions=[
+            JobRecord.state.set(FAILED),
+            JobRecord.reason.set("internal"),
+            JobRecord.error.set("The import worker failed repeatedly; the message went to the dead-letter queue."),
+            JobRecord.finished_at.set(iso()),
+            JobRecord.lease_owner.remove(),
+            JobRecord.lease_until.remove(),
+        ]
+    )
+    notify.publish(job, "import.failed")
+
+
+# ------------------------------------------------------------------------------------------------ one job
+
+
+def _remaining_ms(context: Any) -> int:
+    getter = getattr(context, "get_remaining_time_in_millis", None)
+    return int(getter()) if getter else 15 * 60 * 1000
+
+
+def run(job_id: str, context: Any) -> None:
+    job = jobs.load(job_id)
+    if job is None:
+        logger.warning("import message for an unknown job", extra={"import_id": job_id})
+        return
+    if job.state in TERMINAL_STATES:
+        return  # cancelled, or a duplicate message for a finished job
+    now = time.time()
+    if job.not_before and job.not_before > now + 1:
+        jobs.enqueue(job, math.ceil(min(MAX_DELAY_SECONDS, job.not_before - now)))  # a longer wait, in hops
+        return
+    run_id = uuid.uuid4().hex
+    first = job.started_at is None
+    _take_lease(job, run_id, context)
+    if first:
+        notify.publish(job, "import.started")
+    try:
+        runner = Run(job, run_id, context)
+    except providers.UnknownProvider:
+        job.update(
+            actions=[
+                JobRecord.state.set(FAILED),
+                JobRecord.reason.set("not_found"),
+                JobRecord.error.set(f"The provider {job.provider_id} is no longer registered."),
+                JobRecord.finished_at.set(iso()),
+                JobRecord.lease_owner.remove(),
+                JobRecord.lease_until.remove(),
+            ]
+        )
+        notify.publish(job, "import.failed")
+        return
+    runner.execute()
+
+
+def _take_lease(job: JobRecord, run_id: str, context: Any) -> None:
+    now = int(time.time())
+    until = now + _remaining_ms(context) // 1000 + LEASE_GRACE_SECONDS
+    actions: list[Any] = [
+        JobRecord.state.set(RUNNING),
+        JobRecord.lease_owner.set(run_id),
+        JobRecord.lease_until.set(until),
+        JobRecord.not_before.remove(),
+        JobRecord.updated_at.set(iso()),
+    ]
+    if job.started_at is None:
+        actions.append(JobRecord.started_at.set(iso()))
+    try:
+        job.update(
+            actions=actions,
+            condition=JobRecord.state.is_in(*ACTIVE_STATES)
+            & (JobRecord.lease_until.does_not_exist() | (JobRecord.lease_until < now)),
+        )
+    except Exception as exc:
+        if not condition_failed(exc):
+            raise
+        job.refresh(consistent_read=True)
+        if job.state in TERMINAL_STATES:
+            raise Stopped() from None
+        raise Busy(max(1, min(MAX_DELAY_SECONDS, int((job.lease_until or now) - now) + 1))) from None
+
+
+def _file_entry(part: PartRecord) -> dict[str, Any]:
+    return {
+        "key": part.key,
+        "entity": part.entity,
+        "page": int(part.page),
+        "count": int(part.items),
+        "bytes": int(part.size),
+        "sha256": part.sha256,
+    }
+
+
+class Run:
+    """One invocation's work on one job, under its lease."""
+
+    def __init__(self, job: JobRecord, run_id: str, context: Any) -> None:
+        self.job = job
+        self.run_id = run_id
+        self.context = context
+        self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
+        self.caller = Caller(job.owner_id, self.provider)
+        self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
+        self.repo = repos.cloud_repo(job.repository) if job.flavor == repos.CLOUD and job.repository else None
+        if job.flavor == repos.DATACENTER and job.repository:
+            self.repo = repos.dc_repo(job.repository)
+        self.calls_saved = 0
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _fenced(self) -> Any:
+        return (JobRecord.lease_owner == self.run_id) & JobRecord.state.is_in(RUNNING)
+
+    def _save(self, actions: list[Any]) -> None:
+        """Write under the lease; counts the API calls made since the last write."""
+        calls, self.calls_saved = self.caller.calls - self.calls_saved, self.caller.calls
+        try:
+            self.job.update(
+                actions=[*actions, JobRecord.api_calls.add(calls), JobRecord.updated_at.set(iso())],
+                condition=self._fenced(),
+            )
+        except Exception as exc:
+            if condition_failed(exc):
+                raise Stopped() from None  # cancelled, or another run took over after our lease expired
+            raise
+
+    def _release(self) -> list[Any]:
+        return [JobRecord.lease_owner.remove(), JobRecord.lease_until.remove()]
+
+    def _steps(self) -> list[str]:
+        assert self.repo is not None
+        return ["repository", *repos.entities(self.job.flavor, self.repo), "webhook", "manifest"]
+
+    def _next_step(self, step: str) -> str:
+        steps = self._steps()
+        return steps[steps.index(step) + 1] if step in steps[:-1] else "done"
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def execute(self) -> None:
+        try:
+            self._work()
+        except Stopped:
+            logger.info("import stopped (cancelled or taken over)", extra=self._log())
+
+    def _work(self) -> None:
+        did_work = False
+        try:
+            while self.job.step != "done":
+                if did_work and _remaining_ms(self.context) < SAFETY_MS:
+                    self._continue_later()
+                    return
+                self._unit()
+                did_work = True
+        except RateLimited as exc:
+            self._wait_rate_limit(exc.retry_after)
+        except tokens.ReauthRequired:
+            self._fail("reauth_required", "The user's Bitbucket connection must be re-authorised.")
+        except tokens.NotConnected:
+            self._fail("reauth_required", "The user is no longer connected to this provider.")
+        except Unauthorized:
+            self._fail("reauth_required", "Bitbucket refused the user's token even after a refresh.")
+        except tokens.TokenUnavailable as exc:
+            self._transient(str(exc))
+        except BitbucketError as exc:
+            if exc.permanent:
+                reason = {404: "not_found", 403: "forbidden"}.get(exc.status or 0, "bitbucket_error")
+                self._fail(reason, str(exc))
+            else:
+                self._transient(str(exc))
+
+    def _unit(self) -> None:
+        step = self.job.step
+        if step == "repository":
+            self._repository()
+        elif step in repos.ENTITIES:
+            self._entity_page(step)
+        elif step == "webhook":
+            self._webhook()
+        elif step == "manifest":
+            self._manifest()
+        else:
+            raise RuntimeError(f"unknown import step {step!r}")
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _repository(self) -> None:
+        raw = self.job.repository
+        if raw is None:
+            self.repo, raw = repos.repository(
+                self.caller.fetch, self.job.flavor, self.caller.api, self.job.repository_full_name
+            )
+        assert self.repo is not None
+        written = output.write_json(self.base, "repository.json", raw)
+        self._record_part("repository", 0, written)
+        facts = dict(self.job.facts or {})
+        facts["default_branch"] = self.repo.default_branch
+        self._save(
+            [
+                JobRecord.repository.set(raw),
+                JobRecord.facts.set(facts),
+                JobRecord.step.set(self._next_step("repository")),
+                JobRecord.checkpoint.set({}),
+            ]
+        )
+
+    def _entity_page(self, entity: str) -> None:
+        checkpoint = dict(self.job.checkpoint or {})
+        page_no = int(checkpoint.get("page", 1))
+        page = repos.page(
+            self.caller.fetch, self.job.flavor, self.caller.api, self.job.repository_full_name, entity,
+            checkpoint.get("cursor"),
+        )  # fmt: skip
+        if page.values:
+            self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        counts = dict(self.job.counts or {})
+        counts[entity] = int(counts.get(entity, 0)) + len(page.values)
+        facts = self._facts(entity, page.values)
+        actions = [JobRecord.counts.set(counts), JobRecord.facts.set(facts), JobRecord.transient_failures.set(0)]
+        if page.next:
+            actions += [JobRecord.checkpoint.set({"cursor": page.next, "page": page_no + 1})]
+        else:
+            actions += [JobRecord.step.set(self._next_step(entity)), JobRecord.checkpoint.set({})]
+        self._save(actions)
+        if not page.next:
+            notify.publish(self.job, "import.progress")
+
+    def _facts(self, entity: str, values: list[dict[str, Any]]) -> dict[str, Any]:
+        facts = dict(self.job.facts or {})
+        flavor = self.job.flavor
+        if entity == "branches":
+            facts["default_branch"] = facts.get("default_branch") or repos.default_branch_name(flavor, values)
+            head = repos.default_branch_head(flavor, values, facts.get("default_branch"))
+            if head:
+                facts["default_branch_head"] = head
+        elif entity == "pull_requests":
+            opened = [int(pr["id"]) for pr in values if repos.pull_request_open(flavor, pr)]
+            facts["open_pull_request_ids"] = sorted({*facts.get("open_pull_request_ids", []), *opened})
+        return facts
+
+    def _webhook(self) -> None:
+        """Install bitbridge's hook through the webhooks core (idempotent: a retry finds the same hook).
+        A user who may not manage hooks does not fail the import: the manifest says why none is installed.
+        429 and outages propagate like any page's (wait / retry, then this step runs again)."""
+        from bitbridge.webhooks import subscriptions
+
+        base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
+        facts = dict(self.job.facts or {})
+        if not base_url:
+            status = "not installed (no public base URL known: set the stack's PublicBaseUrl parameter)"
+        else:
+            assert self.repo is not None
+            target = subscriptions.Repository(
+                self.job.provider_id, self.job.repository_id, self.repo.owner, self.repo.slug
+            )
+            try:
+                installed = subscriptions.install_webhook(self.job.owner_id, target, base_url)
+            except subscriptions.HookPermissionDenied as exc:
+                status = f"not installed ({exc})"
+            else:
+                facts["subscription_id"] = installed.subscription.subscription_id
+                status = f"installed (subscription {installed.subscription.subscription_id})"
+        self._save(
+            [
+                JobRecord.webhook.set(status),
+                JobRecord.facts.set(facts),
+                JobRecord.step.set(self._next_step("webhook")),
+            ]
+        )
+
+    def _manifest(self) -> None:
+        parts = sorted(
+            PartRecord.query(self.job.pk, PartRecord.sk.startswith("PART#"), consistent_read=True),
+            key=lambda p: (p.entity != "repository", p.key),
+        )
+        finished = iso()
+        calls = int(self.job.api_calls or 0) + (self.caller.calls - self.calls_saved)
+        assert self.repo is not None
+        manifest = {
+            "schema_version": "1",
+            "import_id": self.job.job_id,
+            "provider": {"id": self.job.provider_id, "flavor": self.job.flavor},
+            "repository": {"id": self.job.repository_id, "full_name": self.job.repository_full_name},
+            "options": dict(self.job.options or {}),
+            "entities": ["repository", *repos.entities(self.job.flavor, self.repo)],
+            "counts": {e: int((self.job.counts or {}).get(e, 0)) for e in repos.entities(self.job.flavor, self.repo)},
+            "files": [_file_entry(p) for p in parts],
+            "webhook": self.job.webhook,
+            "started_at": self.job.started_at,
+            "finished_at": finished,
+            "api_calls": calls,
+        }
+        output.write_json(self.base, "manifest.json", manifest)
+        self._update_project(finished)
+        self._save(
+            [
+                JobRecord.state.set(COMPLETED),
+                JobRecord.step.set("done"),
+                JobRecord.finished_at.set(finished),
+                *self._release(),
+            ]
+        )
+        notify.publish(self.job, "import.completed")
+
+    def _update_project(self, finished: str) -> None:
+        """Link the repository to this import (an UpdateItem: the event publisher's fields stay)."""
+        facts = dict(self.job.facts or {})
+        project = ProjectRecord(project_pk(self.job.provider_id, self.job.repository_id), "PROJECT")
+        actions: list[Any] = [
+            ProjectRecord.provider_id.set(self.job.provider_id),
+            ProjectRecord.repository_id.set(self.job.repository_id),
+            ProjectRecord.repository_full_name.set(self.job.repository_full_name),
+            ProjectRecord.latest_import_id.set(self.job.job_id),
+            ProjectRecord.latest_import_at.set(finished),
+            ProjectRecord.snapshot_prefix.set(self.base),
+            ProjectRecord.webhook.set(self.job.webhook or ""),
+        ]
+        if facts.get("subscription_id"):
+            actions.append(ProjectRecord.subscription_id.set(facts["subscription_id"]))
+        if facts.get("default_branch"):
+            actions.append(ProjectRecord.default_branch.set(facts["default_branch"]))
+        if facts.get("default_branch_head"):
+            actions += [
+                ProjectRecord.default_branch_head.set(facts["default_branch_head"]),
+                ProjectRecord.default_branch_head_at.set(self.job.started_at or finished),
+            ]
+        opened = facts.get("open_pull_request_ids") or []
+        actions.append(
+            ProjectRecord.open_pull_request_ids.set(set(opened))
+            if opened
+            else ProjectRecord.open_pull_request_ids.remove()
+        )
+        project.update(actions=actions)
+
+    def _record_part(self, entity: str, page: int, written: output.Written) -> None:
+        PartRecord(
+            self.job.pk,
+            f"PART#{entity}#{page:05d}",
+            key=written.key,
+            entity=entity,
+            page=page,
+            items=written.count,
+            size=written.bytes,
+            sha256=written.sha256,
+        ).save()
+
+    # -- leaving ----------------------------------------------------------------------------------
+    def _defer(self, delay: float, actions: list[Any]) -> None:
+        """Save, release the lease, and come back in `delay` seconds through a new message."""
+        delay = max(0.0, delay)
+        self._save([*actions, *self._release()])
+        jobs.enqueue(self.job, math.ceil(min(MAX_DELAY_SECONDS, delay)))  # after the save: a lost send is redelivered
+
+    def _continue_later(self) -> None:
+        logger.info("import nearing the time limit; continuing in a new invocation", extra=self._log())
+        self._defer(0, [JobRecord.continuations.add(1)])
+
+    def _wait_rate_limit(self, retry_after: float | None) -> None:
+        waits = int(self.job.rate_limit_waits or 0) + 1
+        if retry_after is not None:
+            delay = retry_after + random.uniform(0, min(5.0, 0.2 * retry_after + 1))  # noqa: S311 - jitter
+        else:
+            delay = backoff(waits, RATE_LIMIT_BASE_SECONDS, MAX_DELAY_SECONDS) + RATE_LIMIT_BASE_SECONDS / 2
+        logger.info("rate limited by Bitbucket; waiting", extra=self._log() | {"seconds": round(delay, 1)})
+        self._defer(
+            delay,
+            [
+                JobRecord.state.set(WAITING),
+                JobRecord.not_before.set(int(time.time() + delay)),
+                JobRecord.rate_limit_waits.add(1),
+            ],
+        )
+        notify.publish(self.job, "import.progress")
+
+    def _transient(self, message: str) -> None:
+        failures = int(self.job.transient_failures or 0) + 1
+        if failures > MAX_TRANSIENT_DEFERRALS:
+            self._fail("bitbucket_unavailable", f"Bitbucket kept failing: {message}")
+            return
+        delay = 2.0**failures
+        logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
+        self._defer(delay, [JobRecord.transient_failures.set(failures)])
+
+    def _fail(self, reason: str, message: str) -> None:
+        self._save(
+            [
+                JobRecord.state.set(FAILED),
+                JobRecord.reason.set(reason),
+                JobRecord.error.set(message[:500]),
+                JobRecord.finished_at.set(iso()),
+                *self._release(),
+            ]
+        )
+        notify.publish(self.job, "import.failed")
+
+    def _log(self) -> dict[str, Any]:
+        return {"import_id": self.job.job_id, "step": self.job.step}

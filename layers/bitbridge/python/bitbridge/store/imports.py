@@ -1,0 +1,148 @@
+"""Import jobs, their checkpoints and output parts, and imported projects (ImportsTable).
+
+  JOB#{job id}                            / JOB              the job: state, step, cursor, counts, lease
+  JOB#{job id}                            / PART#{entity}#{page:05d}   one written output object + its sha256
+  REPOJOB#{provider}#{repository id}      / REPOJOB          which job is the repository's import (idempotency)
+  PROJECT#{provider}#{repository id}      / PROJECT          repository <-> subscription <-> latest import
+
+Only JOB items carry `owner_id` + `created_at`, so only they appear in the `by_owner` index.
+The PROJECT item's push / default-branch / open pull request attributes are kept current by the event
+publisher (bitbridge.webhooks.project_state) under exactly these names; imports write them too.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    NumberAttribute,
+    NumberSetAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from bitbridge.store.base import iso, register, table_meta
+
+QUEUED = "queued"
+RUNNING = "running"
+WAITING = "waiting_rate_limit"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
+TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+
+
+def job_pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def repojob_pk(provider_id: str, repository_id: str) -> str:
+    return f"REPOJOB#{provider_id}#{repository_id}"
+
+
+def project_pk(provider_id: str, repository_id: str) -> str:
+    return f"PROJECT#{provider_id}#{repository_id}"
+
+
+def part_sk(entity: str, page: int) -> str:
+    return f"PART#{entity}#{page:05d}"
+
+
+class ByOwner(GlobalSecondaryIndex["JobRecord"]):
+    class Meta:
+        index_name = "by_owner"
+        projection = AllProjection()
+
+    owner_id = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+@register
+class JobRecord(Model):
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
+    sk = UnicodeAttribute(range_key=True, default="JOB")
+    job_id = UnicodeAttribute()
+    owner_id = UnicodeAttribute()  # the user whose connection imports
+    created_at = UnicodeAttribute(default=iso)
+    updated_at = UnicodeAttribute(default=iso)
+    provider_id = UnicodeAttribute()
+    flavor = UnicodeAttribute()
+    repository_id = UnicodeAttribute()
+    repository_full_name = UnicodeAttribute()
+    repository = JSONAttribute(null=True)  # the repository as read at kickoff (saves the worker a call)
+    options = JSONAttribute(default=dict)  # {"comments": bool}
+    requested_by = UnicodeSetAttribute(null=True)  # other users who asked for the same import
+    state = UnicodeAttribute(default=QUEUED)
+    step = UnicodeAttribute(default="repository")  # repository | <entity> | webhook | manifest | done
+    checkpoint = JSONAttribute(default=dict)  # {"cursor": str|None, "page": int} within `step`
+    counts = JSONAttribute(default=dict)  # entity -> items written
+    facts = JSONAttribute(default=dict)  # gathered on the way: default branch, its head, open PR ids
+    webhook = UnicodeAttribute(null=True)  # what the webhook step did
+    api_calls = NumberAttribute(default=0)
+    error = UnicodeAttribute(null=True)  # message (never a token)
+    reason = UnicodeAttribute(null=True)  # not_found | forbidden | reauth_required | bitbucket_error | internal
+    started_at = UnicodeAttribute(null=True)
+    finished_at = UnicodeAttribute(null=True)
+    not_before = NumberAttribute(null=True)  # epoch: waiting for a rate limit until then
+    rate_limit_waits = NumberAttribute(default=0)
+    transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
+    continuations = NumberAttribute(default=0)  # times it saved and re-enqueued itself (time limit)
+    lease_owner = UnicodeAttribute(null=True)  # the invocation running it now
+    lease_until = NumberAttribute(null=True)
+
+    by_owner = ByOwner()
+
+
+@register
+class PartRecord(Model):
+    """One output object written under the import's prefix: makes the manifest without reading S3."""
+
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
+    sk = UnicodeAttribute(range_key=True)  # PART#{entity}#{page}
+    key = UnicodeAttribute()  # relative to the import's prefix
+    entity = UnicodeAttribute()
+    page = NumberAttribute()
+    items = NumberAttribute()  # lines (entities) in the object
+    size = NumberAttribute()  # bytes
+    sha256 = UnicodeAttribute()
+
+
+@register
+class RepoJobRecord(Model):
+    """Created with a conditional put: two concurrent requests for one repository make one job."""
+
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # REPOJOB#{provider}#{repository id}
+    sk = UnicodeAttribute(range_key=True, default="REPOJOB")
+    job_id = UnicodeAttribute()
+    updated_at = UnicodeAttribute(default=iso)
+
+
+@register
+class ProjectRecord(Model):
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # PROJECT#{provider}#{repository id}
+    sk = UnicodeAttribute(range_key=True, default="PROJECT")
+    provider_id = UnicodeAttribute()
+    repository_id = UnicodeAttribute()
+    repository_full_name = UnicodeAttribute()
+    latest_import_id = UnicodeAttribute(null=True)
+    latest_import_at = UnicodeAttribute(null=True)
+    snapshot_prefix = UnicodeAttribute(null=True)  # s3 key prefix of the latest snapshot
+    subscription_id = UnicodeAttribute(null=True)
+    webhook = UnicodeAttribute(null=True)
+    # Kept current by the event publisher (names fixed by bitbridge.webhooks.project_state):
+    default_branch = UnicodeAttribute(null=True)
+    default_branch_head = UnicodeAttribute(null=True)
+    default_branch_head_at = UnicodeAttribute(null=True)
+    last_push_at = UnicodeAttribute(null=True)
+    last_push_event_id = UnicodeAttribute(null=True)
+    open_pull_request_ids = NumberSetAttribute(null=True)

@@ -1,0 +1,329 @@
+"""Repository listing and imports, end to end: local stack + emulator over real HTTP, both flavors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.e2e.imports_support import (
+    api_session,
+    control,
+    emulator_repo,
+    entity_files,
+    lines,
+    list_all_repos,
+    manifest,
+    requests_made,
+    snapshot,
+    start_imports,
+    wait_for,
+)
+from tests.e2e.test_sign_in import PROVIDERS
+
+pytestmark = pytest.mark.e2e
+
+ENTITY_COUNT = {"branches": "branches", "tags": "tags", "issues": "issues"}
+
+
+def _assert_snapshot_matches(stack, flavor: str, done: dict, by_name: dict) -> None:
+    for body in done.values():
+        assert body["state"] == "completed", body
+        expected = emulator_repo(stack, flavor, body["repository"]["full_name"])
+        files = snapshot(stack, body["snapshot"]["prefix"])
+        man = manifest(files)
+        counts = man["counts"]
+        assert counts["branches"] == expected["branches"], body["repository"]
+        assert counts["tags"] == expected["tags"]
+        assert counts["pull_requests"] == expected["pull_requests"]["total"]
+        assert counts.get("issues", 0) == expected["issues"]
+        # The files hold exactly those entities, each once.
+        assert len(lines(files, "branches")) == expected["branches"]
+        assert len(lines(files, "pull_requests")) == expected["pull_requests"]["total"]
+        ids = [pr["id"] for pr in lines(files, "pull_requests")]
+        assert len(set(ids)) == len(ids)
+        states = {s: sum(1 for pr in lines(files, "pull_requests") if pr["state"] == s) for s in ("OPEN", "MERGED")}
+        assert states["OPEN"] == expected["pull_requests"].get("OPEN", 0)
+        assert states["MERGED"] == expected["pull_requests"].get("MERGED", 0)
+        # The manifest's checksums are the files'.
+        for entry in man["files"]:
+            assert hashlib.sha256(files[entry["key"]]).hexdigest() == entry["sha256"]
+        assert "repository.json" in files and man["api_calls"] >= 1
+        # A hook is installed where the user may manage hooks; elsewhere the manifest says why not.
+        if man["webhook"].startswith("installed"):
+            assert expected["hooks"] == 1
+        else:
+            assert man["webhook"].startswith("not installed (")
+        by_name[body["repository"]["full_name"]] = files
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_every_seeded_repository_imports_exactly(stack, flavor):
+    session = api_session(stack, flavor, "alice")
+    listed = list_all_repos(session, stack, flavor)
+    names = sorted(r["full_name"] for r in listed)
+    seeded = {
+        r["full_name"]
+        for r in control(stack, flavor, "GET", "state")["repositories"]
+        if r["flavor"] == ("cloud" if flavor == "cloud" else "datacenter")
+    }
+    default = {"acme/web-app", "acme/api-service", "acme/infra", "globex/mobile", "globex/docs"}
+    if flavor == "datacenter":
+        default = {"PLAT/core", "PLAT/tools", "WEB/site", "WEB/cms", "~ALICE/dotfiles", "~BOB/scratch"}
+    assert default <= set(names) <= seeded
+    assert len(names) == len(set(names))  # no repository listed twice across pages or phases
+    jobs = start_imports(session, stack, flavor, sorted(default))
+    done = wait_for(session, stack, [j["id"] for j in jobs], timeout=60)
+    files: dict = {}
+    _assert_snapshot_matches(stack, flavor, done, files)
+    if flavor == "cloud":  # 120 branches: two pages at pagelen 100
+        assert len([k for k in files["acme/web-app"] if k.startswith("branches/")]) == 2
+    owned = "acme/web-app" if flavor == "cloud" else "PLAT/core"  # alice administers these
+    assert manifest(files[owned])["webhook"].startswith("installed (subscription sub-")
+    # The listing now shows each repository's import.
+    again = {r["full_name"]: r for r in list_all_repos(session, stack, flavor)}
+    for name in default:
+        assert again[name]["import"]["state"] == "completed"
+
+
+def test_listing_pages_with_stable_cursors_search_and_scopes(stack):
+    session = api_session(stack, "cloud", "alice")
+    everything = [r["full_name"] for r in list_all_repos(session, stack, "cloud")]
+    paged = [r["full_name"] for r in list_all_repos(session, stack, "cloud", limit="2")]
+    assert paged == everything
+    scopes = session.get(f"{stack.api}/api/repos/scopes", params={"provider": "bitbucket-cloud"}, timeout=30).json()
+    assert {"acme", "globex"} <= {s["key"] for s in scopes["scopes"]}
+    only_globex = [r["full_name"] for r in list_all_repos(session, stack, "cloud", workspace="globex")]
+    assert only_globex and all(n.startswith("globex/") for n in only_globex)
+    found = [r["full_name"] for r in list_all_repos(session, stack, "cloud", q="web")]
+    assert "acme/web-app" in found and "globex/docs" not in found
+    bad = session.get(f"{stack.api}/api/repos", params={"provider": "bitbucket-cloud", "cursor": "!!"}, timeout=10)
+    assert bad.status_code == 400
+    assert requests.get(f"{stack.api}/api/repos", params={"provider": "bitbucket-cloud"}, timeout=10).status_code == 401
+
+
+def test_same_import_posted_twice_concurrently_makes_one_job(stack):
+    control(stack, "cloud", "POST", "cloud/repos", {"owner": "acme", "slug": "twice", "name": "twice"})
+    session = api_session(stack, "cloud", "alice")
+
+    def post(_: int) -> list[dict]:
+        return start_imports(session, stack, "cloud", ["acme/twice"])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(post, range(6)))
+    ids = {a[0]["id"] for a in answers}
+    assert len(ids) == 1
+    assert sum(1 for a in answers if a[0]["created"]) == 1
+    done = wait_for(session, stack, list(ids))
+    assert next(iter(done.values()))["state"] == "completed"
+    # Posted again later: the completed import comes back; `reimport` makes a new one.
+    assert start_imports(session, stack, "cloud", ["acme/twice"])[0]["id"] in ids
+    fresh = start_imports(session, stack, "cloud", ["acme/twice"], reimport=True)[0]
+    assert fresh["id"] not in ids and fresh["created"]
+    wait_for(session, stack, [fresh["id"]])
+
+
+def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
+    session = api_session(stack, "cloud", "carol")  # carol cannot see globex
+    before = session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"]
+    response = session.post(
+        f"{stack.api}/api/imports",
+        json={"provider": PROVIDERS["cloud"], "repositories": ["acme/web-app", "globex/mobile"]},
+        timeout=30,
+    )
+    assert response.status_code in (403, 404), response.text
+    assert response.json()["repositories"][0]["repository"] == "globex/mobile"
+    assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
+    bad = session.post(f"{stack.api}/api/imports", json={"provider": "bitbucket-cloud"}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_rate_limit_window_makes_the_job_wait_then_complete_without_duplicates(stack):
+    control(stack, "cloud", "POST", "seed", _workspace_seed("ratews", "limited", prs=120))
+    session = api_session(stack, "cloud", "alice")
+    # Every repository-data request is refused for 3 s once the import reaches pull requests.
+    control(
+        stack,
+        "cloud",
+        "POST",
+        "faults",
+        {"status": 429, "seconds": 3, "path_prefix": "/2.0/repositories/ratews/limited-0001/pullrequests"},
+    )
+    try:
+        job = start_imports(session, stack, "cloud", ["ratews/limited-0001"])[0]
+        seen: set[str] = set()
+        done = wait_for(session, stack, [job["id"]], timeout=60, seen=seen)[job["id"]]
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+    assert done["state"] == "completed" and done["error"] is None
+    assert "waiting_rate_limit" in seen
+    assert done["rate_limit_waits"] >= 1
+    files = snapshot(stack, done["snapshot"]["prefix"])
+    prs = lines(files, "pull_requests")
+    assert len(prs) == 120 and len({p["id"] for p in prs}) == 120
+
+
+def test_dropped_connections_mid_pull_requests_resume_to_a_clean_runs_output(stack):
+    control(stack, "cloud", "POST", "seed", _workspace_seed("crashws", "crash", prs=180))
+    session = api_session(stack, "cloud", "alice")
+    clean = start_imports(session, stack, "cloud", ["crashws/crash-0001"])[0]
+    clean_done = wait_for(session, stack, [clean["id"]])[clean["id"]]
+    # Import it again; the third pull request page (of four) drops the connection more often than the
+    # in-process retries absorb, so the job defers and a later invocation resumes from its checkpoint.
+    control(
+        stack,
+        "cloud",
+        "POST",
+        "faults",
+        {
+            "drop_connection": True,
+            "after": 2,
+            "count": 4,
+            "path_prefix": "/2.0/repositories/crashws/crash-0001/pullrequests",
+        },
+    )
+    try:
+        crashed = start_imports(session, stack, "cloud", ["crashws/crash-0001"], reimport=True)[0]
+        done = wait_for(session, stack, [crashed["id"]], timeout=60)[crashed["id"]]
+        fired = control(stack, "cloud", "GET", "faults")
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+    assert done["state"] == "completed", done
+    assert done["id"] != clean_done["id"]
+    assert fired[0]["fired"] == 4 if isinstance(fired, list) else fired["faults"][0]["fired"] == 4
+    clean_files = entity_files(snapshot(stack, clean_done["snapshot"]["prefix"]))
+    resumed_files = entity_files(snapshot(stack, done["snapshot"]["prefix"]))
+    assert resumed_files == clean_files  # byte for byte, page for page
+    assert manifest(snapshot(stack, done["snapshot"]["prefix"]))["counts"]["pull_requests"] == 180
+
+
+def test_token_expiring_during_an_import_is_refreshed_unnoticed(stack):
+    control(stack, "cloud", "POST", "seed", _workspace_seed("tokenws", "tok", prs=200))
+    session = api_session(stack, "cloud", "alice")
+    # Slow pull request pages, and every access token dies after the first one.
+    control(
+        stack,
+        "cloud",
+        "POST",
+        "faults",
+        {"latency_ms": 300, "path_prefix": "/2.0/repositories/tokenws/tok-0001/pullrequests"},
+    )
+    before = requests_made(stack, "cloud").get("POST /site/oauth2/access_token", 0)
+    try:
+        job = start_imports(session, stack, "cloud", ["tokenws/tok-0001"])[0]
+        _wait_for_page(session, stack, job["id"], "pull_requests")
+        control(stack, "cloud", "POST", "tokens/expire", {"all": True, "flavor": "cloud"})
+        done = wait_for(session, stack, [job["id"]], timeout=60)[job["id"]]
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+    assert done["state"] == "completed" and done["error"] is None
+    assert requests_made(stack, "cloud").get("POST /site/oauth2/access_token", 0) > before
+    assert len(lines(snapshot(stack, done["snapshot"]["prefix"]), "pull_requests")) == 200
+
+
+def test_cancel_stops_an_import(stack):
+    control(stack, "datacenter", "POST", "seed", _project_seed("CANC", "slow", prs=3000))
+    session = api_session(stack, "datacenter", "alice")
+    control(stack, "datacenter", "POST", "faults", {"latency_ms": 500, "path_prefix": "/rest/api/1.0/projects/CANC"})
+    try:
+        job = start_imports(session, stack, "datacenter", ["CANC/slow"])[0]
+        cancelled = session.post(f"{stack.api}/api/imports/{job['id']}/cancel", timeout=10)
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+        assert session.post(f"{stack.api}/api/imports/{job['id']}/cancel", timeout=10).status_code == 409
+    finally:
+        control(stack, "datacenter", "DELETE", "faults")
+    other = api_session(stack, "datacenter", "carol")
+    assert other.get(f"{stack.api}/api/imports/{job['id']}", timeout=10).status_code == 404
+
+
+def _wait_for_page(session, stack, job_id: str, step: str) -> None:
+    import time
+
+    from tests.e2e.imports_support import job as get_job
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = get_job(session, stack, job_id)
+        if body["step"] == step and body["progress"].get(step, 0) > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the import never reached {step}")
+
+
+def _workspace_seed(slug: str, repo: str, prs: int, count: int = 1) -> dict:
+    return {
+        "cloud": {
+            "workspaces": [
+                {
+                    "slug": slug,
+                    "name": slug,
+                    "members": {"alice": "owner"},
+                    "repositories": [
+                        {"slug": repo, "count": count, "branches": 3, "tags": 1, "pull_requests": prs, "issues": 0}
+                    ],
+                }
+            ]
+        }
+    }
+
+
+def _project_seed(key: str, repo: str, prs: int) -> dict:
+    return {
+        "datacenter": {
+            "projects": [
+                {
+                    "key": key,
+                    "name": key,
+                    "permissions": {"alice": "admin"},
+                    "repositories": [{"slug": repo, "branches": 2, "tags": 1, "pull_requests": prs}],
+                }
+            ]
+        }
+    }
+
+
+def _cli(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"], "imports", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_cli_lists_shows_cancels_and_retries_from_the_checkpoint(stack):
+    control(stack, "datacenter", "POST", "seed", _project_seed("CLIP", "resume", prs=2500))
+    session = api_session(stack, "datacenter", "alice")
+    control(stack, "datacenter", "POST", "faults", {"latency_ms": 400, "path_prefix": "/rest/api/1.0/projects/CLIP"})
+    try:
+        job = start_imports(session, stack, "datacenter", ["CLIP/resume"])[0]
+        _wait_for_page(session, stack, job["id"], "pull_requests")
+        cancelled = _cli(stack, "cancel", job["id"])
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert _cli(stack, "cancel", job["id"]).returncode == 2  # already cancelled: a clear refusal
+    finally:
+        control(stack, "datacenter", "DELETE", "faults")
+    listed = json.loads(_cli(stack, "list", "--state", "cancelled", "--json").stdout)
+    assert job["id"] in {j["id"] for j in listed}
+    shown = json.loads(_cli(stack, "show", job["id"]).stdout)
+    assert shown["state"] == "cancelled" and shown["checkpoint"]["page"] >= 2
+    before = requests_made(stack, "datacenter")
+    retried = _cli(stack, "retry", job["id"])
+    assert retried.returncode == 0, retried.stderr
+    done = wait_for(session, stack, [job["id"]], timeout=60)[job["id"]]
+    assert done["state"] == "completed"
+    files = snapshot(stack, done["snapshot"]["prefix"])
+    assert len(lines(files, "pull_requests")) == 2500
+    # Resumed where it stopped: the branches and the first pull request page were not read again.
+    after = requests_made(stack, "datacenter")
+    key = "GET /rest/api/1.0/projects/{project_key}/repos/{repository_slug}/branches"
+    assert before.get(key, 0) > 0 and after.get(key, 0) == before.get(key, 0)
+    assert _cli(stack, "show", "nope").returncode == 2
