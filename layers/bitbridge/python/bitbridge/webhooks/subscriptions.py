@@ -99,10 +99,9 @@ def _hook_body(flavor: str, url: str, events: tuple[str, ...], secret: str) -> d
     }
 
 
-def _known_hook(sub_id: str) -> str | None:
-    """The hook id recorded on an existing subscription: updating it directly saves a listing."""
+def _existing(sub_id: str) -> SubscriptionRecord | None:
     try:
-        return SubscriptionRecord.get(sub_id).hook_id
+        return SubscriptionRecord.get(sub_id, consistent_read=True)
     except SubscriptionRecord.DoesNotExist:
         return None
 
@@ -117,59 +116,72 @@ def _update_hook(hooks: str, hook_id: str, token: str, body: dict[str, Any]) -> 
     return True
 
 
+def _create_hook(hooks: str, token: str, body: dict[str, Any]) -> str:
+    created = request("POST", hooks, token, "creating the hook", json=body).json()
+    return str(created.get("uuid") or created.get("id"))
+
+
 def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, manual: bool = False) -> Installed:
     """Create or update bitbridge's hook on `repo` (as `user_id`), or, with `manual`, only the
-    subscription plus what an admin pastes into Bitbucket by hand."""
+    subscription plus what an admin pastes into Bitbucket by hand.
+
+    One call in the common cases: a known hook is updated by its id, and a repository without a
+    subscription gets one recorded *before* the hook is created - so an attempt interrupted after
+    Bitbucket created the hook leaves a subscription without a hook id, and the next attempt
+    looks the hook up by URL instead of creating a second one.
+    """
     provider = providers.get_provider(repo.provider_id)
     sub_id = subscription_id(repo.provider_id, repo.repository_id)
     url = hook_url(base_url, repo.provider_id, sub_id)
     events = SUBSCRIBED_EVENTS[provider.flavor]
     secret = hook_secret(sub_id)
-    hook_id: str | None = None
-    if not manual:
-        if user_id is None:
-            raise ValueError("installing a hook needs a connected user (or use manual)")
-        token = tokens.access_token(user_id, repo.provider_id)
-        hooks = _hooks_url(provider, repo)
-        body = _hook_body(provider.flavor, url, events, secret)
-        try:
-            hook_id = _known_hook(sub_id)
-            if hook_id and not _update_hook(hooks, hook_id, token, body):
-                hook_id = None  # deleted on Bitbucket's side: look again, then create
-            if not hook_id:
-                hook_id = _find_hook(provider, hooks, token, url)
-                if hook_id:
-                    _update_hook(hooks, hook_id, token, body)
-                else:
-                    created = request("POST", hooks, token, "creating the hook", json=body).json()
-                    hook_id = str(created.get("uuid") or created.get("id"))
-        except BitbucketError as exc:
-            if exc.status in (401, 403):
-                raise HookPermissionDenied(
-                    f"{repo.full_name}: the connected user may not manage its webhooks "
-                    "(needs admin rights); install it by hand with `bitbridge hooks install --manual`"
-                ) from None
-            raise
+    existing = _existing(sub_id)
     record = SubscriptionRecord(
         sub_id,
         provider_id=repo.provider_id,
         repository_key=repository_key(repo.provider_id, repo.repository_id),
         repository_full_name=repo.full_name,
-        hook_id=hook_id,
+        hook_id=existing.hook_id if existing else None,
         events=list(events),
         manual=manual,
         owner_user_id=user_id,
+        created_at=existing.created_at if existing else iso(),
+        last_delivery_at=existing.last_delivery_at if existing else None,
+        health=existing.health if existing else None,
+        last_delivery_id=existing.last_delivery_id if existing else None,
     )
+    if manual:
+        record.save()
+        return Installed(record, url, events, secret)
+    if user_id is None:
+        raise ValueError("installing a hook needs a connected user (or use manual)")
+    token = tokens.access_token(user_id, repo.provider_id)
+    hooks = _hooks_url(provider, repo)
+    body = _hook_body(provider.flavor, url, events, secret)
     try:
-        existing = SubscriptionRecord.get(sub_id)
-        record.created_at = existing.created_at
-        record.last_delivery_at = existing.last_delivery_at
-        record.health = existing.health
-        record.last_delivery_id = existing.last_delivery_id
-    except SubscriptionRecord.DoesNotExist:
-        record.created_at = iso()
+        if existing is None:
+            record.save(condition=SubscriptionRecord.pk.does_not_exist())
+            try:
+                record.hook_id = _create_hook(hooks, token, body)
+            except BitbucketError:
+                record.delete()  # nothing was created: leave no subscription behind
+                raise
+        elif not (existing.hook_id and _update_hook(hooks, existing.hook_id, token, body)):
+            # A manual or interrupted subscription, or a hook deleted on Bitbucket's side.
+            found = _find_hook(provider, hooks, token, url)
+            if found and _update_hook(hooks, found, token, body):
+                record.hook_id = found
+            else:
+                record.hook_id = _create_hook(hooks, token, body)
+    except BitbucketError as exc:
+        if exc.status in (401, 403):
+            raise HookPermissionDenied(
+                f"{repo.full_name}: the connected user may not manage its webhooks "
+                "(needs admin rights); install it by hand with `bitbridge hooks install --manual`"
+            ) from None
+        raise
     record.save()
-    return Installed(record, url, events, secret if manual else None)
+    return Installed(record, url, events, None)
 
 
 def remove_webhook(sub_id: str, user_id: str | None = None) -> None:
