@@ -33,7 +33,7 @@ from .models import (
     Workspace,
     iso,
 )
-from .web import Ctx, Routes, int_arg, json_response
+from .web import Ctx, Routes, bearer_token, int_arg, json_response, natural_key
 
 routes = Routes()
 
@@ -118,11 +118,11 @@ def render_error(exc: EmulatorError) -> Response:
 
 
 def authenticate(ctx: Ctx, scope: str | None) -> Token:
-    header = ctx.request.headers.get("Authorization", "")
-    if not header.lower().startswith("bearer "):
+    raw = bearer_token(ctx.request)
+    if raw is None:
         # The 2026 API accepts OAuth tokens only as "Authorization: Bearer"; Basic/app passwords are gone.
         raise Unauthorized("missing", reason="missing")
-    token = ctx.backend.authenticate(CLOUD, header[7:].strip())
+    token = ctx.backend.authenticate(CLOUD, raw)
     if scope and not has_scope(token.scopes, scope):
         raise Forbidden(
             "Your credentials lack one or more required privilege scopes.",
@@ -137,22 +137,49 @@ def _href(url: str) -> dict:
     return {"href": url}
 
 
-def account(ctx: Ctx, user: User, full: bool = False) -> dict:
+def _account_links(ctx: Ctx, user: User) -> dict:
     uid = quote(user.uuid)
+    return {
+        "self": _href(f"{ctx.api}/users/{uid}"),
+        "html": _href(f"{ctx.root}/{uid}/"),
+        "avatar": _href(f"{ctx.root}/account/{user.name}/avatar/"),
+    }
+
+
+def _workspace_links(ctx: Ctx, ws: Workspace) -> dict:
+    return {
+        "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
+        "html": _href(f"{ctx.root}/{ws.slug}/"),
+        "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+    }
+
+
+def _project_links(ctx: Ctx, ws: Workspace) -> dict:
+    return {
+        "html": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}"),
+        "avatar": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}/avatar"),
+    }
+
+
+def _repo_links(ctx: Ctx, full_name: str) -> dict:
+    return {
+        "self": _href(f"{ctx.api}/repositories/{full_name}"),
+        "html": _href(f"{ctx.root}/{full_name}"),
+        "avatar": _href(f"{ctx.root}/{full_name}/avatar/32/"),
+    }
+
+
+def account(ctx: Ctx, user: User, full: bool = False) -> dict:
     body: dict[str, Any] = {
         "type": "user",
         "uuid": user.uuid,
         "account_id": user.account_id,
         "nickname": user.name,
         "display_name": user.display_name,
-        "links": {
-            "self": _href(f"{ctx.api}/users/{uid}"),
-            "html": _href(f"{ctx.root}/{uid}/"),
-            "avatar": _href(f"{ctx.root}/account/{user.name}/avatar/"),
-        },
+        "links": _account_links(ctx, user),
     }
     if full:
-        body["links"]["repositories"] = _href(f"{ctx.api}/repositories/{uid}")
+        body["links"]["repositories"] = _href(f"{ctx.api}/repositories/{quote(user.uuid)}")
         body.update(created_on=iso(user.created_on), account_status="active", has_2fa_enabled=False, is_staff=False)
     return body
 
@@ -166,20 +193,18 @@ def workspace_owner(ctx: Ctx, ws: Workspace) -> dict:
         "links": {
             "self": _href(f"{ctx.api}/workspaces/{quote(ws.uuid)}"),
             "html": _href(f"{ctx.root}/{quote(ws.uuid)}/"),
-            "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
+            "avatar": _workspace_links(ctx, ws)["avatar"],
         },
     }
 
 
 def workspace_base(ctx: Ctx, ws: Workspace) -> dict:
+    links = _workspace_links(ctx, ws)
     return {
         "type": "workspace_base",
         "uuid": ws.uuid,
         "slug": ws.slug,
-        "links": {
-            "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
-            "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
-        },
+        "links": {"self": links["self"], "avatar": links["avatar"]},  # no html link on workspace_base
     }
 
 
@@ -189,11 +214,7 @@ def repo_condensed(ctx: Ctx, repo: Repository) -> dict:
         "full_name": repo.full_name,
         "name": repo.name,
         "uuid": repo.uuid,
-        "links": {
-            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
-            "html": _href(f"{ctx.root}/{repo.full_name}"),
-            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
-        },
+        "links": _repo_links(ctx, repo.full_name),
     }
 
 
@@ -225,26 +246,17 @@ def repository(ctx: Ctx, repo: Repository) -> dict:
             "uuid": ws.uuid,
             "slug": ws.slug,
             "name": ws.name,
-            "links": {
-                "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
-                "html": _href(f"{ctx.root}/{ws.slug}/"),
-                "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
-            },
+            "links": _workspace_links(ctx, ws),
         },
         "project": {
             "type": "project",
             "key": ws.project_key,
             "uuid": ws.project_uuid,
             "name": ws.project_name,
-            "links": {
-                "html": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}"),
-                "avatar": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}/avatar"),
-            },
+            "links": _project_links(ctx, ws),
         },
         "links": {
-            "self": _href(api),
-            "html": _href(f"{ctx.root}/{repo.full_name}"),
-            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
+            **_repo_links(ctx, repo.full_name),
             "pullrequests": _href(f"{api}/pullrequests"),
             "commits": _href(f"{api}/commits"),
             "forks": _href(f"{api}/forks"),
@@ -261,6 +273,11 @@ def repository(ctx: Ctx, repo: Repository) -> dict:
 
 def _user(ctx: Ctx, name: str | None) -> User | None:
     return ctx.backend.users.get(name) if name else None
+
+
+def _account_or_none(ctx: Ctx, name: str | None) -> dict | None:
+    user = _user(ctx, name)
+    return account(ctx, user) if user else None
 
 
 def _author(ctx: Ctx, name: str) -> dict:
@@ -333,35 +350,24 @@ def _rendered(text: str) -> dict:
 
 def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
     api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"
+
+    def participant(user: User, role: str, approved: bool, participated_on: datetime | None) -> dict:
+        return {
+            "type": "participant",
+            "user": account(ctx, user),
+            "role": role,
+            "approved": approved,
+            "state": "approved" if approved else None,
+            "participated_on": iso(participated_on),
+        }
+
     participants = []
     for r in pr.reviewers:
-        user = _user(ctx, r.user)
-        if user:
-            participants.append(
-                {
-                    "type": "participant",
-                    "user": account(ctx, user),
-                    "role": "REVIEWER",
-                    "approved": r.approved,
-                    "state": "approved" if r.approved else None,
-                    "participated_on": iso(r.participated_on),
-                }
-            )
+        if user := _user(ctx, r.user):
+            participants.append(participant(user, "REVIEWER", r.approved, r.participated_on))
     for name in pr.participants:
-        user = _user(ctx, name)
-        if user:
-            participants.append(
-                {
-                    "type": "participant",
-                    "user": account(ctx, user),
-                    "role": "PARTICIPANT",
-                    "approved": False,
-                    "state": None,
-                    "participated_on": iso(pr.updated_on),
-                }
-            )
-    author = _user(ctx, pr.author)
-    closed_by = _user(ctx, pr.closed_by)
+        if user := _user(ctx, name):
+            participants.append(participant(user, "PARTICIPANT", False, pr.updated_on))
     return {
         "type": "pullrequest",
         "id": pr.id,
@@ -371,7 +377,7 @@ def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
         "summary": _rendered(pr.description),
         "state": pr.state,
         "draft": pr.draft,
-        "author": account(ctx, author) if author else None,
+        "author": _account_or_none(ctx, pr.author),
         "source": {
             "branch": {"name": pr.source_branch},
             "commit": {"hash": pr.source_hash[:12]},
@@ -386,7 +392,7 @@ def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
         "comment_count": len(pr.comments),
         "task_count": 0,
         "close_source_branch": pr.close_source_branch,
-        "closed_by": account(ctx, closed_by) if closed_by else None,
+        "closed_by": _account_or_none(ctx, pr.closed_by),
         "reason": pr.reason,
         "created_on": iso(pr.created_on),
         "updated_on": iso(pr.updated_on),
@@ -414,8 +420,6 @@ def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
 
 def issue(ctx: Ctx, repo: Repository, item: Issue) -> dict:
     api = f"{ctx.api}/repositories/{repo.full_name}/issues/{item.id}"
-    reporter = _user(ctx, item.reporter)
-    assignee = _user(ctx, item.assignee)
     return {
         "type": "issue",
         "id": item.id,
@@ -424,8 +428,8 @@ def issue(ctx: Ctx, repo: Repository, item: Issue) -> dict:
         "state": item.state,
         "kind": item.kind,
         "priority": item.priority,
-        "reporter": account(ctx, reporter) if reporter else None,
-        "assignee": account(ctx, assignee) if assignee else None,
+        "reporter": _account_or_none(ctx, item.reporter),
+        "assignee": _account_or_none(ctx, item.assignee),
         "created_on": iso(item.created_on),
         "updated_on": iso(item.updated_on),
         "edited_on": None,
@@ -702,10 +706,7 @@ def sort_values(values: list[dict], sort: str) -> list[dict]:
     def key(v: dict) -> tuple:
         val = _lookup(v, path)[0]
         if isinstance(val, str):  # natural sort, so feature/10 follows feature/9
-            return (
-                val is None,
-                [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", val)],
-            )
+            return (val is None, natural_key(val))
         return (val is None, [(0, val, "")] if val is not None else [])
 
     present = [v for v in values if _lookup(v, path)[0] is not None]
@@ -814,17 +815,18 @@ def get_repository(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
         return respond(ctx, repository(ctx, _repo(ctx, workspace, repo_slug, token)))
 
 
-def _natural(name: str) -> list:
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+def _list_refs(ctx: Ctx, workspace: str, repo_slug: str, kind: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        refs, render = (repo.branches, branch) if kind == "branch" else (repo.tags, tag)
+        ordered = sorted(refs.values(), key=lambda r: natural_key(r.name, fold_case=False))
+        return paginate(ctx, ordered, lambda r: render(ctx, repo, r))
 
 
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/branches")
 def list_branches(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
-    token = authenticate(ctx, "repository")
-    with ctx.backend.lock:
-        repo = _repo(ctx, workspace, repo_slug, token)
-        refs = sorted(repo.branches.values(), key=lambda r: _natural(r.name))
-        return paginate(ctx, refs, lambda r: branch(ctx, repo, r))
+    return _list_refs(ctx, workspace, repo_slug, "branch")
 
 
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/branches/<path:name>")
@@ -839,11 +841,7 @@ def get_branch(ctx: Ctx, workspace: str, repo_slug: str, name: str) -> Response:
 
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/refs/tags")
 def list_tags(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
-    token = authenticate(ctx, "repository")
-    with ctx.backend.lock:
-        repo = _repo(ctx, workspace, repo_slug, token)
-        refs = sorted(repo.tags.values(), key=lambda r: _natural(r.name))
-        return paginate(ctx, refs, lambda r: tag(ctx, repo, r))
+    return _list_refs(ctx, workspace, repo_slug, "tag")
 
 
 PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
@@ -937,12 +935,10 @@ def hook_item(ctx: Ctx, workspace: str, repo_slug: str, uid: str) -> Response:
         repo = _repo(ctx, workspace, repo_slug, token, "admin")
         h = ctx.backend.get_hook(repo, uid)
         if ctx.request.method == "DELETE":
-            del repo.hooks[h.id]
+            ctx.backend.delete_hook(repo, h)
             return Response(status=204)
         if ctx.request.method == "PUT":
-            for key, val in _hook_fields(ctx.json_body(), creating=False).items():
-                setattr(h, key, val)
-            h.updated_at = datetime.now(h.created_at.tzinfo)
+            ctx.backend.update_hook(h, _hook_fields(ctx.json_body(), creating=False))
         return respond(ctx, hook(ctx, repo, h))
 
 
@@ -952,28 +948,19 @@ def p_account(ctx: Ctx, name: str | None, typed: bool = False) -> dict | None:
     user = _user(ctx, name)
     if user is None:
         return None
-    uid = quote(user.uuid)
     body = {
         "nickname": user.name,
         "account_id": user.account_id,
         "display_name": user.display_name,
         "uuid": user.uuid,
-        "links": {
-            "self": _href(f"{ctx.api}/users/{uid}"),
-            "html": _href(f"{ctx.root}/{uid}/"),
-            "avatar": _href(f"{ctx.root}/account/{user.name}/avatar/"),
-        },
+        "links": _account_links(ctx, user),
     }
     return {"type": "user", **body} if typed else body
 
 
 def p_repo(ctx: Ctx, repo: Repository, full: bool = False) -> dict:
     body: dict[str, Any] = {
-        "links": {
-            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
-            "html": _href(f"{ctx.root}/{repo.full_name}"),
-            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
-        },
+        "links": _repo_links(ctx, repo.full_name),
         "uuid": repo.uuid,
         "full_name": repo.full_name,
         "name": repo.name,
@@ -990,10 +977,7 @@ def p_repo(ctx: Ctx, repo: Repository, full: bool = False) -> dict:
                 "type": "project",
                 "project": ws.project_name,
                 "uuid": ws.project_uuid,
-                "links": {
-                    "html": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}"),
-                    "avatar": _href(f"{ctx.root}/{ws.slug}/workspace/projects/{ws.project_key}/avatar"),
-                },
+                "links": _project_links(ctx, ws),
                 "key": ws.project_key,
             },
             "full_name": repo.full_name,
@@ -1005,11 +989,7 @@ def p_repo(ctx: Ctx, repo: Repository, full: bool = False) -> dict:
                 "account_id": None,
                 "display_name": ws.name,
                 "uuid": ws.uuid,
-                "links": {
-                    "self": _href(f"{ctx.api}/workspaces/{ws.slug}"),
-                    "html": _href(f"{ctx.root}/{ws.slug}/"),
-                    "avatar": _href(f"{ctx.root}/workspaces/{ws.slug}/avatar/"),
-                },
+                "links": _workspace_links(ctx, ws),
             },
             "scm": "git",
             "is_private": repo.is_private,
@@ -1134,21 +1114,16 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
     if key == "repo:updated":
         old = event.data["old"]
         full_old = f"{repo.owner}/{old['slug']}"
-        links_old = {
-            "avatar": _href(f"{ctx.root}/{full_old}/avatar/32/"),
-            "self": _href(f"{ctx.api}/repositories/{full_old}"),
-            "html": _href(f"{ctx.root}/{full_old}"),
-        }
-        links_new = {
-            "avatar": _href(f"{ctx.root}/{repo.full_name}/avatar/32/"),
-            "self": _href(f"{ctx.api}/repositories/{repo.full_name}"),
-            "html": _href(f"{ctx.root}/{repo.full_name}"),
-        }
+
+        def links(full_name: str) -> dict:  # avatar first, as in Cloud's repo:updated payload
+            by_kind = _repo_links(ctx, full_name)
+            return {"avatar": by_kind["avatar"], "self": by_kind["self"], "html": by_kind["html"]}
+
         changes = {
             "name": {"new": repo.name, "old": old["name"]},
             "website": {"new": "", "old": ""},
             "language": {"new": repo.language, "old": repo.language},
-            "links": {"new": links_new, "old": links_old},
+            "links": {"new": links(repo.full_name), "old": links(full_old)},
             "description": {"new": repo.description, "old": old["description"]},
             "full_name": {"new": repo.full_name, "old": full_old},
         }

@@ -31,7 +31,7 @@ from .models import (
     millis,
     now,
 )
-from .web import Ctx, Routes, int_arg, json_response
+from .web import Ctx, Routes, bearer_token, int_arg, json_response, natural_key
 
 routes = Routes()
 API = "/rest/api/<any('1.0', 'latest'):api_version>"
@@ -122,10 +122,10 @@ def render_error(exc: EmulatorError) -> Response:
 
 
 def authenticate(ctx: Ctx, scope: str = "REPO_READ") -> Token:
-    header = ctx.request.headers.get("Authorization", "")
-    if not header.lower().startswith("bearer "):
+    raw = bearer_token(ctx.request)
+    if raw is None:
         raise Unauthorized("missing", reason="missing")
-    token = ctx.backend.authenticate(DC, header[7:].strip())
+    token = ctx.backend.authenticate(DC, raw)
     if not has_scope(token.scopes, scope):
         raise Forbidden(f"You are not permitted to access this resource: the access token lacks the {scope} scope.")
     return token
@@ -205,26 +205,23 @@ def repository(ctx: Ctx, repo: Repository) -> dict:
     }
 
 
-def branch(repo: Repository, ref: Ref) -> dict:
+def _ref(kind: str, name: str, sha: str) -> dict:
+    """The fields RestBranch and RestTag share (``kind``: branch | tag)."""
     return {
-        "id": f"refs/heads/{ref.name}",
-        "displayId": ref.name,
-        "type": "BRANCH",
-        "latestCommit": ref.target,
-        "latestChangeset": ref.target,
-        "isDefault": ref.name == repo.default_branch,
+        "id": f"refs/{'heads' if kind == 'branch' else 'tags'}/{name}",
+        "displayId": name,
+        "type": kind.upper(),
+        "latestCommit": sha,
+        "latestChangeset": sha,
     }
+
+
+def branch(repo: Repository, ref: Ref) -> dict:
+    return {**_ref("branch", ref.name, ref.target), "isDefault": ref.name == repo.default_branch}
 
 
 def tag(ref: Ref) -> dict:
-    return {
-        "id": f"refs/tags/{ref.name}",
-        "displayId": ref.name,
-        "type": "TAG",
-        "latestCommit": ref.target,
-        "latestChangeset": ref.target,
-        "hash": ref.target,
-    }
+    return {**_ref("tag", ref.name, ref.target), "hash": ref.target}
 
 
 def _participant(ctx: Ctx, r: Reviewer, role: str) -> dict:
@@ -337,9 +334,8 @@ def repo_route(suffix: str = "", methods: tuple[str, ...] = ("GET",)) -> Callabl
 
 @routes.route("/plugins/servlet/applinks/whoami")
 def whoami(ctx: Ctx) -> Response:
-    header = ctx.request.headers.get("Authorization", "")
     try:
-        token = ctx.backend.authenticate(DC, header[7:].strip() if header.lower().startswith("bearer ") else None)
+        token = ctx.backend.authenticate(DC, bearer_token(ctx.request))
     except Unauthorized:
         return Response("", status=401, content_type="text/plain")
     return Response(token.user, content_type="text/plain;charset=UTF-8")
@@ -433,16 +429,16 @@ def get_repo(ctx: Ctx, api_version: str, **values: str) -> Response:
         return json_response(repository(ctx, _repo(ctx, token, values)))
 
 
-def _natural(name: str) -> list:
-    import re
-
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name)]
-
-
-def _order_refs(refs: list[Ref], order: str | None) -> list[Ref]:
-    if (order or "").upper() == "ALPHABETICAL":
-        return sorted(refs, key=lambda r: _natural(r.name))
-    return sorted(refs, key=lambda r: (r.date, r.name), reverse=True)  # MODIFICATION (DC default)
+def _listed_refs(ctx: Ctx, refs: dict[str, Ref]) -> list[Ref]:
+    """Refs ordered by ``orderBy`` (ALPHABETICAL or, the DC default, MODIFICATION) and filtered by ``filterText``."""
+    args = ctx.request.args
+    if (args.get("orderBy") or "").upper() == "ALPHABETICAL":
+        listed = sorted(refs.values(), key=lambda r: natural_key(r.name))
+    else:
+        listed = sorted(refs.values(), key=lambda r: (r.date, r.name), reverse=True)
+    if args.get("filterText"):
+        listed = [r for r in listed if args["filterText"].lower() in r.name.lower()]
+    return listed
 
 
 @repo_route("/branches")
@@ -451,9 +447,7 @@ def list_branches(ctx: Ctx, api_version: str, **values: str) -> Response:
     args = ctx.request.args
     with ctx.backend.lock:
         repo = _repo(ctx, token, values)
-        refs = _order_refs(list(repo.branches.values()), args.get("orderBy"))
-        if args.get("filterText"):
-            refs = [r for r in refs if args["filterText"].lower() in r.name.lower()]
+        refs = _listed_refs(ctx, repo.branches)
         if args.get("boostMatches", "").lower() == "true" or not args.get("orderBy"):
             refs.sort(key=lambda r: r.name != repo.default_branch)  # default branch first, as DC does
         return page(ctx, refs, lambda r: branch(repo, r))
@@ -480,13 +474,8 @@ def get_default_branch(ctx: Ctx, api_version: str, **values: str) -> Response:
 @repo_route("/tags")
 def list_tags(ctx: Ctx, api_version: str, **values: str) -> Response:
     token = authenticate(ctx)
-    args = ctx.request.args
     with ctx.backend.lock:
-        repo = _repo(ctx, token, values)
-        refs = _order_refs(list(repo.tags.values()), args.get("orderBy"))
-        if args.get("filterText"):
-            refs = [r for r in refs if args["filterText"].lower() in r.name.lower()]
-        return page(ctx, refs, tag)
+        return page(ctx, _listed_refs(ctx, _repo(ctx, token, values).tags), tag)
 
 
 @repo_route("/pull-requests")
@@ -571,12 +560,10 @@ def webhook_item(ctx: Ctx, api_version: str, webhook_id: int, **values: str) -> 
         repo = _repo(ctx, token, values, "admin")
         h = ctx.backend.get_hook(repo, str(webhook_id))
         if ctx.request.method == "DELETE":
-            del repo.hooks[h.id]
+            ctx.backend.delete_hook(repo, h)
             return Response(status=204)
         if ctx.request.method == "PUT":
-            for key, val in _webhook_fields(ctx.json_body(), creating=False).items():
-                setattr(h, key, val)
-            h.updated_at = now()
+            ctx.backend.update_hook(h, _webhook_fields(ctx.json_body(), creating=False))
         return json_response(webhook(h))
 
 
@@ -597,20 +584,12 @@ def test_webhook(ctx: Ctx, api_version: str, **values: str) -> Response:
 
 # ---------------------------------------- webhook payloads
 # Shapes follow the real payloads in ../shared/bitbucket/webhooks/datacenter (key for key).
+_NOT_IN_PAYLOAD_REPO = ("description", "hierarchyId", "archived")
+
+
 def payload_repo(ctx: Ctx, repo: Repository) -> dict:
-    p = ctx.backend.projects[repo.owner]
-    return {
-        "slug": repo.slug,
-        "id": repo.id,
-        "name": repo.name,
-        "scmId": "git",
-        "state": "AVAILABLE",
-        "statusMessage": "Available",
-        "forkable": True,
-        "project": project(ctx, p),
-        "public": not repo.is_private,
-        "links": {"clone": _clone_links(ctx, repo), "self": [{"href": _browse(ctx, repo) + "/browse"}]},
-    }
+    """The repository as webhook payloads carry it: the REST shape without a few keys, same order."""
+    return {k: v for k, v in repository(ctx, repo).items() if k not in _NOT_IN_PAYLOAD_REPO}
 
 
 def _dc_date(dt: datetime) -> str:
@@ -674,13 +653,7 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
         body.update(
             previousTitle=prev["title"],
             previousDescription=prev["description"],
-            previousTarget={
-                "id": f"refs/heads/{prev['dest_branch']}",
-                "displayId": prev["dest_branch"],
-                "type": "BRANCH",
-                "latestCommit": prev["dest_hash"],
-                "latestChangeset": prev["dest_hash"],
-            },
+            previousTarget=_ref("branch", prev["dest_branch"], prev["dest_hash"]),
         )
     elif key == "pr:from_ref_updated":
         body["previousFromHash"] = event.data["previous_from_hash"]

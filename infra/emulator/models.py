@@ -607,25 +607,17 @@ class Backend:
                 parent = sha
             repo.branches[branch] = Ref(branch, parent, created_at, messages[-1], author or actor)
             repo.updated_on = created_at
-            self.emit(
-                Event(
-                    repo.flavor,
-                    "repo:push",
-                    repo,
-                    actor,
-                    {
-                        "changes": [
-                            {
-                                "kind": "branch",
-                                "name": branch,
-                                "old": old_ref,
-                                "new": repo.branches[branch],
-                                "commits": new,
-                                "forced": force,
-                            }
-                        ]
-                    },
-                )
+            self._emit_ref_change(
+                repo,
+                actor,
+                {
+                    "kind": "branch",
+                    "name": branch,
+                    "old": old_ref,
+                    "new": repo.branches[branch],
+                    "commits": new,
+                    "forced": force,
+                },
             )
             # Pushing to a PR's source branch updates the PR (pullrequest:push / pr:from_ref_updated).
             for pr in repo.pull_requests.values():
@@ -658,15 +650,7 @@ class Backend:
                 target = repo.branches[target].target
             ref = Ref(name, target, now(), message or f"{kind} {name}", actor)
             refs[name] = ref
-            self.emit(
-                Event(
-                    repo.flavor,
-                    "repo:push",
-                    repo,
-                    actor,
-                    {"changes": [{"kind": kind, "name": name, "old": None, "new": ref, "commits": []}]},
-                )
-            )
+            self._emit_ref_change(repo, actor, {"kind": kind, "name": name, "old": None, "new": ref, "commits": []})
             return ref
 
     def delete_ref(self, repo: Repository, kind: str, name: str, actor: str) -> None:
@@ -677,15 +661,11 @@ class Backend:
             if kind == "branch" and name == repo.default_branch:
                 raise BadRequest("The default branch cannot be deleted.")
             old = refs.pop(name)
-            self.emit(
-                Event(
-                    repo.flavor,
-                    "repo:push",
-                    repo,
-                    actor,
-                    {"changes": [{"kind": kind, "name": name, "old": old, "new": None, "commits": []}]},
-                )
-            )
+            self._emit_ref_change(repo, actor, {"kind": kind, "name": name, "old": old, "new": None, "commits": []})
+
+    def _emit_ref_change(self, repo: Repository, actor: str, change: dict) -> None:
+        """One ref created, moved or deleted: a ``repo:push`` event carrying that single change."""
+        self.emit(Event(repo.flavor, "repo:push", repo, actor, {"changes": [change]}))
 
     # ---------------------------------------- pull requests
     def get_pr(self, repo: Repository, pr_id: int) -> PullRequest:
@@ -930,6 +910,18 @@ class Backend:
             raise NotFound(f"Webhook {hook_id} does not exist.", entity="webhook", ident=hook_id)
         return hook
 
+    def update_hook(self, hook: Hook, changes: dict) -> Hook:
+        """Apply already-validated field changes (keys are Hook attributes) and bump ``updated_at``."""
+        with self.lock:
+            for key, value in changes.items():
+                setattr(hook, key, value)
+            hook.updated_at = now()
+            return hook
+
+    def delete_hook(self, repo: Repository, hook: Hook) -> None:
+        with self.lock:
+            del repo.hooks[hook.id]
+
     # ---------------------------------------- OAuth
     def register_client(
         self,
@@ -1025,11 +1017,7 @@ class Backend:
             if time.time() > record.expires_at:
                 raise OAuthError("invalid_grant", _msg(flavor, "code_expired"))
             if flavor == DC:
-                if record.redirect_uri and redirect_uri != record.redirect_uri:
-                    raise OAuthError(
-                        "invalid_grant",
-                        "The redirect URI does not match the one used in the authorization request.",
-                    )
+                _check_redirect_uri(record.redirect_uri, redirect_uri)
                 if record.code_challenge:
                     if not code_verifier:
                         raise OAuthError("invalid_request", "Missing code_verifier parameter.")
@@ -1065,11 +1053,7 @@ class Backend:
             if flavor == DC:
                 if not redirect_uri:
                     raise OAuthError("invalid_request", "Missing redirect_uri parameter.")
-                if old.redirect_uri and redirect_uri != old.redirect_uri:
-                    raise OAuthError(
-                        "invalid_grant",
-                        "The redirect URI does not match the one used in the authorization request.",
-                    )
+                _check_redirect_uri(old.redirect_uri, redirect_uri)
                 if old.superseded_at is not None:  # DC refresh tokens are single use
                     raise OAuthError("invalid_grant", _msg(flavor, "refresh_invalid"))
             scopes = old.scopes
@@ -1188,6 +1172,12 @@ class Backend:
                     ),
                 },
             }
+
+
+def _check_redirect_uri(recorded: str | None, given: str | None) -> None:
+    """DC: a redirect_uri sent with the authorization request must be repeated exactly at the token endpoint."""
+    if recorded and given != recorded:
+        raise OAuthError("invalid_grant", "The redirect URI does not match the one used in the authorization request.")
 
 
 def _pkce_ok(challenge: str, method: str, verifier: str) -> bool:

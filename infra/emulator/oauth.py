@@ -63,6 +63,11 @@ def _with_query(url: str, **params: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+def _error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+    """RFC 6749 §4.1.2.1: send the error back to the client's redirect_uri (302)."""
+    return redirect(_with_query(redirect_uri, error=error, error_description=description, state=state), 302)
+
+
 def _params(ctx: Ctx) -> MultiDict:
     return ctx.request.form if ctx.request.method == "POST" else ctx.request.args
 
@@ -98,15 +103,7 @@ def authorize_decision(
     """Grant or deny: the consent form's POST and the control API's non-interactive authorize share this."""
     state = params.get("state")
     if params.get("decision", "grant") != "grant":
-        return redirect(
-            _with_query(
-                redirect_uri,
-                error="access_denied",
-                error_description="The resource owner denied the request.",
-                state=state,
-            ),
-            302,
-        )
+        return _error_redirect(redirect_uri, "access_denied", "The resource owner denied the request.", state)
     try:
         ctx.backend.get_user(params.get("user") or "")
     except Exception:
@@ -145,14 +142,8 @@ def cloud_authorize(ctx: Ctx) -> Response:
         return checked
     client, redirect_uri = checked
     if params.get("response_type") != "code":
-        return redirect(
-            _with_query(
-                redirect_uri,
-                error="unsupported_response_type",
-                error_description="Unsupported response type",
-                state=params.get("state"),
-            ),
-            302,
+        return _error_redirect(
+            redirect_uri, "unsupported_response_type", "Unsupported response type", params.get("state")
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.request.path, params, client.scopes)
@@ -230,31 +221,16 @@ def dc_authorize(ctx: Ctx) -> Response:
     client, redirect_uri = checked
     state = params.get("state")
     if params.get("response_type") != "code":
-        return redirect(
-            _with_query(
-                redirect_uri,
-                error="unsupported_response_type",
-                error_description="Only the 'code' response type is supported.",
-                state=state,
-            ),
-            302,
+        return _error_redirect(
+            redirect_uri, "unsupported_response_type", "Only the 'code' response type is supported.", state
         )
     scopes = dc_scopes(client, params.get("scope"))
     if isinstance(scopes, OAuthError):
-        return redirect(
-            _with_query(redirect_uri, error=scopes.error, error_description=scopes.description, state=state),
-            302,
-        )
+        return _error_redirect(redirect_uri, scopes.error, scopes.description, state)
     method = params.get("code_challenge_method")
     if params.get("code_challenge") and method not in (None, "S256", "plain"):
-        return redirect(
-            _with_query(
-                redirect_uri,
-                error="invalid_request",
-                error_description="Unsupported code_challenge_method; use S256 or plain.",
-                state=state,
-            ),
-            302,
+        return _error_redirect(
+            redirect_uri, "invalid_request", "Unsupported code_challenge_method; use S256 or plain.", state
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.root + "/rest/oauth2/latest/authorize", params, scopes)

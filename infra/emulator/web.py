@@ -90,6 +90,17 @@ def html_response(body: str, status: int = 200) -> Response:
     return Response(body, status=status, content_type="text/html; charset=utf-8")
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None when the request carries no Bearer header."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def natural_key(text: str, *, fold_case: bool = True) -> list:
+    """Sort key that orders digit runs numerically, so feature/10 follows feature/9."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower() if fold_case else p) for p in re.split(r"(\d+)", text)]
+
+
 def int_arg(request: Request, name: str, default: int) -> int:
     from .models import BadRequest
 
