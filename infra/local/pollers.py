@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -249,12 +248,3 @@ class StreamPoller(Poller):
             },
         }
         self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(message))
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

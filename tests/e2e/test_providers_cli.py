@@ -29,8 +29,8 @@ def _register_client(stack, flavor: str, provider_id: str, secret: str, redirect
     return client_id
 
 
-def _add(stack, provider_id: str, flavor: str, key: str, secret: str, *extra: str):
-    url = _emulator(stack, flavor)
+def _add(stack, provider_id: str, flavor: str, key: str, secret: str, *extra: str, url: str | None = None):
+    url = url or _emulator(stack, flavor)
     return bitbridge(
         stack,
         "providers",
@@ -97,36 +97,10 @@ def test_verify_diagnoses_a_wrong_secret_an_unknown_client_and_a_redirect_mismat
 
 
 def test_datacenter_must_use_https_and_be_reachable(stack):
-    plain = bitbridge(
-        stack,
-        "providers",
-        "add",
-        "dc-plain",
-        "--flavor",
-        "datacenter",
-        "--key",
-        "k",
-        "--secret",
-        "s",
-        "--url",
-        "http://bitbucket.example.com",
-    )
+    plain = _add(stack, "dc-plain", "datacenter", "k", "s", url="http://bitbucket.example.com")
     assert plain.returncode == 2 and "HTTPS" in plain.stderr
     unreachable = f"un-{uuid.uuid4().hex[:6]}"
-    added = bitbridge(
-        stack,
-        "providers",
-        "add",
-        unreachable,
-        "--flavor",
-        "datacenter",
-        "--key",
-        "k",
-        "--secret",
-        "s",
-        "--url",
-        "http://127.0.0.1:9",
-    )
+    added = _add(stack, unreachable, "datacenter", "k", "s", url="http://127.0.0.1:9")
     assert added.returncode == 0, added.stderr
     result = bitbridge(stack, "providers", "verify", unreachable, "--no-wait")
     assert result.returncode == 1 and "unreachable" in result.stdout

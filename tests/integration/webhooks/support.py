@@ -5,17 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import boto3
-from jsonschema import Draft202012Validator
 
-import bitbridge
 from bitbridge.webhooks.signatures import derive_hook_secret, sign
-
-SCHEMA_PATH = Path(bitbridge.__file__).resolve().parent / "schemas" / "event-v1.json"
+from tests.unit.webhooks.support import schema_errors, validator  # noqa: F401 - one schema validator
 
 CLOUD_PROVIDER = "bitbucket-cloud"
 DC_PROVIDER = "acme-dc"
@@ -136,14 +132,3 @@ def register_provider(table: str, provider_id: str, flavor: str, client: Any = N
             "status": {"S": "verified"},
         },
     )
-
-
-@cache
-def validator() -> Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
-def schema_errors(event: dict[str, Any]) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator().iter_errors(event)]

@@ -15,7 +15,7 @@ from authlib.integrations.base_client.errors import OAuthError
 
 from bitbridge import accounts, providers
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
-from bitbridge.bitbucket.identity import Identity, cloud_identity, datacenter_identity
+from bitbridge.bitbucket.identity import identify
 from bitbridge.config import settings
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
 from bitbridge.store.base import condition_failed, epoch
@@ -130,12 +130,6 @@ def _consume_state(provider_id: str, params: dict[str, str], cookies: dict[str, 
     return record
 
 
-def _identity(provider: ProviderRecord, access_token: str) -> Identity:
-    if provider.flavor == providers.CLOUD:
-        return cloud_identity(provider.api_url, access_token)
-    return datacenter_identity(provider.web_url, access_token)
-
-
 def _provider_error(provider_id: str, purpose: str, params: dict[str, str]) -> SignInError:
     error = params.get("error", "")
     description = params.get("error_description", "")[:300]
@@ -181,7 +175,7 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
             providers.mark_failed(provider_id, message)
         raise SignInError(400, message, "Missing permissions")
     try:
-        identity = _identity(provider, token["access_token"])
+        identity = identify(provider, token["access_token"])
     except BitbucketError as exc:
         raise SignInError(502, f"Signed in, but reading your Bitbucket profile failed: {exc}") from None
     if provider.status != "verified":

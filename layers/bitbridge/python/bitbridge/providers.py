@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlparse
 
 from bitbridge.aws import client, secret_value
 from bitbridge.config import settings
-from bitbridge.store.base import iso
+from bitbridge.store.base import condition_failed, iso
 from bitbridge.store.providers import ProviderRecord
 
 CLOUD = "cloud"
@@ -165,7 +165,7 @@ def add_provider(
     try:
         record.save(condition=ProviderRecord.pk.does_not_exist())
     except Exception as exc:
-        if "ConditionalCheckFailed" in str(exc):
+        if condition_failed(exc):
             raise ProviderError(f"provider {provider_id!r} already exists (use `providers set`)") from None
         raise
     try:
@@ -198,14 +198,16 @@ def update_provider(provider_id: str, **changes: object) -> ProviderRecord:
 
 
 def rotate_secret(provider_id: str, client_secret: str, client_id: str | None = None) -> None:
-    get_provider(provider_id)
+    get_provider(provider_id)  # an unknown id is an error, not a new secret
     current = credentials(provider_id)
     client("secretsmanager").put_secret_value(
         SecretId=secret_name(provider_id),
         SecretString=json.dumps({"client_id": client_id or current.client_id, "client_secret": client_secret}),
     )
-    update_provider(provider_id)  # touch updated_at
-    ProviderRecord.get(provider_id).update(actions=[ProviderRecord.status.set("pending")])
+    # A new secret is unproven until the next verification round trip.
+    ProviderRecord(provider_id).update(
+        actions=[ProviderRecord.status.set("pending"), ProviderRecord.updated_at.set(iso())]
+    )
 
 
 def remove_provider(provider_id: str) -> None:

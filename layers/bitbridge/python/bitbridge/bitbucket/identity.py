@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 from bitbridge.bitbucket.http import BitbucketError, get, get_json
@@ -46,3 +47,16 @@ def datacenter_identity(web_url: str, token: str) -> Identity:
         if user is None:
             raise BitbucketError("Data Center user not found", status=404, permanent=True) from None
     return Identity(str(user["id"]), user.get("name"), user.get("displayName"), user.get("emailAddress"))
+
+
+class _Provider(Protocol):
+    flavor: str
+    web_url: str
+    api_url: str
+
+
+def identify(provider: _Provider, token: str) -> Identity:
+    """The identity behind `token`, asked the way the provider's flavor answers it."""
+    if provider.flavor == "cloud":
+        return cloud_identity(provider.api_url, token)
+    return datacenter_identity(provider.web_url, token)

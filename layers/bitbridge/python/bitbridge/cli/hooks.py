@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
-from urllib.parse import quote
 
 from bitbridge.cli import CliError, public_base_url
 
 
 def _repository(args: argparse.Namespace) -> Any:
-    from bitbridge import providers, tokens
-    from bitbridge.bitbucket.http import BitbucketError, get_json
+    from bitbridge import providers
+    from bitbridge.bitbucket import repos
+    from bitbridge.bitbucket.http import BitbucketError
+    from bitbridge.imports.access import Caller
     from bitbridge.webhooks.subscriptions import Repository
 
     owner, _, slug = args.repo.partition("/")
@@ -22,16 +23,12 @@ def _repository(args: argparse.Namespace) -> Any:
         return Repository(args.provider, args.repository_id, owner, slug)
     if not args.user:
         raise CliError("pass --user (a connected user id, see /api/me) or --repository-id")
-    provider = providers.get_provider(args.provider)
-    token = tokens.access_token(args.user, args.provider)
-    path = "repositories" if provider.flavor == providers.CLOUD else "projects"
-    middle = "" if provider.flavor == providers.CLOUD else "/repos"
-    url = f"{provider.api_url}/{path}/{quote(owner, safe='~')}{middle}/{quote(slug, safe='')}"
+    caller = Caller(args.user, providers.get_provider(args.provider))
     try:
-        body = get_json(url, token, f"reading {args.repo}")
+        repo, _ = repos.repository(caller.fetch, caller.provider.flavor, caller.api, args.repo)
     except BitbucketError as exc:
         raise CliError(str(exc)) from None
-    return Repository(args.provider, str(body.get("uuid") or body["id"]), owner, slug)
+    return Repository(args.provider, repo.id, repo.owner, repo.slug)
 
 
 def install(args: argparse.Namespace) -> int:
