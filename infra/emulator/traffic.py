@@ -218,12 +218,10 @@ class DeliveryFault:
         return self.seconds is not None and now - self.created_at >= self.seconds
 
     def describe(self) -> str:
-        what = {
-            "drop": "dropped",
-            "unreachable": "receiver unreachable",
-            "delay": f"answer delayed {self.delay_ms:g} ms",
-        }[self.action]
-        return f"{what} by delivery fault {self.id}" + (f" (fraction {self.fraction:g})" if self.fraction < 1 else "")
+        what = {"drop": "dropped", "unreachable": "receiver unreachable"}.get(self.action)
+        what = what or f"answer delayed {self.delay_ms:g} ms"
+        share = f" (fraction {self.fraction:g})" if self.fraction < 1 else ""
+        return f"{what} by delivery fault {self.id}{share}"
 
 
 class DeliveryFaults:
@@ -261,6 +259,7 @@ class DeliveryFaults:
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+            self._next = 1  # ids restart, so a test's rule ids (and reasons in the log) repeat run to run
 
     def remove(self, rule_id: int) -> bool:
         with self._lock:
