@@ -104,9 +104,9 @@ def test_drop_window_in_seconds_for_one_hook(emu, receiver):
     try:
         lost = cloud_hook(emu, token, receiver.url)
         cloud_hook(emu, token, other.url)
-        add_fault(emu, flavor="cloud", hook_id=lost["uuid"], seconds=0.5)
+        add_fault(emu, flavor="cloud", hook_id=lost["uuid"], seconds=1.0)
         push(emu, "cloud", "acme/api-service")
-        time.sleep(0.6)
+        time.sleep(1.1)
         push(emu, "cloud", "acme/api-service")
         states = [d["state"] for d in log(emu, hook_id=lost["uuid"])]
         assert states == ["dropped", "delivered"]
@@ -221,7 +221,7 @@ def _health(emu, hook_id: str) -> dict:
 
 
 def test_dc_circuit_breaker_skips_a_failing_hook_then_recovers(emu, receiver):
-    assert control(emu, "POST", "config", json={"dc_hook_failure_threshold": 3, "dc_hook_skip_seconds": 0.5}).ok
+    assert control(emu, "POST", "config", json={"dc_hook_failure_threshold": 3, "dc_hook_skip_seconds": 1.0}).ok
     token = dc_login(emu)
     hook = dc_hook(emu, token, receiver.url)
     receiver.statuses = [500, 500, 500]
@@ -232,9 +232,22 @@ def test_dc_circuit_breaker_skips_a_failing_hook_then_recovers(emu, receiver):
     assert states[3][0] == "skipped" and states[3][1].startswith("webhook failed 3 times in a row: skipped")
     assert len(receiver.requests) == 3  # the skipped one was never sent
     health = _health(emu, str(hook["id"]))
-    assert health["consecutive_failures"] == 3 and 0 < health["skipped_for_seconds"] <= 0.5
+    assert health["consecutive_failures"] == 3 and health["skipped_for_seconds"] <= 1.0
     assert _dc_webhook(emu, token, hook["id"])["active"] is True  # DC documents skipping, not disabling
-    time.sleep(0.6)
+    time.sleep(1.1)  # the breaker lets the next delivery through; it fails again: a longer skip
+    receiver.statuses = [500]
+    push(emu, "datacenter", "PLAT/tools")
+    assert log(emu)[-1]["state"] == "failed"
+    health = _health(emu, str(hook["id"]))
+    assert health["consecutive_failures"] == 4 and 1.0 < health["skipped_for_seconds"] <= 2.0  # 1 s x 2^1
+    # An update through the REST API (the reconciler's repair) closes the breaker at once.
+    put = requests.put(
+        f"{emu.dc_url}/rest/api/1.0/projects/PLAT/repos/tools/webhooks/{hook['id']}",
+        headers=bearer(token),
+        json={"active": True},
+        timeout=10,
+    )
+    assert put.status_code == 200
     push(emu, "datacenter", "PLAT/tools")
     assert log(emu)[-1]["state"] == "delivered"
     assert _health(emu, str(hook["id"]))["consecutive_failures"] == 0
