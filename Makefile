@@ -61,8 +61,17 @@ scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --
 build: $(TOOLS)/.installed ## sam build (arm64 layers from the locked requirements)
 	PATH="$(dir $(PYTHON313)):$$PATH" $(TOOLS)/bin/sam build --template-file template.yaml
 
-deploy: build ## sam deploy --guided (needs AWS credentials)
-	$(TOOLS)/bin/sam deploy --guided
+# Non-interactive (no prompts, no changeset confirmation): the answers `sam deploy --guided` asks for
+# are given here. Parameter overrides: ALARM_EMAIL, and any others as PARAMS="Name=Value ...".
+deploy: ## deploy with AWS credentials: make deploy STACK=name REGION=region [ALARM_EMAIL=...] [PARAMS="..."]
+	@test -n "$(STACK)" -a -n "$(REGION)" || { echo 'usage: make deploy STACK=<stack name> REGION=<region>' \
+		'[ALARM_EMAIL=<address>] [PARAMS="PublicBaseUrl=https://... ReservedConcurrency=on"]' \
+		'(or the guided deploy: see README, "Deploy to AWS")'; exit 2; }
+	$(MAKE) build
+	$(TOOLS)/bin/sam deploy --template-file .aws-sam/build/template.yaml --stack-name "$(STACK)" --region "$(REGION)" \
+		--resolve-s3 --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+		--no-confirm-changeset --no-fail-on-empty-changeset \
+		$(if $(strip $(ALARM_EMAIL)$(PARAMS)),--parameter-overrides $(if $(ALARM_EMAIL),AlarmEmail=$(ALARM_EMAIL)) $(PARAMS))
 
 lock: ## re-lock dependencies after editing pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-emit-index-url --python-version 3.13 \
