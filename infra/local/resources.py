@@ -39,6 +39,7 @@ class LocalResources:
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    resolver: Resolver | None = None  # resolves the template's intrinsics against what was created
 
     def ref(self, logical_id: str) -> str:
         return self.refs[logical_id]
@@ -101,6 +102,7 @@ def create_resources(
             "AWS::StackName": f"bitbridge-{stage}",
         },
     )
+    out.resolver = resolver
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] not in _NOT_EMULATED:
             ensure(logical_id)

@@ -73,7 +73,9 @@ class Resolver:
         self._get_att = get_att
         self.pseudo = pseudo
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return None
         if name in self.pseudo:
             return self.pseudo[name]
         if name in self.parameters:
@@ -149,6 +151,7 @@ class Function:
     sqs_sources: tuple[dict[str, Any], ...] = ()
     stream_sources: tuple[dict[str, Any], ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
+    reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
 
 
 def functions(template: dict[str, Any]) -> dict[str, Function]:
@@ -182,6 +185,7 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
             sqs_sources=tuple(sqs),
             stream_sources=tuple(streams),
             environment=env,
+            reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )
     return out
 
