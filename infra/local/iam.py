@@ -153,7 +153,9 @@ def describe_call(service: str, operation: str, params: dict[str, Any], region: 
     if service == "sqs":
         url = params.get("QueueUrl")
         name = url.rstrip("/").rsplit("/", 1)[-1] if url else params.get("QueueName")
-        return [Call(f"sqs:{operation}", (arn.format("sqs", name) if name else "*",), {})]
+        # A batch is authorised as its single-message action (SendMessageBatch needs sqs:SendMessage).
+        action = f"sqs:{operation.removesuffix('Batch')}"
+        return [Call(action, (arn.format("sqs", name) if name else "*",), {})]
     if service == "kms":
         key = str(params.get("KeyId") or params.get("DestinationKeyId") or "")
         if not key.startswith("arn:"):

@@ -46,6 +46,17 @@ class Poller(threading.Thread):
         raise NotImplementedError
 
 
+# Concurrent batches Lambda's SQS poller starts with; it scales up from there (far beyond any reserved
+# concurrency this template sets), unless ScalingConfig.MaximumConcurrency caps it.
+SQS_INITIAL_CONCURRENCY = 5
+
+
+def sqs_concurrency(source: dict[str, Any]) -> int:
+    """How many batches the local stack polls and invokes at once for an SQS event source."""
+    maximum = (source.get("ScalingConfig") or {}).get("MaximumConcurrency")
+    return int(maximum) if maximum not in (None, "") else SQS_INITIAL_CONCURRENCY
+
+
 class SqsPoller(Poller):
     """Receives batches and deletes what the function processed, as Lambda's SQS poller does.
 

@@ -21,7 +21,7 @@ from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
 from infra.local.lambda_runtime import FunctionRunner
-from infra.local.pollers import Poller, SqsPoller, StreamPoller
+from infra.local.pollers import Poller, SqsPoller, StreamPoller, sqs_concurrency
 from infra.local.resources import REGION, LocalResources, create_resources, local_parameters
 from infra.local.template import TEMPLATE_PATH, functions, load_template, routes
 
@@ -213,10 +213,7 @@ class LocalStack:
             for source in fn.sqs_sources:
                 arn = self._resolve_arn(source["Queue"])
                 source = resolve(source)
-                # Lambda polls an SQS queue with several concurrent batches: ScalingConfig's
-                # MaximumConcurrency where set, else as many as its initial scaling (5).
-                pollers = _optional_int(source.get("ScalingConfig", {}).get("MaximumConcurrency")) or 5
-                for _ in range(pollers):
+                for _ in range(sqs_concurrency(source)):  # Lambda polls several batches at once
                     self._threads.append(SqsPoller(runner, fn.logical_id, source, arn_to_url[arn], arn, self.client))
             for source in fn.stream_sources:
                 failure = source.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
@@ -224,7 +221,7 @@ class LocalStack:
                     StreamPoller(
                         runner,
                         fn.logical_id,
-                        source,
+                        resolve(source),
                         self._resolve_arn(source["Stream"]),
                         arn_to_url[self._resolve_arn(failure)] if failure else None,
                         self.client,
