@@ -16,12 +16,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infra.local import iam
 from infra.local.resources import ACCOUNT_ID, REGION
-from infra.local.template import Function
+from infra.local.template import Function, Resolver, functions
 
 log = logging.getLogger("local.lambda")
 
@@ -48,6 +48,16 @@ class Throttled(FunctionError):
     """TooManyRequestsException: the function's reserved concurrency is in use."""
 
     error_type = "TooManyRequestsException"
+
+
+def resolved_functions(template: dict[str, Any], resolver: Resolver) -> dict[str, Function]:
+    """The template's functions with the settings the runtime enforces resolved (a reserved
+    concurrency may be a parameter, `!If` ... `!Ref AWS::NoValue` when off)."""
+    out = {}
+    for name, fn in functions(template).items():
+        reserved = resolver.resolve(fn.reserved_concurrency)
+        out[name] = replace(fn, reserved_concurrency=None if reserved in (None, "") else int(reserved))
+    return out
 
 
 @dataclass

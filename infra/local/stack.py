@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from infra.local import iam
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
-from infra.local.lambda_runtime import FunctionRunner
+from infra.local.lambda_runtime import FunctionRunner, resolved_functions
 from infra.local.pollers import Poller, SqsPoller, StreamPoller, sqs_concurrency
 from infra.local.resources import REGION, LocalResources, create_resources, local_parameters
-from infra.local.template import TEMPLATE_PATH, functions, load_template, routes
+from infra.local.template import TEMPLATE_PATH, load_template, routes
 
 log = logging.getLogger("local")
 
@@ -73,10 +73,6 @@ class StackConfig:
     @property
     def console_url(self) -> str:
         return f"http://{self.host}:{self.console_port}"
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None or value == "" else int(value)
 
 
 class LocalStack:
@@ -195,10 +191,7 @@ class LocalStack:
         assert self.resources is not None and self.resources.resolver is not None
         template = self.template
         resolve = self.resources.resolver.resolve
-        fns = {
-            name: replace(fn, reserved_concurrency=_optional_int(resolve(fn.reserved_concurrency)))
-            for name, fn in functions(template).items()
-        }
+        fns = resolved_functions(template, self.resources.resolver)
         # Every function's AWS calls from now on are checked against its own policy.
         iam.install(iam.enforcer_for(template, self.resources))
         runner = FunctionRunner(fns)

@@ -22,9 +22,9 @@ from bitbridge.webhooks.normalise import event_type
 from bitbridge.webhooks.publish import forget_providers, handle_stream_records
 from functions.webhook_receiver.app import handler as receive
 from infra.local.iam import acting_as
-from infra.local.lambda_runtime import FunctionRunner
+from infra.local.lambda_runtime import FunctionRunner, resolved_functions
 from infra.local.pollers import StreamPoller
-from infra.local.template import functions, load_template
+from infra.local.template import load_template
 from tests.integration.webhooks.support import (
     PROVIDERS,
     Context,
@@ -52,7 +52,7 @@ class Pipeline:
     def __init__(self, aws, **source_overrides: Any) -> None:
         self.aws = aws
         self.secret = hook_secret(aws.environment, SUB)
-        fns = functions(load_template())
+        fns = resolved_functions(load_template(), aws.resolver)
         source = {**fns["EventPublisherFunction"].stream_sources[0], **source_overrides}
         self.poller = StreamPoller(
             FunctionRunner(fns),

@@ -62,7 +62,7 @@ def test_an_invocation_past_its_timeout_is_abandoned_and_stopped_at_its_next_aws
     runner = FunctionRunner({"slow": _function("slow", timeout=1)})
     with mock_aws():
         started = time.monotonic()
-        with pytest.raises(FunctionTimedOut, match="Task timed out after 1.00 seconds"):
+        with pytest.raises(FunctionTimedOut, match=r"Task timed out after 1\.00 seconds"):
             runner.invoke("slow", {"sleep": 1.5})
         assert time.monotonic() - started < 1.4  # the caller did not wait for the handler
         deadline = time.monotonic() + 3
