@@ -46,6 +46,7 @@ class LocalResources:
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    resolver: Resolver | None = None  # resolves the template's intrinsics against what was created
 
     def ref(self, logical_id: str) -> str:
         return self.refs[logical_id]
@@ -110,6 +111,7 @@ def create_resources(
             "AWS::StackName": out.stack_name,
         },
     )
+    out.resolver = resolver
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] not in _NOT_EMULATED and resolver.creates(resource):
             ensure(logical_id)

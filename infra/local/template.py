@@ -166,6 +166,7 @@ class Function:
     sqs_sources: tuple[dict[str, Any], ...] = ()
     stream_sources: tuple[dict[str, Any], ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
+    reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
 
 
 def functions(template: dict[str, Any]) -> dict[str, Function]:
@@ -199,6 +200,7 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
             sqs_sources=tuple(sqs),
             stream_sources=tuple(streams),
             environment=env,
+            reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )
     return out
 
