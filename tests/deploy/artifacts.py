@@ -145,16 +145,17 @@ def host_dependencies_layer() -> Path:
     for name in ("Makefile", "requirements.txt"):
         h.update((DEPS_LAYER_SOURCE / name).read_bytes())
     target = CACHE_DIR / f"DependenciesLayer-{HOST_ARCH}-{h.hexdigest()[:16]}"
-    if not (target / ".complete").exists():
+    done = target.with_name(target.name + ".complete")  # beside the layer: nothing extra in its zip
+    if not done.exists():
         shutil.rmtree(target, ignore_errors=True)
         python313 = Path(sys.executable).resolve().parent  # the .venv's Python 3.13, as `make build` uses
-        subprocess.run(
-            ["make", "-s", "-C", str(DEPS_LAYER_SOURCE), "build-DependenciesLayer"],
-            env={**os.environ, "ARTIFACTS_DIR": str(target), "WHEEL_ARCH": HOST_ARCH,
-                 "PATH": f"{python313}:{os.environ['PATH']}"},
-            check=True,
-        )
-        (target / ".complete").touch()
+        env = {**os.environ, "ARTIFACTS_DIR": str(target), "WHEEL_ARCH": HOST_ARCH}
+        env["PATH"] = f"{python313}:{env['PATH']}"
+        make = ["make", "-s", "-C", str(DEPS_LAYER_SOURCE), "build-DependenciesLayer"]
+        out = subprocess.run(make, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"building the {HOST_ARCH} dependencies layer failed:\n{out.stdout}{out.stderr}")
+        done.touch()
     return target
 
 
@@ -249,3 +250,35 @@ def import_handler(deployment: Deployed, logical_id: str, python: str | None = N
 
 def fresh_root(prefix: str = "bitbridge-deployed-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# Run in .venv-tools: the SAM translator (what CloudFormation's AWS::Serverless transform runs),
+# with each CodeUri/ContentUri pointing at the uploaded zip, as `sam package` rewrites them.
+_TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+path, parameters, locations = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+with open(path) as fh:
+    template = yaml_parse(fh.read())
+for logical_id, uri in locations.items():
+    props = template["Resources"][logical_id]["Properties"]
+    props["CodeUri" if "CodeUri" in props else "ContentUri"] = uri
+class AwsManagedPoliciesByArn:  # SAM names AWS managed policies by ARN; nothing to look up
+    def load(self):
+        return {}
+print(json.dumps(transform(template, parameters, AwsManagedPoliciesByArn())))
+"""
+
+
+def sam_translate(parameters: dict[str, str], locations: dict[str, str]) -> dict[str, Any]:
+    """The built template transformed to plain CloudFormation; `locations` maps logical id -> s3:// URI."""
+    out = subprocess.run(
+        [str(TOOLS_PYTHON), "-c", _TRANSLATE, str(BUILT_TEMPLATE), json.dumps(parameters), json.dumps(locations)],
+        env={**os.environ, "AWS_DEFAULT_REGION": LAMBDA_ENV["AWS_REGION"]},
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"SAM translator failed:\n{out.stderr}")
+    return json.loads(out.stdout)
