@@ -196,7 +196,9 @@ def deployed(root: Path) -> Deployed:
             opt.symlink_to(extracted_opt[fn.layers], target_is_directory=True)
             continue
         for layer in fn.layers:
-            name = "DependenciesLayer-host" if layer == "DependenciesLayer" and "DependenciesLayer-host" in zips else layer
+            name = (
+                "DependenciesLayer-host" if layer == "DependenciesLayer" and "DependenciesLayer-host" in zips else layer
+            )
             extract(zips[name], opt)
         extracted_opt[fn.layers] = opt
     return result
