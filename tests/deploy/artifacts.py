@@ -125,6 +125,10 @@ def sam_zip(directories: dict[str, Path]) -> dict[str, Path]:
     todo = [(str(directories[name]), str(z.with_suffix(""))) for name, z in zips.items() if not z.exists()]
     if todo:
         subprocess.run([str(TOOLS_PYTHON), "-c", _SAM_ZIP, json.dumps(todo)], check=True)
+    for name, current in zips.items():  # zips of earlier builds
+        for stale in CACHE_DIR.glob(f"{name}-*.zip"):
+            if stale != current and stale.stem.rsplit("-", 1)[0] == name:
+                stale.unlink()
     return zips
 
 
