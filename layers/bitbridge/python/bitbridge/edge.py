@@ -73,10 +73,8 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_HTML_HEADERS = {
-    "Content-Type": "text/html; charset=utf-8",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-}
+_HTML = "text/html; charset=utf-8"
+_HTML_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 # ------------------------------------------------------------------------------------------------ requests
 
@@ -169,7 +167,8 @@ def respond(
 ) -> Event:
     return {
         "statusCode": status,
-        "headers": {"Content-Type": content_type, **_SECURITY_HEADERS, **(headers or {})},
+        # Lowercase, as HTTP/2 and API Gateway's own headers are (the webhook receiver's table says so too).
+        "headers": {"content-type": content_type, **_SECURITY_HEADERS, **(headers or {})},
         "cookies": cookies_out or [],
         "body": body,
     }
@@ -194,7 +193,7 @@ def html_page(status: int, title: str, body_html: str, cookies_out: list[str] | 
         "color:#fff;text-decoration:none;text-align:center}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
     )
-    return respond(status, document, _HTML_HEADERS["Content-Type"], cookies_out, _HTML_HEADERS)
+    return respond(status, document, _HTML, cookies_out, _HTML_HEADERS)
 
 
 def page(
