@@ -22,9 +22,7 @@ webhook receiver can share the response helpers without paying for them.
 
 from __future__ import annotations
 
-import html
 import json
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -80,6 +78,8 @@ _HTML_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsa
 
 
 def cookies(event: Event) -> dict[str, str]:
+    from http.cookies import SimpleCookie  # here, not at import: the webhook receiver never reads cookies
+
     jar: SimpleCookie = SimpleCookie()
     for raw in event.get("cookies") or []:
         try:
@@ -186,12 +186,14 @@ def redirect(location: str, cookies_out: list[str] | None = None) -> Event:
 
 def html_page(status: int, title: str, body_html: str, cookies_out: list[str] | None = None) -> Event:
     """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup."""
+    from html import escape  # here, not at import: the webhook receiver never renders a page
+
     document = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} - bitbridge</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)} - bitbridge</title>"
         "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
         "a.button{display:block;margin:.6em 0;padding:.8em 1em;border-radius:6px;background:#0052cc;"
         "color:#fff;text-decoration:none;text-align:center}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
+        f"<body><h1>{escape(title)}</h1>{body_html}</body></html>"
     )
     return respond(status, document, _HTML, cookies_out, _HTML_HEADERS)
 
@@ -204,8 +206,10 @@ def page(
     back: tuple[str, str] | None = (LOGIN_PATH, "Back to sign-in"),
 ) -> Event:
     """A short message for a person, with a way back (sign-in, unless told otherwise)."""
-    link = f"<p><a href='{html.escape(back[0])}'>{html.escape(back[1])}</a></p>" if back else ""
-    return html_page(status, title, f"<p>{html.escape(message)}</p>{link}", cookies_out)
+    from html import escape
+
+    link = f"<p><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
+    return html_page(status, title, f"<p>{escape(message)}</p>{link}", cookies_out)
 
 
 # ------------------------------------------------------------------------------------------------ errors

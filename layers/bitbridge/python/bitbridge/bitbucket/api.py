@@ -23,7 +23,6 @@ class Bitbucket(Protocol):
     web_url_name: str  # how messages call the web URL
     requires_https: bool  # OAuth only works over HTTPS (loopback excepted)
     uses_pkce: bool
-    webhook_events: tuple[str, ...]  # X-Event-Key values a hook subscribes to
 
     # -- registry and OAuth ------------------------------------------------------------------------
     def default_api_url(self, web_url: str, web_url_given: bool) -> str: ...
@@ -67,6 +66,11 @@ class Bitbucket(Protocol):
         ...
 
     # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        """The X-Event-Key values a hook subscribes to."""
+        ...
+
     def hooks_url(self, api: str, owner: str, slug: str) -> str: ...
     def hook_body(self, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]: ...
     def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page: ...

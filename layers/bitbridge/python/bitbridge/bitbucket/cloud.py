@@ -13,7 +13,6 @@ from bitbridge.bitbucket import CLOUD
 from bitbridge.bitbucket.http import BitbucketError, get_json
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
-from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
 
 WEB_URL = "https://bitbucket.org"
 API_URL = "https://api.bitbucket.org/2.0"
@@ -132,7 +131,6 @@ class Cloud:
     web_url_name = "web URL"
     requires_https = False  # bitbucket.org is HTTPS; a custom URL is checked like any other
     uses_pkce = False
-    webhook_events: tuple[str, ...] = SUBSCRIBED_EVENTS[CLOUD]
 
     # -- registry and OAuth ------------------------------------------------------------------------
     def default_api_url(self, web_url: str, web_url_given: bool) -> str:
@@ -238,6 +236,13 @@ class Cloud:
         return known, head
 
     # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        # The normaliser owns the event keys; imported here only when a hook is installed.
+        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
+
+        return SUBSCRIBED_EVENTS[CLOUD]
+
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/repositories/{q(owner)}/{q(slug)}/hooks"
 

@@ -15,7 +15,6 @@ from bitbridge.bitbucket import DATACENTER
 from bitbridge.bitbucket.http import BitbucketError, get, get_json
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
-from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
 
 LIMIT = 1000  # Data Center's default page.max.* cap
 
@@ -79,7 +78,6 @@ class DataCenter:
     web_url_name = "Data Center base URL"
     requires_https = True  # Bitbucket requires it for OAuth
     uses_pkce = True
-    webhook_events: tuple[str, ...] = SUBSCRIBED_EVENTS[DATACENTER]
 
     # -- registry and OAuth ------------------------------------------------------------------------
     def default_api_url(self, web_url: str, web_url_given: bool) -> str:
@@ -219,6 +217,13 @@ class DataCenter:
         return name, head
 
     # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        # The normaliser owns the event keys; imported here only when a hook is installed.
+        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
+
+        return SUBSCRIBED_EVENTS[DATACENTER]
+
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/projects/{q(owner)}/repos/{q(slug)}/webhooks"
 
