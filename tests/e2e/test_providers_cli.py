@@ -128,7 +128,7 @@ def test_add_that_fails_creates_nothing_and_a_retry_succeeds(stack):
     key = _register_client(stack, "cloud", provider_id, "s3cret")
     failed = _add(stack, provider_id, "cloud", key, "s3cret", "--base-url", "not-a-url")
     assert failed.returncode == 2 and "absolute http(s) URL" in failed.stderr
-    listed = json.loads(bitbridge(stack, "providers", "list", "--json").stdout)
+    listed = json.loads(cli(stack, "providers", "list", "--json").stdout)
     assert provider_id not in {p["id"] for p in listed}
     retried = _add(stack, provider_id, "cloud", key, "s3cret")
     assert retried.returncode == 0, retried.stderr
