@@ -291,7 +291,8 @@ def _project_seed(key: str, repo: str, prs: int) -> dict:
 def test_cli_lists_shows_cancels_and_retries_from_the_checkpoint(stack):
     control(stack, "datacenter", "POST", "seed", _project_seed("CLIP", "resume", prs=2500))
     session = api_session(stack, "datacenter", "alice")
-    control(stack, "datacenter", "POST", "faults", {"latency_ms": 400, "path_prefix": "/rest/api/1.0/projects/CLIP"})
+    # Slow pages leave the CLI (1-3 s to start on a loaded machine) time to cancel mid-step.
+    control(stack, "datacenter", "POST", "faults", {"latency_ms": 2000, "path_prefix": "/rest/api/1.0/projects/CLIP"})
     try:
         job = start_imports(session, stack, "datacenter", ["CLIP/resume"])[0]
         _wait_for_page(session, stack, job["id"], "pull_requests")
