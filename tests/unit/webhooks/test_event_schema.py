@@ -43,6 +43,19 @@ def test_the_base_events_are_valid() -> None:
         assert schema_errors(event) == []
 
 
+def test_minor_0_events_still_validate() -> None:
+    """Additive only: an event as minor 0 produced it (no 1.1 fields) is valid under minor 1."""
+    old = copy.deepcopy(PUSH)
+    del old["schema_minor"], old["repository"]["private"]
+    for change in old["ref_changes"]:
+        del change["forced"], change["truncated"]
+    pr = copy.deepcopy(PR)
+    del pr["schema_minor"]
+    for end in ("source", "destination"):
+        del pr["pull_request"][end]["tag"], pr["pull_request"][end]["ref"]
+    assert schema_errors(old) == [] and schema_errors(pr) == []
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def apply(event: dict[str, Any]) -> None:
         *parents, last = path.split(".")
@@ -79,7 +92,11 @@ _DELETE = object()
         (PUSH, _set("repository.links.html", "/relative/path")),
         (PUSH, _set("repository.extra", 1)),
         (PUSH, _set("actor.id", None)),
-        (PUSH, _set("ref_changes", [])),  # a push moves at least one ref
+        (PUSH, _set("ref_changes.0.forced", "yes")),
+        (PUSH, _set("repository.private", "no")),
+        (PR, _set("pull_request.source.tag", 1)),
+        (PR, _set("schema_minor", -1)),
+        (ISSUE, _set("changes", {})),  # changes belong to repository.updated and pull_request.updated
         (PUSH, _set("ref_changes.0.kind", "commit")),
         (PUSH, _set("ref_changes.0.new", "main")),
         (PUSH, _set("ref_changes.0.old", "0" * 6)),

@@ -128,8 +128,10 @@ CLOUD_REPO = {
     "full_name": "team_name/repo_name",
     "name": "repo_name",
     "links": {"html": "https://api.bitbucket.org/bitbucket/bitbucket", "clone": []},
+    "private": True,
 }
 EMMA = {"id": "{a54f16da-24e9-4d7f-a3a7-b1ba2cd98aa3}", "name": "Emma", "username": "emmap1"}
+NO_FLAGS = {"forced": None, "truncated": None}  # Data Center does not say
 GOPHER = {"id": "3231", "name": "Foo Bar", "username": "gopher"}
 TUX = {"id": "2125", "name": "Cain Piper", "username": "tux"}
 
@@ -145,6 +147,8 @@ def test_cloud_push() -> None:
             "kind": "branch",
             "old": "1e65c05c1d5171631d92438a13901ca7dae9618c",
             "new": "709d658dc5b6d6afcd46049c2f332ee3f515a67d",
+            "forced": False,
+            "truncated": False,
         }
     ]
     assert event["pull_request"] is None and event["comment"] is None
@@ -173,8 +177,17 @@ def test_cloud_push_created_branch_and_deleted_tag() -> None:
             "kind": "branch",
             "old": None,
             "new": "709d658dc5b6d6afcd46049c2f332ee3f515a67d",
+            "forced": False,
+            "truncated": False,
         },
-        {"name": "v1.0", "kind": "tag", "old": "1e65c05c1d5171631d92438a13901ca7dae9618c", "new": None},
+        {
+            "name": "v1.0",
+            "kind": "tag",
+            "old": "1e65c05c1d5171631d92438a13901ca7dae9618c",
+            "new": None,
+            "forced": False,
+            "truncated": False,
+        },
     ]
     assert schema_errors(event) == []
 
@@ -188,6 +201,8 @@ def test_data_center_refs_changed() -> None:
             "kind": "branch",
             "old": "32a0b8a740c2963c6f56bd8baf3dc05683d299e0",
             "new": None,
+            "forced": None,
+            "truncated": None,
         }
     ]
     assert event["repository"] == {
@@ -203,6 +218,7 @@ def test_data_center_refs_changed() -> None:
                 {"name": "http", "href": "https://server.bitbucket.local/scm/~gopher/webhook-test.git"},
             ],
         },
+        "private": True,  # "public": false
     }
     assert event["actor"] == GOPHER
     # "2019-03-01T10:37:14+0100" in the payload, as UTC
@@ -231,8 +247,8 @@ def test_data_center_push_of_a_new_tag() -> None:
         received_at=RECEIVED_AT,
     )
     assert event["ref_changes"] == [
-        {"name": "v2.0", "kind": "tag", "old": None, "new": "abcdef0123456789abcdef0123456789abcdef01"},
-        {"name": "main", "kind": "branch", "old": "1" * 40, "new": "2" * 40},
+        {"name": "v2.0", "kind": "tag", "old": None, "new": "abcdef0123456789abcdef0123456789abcdef01", **NO_FLAGS},
+        {"name": "main", "kind": "branch", "old": "1" * 40, "new": "2" * 40, **NO_FLAGS},
     ]
 
 
@@ -243,8 +259,20 @@ def test_cloud_pull_request_opened() -> None:
     assert pr["id"] == 1
     assert pr["title"] == "Title of pull request"
     assert pr["state"] == "OPEN"
-    assert pr["source"] == {"branch": "branch2", "commit": "d3022fc0ca3d", "repository": CLOUD_REPO}
-    assert pr["destination"] == {"branch": "master", "commit": "ce5965ddd289", "repository": CLOUD_REPO}
+    assert pr["source"] == {
+        "branch": "branch2",
+        "tag": None,
+        "ref": "refs/heads/branch2",
+        "commit": "d3022fc0ca3d",
+        "repository": CLOUD_REPO,
+    }
+    assert pr["destination"] == {
+        "branch": "master",
+        "tag": None,
+        "ref": "refs/heads/master",
+        "commit": "ce5965ddd289",
+        "repository": CLOUD_REPO,
+    }
     assert pr["author"] == EMMA
     assert pr["reviewers"] == [EMMA]
     assert pr["url"] == "https://api.bitbucket.org/pullrequest_id"
