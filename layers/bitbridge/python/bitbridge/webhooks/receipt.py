@@ -33,6 +33,7 @@ import json
 import re
 import time
 from datetime import UTC, datetime
+from itertools import accumulate
 
 from bitbridge.aws import client, secret_value
 from bitbridge.config import settings
@@ -179,9 +180,10 @@ def receive(
 #: Bitbucket's payloads nest about 8 deep; far more is an attack on whoever parses the body next.
 MAX_JSON_DEPTH = 64
 # JSON strings (so brackets inside them do not count), and the surrogate escapes worth a closer look.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = [1 if b in b"[{" else -1 for b in range(256)]
 
 
 class _PoisonJSON(ValueError):
@@ -218,8 +220,8 @@ def parse_json_body(raw: bytes) -> tuple[str, dict[str, Any]] | str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return "body is not valid UTF-8"
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    if len(brackets) > MAX_JSON_DEPTH and _depth(brackets) > MAX_JSON_DEPTH:
+    if _depth(raw) > MAX_JSON_DEPTH and _depth(_JSON_STRING.sub(b"", raw)) > MAX_JSON_DEPTH:
+        # (the first count includes brackets inside strings: an upper bound, cheap enough for every body)
         return f"body nests deeper than {MAX_JSON_DEPTH} levels"
     try:
         payload = json.loads(text, object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_non_standard)
@@ -236,15 +238,12 @@ def parse_json_body(raw: bytes) -> tuple[str, dict[str, Any]] | str:
     return text, payload
 
 
-def _depth(brackets: str) -> int:
-    depth = deepest = 0
-    for char in brackets:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def _depth(raw: bytes) -> int:
+    """The deepest bracket nesting in ``raw`` (C-speed: delete all but brackets, then a running sum)."""
+    brackets = raw.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= MAX_JSON_DEPTH:
+        return len(brackets)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
 
 
 def _raw_body(body: str | bytes | None, base64_encoded: bool) -> bytes | str | None:
