@@ -690,7 +690,7 @@ class _DataCenter:
             kind = _kind(ref_type, _path(where, "ref.type"))
             new = _hash(_opt(change, "toHash"), _path(where, "toHash"))
             if kind == "tag" and new is not None:
-                new = _DataCenter._tagged_commit(payload, change, ref_id, where) or new
+                new = _DataCenter._tagged_commit(payload, change, where) or new
             result.append(
                 _ref_change(name, kind, _hash(_opt(change, "fromHash"), _path(where, "fromHash")), new, where)
             )
@@ -698,7 +698,7 @@ class _DataCenter:
         return result
 
     @staticmethod
-    def _tagged_commit(payload: dict[str, Any], change: Any, ref_id: str, where: str) -> str | None:
+    def _tagged_commit(payload: dict[str, Any], change: Any, where: str) -> str | None:
         """The commit an annotated tag points at. ``toHash`` is the tag object's hash; the commit is the
         ref's ``latestCommit`` when sent, or (Data Center 10) ``toCommit`` for a push of that one ref."""
         latest = _hash(_opt(change, "ref", "latestCommit"), _path(where, "ref.latestCommit"))
@@ -706,7 +706,7 @@ class _DataCenter:
             return latest
         changes = payload.get("changes")
         to_commit = _opt(payload, "toCommit", "id")
-        if to_commit is not None and isinstance(changes, list) and len(changes) == 1 and ref_id:
+        if to_commit is not None and isinstance(changes, list) and len(changes) == 1:
             return _hash(to_commit, "toCommit.id")
         return None
 
