@@ -37,6 +37,9 @@ def safe_return_to(value: str | None, allowed_origins: tuple[str, ...]) -> str:
     for candidate in (value, decoded):
         if "\\" in candidate or _CONTROL.search(candidate):
             raise UnsafeReturnTo("return_to contains a backslash or control character")
+    if value != value.strip(" "):
+        # urlsplit (and browsers) drop surrounding spaces, so what is checked would not be what is sent.
+        raise UnsafeReturnTo("return_to must not start or end with a space")
     if value.startswith("/"):
         if value.startswith("//") or decoded.startswith("//"):
             raise UnsafeReturnTo("return_to must not be protocol-relative (//host)")
