@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared_data
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+SHARED = shared_data.SHARED_DIR  # ../shared, or BITBRIDGE_SHARED_DIR
 
 # Tests never reach real AWS: fake credentials, a fixed region, and no endpoint override
 # leaking in from a developer's shell (the local stack sets its own in its subprocess).
@@ -29,6 +31,37 @@ os.environ.pop("AWS_PROFILE", None)
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"the shared Bitbucket material is missing: expected {SHARED}")
-    return SHARED
+    return shared_data.require()
+
+
+@pytest.fixture(autouse=True)
+def _skip_without_shared_data(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("needs_shared"):
+        shared_data.require()
+
+
+def pytest_report_header() -> str:
+    if shared_data.available():
+        return f"shared reference data: {shared_data.SHARED_DIR}"
+    return f"shared reference data: MISSING - the tests that need it are skipped: {shared_data.MISSING_REASON}"
+
+
+def _one_place(report: pytest.TestReport | pytest.CollectReport) -> None:
+    # Every skip for missing shared data reports the same place, so `-ra` folds them into one line.
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and shared_data.MISSING_REASON in str(longrepr[2]):
+        report.longrepr = (str(Path(shared_data.__file__)), 0, f"Skipped: {shared_data.MISSING_REASON}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    _one_place(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    report = yield
+    _one_place(report)
+    return report

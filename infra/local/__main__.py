@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bitbridge.cli import local
 from infra.local.stack import LocalStack, StackConfig
 
 
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ready_file:
         with open(args.ready_file, "w", encoding="utf-8") as fh:
             json.dump(urls, fh)
+    # Announce the stack where the CLI and `tail` look for running stacks (removed when it stops).
+    announced = local.ready_file(int(urls["console"].rsplit(":", 1)[1]))
+    announced.parent.mkdir(parents=True, exist_ok=True)
+    announced.write_text(json.dumps({**urls, "pid": os.getpid()}), encoding="utf-8")
     width = max(map(len, urls))
     print("\nbitbridge local stack is ready\n", flush=True)
     for name, url in urls.items():
@@ -55,12 +61,20 @@ def run(args: argparse.Namespace) -> int:
     print("\nPress Ctrl-C to stop.\n", flush=True)
     stopping.wait()
     print("stopping...", flush=True)
+    announced.unlink(missing_ok=True)
     stack.stop()
     print("stopped.", flush=True)
     return 0
 
 
 def tail(args: argparse.Namespace) -> int:
+    try:
+        console, urls = local.find(args.console, destructive=False)
+    except (local.NoLocalStack, local.AmbiguousLocalStack) as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
+    print(f"tail: {local.describe(urls, local.stage(console))}", file=sys.stderr, flush=True)
+    args.console = console
     cursor = 0
     while True:
         with urllib.request.urlopen(f"{args.console}/events?since={cursor}", timeout=10) as response:  # noqa: S310
@@ -90,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "ImportQueue.VisibilityTimeout=2 (value parsed as JSON when it is JSON); repeatable",
     )
     tail_parser = sub.add_parser("tail", help="print events published on a running stack's bus")
-    tail_parser.add_argument("--console", default="http://127.0.0.1:3001")
+    tail_parser.add_argument(
+        "--console", help="console URL (default: BITBRIDGE_LOCAL_* variables, the one running stack, :3001)"
+    )
     tail_parser.add_argument("--detail", action="store_true", help="print only each event's detail")
     args = parser.parse_args(argv)
     logging.basicConfig(

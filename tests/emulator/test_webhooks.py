@@ -7,6 +7,8 @@ import json
 import pytest
 import requests
 
+from tests.shared_data import manifest_entries, params
+
 from .conftest import bearer, control, dc_login, key_structure, load_json, shared_path, verify_signature
 
 SECRET = "s3cr3t-hook"
@@ -63,7 +65,7 @@ def test_compare_helper_detects_differences():
     assert not _compare(key_structure({"a": [{"b": 1}]}), key_structure({"a": [{"b": 2}]}))
 
 
-@pytest.mark.parametrize("entry", [e for e in _manifest() if e.get("x_hub_signature")], ids=lambda e: e["event_key"])
+@pytest.mark.parametrize("entry", params([e for e in manifest_entries() if e.get("x_hub_signature")], "event_key"))
 def test_dc_signature_vectors_verify(entry):
     body = shared_path("bitbucket", "webhooks", entry["file"]).read_bytes()
     assert verify_signature(entry["hmac_key"], body, entry["x_hub_signature"])

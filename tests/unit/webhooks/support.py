@@ -10,20 +10,21 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 import bitbridge
+from tests.shared_data import SHARED_DIR, manifest_entries, require
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-WEBHOOKS_DIR = REPO_ROOT.parent / "shared" / "bitbucket" / "webhooks"
+WEBHOOKS_DIR = SHARED_DIR / "bitbucket" / "webhooks"
 SCHEMA_PATH = Path(bitbridge.__file__).resolve().parent / "schemas" / "event-v1.json"
 RECEIVED_AT = "2024-05-01T12:00:00Z"
 
 
 def manifest() -> list[dict[str, Any]]:
-    path = WEBHOOKS_DIR / "manifest.json"
-    assert path.is_file(), f"shared webhook payloads not found at {WEBHOOKS_DIR}"
-    return json.loads(path.read_text())
+    require()
+    return manifest_entries()
 
 
 def payload_bytes(file: str) -> bytes:
+    require()
     return (WEBHOOKS_DIR / file).read_bytes()
 
 

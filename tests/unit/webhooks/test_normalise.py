@@ -19,16 +19,16 @@ from bitbridge.webhooks.normalise import (
     event_type,
     normalise,
 )
+from tests.shared_data import manifest_entries, needs_shared, params, require
 from tests.unit.webhooks.support import (
     RECEIVED_AT,
     SCHEMA_PATH,
     WEBHOOKS_DIR,
-    manifest,
     payload,
     schema_errors,
 )
 
-MANIFEST = manifest()
+MANIFEST = manifest_entries()  # [] without the shared data: those tests are skipped
 
 # Written out independently of the module's table, so a wrong mapping fails here.
 EXPECTED_TYPES = {
@@ -72,6 +72,7 @@ EXPECTED_TYPES = {
 
 
 def event_for(file: str, **overrides: Any) -> dict[str, Any]:
+    require()
     entry = next(e for e in MANIFEST if e["file"] == file)
     arguments: dict[str, Any] = {
         "flavor": entry["flavor"],
@@ -89,7 +90,7 @@ def event_for(file: str, **overrides: Any) -> dict[str, Any]:
 # Every shared payload
 
 
-@pytest.mark.parametrize("entry", MANIFEST, ids=[e["file"] for e in MANIFEST])
+@pytest.mark.parametrize("entry", params(MANIFEST))
 def test_every_shared_payload_normalises_to_a_valid_event(entry: dict[str, str]) -> None:
     event = event_for(entry["file"])
     assert schema_errors(event) == []
@@ -104,6 +105,7 @@ def test_every_shared_payload_normalises_to_a_valid_event(entry: dict[str, str])
     assert event_for(entry["file"]) == event
 
 
+@needs_shared
 def test_the_manifest_covers_every_file_and_every_key_is_handled() -> None:
     files = {p.relative_to(WEBHOOKS_DIR).as_posix() for p in WEBHOOKS_DIR.glob("*/*.json")}
     assert files == {e["file"] for e in MANIFEST}
@@ -111,7 +113,7 @@ def test_the_manifest_covers_every_file_and_every_key_is_handled() -> None:
         assert entry["event_key"] in HANDLED_EVENT_KEYS[entry["flavor"]]
 
 
-@pytest.mark.parametrize("entry", MANIFEST, ids=[e["file"] for e in MANIFEST])
+@pytest.mark.parametrize("entry", params(MANIFEST))
 def test_events_carry_no_personal_contact_data_or_credentials(entry: dict[str, str]) -> None:
     text = json.dumps(event_for(entry["file"]))
     assert "@" not in text.replace("ssh://git@", "ssh://git")  # e-mail addresses stay in the raw delivery
@@ -128,8 +130,10 @@ CLOUD_REPO = {
     "full_name": "team_name/repo_name",
     "name": "repo_name",
     "links": {"html": "https://api.bitbucket.org/bitbucket/bitbucket", "clone": []},
+    "private": True,
 }
 EMMA = {"id": "{a54f16da-24e9-4d7f-a3a7-b1ba2cd98aa3}", "name": "Emma", "username": "emmap1"}
+NO_FLAGS = {"forced": None, "truncated": None}  # Data Center does not say
 GOPHER = {"id": "3231", "name": "Foo Bar", "username": "gopher"}
 TUX = {"id": "2125", "name": "Cain Piper", "username": "tux"}
 
@@ -145,6 +149,8 @@ def test_cloud_push() -> None:
             "kind": "branch",
             "old": "1e65c05c1d5171631d92438a13901ca7dae9618c",
             "new": "709d658dc5b6d6afcd46049c2f332ee3f515a67d",
+            "forced": False,
+            "truncated": False,
         }
     ]
     assert event["pull_request"] is None and event["comment"] is None
@@ -173,8 +179,17 @@ def test_cloud_push_created_branch_and_deleted_tag() -> None:
             "kind": "branch",
             "old": None,
             "new": "709d658dc5b6d6afcd46049c2f332ee3f515a67d",
+            "forced": False,
+            "truncated": False,
         },
-        {"name": "v1.0", "kind": "tag", "old": "1e65c05c1d5171631d92438a13901ca7dae9618c", "new": None},
+        {
+            "name": "v1.0",
+            "kind": "tag",
+            "old": "1e65c05c1d5171631d92438a13901ca7dae9618c",
+            "new": None,
+            "forced": False,
+            "truncated": False,
+        },
     ]
     assert schema_errors(event) == []
 
@@ -188,6 +203,8 @@ def test_data_center_refs_changed() -> None:
             "kind": "branch",
             "old": "32a0b8a740c2963c6f56bd8baf3dc05683d299e0",
             "new": None,
+            "forced": None,
+            "truncated": None,
         }
     ]
     assert event["repository"] == {
@@ -203,6 +220,7 @@ def test_data_center_refs_changed() -> None:
                 {"name": "http", "href": "https://server.bitbucket.local/scm/~gopher/webhook-test.git"},
             ],
         },
+        "private": True,  # "public": false
     }
     assert event["actor"] == GOPHER
     # "2019-03-01T10:37:14+0100" in the payload, as UTC
@@ -231,8 +249,8 @@ def test_data_center_push_of_a_new_tag() -> None:
         received_at=RECEIVED_AT,
     )
     assert event["ref_changes"] == [
-        {"name": "v2.0", "kind": "tag", "old": None, "new": "abcdef0123456789abcdef0123456789abcdef01"},
-        {"name": "main", "kind": "branch", "old": "1" * 40, "new": "2" * 40},
+        {"name": "v2.0", "kind": "tag", "old": None, "new": "abcdef0123456789abcdef0123456789abcdef01", **NO_FLAGS},
+        {"name": "main", "kind": "branch", "old": "1" * 40, "new": "2" * 40, **NO_FLAGS},
     ]
 
 
@@ -243,8 +261,20 @@ def test_cloud_pull_request_opened() -> None:
     assert pr["id"] == 1
     assert pr["title"] == "Title of pull request"
     assert pr["state"] == "OPEN"
-    assert pr["source"] == {"branch": "branch2", "commit": "d3022fc0ca3d", "repository": CLOUD_REPO}
-    assert pr["destination"] == {"branch": "master", "commit": "ce5965ddd289", "repository": CLOUD_REPO}
+    assert pr["source"] == {
+        "branch": "branch2",
+        "tag": None,
+        "ref": "refs/heads/branch2",
+        "commit": "d3022fc0ca3d",
+        "repository": CLOUD_REPO,
+    }
+    assert pr["destination"] == {
+        "branch": "master",
+        "tag": None,
+        "ref": "refs/heads/master",
+        "commit": "ce5965ddd289",
+        "repository": CLOUD_REPO,
+    }
     assert pr["author"] == EMMA
     assert pr["reviewers"] == [EMMA]
     assert pr["url"] == "https://api.bitbucket.org/pullrequest_id"
@@ -492,6 +522,7 @@ def test_unhandled_keys_raise_unhandled_event(flavor: str, key: str) -> None:
 
 
 def _malformed(file: str, mutate: Any) -> MalformedPayload:
+    require()
     entry = next(e for e in MANIFEST if e["file"] == file)
     body = payload(file)
     mutate(body)
@@ -606,6 +637,7 @@ def test_bad_arguments_raise_value_error(overrides: dict[str, Any]) -> None:
 # The tables
 
 
+@needs_shared
 def test_subscribed_events_are_handled_and_valid_keys() -> None:
     cloud_spec = (WEBHOOKS_DIR.parent / "openapi" / "cloud.swagger.v3.json").read_text()
     for flavor, keys in SUBSCRIBED_EVENTS.items():
@@ -652,7 +684,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@pytest.mark.parametrize("entry", MANIFEST, ids=[e["file"] for e in MANIFEST])
+@pytest.mark.parametrize("entry", params(MANIFEST))
 def test_mutated_payloads_give_a_valid_event_or_malformed_payload(entry: dict[str, str]) -> None:
     base = payload(entry["file"])
     for index, path in enumerate(_paths(base)):

@@ -37,18 +37,25 @@ def safe_return_to(value: str | None, allowed_origins: tuple[str, ...]) -> str:
     for candidate in (value, decoded):
         if "\\" in candidate or _CONTROL.search(candidate):
             raise UnsafeReturnTo("return_to contains a backslash or control character")
+    if value != value.strip(" "):
+        # urlsplit (and browsers) drop surrounding spaces, so what is checked would not be what is sent.
+        raise UnsafeReturnTo("return_to must not start or end with a space")
     if value.startswith("/"):
         if value.startswith("//") or decoded.startswith("//"):
             raise UnsafeReturnTo("return_to must not be protocol-relative (//host)")
         return value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise UnsafeReturnTo("return_to must be a relative path or an absolute URL on an allowed origin")
     try:
-        port = parts.port
+        # urlsplit and .port raise ValueError on what no browser should be sent to either: an unclosed
+        # IPv6 bracket, a host that NFKC-normalises into a delimiter (fullwidth solidus U+FF0F or number
+        # sign U+FF03), a bad port.
+        parts = urlsplit(value)
+        hostname, port = parts.hostname, parts.port
     except ValueError:
-        raise UnsafeReturnTo("return_to has an invalid port") from None
-    origin = _origin(parts.scheme, parts.hostname.lower(), port)
+        raise UnsafeReturnTo("return_to is not a valid URL") from None
+    # Allowed origins are ASCII; a non-ASCII host (fullwidth, Kelvin sign...) is only ever a disguise.
+    if parts.scheme not in ("http", "https") or not hostname or not hostname.isascii() or "@" in parts.netloc:
+        raise UnsafeReturnTo("return_to must be a relative path or an absolute URL on an allowed origin")
+    origin = _origin(parts.scheme, hostname.lower(), port)
     allowed = {o.lower().rstrip("/") for o in allowed_origins}
     if origin not in allowed:
         raise UnsafeReturnTo(f"return_to origin {origin} is not allowed")

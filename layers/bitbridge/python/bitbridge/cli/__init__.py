@@ -23,6 +23,17 @@ import urllib.request
 from collections.abc import Callable
 
 LOCAL_CONSOLE = "http://127.0.0.1:3001"
+#: Commands that change or delete state: on a local stack they need an unambiguous target.
+DESTRUCTIVE = {
+    ("providers", "remove"),
+    ("providers", "set"),
+    ("providers", "rotate-secret"),
+    ("hooks", "install"),
+    ("hooks", "remove"),
+    ("imports", "cancel"),
+    ("imports", "retry"),
+    ("events", "replay"),
+}
 
 # Each command group lives in its own module with `register(subparsers)`.
 GROUPS = ("providers", "hooks", "events", "imports")
@@ -42,19 +53,29 @@ def _environment_from_stack(stack: str) -> dict[str, str]:
     return dict(config["Environment"]["Variables"])
 
 
-def _environment_from_local(console: str) -> dict[str, str]:
+def _environment_from_local(args: argparse.Namespace, *, destructive: bool) -> dict[str, str]:
+    from bitbridge.cli import local
+
     try:
+        console, urls = local.find(args.local, destructive=destructive)
+        args.local = console
         with urllib.request.urlopen(f"{console}/env", timeout=5) as response:  # noqa: S310 - loopback console
-            return dict(json.load(response))
+            env = dict(json.load(response))
+    except (local.NoLocalStack, local.AmbiguousLocalStack) as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"no local stack answers at {console} (start it with `make dev`): {exc}") from exc
+        raise CliError(f"the local stack at {console} did not answer: {exc}") from exc
+    print(f"bitbridge: {local.describe(urls, env.get('BITBRIDGE_STAGE'))}", file=sys.stderr)
+    return env
 
 
 def configure(args: argparse.Namespace) -> None:
     """Point this process at the stack's resources, as the functions see them."""
     if os.environ.get("BITBRIDGE_PROVIDERS_TABLE"):
+        args.local = args.local or LOCAL_CONSOLE
         return  # already configured (e.g. inside a function or a test)
-    env = _environment_from_stack(args.stack) if args.stack else _environment_from_local(args.local)
+    destructive = (args.group, getattr(args, "command", None)) in DESTRUCTIVE
+    env = _environment_from_stack(args.stack) if args.stack else _environment_from_local(args, destructive=destructive)
     os.environ.update(env)
     from bitbridge.aws import reset_caches
 
@@ -93,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitbridge", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--stack", help="CloudFormation stack name of a deployed bitbridge")
-    target.add_argument("--local", default=LOCAL_CONSOLE, help=f"local stack console URL (default {LOCAL_CONSOLE})")
+    target.add_argument(
+        "--local",
+        help=f"local stack console URL (default: BITBRIDGE_LOCAL_* variables, the one running stack, {LOCAL_CONSOLE})",
+    )
     groups = parser.add_subparsers(dest="group", required=True)
     for name in GROUPS:
         if importlib.util.find_spec(f"bitbridge.cli.{name}") is not None:

@@ -70,6 +70,8 @@ def list_(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("No webhook subscriptions.")
+    else:
+        print(f"{'SUBSCRIPTION':<28} {'PROVIDER':<18} {'REPOSITORY':<32} {'KIND':<9} HEALTH")
     for r in rows:
         kind = "manual" if r["manual"] else "installed"
         print(f"{r['subscription']:<28} {r['provider']:<18} {r['repository']:<32} {kind:<9} {r['health'] or '-'}")

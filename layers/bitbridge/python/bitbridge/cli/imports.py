@@ -67,10 +67,13 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("No imports.")
+    else:
+        width = max(len(str(r["id"])) for r in rows)
+        print(f"{'ID':<{width}}  {'STATE':<18} {'STEP':<13} {'PROVIDER':<18} {'REPOSITORY':<32} PROGRESS")
     for r in rows:
         progress = " ".join(f"{k}={v}" for k, v in r["progress"].items())
         print(
-            f"{r['id']}  {r['state']:<18} {r['step']:<13} {r['provider']:<18} "
+            f"{r['id']:<{width}}  {r['state']:<18} {r['step']:<13} {r['provider']:<18} "
             f"{r['repository']['full_name']:<32} {progress}"
         )
     return 0

@@ -67,6 +67,8 @@ def list_(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("No providers registered. Add one with `bitbridge providers add`.")
+    else:
+        print(f"{'ID':<24} {'FLAVOR':<11} {'STATUS':<9} {'USE':<16} URL")
     for row in rows:
         purposes = ",".join(p for p in ("sign_in", "imports") if row[p]) or "none"
         print(f"{row['id']:<24} {row['flavor']:<11} {row['status']:<9} {purposes:<16} {row['web_url']}")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = [
     "EVENT_TYPES",
     "HANDLED_EVENT_KEYS",
+    "SCHEMA_MINOR",
     "SCHEMA_VERSION",
     "SUBSCRIBED_EVENTS",
     "TEXT_LIMIT",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
+#: Additions within version 1 (new optional fields and event types; see docs/events.md "Versioning").
+SCHEMA_MINOR = 1
 #: Comment text longer than this (in characters) is cut and flagged ``truncated``: an EventBridge entry is
 #: limited to 256 KB and the raw delivery stays available for replay.
 TEXT_LIMIT = 16_000
@@ -184,6 +187,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
     },
     "datacenter": {
         "repo:refs_changed": _Rule("repository.push", PUSH),
+        # A mirror finished syncing: its ref changes, as for a push (not subscribed by default).
+        "mirror:repo_synchronized": _Rule("repository.mirror_synchronized", PUSH),
         "repo:modified": _Rule("repository.updated", CHANGES, repository_at=("new",)),
         # The payload's repository is the new fork; the hook sits on its origin.
         "repo:forked": _Rule(
@@ -193,8 +198,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "repo:comment:edited": _Rule("repository.comment.updated", COMMENT),
         "repo:comment:deleted": _Rule("repository.comment.deleted", COMMENT),
         "pr:opened": _Rule("pull_request.opened", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="OPEN"),
-        "pr:from_ref_updated": _Rule("pull_request.updated", PULL_REQUEST, repository_at=_DC_PR_REPO),
-        "pr:modified": _Rule("pull_request.updated", PULL_REQUEST, repository_at=_DC_PR_REPO),
+        "pr:from_ref_updated": _Rule("pull_request.updated", PULL_REQUEST, CHANGES, repository_at=_DC_PR_REPO),
+        "pr:modified": _Rule("pull_request.updated", PULL_REQUEST, CHANGES, repository_at=_DC_PR_REPO),
         "pr:merged": _Rule("pull_request.merged", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="MERGED"),
         "pr:declined": _Rule("pull_request.declined", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DECLINED"),
         "pr:deleted": _Rule("pull_request.deleted", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DELETED"),
@@ -356,6 +361,10 @@ def _url(value: Any) -> str | None:
     return value if isinstance(value, str) and _URL.fullmatch(value) else None
 
 
+def _bool_or_none(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -415,10 +424,21 @@ def _commit_state(value: str) -> str:
     return state
 
 
-def _ref_change(name: str, kind: str, old: str | None, new: str | None, where: str) -> dict[str, Any]:
+def _ref_change(
+    name: str,
+    kind: str,
+    old: str | None,
+    new: str | None,
+    where: str,
+    *,
+    forced: bool | None = None,
+    truncated: bool | None = None,
+) -> dict[str, Any]:
     if old is None and new is None:
         raise MalformedPayload(where, "moves no commit")
-    return {"name": name, "kind": kind, "old": old, "new": new}
+    # forced / truncated: Cloud says whether history was rewritten and whether its commit list was cut;
+    # Data Center does not (null).
+    return {"name": name, "kind": kind, "old": old, "new": new, "forced": forced, "truncated": truncated}
 
 
 def _kind(value: Any, where: str) -> str:
@@ -446,8 +466,10 @@ class _Cloud:
         workspace = _str_or_none(_opt(repo, "workspace", "slug"))
         slug = _str_or_none(repo.get("slug"))
         if full_name and "/" in full_name:
+            # full_name is the repository's current owner/slug; workspace.slug can lag behind a transfer
+            # or rename, so full_name wins when they differ.
             owner, _, name_part = full_name.partition("/")
-            workspace = workspace or owner
+            workspace = owner or workspace
             slug = slug or name_part
         if not workspace or not slug:
             raise MalformedPayload(_path(where, "full_name"))
@@ -459,6 +481,7 @@ class _Cloud:
             "full_name": f"{workspace}/{slug}",
             "name": _str_or_none(repo.get("name")) or slug,
             "links": {"html": _url(_opt(links, "html", "href")), "clone": _clone_links(links)},
+            "private": _bool_or_none(repo.get("is_private")),
         }
 
     @staticmethod
@@ -493,6 +516,8 @@ class _Cloud:
                     _Cloud._target(old, _path(where, "old")),
                     _Cloud._target(new, _path(where, "new")),
                     where,
+                    forced=_bool_or_none(change.get("forced")),
+                    truncated=_bool_or_none(change.get("truncated")),
                 )
             )
         if not result:
@@ -509,8 +534,11 @@ class _Cloud:
     @staticmethod
     def _endpoint(end: Any, where: str) -> dict[str, Any]:
         repo = _opt(end, "repository")
+        branch = _str_or_none(_opt(end, "branch", "name"))
         return {
-            "branch": _str_or_none(_opt(end, "branch", "name")),
+            "branch": branch,
+            "tag": None,
+            "ref": f"refs/heads/{branch}" if branch else None,
             "commit": _hash(_opt(end, "commit", "hash"), f"{where}.commit.hash"),
             "repository": _Cloud.repository(repo, f"{where}.repository") if repo is not None else None,
         }
@@ -629,6 +657,7 @@ class _DataCenter:
             "full_name": f"{project_key}/{slug}",
             "name": _str_or_none(repo.get("name")) or slug,
             "links": {"html": _first_href(_opt(links, "self")), "clone": _clone_links(links)},
+            "private": None if (public := _bool_or_none(repo.get("public"))) is None else not public,
         }
 
     @staticmethod
@@ -658,24 +687,39 @@ class _DataCenter:
                 name = ref_id.removeprefix("refs/heads/").removeprefix("refs/tags/")
             if name is None:
                 raise MalformedPayload(_path(where, "ref.displayId"))
+            kind = _kind(ref_type, _path(where, "ref.type"))
+            new = _hash(_opt(change, "toHash"), _path(where, "toHash"))
+            if kind == "tag" and new is not None:
+                new = _DataCenter._tagged_commit(payload, change, where) or new
             result.append(
-                _ref_change(
-                    name,
-                    _kind(ref_type, _path(where, "ref.type")),
-                    _hash(_opt(change, "fromHash"), _path(where, "fromHash")),
-                    _hash(_opt(change, "toHash"), _path(where, "toHash")),
-                    where,
-                )
+                _ref_change(name, kind, _hash(_opt(change, "fromHash"), _path(where, "fromHash")), new, where)
             )
-        if not result:
-            raise MalformedPayload("changes", "is empty")
+        # An empty list is a real delivery (e.g. a push Bitbucket filtered down to nothing): a valid event.
         return result
+
+    @staticmethod
+    def _tagged_commit(payload: dict[str, Any], change: Any, where: str) -> str | None:
+        """The commit an annotated tag points at. ``toHash`` is the tag object's hash; the commit is the
+        ref's ``latestCommit`` when sent, or (Data Center 10) ``toCommit`` for a push of that one ref."""
+        latest = _hash(_opt(change, "ref", "latestCommit"), _path(where, "ref.latestCommit"))
+        if latest is not None:
+            return latest
+        changes = payload.get("changes")
+        to_commit = _opt(payload, "toCommit", "id")
+        if to_commit is not None and isinstance(changes, list) and len(changes) == 1:
+            return _hash(to_commit, "toCommit.id")
+        return None
 
     @staticmethod
     def _endpoint(ref: Any, where: str) -> dict[str, Any]:
         repo = _opt(ref, "repository")
+        ref_id = _str_or_none(_opt(ref, "id"))
+        display = _str_or_none(_opt(ref, "displayId"))
+        is_tag = (ref_id or "").startswith("refs/tags/") or str(_opt(ref, "type") or "").upper() == "TAG"
         return {
-            "branch": _str_or_none(_opt(ref, "displayId")),
+            "branch": None if is_tag else display,
+            "tag": (display or (ref_id or "").removeprefix("refs/tags/") or None) if is_tag else None,
+            "ref": ref_id,
             "commit": _hash(_opt(ref, "latestCommit"), f"{where}.latestCommit"),
             "repository": _DataCenter.repository(repo, f"{where}.repository") if repo is not None else None,
         }
@@ -735,6 +779,8 @@ class _DataCenter:
 
     @staticmethod
     def changes(payload: dict[str, Any], repository: dict[str, Any]) -> dict[str, Any]:
+        if "pullRequest" in payload:
+            return _DataCenter._pr_changes(payload)
         old_repo = payload.get("old")
         if not isinstance(old_repo, dict):
             return {}
@@ -743,6 +789,29 @@ class _DataCenter:
             field: {"old": old[field], "new": repository[field]}
             for field in ("name", "slug", "workspace", "full_name")
             if old[field] != repository[field]
+        }
+
+    @staticmethod
+    def _pr_changes(payload: dict[str, Any]) -> dict[str, Any]:
+        """pull_request.updated: what ``pr:modified`` (previousTitle/Description/Target) or
+        ``pr:from_ref_updated`` (previousFromHash) says changed, each ``{old, new}``; {} when it says nothing."""
+        pr = payload["pullRequest"]
+        candidates: list[tuple[str, Any, Any]] = []
+        if "previousTitle" in payload:
+            candidates.append(("title", payload.get("previousTitle"), pr.get("title")))
+        if "previousDescription" in payload:
+            candidates.append(("description", payload.get("previousDescription"), pr.get("description")))
+        if "previousTarget" in payload:
+            target = payload.get("previousTarget")
+            candidates.append(("target", _opt(target, "id") or _opt(target, "displayId"), _opt(pr, "toRef", "id")))
+        if "previousFromHash" in payload:
+            old_hash = _hash(payload.get("previousFromHash"), "previousFromHash")
+            new_hash = _hash(_opt(pr, "fromRef", "latestCommit"), "pullRequest.fromRef.latestCommit")
+            candidates.append(("source_commit", old_hash, new_hash))
+        return {
+            field: {"old": _str_or_none(old), "new": _str_or_none(new)}
+            for field, old, new in candidates
+            if _str_or_none(old) != _str_or_none(new)
         }
 
     @staticmethod
@@ -813,6 +882,7 @@ def normalise(
 
     return {
         "schema_version": SCHEMA_VERSION,
+        "schema_minor": SCHEMA_MINOR,
         "id": delivery_id,
         "type": rule.type,
         "event_key": event_key,

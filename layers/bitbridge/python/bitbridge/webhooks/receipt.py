@@ -12,7 +12,8 @@ Answers, in the order they are decided:
 401    no ``X-Hub-Signature``; or a signature that does not verify with the subscription's derived
        secret - the same answer whether or not the subscription exists, because existence is never
        looked up (no database read on this path)
-400    no ``X-Event-Key``, a body that is not UTF-8 JSON, or JSON that is not an object
+400    no ``X-Event-Key``, or a body that is not one strict JSON object (:func:`parse_json_body`: UTF-8,
+       nesting, numbers, duplicate keys, surrogates) - a poison body is answered, never stored or retried
 202    an event key bitbridge does not handle: stored with status ``ignored``
 200    a delivery id already stored (a redelivery): nothing written
 202    stored with status ``received``; the publisher takes it from there
@@ -30,6 +31,7 @@ import binascii
 import hashlib
 import json
 import re
+from itertools import accumulate
 
 from bitbridge.aws import secret_value
 from bitbridge.config import settings
@@ -41,8 +43,9 @@ from bitbridge.webhooks.signatures import derive_hook_secret, verify_signature
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from collections.abc import Mapping
+    from typing import Any
 
-__all__ = ["MAX_BODY_BYTES", "PING_EVENT_KEY", "STORED_HEADERS", "Receipt", "delivery_id", "receive"]
+__all__ = ["MAX_BODY_BYTES", "PING_EVENT_KEY", "STORED_HEADERS", "Receipt", "delivery_id", "parse_json_body", "receive"]
 
 MAX_BODY_BYTES = 256 * 1024
 PING_EVENT_KEY = "diagnostics:ping"
@@ -133,13 +136,10 @@ def receive(
         return Receipt(404, "unknown_provider", "unknown provider")
     if not event_key:
         return Receipt(400, "bad_request", "X-Event-Key is required")
-    try:
-        text = raw.decode("utf-8")
-        payload = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        return Receipt(400, "bad_request", "body is not valid UTF-8 JSON", event_key=event_key)
-    if not isinstance(payload, dict):
-        return Receipt(400, "bad_request", "body is not a JSON object", event_key=event_key)
+    parsed = parse_json_body(raw)
+    if isinstance(parsed, str):
+        return Receipt(400, "bad_request", parsed, event_key=event_key)
+    text, _payload = parsed
 
     status = RECEIVED if event_key in _ANY_FLAVOR_KEYS else IGNORED
     identifier = delivery_id(headers, raw, subscription_id)
@@ -158,6 +158,75 @@ def receive(
     if status == IGNORED:
         return Receipt(202, "ignored", "event not handled; recorded", delivery_id=identifier, event_key=event_key)
     return Receipt(202, "accepted", "accepted", delivery_id=identifier, event_key=event_key)
+
+
+#: Bitbucket's payloads nest about 8 deep; far more is an attack on whoever parses the body next.
+MAX_JSON_DEPTH = 64
+# JSON strings (so brackets inside them do not count), and the surrogate escapes worth a closer look.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = [1 if b in b"[{" else -1 for b in range(256)]
+
+
+class _PoisonJSON(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _PoisonJSON("body has duplicate keys in an object")
+    return obj
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _PoisonJSON("body has a number out of range")
+    return value
+
+
+def _non_standard(name: str) -> Any:
+    raise _PoisonJSON(f"body has {name}, which is not JSON")
+
+
+def parse_json_body(raw: bytes) -> tuple[str, dict[str, Any]] | str:
+    """``(text, object)`` for a body that is one strict JSON object, else a short reason (the caller's 400).
+
+    Strict means what every later reader (the publisher, EventBridge, consumers) can take without failing:
+    UTF-8 without BOM; nesting at most ``MAX_JSON_DEPTH`` - checked before parsing, as the parser
+    recurses; no NaN/Infinity or numbers beyond a double; no duplicate keys (readers would disagree on
+    which one counts); no unpaired surrogate escapes (they cannot be encoded as UTF-8 again).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not valid UTF-8"
+    if _depth(raw) > MAX_JSON_DEPTH and _depth(_JSON_STRING.sub(b"", raw)) > MAX_JSON_DEPTH:
+        # (the first count includes brackets inside strings: an upper bound, cheap enough for every body)
+        return f"body nests deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        payload = json.loads(text, object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_non_standard)
+        if _SURROGATE_ESCAPE.search(text):  # rare: only then look for an unpaired one
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except _PoisonJSON as exc:
+        return str(exc)
+    except UnicodeEncodeError:
+        return "body has an unpaired surrogate escape"
+    except (ValueError, RecursionError):  # RecursionError: brackets hidden from the count by bad strings
+        return "body is not valid JSON"
+    if not isinstance(payload, dict):
+        return "body is not a JSON object"
+    return text, payload
+
+
+def _depth(raw: bytes) -> int:
+    """The deepest bracket nesting in ``raw`` (C-speed: delete all but brackets, then a running sum)."""
+    brackets = raw.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= MAX_JSON_DEPTH:
+        return len(brackets)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
 
 
 def _raw_body(body: str | bytes | None, base64_encoded: bool) -> bytes | str | None:

@@ -1,0 +1,129 @@
+"""The CLI and `python -m infra.local tail` act on the local stack the admin means, say which, and refuse
+to guess for destructive commands when several answer. Fake consoles stand in for running stacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bitbridge import cli
+from bitbridge.cli import local
+from tests.conftest import REPO_ROOT
+
+
+class _Console(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        stack = self.server.stack  # type: ignore[attr-defined]
+        self.server.hits.append(self.path)  # type: ignore[attr-defined]
+        if self.path == "/":
+            body = {"api": stack["api"], "console": stack["console"], "events": stack["console"] + "/events"}
+        elif self.path == "/env":
+            body = {"BITBRIDGE_STAGE": stack["stage"], "BITBRIDGE_PROVIDERS_TABLE": f"providers-{stack['stage']}"}
+        elif self.path.startswith("/events"):
+            body = {"events": [], "next": 0}
+        else:
+            self.send_error(404)
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def consoles(tmp_path, monkeypatch) -> Iterator[list[ThreadingHTTPServer]]:
+    servers = []
+    for stage in ("alpha", "beta"):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Console)
+        url = f"http://127.0.0.1:{server.server_port}"
+        server.stack = {"console": url, "api": f"http://127.0.0.1:{server.server_port + 1}-api", "stage": stage}
+        server.hits = []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    monkeypatch.setattr(local, "READY_DIR", tmp_path)
+    for name in ("BITBRIDGE_LOCAL_HOST", "BITBRIDGE_LOCAL_CONSOLE_PORT", "BITBRIDGE_PROVIDERS_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+    yield servers
+    for server in servers:
+        server.shutdown()
+
+
+def _announce(server: ThreadingHTTPServer) -> None:
+    local.ready_file(server.server_port).write_text(json.dumps(server.stack))
+
+
+def test_the_stacks_own_variables_pick_the_stack_and_it_is_named_on_stderr(consoles, monkeypatch, capsys):
+    alpha, beta = consoles
+    _announce(alpha)
+    monkeypatch.setenv("BITBRIDGE_LOCAL_CONSOLE_PORT", str(beta.server_port))
+    args = cli.build_parser().parse_args(["providers", "list"])
+    saved = dict(os.environ)
+    try:
+        cli.configure(args)
+        assert os.environ["BITBRIDGE_PROVIDERS_TABLE"] == "providers-beta"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert "/env" in beta.hits and "/env" not in alpha.hits
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"bitbridge: local stack: api {beta.stack['api']}, console {beta.stack['console']}, stage beta"]
+
+
+def test_destructive_commands_refuse_when_several_stacks_answer(consoles, capsys):
+    for server in consoles:
+        _announce(server)
+    for command in (["providers", "remove", "x"], ["hooks", "remove", "sub-1"]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert "local stacks answer" in err and "--local" in err
+        assert all(server.stack["console"] in err for server in consoles)
+    assert not any("/env" in server.hits for server in consoles)  # nothing was even configured
+
+
+def test_a_read_only_command_picks_one_of_several_and_an_explicit_target_is_never_ambiguous(consoles):
+    alpha, beta = consoles
+    _announce(alpha)
+    _announce(beta)
+    console, _ = local.find(None, destructive=False)
+    assert console in (alpha.stack["console"], beta.stack["console"], "http://127.0.0.1:3001")
+    assert local.find(beta.stack["console"], destructive=True)[0] == beta.stack["console"]
+
+
+def test_one_announced_stack_is_found_without_any_setting(consoles):
+    alpha, _ = consoles
+    _announce(alpha)
+    try:
+        local.find(None, destructive=True)
+    except local.AmbiguousLocalStack:
+        pytest.skip("another local stack answers on the default console :3001 on this machine")
+    assert local.find(None, destructive=True)[0] == alpha.stack["console"]
+
+
+def test_tail_follows_the_variables_and_names_the_stack(consoles, tmp_path):
+    _, beta = consoles
+    env = {
+        **os.environ,
+        "BITBRIDGE_LOCAL_CONSOLE_PORT": str(beta.server_port),
+        "BITBRIDGE_LOCAL_READY_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local", "tail"], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = process.stderr.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert first.strip() == f"tail: local stack: api {beta.stack['api']}, console {beta.stack['console']}, stage beta"
