@@ -303,7 +303,7 @@ def _stream_record(event_name: str, image: dict[str, Any] | None) -> dict[str, A
 def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
     from moto.events.models import EventPattern
 
-    from bitbridge.webhooks import receipt
+    from bitbridge.store import deliveries as receipt
 
     source = functions(template)["EventPublisherFunction"].stream_sources[0]
     patterns = [EventPattern.load(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
@@ -312,9 +312,18 @@ def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
         return any(p.matches_event(record) for p in patterns)
 
     def stored(status: str, **extra: dict[str, str]) -> dict[str, Any]:
-        # Exactly the item the receiver writes (bitbridge.webhooks.receipt), with the publisher's changes.
+        # Exactly the item the receiver writes (bitbridge.store.deliveries), with the publisher's changes.
         headers = {"x-event-key": "repo:push", "x-request-uuid": "d-1"}
-        item = receipt._item("bitbucket-cloud", "sub-1", "d-1", "repo:push", "{}", headers, status)
+        item = receipt.new_item(
+            provider_id="bitbucket-cloud",
+            subscription_id="sub-1",
+            delivery_id="d-1",
+            event_key="repo:push",
+            status=status,
+            attempt=1,
+            headers=headers,
+            body="{}",
+        )
         return {**item, "status": {"S": status}, **extra}
 
     assert invoked(_stream_record("INSERT", stored(receipt.RECEIVED)))

@@ -82,7 +82,7 @@ def now() -> tuple[str, int]:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), int(moment)
 
 
-def put_new(
+def new_item(
     *,
     provider_id: str,
     subscription_id: str,
@@ -92,10 +92,10 @@ def put_new(
     attempt: int,
     headers: dict[str, str],
     body: str,
-) -> bool:
-    """Store a delivery once: one conditional put. False when it was already stored (a redelivery)."""
+) -> dict[str, Any]:
+    """The delivery item as the receiver first writes it (what the stream, and its filter, see on INSERT)."""
     received_at, epoch = now()
-    item: dict[str, Any] = {
+    return {
         "pk": {"S": delivery_key(provider_id, delivery_id)},
         "delivery_id": {"S": delivery_id},
         "provider_id": {"S": provider_id},
@@ -109,6 +109,11 @@ def put_new(
         "body": {"S": body},
         "expires_at": {"N": str(epoch + DELIVERY_TTL_SECONDS)},
     }
+
+
+def put_new(**fields: Any) -> bool:
+    """Store a delivery once (`new_item`'s fields): one conditional put. False for a redelivery."""
+    item = new_item(**fields)
     ddb = client("dynamodb")
     try:
         ddb.put_item(TableName=settings().deliveries_table, Item=item, ConditionExpression="attribute_not_exists(pk)")
