@@ -92,7 +92,7 @@ def run_replay(args: argparse.Namespace) -> int:
     print(
         f"republished {len(outcome.published)}, malformed {len(outcome.malformed)}, "
         f"unpublishable {len(outcome.unpublishable)}, ignored {len(outcome.ignored)}, "
-        f"failed {len(outcome.failed)}"
+        f"rejected {len(outcome.rejected)}, failed {len(outcome.failed)}"
     )
     # Settled = in the window and not left unpublished by this run.
     unsettled = {d.pk for d in found if d.status == RECEIVED} - {
@@ -100,6 +100,7 @@ def run_replay(args: argparse.Namespace) -> int:
         *outcome.malformed,
         *outcome.unpublishable,
         *outcome.ignored,
+        *outcome.rejected,
     }
     settled = {d.pk for d in found} - unsettled
     acknowledged, left = _acknowledge_failures(_failure_queue_url(args), settled)
