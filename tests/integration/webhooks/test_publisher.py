@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import boto3
@@ -18,13 +19,14 @@ from botocore.stub import ANY, Stubber
 from bitbridge.aws import client
 from bitbridge.config import settings
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.webhooks import redrive
 from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.normalise import event_type
 from bitbridge.webhooks.publish import forget_providers, handle_stream_records
 from functions.webhook_receiver.app import handler as receive
 from infra.local.iam import acting_as
 from infra.local.lambda_runtime import FunctionRunner, resolved_functions
-from infra.local.pollers import StreamPoller
+from infra.local.pollers import SqsPoller, StreamPoller
 from infra.local.template import load_template
 from tests.integration.webhooks.support import (
     PROVIDERS,
@@ -372,6 +374,54 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     assert cli(["events", "replay", "--since", "10m", "--include-published"]) == 0
     assert "republished 4," in capsys.readouterr().out
     assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"o-{n}" for n in range(4)]
+
+
+def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, shared_dir, monkeypatch):
+    """The PublishFailureQueue's own event source: refused while the bus is down (the message backs
+    off, doubling), published once it answers - no command run, nothing published twice."""
+    forget_providers()
+    for flavor, provider in PROVIDERS.items():
+        register_provider(aws.ref("ProvidersTable"), provider, flavor)
+    pipeline = Pipeline(aws, MaximumRetryAttempts=1, BisectBatchOnFunctionError=False)
+    fns = resolved_functions(load_template(), aws.resolver)
+    (source,) = fns["PublishRedriveFunction"].sqs_sources
+    queue = aws.ref("PublishFailureQueue")
+    queue_arn = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto)
+    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
+    for n in range(4):
+        pipeline.deliver("datacenter", "pr:opened", body, f"r-{n}")
+
+    def visible() -> int:
+        attributes = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    monkeypatch.setattr(redrive, "BACKOFF_SECONDS", 3)  # 15 s in the template's function; scaled down here
+
+    def come_back_now() -> None:  # time passes: the backoff is over
+        time.sleep(3.2)
+
+    bus = os.environ["BITBRIDGE_EVENT_BUS_NAME"]
+    os.environ["BITBRIDGE_EVENT_BUS_NAME"] = "bitbridge-gone"
+    settings.cache_clear()
+    try:
+        assert pipeline.run() == []
+        assert visible() == 1  # the stream gave up: one batch parked
+        assert redriver.poll_once()  # the redriver tries while the bus is still down
+        assert visible() == 0, "a refused message waits out its backoff, not the next poll"
+        assert not redriver.poll_once()
+    finally:
+        os.environ["BITBRIDGE_EVENT_BUS_NAME"] = bus
+        settings.cache_clear()
+    assert {pipeline.item(f"{DC}#r-{n}")["status"]["S"] for n in range(4)} == {"received"}
+
+    come_back_now()
+    assert redriver.poll_once()
+    assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"r-{n}" for n in range(4)]
+    assert {pipeline.item(f"{DC}#r-{n}")["status"]["S"] for n in range(4)} == {"published"}
+    time.sleep(1.2)
+    assert not redriver.poll_once(), "the settled message was deleted"
+    assert pipeline.run() == []  # nothing twice
 
 
 def test_replay_rejects_a_bad_window(aws, capsys):
