@@ -156,12 +156,19 @@ def _visible_job(import_id: str) -> jobs.JobRecord:
 
 @app.get("/api/imports/<import_id>")
 def import_status(import_id: str) -> Response:
-    return edge.api_json(200, jobs.public(_visible_job(import_id)))
+    return edge.api_json(200, jobs.view_for(_visible_job(import_id), _user()))
 
 
 @app.post("/api/imports/<import_id>/cancel")
 def import_cancel(import_id: str) -> Response:
-    return edge.api_json(200, jobs.public(jobs.cancel(_visible_job(import_id))))
+    user = _user()
+    return edge.api_json(200, jobs.view_for(jobs.cancel(jobs.for_change(user, import_id, "cancel")), user))
+
+
+@app.post("/api/imports/<import_id>/retry")
+def import_retry(import_id: str) -> Response:
+    user = _user()
+    return edge.api_json(200, jobs.view_for(jobs.retry(jobs.for_change(user, import_id, "retry")), user))
 
 
 @logger.inject_lambda_context(clear_state=True)

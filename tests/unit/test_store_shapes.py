@@ -25,5 +25,6 @@ def test_attributes_written_exist_on_the_models():
         written = _written(function)
         assert written and written <= project, (function.__name__, written - project)
     subscription = set(SubscriptionRecord.get_attributes())
-    written = _written(webhook_state.record_subscription_delivery)
-    assert written and written <= subscription, written - subscription
+    for function in (webhook_state.record_subscription_delivery, webhook_state.record_subscription_rejection):
+        written = _written(function)
+        assert written and written <= subscription, (function.__name__, written - subscription)

@@ -10,6 +10,8 @@ from typing import Any
 
 import boto3
 
+from bitbridge.webhooks.binding import subscription_id
+from bitbridge.webhooks.normalise import UnhandledEvent, normalise
 from bitbridge.webhooks.signatures import derive_hook_secret, sign
 from tests.unit.webhooks.support import schema_errors, validator  # noqa: F401 - one schema validator
 
@@ -35,6 +37,24 @@ def master_key(env: dict[str, str], client: Any = None) -> bytes:
 
 def hook_secret(env: dict[str, str], subscription: str, client: Any = None) -> str:
     return derive_hook_secret(master_key(env, client), subscription)
+
+
+def subscription_for(flavor: str, event_key: str, body: bytes, provider: str | None = None) -> str:
+    """The subscription id bitbridge derives for the payload's repository (what a real hook posts to).
+    A payload without a usable repository gets a placeholder: it is refused before binding matters."""
+    provider = provider or PROVIDERS[flavor]
+    try:
+        event = normalise(
+            flavor=flavor,
+            provider_id=provider,
+            event_key=event_key,
+            payload=json.loads(body),
+            delivery_id="probe",
+            received_at="2024-05-01T12:00:00.000Z",
+        )
+    except (UnhandledEvent, ValueError):
+        return "sub-unbound"
+    return subscription_id(provider, event["repository"]["id"])
 
 
 def bitbucket_headers(

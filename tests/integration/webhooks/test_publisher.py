@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import boto3
@@ -18,12 +19,14 @@ from botocore.stub import ANY, Stubber
 from bitbridge.aws import client
 from bitbridge.config import settings
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.webhooks import redrive
+from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.normalise import event_type
 from bitbridge.webhooks.publish import forget_providers, handle_stream_records
 from functions.webhook_receiver.app import handler as receive
 from infra.local.iam import acting_as
 from infra.local.lambda_runtime import FunctionRunner, resolved_functions
-from infra.local.pollers import StreamPoller
+from infra.local.pollers import SqsPoller, StreamPoller
 from infra.local.template import load_template
 from tests.integration.webhooks.support import (
     PROVIDERS,
@@ -35,11 +38,12 @@ from tests.integration.webhooks.support import (
     payload_bytes,
     register_provider,
     schema_errors,
+    subscription_for,
 )
 
-SUB = "sub-pub"
 CLOUD, DC = PROVIDERS["cloud"], PROVIDERS["datacenter"]
 CLOUD_REPO = "{673a6070-3421-46c9-9d48-90745f7bfe8e}"  # the repository in the shared Cloud payloads
+CLOUD_SUB = subscription_id(CLOUD, CLOUD_REPO)  # the subscription a hook on that repository posts to
 
 
 def _boto(service: str) -> Any:
@@ -51,7 +55,6 @@ class Pipeline:
 
     def __init__(self, aws, **source_overrides: Any) -> None:
         self.aws = aws
-        self.secret = hook_secret(aws.environment, SUB)
         fns = resolved_functions(load_template(), aws.resolver)
         source = {**fns["EventPublisherFunction"].stream_sources[0], **source_overrides}
         self.poller = StreamPoller(
@@ -77,11 +80,22 @@ class Pipeline:
         )
         events.put_targets(Rule="consumer", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
 
-    def deliver(self, flavor: str, event_key: str, body: bytes, delivery_id: str, subscription: str = SUB) -> int:
-        secret = self.secret if subscription == SUB else hook_secret(self.aws.environment, subscription)
+    def deliver(
+        self,
+        flavor: str,
+        event_key: str,
+        body: bytes,
+        delivery_id: str,
+        subscription: str | None = None,
+        provider: str | None = None,
+    ) -> int:
+        """Post as the hook on the payload's repository would (or as ``subscription``, under ``provider``)."""
+        subscription = subscription or subscription_for(flavor, event_key, body)
+        secret = hook_secret(self.aws.environment, subscription)
         headers = bitbucket_headers(flavor, event_key, body, secret, delivery_id=delivery_id)
         with acting_as("WebhookReceiverFunction"):
-            return receive(api_event(PROVIDERS[flavor], subscription, body, headers), Context())["statusCode"]
+            event = api_event(provider or PROVIDERS[flavor], subscription, body, headers)
+            return receive(event, Context())["statusCode"]
 
     def run(self) -> list[dict]:
         """Drain the stream through the publisher; the envelopes published since the last run."""
@@ -139,28 +153,27 @@ def test_every_shared_payload_is_published_once_valid_with_the_delivery_id(pipel
 
 def test_subscription_records_the_newest_delivery_and_a_deleted_one_is_not_recreated(pipeline, aws, shared_dir, caplog):
     SubscriptionRecord(
-        SUB,
+        CLOUD_SUB,
         provider_id=CLOUD,
         repository_key=repository_key(CLOUD, CLOUD_REPO),
         repository_full_name="team/repo",
         events=["repo:push"],
     ).save()
     body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    other = json.loads(body)
+    other["repository"]["uuid"] = "{00000000-0000-4000-8000-00000000dead}"  # a repository whose subscription is gone
+    deleted = subscription_for("cloud", "repo:push", json.dumps(other).encode())
     pipeline.deliver("cloud", "repo:push", body, "s-1")
-    pipeline.deliver("cloud", "repo:push", body, "s-2", subscription="sub-deleted")
-    pipeline.deliver(
-        "datacenter", "repo:refs_changed", payload_bytes(shared_dir, "datacenter/repo-refs-changed.json"), "s-3"
-    )
-    assert sorted(e["detail"]["id"] for e in pipeline.run()) == ["s-1", "s-2", "s-3"]  # all published
+    pipeline.deliver("cloud", "repo:push", json.dumps(other).encode(), "s-2")
+    assert sorted(e["detail"]["id"] for e in pipeline.run()) == ["s-1", "s-2"]  # both published
 
-    record = SubscriptionRecord.get(SUB, consistent_read=True)
-    # s-3 came for this subscription id under another provider: it does not touch the subscription.
+    record = SubscriptionRecord.get(CLOUD_SUB, consistent_read=True)
     assert (record.last_delivery_id, record.health) == ("s-1", "ok")
     assert record.last_delivery_at == pipeline.item(f"{CLOUD}#s-1")["received_at"]["S"]
     with pytest.raises(SubscriptionRecord.DoesNotExist):
-        SubscriptionRecord.get("sub-deleted", consistent_read=True)
+        SubscriptionRecord.get(deleted, consistent_read=True)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == ["subscription sub-deleted does not exist; event published anyway"]
+    assert warnings == [f"subscription {deleted} does not exist; event published anyway"]
 
 
 def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, shared_dir):
@@ -195,16 +208,70 @@ def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, 
     assert ddb.scan(TableName=table)["Count"] == 1
 
 
+def test_a_delivery_naming_another_repository_or_provider_than_its_subscription_is_rejected(pipeline, aws, shared_dir):
+    """Subscription A's secret signs a push naming repository B, and A's own push posted under another
+    provider's path: neither is published nor touches B's recorded state; both are recorded rejected
+    and counted on A."""
+    other_cloud = "other-cloud"
+    register_provider(aws.ref("ProvidersTable"), other_cloud, "cloud")
+    SubscriptionRecord(
+        CLOUD_SUB, provider_id=CLOUD, repository_key=repository_key(CLOUD, CLOUD_REPO), repository_full_name="a/a"
+    ).save()
+    repo_b = "{00000000-0000-4000-8000-0000000000bb}"
+    ddb, table = _boto("dynamodb"), aws.ref("ImportsTable")
+    projects = [
+        {"pk": {"S": f"PROJECT#{CLOUD}#{repo_b}"}, "sk": {"S": "PROJECT"}},
+        {"pk": {"S": f"PROJECT#{other_cloud}#{CLOUD_REPO}"}, "sk": {"S": "PROJECT"}},
+    ]
+    for key in projects:
+        ddb.put_item(TableName=table, Item={**key, "default_branch": {"S": "name-of-branch"}})
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    forged = json.loads(body)
+    forged["repository"]["uuid"] = repo_b
+    forged_body = json.dumps(forged).encode()
+
+    assert pipeline.deliver("cloud", "repo:push", forged_body, "forged-repo", subscription=CLOUD_SUB) == 202
+    assert (
+        pipeline.deliver("cloud", "repo:push", body, "forged-path", subscription=CLOUD_SUB, provider=other_cloud) == 202
+    )
+    assert (
+        pipeline.deliver(
+            "datacenter",
+            "repo:refs_changed",
+            payload_bytes(shared_dir, "datacenter/repo-refs-changed.json"),
+            "forged-flavor",
+            subscription=CLOUD_SUB,
+        )
+        == 202
+    )
+    assert pipeline.run() == []
+
+    for pk in (f"{CLOUD}#forged-repo", f"{other_cloud}#forged-path", f"{DC}#forged-flavor"):
+        item = pipeline.item(pk)
+        assert item["status"]["S"] == "rejected", pk
+        assert item["error"]["S"] == "repository or provider does not match the subscription"
+    for key in projects:  # no project state moved
+        project = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+        assert set(project) == {"pk", "sk", "default_branch"}
+    record = SubscriptionRecord.get(CLOUD_SUB, consistent_read=True)
+    assert (record.health, record.rejected_count, record.last_delivery_id) == ("rejected", 3, None)
+    assert record.last_rejected_id in {"forged-repo", "forged-path", "forged-flavor"}
+
+    # The subscription's own repository, under its own provider, is published and clears the health.
+    assert pipeline.deliver("cloud", "repo:push", body, "genuine") == 202
+    assert [e["detail"]["id"] for e in pipeline.run()] == ["genuine"]
+    record = SubscriptionRecord.get(CLOUD_SUB, consistent_read=True)
+    assert (record.health, record.rejected_count, record.last_delivery_id) == ("ok", 3, "genuine")
+
+
 def test_malformed_and_unpublishable_deliveries_are_recorded_and_do_not_block_the_stream(pipeline, aws, shared_dir):
-    SubscriptionRecord(SUB, provider_id=CLOUD, repository_key="x", repository_full_name="team/repo").save()
+    SubscriptionRecord(CLOUD_SUB, provider_id=CLOUD, repository_key="x", repository_full_name="team/repo").save()
     good = payload_bytes(shared_dir, "cloud/repo-push.json")
     pipeline.deliver("cloud", "repo:push", b'{"push": {"changes": []}}', "bad-1")  # no repository
     pipeline.deliver("cloud", "pullrequest:created", b'{"repository": {}}', "bad-2")
     pipeline.deliver("datacenter", "repo:push", good, "cloud-key-on-dc")  # a Cloud key for a DC provider
     # A provider nobody registered: signed correctly, so stored; the publisher cannot normalise it.
-    headers = bitbucket_headers("cloud", "repo:push", good, pipeline.secret, delivery_id="orphan")
-    with acting_as("WebhookReceiverFunction"):
-        receive(api_event("unregistered", SUB, good, headers), Context())
+    pipeline.deliver("cloud", "repo:push", good, "orphan", provider="unregistered")
     pipeline.deliver("cloud", "repo:push", good, "good-1")
 
     assert [e["detail"]["id"] for e in pipeline.run()] == ["good-1"]
@@ -213,7 +280,7 @@ def test_malformed_and_unpublishable_deliveries_are_recorded_and_do_not_block_th
     assert pipeline.item(f"{CLOUD}#bad-2")["status"]["S"] == "malformed"
     assert pipeline.item(f"{DC}#cloud-key-on-dc")["status"]["S"] == "ignored"
     assert pipeline.item("unregistered#orphan")["status"]["S"] == "unpublishable"
-    assert SubscriptionRecord.get(SUB, consistent_read=True).last_delivery_id == "good-1"
+    assert SubscriptionRecord.get(CLOUD_SUB, consistent_read=True).last_delivery_id == "good-1"
     failures = _boto("sqs").receive_message(QueueUrl=aws.ref("PublishFailureQueue")).get("Messages")
     assert not failures
 
@@ -307,6 +374,54 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     assert cli(["events", "replay", "--since", "10m", "--include-published"]) == 0
     assert "republished 4," in capsys.readouterr().out
     assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"o-{n}" for n in range(4)]
+
+
+def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, shared_dir, monkeypatch):
+    """The PublishFailureQueue's own event source: refused while the bus is down (the message backs
+    off, doubling), published once it answers - no command run, nothing published twice."""
+    forget_providers()
+    for flavor, provider in PROVIDERS.items():
+        register_provider(aws.ref("ProvidersTable"), provider, flavor)
+    pipeline = Pipeline(aws, MaximumRetryAttempts=1, BisectBatchOnFunctionError=False)
+    fns = resolved_functions(load_template(), aws.resolver)
+    (source,) = fns["PublishRedriveFunction"].sqs_sources
+    queue = aws.ref("PublishFailureQueue")
+    queue_arn = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto)
+    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
+    for n in range(4):
+        pipeline.deliver("datacenter", "pr:opened", body, f"r-{n}")
+
+    def visible() -> int:
+        attributes = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    monkeypatch.setattr(redrive, "BACKOFF_SECONDS", 3)  # 15 s in the template's function; scaled down here
+
+    def come_back_now() -> None:  # time passes: the backoff is over
+        time.sleep(3.2)
+
+    bus = os.environ["BITBRIDGE_EVENT_BUS_NAME"]
+    os.environ["BITBRIDGE_EVENT_BUS_NAME"] = "bitbridge-gone"
+    settings.cache_clear()
+    try:
+        assert pipeline.run() == []
+        assert visible() == 1  # the stream gave up: one batch parked
+        assert redriver.poll_once()  # the redriver tries while the bus is still down
+        assert visible() == 0, "a refused message waits out its backoff, not the next poll"
+        assert not redriver.poll_once()
+    finally:
+        os.environ["BITBRIDGE_EVENT_BUS_NAME"] = bus
+        settings.cache_clear()
+    assert {pipeline.item(f"{DC}#r-{n}")["status"]["S"] for n in range(4)} == {"received"}
+
+    come_back_now()
+    assert redriver.poll_once()
+    assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"r-{n}" for n in range(4)]
+    assert {pipeline.item(f"{DC}#r-{n}")["status"]["S"] for n in range(4)} == {"published"}
+    time.sleep(1.2)
+    assert not redriver.poll_once(), "the settled message was deleted"
+    assert pipeline.run() == []  # nothing twice
 
 
 def test_replay_rejects_a_bad_window(aws, capsys):

@@ -110,6 +110,7 @@ def save_tokens_fresh(
             ConnectionRecord.redirect_uri.set(redirect_uri),
             ConnectionRecord.tokens.set(encrypt_tokens(connection_key(user_id, provider_id), secret)),
             ConnectionRecord.expires_at.set(_expires_at(token)),
+            ConnectionRecord.token_lifetime.set(int(float(token.get("expires_in") or 0)) or 3600),
             ConnectionRecord.status.set("active"),
             ConnectionRecord.version.add(1),
             ConnectionRecord.refreshing_until.remove(),

@@ -17,6 +17,7 @@ class Settings:
     region: str
     public_base_url: str
     allowed_return_to_origins: tuple[str, ...]
+    admin_users: frozenset[str]  # bitbridge user ids with admin rights (the one definition of "admin")
     providers_table: str
     accounts_table: str
     ephemeral_table: str
@@ -43,6 +44,7 @@ class Settings:
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             public_base_url=get("PUBLIC_BASE_URL").rstrip("/"),
             allowed_return_to_origins=origins,
+            admin_users=frozenset(u.strip() for u in get("ADMIN_USERS").split(",") if u.strip()),
             providers_table=get("PROVIDERS_TABLE"),
             accounts_table=get("ACCOUNTS_TABLE"),
             ephemeral_table=get("EPHEMERAL_TABLE"),
@@ -58,6 +60,11 @@ class Settings:
             webhook_master_key_secret_arn=get("WEBHOOK_MASTER_KEY_SECRET_ARN"),
             provider_secret_prefix=get("PROVIDER_SECRET_PREFIX", "bitbridge/dev/providers/"),
         )
+
+
+def is_admin(user_id: str) -> bool:
+    """Whether a signed-in bitbridge user is an admin (the stack's AdminUsers parameter)."""
+    return user_id in settings().admin_users
 
 
 @cache

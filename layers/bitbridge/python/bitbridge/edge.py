@@ -50,6 +50,7 @@ STATUS: dict[str, int] = {
     "access_denied": 403,
     "imports_disabled": 403,
     "repositories_forbidden": 403,
+    "not_import_owner": 403,
     "not_found": 404,
     "no_such_route": 404,
     "unknown_provider": 404,

@@ -8,6 +8,7 @@ adopts the token the winner stores, rather than spending the rotated-away refres
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -16,15 +17,21 @@ from authlib.integrations.base_client.errors import OAuthError
 
 from bitbridge import providers
 from bitbridge.accounts import connection_key
-from bitbridge.bitbucket.http import TIMEOUT
 from bitbridge.crypto import decrypt_tokens, encrypt_tokens
 from bitbridge.errors import ConnectionNeeded, Problem
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from bitbridge.store.base import condition_failed, iso
 
-REFRESH_AHEAD_SECONDS = 300  # refresh when less than this is left
-LEASE_SECONDS = 30  # a crashed refresher blocks others for at most this long
-WAIT_SECONDS = 35
+log = logging.getLogger(__name__)
+
+REFRESH_AHEAD_SECONDS = 300  # refresh when less than this is left...
+REFRESH_AHEAD_FRACTION = 1 / 3  # ...or than a third of the token's lifetime, whichever is less
+STILL_GOOD_SECONDS = 5  # a token with less left is not handed out
+#: The token endpoint's own timeout (connect, read): long enough that Bitbucket finishes a rotation
+#: before we give up on it (a rotation completed after we stopped waiting loses the new refresh token).
+TOKEN_TIMEOUT = (3.05, 25)
+LEASE_SECONDS = 45  # above TOKEN_TIMEOUT's total: no second refresher while the first may still succeed
+WAIT_SECONDS = 50
 
 
 class NotConnected(ConnectionNeeded):
@@ -58,11 +65,22 @@ def _load(user_id: str, provider_id: str) -> ConnectionRecord:
         raise NotConnected(provider_id) from None
 
 
+def refresh_window(lifetime: float | None) -> float:
+    """How long before expiry a token is refreshed: proportional to its lifetime, at most 300 s, so a
+    60 s token refreshes in its last 20 s, not on every call."""
+    if not lifetime or lifetime <= 0:
+        return REFRESH_AHEAD_SECONDS
+    return min(REFRESH_AHEAD_SECONDS, lifetime * REFRESH_AHEAD_FRACTION)
+
+
 def access_token(
-    user_id: str, provider_id: str, *, refresh_ahead: int = REFRESH_AHEAD_SECONDS, stale: str | None = None
+    user_id: str, provider_id: str, *, refresh_ahead: float | None = None, stale: str | None = None
 ) -> str:
     """A usable access token. Pass `stale` when Bitbucket just refused that token (expired or
-    revoked early): it is then refreshed even if its recorded expiry says it is still good."""
+    revoked early): it is then refreshed even if its recorded expiry says it is still good.
+
+    Inside the refresh window one caller refreshes; every other caller whose token is still good uses it
+    at once, and a refresh that fails or times out still answers the refresher with the good token."""
     deadline = time.monotonic() + WAIT_SECONDS
     delay = 0.05
     while True:
@@ -70,15 +88,17 @@ def access_token(
         if conn.status == "reauth_required":
             raise ReauthRequired(provider_id)
         now = time.time()
-        current = _access(conn) if stale is not None else None
-        needs_refresh = conn.expires_at - now <= refresh_ahead or (stale is not None and current == stale)
-        if not needs_refresh:
-            return current if current is not None else _access(conn)
+        left = conn.expires_at - now
+        window = refresh_ahead if refresh_ahead is not None else refresh_window(conn.token_lifetime)
+        current = _access(conn)
+        usable = left > STILL_GOOD_SECONDS and current != stale
+        if usable and left > window:
+            return current
         lease_free = conn.refreshing_until is None or conn.refreshing_until < now
         if lease_free and _take_lease(conn, now):
-            return _refresh(conn)
-        if not lease_free and conn.expires_at - now > 5 and current != stale:
-            return current if current is not None else _access(conn)  # still good while another refreshes
+            return _refresh(conn, fallback=current if usable else None)
+        if usable:
+            return current  # still good while another caller refreshes
         if time.monotonic() > deadline:
             raise TokenUnavailable(f"timed out waiting for the {provider_id} token refresh")
         time.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter, not security
@@ -110,7 +130,18 @@ def _release(conn: ConnectionRecord, extra: list[Any]) -> None:
     )
 
 
-def _refresh(conn: ConnectionRecord) -> str:
+def _refresh(conn: ConnectionRecord, fallback: str | None = None) -> str:
+    """Refresh under the lease; on a transient failure, `fallback` (a still-valid token) if given."""
+    try:
+        return _refresh_now(conn)
+    except TokenUnavailable as exc:
+        if fallback is None:
+            raise
+        log.warning("token refresh for %s failed (%s); the current token is still valid", conn.provider_id, exc)
+        return fallback
+
+
+def _refresh_now(conn: ConnectionRecord) -> str:
     key = connection_key(conn.user_id, conn.provider_id)
     stored = decrypt_tokens(key, conn.tokens)
     provider = providers.get_provider(conn.provider_id)
@@ -122,7 +153,7 @@ def _refresh(conn: ConnectionRecord) -> str:
             session.refresh_token(
                 providers.endpoints(provider).token_url,
                 refresh_token=stored.get("refresh_token"),
-                timeout=TIMEOUT,
+                timeout=TOKEN_TIMEOUT,
                 **extra,
             )
         )
@@ -140,9 +171,13 @@ def _refresh(conn: ConnectionRecord) -> str:
         # Keep the old refresh token only if the provider did not send a new one.
         "refresh_token": token.get("refresh_token") or stored.get("refresh_token"),
     }
-    expires_at = int(token.get("expires_at") or time.time() + float(token.get("expires_in") or 3600))
+    lifetime = float(token.get("expires_in") or 0) or None
+    expires_at = int(token.get("expires_at") or time.time() + (lifetime or 3600))
     conn.update(
         actions=[
+            ConnectionRecord.token_lifetime.set(int(lifetime))
+            if lifetime
+            else ConnectionRecord.token_lifetime.remove(),
             ConnectionRecord.tokens.set(encrypt_tokens(key, new)),
             ConnectionRecord.expires_at.set(expires_at),
             ConnectionRecord.version.add(1),

@@ -92,7 +92,7 @@ def run_replay(args: argparse.Namespace) -> int:
     print(
         f"republished {len(outcome.published)}, malformed {len(outcome.malformed)}, "
         f"unpublishable {len(outcome.unpublishable)}, ignored {len(outcome.ignored)}, "
-        f"failed {len(outcome.failed)}"
+        f"rejected {len(outcome.rejected)}, failed {len(outcome.failed)}"
     )
     # Settled = in the window and not left unpublished by this run.
     unsettled = {d.pk for d in found if d.status == RECEIVED} - {
@@ -100,6 +100,7 @@ def run_replay(args: argparse.Namespace) -> int:
         *outcome.malformed,
         *outcome.unpublishable,
         *outcome.ignored,
+        *outcome.rejected,
     }
     settled = {d.pk for d in found} - unsettled
     acknowledged, left = _acknowledge_failures(_failure_queue_url(args), settled)
@@ -143,41 +144,11 @@ def _acknowledge_failures(queue_url: str, settled: set[str]) -> tuple[int, int]:
 
 
 def _message_deliveries(body: str) -> set[str] | None:
-    """The delivery keys a failure message stands for, read back from the stream (kept 24 hours);
-    None when they can no longer be read."""
-    from bitbridge.aws import client
-    from bitbridge.store.deliveries import RECEIVED, Delivery
+    """The delivery keys a failure message stands for (None when they can no longer be read)."""
+    from bitbridge.webhooks.redrive import batch_deliveries
 
-    try:
-        info = json.loads(body)["DDBStreamBatchInfo"]
-        streams = client("dynamodbstreams")
-        iterator = streams.get_shard_iterator(
-            StreamArn=info["streamArn"],
-            ShardId=info["shardId"],
-            ShardIteratorType="AT_SEQUENCE_NUMBER",
-            SequenceNumber=info["startSequenceNumber"],
-        ).get("ShardIterator")
-        end, wanted = int(info["endSequenceNumber"]), int(info["batchSize"])
-        keys: set[str] = set()
-        seen = 0
-        for _ in range(20):  # a batch is at most 25 records; empty pages end it early
-            if not iterator or seen >= wanted:
-                break
-            page = streams.get_records(ShardIterator=iterator, Limit=wanted - seen)
-            records = page.get("Records", [])
-            for record in records:
-                if int(record["dynamodb"]["SequenceNumber"]) > end:
-                    return keys
-                seen += 1
-                delivery = Delivery.from_image(record["dynamodb"].get("NewImage") or {})
-                if record["eventName"] == "INSERT" and delivery.status == RECEIVED:
-                    keys.add(delivery.pk)
-            if not records:
-                break
-            iterator = page.get("NextShardIterator")
-        return keys
-    except Exception:  # a malformed message or an expired stream: leave the message for a human
-        return None
+    found = batch_deliveries(body)
+    return None if found is None else {d.pk for d in found}
 
 
 # ------------------------------------------------------------------------------------------------ tail

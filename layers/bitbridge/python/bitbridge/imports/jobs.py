@@ -21,8 +21,8 @@ from bitbridge import providers
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError
-from bitbridge.config import settings
-from bitbridge.errors import Problem
+from bitbridge.config import is_admin, settings
+from bitbridge.errors import NotFound, Problem
 from bitbridge.imports import output
 from bitbridge.imports.access import Caller
 from bitbridge.store.base import condition_failed, iso
@@ -141,7 +141,7 @@ def start(
             calls=c.calls,
             hook_base_url=hook_base_url,
         )
-        return public(job) | {"created": created}
+        return view_for(job, user_id) | {"created": created}
 
     with ThreadPoolExecutor(max_workers=min(ACCESS_CHECK_THREADS, len(checked))) as pool:
         return list(pool.map(make, checked))
@@ -245,12 +245,47 @@ def load(job_id: str) -> JobRecord | None:
 
 
 def visible_to(job: JobRecord, user_id: str) -> bool:
-    return job.owner_id == user_id or user_id in (job.requested_by or set())
+    """The user who started the job, those who joined it by requesting the same repository, and admins."""
+    return job.owner_id == user_id or user_id in (job.requested_by or set()) or is_admin(user_id)
+
+
+def may_change(job: JobRecord, user_id: str) -> bool:
+    """Cancel and retry belong to the user who started the job (whose connection runs it) and to admins;
+    a user who joined a shared job only watches it."""
+    return job.owner_id == user_id or is_admin(user_id)
 
 
 def get_for(user_id: str, job_id: str) -> JobRecord | None:
     job = load(job_id) if job_id.isalnum() else None
     return job if job is not None and visible_to(job, user_id) else None
+
+
+def for_change(user_id: str, job_id: str, action: str) -> JobRecord:
+    """The job `user_id` asks to cancel or retry: NotFound when they cannot see it, refused (403) when
+    they only joined it."""
+    job = get_for(user_id, job_id)
+    if job is None:
+        raise NotFound("No such import.")
+    if not may_change(job, user_id):
+        raise ImportRequestError(
+            f"Only the user who started this import, or an admin, can {action} it; "
+            "you joined it by requesting the same repository.",
+            code="not_import_owner",
+        )
+    return job
+
+
+def view_for(job: JobRecord, user_id: str) -> dict[str, Any]:
+    """The job as `user_id` sees it: the shared job plus what they may do with it."""
+    may = may_change(job, user_id)
+    return public(job) | {
+        "you": {
+            "started_it": job.owner_id == user_id,
+            "admin": is_admin(user_id),
+            "can_cancel": may and job.state in ACTIVE_STATES,
+            "can_retry": may and job.state in (FAILED, CANCELLED),
+        }
+    }
 
 
 def public(job: JobRecord) -> dict[str, Any]:
@@ -308,7 +343,7 @@ def list_for(user_id: str, cursor: str | None = None, limit: int = 50) -> dict[s
     result = JobRecord.by_owner.query(
         user_id, scan_index_forward=False, limit=limit, last_evaluated_key=_decode_cursor(cursor)
     )
-    items = [public(j) for j in result]
+    items = [view_for(j, user_id) for j in result]
     return {"imports": items, "next_cursor": _encode_cursor(result.last_evaluated_key)}
 
 

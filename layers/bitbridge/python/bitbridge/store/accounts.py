@@ -70,6 +70,7 @@ class ConnectionRecord(Model):
     redirect_uri = UnicodeAttribute(null=True)  # Data Center checks it again on every refresh
     tokens = BinaryAttribute(legacy_encoding=False)  # KMS ciphertext of {"access_token", "refresh_token"}
     expires_at = NumberAttribute()  # epoch seconds when the access token expires
+    token_lifetime = NumberAttribute(null=True)  # seconds the access token was granted for (refresh window)
     status = UnicodeAttribute(default="active")  # active | reauth_required
     version = NumberAttribute(default=0)  # bumped by every token write: the refresh lock's fence
     refreshing_until = NumberAttribute(null=True)  # lease held by the caller refreshing now

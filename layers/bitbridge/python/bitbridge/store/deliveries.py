@@ -7,6 +7,7 @@ for nothing else. This module is the only description of a delivery item:
   delivery_id      X-Request-UUID / X-Request-Id / hook id + body hash; the event id
   provider_id, subscription_id, event_key
   status           received | ignored (key not handled) | published | malformed | unpublishable
+                   | rejected (provider or repository not the subscription's)
   received_at      RFC 3339 UTC, milliseconds
   attempt          X-Attempt-Number
   headers          the headers that matter, one JSON string; never the signature
@@ -33,6 +34,7 @@ IGNORED = "ignored"
 PUBLISHED = "published"
 MALFORMED = "malformed"
 UNPUBLISHABLE = "unpublishable"
+REJECTED = "rejected"
 #: Raw deliveries are kept this long for `bitbridge events replay`; DynamoDB's TTL deletes them after.
 DELIVERY_TTL_SECONDS = 30 * 24 * 3600
 
@@ -132,7 +134,7 @@ def mark_published(pk: str, event_type: str) -> None:
 
 
 def settle(pk: str, status: str, reason: str) -> None:
-    """Record why a delivery will not be published (malformed, ignored, unpublishable)."""
+    """Record why a delivery will not be published (malformed, ignored, unpublishable, rejected)."""
     _update(pk, "SET #status = :status, #error = :error", {":status": {"S": status}, ":error": {"S": reason}})
 
 

@@ -7,7 +7,7 @@ deleted subscription is never recreated by a late delivery.
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, ListAttribute, UnicodeAttribute
+from pynamodb.attributes import BooleanAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -40,8 +40,12 @@ class SubscriptionRecord(Model):
     owner_user_id = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     last_delivery_at = UnicodeAttribute(null=True)  # received_at of the newest delivery published
-    health = UnicodeAttribute(null=True)  # ok | malformed (last delivery's outcome); None before any
+    health = UnicodeAttribute(null=True)  # ok | malformed | rejected (last delivery's outcome); None before any
     last_delivery_id = UnicodeAttribute(null=True)
+    # Deliveries signed with this subscription's secret but naming another repository or provider.
+    rejected_count = NumberAttribute(null=True)
+    last_rejected_at = UnicodeAttribute(null=True)
+    last_rejected_id = UnicodeAttribute(null=True)
 
     by_repository = ByRepository()
 

@@ -63,6 +63,30 @@ def record_subscription_delivery(
     return "recorded"
 
 
+def record_subscription_rejection(subscription_id: str, delivery_id: str, received_at: str) -> bool:
+    """Count a delivery refused for naming another repository or provider on the subscription whose
+    secret signed it; its health says so until a good delivery follows. False when no such subscription."""
+    ddb = client("dynamodb")
+    try:
+        ddb.update_item(
+            TableName=settings().subscriptions_table,
+            Key={"pk": {"S": subscription_id}},
+            UpdateExpression=(
+                "SET health = :health, last_rejected_at = :at, last_rejected_id = :id ADD rejected_count :one"
+            ),
+            ConditionExpression=_EXISTS,
+            ExpressionAttributeValues={
+                ":health": {"S": "rejected"},
+                ":at": {"S": received_at},
+                ":id": {"S": delivery_id},
+                ":one": {"N": "1"},
+            },
+        )
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
 def _project_key(provider_id: str, repository_id: str) -> dict[str, dict[str, str]]:
     # store.imports.project_pk's shape, spelled for the low-level client.
     return {"pk": {"S": f"PROJECT#{provider_id}#{repository_id}"}, "sk": {"S": "PROJECT"}}

@@ -16,6 +16,10 @@ Two callers, one path: the event_publisher Lambda on the deliveries table's stre
   record; this module batches up to 10 entries per call instead.
 - **Poison deliveries don't block the stream.** A payload the normaliser rejects is marked ``malformed``
   on its delivery item, a delivery for an unknown provider ``unpublishable``, and processing moves on.
+- **A delivery is bound to its subscription.** The secret that signed it was derived for one subscription
+  id, and that id for one provider + repository (``bitbridge.webhooks.binding``): a delivery whose URL
+  provider and payload repository do not give back its subscription id is ``rejected`` - nothing published,
+  no project state touched, and the subscription's ``rejected_count`` / ``health`` say so.
 - **A missing subscription does not stop publishing.** The signature already proved the delivery came
   from a hook holding a secret derived for that subscription id; a subscription deleted in bitbridge
   whose hook still fires in Bitbucket is still a real change in the repository. Nothing is recorded for
@@ -37,7 +41,8 @@ from bitbridge.aws import client
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.config import settings
 from bitbridge.store import deliveries, webhook_state
-from bitbridge.store.deliveries import IGNORED, MALFORMED, RECEIVED, UNPUBLISHABLE, Delivery
+from bitbridge.store.deliveries import IGNORED, MALFORMED, RECEIVED, REJECTED, UNPUBLISHABLE, Delivery
+from bitbridge.webhooks.binding import belongs_to
 from bitbridge.webhooks.normalise import MalformedPayload, UnhandledEvent, normalise
 from bitbridge.webhooks.project_state import apply_event
 
@@ -50,6 +55,8 @@ MAX_BYTES_PER_CALL = 240 * 1024  # a margin under 256 KB for the envelope fields
 #: Quick in-invocation retries of entries PutEvents did not accept (botocore already retries errors).
 PUT_ATTEMPTS = 3
 RETRY_DELAYS = (0.1, 0.4)
+#: Why a delivery is rejected (no value from the payload: the reason is shown to operators as is).
+NOT_THE_SUBSCRIPTIONS = "repository or provider does not match the subscription"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +76,11 @@ class Outcome:
     unpublishable: list[str]
     ignored: list[str]
     failed: list[str]
+    rejected: list[str]
 
     @classmethod
     def empty(cls) -> Outcome:
-        return cls([], [], [], [], [])
+        return cls([], [], [], [], [], [])
 
 
 # ------------------------------------------------------------------------------------------------ stream
@@ -164,6 +172,12 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
         _settle(delivery, MALFORMED, reason)
         _touch_subscription(delivery, health="malformed")
         outcome.malformed.append(delivery.pk)
+        return None
+    if not belongs_to(delivery.subscription_id, delivery.provider_id, event["repository"]["id"]):
+        log.warning("delivery %s rejected: %s", delivery.delivery_id, NOT_THE_SUBSCRIPTIONS)
+        _settle(delivery, REJECTED, NOT_THE_SUBSCRIPTIONS)
+        _count_rejection(delivery)
+        outcome.rejected.append(delivery.pk)
         return None
     detail = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     entry = {
@@ -258,6 +272,18 @@ def _record(delivery: Delivery, write: Any, *args: Any) -> None:
         write(*args)
     except Exception as exc:
         log.warning("delivery %s status not recorded: %s", delivery.delivery_id, type(exc).__name__)
+
+
+def _count_rejection(delivery: Delivery) -> None:
+    try:
+        counted = webhook_state.record_subscription_rejection(
+            delivery.subscription_id, delivery.delivery_id, delivery.received_at
+        )
+    except Exception as exc:
+        log.warning("subscription %s not updated: %s", delivery.subscription_id, type(exc).__name__)
+        return
+    if not counted:
+        log.warning("subscription %s does not exist; rejected delivery not counted", delivery.subscription_id)
 
 
 def _touch_subscription(delivery: Delivery, *, health: str) -> None:

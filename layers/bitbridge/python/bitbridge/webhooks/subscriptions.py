@@ -8,7 +8,6 @@ subscription id (`derive_hook_secret`), so nothing per hook is stored anywhere.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +19,7 @@ from bitbridge.bitbucket.repos import hook_id
 from bitbridge.config import settings
 from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.signatures import derive_hook_secret
 
 
@@ -45,11 +45,6 @@ class Installed:
     url: str
     events: tuple[str, ...]
     secret: str | None  # only for manual installs, to paste into Bitbucket; never stored
-
-
-def subscription_id(provider_id: str, repository_id: str) -> str:
-    digest = hashlib.sha256(f"{provider_id}\0{repository_id}".encode()).hexdigest()
-    return f"sub-{digest[:24]}"
 
 
 def hook_url(base_url: str, provider_id: str, sub_id: str) -> str:

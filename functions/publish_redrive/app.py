@@ -1,0 +1,17 @@
+"""Lambda entry point for the PublishFailureQueue: republish parked deliveries once the bus answers.
+
+A message whose deliveries are all settled is deleted (partial batch response); one the bus still
+refuses stays, invisible for a doubling delay (``bitbridge.webhooks.redrive``).
+"""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bitbridge.webhooks.redrive import handle_failure_messages
+
+logger = Logger()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: LambdaContext) -> dict:
+    return handle_failure_messages(event.get("Records") or [])

@@ -1,0 +1,61 @@
+"""Who may change an import: the user who started it, or an admin named by BITBRIDGE_ADMIN_USERS."""
+
+from __future__ import annotations
+
+import pytest
+
+from bitbridge.config import Settings, settings
+from bitbridge.errors import NotFound
+from bitbridge.imports import jobs
+from bitbridge.store.imports import JobRecord
+
+
+@pytest.fixture
+def admins(monkeypatch):
+    def configure(value: str) -> None:
+        monkeypatch.setenv("BITBRIDGE_ADMIN_USERS", value)
+        settings.cache_clear()
+
+    yield configure
+    settings.cache_clear()
+
+
+def _job(state: str = "running") -> JobRecord:
+    return JobRecord("JOB#j1", "JOB", job_id="j1", owner_id="u-alice", requested_by={"u-bob"}, state=state)
+
+
+def test_admin_users_is_a_comma_separated_list_of_user_ids():
+    parsed = Settings.from_environ({"BITBRIDGE_ADMIN_USERS": " u-1, ,u-2 ,"})
+    assert parsed.admin_users == frozenset({"u-1", "u-2"})
+    assert Settings.from_environ({}).admin_users == frozenset()
+
+
+def test_only_the_starter_or_an_admin_may_change_a_shared_job(admins, monkeypatch):
+    admins("u-root")
+    job = _job()
+    monkeypatch.setattr(jobs, "load", lambda job_id: job if job_id == "j1" else None)
+    assert jobs.for_change("u-alice", "j1", "cancel") is job
+    assert jobs.for_change("u-root", "j1", "cancel") is job  # an admin who never requested it
+    with pytest.raises(jobs.ImportRequestError) as refused:
+        jobs.for_change("u-bob", "j1", "cancel")
+    assert refused.value.code == "not_import_owner" and "can cancel it" in refused.value.message
+    with pytest.raises(NotFound):
+        jobs.for_change("u-carol", "j1", "retry")  # not even visible: the same answer as a missing job
+
+
+def test_each_requester_sees_what_they_may_do(admins):
+    admins("u-root")
+    running, failed = _job(), _job("failed")
+    assert jobs.view_for(running, "u-bob")["you"] == {
+        "started_it": False,
+        "admin": False,
+        "can_cancel": False,
+        "can_retry": False,
+    }
+    assert jobs.view_for(running, "u-alice")["you"]["can_cancel"] is True
+    assert jobs.view_for(failed, "u-root")["you"] == {
+        "started_it": False,
+        "admin": True,
+        "can_cancel": False,
+        "can_retry": True,
+    }
