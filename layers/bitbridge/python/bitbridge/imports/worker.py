@@ -27,14 +27,14 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bitbridge import providers, tokens
+from bitbridge import metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
 from bitbridge.imports.access import Caller, backoff
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed, iso, watch_models
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
@@ -134,7 +134,14 @@ def _remaining_ms(context: Any) -> int:
 
 
 def run(job_id: str, context: Any) -> None:
+    with metering.metered() as meter:
+        watch_models(metering.watch)
+        _run(job_id, context, meter)
+
+
+def _run(job_id: str, context: Any, meter: metering.Meter) -> None:
     job = jobs.load(job_id)
+    aws_base, api_base = dict(job.aws_calls or {}) if job else {}, int(job.api_calls or 0) if job else 0
     if job is None:
         logger.warning("import message for an unknown job", extra={"import_id": job_id})
         return
@@ -150,7 +157,7 @@ def run(job_id: str, context: Any) -> None:
     if first:
         notify.publish(job, "import.started")
     try:
-        runner = Run(job, run_id, context)
+        runner = Run(job, run_id, context, meter, aws_base, api_base)
     except providers.UnknownProvider:
         job.update(
             actions=[
@@ -208,8 +215,11 @@ def _file_entry(part: PartRecord) -> dict[str, Any]:
 class Run:
     """One invocation's work on one job, under its lease."""
 
-    def __init__(self, job: JobRecord, run_id: str, context: Any) -> None:
+    def __init__(
+        self, job: JobRecord, run_id: str, context: Any, meter: metering.Meter, aws_base: dict, api_base: int
+    ) -> None:
         self.job = job
+        self.meter, self.aws_base, self.api_base = meter, aws_base, api_base
         self.run_id = run_id
         self.context = context
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
@@ -217,7 +227,6 @@ class Run:
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
-        self.calls_saved = 0
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _fenced(self) -> Any:
@@ -225,16 +234,24 @@ class Run:
 
     def _save(self, actions: list[Any]) -> None:
         """Write under the lease; counts the API calls made since the last write."""
-        calls, self.calls_saved = self.caller.calls - self.calls_saved, self.caller.calls
         try:
             self.job.update(
-                actions=[*actions, JobRecord.api_calls.add(calls), JobRecord.updated_at.set(iso())],
+                actions=[
+                    *actions,
+                    JobRecord.api_calls.set(self.api_base + self.meter.bitbucket),
+                    JobRecord.aws_calls.set(self._aws_calls({"dynamodb:UpdateItem": 1})),
+                    JobRecord.updated_at.set(iso()),
+                ],
                 condition=self._fenced(),
             )
         except Exception as exc:
             if condition_failed(exc):
                 raise Stopped() from None  # cancelled, or another run took over after our lease expired
             raise
+
+    def _aws_calls(self, planned: dict[str, int]) -> dict[str, int]:
+        """This job's AWS calls: earlier invocations', this one's so far, and `planned` (about to be made)."""
+        return metering.added(self.aws_base, self.meter.aws, planned)
 
     def _release(self) -> list[Any]:
         return [JobRecord.lease_owner.remove(), JobRecord.lease_until.remove()]
@@ -379,7 +396,6 @@ class Run:
             key=lambda p: (p.entity != "repository", p.key),
         )
         finished = iso()
-        calls = int(self.job.api_calls or 0) + (self.caller.calls - self.calls_saved)
         assert self.repo is not None
         manifest = {
             "schema_version": "1",
@@ -393,7 +409,9 @@ class Run:
             "webhook": self.job.webhook,
             "started_at": self.job.started_at,
             "finished_at": finished,
-            "api_calls": calls,
+            "api_calls": self.api_base + self.meter.bitbucket,
+            # Through completion: this object, the project link, the job's last write, import.completed.
+            "aws_calls": self._aws_calls({"s3:PutObject": 1, "dynamodb:UpdateItem": 2, "events:PutEvents": 1}),
         }
         output.write_json(self.base, "manifest.json", manifest)
         self._update_project(finished)
