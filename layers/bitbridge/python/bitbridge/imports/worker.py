@@ -1,9 +1,16 @@
 """The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
 
 Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> manifest.
-A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), record the
-part, then move the cursor and counts in one conditional write. A crash anywhere redoes at most the page in
-hand and rewrites the same object, so the output equals a clean run's.
+A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), then record the
+part (key, size, sha256) with the cursor and counts in one conditional write on the job. A crash anywhere
+redoes at most the page in hand and rewrites the same object, so the output equals a clean run's.
+
+Economy (each call is latency and money, per repository): the lease write answers the job (no read first);
+the provider record and the decrypted token serve every step of an invocation, the webhook step's too;
+steps that read no page (repository, webhook) are saved with the next write; the manifest is built from
+the part entries the job holds; import.progress goes out at most every PROGRESS_EVERY_SECONDS. Every AWS
+call (by service and operation) and every Bitbucket call is counted (bitbridge.metering) into the job and
+the manifest.
 
 Waiting never holds a Lambda or burns the message's receive count: to wait (a 429, a Bitbucket outage,
 the time limit) the job saves its place and sends itself a new message with DelaySeconds (SQS caps it at
