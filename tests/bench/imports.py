@@ -181,6 +181,21 @@ def economy(stack: Any) -> None:
             print(f"  NOT COMPLETED: {missing or 'timed out'}")
 
 
+KICKOFF_BATCH = 50  # a loaded machine can push 100 access checks past the kickoff's 10 s timeout
+
+
+def kickoff(session: requests.Session, stack: Any, names: list[str]) -> list[dict[str, Any]]:
+    """POST /api/imports, again after a 5xx (idempotent: jobs already made come back, `created: false`)."""
+    for attempt in range(3):
+        try:
+            return start_imports(session, stack, "cloud", names)
+        except AssertionError:
+            if attempt == 2:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
 def scale(stack: Any, repos: int, prs: int, interval: float) -> None:
     print(f"\n== {repos} repositories / {repos * prs} pull requests, imported through the API ==")
     spec = {
@@ -216,8 +231,8 @@ def scale(stack: Any, repos: int, prs: int, interval: float) -> None:
     control(stack, "cloud", "DELETE", "requests")
     started = time.monotonic()
     job_ids: list[str] = []
-    for i in range(0, len(names), 100):
-        job_ids += [j["id"] for j in start_imports(session, stack, "cloud", names[i : i + 100])]
+    for i in range(0, len(names), KICKOFF_BATCH):
+        job_ids += [j["id"] for j in kickoff(session, stack, names[i : i + KICKOFF_BATCH])]
     kicked = time.monotonic() - started
     polls = 0
     while True:
