@@ -148,6 +148,32 @@ def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
     assert bad.status_code == 400
 
 
+def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_needs(stack):
+    control(stack, "cloud", "POST", "seed", _workspace_seed("econws", "econ", prs=5))
+    session = api_session(stack, "cloud", "alice")
+    job = start_imports(session, stack, "cloud", ["econws/econ-0001"])[0]
+    done = wait_for(session, stack, [job["id"]])[job["id"]]
+    assert done["state"] == "completed" and done["webhook"].startswith("installed")
+    man = manifest(snapshot(stack, done["snapshot"]["prefix"]))
+    # Bitbucket: the access check, one page per list and the hook's POST, as the emulator counted them.
+    per_repository = control(stack, "cloud", "GET", "requests")["flavors"]["cloud"]["repositories"]
+    counted = next(n for name, n in per_repository.items() if "econ-0001" in name)
+    assert done["api_calls"] == man["api_calls"] == counted == 5
+    # AWS, by operation: the design's minimum for three one-page lists and a new hook (the webhook
+    # master key is cached per container, so it may have been read already).
+    aws = dict(done["aws_calls"])
+    assert aws.pop("secretsmanager:GetSecretValue", 0) <= 1
+    assert aws == {
+        "dynamodb:UpdateItem": 1 + 3 + 2,  # the lease (returns the job), one per page, project link, completion
+        "dynamodb:GetItem": 3,  # provider, connection (token), subscription
+        "dynamodb:PutItem": 2,  # the subscription before the hook is created, then with its id
+        "kms:Decrypt": 1,  # the token, once (the webhook step reuses it)
+        "s3:PutObject": 2 + 3,  # repository.json, one object per page, manifest.json
+        "events:PutEvents": 2,  # import.started, import.completed
+    }
+    assert man["aws_calls"] == done["aws_calls"]
+
+
 def test_rate_limit_window_makes_the_job_wait_then_complete_without_duplicates(stack):
     control(stack, "cloud", "POST", "seed", _workspace_seed("ratews", "limited", prs=120))
     session = api_session(stack, "cloud", "alice")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from bitbridge import metering
 from bitbridge.config import settings
 
 
@@ -24,7 +25,9 @@ def client(service: str) -> Any:
         retries={"max_attempts": 3, "mode": "standard"},
         max_pool_connections=50,  # the local stack runs many handlers on threads sharing one client
     )
-    return boto3.client(service, region_name=settings().region, config=config)  # type: ignore[call-overload]
+    made = boto3.client(service, region_name=settings().region, config=config)  # type: ignore[call-overload]
+    metering.watch(made)  # a no-op outside a meter (the import worker counts its calls)
+    return made
 
 
 SECRET_MAX_AGE_SECONDS = 300

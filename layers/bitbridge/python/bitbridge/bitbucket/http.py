@@ -11,6 +11,8 @@ from typing import Any
 
 import requests
 
+from bitbridge import metering
+
 TIMEOUT = (3.05, 15)  # connect, read (seconds)
 USER_AGENT = "bitbridge/0.1 (+https://github.com/bitbridge)"
 
@@ -82,6 +84,7 @@ def request(
     json: Any = None,
 ) -> requests.Response:
     """One authenticated call; Bitbucket's failures become the exceptions above."""
+    metering.count_bitbucket_call()
     try:
         response = session().request(
             method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT

@@ -53,6 +53,11 @@ class Caller:
         """Read the token now (so forks share it)."""
         self._current_token()
 
+    def token(self) -> str:
+        """The token this caller uses now (re-read through `tokens.access_token` every minute, so a token
+        near expiry is refreshed under the connection's lease as for any page)."""
+        return self._current_token()
+
     @property
     def api(self) -> str:
         return str(self.provider.api_url).rstrip("/")

@@ -298,6 +298,7 @@ def public(job: JobRecord) -> dict[str, Any]:
         "step": job.step,
         "progress": dict(job.counts or {}),
         "api_calls": int(job.api_calls or 0),
+        "aws_calls": dict(job.aws_calls or {}),
         "error": {"reason": job.reason, "message": job.error} if job.error else None,
         "webhook": job.webhook,
         "options": dict(job.options or {}),

@@ -1,9 +1,16 @@
 """The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
 
 Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> manifest.
-A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), record the
-part, then move the cursor and counts in one conditional write. A crash anywhere redoes at most the page in
-hand and rewrites the same object, so the output equals a clean run's.
+A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), then record the
+part (key, size, sha256) with the cursor and counts in one conditional write on the job. A crash anywhere
+redoes at most the page in hand and rewrites the same object, so the output equals a clean run's.
+
+Economy (each call is latency and money, per repository): the lease write answers the job (no read first);
+the provider record and the decrypted token serve every step of an invocation, the webhook step's too;
+steps that read no page (repository, webhook) are saved with the next write; the manifest is built from
+the part entries the job holds; import.progress goes out at most every PROGRESS_EVERY_SECONDS. Every AWS
+call (by service and operation) and every Bitbucket call is counted (bitbridge.metering) into the job and
+the manifest.
 
 Waiting never holds a Lambda or burns the message's receive count: to wait (a 429, a Bitbucket outage,
 the time limit) the job saves its place and sends itself a new message with DelaySeconds (SQS caps it at
@@ -27,27 +34,31 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bitbridge import providers, tokens
+from bitbridge import metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
 from bitbridge.imports.access import Caller, backoff
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
+from bitbridge.store.base import condition_failed, iso, watch_models
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
     FAILED,
+    JOB_SK,
+    PARTS_ON_JOB,
     PROJECT_SK,
     RUNNING,
     TERMINAL_STATES,
     WAITING,
     JobRecord,
-    PartRecord,
+    PartsChunkRecord,
     ProjectRecord,
-    part_sk,
-    parts_of,
+    job_pk,
+    parts_chunk_sk,
+    parts_chunks_of,
     project_pk,
 )
 
@@ -59,6 +70,7 @@ SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may 
 LEASE_GRACE_SECONDS = 60
 MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
+PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 
 
 class Busy(Exception):
@@ -134,101 +146,127 @@ def _remaining_ms(context: Any) -> int:
 
 
 def run(job_id: str, context: Any) -> None:
-    job = jobs.load(job_id)
-    if job is None:
-        logger.warning("import message for an unknown job", extra={"import_id": job_id})
-        return
-    if job.state in TERMINAL_STATES:
-        return  # cancelled, or a duplicate message for a finished job
-    now = time.time()
-    if job.not_before and job.not_before > now + 1:
-        jobs.enqueue(job, math.ceil(min(MAX_DELAY_SECONDS, job.not_before - now)))  # a longer wait, in hops
-        return
-    run_id = uuid.uuid4().hex
-    first = job.started_at is None
-    _take_lease(job, run_id, context)
-    if first:
-        notify.publish(job, "import.started")
+    with metering.metered() as meter:
+        watch_models(metering.watch)
+        taken = _take_lease(job_id, uuid.uuid4().hex, context)
+        if taken is None:
+            return
+        job, run_id, first = taken
+        if first:
+            notify.publish(job, "import.started")
+        try:
+            runner = Run(job, run_id, context, meter)
+        except providers.UnknownProvider:
+            job.update(
+                actions=[
+                    JobRecord.state.set(FAILED),
+                    JobRecord.reason.set("not_found"),
+                    JobRecord.error.set(f"The provider {job.provider_id} is no longer registered."),
+                    JobRecord.finished_at.set(iso()),
+                    JobRecord.lease_owner.remove(),
+                    JobRecord.lease_until.remove(),
+                ]
+            )
+            notify.publish(job, "import.failed")
+            return
+        runner.execute()
+
+
+def _take_lease(job_id: str, run_id: str, context: Any) -> tuple[JobRecord, str, bool] | None:
+    """Take the job's lease with one conditional write that also reads the job (UpdateItem answers the
+    item). Only when its condition fails is the job read, to say why: unknown, finished (a duplicate
+    message, or cancelled), waiting longer than one SQS delay (`not_before`: hop again), or busy."""
+    now = int(time.time())
+    started = iso()
+    job = JobRecord(job_pk(job_id), JOB_SK)
     try:
-        runner = Run(job, run_id, context)
-    except providers.UnknownProvider:
         job.update(
             actions=[
-                JobRecord.state.set(FAILED),
-                JobRecord.reason.set("not_found"),
-                JobRecord.error.set(f"The provider {job.provider_id} is no longer registered."),
-                JobRecord.finished_at.set(iso()),
-                JobRecord.lease_owner.remove(),
-                JobRecord.lease_until.remove(),
-            ]
-        )
-        notify.publish(job, "import.failed")
-        return
-    runner.execute()
-
-
-def _take_lease(job: JobRecord, run_id: str, context: Any) -> None:
-    now = int(time.time())
-    until = now + _remaining_ms(context) // 1000 + LEASE_GRACE_SECONDS
-    actions: list[Any] = [
-        JobRecord.state.set(RUNNING),
-        JobRecord.lease_owner.set(run_id),
-        JobRecord.lease_until.set(until),
-        JobRecord.not_before.remove(),
-        JobRecord.updated_at.set(iso()),
-    ]
-    if job.started_at is None:
-        actions.append(JobRecord.started_at.set(iso()))
-    try:
-        job.update(
-            actions=actions,
+                JobRecord.state.set(RUNNING),
+                JobRecord.lease_owner.set(run_id),
+                JobRecord.lease_until.set(now + _remaining_ms(context) // 1000 + LEASE_GRACE_SECONDS),
+                JobRecord.not_before.remove(),
+                JobRecord.updated_at.set(started),
+                JobRecord.started_at.set(JobRecord.started_at | started),
+            ],
             condition=JobRecord.state.is_in(*ACTIVE_STATES)
-            & (JobRecord.lease_until.does_not_exist() | (JobRecord.lease_until < now)),
+            & (JobRecord.lease_until.does_not_exist() | (JobRecord.lease_until < now))
+            & (JobRecord.not_before.does_not_exist() | (JobRecord.not_before <= now + 1)),
         )
+        # started_at is set once: equal to ours, this is the job's first run (a lease is held >= 60 s,
+        # so no earlier run can have started within the same second).
+        return job, run_id, job.started_at == started
     except Exception as exc:
         if not condition_failed(exc):
             raise
-        job.refresh(consistent_read=True)
-        if job.state in TERMINAL_STATES:
-            raise Stopped() from None
-        raise Busy(max(1, min(MAX_DELAY_SECONDS, int((job.lease_until or now) - now) + 1))) from None
+    current = jobs.load(job_id)
+    if current is None:
+        logger.warning("import message for an unknown job", extra={"import_id": job_id})
+        return None
+    if current.state in TERMINAL_STATES:
+        return None  # cancelled, or a duplicate message for a finished job
+    if current.not_before and current.not_before > now + 1:
+        jobs.enqueue(current, math.ceil(min(MAX_DELAY_SECONDS, current.not_before - now)))  # a longer wait, in hops
+        return None
+    raise Busy(max(1, min(MAX_DELAY_SECONDS, int((current.lease_until or now) - now) + 1)))
 
 
-def _file_entry(part: PartRecord) -> dict[str, Any]:
-    return {
-        "key": part.key,
-        "entity": part.entity,
-        "page": int(part.page),
-        "count": int(part.items),
-        "bytes": int(part.size),
-        "sha256": part.sha256,
-    }
+def _file_entry(part: list[Any]) -> dict[str, Any]:
+    key, entity, page, count, size, sha256 = part
+    return {"key": key, "entity": entity, "page": int(page), "count": int(count), "bytes": int(size), "sha256": sha256}
 
 
 class Run:
-    """One invocation's work on one job, under its lease."""
+    """One invocation's work on one job, under its lease.
 
-    def __init__(self, job: JobRecord, run_id: str, context: Any) -> None:
+    The run holds the job's progress (step, cursor, counts, facts, parts written) in `self.job` and writes
+    it with each page's checkpoint, in one conditional write. Steps that call Bitbucket for no page - the
+    repository (read at kickoff) and the webhook - are saved with the next write: a crash before it redoes
+    them, rewriting identical bytes (repository.json) or finding the hook it installed (idempotent).
+    """
+
+    def __init__(self, job: JobRecord, run_id: str, context: Any, meter: metering.Meter) -> None:
         self.job = job
         self.run_id = run_id
         self.context = context
+        self.meter = meter
+        # What earlier invocations counted (this one's lease write is already in the meter).
+        self.aws_base, self.api_base = dict(job.aws_calls or {}), int(job.api_calls or 0)
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
         self.caller = Caller(job.owner_id, self.provider)
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
-        self.calls_saved = 0
+        self.progress_at = time.monotonic()
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _fenced(self) -> Any:
         return (JobRecord.lease_owner == self.run_id) & JobRecord.state.is_in(RUNNING)
 
-    def _save(self, actions: list[Any]) -> None:
-        """Write under the lease; counts the API calls made since the last write."""
-        calls, self.calls_saved = self.caller.calls - self.calls_saved, self.caller.calls
+    def _aws_calls(self, planned: dict[str, int]) -> dict[str, int]:
+        """This job's AWS calls: earlier invocations', this one's so far, and `planned` (about to be made)."""
+        return metering.added(self.aws_base, self.meter.aws, planned)
+
+    def _save(self, actions: list[Any], planned: dict[str, int] | None = None) -> None:
+        """Write the progress held in memory plus `actions`, under the lease, with the calls counted so
+        far (`planned`: calls that follow this write and belong to it, e.g. the event it announces)."""
+        job = self.job
         try:
-            self.job.update(
-                actions=[*actions, JobRecord.api_calls.add(calls), JobRecord.updated_at.set(iso())],
+            job.update(
+                actions=[
+                    JobRecord.step.set(job.step),
+                    JobRecord.checkpoint.set(job.checkpoint or {}),
+                    JobRecord.counts.set(job.counts or {}),
+                    JobRecord.facts.set(job.facts or {}),
+                    JobRecord.parts.set(job.parts or []),
+                    JobRecord.parts_chunks.set(int(job.parts_chunks or 0)),
+                    *([JobRecord.repository.set(job.repository)] if job.repository is not None else []),
+                    *([JobRecord.webhook.set(job.webhook)] if job.webhook is not None else []),
+                    *actions,
+                    JobRecord.api_calls.set(self.api_base + self.meter.bitbucket),
+                    JobRecord.aws_calls.set(self._aws_calls(metering.added({"dynamodb:UpdateItem": 1}, planned or {}))),
+                    JobRecord.updated_at.set(iso()),
+                ],
                 condition=self._fenced(),
             )
         except Exception as exc:
@@ -246,6 +284,13 @@ class Run:
     def _next_step(self, step: str) -> str:
         steps = self._steps()
         return steps[steps.index(step) + 1] if step in steps[:-1] else "done"
+
+    def _progress_due(self) -> bool:
+        """import.progress at most every PROGRESS_EVERY_SECONDS of work (started and completed always)."""
+        if time.monotonic() - self.progress_at < PROGRESS_EVERY_SECONDS:
+            return False
+        self.progress_at = time.monotonic()
+        return True
 
     # -- the loop ---------------------------------------------------------------------------------
     def execute(self) -> None:
@@ -293,24 +338,17 @@ class Run:
 
     # -- steps ------------------------------------------------------------------------------------
     def _repository(self) -> None:
+        """repository.json; saved with the first page's write (no Bitbucket call when read at kickoff)."""
         raw = self.job.repository
         if raw is None:
             self.repo, raw = self.bitbucket.repository(
                 self.caller.fetch, self.caller.api, self.job.repository_full_name
             )
+            self.job.repository = raw
         assert self.repo is not None
-        written = output.write_json(self.base, "repository.json", raw)
-        self._record_part("repository", 0, written)
-        facts = dict(self.job.facts or {})
-        facts["default_branch"] = self.repo.default_branch
-        self._save(
-            [
-                JobRecord.repository.set(raw),
-                JobRecord.facts.set(facts),
-                JobRecord.step.set(self._next_step("repository")),
-                JobRecord.checkpoint.set({}),
-            ]
-        )
+        self._record_part("repository", 0, output.write_json(self.base, "repository.json", raw))
+        self.job.facts = dict(self.job.facts or {}) | {"default_branch": self.repo.default_branch}
+        self.job.step, self.job.checkpoint = self._next_step("repository"), {}
 
     def _entity_page(self, entity: str) -> None:
         checkpoint = dict(self.job.checkpoint or {})
@@ -320,16 +358,17 @@ class Run:
         )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
-        facts = self._facts(entity, page.values)
-        actions = [JobRecord.counts.set(counts), JobRecord.facts.set(facts), JobRecord.transient_failures.set(0)]
+        self.job.counts, self.job.facts = counts, self._facts(entity, page.values)
         if page.next:
-            actions += [JobRecord.checkpoint.set({"cursor": page.next, "page": page_no + 1})]
+            self.job.checkpoint = {"cursor": page.next, "page": page_no + 1}
         else:
-            actions += [JobRecord.step.set(self._next_step(entity)), JobRecord.checkpoint.set({})]
-        self._save(actions)
-        if not page.next:
+            self.job.step, self.job.checkpoint = self._next_step(entity), {}
+        progress = self._progress_due()
+        self._save([JobRecord.transient_failures.set(0)], {"events:PutEvents": 1} if progress else None)
+        if progress:
             notify.publish(self.job, "import.progress")
 
     def _facts(self, entity: str, values: list[dict[str, Any]]) -> dict[str, Any]:
@@ -344,7 +383,8 @@ class Run:
         return facts
 
     def _webhook(self) -> None:
-        """Install bitbridge's hook through the webhooks core (idempotent: a retry finds the same hook).
+        """Install bitbridge's hook through the webhooks core (idempotent: a retry finds the same hook),
+        with this run's provider record and token. Saved with the manifest step's write.
         A user who may not manage hooks does not fail the import: the manifest says why none is installed.
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
         from bitbridge.webhooks import subscriptions
@@ -359,28 +399,21 @@ class Run:
                 self.job.provider_id, self.job.repository_id, self.repo.owner, self.repo.slug
             )
             try:
-                installed = subscriptions.install_webhook(self.job.owner_id, target, base_url)
+                installed = subscriptions.install_webhook(
+                    self.job.owner_id, target, base_url, provider=self.provider, token=self.caller.token()
+                )
             except subscriptions.HookPermissionDenied as exc:
                 status = f"not installed ({exc})"
             else:
                 facts["subscription_id"] = installed.subscription.subscription_id
                 status = f"installed (subscription {installed.subscription.subscription_id})"
-        self._save(
-            [
-                JobRecord.webhook.set(status),
-                JobRecord.facts.set(facts),
-                JobRecord.step.set(self._next_step("webhook")),
-            ]
-        )
+        self.job.webhook, self.job.facts, self.job.step = status, facts, self._next_step("webhook")
 
     def _manifest(self) -> None:
-        parts = sorted(
-            PartRecord.query(self.job.pk, parts_of(), consistent_read=True),
-            key=lambda p: (p.entity != "repository", p.key),
-        )
+        parts = sorted(self._all_parts(), key=lambda p: (p[1] != "repository", p[0]))
         finished = iso()
-        calls = int(self.job.api_calls or 0) + (self.caller.calls - self.calls_saved)
         assert self.repo is not None
+        self._update_project(finished)
         manifest = {
             "schema_version": "1",
             "import_id": self.job.job_id,
@@ -393,17 +426,15 @@ class Run:
             "webhook": self.job.webhook,
             "started_at": self.job.started_at,
             "finished_at": finished,
-            "api_calls": calls,
+            "api_calls": self.api_base + self.meter.bitbucket,  # Bitbucket REST calls, the webhook's included
+            # Through completion: this object, the job's last write, and import.completed.
+            "aws_calls": self._aws_calls({"s3:PutObject": 1, "dynamodb:UpdateItem": 1, "events:PutEvents": 1}),
         }
         output.write_json(self.base, "manifest.json", manifest)
-        self._update_project(finished)
+        self.job.step = "done"
         self._save(
-            [
-                JobRecord.state.set(COMPLETED),
-                JobRecord.step.set("done"),
-                JobRecord.finished_at.set(finished),
-                *self._release(),
-            ]
+            [JobRecord.state.set(COMPLETED), JobRecord.finished_at.set(finished), *self._release()],
+            {"events:PutEvents": 1},
         )
         notify.publish(self.job, "import.completed")
 
@@ -437,23 +468,34 @@ class Run:
         )
         project.update(actions=actions)
 
+    # -- parts: what was written, for the manifest ------------------------------------------------
     def _record_part(self, entity: str, page: int, written: output.Written) -> None:
-        PartRecord(
-            self.job.pk,
-            part_sk(entity, page),
-            key=written.key,
-            entity=entity,
-            page=page,
-            items=written.count,
-            size=written.bytes,
-            sha256=written.sha256,
-        ).save()
+        """Held on the job, saved with the page's checkpoint (a redone page replaces its own entry)."""
+        entry = [written.key, entity, page, written.count, written.bytes, written.sha256]
+        self.job.parts = [p for p in (self.job.parts or []) if p[0] != written.key] + [entry]
+
+    def _move_parts_off_if_long(self) -> None:
+        """Past PARTS_ON_JOB entries, move them to a chunk item before the write that empties the list:
+        a crash in between rewrites the same chunk (its number is the job's saved chunk count)."""
+        if len(self.job.parts or []) < PARTS_ON_JOB:
+            return
+        chunk = int(self.job.parts_chunks or 0)
+        PartsChunkRecord(self.job.pk, parts_chunk_sk(chunk), parts=list(self.job.parts)).save()
+        self.job.parts, self.job.parts_chunks = [], chunk + 1
+
+    def _all_parts(self) -> list[list[Any]]:
+        earlier: list[list[Any]] = []
+        if self.job.parts_chunks:  # only imports of more than PARTS_ON_JOB pages
+            for chunk in PartsChunkRecord.query(self.job.pk, parts_chunks_of(), consistent_read=True):
+                earlier += chunk.parts
+        held = {p[0] for p in self.job.parts or []}
+        return [p for p in earlier if p[0] not in held] + list(self.job.parts or [])
 
     # -- leaving ----------------------------------------------------------------------------------
-    def _defer(self, delay: float, actions: list[Any]) -> None:
+    def _defer(self, delay: float, actions: list[Any], planned: dict[str, int] | None = None) -> None:
         """Save, release the lease, and come back in `delay` seconds through a new message."""
         delay = max(0.0, delay)
-        self._save([*actions, *self._release()])
+        self._save([*actions, *self._release()], metering.added({"sqs:SendMessage": 1}, planned or {}))
         jobs.enqueue(self.job, math.ceil(min(MAX_DELAY_SECONDS, delay)))  # after the save: a lost send is redelivered
 
     def _continue_later(self) -> None:
@@ -474,6 +516,7 @@ class Run:
                 JobRecord.not_before.set(int(time.time() + delay)),
                 JobRecord.rate_limit_waits.add(1),
             ],
+            {"events:PutEvents": 1},
         )
         notify.publish(self.job, "import.progress")
 
@@ -494,7 +537,8 @@ class Run:
                 JobRecord.error.set(message[:500]),
                 JobRecord.finished_at.set(iso()),
                 *self._release(),
-            ]
+            ],
+            {"events:PutEvents": 1},
         )
         notify.publish(self.job, "import.failed")
 

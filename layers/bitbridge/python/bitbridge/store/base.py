@@ -69,6 +69,12 @@ def condition_failed(exc: Exception) -> bool:
     return code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in str(exc)
 
 
+def watch_models(watch: Any) -> None:
+    """Apply `watch` (bitbridge.metering.watch) to the botocore client behind every model."""
+    for model in MODELS:
+        watch(model._get_connection().connection.client)
+
+
 def ping_providers_table() -> None:
     """One cheap read (of an item that never exists): raises when DynamoDB is not reachable."""
     from bitbridge.aws import client

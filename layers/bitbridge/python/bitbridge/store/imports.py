@@ -1,7 +1,8 @@
 """Import jobs, their checkpoints and output parts, and imported projects (ImportsTable).
 
   JOB#{job id}                            / JOB              the job: state, step, cursor, counts, lease
-  JOB#{job id}                            / PART#{entity}#{page:05d}   one written output object + its sha256
+  JOB#{job id}                            / PART#{entity}#{page:05d}   one written output object (older jobs)
+  JOB#{job id}                            / PARTS#{chunk:05d}  written objects moved off a very long job item
   REPOJOB#{provider}#{repository id}      / REPOJOB          which job is the repository's import (idempotency)
   PROJECT#{provider}#{repository id}      / PROJECT          repository <-> subscription <-> latest import
 
@@ -57,6 +58,15 @@ def part_sk(entity: str, page: int) -> str:
     return f"PART#{entity}#{page:05d}"
 
 
+def parts_chunk_sk(chunk: int) -> str:
+    return f"PARTS#{chunk:05d}"
+
+
+def parts_chunks_of() -> Any:
+    """The sort-key condition that selects a job's moved-off part lists (a Query on the job's pk)."""
+    return PartsChunkRecord.sk.startswith("PARTS#")
+
+
 def parts_of() -> Any:
     """The sort-key condition that selects a job's output parts (a Query on the job's pk)."""
     return PartRecord.sk.startswith("PART#")
@@ -94,7 +104,12 @@ class JobRecord(Model):
     counts = JSONAttribute(default=dict)  # entity -> items written
     facts = JSONAttribute(default=dict)  # gathered on the way: default branch, its head, open PR ids
     webhook = UnicodeAttribute(null=True)  # what the webhook step did
-    api_calls = NumberAttribute(default=0)
+    api_calls = NumberAttribute(default=0)  # Bitbucket REST calls: the kickoff's access check + the worker's
+    aws_calls = JSONAttribute(default=dict)  # the worker's AWS calls: {"dynamodb:UpdateItem": n, ...}
+    # Objects written so far, [key, entity, page, items, bytes, sha256] each, saved with the page's
+    # checkpoint in one write; past PARTS_ON_JOB they move to a PartsChunkRecord (the item stays small).
+    parts = JSONAttribute(default=list)
+    parts_chunks = NumberAttribute(default=0)
     error = UnicodeAttribute(null=True)  # message (never a token)
     reason = UnicodeAttribute(null=True)  # not_found | forbidden | reauth_required | bitbucket_error | internal
     started_at = UnicodeAttribute(null=True)
@@ -123,6 +138,20 @@ class PartRecord(Model):
     items = NumberAttribute()  # lines (entities) in the object
     size = NumberAttribute()  # bytes
     sha256 = UnicodeAttribute()
+
+
+PARTS_ON_JOB = 200  # ~20 KB of part entries on the job item at most
+
+
+@register
+class PartsChunkRecord(Model):
+    """A job's part entries moved off the job item (only for imports of more than PARTS_ON_JOB pages)."""
+
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
+    sk = UnicodeAttribute(range_key=True)  # PARTS#{chunk}
+    parts = JSONAttribute(default=list)
 
 
 @register

@@ -95,16 +95,25 @@ def _create_hook(hooks: str, token: str, body: dict[str, Any]) -> str:
     return hook_id(request("POST", hooks, token, "creating the hook", json=body).json())
 
 
-def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, manual: bool = False) -> Installed:
+def install_webhook(
+    user_id: str | None,
+    repo: Repository,
+    base_url: str,
+    *,
+    manual: bool = False,
+    provider: Any = None,
+    token: str | None = None,
+) -> Installed:
     """Create or update bitbridge's hook on `repo` (as `user_id`), or, with `manual`, only the
-    subscription plus what an admin pastes into Bitbucket by hand.
+    subscription plus what an admin pastes into Bitbucket by hand. A caller already holding the
+    provider record and the user's current token (the import worker) passes them: not read again.
 
     One call in the common cases: a known hook is updated by its id, and a repository without a
     subscription gets one recorded *before* the hook is created - so an attempt interrupted after
     Bitbucket created the hook leaves a subscription without a hook id, and the next attempt
     looks the hook up by URL instead of creating a second one.
     """
-    provider = providers.get_provider(repo.provider_id)
+    provider = provider or providers.get_provider(repo.provider_id)
     sub_id = subscription_id(repo.provider_id, repo.repository_id)
     url = hook_url(base_url, repo.provider_id, sub_id)
     events = providers.bitbucket(provider).webhook_events
@@ -129,7 +138,7 @@ def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, man
         return Installed(record, url, events, secret)
     if user_id is None:
         raise ValueError("installing a hook needs a connected user (or use manual)")
-    token = tokens.access_token(user_id, repo.provider_id)
+    token = token or tokens.access_token(user_id, repo.provider_id)
     hooks = _hooks_url(provider, repo)
     body = providers.bitbucket(provider).hook_body(url, events, secret)
     try:
