@@ -434,7 +434,6 @@ def test_replay_rejects_a_bad_window(aws, capsys):
 
 def test_an_empty_data_center_push_is_published_and_keeps_the_subscription_healthy(pipeline):
     # Data Center sends repo:refs_changed with "changes": [] (e.g. a push that moved nothing it reports).
-    SubscriptionRecord(SUB, provider_id=DC, repository_key="x", repository_full_name="ENG/widgets").save()
     body = {
         "eventKey": "repo:refs_changed",
         "date": "2024-05-01T12:00:00+0000",
@@ -442,8 +441,10 @@ def test_an_empty_data_center_push_is_published_and_keeps_the_subscription_healt
         "repository": {"slug": "widgets", "id": 42, "name": "widgets", "project": {"key": "ENG"}, "public": False},
         "changes": [],
     }
+    subscription = subscription_for("datacenter", "repo:refs_changed", json.dumps(body).encode())
+    SubscriptionRecord(subscription, provider_id=DC, repository_key="x", repository_full_name="ENG/widgets").save()
     assert pipeline.deliver("datacenter", "repo:refs_changed", json.dumps(body).encode(), "empty-1") == 202
     (published,) = pipeline.run()
     assert published["detail"]["type"] == "repository.push" and published["detail"]["ref_changes"] == []
     assert pipeline.item(f"{DC}#empty-1")["status"]["S"] == "published"
-    assert SubscriptionRecord.get(SUB, consistent_read=True).health == "ok"
+    assert SubscriptionRecord.get(subscription, consistent_read=True).health == "ok"
