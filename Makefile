@@ -45,7 +45,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest --ignore=tests/deploy
+	$(PY) -m pytest -n auto --dist loadfile --ignore=tests/deploy
 
 # tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
 deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto
