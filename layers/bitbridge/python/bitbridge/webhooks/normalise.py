@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bitbridge.webhooks.change_ids import assign_change_ids
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from typing import Any
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = [
     "EVENT_TYPES",
     "HANDLED_EVENT_KEYS",
+    "SCHEMA_MINOR",
     "SCHEMA_VERSION",
     "SUBSCRIBED_EVENTS",
     "TEXT_LIMIT",
@@ -36,6 +39,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
+#: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
+#: Minor 2: ``origin``, ``change_id`` (event and ref change), ``subscription.unhealthy``.
+SCHEMA_MINOR = 2
+#: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
+ORIGIN_WEBHOOK = "webhook"
+ORIGIN_RECONCILIATION = "reconciliation"
 #: Comment text longer than this (in characters) is cut and flagged ``truncated``: an EventBridge entry is
 #: limited to 256 KB and the raw delivery stays available for replay.
 TEXT_LIMIT = 16_000
@@ -808,9 +817,11 @@ def normalise(
     if FORK in sections:
         fork = adapter.repository(_opt(payload, *rule.fork_at), ".".join(rule.fork_at))
 
-    return {
+    event = {
         "schema_version": SCHEMA_VERSION,
+        "schema_minor": SCHEMA_MINOR,
         "id": delivery_id,
+        "origin": ORIGIN_WEBHOOK,
         "type": rule.type,
         "event_key": event_key,
         "provider": {"id": provider_id, "flavor": flavor},
@@ -827,4 +838,6 @@ def normalise(
         "changes": adapter.changes(payload, repository) if CHANGES in sections else None,
         "occurred_at": adapter.occurred_at(payload, rule) or _timestamp(received_at),
         "received_at": received_at,
+        "subscription": None,
     }
+    return assign_change_ids(event)
