@@ -769,6 +769,23 @@ _ADAPTERS: dict[str, type[_Cloud] | type[_DataCenter]] = {"cloud": _Cloud, "data
 # --------------------------------------------------------------------------------------------------------
 
 
+def repository_section(flavor: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The event's repository section from a REST repository (same shape as in payloads)."""
+    return _ADAPTERS[flavor].repository(raw, "repository")
+
+
+def pull_request_section(flavor: str, raw: dict[str, Any], event_type: str) -> dict[str, Any]:
+    """The event's pull_request section from a REST pull request (same shape as in payloads), with the
+    state ``event_type`` implies, exactly as a delivery of that type would give it."""
+    rule = next(r for r in _RULES[flavor].values() if r.type == event_type and PULL_REQUEST in r.sections)
+    return _ADAPTERS[flavor].pull_request({"pullrequest" if flavor == "cloud" else "pullRequest": raw}, rule)
+
+
+def event_key_for(flavor: str, event_type: str) -> str:
+    """The X-Event-Key a delivery of ``event_type`` would carry on ``flavor`` (the first one listed)."""
+    return next(key for key, rule in _RULES[flavor].items() if rule.type == event_type)
+
+
 def event_type(flavor: str, event_key: str) -> str | None:
     """The event type ``event_key`` becomes for ``flavor``, or None when bitbridge does not handle it."""
     rule = _RULES.get(flavor, {}).get(event_key)

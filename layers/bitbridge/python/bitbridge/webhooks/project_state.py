@@ -22,6 +22,7 @@ from typing import Any
 
 from bitbridge.aws import client
 from bitbridge.config import settings
+from bitbridge.store import observed
 
 _EXISTS = "attribute_exists(pk)"
 _PR_OPENED = "pull_request.opened"
@@ -33,7 +34,11 @@ def project_key(provider_id: str, repository_id: str) -> dict[str, dict[str, str
 
 
 def apply_event(event: dict[str, Any]) -> None:
-    """Update the imported project the event concerns, if there is one."""
+    """Update the imported project the event concerns, if there is one, and what the reconciler
+    compares with Bitbucket (bitbridge.store.observed)."""
+    if event["type"].startswith("subscription."):
+        return
+    observed.record_event(event)
     key = project_key(event["provider"]["id"], event["repository"]["id"])
     at = event["occurred_at"]
     if event["type"] == "repository.push":

@@ -35,7 +35,13 @@ from typing import Any
 
 from bitbridge.aws import client
 from bitbridge.config import settings
-from bitbridge.webhooks.normalise import MalformedPayload, UnhandledEvent, normalise
+from bitbridge.webhooks.normalise import (
+    ORIGIN_RECONCILIATION,
+    ORIGIN_WEBHOOK,
+    MalformedPayload,
+    UnhandledEvent,
+    normalise,
+)
 from bitbridge.webhooks.project_state import apply_event
 from bitbridge.webhooks.receipt import IGNORED, MALFORMED, PUBLISHED, RECEIVED, UNPUBLISHABLE, received_now
 
@@ -62,6 +68,7 @@ class Delivery:
     status: str
     received_at: str
     body: str
+    origin: str = ORIGIN_WEBHOOK  # "reconciliation": body is the event the reconciler built
 
     @classmethod
     def from_image(cls, image: dict[str, Any]) -> Delivery:
@@ -80,6 +87,7 @@ class Delivery:
             status=text("status"),
             received_at=text("received_at"),
             body=text("body"),
+            origin=text("origin") or ORIGIN_WEBHOOK,
         )
 
 
@@ -168,6 +176,10 @@ def publish_deliveries(deliveries: Iterable[Delivery], *, stop_at_failure: bool 
 
 def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
     """The event for a delivery, or None when it is settled as malformed / ignored / unpublishable."""
+    if delivery.origin == ORIGIN_RECONCILIATION:
+        # The reconciler wrote the finished event through this outbox (bitbridge.reconcile.emit), so it
+        # is published once, in order, with the same retries and failure queue as deliveries.
+        return _entry(delivery, json.loads(delivery.body))
     flavor = provider_flavor(delivery.provider_id)
     if flavor is None:
         log.warning("delivery %s: provider %s is not registered", delivery.delivery_id, delivery.provider_id)
@@ -196,6 +208,10 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
         _touch_subscription(delivery, health="malformed")
         outcome.malformed.append(delivery.pk)
         return None
+    return _entry(delivery, event)
+
+
+def _entry(delivery: Delivery, event: dict[str, Any]) -> Prepared:
     detail = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     entry = {
         "Source": EVENT_SOURCE,
@@ -289,7 +305,8 @@ def _after_publish(prepared: Prepared) -> None:
         "SET #status = :status, event_type = :type, published_at = :now REMOVE #error",
         {":status": {"S": PUBLISHED}, ":type": {"S": event["type"]}, ":now": {"S": now}},
     )
-    _touch_subscription(delivery, health="ok")
+    if delivery.origin == ORIGIN_WEBHOOK:  # last_delivery_at is about Bitbucket's deliveries
+        _touch_subscription(delivery, health="ok")
     try:
         apply_event(event)
     except Exception as exc:
