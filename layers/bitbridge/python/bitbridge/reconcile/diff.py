@@ -77,6 +77,7 @@ def scan_pull_requests(
     """Compare pull requests (newest update first) down to the observed watermark; stop there, so a
     quiet repository costs one page."""
     scan = PullRequestScan(watermark=observed.pr_watermark)
+    closed: list[tuple[int, str]] = []
     for raw in pull_requests:
         stamp = updated(raw)
         if observed.pr_watermark and stamp < observed.pr_watermark:
@@ -89,7 +90,9 @@ def scan_pull_requests(
         if kind is not None:
             scan.changes.append(PullRequestChange(kind, raw))
         elif current["state"] != "OPEN" and seen is not None:
-            scan.settled_closed.append(int(current["id"]))
+            closed.append((int(current["id"]), stamp))
+    # Forget settled closed ones below the new watermark only: the next run compares again at it.
+    scan.settled_closed = [pr for pr, stamp in closed if scan.watermark and stamp < scan.watermark]
     return scan
 
 
@@ -98,13 +101,14 @@ def baseline_pull_requests(
     updated: Callable[[dict[str, Any]], str],
     section: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> tuple[dict[int, str], str | None]:
-    """The first observation: open pull requests' values, and the newest update as the watermark."""
+    """The first observation: open pull requests' values, and the newest update as the watermark (the
+    next run compares from it, inclusive, so pull requests updated at that very moment are kept too)."""
     values: dict[int, str] = {}
     watermark: str | None = None
     for raw in pull_requests:
         stamp = updated(raw)
         watermark = max(watermark or stamp, stamp)
         current = section(raw)
-        if current["state"] == "OPEN":
+        if current["state"] == "OPEN" or stamp == watermark:
             values[int(current["id"])] = section_value(current)
     return values, watermark
