@@ -121,3 +121,16 @@ def test_set_rotate_and_remove(stack):
     assert bitbridge(stack, "providers", "remove", provider_id, "--yes").returncode == 0
     gone = requests.get(f"{stack.api}/auth/{provider_id}/authorize", allow_redirects=False, timeout=5)
     assert gone.status_code == 404
+
+
+def test_add_that_fails_creates_nothing_and_a_retry_succeeds(stack):
+    # The failure the first deploy hit: add failed after registering, and the retry said "already exists".
+    provider_id = f"re-{uuid.uuid4().hex[:6]}"
+    key = _register_client(stack, "cloud", provider_id, "s3cret")
+    failed = _add(stack, provider_id, "cloud", key, "s3cret", "--base-url", "not-a-url")
+    assert failed.returncode == 2 and "absolute http(s) URL" in failed.stderr
+    listed = json.loads(bitbridge(stack, "providers", "list", "--json").stdout)
+    assert provider_id not in {p["id"] for p in listed}
+    retried = _add(stack, provider_id, "cloud", key, "s3cret")
+    assert retried.returncode == 0, retried.stderr
+    assert f"{stack.api}/auth/{provider_id}/callback" in retried.stdout

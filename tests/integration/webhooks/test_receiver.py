@@ -14,6 +14,7 @@ from bitbridge.store.deliveries import DeliveryRecord
 from bitbridge.webhooks.receipt import DELIVERY_TTL_SECONDS, MAX_BODY_BYTES
 from bitbridge.webhooks.signatures import derive_hook_secret, sign, verify_signature
 from functions.webhook_receiver.app import handler
+from infra.local.iam import acting_as
 from tests.integration.webhooks.support import (
     PROVIDERS,
     Context,
@@ -38,7 +39,8 @@ def _items(aws) -> list[dict]:
 
 
 def _post(provider, subscription, body, headers, **kwargs) -> tuple[int, dict]:
-    response = handler(api_event(provider, subscription, body, headers, **kwargs), Context())
+    with acting_as("WebhookReceiverFunction"):
+        response = handler(api_event(provider, subscription, body, headers, **kwargs), Context())
     assert response["headers"]["content-type"] == "application/json"
     return response["statusCode"], json.loads(response["body"])
 

@@ -162,22 +162,64 @@ def add_provider(
         sign_in=sign_in,
         imports=imports,
     )
+    existing = _find(provider_id)
+    if existing is not None and _has_secret(provider_id):
+        raise ProviderError(f"provider {provider_id!r} already exists (use `providers set`)")
+    # New, or left half-registered by an interrupted add (a record without its secret, or a secret
+    # without its record): write both, so a retry completes what the first attempt started.
+    created = _store_credentials(provider_id, client_id, client_secret)
     try:
-        record.save(condition=ProviderRecord.pk.does_not_exist())
+        if existing is None:
+            record.save(condition=ProviderRecord.pk.does_not_exist())
+        else:
+            record.save()
     except Exception as exc:
-        if condition_failed(exc):
+        if created:  # leave nothing behind
+            client("secretsmanager").delete_secret(SecretId=secret_name(provider_id), ForceDeleteWithoutRecovery=True)
+        if condition_failed(exc):  # registered concurrently by another admin
             raise ProviderError(f"provider {provider_id!r} already exists (use `providers set`)") from None
         raise
+    return record
+
+
+def _find(provider_id: str) -> ProviderRecord | None:
     try:
-        client("secretsmanager").create_secret(
+        return ProviderRecord.get(provider_id, consistent_read=True)
+    except ProviderRecord.DoesNotExist:
+        return None
+
+
+def _has_secret(provider_id: str) -> bool:
+    sm = client("secretsmanager")
+    try:
+        sm.describe_secret(SecretId=secret_name(provider_id))
+    except sm.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def _store_credentials(provider_id: str, client_id: str, client_secret: str) -> bool:
+    """Create the provider's secret, or overwrite an orphan one; True when it was created."""
+    sm = client("secretsmanager")
+    value = json.dumps({"client_id": client_id, "client_secret": client_secret})
+    try:
+        sm.create_secret(
             Name=secret_name(provider_id),
             Description=f"bitbridge OAuth client for provider {provider_id}",
-            SecretString=json.dumps({"client_id": client_id, "client_secret": client_secret}),
+            SecretString=value,
         )
-    except Exception:
-        record.delete()  # no half-registered provider
+        return True
+    except sm.exceptions.ResourceExistsException:
+        pass
+    except sm.exceptions.InvalidRequestException as exc:
+        if "deletion" in str(exc):
+            raise ProviderError(
+                f"secret {secret_name(provider_id)} is scheduled for deletion: restore it "
+                "(aws secretsmanager restore-secret --secret-id ...) or wait until it is gone, then add again"
+            ) from None
         raise
-    return record
+    sm.put_secret_value(SecretId=secret_name(provider_id), SecretString=value)
+    return False
 
 
 def update_provider(provider_id: str, **changes: object) -> ProviderRecord:
