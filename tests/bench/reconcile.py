@@ -63,14 +63,13 @@ def use_stack(stack) -> None:
 
 def subscribe(flavor: str, user: str, full_names: list[str], base_url: str) -> None:
     from bitbridge import providers
-    from bitbridge.bitbucket import repos
     from bitbridge.imports.access import Caller
     from bitbridge.webhooks.subscriptions import Repository, install_webhook
 
     caller = Caller(user, providers.get_provider(PROVIDERS[flavor]))
 
     def one(full_name: str) -> None:
-        repo, _ = repos.repository(caller.fork().fetch, flavor, caller.api, full_name)
+        repo, _ = providers.bitbucket(caller.provider).repository(caller.fork().fetch, caller.api, full_name)
         install_webhook(user, Repository(PROVIDERS[flavor], repo.id, repo.owner, repo.slug), base_url)
 
     caller.prime()

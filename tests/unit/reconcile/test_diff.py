@@ -73,9 +73,9 @@ def test_pull_requests_compared_down_to_the_watermark_only():
             read.append(pr["id"])
             yield pr
 
-    from bitbridge.bitbucket.truth import CloudTruth
+    from bitbridge.bitbucket.cloud import CLOUD_API
 
-    scan = diff.scan_pull_requests(seen, lazily(), CloudTruth().updated, _section)
+    scan = diff.scan_pull_requests(seen, lazily(), CLOUD_API.pull_request_updated, _section)
     assert [(c.event_type, c.raw["id"]) for c in scan.changes] == [
         ("pull_request.opened", 3),
         ("pull_request.merged", 1),

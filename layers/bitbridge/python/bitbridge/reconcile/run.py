@@ -29,8 +29,8 @@ from typing import Any
 from pynamodb.expressions.update import Action
 
 from bitbridge import providers, tokens
-from bitbridge.bitbucket import repos, truth
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
+from bitbridge.bitbucket.repos import HookState
 from bitbridge.config import settings
 from bitbridge.imports.access import Caller
 from bitbridge.reconcile import diff, events
@@ -38,7 +38,7 @@ from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
 from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord
-from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS, pull_request_section, repository_section
+from bitbridge.webhooks.normalise import pull_request_section, repository_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
     Repository,
@@ -134,7 +134,7 @@ class Reconciliation:
         self.sub = sub
         self.provider = providers.get_provider(sub.provider_id)
         self.flavor = str(self.provider.flavor)
-        self.truth = truth.for_flavor(self.flavor)
+        self.bitbucket = providers.bitbucket(self.provider)
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
         self.caller: Caller | None = Caller(sub.owner_user_id, self.provider) if sub.owner_user_id else None
@@ -181,14 +181,14 @@ class Reconciliation:
         problem: str | None = "bitbridge's hook id is not known"
         if self.sub.hook_id:
             try:
-                hook = self.truth.hook(
+                hook = self.bitbucket.hook(
                     self.fetch, self.caller.api if self.caller else "", self.sub.repository_full_name, self.sub.hook_id
                 )
             except BitbucketError as exc:
                 if exc.status in (401, 403):
                     raise _Attention(self._no_admin()) from None
                 raise
-            problem = _hook_problem(hook, self._expected_url(), SUBSCRIBED_EVENTS[self.flavor])
+            problem = _hook_problem(hook, self._expected_url(), self.bitbucket.webhook_events)
         if problem is None:
             return
         owner, _, slug = self.sub.repository_full_name.partition("/")
@@ -218,11 +218,11 @@ class Reconciliation:
         assert self.caller is not None
         api, full_name = self.caller.api, self.sub.repository_full_name
         seen = observed.read(self.sub.provider_id, self.repository_id)
-        truth_refs = self.truth.refs(self.fetch, api, full_name)
-        prs = self.truth.pull_requests(self.fetch, api, full_name)
+        truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
+        prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
         if seen is None:
-            _, raw_repo = repos.repository(self.fetch, self.flavor, api, full_name)
-            values, watermark = diff.baseline_pull_requests(prs, self.truth.updated, self._section)
+            _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
+            values, watermark = diff.baseline_pull_requests(prs, self.bitbucket.pull_request_updated, self._section)
             baseline = observed.Observed(
                 refs=truth_refs,
                 prs=values,
@@ -232,7 +232,7 @@ class Reconciliation:
             observed.create_baseline(self.sub.provider_id, self.repository_id, iso(), baseline)
             self.result.status = "baseline"
             return
-        scan = diff.scan_pull_requests(seen, prs, self.truth.updated, self._section)
+        scan = diff.scan_pull_requests(seen, prs, self.bitbucket.pull_request_updated, self._section)
         repository = seen.repository or {}
         at = iso()
         found = [
@@ -327,7 +327,7 @@ class SimulatedCrash(RuntimeError):
     """Raised by `run(crash_after_emits=...)`: a reconciler dying mid-run, for tests."""
 
 
-def _hook_problem(hook: truth.Hook | None, url: str, events_wanted: tuple[str, ...]) -> str | None:
+def _hook_problem(hook: HookState | None, url: str, events_wanted: tuple[str, ...]) -> str | None:
     if hook is None:
         return "the hook was deleted in Bitbucket"
     if hook.url != url:
