@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.test_sign_in import PROVIDERS, SESSION, _emulator, _host, sign_in  # noqa: E402
+from tests.e2e.support import PROVIDERS, api_session, emulator  # noqa: E402
+from tests.e2e.support import user_id as session_user  # noqa: E402
 
 DEFAULT_REPOS = {
     "cloud": ["acme/web-app", "acme/api-service", "acme/infra"],
@@ -42,15 +43,13 @@ PAGE = {"cloud": 100, "datacenter": 1000}
 
 
 def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{_emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=120)
+    response = requests.request(method, f"{emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=120)
     response.raise_for_status()
     return response.json() if response.content else None
 
 
 def user_id(stack, flavor: str) -> str:
-    browser = sign_in(stack, flavor, "alice")
-    me = requests.get(f"{stack.api}/api/me", cookies={SESSION: browser.cookie(_host(stack), SESSION)}, timeout=10)
-    return str(me.json()["user"]["id"])
+    return session_user(stack, api_session(stack, flavor, "alice"))
 
 
 def use_stack(stack) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,23 +16,15 @@ import pytest
 import requests
 
 from bitbridge.webhooks.normalise import HANDLED_EVENT_KEYS, normalise
-from tests.conftest import REPO_ROOT
-from tests.e2e.test_sign_in import PROVIDERS, SESSION, _emulator, _host, sign_in
+from tests.e2e.support import PROVIDERS, api_session, cli, control, emulator, user_id
 from tests.emulator.conftest import bearer, cloud_login, dc_login
 
 pytestmark = pytest.mark.e2e
 OWNER = {"cloud": "acme", "datacenter": "PLAT"}
 
 
-def bitbridge(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"], *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)},
-    )
+def bitbridge(stack, *args: str):
+    return cli(stack, *args, timeout=300)
 
 
 def reconcile(stack, full_name: str) -> dict[str, Any]:
@@ -42,18 +32,6 @@ def reconcile(stack, full_name: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stdout + done.stderr
     (result,) = json.loads(done.stdout)
     return dict(result)
-
-
-def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{_emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=30)
-    assert response.status_code < 400, response.text[:300]
-    return response.json() if response.content else None
-
-
-def user_id(stack, flavor: str, name: str) -> str:
-    browser = sign_in(stack, flavor, name)
-    me = requests.get(f"{stack.api}/api/me", cookies={SESSION: browser.cookie(_host(stack), SESSION)}, timeout=10)
-    return str(me.json()["user"]["id"])
 
 
 def hooks_list(stack) -> dict[str, dict[str, Any]]:
@@ -79,7 +57,7 @@ class Repo:
         )
         for n in range(12):  # feature branches to push to and to open pull requests from
             control(stack, flavor, "POST", f"{self.path}/branches", {"name": f"f/{n:02d}", "from": "main"})
-        self.user = user_id(stack, flavor, installer)
+        self.user = user_id(stack, api_session(stack, flavor, installer))
         args = ("hooks", "install", "--provider", PROVIDERS[flavor], "--repo", self.full_name, "--user", self.user)
         installed = bitbridge(stack, *args)
         assert installed.returncode == 0, installed.stderr
@@ -109,8 +87,8 @@ class Repo:
 
     def rest(self, token: str) -> str:
         if self.flavor == "cloud":
-            return f"{_emulator(self.stack, 'cloud')}/2.0/repositories/{self.full_name}"
-        return f"{_emulator(self.stack, 'datacenter')}/rest/api/1.0/projects/{OWNER['datacenter']}/repos/{self.slug}"
+            return f"{emulator(self.stack, 'cloud')}/2.0/repositories/{self.full_name}"
+        return f"{emulator(self.stack, 'datacenter')}/rest/api/1.0/projects/{OWNER['datacenter']}/repos/{self.slug}"
 
 
 def two_hundred_changes(repo: Repo, seed: int) -> None:
@@ -254,7 +232,7 @@ def test_nothing_dropped_the_reconciler_emits_nothing_delivered(stack, flavor):
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_a_hook_deleted_in_bitbucket_is_recreated(stack, flavor):
     repo = Repo(stack, flavor)
-    emu = SimpleNamespace(cloud_url=_emulator(stack, "cloud"), dc_url=_emulator(stack, "datacenter"))
+    emu = SimpleNamespace(cloud_url=emulator(stack, "cloud"), dc_url=emulator(stack, "datacenter"))
     token = cloud_login(emu) if flavor == "cloud" else dc_login(emu)
     hook_id = hooks_list(stack)[repo.full_name]["hook_id"]
     path = "hooks" if flavor == "cloud" else "webhooks"

@@ -148,9 +148,10 @@ class Reconciliation:
         try:
             if self.caller is None:
                 raise _Attention("no connected user owns this subscription: reinstall it with --user")
-            if not self.sub.manual:
-                self._check_hook()
+            hook_readable = self.sub.manual or self._check_hook()
             self._backfill()
+            if not hook_readable:  # yet the repository was readable: the user is no admin
+                raise _Attention(self._no_admin())
             self._healthy()
         except _Attention as attention:
             self._unhealthy(attention.reason)
@@ -177,20 +178,24 @@ class Reconciliation:
             return str(self.sub.hook_url)
         return hook_url(settings().public_base_url, self.sub.provider_id, self.sub.subscription_id)
 
-    def _check_hook(self) -> None:
+    def _check_hook(self) -> bool:
+        """Check the hook and repair it; False when Bitbucket refused to show it (Data Center answers 401
+        both for a bad token and for a user without admin rights: the reads that follow tell which)."""
         problem: str | None = "bitbridge's hook id is not known"
         if self.sub.hook_id:
             try:
                 hook = self.bitbucket.hook(
                     self.fetch, self.caller.api if self.caller else "", self.sub.repository_full_name, self.sub.hook_id
                 )
+            except tokens.ReauthRequired:
+                return False
             except BitbucketError as exc:
                 if exc.status in (401, 403):
-                    raise _Attention(self._no_admin()) from None
+                    return False
                 raise
             problem = _hook_problem(hook, self._expected_url(), self.bitbucket.webhook_events)
         if problem is None:
-            return
+            return True
         owner, _, slug = self.sub.repository_full_name.partition("/")
         base_url = self._expected_url().rsplit("/hooks/", 1)[0]
         try:
@@ -202,6 +207,7 @@ class Reconciliation:
         self._extra_calls += 1
         self.result.repaired = problem
         self.sub.refresh(consistent_read=True)  # install_webhook saved the record (hook id, URL)
+        return True
 
     def _no_admin(self) -> str:
         return (
