@@ -32,6 +32,8 @@ class Settings:
     session_key_secret_arn: str
     webhook_master_key_secret_arn: str
     provider_secret_prefix: str
+    reconcile_interval_minutes: int = 15
+    reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -59,6 +61,8 @@ class Settings:
             session_key_secret_arn=get("SESSION_KEY_SECRET_ARN"),
             webhook_master_key_secret_arn=get("WEBHOOK_MASTER_KEY_SECRET_ARN"),
             provider_secret_prefix=get("PROVIDER_SECRET_PREFIX", "bitbridge/dev/providers/"),
+            reconcile_interval_minutes=max(1, int(get("RECONCILE_INTERVAL_MINUTES", "15") or 15)),
+            reconcile_api_budget=max(1, int(get("RECONCILE_API_BUDGET", "10000") or 10000)),
         )
 
 

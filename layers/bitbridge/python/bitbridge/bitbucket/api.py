@@ -7,11 +7,12 @@ tokens, retries and call counting stay outside this package.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.identity import Identity
-from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo
+from bitbridge.bitbucket.repos import Fetch, HookState, Listed, ListQuery, Page, Repo
 
 
 class Bitbucket(Protocol):
@@ -74,6 +75,23 @@ class Bitbucket(Protocol):
     def hooks_url(self, api: str, owner: str, slug: str) -> str: ...
     def hook_body(self, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]: ...
     def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page: ...
+
+    # -- reconciliation: the cheapest reads --------------------------------------------------------
+    def hook(self, fetch: Fetch, api: str, full_name: str, hook_id: str) -> HookState | None:
+        """The hook as Bitbucket has it now, or None when it was deleted."""
+        ...
+
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
+        """Every branch (`b:name`) and tag (`t:name`) head, at the largest pages, trimmed."""
+        ...
+
+    def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
+        """Every pull request, most recently updated first, read lazily page by page (stop early)."""
+        ...
+
+    def pull_request_updated(self, pr: dict[str, Any]) -> str:
+        """When it was last updated (`repos.iso_utc`)."""
+        ...
 
 
 def for_flavor(flavor: str) -> Bitbucket:

@@ -7,12 +7,26 @@ listing is gone), every list at its largest page and trimmed with `fields=`; pag
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from bitbridge.bitbucket import CLOUD
 from bitbridge.bitbucket.http import BitbucketError, get_json
 from bitbridge.bitbucket.identity import Identity
-from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
+from bitbridge.bitbucket.repos import (
+    Fetch,
+    HookState,
+    Listed,
+    ListQuery,
+    Page,
+    Repo,
+    hook_or_none,
+    iso_utc,
+    q,
+    split_full_name,
+)
 
 WEB_URL = "https://bitbucket.org"
 API_URL = "https://api.bitbucket.org/2.0"
@@ -252,5 +266,79 @@ class Cloud:
     def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page:
         return _paged(fetch, hooks_url, {"pagelen": PAGELEN}, cursor)
 
+    # -- reconciliation ----------------------------------------------------------------------------
+    def _repo_url(self, api: str, full_name: str) -> str:
+        owner, slug = split_full_name(full_name)
+        return f"{api}/repositories/{q(owner)}/{q(slug)}"
+
+    def hook(self, fetch: Fetch, api: str, full_name: str, hook_id: str) -> HookState | None:
+        raw = hook_or_none(fetch, f"{self._repo_url(api, full_name)}/hooks/{quote(hook_id, safe='')}")
+        if raw is None:
+            return None
+        events = list(raw.get("events") or [])
+        return HookState(str(raw.get("url")), bool(raw.get("active")), events, raw.get("secret_set"))
+
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for kind, path in (("b", "branches"), ("t", "tags")):
+            url, params = f"{self._repo_url(api, full_name)}/refs/{path}", {"pagelen": PAGELEN, "fields": _REF_FIELDS}
+            cursor: str | None = None
+            while True:
+                page = _paged(fetch, url, params, cursor)
+                out.update({f"{kind}:{r['name']}": str(r["target"]["hash"]).lower() for r in page.values})
+                if page.next is None:
+                    break
+                cursor = page.next
+        return out
+
+    def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
+        url = f"{self._repo_url(api, full_name)}/pullrequests"
+        params = {
+            "state": list(PR_STATES),
+            "sort": "-updated_on",
+            "pagelen": PR_PAGELEN,
+            "fields": _RECONCILE_PR_FIELDS,
+        }
+        cursor: str | None = None
+        while True:
+            page = _paged(fetch, url, params, cursor)
+            yield from page.values
+            if page.next is None:
+                return
+            cursor = page.next
+
+    def pull_request_updated(self, pr: dict[str, Any]) -> str:
+        return iso_utc(datetime.fromisoformat(str(pr["updated_on"])))
+
+
+_REF_FIELDS = "next,values.name,values.target.hash"
+# What a pull request event's section needs, and nothing else.
+_RECONCILE_PR_FIELDS = ",".join(
+    [
+        "next",
+        *(
+            f"values.{f}"
+            for f in (
+                "id",
+                "title",
+                "state",
+                "updated_on",
+                "source.branch.name",
+                "source.commit.hash",
+                "source.repository.uuid",
+                "source.repository.full_name",
+                "destination.branch.name",
+                "destination.commit.hash",
+                "destination.repository.uuid",
+                "destination.repository.full_name",
+                "author.uuid",
+                "author.display_name",
+                "author.nickname",
+                "merge_commit.hash",
+                "links.html.href",
+            )
+        ),
+    ]
+)
 
 CLOUD_API = Cloud()

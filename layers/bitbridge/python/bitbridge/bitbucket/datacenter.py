@@ -8,13 +8,26 @@ body, scopes on the request, PKCE, and `redirect_uri` again on every refresh. No
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from bitbridge.bitbucket import DATACENTER
 from bitbridge.bitbucket.http import BitbucketError, get, get_json
 from bitbridge.bitbucket.identity import Identity
-from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
+from bitbridge.bitbucket.repos import (
+    Fetch,
+    HookState,
+    Listed,
+    ListQuery,
+    Page,
+    Repo,
+    hook_or_none,
+    iso_utc,
+    q,
+    split_full_name,
+)
 
 LIMIT = 1000  # Data Center's default page.max.* cap
 
@@ -239,5 +252,41 @@ class DataCenter:
     def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page:
         return page_at(fetch, hooks_url, {"limit": LIMIT}, cursor)
 
+    # -- reconciliation ----------------------------------------------------------------------------
+    def hook(self, fetch: Fetch, api: str, full_name: str, hook_id: str) -> HookState | None:
+        raw = hook_or_none(fetch, f"{_base(api, full_name)}/webhooks/{quote(hook_id, safe='')}")
+        if raw is None:
+            return None
+        # Data Center never shows whether a secret is set: None (a repair re-sends it anyway).
+        return HookState(str(raw.get("url")), bool(raw.get("active")), list(raw.get("events") or []), None)
+
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for kind, path in (("b", "branches"), ("t", "tags")):
+            url, params = f"{_base(api, full_name)}/{path}", {"orderBy": "MODIFICATION", "limit": LIMIT}
+            cursor: str | None = "0"
+            while cursor is not None:
+                page = page_at(fetch, url, params, cursor)
+                # latestCommit: for an annotated tag the tagged commit, as in events.
+                out.update(
+                    {f"{kind}:{r['displayId']}": str(r.get("latestCommit") or r["id"]).lower() for r in page.values}
+                )
+                cursor = page.next
+        return out
+
+    def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
+        # NEWEST = last updated first; a quiet repository needs one page of 100.
+        params = {"state": "ALL", "order": "NEWEST", "withProperties": "false", "limit": RECONCILE_PR_LIMIT}
+        cursor: str | None = "0"
+        while cursor is not None:
+            page = page_at(fetch, f"{_base(api, full_name)}/pull-requests", params, cursor)
+            yield from page.values
+            cursor = page.next
+
+    def pull_request_updated(self, pr: dict[str, Any]) -> str:
+        return iso_utc(datetime.fromtimestamp(int(pr["updatedDate"]) / 1000, UTC))
+
+
+RECONCILE_PR_LIMIT = 100
 
 DATACENTER_API = DataCenter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,33 @@ ENTITIES = ("branches", "tags", "pull_requests", "issues")
 class Page:
     values: list[dict[str, Any]]
     next: str | None  # cursor of the following page, None on the last
+
+
+@dataclass(frozen=True)
+class HookState:
+    """A hook as the reconciler checks it; `secret_set` is None where Bitbucket does not say (DC)."""
+
+    url: str
+    active: bool
+    events: list[str]
+    secret_set: bool | None
+
+
+def iso_utc(moment: datetime) -> str:
+    """A timestamp as the reconciler compares them: UTC, microseconds, `Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
+    """The hook at `url`, or None when Bitbucket has none there (deleted)."""
+    from bitbridge.bitbucket.http import BitbucketError
+
+    try:
+        return dict(fetch(url, None))
+    except BitbucketError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 @dataclass(frozen=True)

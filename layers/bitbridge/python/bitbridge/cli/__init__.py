@@ -8,6 +8,7 @@ queue and bus names from the functions' own environment, so it never needs a sec
     bitbridge hooks install|list|remove|test
     bitbridge events replay|tail
     bitbridge imports list|show|retry|cancel
+    bitbridge reconcile [--repo OWNER/SLUG]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ DESTRUCTIVE = {
 }
 
 # Each command group lives in its own module with `register(subparsers)`.
-GROUPS = ("providers", "hooks", "events", "imports")
+GROUPS = ("providers", "hooks", "events", "imports", "reconcile")
 
 
 class CliError(Exception):

@@ -62,6 +62,12 @@ def list_(args: argparse.Namespace) -> int:
             "manual": s.manual,
             "last_delivery_at": s.last_delivery_at,
             "health": s.health,
+            "state": s.state or "active",
+            "attention_reason": s.attention_reason,
+            "last_reconciled_at": s.last_reconciled_at,
+            "missed_changes_backfilled": int(s.missed_changes_backfilled or 0),
+            "hook_repairs": int(s.hook_repairs or 0),
+            "last_hook_repair": s.last_hook_repair,
         }
         for s in list_subscriptions()
     ]
@@ -74,7 +80,13 @@ def list_(args: argparse.Namespace) -> int:
         print(f"{'SUBSCRIPTION':<28} {'PROVIDER':<18} {'REPOSITORY':<32} {'KIND':<9} HEALTH")
     for r in rows:
         kind = "manual" if r["manual"] else "installed"
-        print(f"{r['subscription']:<28} {r['provider']:<18} {r['repository']:<32} {kind:<9} {r['health'] or '-'}")
+        print(
+            f"{r['subscription']:<28} {r['provider']:<18} {r['repository']:<32} {kind:<9} {r['state']:<15} "
+            f"delivery {r['last_delivery_at'] or '-'}  reconciled {r['last_reconciled_at'] or '-'}  "
+            f"backfilled {r['missed_changes_backfilled']}  repairs {r['hook_repairs']}"
+        )
+        if r["attention_reason"]:
+            print(f"    needs attention: {r['attention_reason']}")
     return 0
 
 

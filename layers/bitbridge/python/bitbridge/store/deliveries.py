@@ -15,6 +15,7 @@ for nothing else. This module is the only description of a delivery item:
   expires_at       TTL, epoch seconds
   event_type, published_at   set when published
   error            why it is malformed / unpublishable (a field name, never a value)
+  origin           absent for Bitbucket's deliveries; "reconciliation" for a reconciler's event (body = the event)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Delivery:
     received_at: str
     body: str
     attempt: int = 1
+    origin: str = "webhook"  # "reconciliation": the body is the event bitbridge.reconcile built
 
     @classmethod
     def from_image(cls, image: dict[str, Any]) -> Delivery:
@@ -71,6 +73,7 @@ class Delivery:
             received_at=text("received_at"),
             body=text("body"),
             attempt=int(attempt) if attempt.isdigit() else 1,
+            origin=text("origin") or "webhook",
         )
 
 
@@ -94,10 +97,12 @@ def new_item(
     attempt: int,
     headers: dict[str, str],
     body: str,
+    origin: str | None = None,
 ) -> dict[str, Any]:
-    """The delivery item as the receiver first writes it (what the stream, and its filter, see on INSERT)."""
+    """The delivery item as the receiver (or the reconciler, with `origin`) first writes it: what the
+    stream, and its filter, see on INSERT."""
     received_at, epoch = now()
-    return {
+    item: dict[str, Any] = {
         "pk": {"S": delivery_key(provider_id, delivery_id)},
         "delivery_id": {"S": delivery_id},
         "provider_id": {"S": provider_id},
@@ -111,6 +116,9 @@ def new_item(
         "body": {"S": body},
         "expires_at": {"N": str(epoch + DELIVERY_TTL_SECONDS)},
     }
+    if origin:
+        item["origin"] = {"S": origin}
+    return item
 
 
 def put_new(**fields: Any) -> bool:

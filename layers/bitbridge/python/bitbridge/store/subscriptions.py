@@ -46,8 +46,33 @@ class SubscriptionRecord(Model):
     rejected_count = NumberAttribute(null=True)
     last_rejected_at = UnicodeAttribute(null=True)
     last_rejected_id = UnicodeAttribute(null=True)
+    # Reconciliation (bitbridge.reconcile.run): the hook's URL as installed (to repair it), the health
+    # the reconciler found, and what it did.
+    hook_url = UnicodeAttribute(null=True)
+    state = UnicodeAttribute(null=True)  # None = active | needs_attention
+    attention_reason = UnicodeAttribute(null=True)
+    attention_count = NumberAttribute(default=0)  # times it became unhealthy (numbers its events)
+    last_reconciled_at = UnicodeAttribute(null=True)
+    last_reconcile_calls = NumberAttribute(null=True)  # Bitbucket calls the last reconciliation made
+    missed_changes_backfilled = NumberAttribute(default=0)
+    hook_repairs = NumberAttribute(default=0)
+    last_hook_repair_at = UnicodeAttribute(null=True)
+    last_hook_repair = UnicodeAttribute(null=True)  # what was wrong
 
     by_repository = ByRepository()
+
+    #: Written by the reconciler; a reinstall keeps them.
+    RECONCILE_FIELDS = (
+        "state",
+        "attention_reason",
+        "attention_count",
+        "last_reconciled_at",
+        "last_reconcile_calls",
+        "missed_changes_backfilled",
+        "hook_repairs",
+        "last_hook_repair_at",
+        "last_hook_repair",
+    )
 
     @property
     def subscription_id(self) -> str:

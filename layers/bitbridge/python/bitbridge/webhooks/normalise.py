@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bitbridge.webhooks.change_ids import assign_change_ids
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from typing import Any
@@ -37,8 +39,14 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
-#: Additions within version 1 (new optional fields and event types; see docs/events.md "Versioning").
-SCHEMA_MINOR = 1
+#: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
+#: Minor 1: push ``forced``/``truncated``, repository ``private``, PR source tags, ``pull_request.updated``
+#: ``changes``, ``repository.mirror_synchronized``. Minor 2: ``origin``, ``change_id`` (event and ref
+#: change), ``subscription.unhealthy``.
+SCHEMA_MINOR = 2
+#: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
+ORIGIN_WEBHOOK = "webhook"
+ORIGIN_RECONCILIATION = "reconciliation"
 #: Comment text longer than this (in characters) is cut and flagged ``truncated``: an EventBridge entry is
 #: limited to 256 KB and the raw delivery stays available for replay.
 TEXT_LIMIT = 16_000
@@ -832,6 +840,23 @@ _ADAPTERS: dict[str, type[_Cloud] | type[_DataCenter]] = {"cloud": _Cloud, "data
 # --------------------------------------------------------------------------------------------------------
 
 
+def repository_section(flavor: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The event's repository section from a REST repository (same shape as in payloads)."""
+    return _ADAPTERS[flavor].repository(raw, "repository")
+
+
+def pull_request_section(flavor: str, raw: dict[str, Any], event_type: str) -> dict[str, Any]:
+    """The event's pull_request section from a REST pull request (same shape as in payloads), with the
+    state ``event_type`` implies, exactly as a delivery of that type would give it."""
+    rule = next(r for r in _RULES[flavor].values() if r.type == event_type and PULL_REQUEST in r.sections)
+    return _ADAPTERS[flavor].pull_request({"pullrequest" if flavor == "cloud" else "pullRequest": raw}, rule)
+
+
+def event_key_for(flavor: str, event_type: str) -> str:
+    """The X-Event-Key a delivery of ``event_type`` would carry on ``flavor`` (the first one listed)."""
+    return next(key for key, rule in _RULES[flavor].items() if rule.type == event_type)
+
+
 def event_type(flavor: str, event_key: str) -> str | None:
     """The event type ``event_key`` becomes for ``flavor``, or None when bitbridge does not handle it."""
     rule = _RULES.get(flavor, {}).get(event_key)
@@ -880,10 +905,11 @@ def normalise(
     if FORK in sections:
         fork = adapter.repository(_opt(payload, *rule.fork_at), ".".join(rule.fork_at))
 
-    return {
+    event = {
         "schema_version": SCHEMA_VERSION,
         "schema_minor": SCHEMA_MINOR,
         "id": delivery_id,
+        "origin": ORIGIN_WEBHOOK,
         "type": rule.type,
         "event_key": event_key,
         "provider": {"id": provider_id, "flavor": flavor},
@@ -900,4 +926,6 @@ def normalise(
         "changes": adapter.changes(payload, repository) if CHANGES in sections else None,
         "occurred_at": adapter.occurred_at(payload, rule) or _timestamp(received_at),
         "received_at": received_at,
+        "subscription": None,
     }
+    return assign_change_ids(event)

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from bitbridge.store import webhook_state
+from bitbridge.store import observed, webhook_state
 
 _PR_OPENED = "pull_request.opened"
 _PR_CLOSED = frozenset({"pull_request.merged", "pull_request.declined", "pull_request.deleted"})
 
 
 def apply_event(event: dict[str, Any]) -> None:
-    """Update the imported project the event concerns, if there is one."""
+    """Update the imported project the event concerns, if there is one, and what the reconciler
+    compares with Bitbucket (bitbridge.store.observed)."""
+    if event["type"].startswith("subscription."):
+        return
+    observed.record_event(event)
     provider_id, repository_id, at = event["provider"]["id"], event["repository"]["id"], event["occurred_at"]
     if event["type"] == "repository.push":
         webhook_state.record_push(provider_id, repository_id, event["id"], at)

@@ -43,7 +43,13 @@ from bitbridge.config import settings
 from bitbridge.store import deliveries, webhook_state
 from bitbridge.store.deliveries import IGNORED, MALFORMED, RECEIVED, REJECTED, UNPUBLISHABLE, Delivery
 from bitbridge.webhooks.binding import belongs_to
-from bitbridge.webhooks.normalise import MalformedPayload, UnhandledEvent, normalise
+from bitbridge.webhooks.normalise import (
+    ORIGIN_RECONCILIATION,
+    ORIGIN_WEBHOOK,
+    MalformedPayload,
+    UnhandledEvent,
+    normalise,
+)
 from bitbridge.webhooks.project_state import apply_event
 
 log = logging.getLogger(__name__)
@@ -145,6 +151,10 @@ def publish_deliveries(deliveries: Iterable[Delivery], *, stop_at_failure: bool 
 
 def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
     """The event for a delivery, or None when it is settled as malformed / ignored / unpublishable."""
+    if delivery.origin == ORIGIN_RECONCILIATION:
+        # The reconciler wrote the finished event through this outbox (bitbridge.reconcile.emit), so it
+        # is published once, in order, with the same retries and failure queue as deliveries.
+        return _entry(delivery, json.loads(delivery.body))
     flavor = provider_flavor(delivery.provider_id)
     if flavor is None:
         log.warning("delivery %s: provider %s is not registered", delivery.delivery_id, delivery.provider_id)
@@ -179,6 +189,10 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
         _count_rejection(delivery)
         outcome.rejected.append(delivery.pk)
         return None
+    return _entry(delivery, event)
+
+
+def _entry(delivery: Delivery, event: dict[str, Any]) -> Prepared:
     detail = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     entry = {
         "Source": EVENT_SOURCE,
@@ -256,7 +270,8 @@ def _after_publish(prepared: Prepared) -> None:
     """Best-effort bookkeeping once the event is on the bus: a failure here must not republish it."""
     delivery, event = prepared.delivery, prepared.event
     _record(delivery, deliveries.mark_published, delivery.pk, event["type"])
-    _touch_subscription(delivery, health="ok")
+    if delivery.origin == ORIGIN_WEBHOOK:  # last_delivery_at is about Bitbucket's deliveries
+        _touch_subscription(delivery, health="ok")
     try:
         apply_event(event)
     except Exception as exc:

@@ -132,7 +132,10 @@ def install_webhook(
         last_delivery_at=existing.last_delivery_at if existing else None,
         health=existing.health if existing else None,
         last_delivery_id=existing.last_delivery_id if existing else None,
+        hook_url=url,
     )
+    for name in SubscriptionRecord.RECONCILE_FIELDS if existing else ():
+        setattr(record, name, getattr(existing, name))
     if manual:
         record.save()
         return Installed(record, url, events, secret)

@@ -1,0 +1,353 @@
+"""One reconciliation run: for each due subscription, check and repair its hook, then backfill what
+deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbridge reconcile`.
+
+- **Spread.** The schedule fires every minute; a subscription's slot is a hash of its id modulo the
+  interval in minutes, so each is reconciled once per interval and a large installation never bursts.
+  A subscription left over (budget, rate limit) is overdue and goes first in the next run.
+- **Budget.** Each provider gets `budget` Bitbucket calls per interval (a per-run share of it when
+  scheduled). A subscription is started only if its last run's call count still fits.
+- **429.** Bitbucket's rate limit stops that provider for this run (the rest stay due), like the
+  import worker's deferral; 5xx and token refreshes are retried by the caller as for imports.
+- **Hooks.** The hook must exist, be active, point at our URL, carry our events and (Cloud says so) a
+  secret; otherwise it is repaired with the owner's connection (`install_webhook`: update, else
+  recreate). Without admin rights the subscription is marked `needs_attention` with the reason and one
+  `subscription.unhealthy` event is emitted per time it becomes unhealthy.
+- **Crash-safe.** Events go through the deliveries outbox keyed by their change-derived id; counters
+  only count events this run wrote. A rerun after a crash emits nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.expressions.update import Action
+
+from bitbridge import providers, tokens
+from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
+from bitbridge.bitbucket.repos import HookState
+from bitbridge.config import settings
+from bitbridge.imports.access import Caller
+from bitbridge.reconcile import diff, events
+from bitbridge.reconcile.emit import emit
+from bitbridge.store import observed
+from bitbridge.store.base import iso
+from bitbridge.store.subscriptions import SubscriptionRecord
+from bitbridge.webhooks.normalise import pull_request_section, repository_section
+from bitbridge.webhooks.subscriptions import (
+    HookPermissionDenied,
+    Repository,
+    hook_url,
+    install_webhook,
+    list_subscriptions,
+)
+
+log = logging.getLogger(__name__)
+
+NEEDS_ATTENTION = "needs_attention"
+DEFAULT_COST = 4  # hook + branches + tags + pull requests, before a subscription's first run
+DEFAULT_INTERVAL_MINUTES = 15
+DEFAULT_BUDGET = 10_000  # Bitbucket calls per provider per interval
+
+
+@dataclass
+class Result:
+    subscription_id: str
+    repository: str
+    status: str  # baseline | ok | backfilled | needs_attention | deferred | rate_limited | error
+    backfilled: int = 0
+    repaired: str | None = None
+    calls: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(r, name) or 0) if name != "repaired" else int(bool(r.repaired)) for r in self.results)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+def slot_of(subscription_id: str, slots: int) -> int:
+    return int(hashlib.sha256(subscription_id.encode()).hexdigest()[:8], 16) % max(1, slots)
+
+
+def due(subs: list[SubscriptionRecord], *, slot: int | None, slots: int, now: datetime) -> list[SubscriptionRecord]:
+    """The subscriptions to reconcile now, overdue ones first. `slot=None`: all of them."""
+    overdue_before = iso(now - timedelta(minutes=slots + 1))
+    picked = [
+        s
+        for s in subs
+        if slot is None or slot_of(s.subscription_id, slots) == slot or (s.last_reconciled_at or "") < overdue_before
+    ]
+    return sorted(picked, key=lambda s: s.last_reconciled_at or "")
+
+
+def run(
+    *,
+    repo: str | None = None,
+    slot: int | None = None,
+    slots: int = DEFAULT_INTERVAL_MINUTES,
+    budget: int = DEFAULT_BUDGET,
+    now: datetime | None = None,
+    crash_after_emits: int | None = None,
+) -> Report:
+    """Reconcile the due subscriptions (all, with `slot=None`; one repository with `repo`).
+
+    `budget` is the calls each provider may use in this run. `crash_after_emits` makes the run raise
+    after that many events were written (tests of crash recovery; never set in production)."""
+    moment = now or datetime.now(UTC)
+    subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
+    remaining: dict[str, int] = {}
+    stopped: set[str] = set()
+    report = Report()
+    emitted = [0]
+    for sub in due(subs, slot=slot, slots=slots, now=moment):
+        left = remaining.setdefault(sub.provider_id, budget)
+        if sub.provider_id in stopped:
+            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "rate_limited"))
+            continue
+        if left < int(sub.last_reconcile_calls or DEFAULT_COST):
+            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "deferred"))
+            continue
+        result = Reconciliation(sub, emitted, crash_after_emits).run()
+        remaining[sub.provider_id] = left - result.calls
+        if result.status == "rate_limited":
+            stopped.add(sub.provider_id)
+        report.results.append(result)
+    return report
+
+
+class Reconciliation:
+    """One subscription's reconciliation."""
+
+    def __init__(self, sub: SubscriptionRecord, emitted: list[int], crash_after_emits: int | None) -> None:
+        self.sub = sub
+        self.provider = providers.get_provider(sub.provider_id)
+        self.flavor = str(self.provider.flavor)
+        self.bitbucket = providers.bitbucket(self.provider)
+        self.repository_id = sub.repository_key.split("#", 1)[1]
+        self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
+        self.caller: Caller | None = Caller(sub.owner_user_id, self.provider) if sub.owner_user_id else None
+        self._emitted = emitted
+        self._crash_after = crash_after_emits
+        self._extra_calls = 0
+
+    # ------------------------------------------------------------------------------------------ flow
+
+    def run(self) -> Result:
+        try:
+            if self.caller is None:
+                raise _Attention("no connected user owns this subscription: reinstall it with --user")
+            hook_readable = self.sub.manual or self._check_hook()
+            self._backfill()
+            if not hook_readable:  # yet the repository was readable: the user is no admin
+                raise _Attention(self._no_admin())
+            self._healthy()
+        except _Attention as attention:
+            self._unhealthy(attention.reason)
+        except RateLimited:
+            self.result.status = "rate_limited"
+        except (tokens.ReauthRequired, tokens.NotConnected, Unauthorized):
+            self._unhealthy("the owner's Bitbucket connection must be re-authorised (sign in again)")
+        except BitbucketError as exc:
+            log.warning("reconciling %s: %s", self.sub.repository_full_name, exc)
+            self.result.status, self.result.reason = "error", str(exc)
+        self.result.calls = (self.caller.calls if self.caller else 0) + self._extra_calls
+        self._record_run()
+        return self.result
+
+    @property
+    def fetch(self) -> Callable[[str, dict[str, Any] | None], Any]:
+        assert self.caller is not None
+        return self.caller.fetch
+
+    # ------------------------------------------------------------------------------------------ hook
+
+    def _expected_url(self) -> str:
+        if self.sub.hook_url:
+            return str(self.sub.hook_url)
+        return hook_url(settings().public_base_url, self.sub.provider_id, self.sub.subscription_id)
+
+    def _check_hook(self) -> bool:
+        """Check the hook and repair it; False when Bitbucket refused to show it (Data Center answers 401
+        both for a bad token and for a user without admin rights: the reads that follow tell which)."""
+        problem: str | None = "bitbridge's hook id is not known"
+        if self.sub.hook_id:
+            try:
+                hook = self.bitbucket.hook(
+                    self.fetch, self.caller.api if self.caller else "", self.sub.repository_full_name, self.sub.hook_id
+                )
+            except tokens.ReauthRequired:
+                return False
+            except BitbucketError as exc:
+                if exc.status in (401, 403):
+                    return False
+                raise
+            problem = _hook_problem(hook, self._expected_url(), self.bitbucket.webhook_events)
+        if problem is None:
+            return True
+        owner, _, slug = self.sub.repository_full_name.partition("/")
+        base_url = self._expected_url().rsplit("/hooks/", 1)[0]
+        try:
+            install_webhook(
+                self.sub.owner_user_id, Repository(self.sub.provider_id, self.repository_id, owner, slug), base_url
+            )
+        except HookPermissionDenied:
+            raise _Attention(f"{problem}, and {self._no_admin()}") from None
+        self._extra_calls += 1
+        self.result.repaired = problem
+        self.sub.refresh(consistent_read=True)  # install_webhook saved the record (hook id, URL)
+        return True
+
+    def _no_admin(self) -> str:
+        return (
+            "the connected user has no admin rights on the repository, so bitbridge cannot check or repair "
+            "its webhook: reinstall with an admin's --user, or configure it by hand (hooks install --manual)"
+        )
+
+    # ------------------------------------------------------------------------------------------ backfill
+
+    def _section(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return pull_request_section(self.flavor, raw, "pull_request.updated")
+
+    def _backfill(self) -> None:
+        assert self.caller is not None
+        api, full_name = self.caller.api, self.sub.repository_full_name
+        seen = observed.read(self.sub.provider_id, self.repository_id)
+        truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
+        prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
+        if seen is None:
+            _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
+            values, watermark = diff.baseline_pull_requests(prs, self.bitbucket.pull_request_updated, self._section)
+            baseline = observed.Observed(
+                refs=truth_refs,
+                prs=values,
+                pr_watermark=watermark,
+                repository=repository_section(self.flavor, raw_repo),
+            )
+            observed.create_baseline(self.sub.provider_id, self.repository_id, iso(), baseline)
+            self.result.status = "baseline"
+            return
+        scan = diff.scan_pull_requests(seen, prs, self.bitbucket.pull_request_updated, self._section)
+        repository = seen.repository or {}
+        at = iso()
+        found = [
+            events.push_event(self.sub.provider_id, self.flavor, repository, change, at)
+            for change in diff.ref_changes(seen.refs, truth_refs)
+        ] + [events.pull_request_event(self.sub.provider_id, self.flavor, repository, c, at) for c in scan.changes]
+        for event in found:
+            self._emit(event)
+        if scan.watermark:
+            observed.advance_watermark(self.sub.provider_id, self.repository_id, scan.watermark)
+        if scan.settled_closed:
+            observed.forget_pull_requests(self.sub.provider_id, self.repository_id, scan.settled_closed)
+        if self.result.backfilled:
+            self.result.status = "backfilled"
+
+    def _emit(self, event: dict[str, Any]) -> bool:
+        if self._crash_after is not None and self._emitted[0] >= self._crash_after:
+            raise SimulatedCrash(f"crashed after {self._emitted[0]} events (test)")
+        written = emit(self.sub.subscription_id, event)
+        if written:
+            self._emitted[0] += 1
+            if event["type"] != events.UNHEALTHY:
+                self.result.backfilled += 1
+        return written
+
+    # ------------------------------------------------------------------------------------------ health
+
+    def _healthy(self) -> None:
+        if self.sub.state == NEEDS_ATTENTION:
+            self.sub.update(actions=[SubscriptionRecord.state.remove(), SubscriptionRecord.attention_reason.remove()])
+
+    def _unhealthy(self, reason: str) -> None:
+        self.result.status, self.result.reason = NEEDS_ATTENTION, reason
+        if self.sub.state == NEEDS_ATTENTION and self.sub.attention_reason == reason:
+            return  # already reported
+        occurrence = int(self.sub.attention_count or 0) + 1
+        seen = observed.read(self.sub.provider_id, self.repository_id)
+        repository = (seen.repository if seen else None) or self._repository_stub()
+        # Event first, then the state: a crash in between re-emits the same id (the outbox keeps one).
+        self._emit(
+            events.unhealthy_event(
+                self.sub.provider_id, self.flavor, repository, self.sub.subscription_id, reason, occurrence, iso()
+            )
+        )
+        self.sub.update(
+            actions=[
+                SubscriptionRecord.state.set(NEEDS_ATTENTION),
+                SubscriptionRecord.attention_reason.set(reason),
+                SubscriptionRecord.attention_count.set(occurrence),
+            ]
+        )
+
+    def _repository_stub(self) -> dict[str, Any]:
+        owner, _, slug = self.sub.repository_full_name.partition("/")
+        return {
+            "id": self.repository_id,
+            "workspace": owner,
+            "slug": slug,
+            "full_name": self.sub.repository_full_name,
+            "name": slug,
+            "links": {"html": None, "clone": []},
+        }
+
+    def _record_run(self) -> None:
+        if self.result.status in ("rate_limited", "error"):
+            return  # not reconciled: stays due
+        actions: list[Action] = [
+            SubscriptionRecord.last_reconciled_at.set(iso()),
+            SubscriptionRecord.last_reconcile_calls.set(self.result.calls),
+        ]
+        if self.result.backfilled:
+            actions.append(SubscriptionRecord.missed_changes_backfilled.add(self.result.backfilled))
+        if self.result.repaired:
+            actions += [
+                SubscriptionRecord.hook_repairs.add(1),
+                SubscriptionRecord.last_hook_repair_at.set(iso()),
+                SubscriptionRecord.last_hook_repair.set(self.result.repaired),
+            ]
+        try:
+            self.sub.update(actions=actions, condition=SubscriptionRecord.pk.exists())
+        except Exception as exc:  # removed meanwhile: nothing to record on
+            log.warning("subscription %s not updated: %s", self.sub.subscription_id, type(exc).__name__)
+
+
+class _Attention(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by `run(crash_after_emits=...)`: a reconciler dying mid-run, for tests."""
+
+
+def _hook_problem(hook: HookState | None, url: str, events_wanted: tuple[str, ...]) -> str | None:
+    if hook is None:
+        return "the hook was deleted in Bitbucket"
+    if hook.url != url:
+        return "the hook points at another URL"
+    if not hook.active:
+        return "the hook is disabled"
+    missing = sorted(set(events_wanted) - set(hook.events))
+    if missing:
+        return f"the hook lacks {len(missing)} event(s): {', '.join(missing[:3])}"
+    if hook.secret_set is False:
+        return "the hook has no secret"
+    return None
+
+
+def per_run_budget(budget_per_interval: int, interval_minutes: int) -> int:
+    """A scheduled run's share of the interval's budget (one run per minute)."""
+    return max(DEFAULT_COST, math.ceil(budget_per_interval / max(1, interval_minutes)))
