@@ -21,6 +21,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
             return_to=params.get("return_to"),
             base_url=web.base_url(event, settings().public_base_url),
             session_user=session_user,
+            connect_session=params.get("connect_session"),
         )
     except oauth.SignInError as exc:
         logger.info("authorize refused", extra={"provider": provider_id, "status": exc.status})

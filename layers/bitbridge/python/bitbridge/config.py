@@ -31,6 +31,8 @@ class Settings:
     session_key_secret_arn: str
     webhook_master_key_secret_arn: str
     provider_secret_prefix: str
+    service_table: str = ""
+    service_audit_retention_days: int = 90
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -57,6 +59,8 @@ class Settings:
             session_key_secret_arn=get("SESSION_KEY_SECRET_ARN"),
             webhook_master_key_secret_arn=get("WEBHOOK_MASTER_KEY_SECRET_ARN"),
             provider_secret_prefix=get("PROVIDER_SECRET_PREFIX", "bitbridge/dev/providers/"),
+            service_table=get("SERVICE_TABLE"),
+            service_audit_retention_days=int(get("SERVICE_AUDIT_RETENTION_DAYS", "90") or 90),
         )
 
 

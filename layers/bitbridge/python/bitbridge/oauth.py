@@ -13,7 +13,7 @@ from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
 
-from bitbridge import accounts, providers
+from bitbridge import accounts, connection_events, providers
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
 from bitbridge.bitbucket.identity import identify
 from bitbridge.config import settings
@@ -24,7 +24,7 @@ from bitbridge.store.providers import ProviderRecord
 from bitbridge.web import clear_cookie, set_cookie
 
 STATE_TTL_SECONDS = 600
-PURPOSES = ("sign_in", "connect", "verify")
+PURPOSES = ("sign_in", "connect", "verify", "service_connect")
 
 
 class SignInError(Exception):
@@ -65,20 +65,33 @@ def _usable_provider(provider_id: str, purpose: str) -> ProviderRecord:
         raise SignInError(404, f"Unknown provider '{provider_id}'.") from None
     if purpose == "sign_in" and not provider.sign_in:
         raise SignInError(404, f"Sign-in with '{provider_id}' is not enabled.")
-    if purpose == "connect" and not provider.imports:
+    if purpose in ("connect", "service_connect") and not provider.imports:
         raise SignInError(404, f"Connecting '{provider_id}' is not enabled.")
     return provider
 
 
 def begin(
-    provider_id: str, *, purpose: str, return_to: str | None, base_url: str, session_user: str | None
+    provider_id: str,
+    *,
+    purpose: str,
+    return_to: str | None,
+    base_url: str,
+    session_user: str | None,
+    connect_session: str | None = None,
 ) -> tuple[str, str]:
-    """Start an authorization: returns (URL to redirect the browser to, binding cookie)."""
+    """Start an authorization: returns (URL to redirect the browser to, binding cookie).
+
+    With `connect_session` (a service client's one-time connect link) the purpose is `service_connect`:
+    the link is used up here and names the end user and the return_to its client registered."""
+    if connect_session:
+        purpose = "service_connect"
     if purpose not in PURPOSES:
         raise SignInError(400, f"purpose must be one of {', '.join(PURPOSES)}.")
     provider = _usable_provider(provider_id, purpose)
+    service = _service_connect(provider_id, connect_session) if purpose == "service_connect" else None
     try:
-        target = safe_return_to(return_to, settings().allowed_return_to_origins)
+        # A service connect's return_to was checked against its client's origins when the link was made.
+        target = service.return_to if service else safe_return_to(return_to, settings().allowed_return_to_origins)
     except UnsafeReturnTo as exc:
         raise SignInError(400, f"Refusing to redirect: {exc}.") from None
     if purpose == "connect" and not session_user:
@@ -100,12 +113,28 @@ def begin(
         redirect_uri=redirect_uri,
         code_verifier=verifier,
         user_id=session_user if purpose == "connect" else None,
+        service_client_id=service.client_id if service else None,
+        end_user_id=service.end_user_id if service else None,
         expires_at=epoch(STATE_TTL_SECONDS),
     ).save()
     cookie = set_cookie(
         _binding_cookie(state), binding, max_age=STATE_TTL_SECONDS, path=f"/auth/{provider_id}/callback"
     )
     return url, cookie
+
+
+def _service_connect(provider_id: str, token: str | None) -> Any:
+    from bitbridge.service import links
+
+    if not token:
+        raise SignInError(400, "A service connect needs its connect link; ask the app for a new one.")
+    try:
+        session = links.consume_session(token)
+    except links.ConnectSessionInvalid as exc:
+        raise SignInError(400, str(exc), "Connect link not valid") from None
+    if session.provider_id and session.provider_id != provider_id:
+        raise SignInError(400, f"This connect link is for {session.provider_id}, not {provider_id}.")
+    return session
 
 
 def _consume_state(provider_id: str, params: dict[str, str], cookies: dict[str, str]) -> OAuthStateRecord:
@@ -191,6 +220,11 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
         user_id = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
     except accounts.IdentityLinkedElsewhere as exc:
         raise SignInError(409, str(exc)) from None
+    if record.service_client_id and record.end_user_id:
+        from bitbridge.service import links
+
+        links.link(record.service_client_id, record.end_user_id, user_id)
+        connection_events.publish("connection.created", user_id, provider_id, username=identity.username)
     return Outcome("redirect", location=record.return_to, cookies=[done_cookie], user_id=user_id)
 
 

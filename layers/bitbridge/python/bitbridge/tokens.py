@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
 
-from bitbridge import providers
+from bitbridge import connection_events, providers
 from bitbridge.accounts import connection_key
 from bitbridge.bitbucket.http import TIMEOUT
 from bitbridge.crypto import decrypt_tokens, encrypt_tokens
@@ -49,11 +50,37 @@ def _load(user_id: str, provider_id: str) -> ConnectionRecord:
         raise NotConnected(f"no connection to {provider_id}") from None
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """A usable access token and what the service API tells about it (never logged)."""
+
+    access_token: str
+    expires_at: int
+    scopes: str | None
+    username: str | None
+
+    def __repr__(self) -> str:  # never print the token by accident
+        return f"Fresh(expires_at={self.expires_at}, scopes={self.scopes!r}, username={self.username!r})"
+
+
 def access_token(
     user_id: str, provider_id: str, *, refresh_ahead: int = REFRESH_AHEAD_SECONDS, stale: str | None = None
 ) -> str:
     """A usable access token. Pass `stale` when Bitbucket just refused that token (expired or
     revoked early): it is then refreshed even if its recorded expiry says it is still good."""
+    return fresh(user_id, provider_id, refresh_ahead=refresh_ahead, stale=stale, min_validity=5).access_token
+
+
+def fresh(
+    user_id: str,
+    provider_id: str,
+    *,
+    refresh_ahead: int = REFRESH_AHEAD_SECONDS,
+    stale: str | None = None,
+    min_validity: int = 5,
+) -> Fresh:
+    """Like access_token, with its expiry; while another caller refreshes, the current token is
+    returned only if it stays valid for `min_validity` seconds, otherwise this caller waits."""
     deadline = time.monotonic() + WAIT_SECONDS
     delay = 0.05
     while True:
@@ -64,16 +91,22 @@ def access_token(
         current = _access(conn) if stale is not None else None
         needs_refresh = conn.expires_at - now <= refresh_ahead or (stale is not None and current == stale)
         if not needs_refresh:
-            return current if current is not None else _access(conn)
+            return _fresh(conn, current if current is not None else _access(conn))
         lease_free = conn.refreshing_until is None or conn.refreshing_until < now
         if lease_free and _take_lease(conn, now):
             return _refresh(conn)
-        if not lease_free and conn.expires_at - now > 5 and current != stale:
-            return current if current is not None else _access(conn)  # still good while another refreshes
+        if not lease_free and conn.expires_at - now > min_validity and current != stale:
+            # Still good while another caller refreshes.
+            return _fresh(conn, current if current is not None else _access(conn))
         if time.monotonic() > deadline:
             raise TokenUnavailable(f"timed out waiting for the {provider_id} token refresh")
         time.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter, not security
         delay = min(delay * 1.5, 0.5)
+
+
+def _fresh(conn: ConnectionRecord, token: str, expires_at: int | None = None) -> Fresh:
+    expires = int(expires_at if expires_at is not None else conn.expires_at)
+    return Fresh(token, expires, conn.scopes or None, conn.username or None)
 
 
 def _access(conn: ConnectionRecord) -> str:
@@ -101,7 +134,7 @@ def _release(conn: ConnectionRecord, extra: list[Any]) -> None:
     )
 
 
-def _refresh(conn: ConnectionRecord) -> str:
+def _refresh(conn: ConnectionRecord) -> Fresh:
     key = connection_key(conn.user_id, conn.provider_id)
     stored = decrypt_tokens(key, conn.tokens)
     provider = providers.get_provider(conn.provider_id)
@@ -124,6 +157,7 @@ def _refresh(conn: ConnectionRecord) -> str:
     except OAuthError as exc:
         if exc.error in ("invalid_grant", "invalid_token", "unauthorized_client"):
             _release(conn, [ConnectionRecord.status.set("reauth_required"), ConnectionRecord.updated_at.set(iso())])
+            connection_events.publish("connection.reauth_required", conn.user_id, conn.provider_id)
             raise ReauthRequired(conn.provider_id) from None
         _release(conn, [])
         raise TokenUnavailable(f"refreshing the {conn.provider_id} token failed: {exc.error}") from None
@@ -147,4 +181,4 @@ def _refresh(conn: ConnectionRecord) -> str:
         ],
         condition=ConnectionRecord.version == conn.version,
     )
-    return str(new["access_token"])
+    return _fresh(conn, str(new["access_token"]), expires_at)

@@ -8,6 +8,8 @@ queue and bus names from the functions' own environment, so it never needs a sec
     bitbridge hooks install|list|remove|test
     bitbridge events replay|tail
     bitbridge imports list|show|retry|cancel
+    bitbridge clients add|list|rotate|revoke
+    bitbridge audit --client ID --since 24h
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 LOCAL_CONSOLE = "http://127.0.0.1:3001"
 
 # Each command group lives in its own module with `register(subparsers)`.
-GROUPS = ("providers", "hooks", "events", "imports")
+GROUPS = ("providers", "hooks", "events", "imports", "clients", "audit")
 
 
 class CliError(Exception):

@@ -8,7 +8,7 @@ One table, three item kinds:
 
 from __future__ import annotations
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.models import Model
 
 from bitbridge.store.base import iso, register, table_meta
@@ -29,6 +29,9 @@ class UserRecord(Model):
     email = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     last_sign_in_at = UnicodeAttribute(null=True)
+    # "{client_id}:{end_user_id}" of every service client's end user linked to this user, so
+    # connection events can say whose connection it is without another table (store/service.py).
+    service_links = UnicodeSetAttribute(null=True)
 
 
 @register
