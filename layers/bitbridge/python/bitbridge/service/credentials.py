@@ -8,8 +8,9 @@ constant-time, and an unknown key id costs the same hash as a wrong secret.
 Checked here, in the function, rather than by an API Gateway authorizer, so the local stack (which runs
 the same handler) checks exactly what AWS checks, with the same answers (see docs/service-api.md).
 
-Verified keys are cached per container for CACHE_SECONDS: a revocation takes effect within that time;
-a rotated key's end of overlap is exact (its expiry is checked on every call, cached or not).
+Keys are cached per container for CACHE_SECONDS (a DynamoDB read saved on nearly every call): a
+revocation, or a rotation's end of overlap, reaches every running container within that time. The
+secret itself is checked against the hash on every call, cached or not.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bitbridge.store.base import condition_failed, iso
 from bitbridge.store.service import ServiceClientRecord, ServiceKeyRecord, client_pk
 
 SCOPES = ("connections:read", "connections:write", "tokens:read", "proxy", "imports:write", "imports:read")
-CACHE_SECONDS = 10.0
+CACHE_SECONDS = 5.0
 DEFAULT_OVERLAP_SECONDS = 24 * 3600
 KEY_PREFIX = "bbk_"
 
