@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from bitbridge.client import Client, Forbidden, NotConnected, ReauthRequired, Unauthenticated
+from bitbridge.client import Client, Forbidden, NotConnected, ReauthRequired, ServiceAPIError, Unauthenticated
 from bitbridge.service.credentials import CACHE_SECONDS
 from tests.e2e.service_support import (
     ORIGIN,
@@ -72,15 +72,15 @@ def test_connect_url_is_one_time_and_return_to_must_be_registered(stack, product
     session = bb.connect_session("eu-once", return_to=f"{ORIGIN}/x", provider=PROVIDERS["cloud"])
     follow_connect_url(session.connect_url, user)
     again = requests.get(session.connect_url, allow_redirects=True, timeout=10)
-    assert again.status_code == 400 and "already used" in again.text or "unknown, used" in again.text
+    assert again.status_code == 400 and ("already used" in again.text or "unknown, used" in again.text)
     with pytest.raises(Exception) as refused:
         bb.connect_session("eu-x", return_to="https://evil.example/", provider=PROVIDERS["cloud"])
     assert getattr(refused.value, "code", None) == "invalid_return_to"
 
 
 def test_one_bitbridge_user_can_be_two_clients_end_users(stack, product):
-    client_a, bb_a = product
-    client_b, key_b = add_client(stack)
+    _, bb_a = product
+    _, key_b = add_client(stack)
     bb_b = Client(stack.api, key_b)
     user = new_bitbucket_user(stack)
     connect(stack, bb_a, "cloud", "alpha-1", user)
@@ -207,7 +207,7 @@ def test_proxy_waits_out_a_429_window(stack, product):
 @pytest.mark.parametrize("connected", FLAVORS, indirect=True)
 def test_proxy_refreshes_once_when_bitbucket_says_the_token_expired(stack, product, connected):
     _, bb = product
-    flavor, end_user, user = connected
+    flavor, end_user, _ = connected
     provider = PROVIDERS[flavor]
     old = bb.token(provider, end_user).access_token
     control(stack, flavor, "POST", "tokens/expire", {"token": old})
@@ -237,7 +237,7 @@ def _raw_get(url: str, raw_path: str, key: str) -> tuple[int, dict]:
 
 
 def test_thirty_path_escape_attempts_are_refused_before_reaching_bitbucket(stack):
-    client_id, key = add_client(stack)
+    _, key = add_client(stack)
     bb = Client(stack.api, key)
     user = new_bitbucket_user(stack)
     connect(stack, bb, "cloud", "eu-paths", user)
@@ -274,7 +274,7 @@ def test_no_bad_wrong_scope_revoked_credentials(stack):
     none = requests.post(url, timeout=10)
     assert none.status_code == 401 and none.json()["error"]["code"] == "unauthenticated"
     assert "Authorization" in none.json()["error"]["message"]
-    client_id, key = add_client(stack, scopes="tokens:read")
+    _, key = add_client(stack, scopes="tokens:read")
     wrong = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
     with pytest.raises(Unauthenticated):
         Client(stack.api, wrong).token(PROVIDERS["cloud"], "anyone")
@@ -330,7 +330,7 @@ def test_audit_has_one_record_per_call_and_no_token(stack):
         PROVIDERS["cloud"], "eu-audit", "repositories/acme/infra", params={"access_token": token.access_token}
     )  # 3
     bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "repositories/acme/does-not-exist")  # 4 (404 passed through)
-    with pytest.raises(Exception):
+    with pytest.raises(ServiceAPIError):
         bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "site/oauth2/access_token")  # 5 (refused, still audited)
     done = cli(stack, "audit", "--client", client_id, "--since", "10m", "--json")
     assert done.returncode == 0, done.stderr
