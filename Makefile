@@ -14,7 +14,7 @@ VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 
-.PHONY: help dev test lint unit bench scan build deploy lock clean
+.PHONY: help dev test lint unit deploy-check bench scan build deploy lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ $(TOOLS)/.installed: requirements-tools.txt
 dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000)
 	$(PY) -m infra.local
 
-test: lint unit ## run all tests (lint, types, pytest)
+test: lint unit deploy-check ## run all tests (lint, types, pytest, deploy rehearsal)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -45,7 +45,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/deploy
+
+# tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
+deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto
+	$(PY) -m pytest tests/deploy
 
 bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios against baselines)
 	$(PY) tests/bench/cold_start.py
@@ -59,11 +63,22 @@ scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --
 	$(VENV)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
+# --cached: a function or layer whose source is unchanged is copied from .aws-sam/cache, not rebuilt
+# (the dependencies layer is rebuilt only when layers/deps/ changes).
 build: $(TOOLS)/.installed ## sam build (arm64 layers from the locked requirements)
-	PATH="$(dir $(PYTHON313)):$$PATH" $(TOOLS)/bin/sam build --template-file template.yaml
+	PATH="$(dir $(PYTHON313)):$$PATH" $(TOOLS)/bin/sam build --cached --template-file template.yaml
 
-deploy: build ## sam deploy --guided (needs AWS credentials)
-	$(TOOLS)/bin/sam deploy --guided
+# Non-interactive (no prompts, no changeset confirmation): the answers `sam deploy --guided` asks for
+# are given here. Parameter overrides: ALARM_EMAIL, and any others as PARAMS="Name=Value ...".
+deploy: ## deploy with AWS credentials: make deploy STACK=name REGION=region [ALARM_EMAIL=...] [PARAMS="..."]
+	@test -n "$(STACK)" -a -n "$(REGION)" || { echo 'usage: make deploy STACK=<stack name> REGION=<region>' \
+		'[ALARM_EMAIL=<address>] [PARAMS="PublicBaseUrl=https://... ReservedConcurrency=on"]' \
+		'(or the guided deploy: see README, "Deploy to AWS")'; exit 2; }
+	$(MAKE) build
+	$(TOOLS)/bin/sam deploy --template-file .aws-sam/build/template.yaml --stack-name "$(STACK)" --region "$(REGION)" \
+		--resolve-s3 --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+		--no-confirm-changeset --no-fail-on-empty-changeset \
+		$(if $(strip $(ALARM_EMAIL)$(PARAMS)),--parameter-overrides $(if $(ALARM_EMAIL),AlarmEmail=$(ALARM_EMAIL)) $(PARAMS))
 
 lock: ## re-lock dependencies after editing pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-emit-index-url --python-version 3.13 \

@@ -1,55 +1,72 @@
-"""Lambda entry point for /health and the session-authenticated /api/* routes."""
+"""Lambda entry point for /, /login, /health and the session-authenticated /api/* routes."""
+
+import html
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import accounts, sessions, signin_page, tokens, web
-from bitbridge.api_support import json_response, reconnect_url, register_errors, session_token, signed_in_user
+from bitbridge import accounts, edge, signin_page, tokens
 from bitbridge.bitbucket.http import Unauthorized
-from bitbridge.bitbucket.identity import identify
+from bitbridge.errors import InvalidRequest, NotFound, NotSignedIn
 from bitbridge.health import readiness
 from bitbridge.imports import jobs, listing
-from bitbridge.providers import get_provider, list_providers
+from bitbridge.providers import get_provider, identify, list_providers
 
 logger = Logger()
 app = APIGatewayHttpResolver()
-register_errors(app)
+edge.install(app)
+
+
+def _event() -> dict:
+    return app.current_event.raw_event
+
+
+def _user() -> str:
+    return edge.require_user(_event())
 
 
 @app.get("/health")
 def health() -> Response:
     ready, body = readiness()
-    return json_response(200 if ready else 503, body)
+    return edge.api_json(200 if ready else 503, body)
 
 
 @app.get("/login")
 def login_page() -> Response:
     """The "Sign in with Bitbucket" page: one button per provider with sign-in enabled."""
     params = app.current_event.query_string_parameters or {}
-    return Response(
-        status_code=200,
-        content_type="text/html; charset=utf-8",
-        body=signin_page.render(list_providers(), params.get("return_to")),
-        headers={
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-        },
+    content = signin_page.buttons(list_providers(), params.get("return_to"))
+    return edge.as_response(edge.html_page(200, "Sign in", content))
+
+
+@app.get("/")
+def home() -> Response:
+    """Signed out: the sign-in page. Signed in: who you are and where to go (the console comes later)."""
+    user_id = edge.session_user(_event())
+    user = accounts.get_user(user_id) if user_id else None
+    if user is None:
+        return edge.as_response(edge.html_page(200, "Sign in", signin_page.buttons(list_providers(), "/")))
+    name = html.escape(str(user.display_name or user_id))
+    content = (
+        f"<p>Signed in as <strong>{name}</strong>.</p>"
+        "<p><a href='/api/me'>Your profile and connections (JSON)</a></p>"
+        "<form method='post' action='/api/logout'><button type='submit'>Sign out</button></form>"
     )
+    return edge.as_response(edge.html_page(200, "bitbridge", content))
 
 
 @app.get("/api/me")
 def me() -> Response:
-    user_id = signed_in_user(app)
+    user_id = _user()
     user = accounts.get_user(user_id)
     if user is None:
-        raise UnauthorizedError("Sign in again.")
+        raise NotSignedIn("Sign in again.")
     conns = [accounts.public_connection(c) for c in accounts.connections(user_id)]
     for conn in conns:
         if conn["status"] == "reauth_required":
-            conn["reconnect_url"] = reconnect_url(app, conn["provider"])
-    return json_response(
+            conn["connect_url"] = edge.connect_url(_event(), conn["provider"])
+    return edge.api_json(
         200,
         {
             "user": {"id": user_id, "display_name": user.display_name, "email": user.email},
@@ -61,29 +78,27 @@ def me() -> Response:
 @app.get("/api/connections/<provider_id>")
 def connection_check(provider_id: str) -> Response:
     """Use the connection now: a fresh token (refreshed if needed) and who Bitbucket says it is."""
-    user_id = signed_in_user(app)
+    user_id = _user()
     provider = get_provider(provider_id)
+    access = tokens.access_token(user_id, provider_id)
     try:
-        access = tokens.access_token(user_id, provider_id)
         try:
             identity = identify(provider, access)
         except Unauthorized:
             # Refused before its recorded expiry (revoked, or expired early): refresh once and retry.
             identity = identify(provider, tokens.access_token(user_id, provider_id, stale=access))
-    except tokens.NotConnected:
-        return json_response(404, {"message": f"You have no connection to {provider_id}."})
     except Unauthorized:
         raise tokens.ReauthRequired(provider_id) from None
-    return json_response(200, {"provider": provider_id, "ok": True, "username": identity.username})
+    return edge.api_json(200, {"provider": provider_id, "ok": True, "username": identity.username})
 
 
 @app.post("/api/logout")
 def logout() -> Response:
-    sessions.end(session_token(app))
-    return json_response(200, {"message": "Signed out."}, cookies=[web.clear_cookie(sessions.COOKIE)])
+    _user()  # signing out needs a session, like every /api route
+    return edge.api_json(200, {"message": "Signed out."}, [edge.end_session(_event())])
 
 
-# ------------------------------------------------------------------ repositories and imports (issue 6)
+# ------------------------------------------------------------------ repositories and imports
 
 
 def _query(name: str) -> str | None:
@@ -96,58 +111,57 @@ def _limit(default: int, maximum: int) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise jobs.ImportRequestError(400, f"`limit` must be between 1 and {maximum}.")
+        raise InvalidRequest(f"`limit` must be between 1 and {maximum}.")
     return int(raw)
 
 
 def _provider_param() -> str:
     provider_id = _query("provider")
     if provider_id is None:
-        raise jobs.ImportRequestError(400, "`provider` (a provider id) is required.")
+        raise InvalidRequest("`provider` (a provider id) is required.")
     return provider_id
 
 
 @app.get("/api/repos")
 def repositories() -> Response:
     """The signed-in user's repositories on one provider, each with its import status."""
-    user_id = signed_in_user(app)
     body = listing.list_repositories(
-        user_id,
+        _user(),
         _provider_param(),
         search=_query("q"),
         scope=_query("workspace") or _query("project"),
         cursor=_query("cursor"),
         limit=_limit(listing.MAX_LIMIT, listing.MAX_LIMIT),
     )
-    return json_response(200, body)
+    return edge.api_json(200, body)
 
 
 @app.get("/api/repos/scopes")
 def repository_scopes() -> Response:
     """Workspaces (Cloud) or projects (Data Center) for a picker."""
-    return json_response(200, listing.scopes(signed_in_user(app), _provider_param()))
+    return edge.api_json(200, listing.scopes(_user(), _provider_param()))
 
 
 @app.get("/api/imports")
 def imports() -> Response:
-    return json_response(200, jobs.list_for(signed_in_user(app), _query("cursor"), _limit(50, 100)))
+    return edge.api_json(200, jobs.list_for(_user(), _query("cursor"), _limit(50, 100)))
 
 
 def _visible_job(import_id: str) -> jobs.JobRecord:
-    job = jobs.get_for(signed_in_user(app), import_id)
+    job = jobs.get_for(_user(), import_id)
     if job is None:
-        raise jobs.ImportRequestError(404, "No such import.")
+        raise NotFound("No such import.")
     return job
 
 
 @app.get("/api/imports/<import_id>")
 def import_status(import_id: str) -> Response:
-    return json_response(200, jobs.public(_visible_job(import_id)))
+    return edge.api_json(200, jobs.public(_visible_job(import_id)))
 
 
 @app.post("/api/imports/<import_id>/cancel")
 def import_cancel(import_id: str) -> Response:
-    return json_response(200, jobs.public(jobs.cancel(_visible_job(import_id))))
+    return edge.api_json(200, jobs.public(jobs.cancel(_visible_job(import_id))))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -19,17 +19,16 @@ from urllib.parse import quote
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import providers, web
-from bitbridge.config import settings
-from bitbridge.imports.jobs import ImportRequestError
+from bitbridge import edge, providers
+from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.errors import Problem
 from bitbridge.service import api, audit, credentials, links
 from bitbridge.service.credentials import Caller
-from bitbridge.service.errors import ServiceError, bad_request
+from bitbridge.service.errors import bad_request, refuse
 
 logger = Logger()
 
 PROXY_PREFIX_SEGMENTS = 5  # /service/v1/proxy/{provider}/{end_user_id}/...
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True)
@@ -121,75 +120,22 @@ ROUTES: dict[str, Route] = {
 }
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"Content-Type": "application/json", **_HEADERS, **(headers or {})},
-        "body": json.dumps(body),
-    }
-
-
-def _error(exc: ServiceError) -> dict[str, Any]:
-    # The marker tells bitbridge's own refusals apart from Bitbucket answers passed through the proxy.
-    return _json(exc.status, exc.body(), {**exc.headers, "X-Bitbridge-Error": "1"})
-
-
-def _proxied(answer: Any) -> dict[str, Any]:
-    content_type = answer.headers.get("Content-Type", "")
-    text = content_type.startswith("text/") or "json" in content_type or "xml" in content_type
-    if text:
-        try:
-            return {
-                "statusCode": answer.status,
-                "headers": {**_HEADERS, **answer.headers},
-                "body": answer.body.decode(),
-            }
-        except UnicodeDecodeError:
-            pass
-    return {
-        "statusCode": answer.status,
-        "headers": {**_HEADERS, **answer.headers},
-        "body": base64.b64encode(answer.body).decode(),
-        "isBase64Encoded": True,
-    }
-
-
-def _domain_error(exc: Exception) -> ServiceError | None:
-    """bitbridge's own exceptions raised below the service core, as service answers."""
-    if isinstance(exc, ImportRequestError):
-        extra = {"repositories": exc.details} if exc.details else {}
-        return ServiceError(exc.status, "import_refused", str(exc), **extra)
-    if isinstance(exc, providers.UnknownProvider):
-        return ServiceError(404, "unknown_provider", str(exc))
-    from bitbridge.bitbucket.http import BitbucketError, RateLimited
-
-    if isinstance(exc, RateLimited):
-        error = ServiceError(429, "provider_rate_limited", "Bitbucket is rate limiting; try again later.")
-        error.headers["Retry-After"] = str(int(exc.retry_after or 60))
-        return error
-    if isinstance(exc, BitbucketError):
-        return ServiceError(502, "provider_error", f"Bitbucket did not answer as expected: {exc}")
-    return None
-
-
 def _serve(event: dict[str, Any], route: Route, started: float) -> dict[str, Any]:
     caller: Caller | None = None
     status = 500
     try:
         caller = credentials.authenticate((event.get("headers") or {}).get("authorization"))
         credentials.require(caller, route.scope)
-        status, result = route.run(caller, event, web.base_url(event, settings().public_base_url))
-        return _proxied(result) if route is PROXY else _json(status, result)
-    except ServiceError as exc:
-        status = exc.status
-        return _error(exc)
-    except Exception as exc:
-        mapped = _domain_error(exc)
-        if mapped is None:
-            raise
-        status = mapped.status
-        return _error(mapped)
+        status, result = route.run(caller, event, edge.base_url(event))
+        if route is PROXY:
+            return edge.passthrough(result.status, result.headers, result.body)
+        return edge.json_response(status, result)
+    except (Problem, BitbucketError) as exc:
+        answer = edge.service_error(exc, event)
+        status = edge.status_of(answer)
+        return answer
     finally:
+        # Unexpected exceptions go on up (the function's Errors alarm), recorded as a 500.
         if caller is not None:
             _audit(event, caller, route, status, started)
 
@@ -219,37 +165,26 @@ def _audit(event: dict[str, Any], caller: Caller, route: Route, status: int, sta
 # ------------------------------------------------------------------------------------------- browser
 
 
-_CHOOSER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Connect Bitbucket - bitbridge</title>
-<style>body{{font-family:sans-serif;max-width:28em;margin:4em auto}}
-a.button{{display:block;margin:.6em 0;padding:.8em 1em;border-radius:6px;background:#0052cc;color:#fff;
-text-decoration:none;text-align:center}}</style></head>
-<body><h1>Connect Bitbucket</h1>{buttons}</body></html>"""
-
-
 def connect_page(event: dict[str, Any]) -> dict[str, Any]:
     """The end user's landing page for a connect URL: straight on to the provider when the session names
     one, else a button per provider that allows connecting. The session is used up by the authorize step."""
-    token = _params(event).get("session", "")
+    token = edge.path_parameter(event, "session")
     try:
         session = links.peek_session(token)
     except links.ConnectSessionInvalid as exc:
-        return web.page(400, "Connect link not valid", str(exc))
+        return edge.page(400, "Connect link not valid", str(exc), back=None)
 
     def start(provider_id: str) -> str:
         return f"/auth/{quote(provider_id)}/authorize?connect_session={quote(token, safe='')}"
 
     if session.provider_id:
-        return web.redirect(start(session.provider_id))
+        return edge.redirect(start(session.provider_id))
     buttons = "".join(
         f'<a class="button" href="{html.escape(start(p.provider_id))}">Connect {html.escape(p.label)}</a>'
         for p in providers.list_providers()
         if p.imports
     )
-    body = _CHOOSER.format(buttons=buttons or "<p>No Bitbucket provider is configured yet.</p>")
-    page = web.page(200, "Connect Bitbucket", "")
-    page["body"] = body
-    return page
+    return edge.html_page(200, "Connect Bitbucket", buttons or "<p>No Bitbucket provider is configured yet.</p>")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -260,7 +195,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
         return connect_page(event)
     route = ROUTES.get(route_key)
     if route is None:
-        return _error(ServiceError(404, "not_found", f"No service route {route_key!r}."))
+        return edge.service_error(refuse("no_such_route", f"No service route {route_key!r}."), event)
     response = _serve(event, route, started)
-    logger.info("service call", extra={"route": route_key, "status": response["statusCode"]})
+    logger.info("service call", extra={"route": route_key, "status": edge.status_of(response)})
     return response

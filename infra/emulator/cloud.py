@@ -477,6 +477,7 @@ def paginate(
     *,
     hidden: Iterable[str] = (),
     searchable: bool = True,
+    max_pagelen: int | None = None,
 ) -> Response:
     """Cloud collection: q/sort over the rendered objects, then page/pagelen, then fields."""
     args = ctx.request.args
@@ -488,7 +489,8 @@ def paginate(
         if args.get("sort"):
             rendered = sort_values(rendered, args["sort"])
         items, render = rendered, (lambda r: r)
-    pagelen = max(10, min(int_arg(ctx.request, "pagelen", 10), ctx.backend.config.cloud_max_pagelen))
+    cap = max_pagelen or ctx.backend.config.cloud_max_pagelen
+    pagelen = max(10, min(int_arg(ctx.request, "pagelen", 10), cap))
     page = int_arg(ctx.request, "page", 1)
     if page < 1:
         raise BadRequest("Invalid page")
@@ -858,7 +860,13 @@ def list_pullrequests(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
         repo = _repo(ctx, workspace, repo_slug, token)
         prs = sorted((p for p in repo.pull_requests.values() if p.state in states), key=lambda p: -p.id)
         # Collections omit reviewers/participants unless asked for (fields=+values.reviewers), as Cloud does.
-        return paginate(ctx, prs, lambda p: pullrequest(ctx, repo, p), hidden=("reviewers", "participants"))
+        return paginate(
+            ctx,
+            prs,
+            lambda p: pullrequest(ctx, repo, p),
+            hidden=("reviewers", "participants"),
+            max_pagelen=ctx.backend.config.cloud_max_pagelen_pullrequests,
+        )
 
 
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>")

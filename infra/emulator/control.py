@@ -6,6 +6,9 @@ See README.md for the full reference.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -51,6 +54,31 @@ def _actor(ctx: Ctx, body: dict, repo: Repository | None = None) -> str:
     return ctx.backend.get_user(name).name
 
 
+def _deliver(ctx: Ctx) -> bool:
+    """A change's ``deliver`` flag (JSON body, or ``?deliver=`` for DELETE); false = the change fires no webhook."""
+    raw = ctx.request.args.get("deliver")
+    if raw is not None:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise BadRequest("deliver must be true or false")
+        return raw.lower() in ("true", "1")
+    value = ctx.json_body().get("deliver", True)
+    if not isinstance(value, bool):
+        raise BadRequest("deliver must be true or false")
+    return value
+
+
+def change(fn: Callable[..., Response]) -> Callable[..., Response]:
+    """A control call that changes data: with ``"deliver": false`` it happens without any webhook delivery
+    (the delivery log records what was suppressed), so tests can make 'missed' changes deterministically."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Ctx, **values: Any) -> Response:
+        with ctx.emulator.webhooks.silenced(not _deliver(ctx)):
+            return fn(ctx, **values)
+
+    return wrapper
+
+
 def _render_pr(ctx: Ctx, flavor: str, repo: Repository, pr: Any) -> dict:
     fctx = _flavor_ctx(ctx, flavor)
     if flavor == CLOUD:
@@ -85,6 +113,8 @@ def config(ctx: Ctx) -> Response:
         for key, value in ctx.json_body().items():
             if not hasattr(cfg, key):
                 raise BadRequest(f"Unknown config key: {key}")
+            if key == "dc_hook_on_failures" and value not in ("skip", "disable"):
+                raise BadRequest("dc_hook_on_failures must be skip or disable")
             setattr(cfg, key, type(getattr(cfg, key))(value))
     return json_response(dataclasses.asdict(cfg))
 
@@ -147,6 +177,7 @@ def set_permissions(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 # ---------------------------------------- changes (fire webhooks)
 @routes.route(REPO + "/push", methods=("POST",))
+@change
 def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -169,6 +200,7 @@ def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 
 @routes.route(REPO + "/update", methods=("POST",))
+@change
 def update_repo(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -177,6 +209,7 @@ def update_repo(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 
 @routes.route(REPO + "/<any(branches, tags):kind>", methods=("POST",))
+@change
 def create_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -194,6 +227,7 @@ def create_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str) -> Respo
 
 
 @routes.route(REPO + "/<any(branches, tags):kind>/<path:name>", methods=("DELETE",))
+@change
 def delete_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str, name: str) -> Response:
     flavor, repo = _repo(ctx, flavor, owner, slug)
     ctx.backend.delete_ref(repo, "tag" if kind == "tags" else "branch", name, _actor(ctx, {}))
@@ -201,6 +235,7 @@ def delete_ref(ctx: Ctx, flavor: str, owner: str, slug: str, kind: str, name: st
 
 
 @routes.route(REPO + "/pullrequests", methods=("POST",))
+@change
 def open_pr(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -220,6 +255,7 @@ def open_pr(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 
 @routes.route(REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve):action>", methods=("POST",))
+@change
 def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -245,6 +281,7 @@ def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: 
 
 
 @routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("DELETE",))
+@change
 def delete_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
     flavor, repo = _repo(ctx, flavor, owner, slug)
     ctx.backend.delete_pull_request(repo, pr_id, _actor(ctx, {}))
@@ -252,6 +289,7 @@ def delete_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Respo
 
 
 @routes.route(REPO + "/pullrequests/<int:pr_id>/comments", methods=("POST",))
+@change
 def comment_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
@@ -382,6 +420,31 @@ def requests_stats(ctx: Ctx) -> Response:
     return json_response(ctx.emulator.stats.snapshot())
 
 
+@routes.route(P + "/delivery-faults", methods=("GET", "POST", "DELETE"))
+def delivery_faults(ctx: Ctx) -> Response:
+    rules = ctx.emulator.delivery_faults
+    if ctx.request.method == "DELETE":
+        rules.clear()
+        return Response(status=204)
+    if ctx.request.method == "POST":
+        body = ctx.json_body()
+        if body.get("flavor") is not None:
+            body["flavor"] = _flavor(body["flavor"])
+        try:
+            rule = rules.add(body)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(str(exc)) from exc
+        return json_response({"id": rule.id}, 201)
+    return json_response({"delivery_faults": rules.list()})
+
+
+@routes.route(P + "/delivery-faults/<int:rule_id>", methods=("DELETE",))
+def delete_delivery_fault(ctx: Ctx, rule_id: int) -> Response:
+    if not ctx.emulator.delivery_faults.remove(rule_id):
+        raise BadRequest(f"No delivery fault {rule_id}.")
+    return Response(status=204)
+
+
 @routes.route(P + "/deliveries", methods=("GET", "DELETE"))
 def deliveries(ctx: Ctx) -> Response:
     hooks = ctx.emulator.webhooks
@@ -391,7 +454,34 @@ def deliveries(ctx: Ctx) -> Response:
     if ctx.request.args.get("wait", "").lower() in ("1", "true", "yes"):
         hooks.wait_idle(float(ctx.request.args.get("timeout", 10)))
     items = hooks.deliveries()
-    for key in ("event_key", "flavor", "url"):
+    for key in ("event_key", "flavor", "url", "state", "hook_id"):
         if ctx.request.args.get(key):
             items = [d for d in items if d[key] == ctx.request.args[key]]
+    if ctx.request.args.get("repository"):
+        items = [d for d in items if d["repository"].lower() == ctx.request.args["repository"].lower()]
     return json_response({"deliveries": items})
+
+
+@routes.route(P + "/hooks")
+def hooks_health(ctx: Ctx) -> Response:
+    """Every hook with its delivery health (what DC keeps internally: failures, circuit breaker, disable)."""
+    backend = ctx.backend
+    with backend.lock:
+        now = time.monotonic()
+        items = [
+            {
+                "flavor": repo.flavor,
+                "repository": repo.full_name,
+                "id": h.id,
+                "url": h.url,
+                "events": list(h.events),
+                "active": h.active,
+                "secret_set": bool(h.secret),
+                "consecutive_failures": h.consecutive_failures,
+                "skipped_for_seconds": round(max(0.0, h.skip_until - now), 3) if h.skip_until else 0.0,
+                "disabled_reason": h.disabled_reason,
+            }
+            for repo in sorted(backend.repos.values(), key=lambda r: (r.flavor, r.owner.lower(), r.slug))
+            for h in repo.hooks.values()
+        ]
+    return json_response({"hooks": items})

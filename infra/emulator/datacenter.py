@@ -232,8 +232,11 @@ def _participant(ctx: Ctx, r: Reviewer, role: str) -> dict:
     return body
 
 
-def pull_request(ctx: Ctx, repo: Repository, pr: PullRequest, payload: bool = False) -> dict:
-    """REST RestPullRequest; with ``payload``, the key set of webhook payloads (no draft/extra properties)."""
+def pull_request(
+    ctx: Ctx, repo: Repository, pr: PullRequest, payload: bool = False, with_properties: bool = True
+) -> dict:
+    """REST RestPullRequest; with ``payload``, the key set of webhook payloads (no draft/extra properties);
+    ``with_properties=False`` (the listing's ``withProperties=false``) leaves out ``properties``."""
 
     def ref(name: str, sha: str) -> dict:
         body = {
@@ -273,6 +276,8 @@ def pull_request(ctx: Ctx, repo: Repository, pr: PullRequest, payload: bool = Fa
         body["draft"] = pr.draft
         props = body.setdefault("properties", {})
         props.update(commentCount=len(pr.comments), openTaskCount=0, resolvedTaskCount=0)
+        if not with_properties:
+            del body["properties"]
     body["links"] = _self(f"{_browse(ctx, repo)}/pull-requests/{pr.id}")
     return body
 
@@ -490,9 +495,12 @@ def list_pull_requests(ctx: Ctx, api_version: str, **values: str) -> Response:
         prs = [p for p in repo.pull_requests.values() if state == "ALL" or p.state == state]
         if args.get("draft") in ("true", "false"):
             prs = [p for p in prs if p.draft == (args["draft"] == "true")]
-        newest = (args.get("order") or "NEWEST").upper() != "OLDEST"
-        prs.sort(key=lambda p: (p.updated_on, p.id), reverse=newest)
-        return page(ctx, prs, lambda p: pull_request(ctx, repo, p))
+        order = (args.get("order") or "NEWEST").upper()
+        if order not in ("NEWEST", "OLDEST"):
+            raise BadRequest(f"Invalid order: {order}", field="order")
+        prs.sort(key=lambda p: (p.updated_on, p.id), reverse=order == "NEWEST")
+        with_properties = (args.get("withProperties") or "true").lower() != "false"
+        return page(ctx, prs, lambda p: pull_request(ctx, repo, p, with_properties=with_properties))
 
 
 @repo_route("/pull-requests/<int:pull_request_id>")

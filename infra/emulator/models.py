@@ -212,6 +212,10 @@ class Hook:
     created_at: datetime = field(default_factory=now)
     updated_at: datetime = field(default_factory=now)
     ssl_verification_required: bool = True
+    # Delivery health (Data Center's circuit breaker; see webhooks.py). Never rendered by the REST API.
+    consecutive_failures: int = 0
+    skip_until: float | None = None  # time.monotonic() until which DC skips this hook
+    disabled_reason: str | None = None  # set when the emulator turned `active` off after failures
 
 
 @dataclass(slots=True)
@@ -299,10 +303,20 @@ class Config:
     dc_access_token_lifetime: int = 3600
     dc_code_lifetime: float = 10.0
     dc_refresh_token_lifetime: float = 30 * 86400.0
-    delivery_timeout: float = 10.0
+    delivery_timeout: float = 10.0  # Bitbucket gives a receiver 10 s to answer
     delivery_retry_delay: float = 0.5
     cloud_max_pagelen: int = 100
+    cloud_max_pagelen_pullrequests: int = 50  # bitbucket.org caps the pull-request list lower
     dc_max_limit: int = 1000
+    # DC circuit breaker (plugin.webhooks.http.backoff.*): after this many consecutive failed deliveries a
+    # hook is skipped for dc_hook_skip_seconds, growing by dc_hook_skip_exponent per further failure up to
+    # dc_hook_skip_max_seconds. 0 turns it off. dc_hook_on_failures = "skip" (what DC documents) or
+    # "disable" (the emulator sets the hook's `active` to false until a PUT re-enables it).
+    dc_hook_failure_threshold: int = 5
+    dc_hook_on_failures: str = "skip"
+    dc_hook_skip_seconds: float = 10.0
+    dc_hook_skip_exponent: float = 2.0
+    dc_hook_skip_max_seconds: float = 36000.0
 
 
 @dataclass(slots=True)
@@ -911,11 +925,15 @@ class Backend:
         return hook
 
     def update_hook(self, hook: Hook, changes: dict) -> Hook:
-        """Apply already-validated field changes (keys are Hook attributes) and bump ``updated_at``."""
+        """Apply already-validated field changes (keys are Hook attributes) and bump ``updated_at``.
+
+        An update also closes the hook's circuit breaker and clears an automatic disable (how a PUT with
+        ``active: true`` brings a failing hook back)."""
         with self.lock:
             for key, value in changes.items():
                 setattr(hook, key, value)
             hook.updated_at = now()
+            hook.consecutive_failures, hook.skip_until, hook.disabled_reason = 0, None, None
             return hook
 
     def delete_hook(self, repo: Repository, hook: Hook) -> None:

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 from . import cloud, control, datacenter, oauth
 from .models import CLOUD, DC, Backend, EmulatorError
 from .seed import seed_default
-from .traffic import Faults, RequestStats
+from .traffic import DeliveryFaults, Faults, RequestStats
 from .web import Ctx, json_response, template
 from .webhooks import WebhookDispatcher
 
@@ -83,7 +83,7 @@ class FlavorApp:
         else:
             error = None
         if count:
-            self.emulator.stats.count(self.flavor, f"{request.method} {endpoint_label}")
+            self.emulator.stats.count(self.flavor, f"{request.method} {endpoint_label}", _repository(values))
             latency, action = self.emulator.faults.check(self.flavor, request.method, path)
             if latency:
                 time.sleep(latency)
@@ -129,6 +129,17 @@ class FlavorApp:
         return json_response(body, status, headers)
 
 
+def _repository(values: dict) -> str | None:
+    """The repository a REST call is about ("acme/web-app", "PLAT/core", "~ALICE/dotfiles"), for per-repository
+    request counts; None for calls about no single repository."""
+    if values.get("repo_slug") and values.get("workspace"):
+        return f"{values['workspace'].lower()}/{values['repo_slug'].lower()}"
+    if values.get("repository_slug"):
+        owner = values.get("project_key") or "~" + str(values.get("user_slug"))
+        return f"{owner.upper()}/{values['repository_slug'].lower()}"
+    return None
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:  # keep test output clean
         if log.isEnabledFor(logging.DEBUG):
@@ -161,6 +172,7 @@ class Emulator:
         self.backend = Backend()
         self.stats = RequestStats()
         self.faults = Faults()
+        self.delivery_faults = DeliveryFaults()
         self.webhooks = WebhookDispatcher(self)
         self._servers: list[BaseWSGIServer] = []
         self._threads: list[threading.Thread] = []
@@ -180,6 +192,7 @@ class Emulator:
         self.webhooks.wait_idle(5)
         self.backend.reset()
         self.faults.clear()
+        self.delivery_faults.clear()
         self.stats.reset()
         self.webhooks.clear()
         if seed:

@@ -1,8 +1,10 @@
-"""Request counting and fault injection (429 windows, 5xx, latency, dropped connections)."""
+"""Request counting and fault injection: REST faults (429 windows, 5xx, latency, dropped connections) and
+webhook delivery faults (lost deliveries, unreachable receivers, answers slower than the timeout)."""
 
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections import Counter
@@ -14,11 +16,14 @@ class RequestStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._per_repo: Counter[tuple[str, str]] = Counter()
         self._faulted: Counter[str] = Counter()
 
-    def count(self, flavor: str, endpoint: str) -> None:
+    def count(self, flavor: str, endpoint: str, repository: str | None = None) -> None:
         with self._lock:
             self._counts[(flavor, endpoint)] += 1
+            if repository:
+                self._per_repo[(flavor, repository)] += 1
 
     def count_fault(self, flavor: str) -> None:
         with self._lock:
@@ -27,17 +32,23 @@ class RequestStats:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._per_repo.clear()
             self._faulted.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             flavors: dict[str, Any] = {}
+
+            def entry(flavor: str) -> dict[str, Any]:
+                return flavors.setdefault(flavor, {"total": 0, "faulted": 0, "endpoints": {}, "repositories": {}})
+
             for (flavor, endpoint), n in sorted(self._counts.items()):
-                entry = flavors.setdefault(flavor, {"total": 0, "faulted": 0, "endpoints": {}})
-                entry["endpoints"][endpoint] = n
-                entry["total"] += n
+                entry(flavor)["endpoints"][endpoint] = n
+                entry(flavor)["total"] += n
+            for (flavor, repository), n in sorted(self._per_repo.items()):
+                entry(flavor)["repositories"][repository] = n
             for flavor, n in self._faulted.items():
-                flavors.setdefault(flavor, {"total": 0, "faulted": 0, "endpoints": {}})["faulted"] = n
+                entry(flavor)["faulted"] = n
             return {"total": sum(self._counts.values()), "flavors": flavors}
 
 
@@ -154,3 +165,130 @@ class Faults:
                     fault.body,
                 )
         return latency, action
+
+
+# ---------------------------------------- webhook delivery faults
+DELIVERY_ACTIONS = ("drop", "unreachable", "delay")
+
+
+@dataclass
+class DeliveryFault:
+    """One rule over webhook deliveries. Matching deliveries (by flavor, repository, hook, event, url) are hit
+    with probability ``fraction`` (a RNG seeded with ``seed``, so runs repeat), after the first ``after``
+    matches, for ``count`` hits or ``seconds`` from the rule's creation (neither = forever).
+
+    Actions: ``drop`` - Bitbucket loses the delivery (never sent, no retry, not a receiver failure);
+    ``unreachable`` - every attempt fails as if the URL did not answer (a failure: Cloud retries, DC counts it);
+    ``delay`` - the receiver gets the request but its answer is held back ``delay_ms``; past the delivery
+    timeout the attempt is a timeout failure."""
+
+    id: int
+    action: str = "drop"
+    fraction: float = 1.0
+    seed: int = 0
+    after: int = 0
+    count: int | None = None
+    seconds: float | None = None
+    delay_ms: float | None = None
+    flavor: str | None = None
+    repository: str | None = None  # "acme/web-app", "PLAT/core", "~ALICE/dotfiles" (case-insensitive)
+    hook_id: str | None = None
+    event_key: str | None = None
+    url: str | None = None
+    seen: int = 0
+    fired: int = 0
+    created_at: float = field(default_factory=time.monotonic, repr=False)
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def matches(self, flavor: str, repository: str, hook_id: str, event_key: str, url: str) -> bool:
+        return (
+            (self.flavor is None or self.flavor == flavor)
+            and (self.repository is None or self.repository.lower() == repository.lower())
+            and (self.hook_id is None or self.hook_id.strip("{}") == hook_id.strip("{}"))
+            and (self.event_key is None or self.event_key == event_key)
+            and (self.url is None or self.url == url)
+        )
+
+    def expired(self, now: float) -> bool:
+        if self.count is not None and self.fired >= self.count:
+            return True
+        return self.seconds is not None and now - self.created_at >= self.seconds
+
+    def describe(self) -> str:
+        what = {"drop": "dropped", "unreachable": "receiver unreachable"}.get(self.action)
+        what = what or f"answer delayed {self.delay_ms:g} ms"
+        share = f" (fraction {self.fraction:g})" if self.fraction < 1 else ""
+        return f"{what} by delivery fault {self.id}{share}"
+
+
+class DeliveryFaults:
+    _FIELDS = {f for f in DeliveryFault.__dataclass_fields__ if f not in ("id", "seen", "fired", "created_at", "rng")}
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[DeliveryFault] = []
+        self._next = 1
+
+    def add(self, spec: dict) -> DeliveryFault:
+        spec = dict(spec)
+        if "drop_fraction" in spec:  # shorthand: {"drop_fraction": 0.3, "seed": 7}
+            spec.setdefault("action", "drop")
+            spec["fraction"] = spec.pop("drop_fraction")
+        unknown = set(spec) - self._FIELDS
+        if unknown:
+            raise ValueError(f"unknown delivery fault field(s): {', '.join(sorted(unknown))}")
+        action = spec.get("action", "drop")
+        if action not in DELIVERY_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(DELIVERY_ACTIONS)}")
+        fraction = spec.get("fraction", 1.0)
+        if not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+            raise ValueError("fraction (drop_fraction) must be a number from 0 to 1")
+        if action == "delay" and not spec.get("delay_ms"):
+            raise ValueError("a delay fault needs delay_ms")
+        if action != "delay" and spec.get("delay_ms"):
+            raise ValueError("delay_ms only goes with action delay")
+        with self._lock:
+            rule = DeliveryFault(id=self._next, **spec)
+            self._next += 1
+            self._rules.append(rule)
+            return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._next = 1  # ids restart, so a test's rule ids (and reasons in the log) repeat run to run
+
+    def remove(self, rule_id: int) -> bool:
+        with self._lock:
+            kept = [r for r in self._rules if r.id != rule_id]
+            removed = len(kept) != len(self._rules)
+            self._rules = kept
+            return removed
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            return [
+                {k: v for k, v in asdict(r).items() if k not in ("created_at", "rng")}
+                | {"active": not r.expired(time.monotonic())}
+                for r in self._rules
+            ]
+
+    def check(self, flavor: str, repository: str, hook_id: str, event_key: str, url: str) -> DeliveryFault | None:
+        """The rule that hits this delivery, if any (first firing rule wins). Called once per delivery, in
+        the order the changes happened, so a seeded fraction picks the same deliveries on every run."""
+        now = time.monotonic()
+        with self._lock:
+            for rule in self._rules:
+                if not rule.matches(flavor, repository, hook_id, event_key, url):
+                    continue
+                rule.seen += 1
+                if rule.seen <= rule.after or rule.expired(now):
+                    continue
+                if rule.fraction < 1 and rule.rng.random() >= rule.fraction:
+                    continue
+                rule.fired += 1
+                return rule
+        return None

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from infra.local.stack import LocalStack, StackConfig
 
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(config, name, value)
     if args.no_emulator:
         config.emulator = False
+    if args.template:
+        config.template_path = Path(args.template).resolve()
     for item in args.override or []:
         target, _, value = item.partition("=")
         logical_id, _, prop = target.partition(".")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dc-port", type=int)
     parser.add_argument("--no-emulator", action="store_true", help="run without the Bitbucket emulator")
     parser.add_argument("--ready-file", help="write the URLs as JSON here once ready (for tests)")
+    parser.add_argument("--template", help="TEST ONLY: run this copy of template.yaml (e.g. with a permission removed)")
     parser.add_argument(
         "--override",
         action="append",

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from infra.local.lambda_runtime import FunctionRunner
+from infra.local.lambda_runtime import FunctionError, FunctionRunner
 from infra.local.resources import ACCOUNT_ID
 from infra.local.template import Route
 
@@ -32,6 +32,7 @@ _TEXT_TYPES = re.compile(
     r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded))(;.*)?$", re.I
 )
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # HTTP API's request size limit
+INTEGRATION_TIMEOUT_SECONDS = 30  # HTTP API's maximum integration timeout
 
 
 class CompiledRoute:
@@ -182,13 +183,26 @@ class Gateway:
             return Response(json.dumps({"message": "Request Entity Too Large"}), 413, content_type="application/json")
         body = request.get_data(cache=False)
         event = build_event(request, route, path_parameters, body)
+        function = self.runner.functions[route.function]
         try:
-            result = self.runner.invoke(route.function, event)
+            result = self.runner.invoke(route.function, event, wait_at_most=INTEGRATION_TIMEOUT_SECONDS)
+        except FunctionError as exc:
+            if function.timeout > INTEGRATION_TIMEOUT_SECONDS and "timed out" in str(exc):
+                # API Gateway stopped waiting before Lambda's own timeout.
+                return _error(503, "Service Unavailable")
+            # A timeout, a throttle or an oversized response: Lambda reports an error, which
+            # API Gateway answers as any failed integration.
+            log.error("%s: %s", route.function, exc)
+            return _error(500, "Internal Server Error")
         except Exception:
             # What API Gateway answers when the integration fails.
             log.exception("handler %s raised", route.function)
-            return Response(json.dumps({"message": "Internal Server Error"}), 500, content_type="application/json")
+            return _error(500, "Internal Server Error")
         return build_response(result)
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(json.dumps({"message": message}), status, content_type="application/json")
 
 
 def serve(app: Callable, host: str, port: int) -> BaseWSGIServer:

@@ -1,7 +1,9 @@
 """Event-source mappings as Lambda runs them: SQS queue -> function, DynamoDB stream -> function.
 
-Settings (batch size, partial batch responses, retries, bisecting, on-failure destination)
-come from the function's event definition in template.yaml.
+Settings (batch size, partial batch responses, retries, bisecting, on-failure destination, event
+filters) come from the function's event definition in template.yaml. Lambda's pollers act with the
+function's execution role, so their own calls (receive, delete, stream reads, the on-failure message)
+are checked against the function's policy too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.local.lambda_runtime import FunctionRunner
+from infra.local import filters, iam
+from infra.local.lambda_runtime import FunctionRunner, Throttled
 from infra.local.resources import REGION, ClientFactory
 
 log = logging.getLogger("local.pollers")
@@ -43,6 +46,17 @@ class Poller(threading.Thread):
         raise NotImplementedError
 
 
+# Concurrent batches Lambda's SQS poller starts with; it scales up from there (far beyond any reserved
+# concurrency this template sets), unless ScalingConfig.MaximumConcurrency caps it.
+SQS_INITIAL_CONCURRENCY = 5
+
+
+def sqs_concurrency(source: dict[str, Any]) -> int:
+    """How many batches the local stack polls and invokes at once for an SQS event source."""
+    maximum = (source.get("ScalingConfig") or {}).get("MaximumConcurrency")
+    return int(maximum) if maximum not in (None, "") else SQS_INITIAL_CONCURRENCY
+
+
 class SqsPoller(Poller):
     """Receives batches and deletes what the function processed, as Lambda's SQS poller does.
 
@@ -70,6 +84,10 @@ class SqsPoller(Poller):
         self.sqs = client("sqs")
 
     def poll_once(self) -> bool:
+        with iam.acting_as(self.function):
+            return self._poll()
+
+    def _poll(self) -> bool:
         messages = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(self.batch_size, 10),
@@ -82,8 +100,13 @@ class SqsPoller(Poller):
         event = {"Records": [self._record(m) for m in messages]}
         try:
             result = self.runner.invoke(self.function, event)
+        except Throttled:
+            # Lambda's SQS poller hands a throttled batch back to the queue: it returns after the
+            # visibility timeout, its receive count one higher (maxReceiveCount then dead-letters it).
+            log.warning("%s throttled; %d messages return after the visibility timeout", self.function, len(messages))
+            return True
         except Exception:
-            log.exception("%s raised; %d messages return after the visibility timeout", self.function, len(messages))
+            log.exception("%s failed; %d messages return after the visibility timeout", self.function, len(messages))
             return True
         failed: set[str] = set()
         if self.partial and isinstance(result, dict):
@@ -140,6 +163,7 @@ class StreamPoller(Poller):
         self.bisect = bool(source.get("BisectBatchOnFunctionError", False))
         self.partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
         self.starting_position = source.get("StartingPosition", "LATEST")
+        self.filters = filters.patterns(source.get("FilterCriteria"))
         self.on_failure_queue_url = on_failure_queue_url
         self.streams = client("dynamodbstreams")
         self.sqs = client("sqs")
@@ -158,6 +182,10 @@ class StreamPoller(Poller):
                 self.pending[shard_id] = []
 
     def poll_once(self) -> bool:
+        with iam.acting_as(self.function):
+            return self._poll()
+
+    def _poll(self) -> bool:
         self._refresh_shards()
         worked = False
         for shard_id, iterator in list(self.iterators.items()):
@@ -165,7 +193,10 @@ class StreamPoller(Poller):
             if iterator and len(pending) < self.batch_size:
                 response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
                 self.iterators[shard_id] = response.get("NextShardIterator")
-                pending.extend(response.get("Records", []))
+                records = response.get("Records", [])
+                worked = worked or bool(records)
+                # Records the filters reject are never delivered; the checkpoint moves past them.
+                pending.extend(r for r in records if filters.delivered(self.filters, self._record(r)))
             if pending:
                 batch = pending[: self.batch_size]
                 processed = self._process(shard_id, batch)
@@ -198,7 +229,7 @@ class StreamPoller(Poller):
         """None when the whole batch succeeded, else the index of the first failed record."""
         event = {"Records": [self._record(r) for r in batch]}
         try:
-            result = self.runner.invoke(self.function, event)
+            result = self._invoke_unthrottled(event)
         except Exception:
             log.exception("%s raised on a batch of %d stream records", self.function, len(batch))
             return 0
@@ -210,6 +241,17 @@ class StreamPoller(Poller):
             if record["dynamodb"]["SequenceNumber"] in failed:
                 return index
         return 0
+
+    def _invoke_unthrottled(self, event: dict[str, Any]) -> Any:
+        """Invoke; a throttled batch is retried as it is (throttles do not count as retries)."""
+        delay = 0.05
+        while True:
+            try:
+                return self.runner.invoke(self.function, event)
+            except Throttled:
+                if self.stopping.wait(delay):
+                    raise
+                delay = min(delay * 2, 1.0)
 
     def _record(self, record: dict[str, Any]) -> dict[str, Any]:
         data = dict(record["dynamodb"])

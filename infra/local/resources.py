@@ -18,6 +18,12 @@ from infra.local.template import Resolver, functions, load_template
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 
+
+def local_stack_name(stage: str) -> str:
+    """The local stand-in for `AWS::StackName` ("bitbridge-local" for `make dev`)."""
+    return f"bitbridge-{stage}"
+
+
 # Resource types that exist only for AWS (monitoring, logs, layers) and need nothing locally.
 _NOT_EMULATED = {
     "AWS::Logs::LogGroup",
@@ -36,9 +42,11 @@ class LocalResources:
 
     stage: str
     parameters: dict[str, str]
+    stack_name: str = ""
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    resolver: Resolver | None = None  # resolves the template's intrinsics against what was created
 
     def ref(self, logical_id: str) -> str:
         return self.refs[logical_id]
@@ -59,15 +67,17 @@ def create_resources(
     parameters: dict[str, str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     template: dict[str, Any] | None = None,
+    stack_name: str | None = None,
 ) -> LocalResources:
     """Create every emulated resource in the template and resolve the functions' environment.
 
     `overrides` replaces properties per logical id (tests shorten a queue's visibility timeout);
-    everything else comes from the template as written.
+    everything else comes from the template as written. Names CloudFormation would generate
+    derive from the stack name, as on AWS, so two stacks with the same stage coexist.
     """
     template = template or load_template()
     params = parameters or local_parameters(stage)
-    out = LocalResources(stage=stage, parameters=params)
+    out = LocalResources(stage=stage, parameters=params, stack_name=stack_name or local_stack_name(stage))
     creating: set[str] = set()
     resolver: Resolver
 
@@ -98,11 +108,12 @@ def create_resources(
             "AWS::Region": REGION,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": f"bitbridge-{stage}",
+            "AWS::StackName": out.stack_name,
         },
     )
+    out.resolver = resolver
     for logical_id, resource in template["Resources"].items():
-        if resource["Type"] not in _NOT_EMULATED:
+        if resource["Type"] not in _NOT_EMULATED and resolver.creates(resource):
             ensure(logical_id)
 
     # All functions share Globals' environment; the local stack runs them in one process,
@@ -115,8 +126,8 @@ def create_resources(
     return out
 
 
-def _physical_name(stage: str, logical_id: str) -> str:
-    return f"bitbridge-{stage}-{logical_id}"
+def _physical_name(stack_name: str, logical_id: str) -> str:
+    return f"{stack_name}-{logical_id}"
 
 
 def _create_nothing(*_: Any) -> None:
@@ -126,7 +137,7 @@ def _create_nothing(*_: Any) -> None:
 def _create_table(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
     ddb = client("dynamodb")
-    name = props.get("TableName") or _physical_name(out.stage, lid)
+    name = props.get("TableName") or _physical_name(out.stack_name, lid)
     args: dict[str, Any] = {
         "TableName": name,
         "KeySchema": props["KeySchema"],
@@ -158,7 +169,7 @@ def _create_table(client: ClientFactory, r: Resolver, out: LocalResources, lid: 
 def _create_queue(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
     sqs = client("sqs")
-    name = props.get("QueueName") or _physical_name(out.stage, lid)
+    name = props.get("QueueName") or _physical_name(out.stack_name, lid)
     attributes = {
         key: json.dumps(value)
         if isinstance(value, dict)
@@ -207,7 +218,7 @@ def _generate_secret(spec: dict[str, Any]) -> str:
 
 def _create_secret(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
-    name = props.get("Name") or _physical_name(out.stage, lid)
+    name = props.get("Name") or _physical_name(out.stack_name, lid)
     value = props.get("SecretString") or _generate_secret(props.get("GenerateSecretString", {}))
     arn = client("secretsmanager").create_secret(
         Name=name, Description=props.get("Description", ""), SecretString=value
@@ -227,7 +238,7 @@ def _create_bus(client: ClientFactory, r: Resolver, out: LocalResources, lid: st
 def _create_bucket(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
     s3 = client("s3")
-    name = props.get("BucketName") or _physical_name(out.stage, lid).lower()
+    name = props.get("BucketName") or _physical_name(out.stack_name, lid).lower()
     s3.create_bucket(Bucket=name)
     if "BucketEncryption" in props:
         s3.put_bucket_encryption(
@@ -260,6 +271,24 @@ def _create_bucket_policy(client: ClientFactory, r: Resolver, out: LocalResource
         client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(document))
 
 
+def _create_topic(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
+    props = r.resolve(props)
+    name = props.get("TopicName") or _physical_name(out.stack_name, lid)
+    attributes = {"DisplayName": props["DisplayName"]} if "DisplayName" in props else {}
+    arn = client("sns").create_topic(Name=name, Attributes=attributes)["TopicArn"]
+    out.refs[lid] = arn
+    out.attributes[(lid, "TopicArn")] = arn
+    out.attributes[(lid, "TopicName")] = name
+
+
+def _create_subscription(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
+    props = r.resolve(props)
+    arn = client("sns").subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"])[
+        "SubscriptionArn"
+    ]
+    out.refs[lid] = arn
+
+
 _CREATORS: dict[str, Callable[[ClientFactory, Resolver, LocalResources, str, dict], None]] = {
     "AWS::DynamoDB::Table": _create_table,
     "AWS::SQS::Queue": _create_queue,
@@ -269,4 +298,6 @@ _CREATORS: dict[str, Callable[[ClientFactory, Resolver, LocalResources, str, dic
     "AWS::Events::EventBus": _create_bus,
     "AWS::S3::Bucket": _create_bucket,
     "AWS::S3::BucketPolicy": _create_bucket_policy,
+    "AWS::SNS::Topic": _create_topic,
+    "AWS::SNS::Subscription": _create_subscription,
 }

@@ -4,23 +4,26 @@ routes, the event-source pollers and an event tap - all from template.yaml.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 from werkzeug.wrappers import Request, Response
 
+from infra.local import iam
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
-from infra.local.lambda_runtime import FunctionRunner
-from infra.local.pollers import Poller, SqsPoller, StreamPoller
+from infra.local.lambda_runtime import FunctionRunner, resolved_functions
+from infra.local.pollers import Poller, SqsPoller, StreamPoller, sqs_concurrency
 from infra.local.resources import REGION, LocalResources, create_resources, local_parameters
-from infra.local.template import functions, load_template, routes
+from infra.local.template import TEMPLATE_PATH, load_template, routes
 
 log = logging.getLogger("local")
 
@@ -49,6 +52,8 @@ class StackConfig:
     stage: str = "local"
     # Per-resource property overrides (tests shorten timeouts); empty for `make dev`.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Tests run a modified copy of the template (a removed permission, an added limit).
+    template_path: Path = TEMPLATE_PATH
 
     def resolve_ports(self) -> StackConfig:
         """Replace port 0 with a free port, so parallel test runs don't collide."""
@@ -80,6 +85,17 @@ class LocalStack:
         self._servers: list[Any] = []
         self._threads: list[Poller] = []
         self.faults: FaultProxy | None = None
+        self.template = self._template()
+
+    def _template(self) -> dict[str, Any]:
+        """The template as this stack runs it: the file, with the overrides on functions applied
+        (overrides of other resources are applied where they are created)."""
+        template = copy.deepcopy(load_template(self.config.template_path))
+        for logical_id, props in self.config.overrides.items():
+            resource = template["Resources"].get(logical_id)
+            if resource is not None and resource["Type"] == "AWS::Serverless::Function":
+                resource["Properties"].update(props)
+        return template
 
     # -- AWS -------------------------------------------------------------------------------
     def client(self, service: str) -> Any:
@@ -109,7 +125,11 @@ class LocalStack:
         origins = f"{self.config.api_url},http://localhost:{self.config.api_port}"
         params = local_parameters(self.config.stage, PublicBaseUrl=self.config.api_url, AllowedReturnToOrigins=origins)
         self.resources = create_resources(
-            self.client, stage=self.config.stage, parameters=params, overrides=self.config.overrides
+            self.client,
+            stage=self.config.stage,
+            parameters=params,
+            overrides=self.config.overrides,
+            template=self.template,
         )
         os.environ.update(self.resources.environment)
         # The functions reach AWS through a proxy that can fail one service on demand (outage tests,
@@ -168,12 +188,12 @@ class LocalStack:
 
     # -- functions -------------------------------------------------------------------------
     def _start_functions(self) -> None:
-        assert self.resources is not None
-        template = load_template()
-        fns = functions(template)
-        for logical_id, props in self.config.overrides.items():
-            if logical_id in fns and "Timeout" in props:  # tests shorten a function's time limit
-                fns[logical_id] = replace(fns[logical_id], timeout=int(props["Timeout"]))
+        assert self.resources is not None and self.resources.resolver is not None
+        template = self.template
+        resolve = self.resources.resolver.resolve
+        fns = resolved_functions(template, self.resources.resolver)
+        # Every function's AWS calls from now on are checked against its own policy.
+        iam.install(iam.enforcer_for(template, self.resources))
         runner = FunctionRunner(fns)
         gateway = Gateway(routes(template), runner)
         self._serve(gateway, self.config.api_port, "api")
@@ -185,14 +205,16 @@ class LocalStack:
         for fn in fns.values():
             for source in fn.sqs_sources:
                 arn = self._resolve_arn(source["Queue"])
-                self._threads.append(SqsPoller(runner, fn.logical_id, source, arn_to_url[arn], arn, self.client))
+                source = resolve(source)
+                for _ in range(sqs_concurrency(source)):  # Lambda polls several batches at once
+                    self._threads.append(SqsPoller(runner, fn.logical_id, source, arn_to_url[arn], arn, self.client))
             for source in fn.stream_sources:
                 failure = source.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
                 self._threads.append(
                     StreamPoller(
                         runner,
                         fn.logical_id,
-                        source,
+                        resolve(source),
                         self._resolve_arn(source["Stream"]),
                         arn_to_url[self._resolve_arn(failure)] if failure else None,
                         self.client,
@@ -247,6 +269,7 @@ class LocalStack:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalStack:
+        iam.install(None)  # hook every SDK session from the start; policies once resources exist
         self._start_aws()
         self._start_emulator()
         self._start_functions()

@@ -52,6 +52,16 @@ def resources_of_type(template: dict[str, Any], *types: str) -> Iterator[tuple[s
             yield logical_id, resource
 
 
+class _NoValue:
+    """`Ref: AWS::NoValue`: the property (or list item) is left out, as CloudFormation does."""
+
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE = _NoValue()
+
+
 class Resolver:
     """Evaluates CloudFormation intrinsic functions against local physical ids.
 
@@ -73,7 +83,9 @@ class Resolver:
         self._get_att = get_att
         self.pseudo = pseudo
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.pseudo:
             return self.pseudo[name]
         if name in self.parameters:
@@ -83,13 +95,17 @@ class Resolver:
     def condition(self, name: str) -> bool:
         return bool(self.resolve(self.template.get("Conditions", {})[name]))
 
+    def creates(self, resource: dict[str, Any]) -> bool:
+        """Whether CloudFormation creates this resource (its `Condition`, if any, holds)."""
+        return "Condition" not in resource or self.condition(resource["Condition"])
+
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [r for r in (self.resolve(v) for v in value) if r is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) != 1:
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not NO_VALUE}
         ((key, arg),) = value.items()
         match key:
             case "Ref":
@@ -110,7 +126,8 @@ class Resolver:
                 return self.condition(arg)
             case _ if key.startswith("Fn::"):
                 raise NotImplementedError(f"intrinsic {key} is not supported by the local stack")
-        return {key: self.resolve(arg)}
+        resolved = self.resolve(arg)
+        return {} if resolved is NO_VALUE else {key: resolved}
 
     def _sub(self, arg: str | list[Any]) -> str:
         text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
@@ -149,6 +166,7 @@ class Function:
     sqs_sources: tuple[dict[str, Any], ...] = ()
     stream_sources: tuple[dict[str, Any], ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
+    reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
 
 
 def functions(template: dict[str, Any]) -> dict[str, Function]:
@@ -182,6 +200,7 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
             sqs_sources=tuple(sqs),
             stream_sources=tuple(streams),
             environment=env,
+            reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )
     return out
 

@@ -30,9 +30,9 @@ from tests.e2e.service_support import (  # noqa: E402
     add_client,
     age_connection,
     connect,
-    emulator,
     new_bitbucket_user,
 )
+from tests.e2e.support import emulator  # noqa: E402
 
 PATHS = {"cloud": "repositories/acme/infra", "datacenter": "projects/PLAT/repos/core"}
 DIRECT = {"cloud": "2.0", "datacenter": "rest/api/1.0"}

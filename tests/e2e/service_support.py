@@ -4,8 +4,6 @@ connect session in a scripted browser, the emulator's control API."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -13,23 +11,12 @@ from typing import Any
 import requests
 
 from bitbridge.client import Client
-from tests.conftest import REPO_ROOT
 from tests.e2e.browser import Browser, consent
+from tests.e2e.support import cli, control
 
 PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
 ORIGIN = "http://127.0.0.1:9"  # the product's site; nothing needs to answer there
 ALL_SCOPES = "connections:read,connections:write,tokens:read,proxy,imports:write,imports:read"
-
-
-def cli(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"], *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)},
-    )
 
 
 def add_client(stack, scopes: str = ALL_SCOPES, origin: str = ORIGIN) -> tuple[str, str]:
@@ -38,16 +25,6 @@ def add_client(stack, scopes: str = ALL_SCOPES, origin: str = ORIGIN) -> tuple[s
     done = cli(stack, "clients", "add", client_id, "--scopes", scopes, "--origin", origin, "--json")
     assert done.returncode == 0, done.stderr
     return client_id, json.loads(done.stdout)["key"]
-
-
-def emulator(stack, flavor: str) -> str:
-    return stack.urls["bitbucket_cloud" if flavor == "cloud" else "bitbucket_datacenter"]
-
-
-def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=30)
-    assert response.status_code < 400, response.text[:500]
-    return response.json() if response.content else None
 
 
 def new_bitbucket_user(stack) -> str:

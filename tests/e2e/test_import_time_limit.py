@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import start_stack, stop_stack
-from tests.e2e.imports_support import api_session, control, entity_files, lines, snapshot, start_imports, wait_for
+from tests.e2e.support import api_session, control, entity_files, lines, snapshot, start_imports, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,14 @@ SEED = {
 
 @pytest.fixture(scope="module")
 def short_stack(tmp_path_factory):
-    # 3 s leaves less than the worker's safety margin at once: every invocation does one page, saves,
-    # and continues in a new message - the path a long import takes near the real 300 s limit.
+    # 8 s leaves less than the worker's safety margin at once: every invocation does one page, saves,
+    # and continues in a new message - the path a long import takes near the real 300 s limit. (The
+    # local stack enforces Timeout: a page that took longer on a loaded machine would be abandoned.)
     # A 1 s visibility timeout lets poison messages be redelivered (and dead-lettered) within the test.
     running = start_stack(
         tmp_path_factory.mktemp("short"),
         "--override",
-        "ImportWorkerFunction.Timeout=3",
+        "ImportWorkerFunction.Timeout=8",
         "--override",
         "ImportQueue.VisibilityTimeout=1",
     )

@@ -18,15 +18,13 @@ from tests.e2e.service_support import (
     PROVIDERS,
     add_client,
     age_connection,
-    cli,
     connect,
-    control,
-    emulator,
     follow_connect_url,
     new_bitbucket_user,
     token_endpoint_calls,
     wait_for_event,
 )
+from tests.e2e.support import cli, control, emulator
 from tests.service_paths import PATH_ESCAPES
 
 FLAVORS = ["cloud", "datacenter"]

@@ -13,7 +13,8 @@ import requests
 from moto.events.models import EventPattern
 
 from tests.conftest import REPO_ROOT
-from tests.e2e.service_support import cli, emulator, follow_connect_url, wait_for_event
+from tests.e2e.service_support import follow_connect_url, wait_for_event
+from tests.e2e.support import cli, emulator
 
 DOC = REPO_ROOT / "docs" / "service-api.md"
 

@@ -49,6 +49,9 @@ CLOUD_GETS = [
     "/2.0/repositories/acme/web-app/refs/tags",
     "/2.0/repositories/acme/web-app/pullrequests?state=OPEN&state=MERGED&state=DECLINED&pagelen=50",
     "/2.0/repositories/acme/web-app/pullrequests?fields=%2Bvalues.participants,%2Bvalues.reviewers",
+    # the reconciler's reads
+    "/2.0/repositories/acme/web-app/pullrequests?state=OPEN&state=MERGED&state=DECLINED&sort=-updated_on&pagelen=50",
+    "/2.0/repositories/acme/web-app/refs/branches?pagelen=100&sort=-target.date",
     "/2.0/repositories/acme/web-app/pullrequests/1",
     "/2.0/repositories/acme/web-app/issues",
     "/2.0/repositories/acme/web-app/hooks",
@@ -145,6 +148,10 @@ DC_GETS = [
     "/rest/api/1.0/projects/PLAT/repos/core/branches/default",
     "/rest/api/1.0/projects/PLAT/repos/core/pull-requests?state=ALL&limit=100",
     "/rest/api/1.0/projects/PLAT/repos/core/pull-requests/1",
+    # the reconciler's reads
+    "/rest/api/1.0/projects/PLAT/repos/core/branches?orderBy=MODIFICATION&limit=1000",
+    "/rest/api/1.0/projects/PLAT/repos/core/tags?orderBy=MODIFICATION&limit=1000",
+    "/rest/api/1.0/projects/PLAT/repos/core/pull-requests?state=ALL&order=NEWEST&withProperties=false&limit=1000",
     "/rest/api/1.0/projects/~ALICE/repos",
     "/rest/api/1.0/projects/~alice/repos/dotfiles",
 ]

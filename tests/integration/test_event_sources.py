@@ -81,7 +81,8 @@ def test_sqs_partial_batch_failure_and_dead_letter_after_max_receives():
 def _put_deliveries(table: str, count: int) -> None:
     ddb = _client("dynamodb")
     for i in range(count):
-        ddb.put_item(TableName=table, Item={"pk": {"S": f"d-{i}"}, "n": {"N": str(i)}})
+        # Shaped like the receiver's items (status "received"), so the publisher's FilterCriteria passes them.
+        ddb.put_item(TableName=table, Item={"pk": {"S": f"d-{i}"}, "n": {"N": str(i)}, "status": {"S": "received"}})
 
 
 def test_stream_records_arrive_in_order_as_lambda_shapes_them():

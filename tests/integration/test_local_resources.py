@@ -69,11 +69,11 @@ def test_function_environment_points_at_the_created_resources(aws):
     env = aws.environment
     assert env["BITBRIDGE_DELIVERIES_TABLE"] == aws.ref("DeliveriesTable")
     assert env["BITBRIDGE_IMPORT_QUEUE_URL"] == aws.ref("ImportQueue")
-    assert env["BITBRIDGE_PROVIDER_SECRET_PREFIX"] == "bitbridge/local/providers/"
+    assert env["BITBRIDGE_PROVIDER_SECRET_PREFIX"] == "bitbridge/bitbridge-local/providers/"
     kms = boto3.client("kms", region_name="us-east-1")
     assert kms.describe_key(KeyId=env["BITBRIDGE_TOKEN_KEY_ID"])["KeyMetadata"]["Enabled"]
     events = boto3.client("events", region_name="us-east-1")
-    assert events.describe_event_bus(Name=env["BITBRIDGE_EVENT_BUS_NAME"])["Name"] == "bitbridge-local"
+    assert events.describe_event_bus(Name=env["BITBRIDGE_EVENT_BUS_NAME"])["Name"] == "bitbridge-local-events"
     s3 = boto3.client("s3", region_name="us-east-1")
     block = s3.get_public_access_block(Bucket=env["BITBRIDGE_SNAPSHOTS_BUCKET"])["PublicAccessBlockConfiguration"]
     assert all(block.values())

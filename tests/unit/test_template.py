@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.template import TEMPLATE_PATH, functions, load_template, resources_of_type, routes
+from infra.local.template import TEMPLATE_PATH, Resolver, functions, load_template, resources_of_type, routes
 
 REQUIRED_ROUTES = {
     "GET /auth/{provider}/authorize": "OAuthAuthorizeFunction",
@@ -109,11 +110,169 @@ def test_snapshot_bucket_is_private_encrypted_and_tls_only(template):
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def _resolver(template: dict[str, Any], **parameters: str) -> Resolver:
+    """Evaluates the template's conditions and intrinsics as CloudFormation would, for given parameters."""
+    values = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
+    values.update(parameters)
+    return Resolver(
+        template,
+        values,
+        ref=lambda logical_id: f"<{logical_id}>",
+        get_att=lambda logical_id, attribute: f"<{logical_id}.{attribute}>",
+        pseudo={"AWS::Region": "eu-west-1", "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "bitbridge-prod"},
+    )
+
+
 def test_outputs_give_the_urls_an_admin_needs(template):
     outputs = template["Outputs"]
     for name in ("ApiUrl", "CallbackUrlPattern", "WebhookUrlPattern", "EventBusName", "SnapshotsBucketName"):
         assert name in outputs
-    assert outputs["CallbackUrlPattern"]["Value"]["Fn::Sub"].endswith("/auth/{provider}/callback")
+    execute_api = "https://<HttpApi>.execute-api.eu-west-1.amazonaws.com"
+    default = _resolver(template)
+    assert default.resolve(outputs["ApiUrl"]["Value"]) == execute_api
+    assert default.resolve(outputs["CallbackUrlPattern"]["Value"]) == f"{execute_api}/auth/{{provider}}/callback"
+    assert (
+        default.resolve(outputs["WebhookUrlPattern"]["Value"]) == f"{execute_api}/hooks/{{provider}}/{{subscription}}"
+    )
+
+
+def test_outputs_use_the_custom_domain_when_there_is_one(template):
+    outputs = template["Outputs"]
+    domain = _resolver(template, PublicBaseUrl="https://git.example.com")
+    assert domain.resolve(outputs["ApiUrl"]["Value"]) == "https://git.example.com"
+    assert domain.resolve(outputs["CallbackUrlPattern"]["Value"]) == "https://git.example.com/auth/{provider}/callback"
+    assert (
+        domain.resolve(outputs["WebhookUrlPattern"]["Value"])
+        == "https://git.example.com/hooks/{provider}/{subscription}"
+    )
+    # The raw endpoint stays available (to map the domain to, or to test with).
+    assert domain.resolve(outputs["ExecuteApiUrl"]["Value"]) == "https://<HttpApi>.execute-api.eu-west-1.amazonaws.com"
+    pattern = re.compile(template["Parameters"]["PublicBaseUrl"]["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("https://git.example.com/bitbridge")
+    for refused in ("https://git.example.com/", "http://git.example.com", "git.example.com"):
+        assert not pattern.fullmatch(refused), refused  # a trailing slash would give "//auth/..." URLs
+
+
+# ---------------------------------------------------------------- deploy blockers (issue 9)
+
+
+def _reserved(template: dict[str, Any], resolver: Resolver) -> dict[str, int]:
+    out = {}
+    for name, fn in resources_of_type(template, "AWS::Serverless::Function"):
+        props = resolver.resolve({"R": fn["Properties"].get("ReservedConcurrentExecutions", {"Ref": "AWS::NoValue"})})
+        if "R" in props:
+            out[name] = int(props["R"])
+    return out
+
+
+def test_no_reserved_concurrency_unless_the_parameter_turns_it_on(template):
+    # Reserved concurrency that adds up past the account's quota fails stack creation (new accounts
+    # have 10 or 50), and a second stack in the region could never fit.
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == "off"
+    assert _reserved(template, _resolver(template)) == {}
+    reserved = _reserved(template, _resolver(template, ReservedConcurrency="on"))
+    assert set(reserved) == {name for name, _ in resources_of_type(template, "AWS::Serverless::Function")}
+    assert sum(reserved.values()) + 100 <= 500  # Lambda keeps 100 unreserved; documented as "~500"
+
+
+def test_import_worker_never_runs_more_than_its_maximum_concurrency(template):
+    worker = functions(template)["ImportWorkerFunction"]
+    limit = worker.sqs_sources[0]["ScalingConfig"]["MaximumConcurrency"]
+    assert limit == {"Ref": "ImportWorkerMaximumConcurrency"}
+    spec = template["Parameters"]["ImportWorkerMaximumConcurrency"]
+    assert 2 <= spec["Default"] <= 1000 and spec["MinValue"] >= 2  # SQS's own bounds
+    # With reservation on, the worker's reserved concurrency is exactly its MaximumConcurrency:
+    # the poller never invokes a worker that would be throttled (and burn a receive).
+    on = _reserved(template, _resolver(template, ReservedConcurrency="on", ImportWorkerMaximumConcurrency="7"))
+    assert on["ImportWorkerFunction"] == 7
+
+
+# API Gateway's default account-level throttle per region; a route limit below it only adds 429s.
+ACCOUNT_RATE_LIMIT, ACCOUNT_BURST_LIMIT = 10_000, 5_000
+
+
+def _route_throttle(template: dict[str, Any], function: str, event: str) -> tuple[float, float]:
+    default = template["Resources"]["HttpApi"]["Properties"].get("DefaultRouteSettings", {})
+    own = template["Resources"][function]["Properties"]["Events"][event]["Properties"].get("RouteSettings", {})
+    settings = {**default, **own}
+    return settings.get("ThrottlingRateLimit", float("inf")), settings.get("ThrottlingBurstLimit", float("inf"))
+
+
+def test_webhook_route_is_never_throttled_below_the_account_limit(template):
+    # A throttled route answers 429, which Bitbucket Cloud never retries: the delivery is lost.
+    rate, burst = _route_throttle(template, "WebhookReceiverFunction", "Delivery")
+    assert rate >= ACCOUNT_RATE_LIMIT and burst >= ACCOUNT_BURST_LIMIT
+    # The browser routes keep a modest limit.
+    assert _route_throttle(template, "OAuthAuthorizeFunction", "Authorize") == (100, 200)
+
+
+def test_resource_names_are_scoped_by_the_stack(template):
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert "${Stage}" not in text  # the stage is a label; names must differ per stack
+    named = 0
+    for name, resource in template["Resources"].items():
+        for key in ("Name", "LogGroupName", "AliasName", "TableName", "QueueName", "BucketName", "TopicName"):
+            value = resource.get("Properties", {}).get(key)
+            if value is not None:
+                named += 1
+                assert "${AWS::StackName}" in value.get("Fn::Sub", ""), f"{name}.{key}"
+    assert named >= 11  # 8 log groups, 2 secrets, the bus, the alias
+    prefix = template["Globals"]["Function"]["Environment"]["Variables"]["BITBRIDGE_PROVIDER_SECRET_PREFIX"]
+    assert prefix == {"Fn::Sub": "bitbridge/${AWS::StackName}/providers/"}
+    # Each policy's provider-secret ARN follows the same prefix.
+    for name, fn in resources_of_type(template, "AWS::Serverless::Function"):
+        for statement in _statements(fn):
+            for resource in (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            ):
+                if "providers/" in str(resource):
+                    assert ":secret:bitbridge/${AWS::StackName}/providers/*" in resource["Fn::Sub"], name
+
+
+def test_every_alarm_notifies_the_alarm_topic(template):
+    alarms = dict(resources_of_type(template, "AWS::CloudWatch::Alarm"))
+    assert alarms
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert alarm["Properties"]["OKActions"] == [{"Ref": "AlarmTopic"}], name
+    assert template["Resources"]["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert _resolver(template).condition("HasAlarmEmail") is False
+    assert _resolver(template, AlarmEmail="ops@example.com").condition("HasAlarmEmail") is True
+
+
+def test_every_function_has_errors_and_throttles_alarms_and_each_dlq_one(template):
+    watched: set[tuple[str, str]] = set()
+    for _, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm"):
+        props = alarm["Properties"]
+        for dimension in props["Dimensions"]:
+            target = dimension["Value"].get("Ref") or dimension["Value"].get("Fn::GetAtt", [None])[0]
+            watched.add((target, props["MetricName"]))
+            if props["Namespace"] == "AWS/Lambda":
+                assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    for name, _ in resources_of_type(template, "AWS::Serverless::Function"):
+        assert {(name, "Errors"), (name, "Throttles")} <= watched, name
+    for queue in ("ImportDeadLetterQueue", "PublishFailureQueue"):
+        assert (queue, "ApproximateNumberOfMessagesVisible") in watched
+
+
+def test_stateful_resources_outlive_the_stack(template):
+    stateful = [
+        *resources_of_type(template, "AWS::DynamoDB::Table"),
+        *resources_of_type(template, "AWS::KMS::Key"),
+        *resources_of_type(template, "AWS::S3::Bucket"),
+    ]
+    assert len(stateful) == 9
+    for name, resource in stateful:
+        assert resource.get("DeletionPolicy") == "Retain", name
+        assert resource.get("UpdateReplacePolicy") == "Retain", name
 
 
 def test_checkov_skips_each_carry_a_reason(template):
@@ -131,3 +290,44 @@ def test_cfn_lint_reports_nothing():
         check=False,
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def _stream_record(event_name: str, image: dict[str, Any] | None) -> dict[str, Any]:
+    """A DynamoDB stream record as Lambda's filter sees it (NEW_IMAGE view: REMOVE has no NewImage)."""
+    dynamodb: dict[str, Any] = {"Keys": {"pk": {"S": "p#d"}}, "SequenceNumber": "1", "StreamViewType": "NEW_IMAGE"}
+    if image is not None:
+        dynamodb["NewImage"] = image
+    return {"eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": dynamodb}
+
+
+def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
+    from moto.events.models import EventPattern
+
+    from bitbridge.webhooks import receipt
+
+    source = functions(template)["EventPublisherFunction"].stream_sources[0]
+    patterns = [EventPattern.load(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+
+    def invoked(record: dict[str, Any]) -> bool:  # Lambda invokes when any filter matches
+        return any(p.matches_event(record) for p in patterns)
+
+    def stored(status: str, **extra: dict[str, str]) -> dict[str, Any]:
+        # Exactly the item the receiver writes (bitbridge.webhooks.receipt), with the publisher's changes.
+        headers = {"x-event-key": "repo:push", "x-request-uuid": "d-1"}
+        item = receipt._item("bitbucket-cloud", "sub-1", "d-1", "repo:push", "{}", headers, status)
+        return {**item, "status": {"S": status}, **extra}
+
+    assert invoked(_stream_record("INSERT", stored(receipt.RECEIVED)))
+    assert not invoked(_stream_record("INSERT", stored(receipt.IGNORED)))  # recorded, never published
+    # The publisher's own updates, whatever they record.
+    published = stored(
+        receipt.PUBLISHED, event_type={"S": "repository.push"}, published_at={"S": "2024-01-01T00:00:00Z"}
+    )
+    for image in (published, stored(receipt.MALFORMED), stored(receipt.UNPUBLISHABLE), stored(receipt.IGNORED)):
+        assert not invoked(_stream_record("MODIFY", image))
+    assert not invoked(_stream_record("REMOVE", None))  # TTL expiry
+    # What the publisher handles is exactly what passes the filter (it skips the rest anyway).
+    for status in (receipt.RECEIVED, receipt.IGNORED, receipt.PUBLISHED, receipt.MALFORMED, receipt.UNPUBLISHABLE):
+        for event_name in ("INSERT", "MODIFY"):
+            record = _stream_record(event_name, stored(status))
+            assert invoked(record) == (event_name == "INSERT" and status == receipt.RECEIVED), (event_name, status)

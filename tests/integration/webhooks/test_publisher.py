@@ -21,9 +21,10 @@ from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
 from bitbridge.webhooks.normalise import event_type
 from bitbridge.webhooks.publish import forget_providers, handle_stream_records
 from functions.webhook_receiver.app import handler as receive
-from infra.local.lambda_runtime import FunctionRunner
+from infra.local.iam import acting_as
+from infra.local.lambda_runtime import FunctionRunner, resolved_functions
 from infra.local.pollers import StreamPoller
-from infra.local.template import functions, load_template
+from infra.local.template import load_template
 from tests.integration.webhooks.support import (
     PROVIDERS,
     Context,
@@ -51,7 +52,7 @@ class Pipeline:
     def __init__(self, aws, **source_overrides: Any) -> None:
         self.aws = aws
         self.secret = hook_secret(aws.environment, SUB)
-        fns = functions(load_template())
+        fns = resolved_functions(load_template(), aws.resolver)
         source = {**fns["EventPublisherFunction"].stream_sources[0], **source_overrides}
         self.poller = StreamPoller(
             FunctionRunner(fns),
@@ -79,7 +80,8 @@ class Pipeline:
     def deliver(self, flavor: str, event_key: str, body: bytes, delivery_id: str, subscription: str = SUB) -> int:
         secret = self.secret if subscription == SUB else hook_secret(self.aws.environment, subscription)
         headers = bitbucket_headers(flavor, event_key, body, secret, delivery_id=delivery_id)
-        return receive(api_event(PROVIDERS[flavor], subscription, body, headers), Context())["statusCode"]
+        with acting_as("WebhookReceiverFunction"):
+            return receive(api_event(PROVIDERS[flavor], subscription, body, headers), Context())["statusCode"]
 
     def run(self) -> list[dict]:
         """Drain the stream through the publisher; the envelopes published since the last run."""
@@ -97,6 +99,11 @@ class Pipeline:
         return _boto("dynamodb").get_item(
             TableName=self.aws.ref("DeliveriesTable"), Key={"pk": {"S": pk}}, ConsistentRead=True
         )["Item"]
+
+
+def _publish(records: list[dict]) -> dict:
+    with acting_as("EventPublisherFunction"):
+        return handle_stream_records(records)
 
 
 @pytest.fixture
@@ -196,7 +203,8 @@ def test_malformed_and_unpublishable_deliveries_are_recorded_and_do_not_block_th
     pipeline.deliver("datacenter", "repo:push", good, "cloud-key-on-dc")  # a Cloud key for a DC provider
     # A provider nobody registered: signed correctly, so stored; the publisher cannot normalise it.
     headers = bitbucket_headers("cloud", "repo:push", good, pipeline.secret, delivery_id="orphan")
-    receive(api_event("unregistered", SUB, good, headers), Context())
+    with acting_as("WebhookReceiverFunction"):
+        receive(api_event("unregistered", SUB, good, headers), Context())
     pipeline.deliver("cloud", "repo:push", good, "good-1")
 
     assert [e["detail"]["id"] for e in pipeline.run()] == ["good-1"]
@@ -234,7 +242,7 @@ def test_entries_eventbridge_does_not_accept_are_retried_and_then_reported(pipel
         stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [ok, failed, ok]}, {"Entries": ANY})
         stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]}, {"Entries": [ANY]})
         stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [failed]}, {"Entries": [ANY]})
-        result = handle_stream_records(records)
+        result = _publish(records)
         stub.assert_no_pending_responses()
     # The stream retries from f-1; f-0 and f-2 were accepted and are recorded so.
     seq = {r["dynamodb"]["NewImage"]["delivery_id"]["S"]: r["dynamodb"]["SequenceNumber"] for r in records}
@@ -246,7 +254,7 @@ def test_entries_eventbridge_does_not_accept_are_retried_and_then_reported(pipel
         # A partial failure that a quick retry fixes: only the rejected entry is sent again.
         stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [ok, failed, ok]}, {"Entries": ANY})
         stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [ok]}, {"Entries": [ANY]})
-        assert handle_stream_records(records) == {"batchItemFailures": []}
+        assert _publish(records) == {"batchItemFailures": []}
         stub.assert_no_pending_responses()
     assert pipeline.item(f"{CLOUD}#f-1")["status"]["S"] == "published"
 

@@ -6,8 +6,9 @@ from urllib.parse import unquote
 
 import pytest
 
+from bitbridge import edge
 from bitbridge.service import proxy
-from bitbridge.service.errors import ServiceError
+from bitbridge.service.errors import ServiceRefused
 from tests.service_paths import PATH_ESCAPES
 
 CLOUD_API = "https://api.bitbucket.org/2.0"
@@ -21,9 +22,9 @@ def test_there_are_at_least_thirty_escape_attempts():
 @pytest.mark.parametrize("raw", PATH_ESCAPES)
 def test_escape_attempts_are_refused_raw_and_decoded(raw):
     for form in {raw, unquote(raw)}:
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceRefused) as refused:
             proxy.safe_path(form)
-        assert refused.value.status == 400
+        assert edge.STATUS[refused.value.code] == 400
         assert refused.value.code == "path_not_allowed"
 
 
@@ -46,7 +47,7 @@ def test_ordinary_api_paths_pass_unchanged(raw):
 
 @pytest.mark.parametrize("unsafe", ["../site/oauth2/access_token", "x/%2e%2e/%2e%2e/oauth", "..", "a/../../b"])
 def test_target_url_refuses_what_resolves_outside_the_root_even_without_safe_path(unsafe):
-    with pytest.raises(ServiceError):
+    with pytest.raises(ServiceRefused):
         proxy.target_url(CLOUD_API, unsafe)
     # A host-looking segment stays a path below the root.
     assert proxy.target_url(CLOUD_API, "@evil.example").startswith(CLOUD_API + "/")

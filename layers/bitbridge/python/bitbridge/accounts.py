@@ -10,12 +10,24 @@ from pynamodb.expressions.update import Action
 
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.crypto import encrypt_tokens
-from bitbridge.store.accounts import ConnectionRecord, IdentityRecord, UserRecord, user_pk
+from bitbridge.errors import Problem
+from bitbridge.store.accounts import (
+    IDENTITY,
+    PROFILE,
+    ConnectionRecord,
+    IdentityRecord,
+    UserRecord,
+    connections_of,
+    user_pk,
+)
 from bitbridge.store.base import condition_failed, iso
 
 
-class IdentityLinkedElsewhere(Exception):
+class IdentityLinkedElsewhere(Problem):
     """This Bitbucket account already belongs to another bitbridge user."""
+
+    code = "identity_linked_elsewhere"
+    title = "Sign-in failed"
 
 
 def connection_key(user_id: str, provider_id: str) -> str:
@@ -26,7 +38,7 @@ def _user_for_identity(provider_id: str, identity: Identity, connect_to: str | N
     key = IdentityRecord.key(provider_id, identity.external_id)
     for _ in range(3):
         try:
-            existing = IdentityRecord.get(key, "IDENTITY", consistent_read=True)
+            existing = IdentityRecord.get(key, IDENTITY, consistent_read=True)
         except IdentityRecord.DoesNotExist:
             user_id = connect_to or uuid.uuid4().hex
             try:
@@ -48,8 +60,9 @@ def upsert(
     token: dict[str, Any],
     redirect_uri: str,
     connect_to: str | None = None,
-) -> str:
-    """Create or update the user and their connection to `provider_id`; return the user id."""
+) -> tuple[str, bool]:
+    """Create or update the user and their connection to `provider_id`: (user id, whether the connection
+    is new or was waiting for re-authorisation - what `connection.created` announces)."""
     user_id = _user_for_identity(provider_id, identity, connect_to)
     now = iso()
     actions: list[Action] = [
@@ -60,9 +73,14 @@ def upsert(
     ]
     if identity.email:
         actions.append(UserRecord.email.set(identity.email))
-    UserRecord(user_pk(user_id), "PROFILE").update(actions=actions)
+    UserRecord(user_pk(user_id), PROFILE).update(actions=actions)
+    try:
+        before = ConnectionRecord.get(user_pk(user_id), ConnectionRecord.sort_key(provider_id), consistent_read=True)
+        usable_before = before.status == "active"
+    except ConnectionRecord.DoesNotExist:
+        usable_before = False
     save_tokens_fresh(user_id, provider_id, identity, token, redirect_uri)
-    return user_id
+    return user_id, not usable_before
 
 
 def _expires_at(token: dict[str, Any]) -> int:
@@ -109,13 +127,13 @@ def save_tokens_fresh(
 
 def get_user(user_id: str) -> UserRecord | None:
     try:
-        return UserRecord.get(user_pk(user_id), "PROFILE")
+        return UserRecord.get(user_pk(user_id), PROFILE)
     except UserRecord.DoesNotExist:
         return None
 
 
 def connections(user_id: str) -> list[ConnectionRecord]:
-    return list(ConnectionRecord.query(user_pk(user_id), ConnectionRecord.sk.startswith("CONN#")))
+    return list(ConnectionRecord.query(user_pk(user_id), connections_of()))
 
 
 def public_connection(conn: ConnectionRecord) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 
 from bitbridge.aws import client
 from bitbridge.config import settings
-from bitbridge.store.accounts import UserRecord, user_pk
+from bitbridge.store.accounts import PROFILE, UserRecord, user_pk
 from bitbridge.store.base import iso
 
 logger = Logger(child=True)
@@ -27,7 +27,7 @@ KINDS = ("connection.created", "connection.reauth_required", "connection.deleted
 def links_of(user_id: str) -> list[tuple[str, str]]:
     """(client id, end user id) of every service end user linked to this bitbridge user."""
     try:
-        user = UserRecord.get(user_pk(user_id), "PROFILE")
+        user = UserRecord.get(user_pk(user_id), PROFILE)
     except UserRecord.DoesNotExist:
         return []
     return sorted(tuple(link.split(":", 1)) for link in user.service_links or ())  # type: ignore[misc]

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -62,14 +63,32 @@ def configure(args: argparse.Namespace) -> None:
     reset_caches()
 
 
+def stack_outputs(stack: str) -> dict[str, str]:
+    """A deployed stack's Outputs by key (ApiUrl, CallbackUrlPattern, ...)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        found = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"cannot read the outputs of stack {stack!r}: {exc}") from None
+    return {o["OutputKey"]: o["OutputValue"] for s in found[:1] for o in s.get("Outputs", [])}
+
+
 def public_base_url(args: argparse.Namespace) -> str:
-    """The API's public URL: --base-url, else the stack's configured one."""
+    """The API's public URL: --base-url, else the stack's PublicBaseUrl parameter, else (a stack
+    deployed without a custom domain) its ApiUrl output - so it is known right after the first deploy."""
     from bitbridge.config import settings
 
     base = getattr(args, "base_url", None) or settings().public_base_url
+    if not base and getattr(args, "stack", None):
+        base = stack_outputs(args.stack).get("ApiUrl", "")
     if not base:
         raise CliError("the API's public URL is unknown: pass --base-url (the stack's ApiUrl output)")
-    return str(base)
+    parsed = urllib.parse.urlparse(str(base))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise CliError(f"the API's public URL must be an absolute http(s) URL, got {base!r}")
+    return str(base).rstrip("/")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,8 @@ def _show(record: Any) -> dict[str, Any]:
 
 
 def add(args: argparse.Namespace) -> int:
+    # Everything that can fail is settled before anything is created: no half-registered provider.
+    base = public_base_url(args)
     record = providers.add_provider(
         args.id,
         args.flavor,
@@ -50,7 +52,6 @@ def add(args: argparse.Namespace) -> int:
         sign_in=not args.no_sign_in,
         imports=not args.no_imports,
     )
-    base = public_base_url(args)
     print(f"Registered provider {record.provider_id} ({record.flavor}), status: {record.status}.\n")
     print("Paste this callback URL into Bitbucket:")
     print(f"  {providers.callback_url(base, record.provider_id)}\n")

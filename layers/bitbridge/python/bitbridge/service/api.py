@@ -1,6 +1,7 @@
 """The service API's operations, one function per route, for an authenticated Caller.
 
-They take plain values and return plain values (or raise ServiceError); functions/service_api shapes HTTP.
+They take plain values and return plain values (or raise a Problem); bitbridge.edge
+shapes HTTP.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from bitbridge import accounts, connection_events, providers, tokens
 from bitbridge.imports import jobs
 from bitbridge.service import links, proxy
 from bitbridge.service.credentials import Caller, checked_return_to
-from bitbridge.service.errors import ServiceError, bad_request
+from bitbridge.service.errors import ServiceRefused, bad_request, refuse
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 
 # A fresh token is always good for at least this long after it is handed out.
@@ -28,10 +29,7 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
 
 
 def _provider(provider_id: str) -> Any:
-    try:
-        return providers.get_provider(provider_id)
-    except providers.UnknownProvider:
-        raise ServiceError(404, "unknown_provider", f"No provider {provider_id!r} is registered.") from None
+    return providers.get_provider(provider_id)  # UnknownProvider (404) names it
 
 
 # ------------------------------------------------------------------------------------------- connections
@@ -50,16 +48,14 @@ def create_connect_session(caller: Caller, body: Any, base_url: str) -> dict[str
 
 def _reconnect(
     caller: Caller, provider_id: str, end_user_id: str, base_url: str, code: str, message: str
-) -> ServiceError:
+) -> ServiceRefused:
     """409 with a fresh connect URL the product can send its user to (back to its first origin)."""
     return_to = f"{caller.origins[0]}/" if caller.origins else "/api/me"
     session = links.create_session(caller, end_user_id, provider_id, return_to, base_url)
-    return ServiceError(
-        409, code, message, connect_url=session["connect_url"], connect_url_expires_at=session["expires_at"]
-    )
+    return refuse(code, message, connect_url=session["connect_url"], connect_url_expires_at=session["expires_at"])
 
 
-def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceError:
+def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
     message = f"End user {end_user_id} has not connected {provider_id}: send them to connect_url."
     return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
 
@@ -92,7 +88,7 @@ def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_u
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     conn = _connection(user_id, provider_id)
     if conn is None:
-        raise ServiceError(404, "not_connected", f"End user {end_user_id} has no connection to {provider_id}.")
+        raise refuse("not_found", f"End user {end_user_id} has no connection to {provider_id}.")
     conn.delete()
     connection_events.publish("connection.deleted", user_id, provider_id, username=conn.username or None)
     return {"deleted": True, "provider": provider_id, "end_user_id": end_user_id}
@@ -115,10 +111,6 @@ def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, st
             base_url,
             "reauth_required",
             f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url.",
-        ) from None
-    except tokens.TokenUnavailable:
-        raise ServiceError(
-            503, "provider_unavailable", "Bitbucket did not refresh the token; try again shortly."
         ) from None
 
 
@@ -197,5 +189,5 @@ def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[
     user_id = links.user_for(caller.client_id, end_user)
     job = jobs.get_for(user_id, import_id) if user_id else None
     if job is None:
-        raise ServiceError(404, "import_not_found", f"No import {import_id} for end user {end_user}.")
+        raise refuse("not_found", f"No import {import_id} for end user {end_user}.")
     return jobs.public(job)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
-from bitbridge.service.errors import ServiceError
+from bitbridge.service.errors import ServiceRefused, refuse
 from bitbridge.store.base import condition_failed, iso
-from bitbridge.store.service import ServiceClientRecord, ServiceKeyRecord, client_pk
+from bitbridge.store.service import CLIENT_PROFILE, KEY_SK, ServiceClientRecord, ServiceKeyRecord, client_pk, key_pk
 
 SCOPES = ("connections:read", "connections:write", "tokens:read", "proxy", "imports:write", "imports:read")
 CACHE_SECONDS = 5.0
@@ -78,7 +78,7 @@ def _new_key(client_id: str, expires_at: int | None = None) -> tuple[ServiceKeyR
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
     record = ServiceKeyRecord(
-        ServiceKeyRecord.key(key_id), key_id=key_id, client_id=client_id, salt=salt, secret_hash=_hash(salt, secret)
+        key_pk(key_id), key_id=key_id, client_id=client_id, salt=salt, secret_hash=_hash(salt, secret)
     )
     return record, f"{key_id}.{secret}"
 
@@ -86,8 +86,8 @@ def _new_key(client_id: str, expires_at: int | None = None) -> tuple[ServiceKeyR
 # ------------------------------------------------------------------------------------------- verification
 
 
-def unauthenticated(message: str) -> ServiceError:
-    return ServiceError(401, "unauthenticated", message)
+def unauthenticated(message: str) -> ServiceRefused:
+    return refuse("unauthenticated", message)
 
 
 def _load(key_id: str) -> _Verified | None:
@@ -96,8 +96,8 @@ def _load(key_id: str) -> _Verified | None:
     if cached is not None and cached.cached_until > now:
         return cached
     try:
-        key = ServiceKeyRecord.get(ServiceKeyRecord.key(key_id), "KEY")
-        client = ServiceClientRecord.get(client_pk(key.client_id), "PROFILE")
+        key = ServiceKeyRecord.get(key_pk(key_id), KEY_SK)
+        client = ServiceClientRecord.get(client_pk(key.client_id), CLIENT_PROFILE)
     except (ServiceKeyRecord.DoesNotExist, ServiceClientRecord.DoesNotExist):
         return None
     verified = _Verified(
@@ -136,19 +136,16 @@ def authenticate(authorization: str | None) -> Caller:
         raise unauthenticated("Unknown service key or wrong secret.")
     # Only a caller who proved the secret learns why a real key is refused.
     if found.client_revoked or found.key_revoked:
-        raise ServiceError(403, "credentials_revoked", f"This key of client {found.client_id} has been revoked.")
+        raise refuse("credentials_revoked", f"This key of client {found.client_id} has been revoked.")
     if found.key_expires_at is not None and found.key_expires_at <= time.time():
         ended = datetime.fromtimestamp(found.key_expires_at, UTC).isoformat(timespec="seconds")
-        raise ServiceError(
-            403, "credentials_expired", f"This key was rotated; its overlap ended at {ended}. Use the new key."
-        )
+        raise refuse("credentials_expired", f"This key was rotated; its overlap ended at {ended}. Use the new key.")
     return Caller(found.client_id, key_id, found.scopes, found.origins)
 
 
 def require(caller: Caller, scope: str) -> None:
     if scope not in caller.scopes:
-        raise ServiceError(
-            403,
+        raise refuse(
             "insufficient_scope",
             f"Client {caller.client_id} lacks the `{scope}` scope "
             f"(it has: {', '.join(sorted(caller.scopes)) or 'none'}); an admin can add it.",
@@ -159,12 +156,11 @@ def require(caller: Caller, scope: str) -> None:
 def checked_return_to(caller: Caller, return_to: object) -> str:
     """`return_to` if it is an absolute URL on one of the client's registered origins."""
     if not isinstance(return_to, str) or not return_to.startswith(("https://", "http://")):
-        raise ServiceError(400, "invalid_return_to", "`return_to` must be an absolute URL on a registered origin.")
+        raise refuse("invalid_return_to", "`return_to` must be an absolute URL on a registered origin.")
     try:
         return safe_return_to(return_to, caller.origins)
     except UnsafeReturnTo as exc:
-        raise ServiceError(
-            400,
+        raise refuse(
             "invalid_return_to",
             f"Refusing return_to: {exc}. Registered origins: {', '.join(caller.origins) or 'none'}.",
         ) from None
@@ -196,7 +192,7 @@ def _check_origin(origin: str) -> str:
 
 def get_client(client_id: str) -> ServiceClientRecord:
     try:
-        return ServiceClientRecord.get(client_pk(client_id), "PROFILE")
+        return ServiceClientRecord.get(client_pk(client_id), CLIENT_PROFILE)
     except ServiceClientRecord.DoesNotExist:
         raise ClientError(f"no service client {client_id!r}") from None
 
@@ -210,7 +206,7 @@ def add_client(
     key, credential = _new_key(client_id)
     record = ServiceClientRecord(
         client_pk(client_id),
-        "PROFILE",
+        CLIENT_PROFILE,
         client_id=client_id,
         label=label,
         scopes=_check_scopes(scopes),
@@ -241,7 +237,7 @@ def rotate(client_id: str, overlap_seconds: int = DEFAULT_OVERLAP_SECONDS) -> tu
     phased: list[str] = []
     for old_id in sorted(client.key_ids or ()):
         try:
-            old = ServiceKeyRecord.get(ServiceKeyRecord.key(old_id), "KEY")
+            old = ServiceKeyRecord.get(key_pk(old_id), KEY_SK)
         except ServiceKeyRecord.DoesNotExist:
             continue
         if old.revoked or (old.expires_at is not None and old.expires_at <= ends):
@@ -258,22 +254,22 @@ def revoke(client_id: str, key_id: str | None = None) -> None:
     if key_id is not None:
         if key_id not in (client.key_ids or set()):
             raise ClientError(f"client {client_id!r} has no key {key_id!r}")
-        ServiceKeyRecord(ServiceKeyRecord.key(key_id), "KEY").update(actions=[ServiceKeyRecord.revoked.set(True)])
+        ServiceKeyRecord(key_pk(key_id), KEY_SK).update(actions=[ServiceKeyRecord.revoked.set(True)])
         return
     client.update(actions=[ServiceClientRecord.status.set("revoked"), ServiceClientRecord.revoked_at.set(iso())])
     for kid in client.key_ids or ():
-        ServiceKeyRecord(ServiceKeyRecord.key(kid), "KEY").update(actions=[ServiceKeyRecord.revoked.set(True)])
+        ServiceKeyRecord(key_pk(kid), KEY_SK).update(actions=[ServiceKeyRecord.revoked.set(True)])
 
 
 def list_clients() -> list[ServiceClientRecord]:
-    records = ServiceClientRecord.scan(ServiceClientRecord.sk == "PROFILE")
+    records = ServiceClientRecord.scan(ServiceClientRecord.sk == CLIENT_PROFILE)
     return sorted(records, key=lambda c: c.client_id)
 
 
 def keys_of(client: ServiceClientRecord) -> list[ServiceKeyRecord]:
     if not client.key_ids:
         return []
-    found = ServiceKeyRecord.batch_get([(ServiceKeyRecord.key(k), "KEY") for k in client.key_ids])
+    found = ServiceKeyRecord.batch_get([(key_pk(k), KEY_SK) for k in client.key_ids])
     return sorted(found, key=lambda k: k.created_at)
 
 

@@ -1,24 +1,21 @@
-"""The service API's refusals: each carries a stable machine-readable `code` beside its HTTP status."""
+"""The service API's refusals: `Problem`s with a stable `code`; `bitbridge.edge.STATUS` maps each to HTTP."""
 
 from __future__ import annotations
 
 from typing import Any
 
-
-class ServiceError(Exception):
-    """A refusal to answer as `{"error": {"code", "message", ...extra}}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+from bitbridge.errors import Problem
 
 
-def bad_request(message: str, code: str = "invalid_request") -> ServiceError:
-    return ServiceError(400, code, message)
+class ServiceRefused(Problem):
+    """A refusal of a service call; `code` says which (e.g. `path_not_allowed`, `insufficient_scope`)."""
+
+    code = "invalid_request"
+
+
+def refuse(code: str, message: str, **details: Any) -> ServiceRefused:
+    return ServiceRefused(message, code=code, **details)
+
+
+def bad_request(message: str, code: str = "invalid_request") -> ServiceRefused:
+    return refuse(code, message)

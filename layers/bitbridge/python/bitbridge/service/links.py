@@ -18,10 +18,10 @@ from typing import Any
 
 from bitbridge import providers
 from bitbridge.service.credentials import Caller
-from bitbridge.service.errors import ServiceError
-from bitbridge.store.accounts import UserRecord, user_pk
+from bitbridge.service.errors import refuse
+from bitbridge.store.accounts import PROFILE, UserRecord, user_pk
 from bitbridge.store.base import condition_failed, epoch, iso
-from bitbridge.store.service import ConnectSessionRecord, EndUserLinkRecord, client_pk
+from bitbridge.store.service import SESSION_SK, ConnectSessionRecord, EndUserLinkRecord, client_pk, connect_session_pk
 
 CONNECT_SESSION_SECONDS = 600
 _END_USER = re.compile(r"^[A-Za-z0-9._@+=-]{1,200}$")
@@ -33,9 +33,7 @@ class ConnectSessionInvalid(Exception):
 
 def check_end_user_id(value: object) -> str:
     if not isinstance(value, str) or not _END_USER.match(value):
-        raise ServiceError(
-            400, "invalid_end_user_id", "`end_user_id`: 1-200 characters among letters, digits and . _ @ + = -"
-        )
+        raise refuse("invalid_end_user_id", "`end_user_id`: 1-200 characters among letters, digits and . _ @ + = -")
     return value
 
 
@@ -54,12 +52,12 @@ def create_session(
     if provider_id is not None:
         provider = providers.get_provider(provider_id)  # UnknownProvider -> 404
         if not provider.imports:
-            raise ServiceError(403, "provider_disabled", f"Connecting {provider_id} is turned off by the admin.")
+            raise refuse("provider_disabled", f"Connecting {provider_id} is turned off by the admin.")
     token = secrets.token_urlsafe(32)
     expires_at = epoch(CONNECT_SESSION_SECONDS)
     ConnectSessionRecord(
-        f"CONNECT#{_digest(token)}",
-        "SESSION",
+        connect_session_pk(_digest(token)),
+        SESSION_SK,
         client_id=caller.client_id,
         end_user_id=end_user_id,
         provider_id=provider_id,
@@ -83,7 +81,7 @@ def iso_epoch(value: float) -> str:
 def peek_session(token: str) -> ConnectSessionRecord:
     """The session behind a connect URL, without using it up (the provider chooser page)."""
     try:
-        record = ConnectSessionRecord.get(f"CONNECT#{_digest(token)}", "SESSION", consistent_read=True)
+        record = ConnectSessionRecord.get(connect_session_pk(_digest(token)), SESSION_SK, consistent_read=True)
     except ConnectSessionRecord.DoesNotExist:
         raise ConnectSessionInvalid(
             "This connect link is unknown, used or expired; ask the app for a new one."
@@ -120,9 +118,9 @@ def link(client_id: str, end_user_id: str, user_id: str) -> None:
         ]
     )
     name = f"{client_id}:{end_user_id}"
-    UserRecord(user_pk(user_id), "PROFILE").update(actions=[UserRecord.service_links.add({name})])
+    UserRecord(user_pk(user_id), PROFILE).update(actions=[UserRecord.service_links.add({name})])
     if previous is not None and previous != user_id:
-        UserRecord(user_pk(previous), "PROFILE").update(actions=[UserRecord.service_links.delete({name})])
+        UserRecord(user_pk(previous), PROFILE).update(actions=[UserRecord.service_links.delete({name})])
 
 
 def _linked(client_id: str, end_user_id: str) -> str | None:

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from bitbridge.bitbucket.http import TIMEOUT, session
-from bitbridge.service.errors import ServiceError
+from bitbridge.service.errors import ServiceRefused, refuse
 
 MAX_REQUEST_BYTES = 1024 * 1024  # a proxied request body
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024  # below Lambda's 6 MB response limit, with room for base64
@@ -43,9 +43,9 @@ _FORBIDDEN_SEGMENTS = {"oauth2", "access_token"}
 PASSED_HEADERS = ("Content-Type", "Retry-After", "ETag", "Last-Modified", "X-RateLimit-Limit", "X-RateLimit-Remaining")
 
 
-def refused(reason: str) -> ServiceError:
-    return ServiceError(
-        400, "path_not_allowed", f"Refusing to proxy this path: {reason}. Give a path below the provider's REST API."
+def refused(reason: str) -> ServiceRefused:
+    return refuse(
+        "path_not_allowed", f"Refusing to proxy this path: {reason}. Give a path below the provider's REST API."
     )
 
 
@@ -171,10 +171,10 @@ def _read_limited(response: requests.Response) -> bytes:
     return b"".join(chunks)
 
 
-def too_large(what: str) -> ServiceError:
+def too_large(what: str) -> ServiceRefused:
     limit = MAX_REQUEST_BYTES if what == "request" else MAX_RESPONSE_BYTES
     hint = "send a smaller body" if what == "request" else "ask for smaller pages (pagelen / limit) or fewer fields"
-    return ServiceError(413, f"{what}_too_large", f"The {what} body is over {limit // 1024} KB; {hint}.")
+    return refuse(f"{what}_too_large", f"The {what} body is over {limit // 1024} KB; {hint}.")
 
 
 def forward(
@@ -207,8 +207,8 @@ def forward(
                 attempts.server_errors += 1
                 sleep(0.2 * attempts.server_errors)
                 continue
-            raise ServiceError(
-                502, "provider_unreachable", f"Bitbucket did not answer ({type(exc).__name__}); try again shortly."
+            raise refuse(
+                "provider_unreachable", f"Bitbucket did not answer ({type(exc).__name__}); try again shortly."
             ) from None
         decision = plan_retry(method, response.status_code, response.headers.get("Retry-After"), attempts)
         if not decision.retry:

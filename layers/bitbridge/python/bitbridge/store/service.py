@@ -20,9 +20,21 @@ from pynamodb.models import Model
 
 from bitbridge.store.base import iso, register, table_meta
 
+CLIENT_PROFILE = "PROFILE"
+KEY_SK = "KEY"
+SESSION_SK = "SESSION"
+
 
 def client_pk(client_id: str) -> str:
     return f"CLIENT#{client_id}"
+
+
+def key_pk(key_id: str) -> str:
+    return f"KEY#{key_id}"
+
+
+def connect_session_pk(token_digest: str) -> str:
+    return f"CONNECT#{token_digest}"
 
 
 def audit_pk(client_id: str) -> str:
@@ -34,7 +46,7 @@ class ServiceClientRecord(Model):
     Meta = table_meta("service_table")
 
     pk = UnicodeAttribute(hash_key=True)  # CLIENT#{client_id}
-    sk = UnicodeAttribute(range_key=True, default="PROFILE")
+    sk = UnicodeAttribute(range_key=True, default=CLIENT_PROFILE)
     client_id = UnicodeAttribute()
     label = UnicodeAttribute(null=True)
     scopes = UnicodeSetAttribute()
@@ -50,7 +62,7 @@ class ServiceKeyRecord(Model):
     Meta = table_meta("service_table")
 
     pk = UnicodeAttribute(hash_key=True)  # KEY#{key_id}
-    sk = UnicodeAttribute(range_key=True, default="KEY")
+    sk = UnicodeAttribute(range_key=True, default=KEY_SK)
     key_id = UnicodeAttribute()
     client_id = UnicodeAttribute()
     salt = UnicodeAttribute()
@@ -62,7 +74,7 @@ class ServiceKeyRecord(Model):
 
     @staticmethod
     def key(key_id: str) -> str:
-        return f"KEY#{key_id}"
+        return key_pk(key_id)
 
 
 @register
@@ -87,7 +99,7 @@ class ConnectSessionRecord(Model):
     Meta = table_meta("service_table")
 
     pk = UnicodeAttribute(hash_key=True)  # CONNECT#{sha256(token)}
-    sk = UnicodeAttribute(range_key=True, default="SESSION")
+    sk = UnicodeAttribute(range_key=True, default=SESSION_SK)
     client_id = UnicodeAttribute()
     end_user_id = UnicodeAttribute()
     provider_id = UnicodeAttribute(null=True)  # None: the end user picks one

@@ -1,8 +1,8 @@
 """Keep an imported project's state current from its events: last push, default-branch head, open PRs.
 
-The project item belongs to imports (ImportsTable ``pk = PROJECT#{provider_id}#{repository id}``,
-``sk = PROJECT``); imports create it. Every update here is conditional on the item existing, so events
-for a repository that was never imported change nothing. The publisher calls :func:`apply_event` after
+The project item belongs to imports, which create it; ``bitbridge.store.webhook_state`` writes it here,
+each update conditional on the item existing, so events for a repository that was never imported
+change nothing. The publisher calls :func:`apply_event` after
 an event is on the bus; events arrive at least once and in no guaranteed order, so every update is
 idempotent, and the timestamps only move forward:
 
@@ -17,55 +17,22 @@ idempotent, and the timestamps only move forward:
 
 from __future__ import annotations
 
-from contextlib import suppress
 from typing import Any
 
-from bitbridge.aws import client
-from bitbridge.config import settings
+from bitbridge.store import webhook_state
 
-_EXISTS = "attribute_exists(pk)"
 _PR_OPENED = "pull_request.opened"
 _PR_CLOSED = frozenset({"pull_request.merged", "pull_request.declined", "pull_request.deleted"})
 
 
-def project_key(provider_id: str, repository_id: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": f"PROJECT#{provider_id}#{repository_id}"}, "sk": {"S": "PROJECT"}}
-
-
 def apply_event(event: dict[str, Any]) -> None:
     """Update the imported project the event concerns, if there is one."""
-    key = project_key(event["provider"]["id"], event["repository"]["id"])
-    at = event["occurred_at"]
+    provider_id, repository_id, at = event["provider"]["id"], event["repository"]["id"], event["occurred_at"]
     if event["type"] == "repository.push":
-        _update(
-            key,
-            "SET last_push_at = :at, last_push_event_id = :id",
-            f"{_EXISTS} AND (attribute_not_exists(last_push_at) OR last_push_at <= :at)",
-            {":at": {"S": at}, ":id": {"S": event["id"]}},
-        )
+        webhook_state.record_push(provider_id, repository_id, event["id"], at)
         for change in event["ref_changes"]:
             if change["kind"] == "branch" and change["new"]:
-                _update(
-                    key,
-                    "SET default_branch_head = :head, default_branch_head_at = :at",
-                    f"{_EXISTS} AND default_branch = :branch"
-                    " AND (attribute_not_exists(default_branch_head_at) OR default_branch_head_at <= :at)",
-                    {":head": {"S": change["new"]}, ":at": {"S": at}, ":branch": {"S": change["name"]}},
-                )
+                webhook_state.record_branch_head(provider_id, repository_id, change["name"], change["new"], at)
     elif event["type"] == _PR_OPENED or event["type"] in _PR_CLOSED:
-        number = {"NS": [str(event["pull_request"]["id"])]}
-        action = "ADD" if event["type"] == _PR_OPENED else "DELETE"
-        _update(key, f"{action} open_pull_request_ids :pr", _EXISTS, {":pr": number})
-
-
-def _update(key: dict[str, Any], expression: str, condition: str, values: dict[str, Any]) -> None:
-    ddb = client("dynamodb")
-    # A failed condition means: not imported, not the default branch, or an older event.
-    with suppress(ddb.exceptions.ConditionalCheckFailedException):
-        ddb.update_item(
-            TableName=settings().imports_table,
-            Key=key,
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeValues=values,
-        )
+        is_open = event["type"] == _PR_OPENED
+        webhook_state.record_pull_request(provider_id, repository_id, int(event["pull_request"]["id"]), is_open=is_open)

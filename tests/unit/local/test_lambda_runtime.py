@@ -1,0 +1,100 @@
+"""Lambda's limits in the local runtime: Timeout, reserved concurrency, the 6 MB response, and how
+API Gateway answers each."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from infra.local import iam
+from infra.local.gateway import Gateway
+from infra.local.lambda_runtime import (
+    MAX_RESPONSE_BYTES,
+    FunctionRunner,
+    FunctionTimedOut,
+    ResponseTooLarge,
+    Throttled,
+)
+from infra.local.template import Function, Route
+
+RELEASE = threading.Event()
+AFTER_TIMEOUT: list[str] = []
+
+
+def slow(event, context):
+    time.sleep(event["sleep"])
+    try:
+        boto3.client("sqs", region_name="us-east-1").list_queues()
+        AFTER_TIMEOUT.append("called AWS")
+    except iam.InvocationAbandoned:
+        AFTER_TIMEOUT.append("stopped")
+    return {"statusCode": 200, "body": "late"}
+
+
+def blocking(event, context):
+    RELEASE.wait(5)
+    return {"statusCode": 200, "body": "done"}
+
+
+def big(event, context):
+    return {"statusCode": 200, "body": "x" * event["size"]}
+
+
+def _function(name: str, timeout: int = 3, reserved: int | None = None) -> Function:
+    return Function(name, __name__, name, timeout=timeout, memory=128, reserved_concurrency=reserved)
+
+
+def _get(gateway: Gateway, path: str) -> tuple[int, dict]:
+    response = gateway.dispatch(Request(EnvironBuilder(path=path, method="GET").get_environ()))
+    return response.status_code, json.loads(response.get_data())
+
+
+def test_an_invocation_past_its_timeout_is_abandoned_and_stopped_at_its_next_aws_call():
+    AFTER_TIMEOUT.clear()
+    iam.install(None)
+    runner = FunctionRunner({"slow": _function("slow", timeout=1)})
+    with mock_aws():
+        started = time.monotonic()
+        with pytest.raises(FunctionTimedOut, match=r"Task timed out after 1\.00 seconds"):
+            runner.invoke("slow", {"sleep": 1.5})
+        assert time.monotonic() - started < 1.4  # the caller did not wait for the handler
+        deadline = time.monotonic() + 3
+        while not AFTER_TIMEOUT and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert AFTER_TIMEOUT == ["stopped"]
+    # Within its time the same function answers.
+    with mock_aws():
+        assert runner.invoke("slow", {"sleep": 0})["body"] == "late"
+
+
+def test_api_gateway_answers_500_for_a_timeout_and_an_oversized_response():
+    runner = FunctionRunner({"slow": _function("slow", timeout=1), "big": _function("big")})
+    gateway = Gateway([Route("GET", "/slow", "slow"), Route("GET", "/big", "big")], runner)
+    assert _get(gateway, "/slow") == (500, {"message": "Internal Server Error"})
+    with pytest.raises(ResponseTooLarge):
+        runner.invoke("big", {"size": MAX_RESPONSE_BYTES})
+    assert runner.invoke("big", {"size": 5 * 1024 * 1024})["body"].startswith("x")
+
+
+def test_reserved_concurrency_throttles_the_invocations_beyond_it():
+    RELEASE.clear()
+    runner = FunctionRunner({"blocking": _function("blocking", reserved=1), "big": _function("big", reserved=0)})
+    first = threading.Thread(target=runner.invoke, args=("blocking", {}))
+    first.start()
+    time.sleep(0.2)
+    with pytest.raises(Throttled):
+        runner.invoke("blocking", {})
+    gateway = Gateway([Route("GET", "/b", "blocking")], runner)
+    assert _get(gateway, "/b") == (500, {"message": "Internal Server Error"})  # as API Gateway maps Lambda's 429
+    RELEASE.set()
+    first.join()
+    assert runner.invoke("blocking", {})["body"] == "done"  # the slot is free again
+    with pytest.raises(Throttled):  # reserved concurrency 0: the function never runs
+        runner.invoke("big", {"size": 1})
