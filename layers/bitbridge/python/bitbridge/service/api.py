@@ -6,14 +6,18 @@ shapes HTTP.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bitbridge import accounts, connection_events, providers, tokens
 from bitbridge.imports import jobs
 from bitbridge.service import links, proxy
+from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller, checked_return_to
 from bitbridge.service.errors import ServiceRefused, bad_request, refuse
 from bitbridge.store.accounts import ConnectionRecord, user_pk
+from bitbridge.store.providers import ProviderRecord
+from bitbridge.tokens import REFRESH_AHEAD_SECONDS
 
 # A fresh token is always good for at least this long after it is handed out.
 TOKEN_MIN_VALIDITY_SECONDS = 300
@@ -28,8 +32,17 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
     return value
 
 
-def _provider(provider_id: str) -> Any:
-    return providers.get_provider(provider_id)  # UnknownProvider (404) names it
+_providers: TtlCache[ProviderRecord] = TtlCache()
+# (user id, provider id) -> the token last vended: a warm call needs no DynamoDB read and no KMS decrypt.
+_tokens: TtlCache[tokens.Fresh] = TtlCache()
+
+
+def _provider(provider_id: str) -> ProviderRecord:
+    found = _providers.get(provider_id)
+    if found is None:
+        found = providers.get_provider(provider_id)  # UnknownProvider (404) names it
+        _providers.put(provider_id, found)
+    return found
 
 
 # ------------------------------------------------------------------------------------------- connections
@@ -90,6 +103,7 @@ def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_u
     if conn is None:
         raise refuse("not_found", f"End user {end_user_id} has no connection to {provider_id}.")
     conn.delete()
+    _tokens.drop((user_id, provider_id))
     connection_events.publish("connection.deleted", user_id, provider_id, username=conn.username or None)
     return {"deleted": True, "provider": provider_id, "end_user_id": end_user_id}
 
@@ -98,9 +112,16 @@ def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_u
 
 
 def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, stale: str | None = None) -> tokens.Fresh:
+    """A token good for TOKEN_MIN_VALIDITY_SECONDS more; `stale` (refused by Bitbucket) forces a refresh."""
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    key = (user_id, provider_id)
+    cached = _tokens.get(key) if stale is None else None
+    # Served from the cache only while tokens.fresh would hand out the same token (no refresh due yet).
+    if cached is not None and cached.expires_at - time.time() > max(TOKEN_MIN_VALIDITY_SECONDS, REFRESH_AHEAD_SECONDS):
+        return cached
+    _tokens.drop(key)
     try:
-        return tokens.fresh(user_id, provider_id, stale=stale, min_validity=TOKEN_MIN_VALIDITY_SECONDS)
+        fresh = tokens.fresh(user_id, provider_id, stale=stale, min_validity=TOKEN_MIN_VALIDITY_SECONDS)
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
     except tokens.ReauthRequired:
@@ -112,6 +133,8 @@ def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, st
             "reauth_required",
             f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url.",
         ) from None
+    _tokens.put(key, fresh)
+    return fresh
 
 
 def token(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from bitbridge import providers
+from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import refuse
 from bitbridge.store.accounts import PROFILE, UserRecord, user_pk
@@ -117,6 +118,7 @@ def link(client_id: str, end_user_id: str, user_id: str) -> None:
             EndUserLinkRecord.updated_at.set(now),
         ]
     )
+    _users.drop((client_id, end_user_id))
     name = f"{client_id}:{end_user_id}"
     UserRecord(user_pk(user_id), PROFILE).update(actions=[UserRecord.service_links.add({name})])
     if previous is not None and previous != user_id:
@@ -133,6 +135,14 @@ def _linked(client_id: str, end_user_id: str) -> str | None:
     return str(found.user_id)
 
 
+_users: TtlCache[str] = TtlCache()
+
+
 def user_for(client_id: str, end_user_id: str) -> str | None:
-    """The bitbridge user a client's end user is linked to, if any."""
-    return _linked(client_id, end_user_id)
+    """The bitbridge user a client's end user is linked to, if any (cached briefly: see service.cache)."""
+    found = _users.get((client_id, end_user_id))
+    if found is None:
+        found = _linked(client_id, end_user_id)
+        if found is not None:
+            _users.put((client_id, end_user_id), found)
+    return found
