@@ -25,7 +25,7 @@ from tests.e2e.service_support import (
     token_endpoint_calls,
     wait_for_event,
 )
-from tests.e2e.support import cli, control, emulator
+from tests.e2e.support import api_session, cli, control, emulator, user_id
 from tests.service_paths import PATH_ESCAPES
 
 FLAVORS = ["cloud", "datacenter"]
@@ -370,3 +370,17 @@ def test_imports_for_an_end_user(stack, product):
     with pytest.raises(Exception) as hidden:
         bb.imports.get(job_id, "someone-else")
     assert getattr(hidden.value, "status", None) == 404
+
+
+def test_a_plain_sign_in_announces_a_new_connection_once(stack):
+    user = new_bitbucket_user(stack)
+    session = api_session(stack, "cloud", user)
+    me = user_id(stack, session)
+    created = wait_for_event(stack, "connection.created", {"user_id": me})
+    assert created["detail"]["provider"] == PROVIDERS["cloud"] and created["detail"]["client_id"] is None
+    assert created["detail"]["username"] == user
+    # Signing in again renews the tokens of a usable connection: nothing new to announce.
+    api_session(stack, "cloud", user)
+    time.sleep(2)  # the tap polls the bus
+    mine = [e for e in stack.events(0)[0] if e["detail-type"] == "connection.created" and e["detail"]["user_id"] == me]
+    assert len(mine) == 1
