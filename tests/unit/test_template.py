@@ -300,10 +300,19 @@ def _stream_record(event_name: str, image: dict[str, Any] | None) -> dict[str, A
     return {"eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": dynamodb}
 
 
-def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
+def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template, monkeypatch):
     from moto.events.models import EventPattern
 
-    from bitbridge.webhooks import receipt
+    from bitbridge.store import deliveries as receipt  # the item shapes and statuses the receiver writes
+
+    class Recorder:  # catches the one PutItem the receiver makes
+        exceptions = type("Exceptions", (), {"ConditionalCheckFailedException": RuntimeError})
+        item: dict[str, Any] = {}
+
+        def put_item(self, **call: Any) -> None:
+            Recorder.item = call["Item"]
+
+    monkeypatch.setattr(receipt, "client", lambda _service: Recorder())
 
     source = functions(template)["EventPublisherFunction"].stream_sources[0]
     patterns = [EventPattern.load(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
@@ -314,7 +323,17 @@ def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
     def stored(status: str, **extra: dict[str, str]) -> dict[str, Any]:
         # Exactly the item the receiver writes (bitbridge.webhooks.receipt), with the publisher's changes.
         headers = {"x-event-key": "repo:push", "x-request-uuid": "d-1"}
-        item = receipt._item("bitbucket-cloud", "sub-1", "d-1", "repo:push", "{}", headers, status)
+        receipt.put_new(
+            provider_id="bitbucket-cloud",
+            subscription_id="sub-1",
+            delivery_id="d-1",
+            event_key="repo:push",
+            status=status,
+            attempt=1,
+            headers=headers,
+            body="{}",
+        )
+        item = Recorder.item
         return {**item, "status": {"S": status}, **extra}
 
     assert invoked(_stream_record("INSERT", stored(receipt.RECEIVED)))
