@@ -21,6 +21,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
             return_to=params.get("return_to"),
             base_url=edge.base_url(event),
             session_user=edge.session_user(event),
+            connect_session=params.get("connect_session"),
         )
     except Problem as exc:
         logger.info("authorize refused", extra={"provider": provider_id, "code": exc.code})

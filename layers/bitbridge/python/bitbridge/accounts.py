@@ -60,8 +60,9 @@ def upsert(
     token: dict[str, Any],
     redirect_uri: str,
     connect_to: str | None = None,
-) -> str:
-    """Create or update the user and their connection to `provider_id`; return the user id."""
+) -> tuple[str, bool]:
+    """Create or update the user and their connection to `provider_id`: (user id, whether the connection
+    is new or was waiting for re-authorisation - what `connection.created` announces)."""
     user_id = _user_for_identity(provider_id, identity, connect_to)
     now = iso()
     actions: list[Action] = [
@@ -73,8 +74,13 @@ def upsert(
     if identity.email:
         actions.append(UserRecord.email.set(identity.email))
     UserRecord(user_pk(user_id), PROFILE).update(actions=actions)
+    try:
+        before = ConnectionRecord.get(user_pk(user_id), ConnectionRecord.sort_key(provider_id), consistent_read=True)
+        usable_before = before.status == "active"
+    except ConnectionRecord.DoesNotExist:
+        usable_before = False
     save_tokens_fresh(user_id, provider_id, identity, token, redirect_uri)
-    return user_id
+    return user_id, not usable_before
 
 
 def _expires_at(token: dict[str, Any]) -> int:

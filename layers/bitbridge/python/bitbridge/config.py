@@ -34,6 +34,8 @@ class Settings:
     provider_secret_prefix: str
     reconcile_interval_minutes: int = 15
     reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
+    service_table: str = ""
+    service_audit_retention_days: int = 90
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -63,6 +65,8 @@ class Settings:
             provider_secret_prefix=get("PROVIDER_SECRET_PREFIX", "bitbridge/dev/providers/"),
             reconcile_interval_minutes=max(1, int(get("RECONCILE_INTERVAL_MINUTES", "15") or 15)),
             reconcile_api_budget=max(1, int(get("RECONCILE_API_BUDGET", "10000") or 10000)),
+            service_table=get("SERVICE_TABLE"),
+            service_audit_retention_days=int(get("SERVICE_AUDIT_RETENTION_DAYS", "90") or 90),
         )
 
 

@@ -65,7 +65,23 @@ STATUS: dict[str, int] = {
     "bitbucket_error": 502,
     "provider_misconfigured": 502,
     "bitbucket_unavailable": 503,
+    # the service API (/service/v1/..., products' backends with service keys)
+    "unauthenticated": 401,
+    "credentials_revoked": 403,
+    "credentials_expired": 403,
+    "insufficient_scope": 403,
+    "invalid_end_user_id": 400,
+    "invalid_return_to": 400,
+    "path_not_allowed": 400,
+    "connect_session_invalid": 400,
+    "request_too_large": 413,
+    "response_too_large": 413,
+    "provider_unreachable": 502,
 }
+
+#: Marks bitbridge's own refusals on the service API, so an SDK tells them from Bitbucket's answers
+#: passed through the proxy (a 404 from Bitbucket is not a 404 from bitbridge).
+SERVICE_ERROR_HEADER = "X-Bitbridge-Error"
 
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -249,6 +265,31 @@ def error_page(exc: Exception, event: Event) -> Event:
     status, error, _ = describe(exc, event)
     title = exc.title if isinstance(exc, Problem) else "Something went wrong"
     return page(status, title, str(error["message"]))
+
+
+def service_error(exc: Exception, event: Event) -> Event:
+    """`error_json` for the service API, marked as bitbridge's own answer."""
+    status, error, headers = describe(exc, event)
+    return json_response(status, {"error": error}, headers={**headers, SERVICE_ERROR_HEADER: "1"})
+
+
+def passthrough(status: int, headers: dict[str, str], body: bytes) -> Event:
+    """Bitbucket's answer through the service proxy: its status, the headers passed on, its body
+    (as text when it is text, else base64 as API Gateway expects binary)."""
+    content_type = headers.get("Content-Type", "")
+    answer: Event = {"statusCode": status, "headers": {**_SECURITY_HEADERS, **headers}, "cookies": []}
+    if content_type.startswith("text/") or "json" in content_type or "xml" in content_type:
+        try:
+            return {**answer, "body": body.decode()}
+        except UnicodeDecodeError:
+            pass
+    import base64
+
+    return {**answer, "body": base64.b64encode(body).decode(), "isBase64Encoded": True}
+
+
+def status_of(answer: Event) -> int:
+    return int(answer["statusCode"])
 
 
 def problem_from_status(status: int, message: str) -> Problem:

@@ -13,7 +13,7 @@ from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
 
-from bitbridge import accounts, providers
+from bitbridge import accounts, connection_events, providers
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
@@ -23,7 +23,7 @@ from bitbridge.store.ephemeral import OAuthStateRecord, state_key
 from bitbridge.store.providers import ProviderRecord
 
 STATE_TTL_SECONDS = 600
-PURPOSES = ("sign_in", "connect", "verify")
+PURPOSES = ("sign_in", "connect", "verify", "service_connect")
 
 
 class SignInRefused(Problem):
@@ -82,19 +82,34 @@ def _binding_cookie(state: str) -> str:
 def _usable_provider(provider: ProviderRecord, purpose: str) -> ProviderRecord:
     if purpose == "sign_in" and not provider.sign_in:
         raise SignInRefused(f"Sign-in with '{provider.provider_id}' is not enabled.", code="provider_disabled")
-    if purpose == "connect" and not provider.imports:
+    if purpose in ("connect", "service_connect") and not provider.imports:
         raise SignInRefused(f"Connecting '{provider.provider_id}' is not enabled.", code="provider_disabled")
     return provider
 
 
-def begin(provider_id: str, *, purpose: str, return_to: str | None, base_url: str, session_user: str | None) -> Started:
-    """Start an authorization: where to send the browser, and the cookie binding it to the attempt."""
+def begin(
+    provider_id: str,
+    *,
+    purpose: str,
+    return_to: str | None,
+    base_url: str,
+    session_user: str | None,
+    connect_session: str | None = None,
+) -> Started:
+    """Start an authorization: where to send the browser, and the cookie binding it to the attempt.
+
+    With `connect_session` (a service client's one-time connect link) the purpose is `service_connect`:
+    the link is used up here and names the end user and the return_to its client registered."""
     provider = providers.get_provider(provider_id)  # UnknownProvider names it
+    if connect_session:
+        purpose = "service_connect"
     if purpose not in PURPOSES:
         raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}.")
     _usable_provider(provider, purpose)
+    service = _service_connect(provider_id, connect_session) if purpose == "service_connect" else None
     try:
-        target = safe_return_to(return_to, settings().allowed_return_to_origins)
+        # A service connect's return_to was checked against its client's origins when the link was made.
+        target = service.return_to if service else safe_return_to(return_to, settings().allowed_return_to_origins)
     except UnsafeReturnTo as exc:
         raise SignInRefused(f"Refusing to redirect: {exc}.", code="unsafe_return_to") from None
     if purpose == "connect" and not session_user:
@@ -116,9 +131,28 @@ def begin(provider_id: str, *, purpose: str, return_to: str | None, base_url: st
         redirect_uri=redirect_uri,
         code_verifier=verifier,
         user_id=session_user if purpose == "connect" else None,
+        service_client_id=service.client_id if service else None,
+        end_user_id=service.end_user_id if service else None,
         expires_at=epoch(STATE_TTL_SECONDS),
     ).save()
     return Started(url, _binding_cookie(state), binding, callback_path(provider_id))
+
+
+def _service_connect(provider_id: str, token: str | None) -> Any:
+    from bitbridge.service import links
+
+    title = "Connect link not valid"
+    if not token:
+        message = "A service connect needs its connect link; ask the app for a new one."
+        raise SignInRefused(message, code="connect_session_invalid", title=title)
+    try:
+        session = links.consume_session(token)
+    except links.ConnectSessionInvalid as exc:
+        raise SignInRefused(str(exc), code="connect_session_invalid", title=title) from None
+    if session.provider_id and session.provider_id != provider_id:
+        message = f"This connect link is for {session.provider_id}, not {provider_id}."
+        raise SignInRefused(message, code="connect_session_invalid", title=title)
+    return session
 
 
 def _consume_state(provider_id: str, params: dict[str, str], cookies: dict[str, str]) -> OAuthStateRecord:
@@ -203,7 +237,15 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
         providers.mark_verified(provider_id)  # a completed round trip proves the configuration
     if record.purpose == "verify":
         return ProviderVerified(provider_id, identity.username, *attempt)
-    user_id = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
+    user_id, created = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
+    if record.service_client_id and record.end_user_id:
+        from bitbridge.service import links
+
+        links.link(record.service_client_id, record.end_user_id, user_id)
+        created = True  # new to this end user, whatever bitbridge knew before
+    if created:
+        # Carries every service end user linked to this user (none for a plain sign-in of an unlinked user).
+        connection_events.publish("connection.created", user_id, provider_id, username=identity.username)
     return SignedIn(user_id, record.return_to, *attempt)
 
 

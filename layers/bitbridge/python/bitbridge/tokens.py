@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
 
-from bitbridge import providers
+from bitbridge import connection_events, providers
 from bitbridge.accounts import connection_key
 from bitbridge.crypto import decrypt_tokens, encrypt_tokens
 from bitbridge.errors import ConnectionNeeded, Problem
@@ -73,14 +74,40 @@ def refresh_window(lifetime: float | None) -> float:
     return min(REFRESH_AHEAD_SECONDS, lifetime * REFRESH_AHEAD_FRACTION)
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """A usable access token and what the service API tells about it (never logged)."""
+
+    access_token: str
+    expires_at: int
+    scopes: str | None
+    username: str | None
+
+    def __repr__(self) -> str:  # never print the token by accident
+        return f"Fresh(expires_at={self.expires_at}, scopes={self.scopes!r}, username={self.username!r})"
+
+
 def access_token(
     user_id: str, provider_id: str, *, refresh_ahead: float | None = None, stale: str | None = None
 ) -> str:
     """A usable access token. Pass `stale` when Bitbucket just refused that token (expired or
-    revoked early): it is then refreshed even if its recorded expiry says it is still good.
+    revoked early): it is then refreshed even if its recorded expiry says it is still good."""
+    return fresh(user_id, provider_id, refresh_ahead=refresh_ahead, stale=stale).access_token
+
+
+def fresh(
+    user_id: str,
+    provider_id: str,
+    *,
+    refresh_ahead: float | None = None,
+    stale: str | None = None,
+    min_validity: float = STILL_GOOD_SECONDS,
+) -> Fresh:
+    """A token with its expiry, good for `min_validity` more seconds where the provider's lifetime allows.
 
     Inside the refresh window one caller refreshes; every other caller whose token is still good uses it
     at once, and a refresh that fails or times out still answers the refresher with the good token."""
+    still_good = max(STILL_GOOD_SECONDS, min_validity)
     deadline = time.monotonic() + WAIT_SECONDS
     delay = 0.05
     while True:
@@ -91,18 +118,23 @@ def access_token(
         left = conn.expires_at - now
         window = refresh_ahead if refresh_ahead is not None else refresh_window(conn.token_lifetime)
         current = _access(conn)
-        usable = left > STILL_GOOD_SECONDS and current != stale
+        usable = left > still_good and current != stale
         if usable and left > window:
-            return current
+            return _fresh(conn, current)
         lease_free = conn.refreshing_until is None or conn.refreshing_until < now
         if lease_free and _take_lease(conn, now):
-            return _refresh(conn, fallback=current if usable else None)
+            return _refresh(conn, fallback=_fresh(conn, current) if usable else None)
         if usable:
-            return current  # still good while another caller refreshes
+            return _fresh(conn, current)  # still good while another caller refreshes
         if time.monotonic() > deadline:
             raise TokenUnavailable(f"timed out waiting for the {provider_id} token refresh")
         time.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter, not security
         delay = min(delay * 1.5, 0.5)
+
+
+def _fresh(conn: ConnectionRecord, token: str, expires_at: int | None = None) -> Fresh:
+    expires = int(expires_at if expires_at is not None else conn.expires_at)
+    return Fresh(token, expires, conn.scopes or None, conn.username or None)
 
 
 def _access(conn: ConnectionRecord) -> str:
@@ -130,7 +162,7 @@ def _release(conn: ConnectionRecord, extra: list[Any]) -> None:
     )
 
 
-def _refresh(conn: ConnectionRecord, fallback: str | None = None) -> str:
+def _refresh(conn: ConnectionRecord, fallback: Fresh | None = None) -> Fresh:
     """Refresh under the lease; on a transient failure, `fallback` (a still-valid token) if given."""
     try:
         return _refresh_now(conn)
@@ -141,7 +173,7 @@ def _refresh(conn: ConnectionRecord, fallback: str | None = None) -> str:
         return fallback
 
 
-def _refresh_now(conn: ConnectionRecord) -> str:
+def _refresh_now(conn: ConnectionRecord) -> Fresh:
     key = connection_key(conn.user_id, conn.provider_id)
     stored = decrypt_tokens(key, conn.tokens)
     provider = providers.get_provider(conn.provider_id)
@@ -160,6 +192,7 @@ def _refresh_now(conn: ConnectionRecord) -> str:
     except OAuthError as exc:
         if exc.error in ("invalid_grant", "invalid_token", "unauthorized_client"):
             _release(conn, [ConnectionRecord.status.set("reauth_required"), ConnectionRecord.updated_at.set(iso())])
+            connection_events.publish("connection.reauth_required", conn.user_id, conn.provider_id)
             raise ReauthRequired(conn.provider_id) from None
         _release(conn, [])
         raise TokenUnavailable(f"refreshing the {conn.provider_id} token failed: {exc.error}") from None
@@ -187,4 +220,4 @@ def _refresh_now(conn: ConnectionRecord) -> str:
         ],
         condition=ConnectionRecord.version == conn.version,
     )
-    return str(new["access_token"])
+    return _fresh(conn, str(new["access_token"]), expires_at)

@@ -9,6 +9,8 @@ queue and bus names from the functions' own environment, so it never needs a sec
     bitbridge events replay|tail
     bitbridge imports list|show|retry|cancel
     bitbridge reconcile [--repo OWNER/SLUG]
+    bitbridge clients add|list|rotate|revoke
+    bitbridge audit --client ID --since 24h
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ DESTRUCTIVE = {
 }
 
 # Each command group lives in its own module with `register(subparsers)`.
-GROUPS = ("providers", "hooks", "events", "imports", "reconcile")
+GROUPS = ("providers", "hooks", "events", "imports", "reconcile", "clients", "audit")
 
 
 class CliError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.models import Model
 
 from bitbridge.store.base import iso, register, table_meta
@@ -39,6 +39,9 @@ class UserRecord(Model):
     email = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     last_sign_in_at = UnicodeAttribute(null=True)
+    # "{client_id}:{end_user_id}" of every service client's end user linked to this user, so
+    # connection events can say whose connection it is without another table (store/service.py).
+    service_links = UnicodeSetAttribute(null=True)
 
 
 @register

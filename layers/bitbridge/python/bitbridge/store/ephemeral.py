@@ -29,6 +29,8 @@ class OAuthStateRecord(Model):
     redirect_uri = UnicodeAttribute()
     code_verifier = UnicodeAttribute(null=True)  # PKCE (Data Center)
     user_id = UnicodeAttribute(null=True)  # connect: the signed-in user
+    service_client_id = UnicodeAttribute(null=True)  # service_connect: whose end user is connecting
+    end_user_id = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()
 

@@ -1,0 +1,201 @@
+"""Lambda entry point for /service/v1/... (products' backends, service keys) and GET /connect/{session}
+(the end user's browser): authenticate, check the route's scope, call the core, audit, shape the answer.
+
+API Gateway has already matched the route, so dispatch is by `routeKey`: the template's route list is the
+only routing table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bitbridge import edge, providers
+from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.errors import Problem
+from bitbridge.service import api, audit, credentials, links
+from bitbridge.service.credentials import Caller
+from bitbridge.service.errors import bad_request, refuse
+
+logger = Logger()
+
+PROXY_PREFIX_SEGMENTS = 5  # /service/v1/proxy/{provider}/{end_user_id}/...
+
+
+@dataclass(frozen=True)
+class Route:
+    scope: str
+    action: str
+    run: Callable[[Caller, dict[str, Any], str], tuple[int, Any]]
+
+
+def _params(event: dict[str, Any]) -> dict[str, str]:
+    return dict(event.get("pathParameters") or {})
+
+
+def _raw_body(event: dict[str, Any]) -> bytes | None:
+    if "body" not in event or event["body"] is None:
+        return None
+    raw = event["body"]
+    return base64.b64decode(raw) if event.get("isBase64Encoded") else str(raw).encode()
+
+
+def _json_body(event: dict[str, Any]) -> Any:
+    raw = _raw_body(event)
+    try:
+        return json.loads(raw or b"")
+    except ValueError:
+        raise bad_request("The body must be JSON.") from None
+
+
+def _connect_session(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    return 201, api.create_connect_session(caller, _json_body(event), base)
+
+
+def _connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    return 200, api.connection(caller, p["provider"], p["end_user_id"], base)
+
+
+def _delete_connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    return 200, api.delete_connection(caller, p["provider"], p["end_user_id"], base)
+
+
+def _token(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    return 200, api.token(caller, p["provider"], p["end_user_id"], base)
+
+
+def _imports(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    return 202, {"imports": api.start_imports(caller, _json_body(event), base)}
+
+
+def _import(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    end_user_id = (event.get("queryStringParameters") or {}).get("end_user_id")
+    return 200, api.get_import(caller, _params(event)["import_id"], end_user_id)
+
+
+def _proxy(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    segments = str(event.get("rawPath", "")).split("/", PROXY_PREFIX_SEGMENTS + 1)
+    raw_path = segments[-1] if len(segments) > PROXY_PREFIX_SEGMENTS + 1 else ""
+    headers = event.get("headers") or {}
+    answer = api.proxy_call(
+        caller,
+        p["provider"],
+        p["end_user_id"],
+        method=event["requestContext"]["http"]["method"],
+        raw_path=raw_path,
+        query=str(event.get("rawQueryString") or ""),
+        body=_raw_body(event),
+        content_type=headers.get("content-type"),
+        base_url=base,
+    )
+    return answer.status, answer
+
+
+PROXY = Route("proxy", "proxy", _proxy)
+ROUTES: dict[str, Route] = {
+    "POST /service/v1/connect-sessions": Route("connections:write", "connect_session", _connect_session),
+    "GET /service/v1/connections/{provider}/{end_user_id}": Route("connections:read", "connection", _connection),
+    "DELETE /service/v1/connections/{provider}/{end_user_id}": Route(
+        "connections:write", "connection_delete", _delete_connection
+    ),
+    "POST /service/v1/connections/{provider}/{end_user_id}/token": Route("tokens:read", "token", _token),
+    "POST /service/v1/imports": Route("imports:write", "import", _imports),
+    "GET /service/v1/imports/{import_id}": Route("imports:read", "import_status", _import),
+    **{
+        f"{m} /service/v1/proxy/{{provider}}/{{end_user_id}}/{{path+}}": PROXY for m in ("GET", "POST", "PUT", "DELETE")
+    },
+}
+
+
+def _serve(event: dict[str, Any], route: Route, started: float) -> dict[str, Any]:
+    caller: Caller | None = None
+    status = 500
+    try:
+        caller = credentials.authenticate((event.get("headers") or {}).get("authorization"))
+        credentials.require(caller, route.scope)
+        status, result = route.run(caller, event, edge.base_url(event))
+        if route is PROXY:
+            return edge.passthrough(result.status, result.headers, result.body)
+        return edge.json_response(status, result)
+    except (Problem, BitbucketError) as exc:
+        answer = edge.service_error(exc, event)
+        status = edge.status_of(answer)
+        return answer
+    finally:
+        # Unexpected exceptions go on up (the function's Errors alarm), recorded as a 500.
+        if caller is not None:
+            _audit(event, caller, route, status, started)
+
+
+def _audit(event: dict[str, Any], caller: Caller, route: Route, status: int, started: float) -> None:
+    p = _params(event)
+    http = event["requestContext"]["http"]
+    try:
+        audit.record(
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            action=route.action,
+            method=http["method"],
+            path=str(event.get("rawPath", "")),
+            query=str(event.get("rawQueryString") or ""),
+            status=status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            request_id=event["requestContext"].get("requestId", ""),
+            end_user_id=p.get("end_user_id"),
+            provider_id=p.get("provider"),
+        )
+    except Exception:
+        # The answer stands; a lost audit record is logged (without any token) for the operator.
+        logger.exception("audit record not written", extra={"client_id": caller.client_id, "status": status})
+
+
+# ------------------------------------------------------------------------------------------- browser
+
+
+def connect_page(event: dict[str, Any]) -> dict[str, Any]:
+    """The end user's landing page for a connect URL: straight on to the provider when the session names
+    one, else a button per provider that allows connecting. The session is used up by the authorize step."""
+    token = edge.path_parameter(event, "session")
+    try:
+        session = links.peek_session(token)
+    except links.ConnectSessionInvalid as exc:
+        return edge.page(400, "Connect link not valid", str(exc), back=None)
+
+    def start(provider_id: str) -> str:
+        return f"/auth/{quote(provider_id)}/authorize?connect_session={quote(token, safe='')}"
+
+    if session.provider_id:
+        return edge.redirect(start(session.provider_id))
+    buttons = "".join(
+        f'<a class="button" href="{html.escape(start(p.provider_id))}">Connect {html.escape(p.label)}</a>'
+        for p in providers.list_providers()
+        if p.imports
+    )
+    return edge.html_page(200, "Connect Bitbucket", buttons or "<p>No Bitbucket provider is configured yet.</p>")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: LambdaContext) -> dict:
+    started = time.perf_counter()
+    route_key = event.get("routeKey", "")
+    if route_key == "GET /connect/{session}":
+        return connect_page(event)
+    route = ROUTES.get(route_key)
+    if route is None:
+        return edge.service_error(refuse("no_such_route", f"No service route {route_key!r}."), event)
+    response = _serve(event, route, started)
+    logger.info("service call", extra={"route": route_key, "status": edge.status_of(response)})
+    return response

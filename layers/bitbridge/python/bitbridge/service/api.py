@@ -1,0 +1,216 @@
+"""The service API's operations, one function per route, for an authenticated Caller.
+
+They take plain values and return plain values (or raise a Problem); bitbridge.edge
+shapes HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bitbridge import accounts, connection_events, providers, tokens
+from bitbridge.imports import jobs
+from bitbridge.service import links, proxy
+from bitbridge.service.cache import TtlCache
+from bitbridge.service.credentials import Caller, checked_return_to
+from bitbridge.service.errors import ServiceRefused, bad_request, refuse
+from bitbridge.store.accounts import ConnectionRecord, user_pk
+from bitbridge.store.providers import ProviderRecord
+from bitbridge.tokens import REFRESH_AHEAD_SECONDS
+
+# A fresh token is always good for at least this long after it is handed out.
+TOKEN_MIN_VALIDITY_SECONDS = 300
+
+
+def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"`{name}` is required (a string).")
+    return value
+
+
+_providers: TtlCache[ProviderRecord] = TtlCache()
+# (user id, provider id) -> the token last vended: a warm call needs no DynamoDB read and no KMS decrypt.
+_tokens: TtlCache[tokens.Fresh] = TtlCache()
+
+
+def _provider(provider_id: str) -> ProviderRecord:
+    found = _providers.get(provider_id)
+    if found is None:
+        found = providers.get_provider(provider_id)  # UnknownProvider (404) names it
+        _providers.put(provider_id, found)
+    return found
+
+
+# ------------------------------------------------------------------------------------------- connections
+
+
+def create_connect_session(caller: Caller, body: Any, base_url: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object: {end_user_id, return_to, provider?}.")
+    end_user_id = links.check_end_user_id(body.get("end_user_id"))
+    provider_id = _text(body, "provider", required=False)
+    if provider_id is not None:
+        _provider(provider_id)
+    return_to = checked_return_to(caller, body.get("return_to"))
+    return links.create_session(caller, end_user_id, provider_id, return_to, base_url)
+
+
+def _reconnect(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, code: str, message: str
+) -> ServiceRefused:
+    """409 with a fresh connect URL the product can send its user to (back to its first origin)."""
+    return_to = f"{caller.origins[0]}/" if caller.origins else "/api/me"
+    session = links.create_session(caller, end_user_id, provider_id, return_to, base_url)
+    return refuse(code, message, connect_url=session["connect_url"], connect_url_expires_at=session["expires_at"])
+
+
+def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    message = f"End user {end_user_id} has not connected {provider_id}: send them to connect_url."
+    return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
+
+
+def _linked_user(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> str:
+    links.check_end_user_id(end_user_id)
+    _provider(provider_id)
+    user_id = links.user_for(caller.client_id, end_user_id)
+    if user_id is None:
+        raise _not_connected(caller, provider_id, end_user_id, base_url)
+    return user_id
+
+
+def _connection(user_id: str, provider_id: str) -> ConnectionRecord | None:
+    try:
+        return ConnectionRecord.get(user_pk(user_id), ConnectionRecord.sort_key(provider_id))
+    except ConnectionRecord.DoesNotExist:
+        return None
+
+
+def connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    conn = _connection(user_id, provider_id)
+    if conn is None:
+        raise _not_connected(caller, provider_id, end_user_id, base_url)
+    return {"end_user_id": end_user_id, **accounts.public_connection(conn)}
+
+
+def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    conn = _connection(user_id, provider_id)
+    if conn is None:
+        raise refuse("not_found", f"End user {end_user_id} has no connection to {provider_id}.")
+    conn.delete()
+    _tokens.drop((user_id, provider_id))
+    connection_events.publish("connection.deleted", user_id, provider_id, username=conn.username or None)
+    return {"deleted": True, "provider": provider_id, "end_user_id": end_user_id}
+
+
+# ------------------------------------------------------------------------------------------- tokens
+
+
+def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, stale: str | None = None) -> tokens.Fresh:
+    """A token good for TOKEN_MIN_VALIDITY_SECONDS more; `stale` (refused by Bitbucket) forces a refresh."""
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    key = (user_id, provider_id)
+    cached = _tokens.get(key) if stale is None else None
+    # Served from the cache only while tokens.fresh would hand out the same token (no refresh due yet).
+    if cached is not None and cached.expires_at - time.time() > max(TOKEN_MIN_VALIDITY_SECONDS, REFRESH_AHEAD_SECONDS):
+        return cached
+    _tokens.drop(key)
+    try:
+        fresh = tokens.fresh(user_id, provider_id, stale=stale, min_validity=TOKEN_MIN_VALIDITY_SECONDS)
+    except tokens.NotConnected:
+        raise _not_connected(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired:
+        raise _reconnect(
+            caller,
+            provider_id,
+            end_user_id,
+            base_url,
+            "reauth_required",
+            f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url.",
+        ) from None
+    _tokens.put(key, fresh)
+    return fresh
+
+
+def token(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    fresh = _fresh(caller, provider_id, end_user_id, base_url)
+    return {
+        "access_token": fresh.access_token,
+        "token_type": "bearer",
+        "expires_at": fresh.expires_at,
+        "scopes": fresh.scopes.split() if fresh.scopes else [],
+        "username": fresh.username,
+        "provider": provider_id,
+        "end_user_id": end_user_id,
+    }
+
+
+# ------------------------------------------------------------------------------------------- proxy
+
+
+def proxy_call(
+    caller: Caller,
+    provider_id: str,
+    end_user_id: str,
+    *,
+    method: str,
+    raw_path: str,
+    query: str,
+    body: bytes | None,
+    content_type: str | None,
+    base_url: str,
+) -> proxy.Answer:
+    path = proxy.safe_path(raw_path)  # refused before any lookup or token use
+    provider = _provider(provider_id)
+    url = proxy.target_url(provider.api_url, path)
+    first = _fresh(caller, provider_id, end_user_id, base_url)
+
+    def token_for(stale: str | None) -> str:
+        if stale is None:
+            return first.access_token
+        return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
+
+    answer = proxy.forward(method, url, query=query, body=body, content_type=content_type, token=token_for)
+    proxy_base = f"{base_url.rstrip('/')}/service/v1/proxy/{provider_id}/{end_user_id}"
+    answer.body = proxy.rewrite_pagination(
+        answer.body, answer.headers.get("Content-Type", ""), provider.api_url, proxy_base
+    )
+    return answer
+
+
+# ------------------------------------------------------------------------------------------- imports
+
+
+def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object: {end_user_id, provider, repositories}.")
+    end_user_id = links.check_end_user_id(body.get("end_user_id"))
+    provider_id, names, reimport, comments = jobs.parse_request(body)
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    try:
+        return jobs.start(user_id, provider_id, names, reimport=reimport, comments=comments, hook_base_url=base_url)
+    except tokens.NotConnected:
+        raise _not_connected(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired:
+        raise _reconnect(
+            caller,
+            provider_id,
+            end_user_id,
+            base_url,
+            "reauth_required",
+            f"End user {end_user_id} must connect {provider_id} again.",
+        ) from None
+
+
+def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[str, Any]:
+    end_user = links.check_end_user_id(end_user_id)
+    user_id = links.user_for(caller.client_id, end_user)
+    job = jobs.get_for(user_id, import_id) if user_id else None
+    if job is None:
+        raise refuse("not_found", f"No import {import_id} for end user {end_user}.")
+    return jobs.public(job)
