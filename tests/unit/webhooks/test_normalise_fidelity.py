@@ -17,7 +17,7 @@ def _event(flavor: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
         flavor=flavor, provider_id="p", event_key=key, payload=body, delivery_id="d-1", received_at=RECEIVED_AT
     )
     assert schema_errors(event) == []
-    assert event["schema_minor"] == SCHEMA_MINOR == 1
+    assert event["schema_minor"] == SCHEMA_MINOR >= 1  # minor 1 added these fields
     return event
 
 
@@ -134,7 +134,8 @@ def test_an_empty_data_center_refs_changed_is_a_valid_push_event():
 def test_annotated_tag_push_reports_the_commit_not_the_tag_object():
     tag = _dc_change("refs/tags/v1.0", "TAG", "0" * 40, TAG_OBJECT, latestCommit=TAGGED_COMMIT)
     event = _event("datacenter", "repo:refs_changed", _dc_push([tag]))
-    assert event["ref_changes"][0] | {} == {
+    change = {k: v for k, v in event["ref_changes"][0].items() if k != "change_id"}  # minor 2; own tests
+    assert change == {
         "name": "v1.0",
         "kind": "tag",
         "old": None,
