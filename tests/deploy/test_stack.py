@@ -8,7 +8,6 @@ CloudFormation cannot create are printed by name; the core types compared here m
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import moto.events.models
 import pytest
 from moto.server import ThreadedMotoServer
 
+from infra.local.template import NO_VALUE, Resolver
 from tests.deploy import artifacts
 
 STACK = "bitbridge-rehearsal"
@@ -78,18 +78,25 @@ class Stack:
         raise NotImplementedError(f"{kind}.{attribute}")
 
     def resolve(self, value: Any) -> Any:
-        """Intrinsics in the compared properties -> what moto created."""
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        if isinstance(value, dict):
-            if set(value) == {"Fn::GetAtt"}:
-                return self.get_att(*value["Fn::GetAtt"])
-            if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-                return re.sub(r"\$\{([^}]+)\}", lambda m: self.resolve({"Ref": m.group(1)}), value["Fn::Sub"])
-            if set(value) == {"Ref"}:
-                return PARAMETERS.get(value["Ref"]) or self.physical[value["Ref"]]
-            return {k: self.resolve(v) for k, v in value.items()}
-        return value
+        """Intrinsics in the compared properties -> what moto created (conditions, parameters' defaults
+        and pseudo parameters as CloudFormation resolves them; AWS::NoValue -> None, i.e. not set)."""
+        pseudo = {
+            "AWS::StackName": STACK,
+            "AWS::Region": REGION,
+            "AWS::AccountId": "123456789012",
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        defaults = {name: p.get("Default", "") for name, p in self.template.get("Parameters", {}).items()}
+        resolver = Resolver(
+            self.template,
+            {**defaults, **PARAMETERS},
+            ref=self.physical.__getitem__,
+            get_att=self.get_att,
+            pseudo=pseudo,
+        )
+        resolved = resolver.resolve(value)
+        return None if resolved is NO_VALUE else resolved
 
 
 class Expect:
@@ -302,7 +309,8 @@ def test_functions_match_the_template(stack: Stack, expect: Expect) -> None:
         )
         if "ReservedConcurrentExecutions" in props:
             concurrency = lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
-            expect(f"{lid} ReservedConcurrentExecutions", concurrency, props["ReservedConcurrentExecutions"])
+            wanted = stack.resolve(props["ReservedConcurrentExecutions"])  # the ReservedConcurrency parameter
+            expect(f"{lid} ReservedConcurrentExecutions", concurrency, None if wanted is None else int(wanted))
         # The code deployed is SAM's zip of the built function, byte for byte.
         source = props["Code"]
         uploaded = stack.client("s3").head_object(Bucket=source["S3Bucket"], Key=source["S3Key"])
