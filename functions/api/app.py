@@ -1,16 +1,18 @@
-"""Lambda entry point for /health and the session-authenticated /api/* routes."""
+"""Lambda entry point for /health, the console (/ and /assets/*) and the session-authenticated /api/* routes."""
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
+from aws_lambda_powertools.event_handler.exceptions import ForbiddenError, UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import accounts, sessions, signin_page, tokens, web
+from bitbridge import accounts, console, sessions, signin_page, tokens, web
 from bitbridge.api_support import json_response, reconnect_url, register_errors, session_token, signed_in_user
 from bitbridge.bitbucket.http import Unauthorized
 from bitbridge.bitbucket.identity import identify
+from bitbridge.config import settings
+from bitbridge.console import views
 from bitbridge.health import readiness
-from bitbridge.imports import jobs, listing
+from bitbridge.imports import activity, jobs, listing
 from bitbridge.providers import get_provider, list_providers
 
 logger = Logger()
@@ -41,21 +43,13 @@ def login_page() -> Response:
 
 @app.get("/api/me")
 def me() -> Response:
-    user_id = signed_in_user(app)
-    user = accounts.get_user(user_id)
-    if user is None:
+    found = views.me(signed_in_user(app))
+    if found is None:
         raise UnauthorizedError("Sign in again.")
-    conns = [accounts.public_connection(c) for c in accounts.connections(user_id)]
-    for conn in conns:
+    for conn in found["connections"]:
         if conn["status"] == "reauth_required":
             conn["reconnect_url"] = reconnect_url(app, conn["provider"])
-    return json_response(
-        200,
-        {
-            "user": {"id": user_id, "display_name": user.display_name, "email": user.email},
-            "connections": conns,
-        },
-    )
+    return json_response(200, found)
 
 
 @app.get("/api/connections/<provider_id>")
@@ -75,6 +69,15 @@ def connection_check(provider_id: str) -> Response:
     except Unauthorized:
         raise tokens.ReauthRequired(provider_id) from None
     return json_response(200, {"provider": provider_id, "ok": True, "username": identity.username})
+
+
+@app.delete("/api/connections/<provider_id>")
+def connection_delete(provider_id: str) -> Response:
+    """Disconnect: the encrypted tokens go, imported data stays; the answer says what becomes of the hooks."""
+    answer = views.disconnect(signed_in_user(app), provider_id)
+    if answer is None:
+        return json_response(404, {"message": f"You have no connection to {provider_id}."})
+    return json_response(200, answer)
 
 
 @app.post("/api/logout")
@@ -128,9 +131,21 @@ def repository_scopes() -> Response:
     return json_response(200, listing.scopes(signed_in_user(app), _provider_param()))
 
 
+def _with_secret_flag(body: dict, visible: bool) -> dict:
+    """Tell the console whether this viewer may ask for a manual hook's secret (the secret itself is
+    only ever answered by /webhook-secret)."""
+    hook = body.get("webhook")
+    if hook and hook.get("status") == jobs.HOOK_MANUAL:
+        body["webhook"] = hook | {"secret_visible": visible}
+    return body
+
+
 @app.get("/api/imports")
 def imports() -> Response:
-    return json_response(200, jobs.list_for(signed_in_user(app), _query("cursor"), _limit(50, 100)))
+    page = jobs.list_for(signed_in_user(app), _query("cursor"), _limit(50, 100))
+    # The list holds the user's own jobs (owner = them), whose secrets they may see.
+    page["imports"] = [_with_secret_flag(j, visible=True) for j in page["imports"]]
+    return json_response(200, page)
 
 
 def _visible_job(import_id: str) -> jobs.JobRecord:
@@ -142,12 +157,84 @@ def _visible_job(import_id: str) -> jobs.JobRecord:
 
 @app.get("/api/imports/<import_id>")
 def import_status(import_id: str) -> Response:
-    return json_response(200, jobs.public(_visible_job(import_id)))
+    user_id = signed_in_user(app)
+    job = _visible_job(import_id)
+    visible = jobs.may_see_hook_secret(job, user_id, accounts.is_admin(user_id))
+    return json_response(200, _with_secret_flag(jobs.public(job), visible))
 
 
 @app.post("/api/imports/<import_id>/cancel")
 def import_cancel(import_id: str) -> Response:
     return json_response(200, jobs.public(jobs.cancel(_visible_job(import_id))))
+
+
+@app.post("/api/imports/<import_id>/retry")
+def import_retry(import_id: str) -> Response:
+    return json_response(202, jobs.public(jobs.retry(_visible_job(import_id))))
+
+
+@app.get("/api/imports/<import_id>/webhook-secret")
+def import_webhook_secret(import_id: str) -> Response:
+    """The secret to paste into Bitbucket for a hook added by hand: asked for explicitly (never in the job
+    polled every second), and only by the job's owner or an admin (jobs.may_see_hook_secret)."""
+    from bitbridge.webhooks.subscriptions import hook_secret
+
+    user_id = signed_in_user(app)
+    job = _visible_job(import_id)
+    if not jobs.may_see_hook_secret(job, user_id, accounts.is_admin(user_id)):
+        raise jobs.ImportRequestError(403, "Only the person who started this import or an admin may see the secret.")
+    secret = hook_secret(job.webhook["subscription_id"])
+    return json_response(200, {"secret": secret}, headers={"Cache-Control": "no-store"})
+
+
+@app.get("/api/activity")
+def recent_activity() -> Response:
+    return json_response(200, {"events": activity.recent_events(signed_in_user(app), _limit(50, 100))})
+
+
+@app.get("/api/admin/providers")
+def admin_providers() -> Response:
+    user_id = signed_in_user(app)
+    if not accounts.is_admin(user_id):
+        raise ForbiddenError("Only admins (the deploy parameter AdminUsers) may see the providers.")
+    return json_response(200, {"providers": views.admin_providers(_base_url())})
+
+
+# ------------------------------------------------------------------ the console (issue 11)
+
+
+def _base_url() -> str:
+    return web.base_url(app.current_event.raw_event, settings().public_base_url)
+
+
+def _html(body: str) -> Response:
+    return Response(
+        status_code=200,
+        content_type="text/html; charset=utf-8",
+        body=body,
+        headers={"Cache-Control": "no-store", **console.SECURITY_HEADERS},
+    )
+
+
+@app.get("/")
+def console_page() -> Response:
+    """Signed out: the sign-in buttons. Signed in: the console, with its first screen's data embedded."""
+    user_id = sessions.user_for(session_token(app))
+    found = views.boot(user_id) if user_id else None
+    if found is None:
+        return _html(console.render_sign_in([views.public_provider(p) for p in list_providers()]))
+    return _html(console.render_console(found))
+
+
+@app.get("/assets/<name>")
+def console_asset(name: str) -> Response:
+    asset = console.find_asset(name)
+    if asset is None:
+        return Response(404, "text/plain; charset=utf-8", "Not found.", {"Cache-Control": "no-store"})
+    headers = {"Cache-Control": console.IMMUTABLE, "ETag": asset.etag, **console.SECURITY_HEADERS}
+    if app.current_event.headers.get("if-none-match") == asset.etag:
+        return Response(304, None, "", headers)
+    return Response(200, asset.content_type, asset.body, headers)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -27,8 +27,21 @@ def json_response(
     )
 
 
+class CrossSiteRequest(Exception):
+    """A state-changing request with the session cookie that did not come from the console's origin."""
+
+
 def session_token(app: APIGatewayHttpResolver) -> str | None:
-    return web.cookies(app.current_event.raw_event).get(sessions.COOKIE)
+    """The session cookie's value; every state-changing request that carries one passes the
+    cross-site check first (the CSRF defence for every API function, in this one place)."""
+    event = app.current_event.raw_event
+    token = web.cookies(event).get(sessions.COOKIE)
+    if token:
+        own = web.origin_of(web.base_url(event, settings().public_base_url))
+        refusal = web.cross_site_refusal(event, own, settings().allowed_return_to_origins)
+        if refusal:
+            raise CrossSiteRequest(f"Refused: {refusal}.")
+    return token
 
 
 def signed_in_user(app: APIGatewayHttpResolver) -> str:
@@ -55,6 +68,10 @@ def register_errors(app: APIGatewayHttpResolver) -> None:
                 "reconnect_url": reconnect_url(app, provider_id),
             },
         )
+
+    @app.exception_handler(CrossSiteRequest)
+    def cross_site(exc: CrossSiteRequest) -> Response:
+        return json_response(403, {"message": str(exc), "code": "cross_site_request"})
 
     @app.exception_handler(tokens.ReauthRequired)
     def reauth_required(exc: tokens.ReauthRequired) -> Response:

@@ -17,6 +17,7 @@ class Settings:
     region: str
     public_base_url: str
     allowed_return_to_origins: tuple[str, ...]
+    admin_users: frozenset[str]  # "{provider id}:{Bitbucket account id}" entries (deploy parameter AdminUsers)
     providers_table: str
     accounts_table: str
     ephemeral_table: str
@@ -43,6 +44,7 @@ class Settings:
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             public_base_url=get("PUBLIC_BASE_URL").rstrip("/"),
             allowed_return_to_origins=origins,
+            admin_users=frozenset(a.strip() for a in get("ADMIN_USERS").split(",") if a.strip()),
             providers_table=get("PROVIDERS_TABLE"),
             accounts_table=get("ACCOUNTS_TABLE"),
             ephemeral_table=get("EPHEMERAL_TABLE"),

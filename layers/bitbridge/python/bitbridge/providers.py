@@ -71,6 +71,21 @@ def endpoints(provider: ProviderRecord) -> Endpoints:
     return Endpoints(f"{web}/rest/oauth2/latest/authorize", f"{web}/rest/oauth2/latest/token", provider.api_url, web)
 
 
+def revocation_note(provider: ProviderRecord) -> str:
+    """How the user revokes bitbridge's grant on the Bitbucket side. Neither flavor has a token
+    revocation endpoint (docs/bitbucket-api.md: Cloud documents none; Data Center users revoke under
+    their profile), so deleting the tokens is all bitbridge can do itself."""
+    if provider.flavor == CLOUD:
+        return (
+            "Bitbucket Cloud has no API to revoke the grant: to revoke it too, open "
+            f"{provider.web_url.rstrip('/')}/account/settings/app-authorizations/ and revoke bitbridge."
+        )
+    return (
+        "Bitbucket Data Center has no API to revoke the grant: to revoke it too, open your profile "
+        f"on {provider.web_url.rstrip('/')} > Manage account > Authorized applications."
+    )
+
+
 def oauth_session(provider: ProviderRecord, creds: Credentials, redirect_uri: str | None = None) -> Any:
     """An Authlib OAuth 2 client configured for this provider's flavor."""
     from authlib.integrations.requests_client import OAuth2Session

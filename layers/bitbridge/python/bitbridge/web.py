@@ -83,3 +83,36 @@ def base_url(event: dict[str, Any], configured: str) -> str:
     headers = event.get("headers") or {}
     scheme = headers.get("x-forwarded-proto", "https")
     return f"{scheme}://{domain}"
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def cross_site_refusal(event: dict[str, Any], own_origin: str, allowed_origins: tuple[str, ...]) -> str | None:
+    """Why a state-changing request carrying the session cookie must be refused, or None if it may run.
+
+    SameSite=Lax does not stop a sibling subdomain (same site, other origin) from posting with the
+    cookie, so: a browser's Origin must be this API's own origin or an allowed one (Sec-Fetch-Site
+    where a browser sends no Origin), and the body must be declared JSON - which a cross-origin page
+    can only send after a CORS preflight this API never grants.
+    """
+    method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
+    if method not in STATE_CHANGING:
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    origin = headers.get("origin")
+    trusted = {own_origin.lower().rstrip("/"), *(o.lower().rstrip("/") for o in allowed_origins)}
+    if origin is not None:
+        if origin.lower().rstrip("/") not in trusted:
+            return f"requests from {origin} may not use this session"
+    elif headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "cross-site requests may not use this session"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return "send the request body as application/json"
+    return None
+
+
+def origin_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}".lower()

@@ -39,6 +39,9 @@ from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
     FAILED,
+    HOOK_FAILED,
+    HOOK_INSTALLED,
+    HOOK_MANUAL,
     RUNNING,
     TERMINAL_STATES,
     WAITING,
@@ -348,14 +351,20 @@ class Run:
 
     def _webhook(self) -> None:
         """Install bitbridge's hook through the webhooks core (idempotent: a retry finds the same hook).
-        A user who may not manage hooks does not fail the import: the manifest says why none is installed.
+        A user who may not manage hooks does not fail the import: the outcome is `manual_required`, with
+        a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
+        stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
         from bitbridge.webhooks import subscriptions
 
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
+        outcome: dict[str, Any]
         if not base_url:
-            status = "not installed (no public base URL known: set the stack's PublicBaseUrl parameter)"
+            outcome = {
+                "status": HOOK_FAILED,
+                "reason": "No public base URL is known: set the stack's PublicBaseUrl parameter and retry.",
+            }
         else:
             assert self.repo is not None
             target = subscriptions.Repository(
@@ -363,14 +372,20 @@ class Run:
             )
             try:
                 installed = subscriptions.install_webhook(self.job.owner_id, target, base_url)
-            except subscriptions.HookPermissionDenied as exc:
-                status = f"not installed ({exc})"
-            else:
-                facts["subscription_id"] = installed.subscription.subscription_id
-                status = f"installed (subscription {installed.subscription.subscription_id})"
+                outcome = {"status": HOOK_INSTALLED}
+            except subscriptions.HookPermissionDenied:
+                installed = subscriptions.install_webhook(self.job.owner_id, target, base_url, manual=True)
+                outcome = {
+                    "status": HOOK_MANUAL,
+                    "reason": "The connected account may not manage this repository's webhooks (it needs admin "
+                    "rights): an admin of the repository adds the hook by hand.",
+                    "events": list(installed.events),
+                }
+            facts["subscription_id"] = installed.subscription.subscription_id
+            outcome |= {"subscription_id": installed.subscription.subscription_id, "url": installed.url}
         self._save(
             [
-                JobRecord.webhook.set(status),
+                JobRecord.webhook.set(outcome),
                 JobRecord.facts.set(facts),
                 JobRecord.step.set(self._next_step("webhook")),
             ]
@@ -421,7 +436,7 @@ class Run:
             ProjectRecord.latest_import_id.set(self.job.job_id),
             ProjectRecord.latest_import_at.set(finished),
             ProjectRecord.snapshot_prefix.set(self.base),
-            ProjectRecord.webhook.set(self.job.webhook or ""),
+            ProjectRecord.webhook.set((self.job.webhook or {}).get("status", "")),
         ]
         if facts.get("subscription_id"):
             actions.append(ProjectRecord.subscription_id.set(facts["subscription_id"]))

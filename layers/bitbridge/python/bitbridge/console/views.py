@@ -1,0 +1,74 @@
+"""What the console (and /api/me) shows: the signed-in user, their connections, the providers, and
+the answers of Disconnect and the admin's provider list. Never a token or a client secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bitbridge import accounts, providers
+from bitbridge.imports import jobs
+
+
+def public_provider(p: Any) -> dict[str, Any]:
+    return {"id": p.provider_id, "label": p.label, "flavor": p.flavor, "sign_in": p.sign_in, "imports": p.imports}
+
+
+def me(user_id: str) -> dict[str, Any] | None:
+    """The user, their connections and whether they are an admin; None if the user is gone."""
+    user = accounts.get_user(user_id)
+    if user is None:
+        return None
+    conns = accounts.connections(user_id)
+    return {
+        "user": {"id": user_id, "display_name": user.display_name, "email": user.email},
+        "connections": [accounts.public_connection(c) for c in conns],
+        "admin": accounts.is_admin(user_id, conns),
+    }
+
+
+def boot(user_id: str) -> dict[str, Any] | None:
+    """Everything the console needs to paint its first screen, embedded in the page (one request fewer)."""
+    found = me(user_id)
+    if found is None:
+        return None
+    return found | {"providers": [public_provider(p) for p in providers.list_providers()]}
+
+
+def disconnect(user_id: str, provider_id: str) -> dict[str, Any] | None:
+    """Delete the connection's tokens; keep imports; say what becomes of the hooks it installed."""
+    provider = providers.get_provider(provider_id)
+    removed = accounts.disconnect(user_id, provider_id)
+    if removed is None:
+        return None
+    hooks = jobs.installed_hooks(user_id, provider_id)
+    if hooks:
+        hook_message = (
+            f"The {len(hooks)} webhook(s) your imports installed stay on Bitbucket and keep delivering events "
+            "(a hook does not depend on the token that created it); bitbridge can no longer update or remove "
+            "them for you: connect again, or an admin runs `bitbridge hooks remove`."
+        )
+    else:
+        hook_message = "No webhook was installed with this connection."
+    return {
+        "provider": provider_id,
+        "disconnected": True,
+        "message": f"Disconnected {provider.label}: its tokens are deleted; imported snapshots are kept.",
+        "revoked_at_bitbucket": False,
+        "revocation": providers.revocation_note(provider),
+        "webhooks": {"subscriptions": hooks, "message": hook_message},
+    }
+
+
+def admin_providers(base_url: str) -> list[dict[str, Any]]:
+    """Every provider with its verification state and the exact callback URL to paste into Bitbucket."""
+    return [
+        public_provider(p)
+        | {
+            "web_url": p.web_url,
+            "status": p.status,
+            "status_detail": p.status_detail,
+            "verified_at": p.verified_at,
+            "callback_url": providers.callback_url(base_url, p.provider_id),
+        }
+        for p in providers.list_providers()
+    ]

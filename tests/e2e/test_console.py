@@ -1,0 +1,274 @@
+"""The console, as a person uses it: headless Chromium (Debian's) on the local stack and the emulator.
+
+The whole journey of issue 11 for each flavor signing in first: sign in -> console -> connect the other
+provider -> search and select three repositories -> Import -> progress reaches completed without a reload
+-> push in the emulator -> the event shows in Activity -> Disconnect -> gone from /api/me. Screenshots of
+every screen at 1440 and 375 px wide are written under the pytest temp directory (printed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium
+from tests.e2e.imports_support import control
+from tests.e2e.test_sign_in import PROVIDERS, SESSION
+
+pytestmark = pytest.mark.browser
+
+LABELS = {"cloud": "Bitbucket Cloud (emulator)", "datacenter": "Acme Data Center (emulator)"}
+XSS_NAME = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
+WIDTHS = (1440, 375)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+def _new_person(stack) -> str:
+    """A fresh emulator user owning a workspace (Cloud) and a project (DC) with five repositories each,
+    one of them named with markup. Fresh, so no earlier test linked their identities elsewhere."""
+    name = f"p{secrets.token_hex(4)}"
+    repos = [{"slug": s, "branches": 3, "tags": 1, "pull_requests": 2} for s in ("alpha", "beta", "gamma", "delta")]
+    repos.append({"slug": "markup", "name": XSS_NAME})
+    spec = {
+        "users": [{"name": name, "display_name": f"Person {name}"}],
+        "cloud": {"workspaces": [{"slug": f"ws-{name}", "members": {name: "owner"}, "repositories": repos}]},
+        "datacenter": {"projects": [{"key": name.upper(), "permissions": {name: "admin"}, "repositories": repos}]},
+    }
+    control(stack, "cloud", "POST", "seed", spec)  # one backend behind both front-ends: seeds both flavors
+    return name
+
+
+def _owner(flavor: str, person: str) -> str:
+    return f"ws-{person}" if flavor == "cloud" else person.upper()
+
+
+def _shoot(page, screens: Path, name: str) -> None:
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)
+        page.screenshot(path=str(screens / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+def _consent(page, person: str) -> None:
+    page.wait_for_selector("text=Grant access")
+    page.select_option("select[name=user]", person)
+    page.get_by_role("button", name="Grant access").click()
+
+
+def _me(page, stack) -> dict:
+    response = page.request.get(f"{stack.api}/api/me")
+    assert response.status == 200, response.text()
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("first", ["cloud", "datacenter"])
+def test_the_whole_journey_in_the_console(stack, browser, screens, first):
+    second = "datacenter" if first == "cloud" else "cloud"
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        # Signed out, / is the sign-in page.
+        page.goto(f"{stack.api}/")
+        _shoot(page, screens, f"{first}-01-signed-out")
+        page.get_by_role("link", name=f"Sign in with {LABELS[first]}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        page.wait_for_selector("#view-repositories:not([hidden])")
+        assert page.locator("#who").inner_text() == f"Person {person}"
+        _shoot(page, screens, f"{first}-02-console")
+
+        # Connect the second provider: back in the console, on Connections, with the account shown.
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        card.get_by_role("link", name="Connect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        card.get_by_text("Active").wait_for()
+        assert person in card.inner_text()
+        _shoot(page, screens, f"{first}-03-connections")
+
+        # The picker on the newly connected provider: grouped by workspace/project, markup shown as text.
+        page.get_by_role("link", name="Repositories").click()
+        page.get_by_label("Provider").select_option(PROVIDERS[second])
+        owner = _owner(second, person)
+        group = page.locator("fieldset.group", has=page.locator("legend", has_text=owner))
+        group.locator(f'li[data-repo="{owner}/markup"]').wait_for()
+        assert group.get_by_text(XSS_NAME, exact=True).is_visible()
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("#repo-groups script, #repo-groups img").count() == 0
+
+        # Search, select three, Import.
+        page.evaluate("window.__sameDocument = true")  # survives only if the page is never reloaded
+        page.get_by_label("Search").fill("a")  # alpha, beta, gamma, delta, markup... all contain an "a"
+        page.get_by_label("Search").fill("ta")  # beta, delta
+        group.locator(f'li[data-repo="{owner}/beta"]').wait_for()
+        assert page.locator(f'li[data-repo="{owner}/alpha"]').count() == 0
+        page.get_by_label(f"{owner}/beta").check()
+        page.get_by_label(f"{owner}/delta").check()
+        page.get_by_label("Search").fill("gamma")
+        page.locator(f'li[data-repo="{owner}/gamma"]').wait_for()
+        page.get_by_label(f"{owner}/gamma").check()
+        assert page.locator("#repo-selected").inner_text() == "3 selected"
+        _shoot(page, screens, f"{first}-04-repositories")
+        page.get_by_role("button", name="Import selected").click()
+
+        # Live progress: the cards reach completed by polling, without a reload.
+        page.wait_for_url(f"{stack.api}/#imports")
+        cards = page.locator("#import-list li[data-job]")
+        cards.first.wait_for()
+        for slug in ("beta", "delta", "gamma"):
+            page.locator(f'#import-list li:has(h2:text-is("{owner}/{slug}"))[data-state=completed]').wait_for(
+                timeout=60_000
+            )
+        assert page.evaluate("window.__sameDocument") is True
+        done = page.locator(f'#import-list li:has(h2:text-is("{owner}/beta"))')
+        assert "Webhook installed" in done.inner_text()
+        assert "s3://" in done.inner_text()
+        _shoot(page, screens, f"{first}-05-imports")
+
+        # A push in the emulator arrives in Activity.
+        control(stack, second, "POST", f"{second}/repos/{owner}/beta/push", {"branch": "main", "user": person})
+        page.get_by_role("link", name="Activity").click()
+        row = page.locator("#activity-rows tr", has_text=f"{owner}/beta")
+        row.first.wait_for(timeout=30_000)
+        assert "repository.push" in row.first.inner_text()
+        assert f"Person {person}" in row.first.inner_text()
+        _shoot(page, screens, f"{first}-06-activity")
+
+        # Disconnect the second provider: gone from the page and from /api/me.
+        page.get_by_role("link", name="Connections").click()
+        page.locator(f"li[data-provider={PROVIDERS[second]}]").get_by_role("button", name="Disconnect").click()
+        page.locator("#status", has_text="Disconnected").wait_for()
+        assert any("Disconnect" in d for d in dialogs)
+        assert "webhook" in page.locator("#status").inner_text()
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        assert "Not connected" in card.inner_text()
+        providers = {c["provider"] for c in _me(page, stack)["connections"]}
+        assert providers == {PROVIDERS[first]}
+        _shoot(page, screens, f"{first}-07-disconnected")
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+    finally:
+        context.close()
+    print(f"\nconsole screenshots: {screens}")
+
+
+def test_admin_sees_providers_with_callback_urls_and_no_secret(stack, browser, screens):
+    """alice is the local stack's admin (AdminUsers); the page lists both providers with their callback URL."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, "alice")
+        page.wait_for_url(f"{stack.api}/")
+        page.get_by_role("link", name="Admin").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['datacenter']}]")
+        card.wait_for()
+        text = card.inner_text()
+        assert f"{stack.api}/auth/{PROVIDERS['datacenter']}/callback" in text
+        verify = card.get_by_role("link", name="Verify").get_attribute("href") or ""
+        assert verify.startswith(f"/auth/{PROVIDERS['datacenter']}/authorize?purpose=verify")
+        _shoot(page, screens, "admin-providers")
+        body = page.request.get(f"{stack.api}/api/admin/providers").text()
+        assert "secret" not in body.lower()
+    finally:
+        context.close()
+
+
+def test_non_admin_gets_no_admin_page(stack, browser):
+    person = _new_person(stack)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        assert page.locator("#admin-tab").is_hidden()
+        assert page.request.get(f"{stack.api}/api/admin/providers").status == 403
+    finally:
+        context.close()
+
+
+def test_a_cross_origin_post_with_the_session_cookie_is_refused(stack, browser):
+    """A page on another origin of the same site (the emulator: same host, other port) posts to the API
+    with the person's cookie, as a sibling subdomain could: SameSite=Lax sends it, the edge refuses it."""
+    person = _new_person(stack)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        page.goto(f"{stack.urls['bitbucket_cloud']}/_emulator/state")
+        for body_type in ("text/plain", "application/x-www-form-urlencoded"):
+            page.evaluate(
+                """([url, type]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+                       headers: {"Content-Type": type}, body: "{}"})""",
+                [f"{stack.api}/api/logout", body_type],
+            )
+        assert _me(page, stack)["user"]["display_name"] == f"Person {person}"  # still signed in
+        session = next(c["value"] for c in context.cookies() if c["name"] == SESSION)
+    finally:
+        context.close()
+
+    cookies = {SESSION: session}
+    url = f"{stack.api}/api/logout"
+    evil = requests.post(url, cookies=cookies, json={}, headers={"Origin": "http://evil.example"}, timeout=10)
+    assert evil.status_code == 403 and "evil.example" in evil.json()["message"]
+    sibling = requests.post(url, cookies=cookies, json={}, headers={"Sec-Fetch-Site": "same-site"}, timeout=10)
+    assert sibling.status_code == 403
+    form = requests.post(url, cookies=cookies, data="x=1", headers={"Origin": stack.api}, timeout=10)
+    assert form.status_code == 403 and "application/json" in form.json()["message"]
+    delete = requests.delete(
+        f"{stack.api}/api/connections/{PROVIDERS['cloud']}",
+        cookies=cookies,
+        headers={"Origin": "http://evil.example", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert delete.status_code == 403
+    assert requests.get(f"{stack.api}/api/me", cookies=cookies, timeout=10).status_code == 200
+    same = requests.post(url, cookies=cookies, json={}, headers={"Origin": stack.api}, timeout=10)
+    assert same.status_code == 200
+    assert requests.get(f"{stack.api}/api/me", cookies=cookies, timeout=10).status_code == 401
+
+
+def test_console_pages_carry_a_strict_policy_and_cacheable_assets(stack):
+    page = requests.get(f"{stack.api}/", timeout=10)
+    policy = page.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["X-Frame-Options"] == "DENY"
+    css = page.text.split('href="/assets/')[1].split('"')[0]
+    asset = requests.get(f"{stack.api}/assets/{css}", timeout=10)
+    assert asset.status_code == 200 and "immutable" in asset.headers["Cache-Control"]
+    again = requests.get(f"{stack.api}/assets/{css}", headers={"If-None-Match": asset.headers["ETag"]}, timeout=10)
+    assert again.status_code == 304
+    assert requests.get(f"{stack.api}/assets/console.0000.css", timeout=10).status_code == 404
+    assert json.loads(requests.get(f"{stack.api}/health", timeout=10).text)["status"] == "ok"
