@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium
 from tests.e2e.imports_support import control
@@ -100,6 +101,7 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         page.wait_for_url(f"{stack.api}/")
         page.wait_for_selector("#view-repositories:not([hidden])")
         assert page.locator("#who").inner_text() == f"Person {person}"
+        page.locator("#repo-groups li[data-repo]").first.wait_for()
         _shoot(page, screens, f"{first}-02-console")
 
         # Connect the second provider: back in the console, on Connections, with the account shown.
@@ -115,7 +117,7 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
 
         # The picker on the newly connected provider: grouped by workspace/project, markup shown as text.
         page.get_by_role("link", name="Repositories").click()
-        page.get_by_label("Provider").select_option(PROVIDERS[second])
+        page.locator("#repo-provider").select_option(PROVIDERS[second])
         owner = _owner(second, person)
         group = page.locator("fieldset.group", has=page.locator("legend", has_text=owner))
         group.locator(f'li[data-repo="{owner}/markup"]').wait_for()
@@ -125,13 +127,14 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
 
         # Search, select three, Import.
         page.evaluate("window.__sameDocument = true")  # survives only if the page is never reloaded
-        page.get_by_label("Search").fill("a")  # alpha, beta, gamma, delta, markup... all contain an "a"
-        page.get_by_label("Search").fill("ta")  # beta, delta
-        group.locator(f'li[data-repo="{owner}/beta"]').wait_for()
-        assert page.locator(f'li[data-repo="{owner}/alpha"]').count() == 0
+        page.get_by_label("Search", exact=True).fill("a")  # alpha, beta, gamma, delta, markup... all contain an "a"
+        page.get_by_label("Search", exact=True).fill("ta")  # beta, delta
+        expect(page.locator(f'li[data-repo="{owner}/alpha"]')).to_have_count(0)  # the search answered
+        expect(page.locator("#repo-groups li[data-repo]")).to_have_count(2)  # beta, delta
         page.get_by_label(f"{owner}/beta").check()
         page.get_by_label(f"{owner}/delta").check()
-        page.get_by_label("Search").fill("gamma")
+        page.get_by_label("Search", exact=True).fill("gamma")
+        expect(page.locator("#repo-groups li[data-repo]")).to_have_count(1)
         page.locator(f'li[data-repo="{owner}/gamma"]').wait_for()
         page.get_by_label(f"{owner}/gamma").check()
         assert page.locator("#repo-selected").inner_text() == "3 selected"
