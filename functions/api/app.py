@@ -180,8 +180,11 @@ def import_webhook_secret(import_id: str) -> Response:
     from bitbridge.webhooks.subscriptions import hook_secret
 
     user_id = signed_in_user(app)
-    job = _visible_job(import_id)
-    if not jobs.may_see_hook_secret(job, user_id, accounts.is_admin(user_id)):
+    admin = accounts.is_admin(user_id)
+    job = jobs.load(import_id) if admin and import_id.isalnum() else _visible_job(import_id)
+    if job is None:
+        raise jobs.ImportRequestError(404, "No such import.")
+    if not jobs.may_see_hook_secret(job, user_id, admin):
         raise jobs.ImportRequestError(403, "Only the person who started this import or an admin may see the secret.")
     secret = hook_secret(job.webhook["subscription_id"])
     return json_response(200, {"secret": secret}, headers={"Cache-Control": "no-store"})

@@ -17,8 +17,9 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from bitbridge.webhooks.signatures import sign
 from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium
-from tests.e2e.imports_support import control
+from tests.e2e.imports_support import api_session, control, list_all_repos, start_imports, wait_for
 from tests.e2e.test_sign_in import PROVIDERS, SESSION
 
 pytestmark = pytest.mark.browser
@@ -275,3 +276,84 @@ def test_console_pages_carry_a_strict_policy_and_cacheable_assets(stack):
     assert again.status_code == 304
     assert requests.get(f"{stack.api}/assets/console.0000.css", timeout=10).status_code == 404
     assert json.loads(requests.get(f"{stack.api}/health", timeout=10).text)["status"] == "ok"
+
+
+def _seed_shared(stack, owner: str, member: str) -> str:
+    """A Cloud workspace `owner` owns, with a repository `member` may write to but not administer."""
+    spec = {
+        "users": [{"name": owner, "display_name": f"Person {owner}"}, {"name": member}],
+        "cloud": {
+            "workspaces": [
+                {
+                    "slug": f"ws-{owner}",
+                    "members": {owner: "owner", member: "member"},
+                    "repositories": [{"slug": "shared", "branches": 2, "permissions": {member: "write"}}],
+                }
+            ]
+        },
+    }
+    control(stack, "cloud", "POST", "seed", spec)
+    return f"ws-{owner}/shared"
+
+
+def test_manual_webhook_outcome_and_who_sees_its_secret(stack):
+    """A member without admin rights imports: the job says `manual_required` with the URL and events;
+    the secret goes to the job's owner and to admins only, and it is the one the receiver checks."""
+    owner, member = f"p{secrets.token_hex(4)}", f"m{secrets.token_hex(4)}"
+    full_name = _seed_shared(stack, owner, member)
+    importer, other, admin = (api_session(stack, "cloud", u) for u in (member, owner, "alice"))
+    job = start_imports(importer, stack, "cloud", [full_name])[0]
+    done = wait_for(importer, stack, [job["id"]])[job["id"]]
+    hook = done["webhook"]
+    assert done["state"] == "completed" and hook["status"] == "manual_required"
+    assert hook["url"].startswith(f"{stack.api}/hooks/{PROVIDERS['cloud']}/sub-") and "repo:push" in hook["events"]
+    assert hook["secret_visible"] is True and "secret" not in hook
+    listed = {r["full_name"]: r for r in list_all_repos(importer, stack, "cloud")}
+    assert listed[full_name]["import"]["webhook"] == "manual_required"
+
+    # The workspace owner asks for the same repository: they see the job, not the secret.
+    assert start_imports(other, stack, "cloud", [full_name])[0]["id"] == job["id"]
+    seen = other.get(f"{stack.api}/api/imports/{job['id']}", timeout=10).json()
+    assert seen["webhook"]["secret_visible"] is False
+    assert other.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10).status_code == 403
+
+    secret = importer.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10)
+    assert secret.status_code == 200 and secret.headers["Cache-Control"] == "no-store"
+    as_admin = admin.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10)
+    assert as_admin.status_code == 200 and as_admin.json() == secret.json()
+    body = json.dumps({"push": {"changes": []}}).encode()
+    headers = {"X-Event-Key": "repo:push", "X-Request-UUID": secrets.token_hex(8), "Content-Type": "application/json"}
+    signed = {**headers, "X-Hub-Signature": sign(secret.json()["secret"], body)}
+    assert requests.post(hook["url"], data=body, headers=signed, timeout=10).status_code in (200, 202)
+    forged = {**headers, "X-Hub-Signature": sign("guess", body)}
+    assert requests.post(hook["url"], data=body, headers=forged, timeout=10).status_code == 401
+
+
+def test_rate_limit_wait_cancel_and_retry_in_the_console(stack, browser, screens):
+    """The imports screen shows a rate-limit wait with its countdown, then Cancel and Retry work."""
+    person = _new_person(stack)
+    owner = _owner("cloud", person)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    prefix = f"/2.0/repositories/{owner}/alpha/refs/branches"
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        control(stack, "cloud", "POST", "faults", {"status": 429, "path_prefix": prefix, "retry_after": 30})
+        page.get_by_label(f"{owner}/alpha").check()
+        page.get_by_role("button", name="Import selected").click()
+        card = page.locator(f'#import-list li:has(h2:text-is("{owner}/alpha"))')
+        card.locator("text=Bitbucket is rate limiting; retrying in").wait_for(timeout=30_000)
+        assert card.get_attribute("data-state") == "waiting_rate_limit"
+        assert int(card.locator("[data-until]").inner_text().removesuffix(" s")) > 0
+        _shoot(page, screens, "imports-rate-limited")
+        card.get_by_role("button", name="Cancel").click()
+        page.locator(f'#import-list li[data-state=cancelled]:has(h2:text-is("{owner}/alpha"))').wait_for()
+        control(stack, "cloud", "DELETE", "faults")
+        page.locator(f'#import-list li:has(h2:text-is("{owner}/alpha"))').get_by_role("button", name="Retry").click()
+        page.locator(f'#import-list li[data-state=completed]:has(h2:text-is("{owner}/alpha"))').wait_for(timeout=60_000)
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()

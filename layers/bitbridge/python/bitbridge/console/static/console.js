@@ -129,8 +129,11 @@ const providerOf = (providerId) => state.providers.find((p) => p.id === provider
 // ------------------------------------------------------------------ views (tabs)
 
 const views = {};
+let pendingNotice = null; // shown on the next tab, e.g. "Import started" on Imports
 
 function show(name) {
+  announce(pendingNotice || "");
+  pendingNotice = null;
   if (!views[name] || (name === "admin" && !state.admin)) name = defaultView();
   for (const key of Object.keys(views)) {
     $(`view-${key}`).hidden = key !== name;
@@ -206,7 +209,7 @@ async function disconnect(provider) {
     const me = await api("GET", "/api/me");
     state.connections = me.connections;
     views.connections.show();
-    announce(`${answer.message} ${answer.webhooks.message}`);
+    announce(`${answer.message} ${answer.webhooks.message} ${answer.revocation}`);
     repoView.reset();
   } catch (error) {
     fail(error);
@@ -336,7 +339,8 @@ const repoView = {
     $("repo-import").disabled = true;
     try {
       const answer = await api("POST", "/api/imports", { provider: this.provider, repositories: names });
-      announce(`Import started for ${answer.imports.length} ${answer.imports.length === 1 ? "repository" : "repositories"}.`);
+      const count = answer.imports.length;
+      pendingNotice = `Import started for ${count} ${count === 1 ? "repository" : "repositories"}.`;
       this.selected.clear();
       this.loaded = false;
       location.hash = "#imports";
@@ -602,5 +606,4 @@ window.addEventListener("hashchange", () => show(location.hash.slice(1)));
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && !$("view-imports").hidden) importView.refresh();
 });
-if (boot.notice) announce(boot.notice);
 show(location.hash.slice(1));
