@@ -102,7 +102,11 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         page.wait_for_url(f"{stack.api}/")
         page.wait_for_selector("#view-repositories:not([hidden])")
         assert page.locator("#who").inner_text() == f"Person {person}"
-        page.locator("#repo-groups li[data-repo]").first.wait_for()
+        # The first provider's first page came embedded in the HTML: markup in a name is still text.
+        mine = page.locator(f'li[data-repo="{_owner(first, person)}/markup"]')
+        mine.wait_for()
+        assert mine.get_by_text(XSS_NAME, exact=True).is_visible()
+        assert page.evaluate("window.__pwned") is None
         _shoot(page, screens, f"{first}-02-console")
 
         # Connect the second provider: back in the console, on Connections, with the account shown.

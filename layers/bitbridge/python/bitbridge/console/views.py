@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from bitbridge import accounts, providers
-from bitbridge.imports import jobs
+from bitbridge.imports import jobs, listing
+
+logger = Logger(child=True)
 
 
 def public_provider(p: Any) -> dict[str, Any]:
@@ -26,12 +30,33 @@ def me(user_id: str) -> dict[str, Any] | None:
     }
 
 
+FIRST_PAGE = 50  # repositories embedded in the page, the same page size the console asks for
+
+
 def boot(user_id: str) -> dict[str, Any] | None:
-    """Everything the console needs to paint its first screen, embedded in the page (one request fewer)."""
+    """Everything the console needs to paint its first screen, embedded in the page: who, connections,
+    providers and the first page of repositories, so the list appears after HTML, CSS and JS alone."""
     found = me(user_id)
     if found is None:
         return None
-    return found | {"providers": [public_provider(p) for p in providers.list_providers()]}
+    found["providers"] = [public_provider(p) for p in providers.list_providers()]
+    found["repositories"] = _first_repositories(user_id, found)
+    return found
+
+
+def _first_repositories(user_id: str, found: dict[str, Any]) -> dict[str, Any] | None:
+    """The first page for the provider the console opens on (its first active connection with imports on).
+    Best effort: on any failure the page is served without it and the console asks /api/repos itself,
+    which then answers the error with its usual status and message."""
+    imports_on = {p["id"] for p in found["providers"] if p["imports"]}
+    usable = [c["provider"] for c in found["connections"] if c["status"] == "active" and c["provider"] in imports_on]
+    if not usable:
+        return None
+    try:
+        return listing.list_repositories(user_id, usable[0], limit=FIRST_PAGE)
+    except Exception as exc:
+        logger.info("console: first repositories not embedded", extra={"error": type(exc).__name__})
+        return None
 
 
 def disconnect(user_id: str, provider_id: str) -> dict[str, Any] | None:

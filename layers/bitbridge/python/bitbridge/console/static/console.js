@@ -258,6 +258,11 @@ const repoView = {
     const params = new URLSearchParams({ provider: this.provider, limit: "50" });
     if (this.query) params.set("q", this.query);
     if (more && this.cursor) params.set("cursor", this.cursor);
+    const embedded = boot.repositories; // the first page came with the HTML: no request for it
+    boot.repositories = null;
+    if (!more && !this.query && embedded && embedded.provider === this.provider) {
+      return this.render(embedded, false);
+    }
     const box = $("repo-groups");
     box.setAttribute("aria-busy", "true");
     $("repo-more").disabled = true;
@@ -268,14 +273,7 @@ const repoView = {
     try {
       const page = await api("GET", `/api/repos?${params}`);
       if (seq !== this.seq) return;
-      if (!more) box.replaceChildren();
-      this.loaded = true;
-      this.cursor = page.next_cursor;
-      for (const repo of page.repositories) this.addRow(repo);
-      const none = !more && page.repositories.length === 0;
-      $("repo-empty").hidden = !none;
-      if (none) $("repo-empty").replaceChildren(this.query ? "No repository matches that search." : "No repositories here.");
-      $("repo-more").hidden = !this.cursor;
+      this.render(page, more);
     } catch (error) {
       if (seq !== this.seq) return;
       if (!more) box.replaceChildren();
@@ -286,6 +284,20 @@ const repoView = {
         $("repo-more").disabled = false;
       }
     }
+  },
+
+  render(page, more) {
+    if (!more) {
+      this.groups.clear();
+      $("repo-groups").replaceChildren();
+    }
+    this.loaded = true;
+    this.cursor = page.next_cursor;
+    for (const repo of page.repositories) this.addRow(repo);
+    const none = !more && page.repositories.length === 0;
+    $("repo-empty").hidden = !none;
+    if (none) $("repo-empty").replaceChildren(this.query ? "No repository matches that search." : "No repositories here.");
+    $("repo-more").hidden = !this.cursor;
   },
 
   group(owner) {
