@@ -5,6 +5,7 @@ For a signed-in person (alice, Bitbucket Cloud emulator) opening `/` with an emp
   in the DOM, observed in the page) and the first contentful paint;
 - bytes downloaded for HTML + JS + CSS (uncompressed bodies) and every request made before the list appears.
 Baseline, measured in the same run and the same way: the /login page (one small server-rendered HTML page).
+A second baseline: the data alone, `GET /api/me` then `GET /api/repos` (first page) over plain HTTP.
 Then the same console visit with a warm cache (hashed, immutable assets are not fetched again).
 Budget (issue 11): under 100 KB, and no more than 3 requests before the repository list appears.
 
@@ -17,6 +18,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp))
         try:
-            token = api_session(stack, "cloud", "alice").cookies.get(SESSION)
+            session = api_session(stack, "cloud", "alice")
+            token = session.cookies.get(SESSION)
+            data_ms = []
+            for _ in range(args.runs + 1):
+                started = time.perf_counter()
+                session.get(f"{stack.api}/api/me", timeout=30).raise_for_status()
+                session.get(f"{stack.api}/api/repos", params={"provider": "bitbucket-cloud", "limit": 50}, timeout=30)
+                data_ms.append((time.perf_counter() - started) * 1000)
+            data = statistics.median(data_ms[1:])  # the first call warms the containers
             cookie = {"name": SESSION, "value": token, "url": stack.api, "httpOnly": True, "secure": True}
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
@@ -123,8 +133,10 @@ def main() -> None:
     base = summarise("Baseline: /login (server-rendered sign-in page)", login, "first contentful paint")
     console = summarise("Console /, empty cache", cold, "repository list visible")
     repeat = summarise("Console /, warm cache (immutable hashed assets)", warm, "repository list visible")
+    print(f"\nData alone: GET /api/me + GET /api/repos      {data:8.1f} ms (median of {args.runs})")
     print("\nRatios (console / baseline)")
     print(f"  time to repository list vs /login paint   {console['ready'] / base['ready']:6.2f}x")
+    print(f"  time to repository list vs the data alone {console['ready'] / data:6.2f}x")
     print(f"  bytes                                     {console['bytes'] / max(1, base['bytes']):6.2f}x")
     print(f"  warm-cache visit vs empty-cache visit     {repeat['ready'] / console['ready']:6.2f}x time")
     ok_bytes = "within" if console["bytes"] < BUDGET_BYTES else "OVER"

@@ -115,7 +115,7 @@ def record_recent(event: dict[str, Any]) -> None:
         "ConditionExpression": _EXISTS,
         "ExpressionAttributeNames": {"#id": entry["id"]},
         "ExpressionAttributeValues": {":entry": {"M": {k: {"S": v} for k, v in entry.items()}}},
-        "ReturnValues": "UPDATED_NEW",
+        "ReturnValues": "ALL_NEW",  # UPDATED_NEW would hold only the entry written
     }
     try:
         try:
