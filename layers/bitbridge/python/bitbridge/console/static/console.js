@@ -614,7 +614,10 @@ $("repo-clear").addEventListener("click", () => {
   repoView.renderSelection();
 });
 $("repo-import").addEventListener("click", () => repoView.importSelected());
-window.addEventListener("hashchange", () => show(location.hash.slice(1)));
+window.addEventListener("hashchange", () => {
+  show(location.hash.slice(1));
+  $("main").focus(); // keyboard and screen-reader users continue in the screen they opened
+});
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && !$("view-imports").hidden) importView.refresh();
 });
