@@ -361,3 +361,29 @@ def test_rate_limit_wait_cancel_and_retry_in_the_console(stack, browser, screens
     finally:
         control(stack, "cloud", "DELETE", "faults")
         context.close()
+
+
+def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
+    """Bitbucket stops honouring the refresh token: the console says so and Reconnect repairs it."""
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        control(stack, "cloud", "POST", "tokens/expire", {"user": person, "flavor": "cloud", "refresh": True})
+        page.reload()  # a new visit: the embedded listing finds the refresh token refused
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("Reconnect needed").wait_for()
+        _shoot(page, screens, "connections-reauth")
+        card.get_by_role("link", name="Reconnect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        page.locator(f"li[data-provider={PROVIDERS['cloud']}]").get_by_text("Active").wait_for()
+        page.get_by_role("link", name="Repositories").click()
+        page.locator(f'li[data-repo="{_owner("cloud", person)}/alpha"]').wait_for()
+    finally:
+        context.close()

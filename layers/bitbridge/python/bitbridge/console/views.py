@@ -41,6 +41,9 @@ def boot(user_id: str) -> dict[str, Any] | None:
         return None
     found["providers"] = [public_provider(p) for p in providers.list_providers()]
     found["repositories"] = _first_repositories(user_id, found)
+    if found["repositories"] is None and found["connections"]:
+        # Listing may just have found a connection to be re-authorised: show what is true now.
+        found["connections"] = [accounts.public_connection(c) for c in accounts.connections(user_id)]
     return found
 
 
