@@ -50,6 +50,7 @@ MEASURE = """(ready) => {
   const resources = performance.getEntriesByType("resource").filter((r) => r.startTime <= at);
   return {
     ready_ms: at,
+    document_ms: nav.responseEnd,
     fcp_ms: fcp ? fcp.startTime : null,
     requests: [{name: nav.name, type: "document", size: nav.decodedBodySize, cached: false}].concat(
       resources.map((r) => ({name: r.name, type: r.initiatorType, size: r.decodedBodySize,
@@ -79,6 +80,7 @@ def summarise(label: str, runs: list[dict[str, Any]], ready_label: str) -> dict[
     static = sum(q["size"] for q in last["requests"] if q["type"] in ("document", "script", "link", "css"))
     print(f"\n{label}")
     print(f"  {ready_label:<36} {ready:8.1f} ms (median of {len(runs)})")
+    print(f"  {'HTML received (responseEnd)':<36} {statistics.median(r['document_ms'] for r in runs):8.1f} ms")
     if fcps:
         print(f"  {'first contentful paint':<36} {statistics.median(fcps):8.1f} ms")
     print(f"  {'HTML + JS + CSS (uncompressed)':<36} {static:8d} bytes")
