@@ -108,6 +108,11 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         assert mine.get_by_text(XSS_NAME, exact=True).is_visible()
         assert page.evaluate("window.__pwned") is None
         _shoot(page, screens, f"{first}-02-console")
+        first_group = page.locator("fieldset.group", has=page.locator("legend", has_text=_owner(first, person)))
+        first_group.get_by_role("button", name=f"Select all shown in {_owner(first, person)}").click()
+        assert page.locator("#repo-selected").inner_text() == "5 selected"
+        page.get_by_role("button", name="Clear").click()
+        assert page.locator("#repo-selected").inner_text() == "0 selected"
 
         # Connect the second provider: back in the console, on Connections, with the account shown.
         page.get_by_role("link", name="Connections").click()

@@ -303,7 +303,21 @@ const repoView = {
   group(owner) {
     if (!this.groups.has(owner)) {
       const list = h("ul", { class: "repos" });
-      $("repo-groups").append(h("fieldset", { class: "group" }, h("legend", {}, owner), list));
+      const selectAll = h(
+        "button",
+        {
+          type: "button",
+          class: "link",
+          onclick: () => {
+            for (const box of list.querySelectorAll("input[type=checkbox]")) {
+              if (!box.checked) box.click(); // through its change handler, so the selection follows
+            }
+          },
+        },
+        "Select all shown",
+        h("span", { class: "sr-only" }, ` in ${owner}`),
+      );
+      $("repo-groups").append(h("fieldset", { class: "group" }, h("legend", {}, owner, " ", selectAll), list));
       this.groups.set(owner, list);
     }
     return this.groups.get(owner);
