@@ -3,27 +3,27 @@
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import oauth, sessions, web
-from bitbridge.config import settings
+from bitbridge import edge, oauth
+from bitbridge.errors import Problem
 
 logger = Logger()
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    provider_id = (event.get("pathParameters") or {}).get("provider", "")
-    params = web.query(event)
-    session_user = sessions.user_for(web.cookies(event).get(sessions.COOKIE))
+    provider_id = edge.path_parameter(event, "provider")
+    params = edge.query(event)
+    purpose = params.get("purpose", "sign_in")
     try:
-        url, cookie = oauth.begin(
+        started = oauth.begin(
             provider_id,
-            purpose=params.get("purpose", "sign_in"),
+            purpose=purpose,
             return_to=params.get("return_to"),
-            base_url=web.base_url(event, settings().public_base_url),
-            session_user=session_user,
+            base_url=edge.base_url(event),
+            session_user=edge.session_user(event),
         )
-    except oauth.SignInError as exc:
-        logger.info("authorize refused", extra={"provider": provider_id, "status": exc.status})
-        return web.error(exc.status, exc.message)
-    logger.info("authorize", extra={"provider": provider_id, "purpose": params.get("purpose", "sign_in")})
-    return web.redirect(url, [cookie])
+    except Problem as exc:
+        logger.info("authorize refused", extra={"provider": provider_id, "code": exc.code})
+        return edge.error_page(exc, event)
+    logger.info("authorize", extra={"provider": provider_id, "purpose": purpose})
+    return edge.authorization_redirect(started)

@@ -4,22 +4,15 @@ Deliberately no APIGatewayHttpResolver: one route, and every millisecond of cold
 (Bitbucket waits 10 s, and deliveries arrive in bursts). The core decides; this shapes the answer.
 """
 
-import json
-
 from aws_lambda_powertools import Logger
 
+from bitbridge import edge
 from bitbridge.aws import client
 from bitbridge.webhooks.receipt import receive
 
 logger = Logger()
 # Created during init, which Lambda runs at full CPU before the first delivery is waiting on it.
 client("dynamodb")
-
-_JSON = {"content-type": "application/json"}
-
-
-def _answer(status: int, body: dict) -> dict:
-    return {"statusCode": status, "headers": _JSON, "body": json.dumps(body)}
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -38,7 +31,7 @@ def handler(event: dict, context: object) -> dict:
         # AWS is unavailable: a 5xx makes Bitbucket retry the delivery later. The type is enough
         # to diagnose; no message, which could carry request data.
         logger.error("delivery not stored", extra={"error": type(exc).__name__})
-        return _answer(503, {"message": "temporarily unavailable, retry later"})
+        return edge.json_response(503, {"message": "temporarily unavailable, retry later"})
     logger.info(
         "delivery %s",
         receipt.outcome,
@@ -50,4 +43,4 @@ def handler(event: dict, context: object) -> dict:
             "delivery_id": receipt.delivery_id,
         },
     )
-    return _answer(receipt.status, receipt.body())
+    return edge.json_response(receipt.status, receipt.body())

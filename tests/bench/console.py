@@ -25,10 +25,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium  # noqa: E402
+from tests.e2e.browser import CHROMIUM_FLAGS, chromium  # noqa: E402
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.imports_support import api_session  # noqa: E402
-from tests.e2e.test_sign_in import SESSION  # noqa: E402
+from tests.e2e.support import SESSION, api_session  # noqa: E402
 
 BUDGET_BYTES = 100 * 1024
 BUDGET_REQUESTS = 3

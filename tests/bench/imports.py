@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.imports_support import api_session, control, start_imports  # noqa: E402
+from tests.e2e.support import api_session, control, start_imports  # noqa: E402
 
 FLAVOR_KEY = {"cloud": "cloud", "datacenter": "datacenter"}
 DEFAULT_REPOS = {

@@ -25,13 +25,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.test_sign_in import (  # noqa: E402
+from tests.e2e.support import (  # noqa: E402
     PROVIDERS,
     SESSION,
-    _expire_stored_token,
-    _host,
-    _token_requests,
+    expire_stored_token,
+    session_cookie,
     sign_in,
+    token_requests,
 )
 
 
@@ -56,13 +56,13 @@ def main() -> int:
             print(f"{'flavor':<11} {'N':>4} {'refreshes':>9} {'median wait ms':>15} {'baseline ms':>12} {'ratio':>6}")
             for flavor in ("cloud", "datacenter"):
                 provider = PROVIDERS[flavor]
-                session = sign_in(stack, flavor).cookie(_host(stack), SESSION)
+                session = session_cookie(stack, sign_in(stack, flavor))
                 for n in args.sizes:
                     baseline = statistics.median(race(stack, provider, session, n))
-                    _expire_stored_token(stack, provider)
-                    before = _token_requests(stack, flavor)
+                    expire_stored_token(stack, provider)
+                    before = token_requests(stack, flavor)
                     waits = race(stack, provider, session, n)
-                    refreshes = _token_requests(stack, flavor) - before
+                    refreshes = token_requests(stack, flavor) - before
                     median = statistics.median(waits)
                     print(
                         f"{flavor:<11} {n:>4} {refreshes:>9} {median * 1000:>15.1f} "

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium
+from tests.e2e.browser import CHROMIUM_FLAGS, chromium
 
 
 @pytest.fixture(scope="module")

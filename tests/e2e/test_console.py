@@ -18,9 +18,8 @@ import requests
 from playwright.sync_api import expect
 
 from bitbridge.webhooks.signatures import sign
-from tests.e2e.browser_support import CHROMIUM_FLAGS, chromium
-from tests.e2e.imports_support import api_session, control, list_all_repos, start_imports, wait_for
-from tests.e2e.test_sign_in import PROVIDERS, SESSION
+from tests.e2e.browser import CHROMIUM_FLAGS, chromium
+from tests.e2e.support import PROVIDERS, SESSION, api_session, control, list_all_repos, start_imports, wait_for
 
 pytestmark = pytest.mark.browser
 

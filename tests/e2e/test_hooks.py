@@ -4,32 +4,13 @@ commit there, and watch the normalised event arrive on the bus."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
 from bitbridge.webhooks.signatures import sign
-from tests.conftest import REPO_ROOT
-from tests.e2e.test_sign_in import PROVIDERS, SESSION, _emulator, _host, sign_in
-
-
-def bitbridge(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"], *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)},
-    )
-
-
-def _user_id(stack, browser) -> str:
-    session = browser.cookie(_host(stack), SESSION)
-    return requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).json()["user"]["id"]
+from tests.e2e.support import PROVIDERS, api_session, cli, emulator, user_id
 
 
 def _wait_for_event(stack, since: int, predicate, timeout: float = 20.0) -> dict:
@@ -44,7 +25,7 @@ def _wait_for_event(stack, since: int, predicate, timeout: float = 20.0) -> dict
 
 
 def _hook_count(stack, flavor: str, owner: str, slug: str) -> int:
-    state = requests.get(f"{_emulator(stack, flavor)}/_emulator/state", timeout=5).json()
+    state = requests.get(f"{emulator(stack, flavor)}/_emulator/state", timeout=5).json()
     repo = next(r for r in state["repositories"] if r["flavor"] == flavor and r["full_name"] == f"{owner}/{slug}")
     return int(repo["hooks"])
 
@@ -53,18 +34,18 @@ def _hook_count(stack, flavor: str, owner: str, slug: str) -> int:
     ("flavor", "owner", "slug"), [("cloud", "acme", "api-service"), ("datacenter", "PLAT", "tools")]
 )
 def test_install_then_push_publishes_the_push_event(stack, flavor, owner, slug):
-    user = _user_id(stack, sign_in(stack, flavor, "alice"))
+    user = user_id(stack, api_session(stack, flavor, "alice"))
     provider = PROVIDERS[flavor]
     args = ("hooks", "install", "--provider", provider, "--repo", f"{owner}/{slug}", "--user", user)
-    first = bitbridge(stack, *args)
+    first = cli(stack, *args)
     assert first.returncode == 0, first.stderr
     # Installing again updates the same hook instead of adding a second one.
-    assert bitbridge(stack, *args).returncode == 0
+    assert cli(stack, *args).returncode == 0
     assert _hook_count(stack, flavor, owner, slug) == 1
 
     _, cursor = stack.events()
     pushed = requests.post(
-        f"{_emulator(stack, flavor)}/_emulator/{flavor}/repos/{owner}/{slug}/push",
+        f"{emulator(stack, flavor)}/_emulator/{flavor}/repos/{owner}/{slug}/push",
         json={"branch": "main", "commits": 1},
         timeout=10,
     )
@@ -75,12 +56,12 @@ def test_install_then_push_publishes_the_push_event(stack, flavor, owner, slug):
     )
     assert event["provider"] == {"id": provider, "flavor": flavor}
     assert event["ref_changes"][0]["name"] == "main"
-    listed = json.loads(bitbridge(stack, "hooks", "list", "--json").stdout)
+    listed = json.loads(cli(stack, "hooks", "list", "--json").stdout)
     assert full_name in {r["repository"] for r in listed}
 
 
 def test_manual_install_prints_a_secret_the_receiver_accepts(stack):
-    result = bitbridge(
+    result = cli(
         stack,
         "hooks",
         "install",
@@ -106,9 +87,7 @@ def test_manual_install_prints_a_secret_the_receiver_accepts(stack):
 
 
 def test_user_without_admin_rights_is_told_to_install_by_hand(stack):
-    user = _user_id(stack, sign_in(stack, "datacenter", "carol"))  # carol can only read PLAT
-    result = bitbridge(
-        stack, "hooks", "install", "--provider", "acme-datacenter", "--repo", "PLAT/core", "--user", user
-    )
+    user = user_id(stack, api_session(stack, "datacenter", "carol"))  # carol can only read PLAT
+    result = cli(stack, "hooks", "install", "--provider", "acme-datacenter", "--repo", "PLAT/core", "--user", user)
     assert result.returncode == 2
     assert "--manual" in result.stderr

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import start_stack, stop_stack
-from tests.e2e.imports_support import api_session, control, entity_files, lines, snapshot, start_imports, wait_for
+from tests.e2e.support import api_session, control, entity_files, lines, snapshot, start_imports, wait_for
 
 pytestmark = pytest.mark.e2e
 

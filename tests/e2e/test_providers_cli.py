@@ -9,14 +9,13 @@ import uuid
 import requests
 
 from tests.e2e.browser import Browser, consent
-from tests.e2e.test_hooks import bitbridge
-from tests.e2e.test_sign_in import _emulator
+from tests.e2e.support import cli, emulator
 
 
 def _register_client(stack, flavor: str, provider_id: str, secret: str, redirect: str | None = None) -> str:
     client_id = f"client-{uuid.uuid4().hex[:8]}"
     requests.post(
-        f"{_emulator(stack, flavor)}/_emulator/oauth/clients",
+        f"{emulator(stack, flavor)}/_emulator/oauth/clients",
         json={
             "flavor": flavor,
             "client_id": client_id,
@@ -30,8 +29,8 @@ def _register_client(stack, flavor: str, provider_id: str, secret: str, redirect
 
 
 def _add(stack, provider_id: str, flavor: str, key: str, secret: str, *extra: str, url: str | None = None):
-    url = url or _emulator(stack, flavor)
-    return bitbridge(
+    url = url or emulator(stack, flavor)
+    return cli(
         stack,
         "providers",
         "add",
@@ -49,7 +48,7 @@ def _add(stack, provider_id: str, flavor: str, key: str, secret: str, *extra: st
 
 
 def _show(stack, provider_id: str) -> dict:
-    result = bitbridge(stack, "providers", "show", provider_id)
+    result = cli(stack, "providers", "show", provider_id)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -64,7 +63,7 @@ def test_add_prints_the_callback_url_and_verify_completes_with_one_round_trip(st
     assert "s3cret" not in added.stdout
     assert _show(stack, provider_id)["status"] == "pending"
 
-    verify = bitbridge(stack, "providers", "verify", provider_id, "--no-wait")
+    verify = cli(stack, "providers", "verify", provider_id, "--no-wait")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     url = next(line.strip() for line in verify.stdout.splitlines() if "/authorize?purpose=verify" in line)
     browser = Browser()
@@ -79,19 +78,19 @@ def test_verify_diagnoses_a_wrong_secret_an_unknown_client_and_a_redirect_mismat
     wrong_secret = f"ws-{uuid.uuid4().hex[:6]}"
     key = _register_client(stack, "cloud", wrong_secret, "right")
     assert _add(stack, wrong_secret, "cloud", key, "wrong").returncode == 0
-    result = bitbridge(stack, "providers", "verify", wrong_secret, "--no-wait")
+    result = cli(stack, "providers", "verify", wrong_secret, "--no-wait")
     assert result.returncode == 1 and "client secret is wrong" in result.stdout
     assert _show(stack, wrong_secret)["status"] == "failed"
 
     unknown = f"uc-{uuid.uuid4().hex[:6]}"
     assert _add(stack, unknown, "cloud", "no-such-client", "x").returncode == 0
-    result = bitbridge(stack, "providers", "verify", unknown, "--no-wait")
+    result = cli(stack, "providers", "verify", unknown, "--no-wait")
     assert result.returncode == 1 and "does not know this client id" in result.stdout
 
     mismatch = f"rm-{uuid.uuid4().hex[:6]}"
     key = _register_client(stack, "datacenter", mismatch, "s", redirect="https://elsewhere.example/cb")
     assert _add(stack, mismatch, "datacenter", key, "s").returncode == 0
-    result = bitbridge(stack, "providers", "verify", mismatch, "--no-wait")
+    result = cli(stack, "providers", "verify", mismatch, "--no-wait")
     assert result.returncode == 1 and "redirect URI" in result.stdout
     assert f"{stack.api}/auth/{mismatch}/callback" in result.stdout
 
@@ -102,7 +101,7 @@ def test_datacenter_must_use_https_and_be_reachable(stack):
     unreachable = f"un-{uuid.uuid4().hex[:6]}"
     added = _add(stack, unreachable, "datacenter", "k", "s", url="http://127.0.0.1:9")
     assert added.returncode == 0, added.stderr
-    result = bitbridge(stack, "providers", "verify", unreachable, "--no-wait")
+    result = cli(stack, "providers", "verify", unreachable, "--no-wait")
     assert result.returncode == 1 and "unreachable" in result.stdout
 
 
@@ -110,15 +109,15 @@ def test_set_rotate_and_remove(stack):
     provider_id = f"cl-{uuid.uuid4().hex[:6]}"
     key = _register_client(stack, "cloud", provider_id, "one")
     assert _add(stack, provider_id, "cloud", key, "one").returncode == 0
-    assert bitbridge(stack, "providers", "set", provider_id, "--sign-in", "off").returncode == 0
+    assert cli(stack, "providers", "set", provider_id, "--sign-in", "off").returncode == 0
     refused = requests.get(f"{stack.api}/auth/{provider_id}/authorize", allow_redirects=False, timeout=5)
-    assert refused.status_code == 404 and "not enabled" in refused.json()["message"]
-    assert bitbridge(stack, "providers", "rotate-secret", provider_id, "--secret", "rotated-9f2c").returncode == 0
-    listed = json.loads(bitbridge(stack, "providers", "list", "--json").stdout)
+    assert refused.status_code == 404 and "not enabled" in refused.text and "href='/login'" in refused.text
+    assert cli(stack, "providers", "rotate-secret", provider_id, "--secret", "rotated-9f2c").returncode == 0
+    listed = json.loads(cli(stack, "providers", "list", "--json").stdout)
     assert provider_id in {p["id"] for p in listed}
     assert "rotated-9f2c" not in json.dumps(listed)
-    assert bitbridge(stack, "providers", "remove", provider_id).returncode == 2  # needs --yes
-    assert bitbridge(stack, "providers", "remove", provider_id, "--yes").returncode == 0
+    assert cli(stack, "providers", "remove", provider_id).returncode == 2  # needs --yes
+    assert cli(stack, "providers", "remove", provider_id, "--yes").returncode == 0
     gone = requests.get(f"{stack.api}/auth/{provider_id}/authorize", allow_redirects=False, timeout=5)
     assert gone.status_code == 404
 
@@ -129,7 +128,7 @@ def test_add_that_fails_creates_nothing_and_a_retry_succeeds(stack):
     key = _register_client(stack, "cloud", provider_id, "s3cret")
     failed = _add(stack, provider_id, "cloud", key, "s3cret", "--base-url", "not-a-url")
     assert failed.returncode == 2 and "absolute http(s) URL" in failed.stderr
-    listed = json.loads(bitbridge(stack, "providers", "list", "--json").stdout)
+    listed = json.loads(cli(stack, "providers", "list", "--json").stdout)
     assert provider_id not in {p["id"] for p in listed}
     retried = _add(stack, provider_id, "cloud", key, "s3cret")
     assert retried.returncode == 0, retried.stderr

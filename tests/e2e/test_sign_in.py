@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from tests.e2e.browser import Browser, consent
-
-PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
-SESSION = "bitbridge_session"
-
-
-def _emulator(stack, flavor: str) -> str:
-    return stack.urls["bitbucket_cloud" if flavor == "cloud" else "bitbucket_datacenter"]
-
-
-def _begin(stack, browser: Browser, provider: str, return_to: str = "/api/me") -> requests.Response:
-    """Click "Sign in with Bitbucket": follow our 302 to the provider's consent page."""
-    page = browser.get(f"{stack.api}/auth/{provider}/authorize?return_to={quote(return_to, safe='')}")
-    assert page.status_code == 200 and "Grant access" in page.text, page.text[:300]
-    return page
-
-
-def _callback_url(response: requests.Response) -> str:
-    assert response.status_code == 302, response.text[:300]
-    return response.headers["Location"]
-
-
-def sign_in(stack, flavor: str, user: str = "alice") -> Browser:
-    browser = Browser()
-    page = _begin(stack, browser, PROVIDERS[flavor])
-    landed = browser.get(_callback_url(consent(browser, page, user)))
-    assert landed.status_code == 200, landed.text[:500]
-    return browser
-
-
-def _host(stack) -> str:
-    return urlsplit(stack.api).hostname or ""
+from tests.e2e.support import (
+    PROVIDERS,
+    SESSION,
+    begin,
+    callback_url,
+    emulator,
+    expire_stored_token,
+    host,
+    sign_in,
+    token_requests,
+)
 
 
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
@@ -81,36 +61,37 @@ def test_tokens_are_stored_encrypted(stack):
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_deny_shows_the_reason_and_signs_nobody_in(stack, flavor):
     browser = Browser()
-    page = _begin(stack, browser, PROVIDERS[flavor])
-    callback = _callback_url(consent(browser, page, "carol", decision="deny"))
+    page = begin(stack, browser, PROVIDERS[flavor])
+    callback = callback_url(consent(browser, page, "carol", decision="deny"))
     assert parse_qs(urlsplit(callback).query)["error"] == ["access_denied"]
     response = browser.get(callback)
     assert response.status_code == 403
     assert "denied" in response.text
-    assert browser.cookie(_host(stack), SESSION) is None
+    assert "href='/login'" in response.text  # a way back to sign in
+    assert browser.cookie(host(stack), SESSION) is None
 
 
 def test_replayed_state_is_refused_and_stores_nothing(stack):
     browser = Browser()
-    page = _begin(stack, browser, PROVIDERS["cloud"])
-    callback = _callback_url(consent(browser, page, "alice"))
+    page = begin(stack, browser, PROVIDERS["cloud"])
+    callback = callback_url(consent(browser, page, "alice"))
     assert browser.get(callback).status_code == 200
     replay = Browser(jar=dict(browser.jar))
-    replay.jar.pop((_host(stack), SESSION), None)
+    replay.jar.pop((host(stack), SESSION), None)
     response = replay.get(callback, follow=False)
     assert response.status_code == 400
     assert "already used" in response.text or "Unknown, used or expired" in response.text
-    assert replay.cookie(_host(stack), SESSION) is None
+    assert replay.cookie(host(stack), SESSION) is None
 
 
 def test_state_begun_in_another_browser_is_refused(stack):
     victim, attacker = Browser(), Browser()
-    page = _begin(stack, attacker, PROVIDERS["datacenter"])
-    callback = _callback_url(consent(attacker, page, "bob"))
+    page = begin(stack, attacker, PROVIDERS["datacenter"])
+    callback = callback_url(consent(attacker, page, "bob"))
     response = victim.get(callback, follow=False)
     assert response.status_code == 400
     assert "another browser" in response.text
-    assert victim.cookie(_host(stack), SESSION) is None
+    assert victim.cookie(host(stack), SESSION) is None
     # The attempt was not consumed by the refusal: the browser that began it can still finish.
     assert attacker.get(callback).status_code == 200
 
@@ -151,56 +132,42 @@ def test_open_redirect_attempts_are_refused(stack, return_to):
 
 def test_allow_listed_absolute_return_to_is_followed(stack):
     browser = Browser()
-    page = _begin(stack, browser, PROVIDERS["cloud"], return_to=f"{stack.api}/api/me?from=absolute")
-    landed = browser.get(_callback_url(consent(browser, page, "alice")))
+    page = begin(stack, browser, PROVIDERS["cloud"], return_to=f"{stack.api}/api/me?from=absolute")
+    landed = browser.get(callback_url(consent(browser, page, "alice")))
     assert landed.status_code == 200 and landed.url.endswith("/api/me?from=absolute")
 
 
-def test_unknown_provider_is_404(stack):
-    response = requests.get(f"{stack.api}/auth/nope/authorize", allow_redirects=False, timeout=5)
-    assert response.status_code == 404 and "Unknown provider" in response.json()["message"]
+@pytest.mark.parametrize("route", ["authorize", "callback?code=x&state=y"])
+def test_unknown_provider_is_a_404_page_naming_it_with_a_way_back(stack, route):
+    response = requests.get(f"{stack.api}/auth/nope/{route}", allow_redirects=False, timeout=5)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "No provider &#x27;nope&#x27; is registered" in response.text
+    assert "href='/login'" in response.text
 
 
 def test_expired_datacenter_code_is_refused_and_nothing_stored(stack):
-    dc = _emulator(stack, "datacenter")
+    dc = emulator(stack, "datacenter")
     requests.post(f"{dc}/_emulator/config", json={"dc_code_lifetime": 1}, timeout=5).raise_for_status()
     try:
         browser = Browser()
-        page = _begin(stack, browser, PROVIDERS["datacenter"])
-        callback = _callback_url(consent(browser, page, "carol"))
+        page = begin(stack, browser, PROVIDERS["datacenter"])
+        callback = callback_url(consent(browser, page, "carol"))
         time.sleep(1.5)
         response = browser.get(callback)
         assert response.status_code == 400
         assert "expired" in response.text
-        assert browser.cookie(_host(stack), SESSION) is None
+        assert browser.cookie(host(stack), SESSION) is None
     finally:
         requests.post(f"{dc}/_emulator/config", json={"dc_code_lifetime": 10}, timeout=5)
-
-
-def _expire_stored_token(stack, provider: str) -> None:
-    ddb = stack.aws("dynamodb")
-    for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
-        if item["sk"]["S"] == f"CONN#{provider}":
-            ddb.update_item(
-                TableName="bitbridge-local-AccountsTable",
-                Key={"pk": item["pk"], "sk": item["sk"]},
-                UpdateExpression="SET expires_at = :past",
-                ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 60)}},
-            )
-
-
-def _token_requests(stack, flavor: str) -> int:
-    stats = requests.get(f"{_emulator(stack, flavor)}/_emulator/requests", timeout=5).json()
-    endpoint = "POST /site/oauth2/access_token" if flavor == "cloud" else "POST /rest/oauth2/latest/token"
-    return int(stats["flavors"].get(flavor, {}).get("endpoints", {}).get(endpoint, 0))
 
 
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_refresh_race_makes_exactly_one_refresh(stack, flavor):
     browser = sign_in(stack, flavor, "alice")
-    session = browser.cookie(_host(stack), SESSION)
-    _expire_stored_token(stack, PROVIDERS[flavor])
-    before = _token_requests(stack, flavor)
+    session = browser.cookie(host(stack), SESSION)
+    expire_stored_token(stack, PROVIDERS[flavor])
+    before = token_requests(stack, flavor)
 
     def call(_: int) -> int:
         return requests.get(
@@ -210,21 +177,23 @@ def test_refresh_race_makes_exactly_one_refresh(stack, flavor):
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = list(pool.map(call, range(12)))
     assert statuses == [200] * 12
-    assert _token_requests(stack, flavor) - before == 1
+    assert token_requests(stack, flavor) - before == 1
 
 
 def test_revoked_token_leads_to_reauth_required(stack):
     browser = sign_in(stack, "cloud", "carol")
-    session = browser.cookie(_host(stack), SESSION)
-    cloud = _emulator(stack, "cloud")
+    session = browser.cookie(host(stack), SESSION)
+    cloud = emulator(stack, "cloud")
     requests.post(f"{cloud}/_emulator/tokens/revoke", json={"user": "carol", "flavor": "cloud"}, timeout=5)
     response = requests.get(f"{stack.api}/api/connections/bitbucket-cloud", cookies={SESSION: session}, timeout=30)
-    assert response.status_code == 401
-    body = response.json()
-    assert body["reauth_required"] is True
-    assert body["reconnect_url"].endswith("/auth/bitbucket-cloud/authorize?purpose=connect")
+    # 409 since issue 10 (was 401): the session is fine, the connection must be made again.
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "reauth_required" and error["provider"] == "bitbucket-cloud"
+    assert error["connect_url"].endswith("/auth/bitbucket-cloud/authorize?purpose=connect")
     me = requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).json()
-    assert next(c for c in me["connections"] if c["provider"] == "bitbucket-cloud")["status"] == "reauth_required"
+    conn = next(c for c in me["connections"] if c["provider"] == "bitbucket-cloud")
+    assert conn["status"] == "reauth_required" and conn["connect_url"] == error["connect_url"]
     # Signing in again repairs the connection.
     again = sign_in(stack, "cloud", "carol").history[-1].json()
     assert next(c for c in again["connections"] if c["provider"] == "bitbucket-cloud")["status"] == "active"
@@ -232,7 +201,7 @@ def test_revoked_token_leads_to_reauth_required(stack):
 
 def test_logout_ends_the_session(stack):
     browser = sign_in(stack, "datacenter", "bob")
-    session = browser.cookie(_host(stack), SESSION)
+    session = browser.cookie(host(stack), SESSION)
     assert requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).status_code == 200
     out = requests.post(f"{stack.api}/api/logout", cookies={SESSION: session}, json={}, timeout=10)
     assert out.status_code == 200 and "Max-Age=0" in out.headers["Set-Cookie"]

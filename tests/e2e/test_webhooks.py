@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -17,7 +14,7 @@ import requests
 
 from bitbridge.webhooks.normalise import event_type
 from bitbridge.webhooks.signatures import derive_hook_secret, sign
-from tests.conftest import REPO_ROOT
+from tests.e2e.support import cli
 from tests.integration.webhooks.support import (
     bitbucket_headers,
     manifest,
@@ -64,17 +61,6 @@ class Hooks:
             time.sleep(settle)
             found = [e for e in self.stack.events(0)[0] if e["detail"].get("id") in ids]
         return found
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}
-        return subprocess.run(
-            [sys.executable, "-m", "bitbridge.cli", "--local", self.console, *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +166,7 @@ def test_an_event_bus_outage_loses_nothing_and_publishes_nothing_twice(hooks, sh
     # stream's retries went to the PublishFailureQueue; the operator's answer to its alarm is replay.
     events = hooks.events_for(set(ids), timeout=45)
     if {e["detail"]["id"] for e in events} != set(ids):
-        replay = hooks.cli("events", "replay", "--since", "10m", "--provider", PROVIDERS["datacenter"])
+        replay = cli(hooks.stack, "events", "replay", "--since", "10m", "--provider", PROVIDERS["datacenter"])
         assert replay.returncode == 0, replay.stderr
         events = hooks.events_for(set(ids), timeout=30)
     events = hooks.events_for(set(ids), timeout=0, settle=2.0)
@@ -194,11 +180,11 @@ def test_replay_and_tail_commands_work_against_the_local_stack(hooks, shared_dir
     hooks.post("cloud", "repo:push", payload_bytes(shared_dir, "cloud/repo-push.json"), delivery_id)
     assert hooks.events_for({delivery_id}, timeout=20)
 
-    dry = hooks.cli("events", "replay", "--since", "10m", "--dry-run", "--include-published")
+    dry = cli(hooks.stack, "events", "replay", "--since", "10m", "--dry-run", "--include-published")
     assert dry.returncode == 0, dry.stderr
     assert "would republish" in dry.stdout and "published" in dry.stdout
 
-    tail = hooks.cli("events", "tail", "--once", "--detail")
+    tail = cli(hooks.stack, "events", "tail", "--once", "--detail")
     assert tail.returncode == 0, tail.stderr
     details = [json.loads(line) for line in tail.stdout.splitlines()]
     assert delivery_id in {d["id"] for d in details}

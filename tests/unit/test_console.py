@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bitbridge import console
-from bitbridge.web import cross_site_refusal
+from bitbridge.edge import cross_site_refusal
 
 OWN = "https://api.example.com"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bitbridge.bitbucket import repos
+from bitbridge.bitbucket import cloud, datacenter
 from bitbridge.imports import jobs, output, worker
 from infra.local.template import load_template
 
@@ -24,7 +24,7 @@ def _walk(fetch) -> list[Any]:
     values: list[Any] = []
     cursor: str | None = None
     for _ in range(10):
-        page = repos.dc_page(fetch, "http://dc/rest/api/1.0", "P/r", "branches", cursor)
+        page = datacenter.DATACENTER_API.page(fetch, "http://dc/rest/api/1.0", "P/r", "branches", cursor)
         values.extend(page.values)
         cursor = page.next
         if cursor is None:
@@ -54,7 +54,7 @@ def test_datacenter_missing_next_page_start_continues_after_the_page_and_cannot_
 
 
 def test_cloud_pull_requests_ask_for_every_state_participants_and_stable_order():
-    url, params = repos.cloud_first("https://api/2.0", "ws/repo", "pull_requests")
+    url, params = cloud.first("https://api/2.0", "ws/repo", "pull_requests")
     assert url.endswith("/repositories/ws/repo/pullrequests")
     assert params["state"] == ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]
     assert params["sort"] == "id" and params["pagelen"] == 50
@@ -87,7 +87,7 @@ def test_snapshot_serialisation_is_canonical_and_keys_drop_uuid_braces():
 def test_bad_import_requests_are_refused(body):
     with pytest.raises(jobs.ImportRequestError) as caught:
         jobs.parse_request(body)
-    assert caught.value.status == 400
+    assert caught.value.code == "invalid_request"
 
 
 def test_import_request_dedupes_repositories():

@@ -11,12 +11,24 @@ from pynamodb.expressions.update import Action
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.config import settings
 from bitbridge.crypto import encrypt_tokens
-from bitbridge.store.accounts import ConnectionRecord, IdentityRecord, UserRecord, user_pk
+from bitbridge.errors import Problem
+from bitbridge.store.accounts import (
+    IDENTITY,
+    PROFILE,
+    ConnectionRecord,
+    IdentityRecord,
+    UserRecord,
+    connections_of,
+    user_pk,
+)
 from bitbridge.store.base import condition_failed, iso
 
 
-class IdentityLinkedElsewhere(Exception):
+class IdentityLinkedElsewhere(Problem):
     """This Bitbucket account already belongs to another bitbridge user."""
+
+    code = "identity_linked_elsewhere"
+    title = "Sign-in failed"
 
 
 def connection_key(user_id: str, provider_id: str) -> str:
@@ -27,7 +39,7 @@ def _user_for_identity(provider_id: str, identity: Identity, connect_to: str | N
     key = IdentityRecord.key(provider_id, identity.external_id)
     for _ in range(3):
         try:
-            existing = IdentityRecord.get(key, "IDENTITY", consistent_read=True)
+            existing = IdentityRecord.get(key, IDENTITY, consistent_read=True)
         except IdentityRecord.DoesNotExist:
             user_id = connect_to or uuid.uuid4().hex
             try:
@@ -61,7 +73,7 @@ def upsert(
     ]
     if identity.email:
         actions.append(UserRecord.email.set(identity.email))
-    UserRecord(user_pk(user_id), "PROFILE").update(actions=actions)
+    UserRecord(user_pk(user_id), PROFILE).update(actions=actions)
     save_tokens_fresh(user_id, provider_id, identity, token, redirect_uri)
     return user_id
 
@@ -110,13 +122,13 @@ def save_tokens_fresh(
 
 def get_user(user_id: str) -> UserRecord | None:
     try:
-        return UserRecord.get(user_pk(user_id), "PROFILE")
+        return UserRecord.get(user_pk(user_id), PROFILE)
     except UserRecord.DoesNotExist:
         return None
 
 
 def connections(user_id: str) -> list[ConnectionRecord]:
-    return list(ConnectionRecord.query(user_pk(user_id), ConnectionRecord.sk.startswith("CONN#")))
+    return list(ConnectionRecord.query(user_pk(user_id), connections_of()))
 
 
 def public_connection(conn: ConnectionRecord) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from bitbridge import __version__
-from bitbridge.aws import client
 from bitbridge.config import settings
+from bitbridge.store.base import ping_providers_table
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
@@ -18,7 +18,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
     checks["configuration"] = {"ok": configured}
     started = time.perf_counter()
     try:
-        client("dynamodb").get_item(TableName=cfg.providers_table, Key={"pk": {"S": "__health__"}})
+        ping_providers_table()
         checks["dynamodb"] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
     except Exception as exc:  # any failure means "not ready"; the type name is enough to diagnose
         checks["dynamodb"] = {"ok": False, "error": type(exc).__name__}

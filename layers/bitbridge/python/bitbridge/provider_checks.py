@@ -7,12 +7,12 @@ apart from a known one, so probing both endpoints separates the three mistakes.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import requests
 
 from bitbridge.bitbucket.http import TIMEOUT, session
-from bitbridge.providers import DATACENTER, Credentials, endpoints
+from bitbridge.providers import Credentials, bitbucket, endpoints
 from bitbridge.store.providers import ProviderRecord
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -21,7 +21,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def preflight(provider: ProviderRecord, creds: Credentials, callback: str) -> list[str]:
     urls = endpoints(provider)
     parsed = urlparse(urls.web_url)
-    if provider.flavor == DATACENTER and parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
+    if bitbucket(provider).requires_https and parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
         return [f"the Data Center base URL must use HTTPS (Bitbucket requires it for OAuth): {urls.web_url}"]
     try:
         authorize = session().get(
@@ -30,7 +30,9 @@ def preflight(provider: ProviderRecord, creds: Credentials, callback: str) -> li
             timeout=TIMEOUT,
             allow_redirects=False,
         )
-        token = session().post(urls.token_url, timeout=TIMEOUT, **_token_probe(provider, creds, callback))
+        # An invalid code: a correct client gets invalid_grant, a wrong one invalid_client.
+        probe = bitbucket(provider).token_probe(creds.client_id, creds.client_secret, callback)
+        token = session().post(urls.token_url, timeout=TIMEOUT, **probe)
     except requests.RequestException as exc:
         return [f"{urls.web_url} is unreachable ({type(exc).__name__}); check the base URL and the network"]
     if authorize.status_code >= 500 or token.status_code >= 500:
@@ -46,15 +48,6 @@ def preflight(provider: ProviderRecord, creds: Credentials, callback: str) -> li
     if error is None and token.status_code == 404:
         return [f"no OAuth token endpoint at {urls.token_url}: check the base URL"]
     return []
-
-
-def _token_probe(provider: ProviderRecord, creds: Credentials, callback: str) -> dict:
-    # An invalid code: a correct client gets invalid_grant, a wrong one invalid_client.
-    form = {"grant_type": "authorization_code", "code": "bitbridge-preflight", "redirect_uri": callback}
-    if provider.flavor == DATACENTER:
-        form |= {"client_id": creds.client_id, "client_secret": creds.client_secret}
-        return {"data": urlencode(form), "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
-    return {"data": form, "auth": (creds.client_id, creds.client_secret)}
 
 
 def _oauth_error(response: requests.Response) -> str | None:

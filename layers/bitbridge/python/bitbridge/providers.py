@@ -14,37 +14,34 @@ from typing import Any
 from urllib.parse import urlencode, urlparse
 
 from bitbridge.aws import client, secret_value
+from bitbridge.bitbucket import FLAVORS
+from bitbridge.bitbucket.api import Bitbucket, for_flavor
+from bitbridge.bitbucket.identity import Identity
 from bitbridge.config import settings
+from bitbridge.errors import Problem
 from bitbridge.store.base import condition_failed, iso
 from bitbridge.store.providers import ProviderRecord
 
-CLOUD = "cloud"
-DATACENTER = "datacenter"
-FLAVORS = (CLOUD, DATACENTER)
-
-CLOUD_WEB_URL = "https://bitbucket.org"
-CLOUD_API_URL = "https://api.bitbucket.org/2.0"
-
-# What bitbridge needs: identity, repository data, pull requests, issues and webhooks.
-DEFAULT_SCOPES = {
-    CLOUD: ["account", "email", "repository", "pullrequest", "issue", "webhook"],
-    DATACENTER: ["REPO_ADMIN"],  # implies REPO_READ; needed to install repository webhooks
-}
-# The boxes to tick on the Bitbucket side, in its own words.
-PERMISSIONS_TO_TICK = {
-    CLOUD: ("Account: Email, Read; Repositories: Read; Pull requests: Read; Issues: Read; Webhooks: Read and write"),
-    DATACENTER: "Repositories: Admin (scope REPO_ADMIN)",
-}
+# Per flavor, for the command line and the local stack (each flavor's module says why).
+DEFAULT_SCOPES = {flavor: list(for_flavor(flavor).default_scopes) for flavor in FLAVORS}
+PERMISSIONS_TO_TICK = {flavor: for_flavor(flavor).permissions_to_tick for flavor in FLAVORS}
 
 _PROVIDER_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
 
-class ProviderError(Exception):
+class ProviderError(Problem):
     """A registry problem the admin can fix (bad id, duplicate, unknown provider, ...)."""
+
+    code = "invalid_request"
 
 
 class UnknownProvider(ProviderError):
-    pass
+    code = "unknown_provider"
+    title = "Unknown provider"
+
+    def __init__(self, provider_id: str) -> None:
+        super().__init__(f"No provider '{provider_id}' is registered.", provider=provider_id)
+        self.provider_id = provider_id
 
 
 @dataclass(frozen=True)
@@ -64,42 +61,35 @@ class Endpoints:
     web_url: str
 
 
+def bitbucket(provider: ProviderRecord) -> Bitbucket:
+    """The Bitbucket interface for this provider's flavor."""
+    return for_flavor(provider.flavor)
+
+
+def identify(provider: ProviderRecord, token: str) -> Identity:
+    """Who `token` belongs to, asked the way the provider's flavor answers it."""
+    return bitbucket(provider).identify(provider.web_url, provider.api_url, token)
+
+
 def endpoints(provider: ProviderRecord) -> Endpoints:
-    web = provider.web_url.rstrip("/")
-    if provider.flavor == CLOUD:
-        return Endpoints(f"{web}/site/oauth2/authorize", f"{web}/site/oauth2/access_token", provider.api_url, web)
-    return Endpoints(f"{web}/rest/oauth2/latest/authorize", f"{web}/rest/oauth2/latest/token", provider.api_url, web)
+    web, flavor = provider.web_url.rstrip("/"), bitbucket(provider)
+    return Endpoints(flavor.authorize_url(web), flavor.token_url(web), provider.api_url, web)
 
 
 def revocation_note(provider: ProviderRecord) -> str:
-    """How the user revokes bitbridge's grant on the Bitbucket side. Neither flavor has a token
-    revocation endpoint (docs/bitbucket-api.md: Cloud documents none; Data Center users revoke under
-    their profile), so deleting the tokens is all bitbridge can do itself."""
-    if provider.flavor == CLOUD:
-        return (
-            "Bitbucket Cloud has no API to revoke the grant: to revoke it too, open "
-            f"{provider.web_url.rstrip('/')}/account/settings/app-authorizations/ and revoke bitbridge."
-        )
-    return (
-        "Bitbucket Data Center has no API to revoke the grant: to revoke it too, open your profile "
-        f"on {provider.web_url.rstrip('/')} > Manage account > Authorized applications."
-    )
+    """How the user revokes bitbridge's grant on the Bitbucket side, in words (no flavor has an API)."""
+    return bitbucket(provider).revocation_note(provider.web_url)
 
 
 def oauth_session(provider: ProviderRecord, creds: Credentials, redirect_uri: str | None = None) -> Any:
     """An Authlib OAuth 2 client configured for this provider's flavor."""
     from authlib.integrations.requests_client import OAuth2Session
 
-    datacenter = provider.flavor == DATACENTER
     return OAuth2Session(
         client_id=creds.client_id,
         client_secret=creds.client_secret,
-        # Cloud accepts client credentials only as HTTP Basic; Data Center reads them from the body.
-        token_endpoint_auth_method="client_secret_post" if datacenter else "client_secret_basic",
         redirect_uri=redirect_uri,
-        # Cloud's scopes are fixed on the consumer; Data Center takes them on the request.
-        scope=provider.scopes if datacenter else None,
-        code_challenge_method="S256" if datacenter else None,
+        **bitbucket(provider).oauth_options(provider.scopes),
     )
 
 
@@ -128,7 +118,7 @@ def get_provider(provider_id: str) -> ProviderRecord:
     try:
         return ProviderRecord.get(provider_id)
     except ProviderRecord.DoesNotExist:
-        raise UnknownProvider(f"no provider {provider_id!r} is registered") from None
+        raise UnknownProvider(provider_id) from None
 
 
 def list_providers() -> list[ProviderRecord]:
@@ -159,18 +149,16 @@ def add_provider(
         raise ProviderError(f"flavor must be one of {', '.join(FLAVORS)}")
     if not client_id or not client_secret:
         raise ProviderError("both the key (client id) and the secret are required")
-    if flavor == CLOUD:
-        web = _check_url(web_url or CLOUD_WEB_URL, "web URL")
-        api = _check_url(api_url or (CLOUD_API_URL if web_url is None else f"{web}/2.0"), "API URL")
-    else:
-        if not web_url:
-            raise ProviderError("a Data Center provider needs its base URL (--url https://bitbucket.example.com)")
-        web = _check_url(web_url, "Data Center base URL")
-        api = _check_url(api_url or f"{web}/rest/api/1.0", "API URL")
+    kind = for_flavor(flavor)
+    given = web_url or kind.default_web_url
+    if not given:
+        raise ProviderError(f"a {kind.display_name} provider needs its base URL (--url https://bitbucket.example.com)")
+    web = _check_url(given, kind.web_url_name)
+    api = _check_url(api_url or kind.default_api_url(web, web_url is not None), "API URL")
     record = ProviderRecord(
         provider_id,
         flavor=flavor,
-        label=label or ("Bitbucket" if flavor == CLOUD else f"Bitbucket ({urlparse(web).hostname})"),
+        label=label or kind.default_label(web),
         web_url=web,
         api_url=api,
         scopes=" ".join(scopes or DEFAULT_SCOPES[flavor]),
@@ -298,18 +286,4 @@ def missing_scopes(provider: ProviderRecord, granted: str | None) -> list[str]:
     """Scopes bitbridge asked for that the token does not carry (None: the provider did not say)."""
     if granted is None:
         return []
-    have = set(granted.replace(",", " ").split())
-    if provider.flavor == DATACENTER:
-        return [] if have else provider.scope_list  # DC scopes are hierarchical; any grant is echoed
-    return [s for s in provider.scope_list if s not in have and not _cloud_implied(s, have)]
-
-
-def _cloud_implied(scope: str, have: set[str]) -> bool:
-    implied_by = {
-        "repository": {"repository:write", "pullrequest", "pullrequest:write", "project", "project:admin"},
-        "email": {"account", "account:write"},
-        "pullrequest": {"pullrequest:write"},
-        "issue": {"issue:write"},
-        "account": {"account:write"},
-    }
-    return bool(implied_by.get(scope, set()) & have)
+    return bitbucket(provider).missing_scopes(provider.scope_list, set(granted.replace(",", " ").split()))

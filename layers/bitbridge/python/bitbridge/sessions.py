@@ -13,9 +13,8 @@ from joserfc.jwk import OctKey
 from bitbridge.aws import secret_value
 from bitbridge.config import settings
 from bitbridge.store.base import epoch
-from bitbridge.store.ephemeral import SessionRecord
+from bitbridge.store.ephemeral import SessionRecord, session_key
 
-COOKIE = "bitbridge_session"
 LIFETIME_SECONDS = 8 * 3600
 _ISSUER = "bitbridge"
 
@@ -27,7 +26,7 @@ def _key() -> OctKey:
 def issue(user_id: str) -> tuple[str, int]:
     """Start a session; returns the token for the cookie and its lifetime in seconds."""
     session_id = secrets.token_urlsafe(24)
-    SessionRecord(f"SESSION#{session_id}", user_id=user_id, expires_at=epoch(LIFETIME_SECONDS)).save()
+    SessionRecord(session_key(session_id), user_id=user_id, expires_at=epoch(LIFETIME_SECONDS)).save()
     now = int(time.time())
     claims = {"iss": _ISSUER, "sub": user_id, "sid": session_id, "iat": now, "exp": now + LIFETIME_SECONDS}
     return jwt.encode({"alg": "HS256"}, claims, _key(), algorithms=["HS256"]), LIFETIME_SECONDS
@@ -46,7 +45,7 @@ def user_for(token: str | None) -> str | None:
         return None
     claims = decoded.claims
     try:
-        record = SessionRecord.get(f"SESSION#{claims['sid']}")
+        record = SessionRecord.get(session_key(claims["sid"]))
     except SessionRecord.DoesNotExist:
         return None
     if record.expires_at < time.time() or record.user_id != claims["sub"]:
@@ -61,4 +60,4 @@ def end(token: str | None) -> None:
         claims = jwt.decode(token, _key(), algorithms=["HS256"]).claims
     except (JoseError, ValueError):
         return
-    SessionRecord(f"SESSION#{claims.get('sid')}").delete()
+    SessionRecord(session_key(str(claims.get("sid")))).delete()

@@ -18,6 +18,7 @@ from bitbridge import providers
 from bitbridge.accounts import connection_key
 from bitbridge.bitbucket.http import TIMEOUT
 from bitbridge.crypto import decrypt_tokens, encrypt_tokens
+from bitbridge.errors import ConnectionNeeded, Problem
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from bitbridge.store.base import condition_failed, iso
 
@@ -26,27 +27,35 @@ LEASE_SECONDS = 30  # a crashed refresher blocks others for at most this long
 WAIT_SECONDS = 35
 
 
-class NotConnected(Exception):
-    pass
+class NotConnected(ConnectionNeeded):
+    """The user has no connection to this provider yet."""
 
-
-class ReauthRequired(Exception):
-    """The connection's refresh token no longer works: the user must connect again."""
+    code = "not_connected"
 
     def __init__(self, provider_id: str) -> None:
-        super().__init__(f"the connection to {provider_id} must be re-authorised")
-        self.provider_id = provider_id
+        super().__init__(provider_id, f"You have not connected {provider_id} yet; connect it first.")
 
 
-class TokenUnavailable(Exception):
+class ReauthRequired(ConnectionNeeded):
+    """The connection's refresh token no longer works (or Bitbucket refuses it): connect again."""
+
+    code = "reauth_required"
+
+    def __init__(self, provider_id: str) -> None:
+        super().__init__(provider_id, f"The connection to {provider_id} has expired; connect again.")
+
+
+class TokenUnavailable(Problem):
     """A transient failure (Bitbucket down, lock held too long); worth retrying later."""
+
+    code = "bitbucket_unavailable"
 
 
 def _load(user_id: str, provider_id: str) -> ConnectionRecord:
     try:
         return ConnectionRecord.get(user_pk(user_id), ConnectionRecord.sort_key(provider_id), consistent_read=True)
     except ConnectionRecord.DoesNotExist:
-        raise NotConnected(f"no connection to {provider_id}") from None
+        raise NotConnected(provider_id) from None
 
 
 def access_token(
@@ -106,12 +115,8 @@ def _refresh(conn: ConnectionRecord) -> str:
     stored = decrypt_tokens(key, conn.tokens)
     provider = providers.get_provider(conn.provider_id)
     creds = providers.credentials(conn.provider_id)
-    datacenter = provider.flavor == providers.DATACENTER
     session = providers.oauth_session(provider, creds)
-    extra: dict[str, Any] = {}
-    if datacenter and conn.redirect_uri:
-        # Data Center validates redirect_uri on refresh too; a bare refresh gets invalid_grant.
-        extra["redirect_uri"] = conn.redirect_uri
+    extra = providers.bitbucket(provider).refresh_parameters(conn.redirect_uri)
     try:
         token = dict(
             session.refresh_token(

@@ -72,20 +72,17 @@ def _stamp(moment: datetime) -> str:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from bitbridge.webhooks.publish import Delivery, publish_deliveries
-    from bitbridge.webhooks.receipt import PUBLISHED, RECEIVED, UNPUBLISHABLE
+    from bitbridge.store.deliveries import PUBLISHED, RECEIVED, UNPUBLISHABLE, received_between
+    from bitbridge.webhooks.publish import publish_deliveries
 
     now = datetime.now(UTC)
     since, until = _stamp(parse_moment(args.since, now)), _stamp(parse_moment(args.until or "0s", now))
     if since > until:
         raise CliError("--since is after --until")
     statuses = {RECEIVED, PUBLISHED, UNPUBLISHABLE} if args.include_published else {RECEIVED}
-    found = _scan_deliveries(since, until, args.provider)
-    wanted = sorted(
-        (Delivery.from_image(item) for item in found if item["status"]["S"] in statuses),
-        key=lambda d: d.received_at,
-    )
-    counts = _count(item["status"]["S"] for item in found)
+    found = received_between(since, until, args.provider)
+    wanted = sorted((d for d in found if d.status in statuses), key=lambda d: d.received_at)
+    counts = _count(d.status for d in found)
     print(f"window {since} .. {until}: {len(found)} deliveries ({counts or 'none'})")
     if args.dry_run:
         print(f"would republish {len(wanted)}")
@@ -98,41 +95,16 @@ def run_replay(args: argparse.Namespace) -> int:
         f"failed {len(outcome.failed)}"
     )
     # Settled = in the window and not left unpublished by this run.
-    unsettled = {item["pk"]["S"] for item in found if item["status"]["S"] == RECEIVED} - {
+    unsettled = {d.pk for d in found if d.status == RECEIVED} - {
         *outcome.published,
         *outcome.malformed,
         *outcome.unpublishable,
         *outcome.ignored,
     }
-    settled = {item["pk"]["S"] for item in found} - unsettled
+    settled = {d.pk for d in found} - unsettled
     acknowledged, left = _acknowledge_failures(_failure_queue_url(args), settled)
     print(f"failure queue: {acknowledged} acknowledged, {left} left")
     return 1 if outcome.failed else 0
-
-
-def _scan_deliveries(since: str, until: str, provider: str | None) -> list[dict[str, Any]]:
-    """Every delivery item received in [since, until] (an admin command: a Scan is fine; TTL bounds it)."""
-    from bitbridge.aws import client
-    from bitbridge.config import settings
-
-    condition = "received_at BETWEEN :since AND :until"
-    values: dict[str, Any] = {":since": {"S": since}, ":until": {"S": until}}
-    if provider:
-        condition += " AND provider_id = :provider"
-        values[":provider"] = {"S": provider}
-    items: list[dict[str, Any]] = []
-    for page in (
-        client("dynamodb")
-        .get_paginator("scan")
-        .paginate(
-            TableName=settings().deliveries_table,
-            FilterExpression=condition,
-            ExpressionAttributeValues=values,
-            ConsistentRead=True,
-        )
-    ):
-        items.extend(page.get("Items", []))
-    return items
 
 
 def _count(statuses: Any) -> str:
@@ -174,7 +146,7 @@ def _message_deliveries(body: str) -> set[str] | None:
     """The delivery keys a failure message stands for, read back from the stream (kept 24 hours);
     None when they can no longer be read."""
     from bitbridge.aws import client
-    from bitbridge.webhooks.receipt import RECEIVED
+    from bitbridge.store.deliveries import RECEIVED, Delivery
 
     try:
         info = json.loads(body)["DDBStreamBatchInfo"]
@@ -197,9 +169,9 @@ def _message_deliveries(body: str) -> set[str] | None:
                 if int(record["dynamodb"]["SequenceNumber"]) > end:
                     return keys
                 seen += 1
-                image = record["dynamodb"].get("NewImage") or {}
-                if record["eventName"] == "INSERT" and image.get("status", {}).get("S") == RECEIVED:
-                    keys.add(image["pk"]["S"])
+                delivery = Delivery.from_image(record["dynamodb"].get("NewImage") or {})
+                if record["eventName"] == "INSERT" and delivery.status == RECEIVED:
+                    keys.add(delivery.pk)
             if not records:
                 break
             iterator = page.get("NextShardIterator")

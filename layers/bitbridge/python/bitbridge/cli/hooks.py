@@ -11,7 +11,6 @@ from bitbridge.cli import CliError, public_base_url
 
 def _repository(args: argparse.Namespace) -> Any:
     from bitbridge import providers
-    from bitbridge.bitbucket import repos
     from bitbridge.bitbucket.http import BitbucketError
     from bitbridge.imports.access import Caller
     from bitbridge.webhooks.subscriptions import Repository
@@ -25,7 +24,7 @@ def _repository(args: argparse.Namespace) -> Any:
         raise CliError("pass --user (a connected user id, see /api/me) or --repository-id")
     caller = Caller(args.user, providers.get_provider(args.provider))
     try:
-        repo, _ = repos.repository(caller.fetch, caller.provider.flavor, caller.api, args.repo)
+        repo, _ = providers.bitbucket(caller.provider).repository(caller.fetch, caller.api, args.repo)
     except BitbucketError as exc:
         raise CliError(str(exc)) from None
     return Repository(args.provider, repo.id, repo.owner, repo.slug)

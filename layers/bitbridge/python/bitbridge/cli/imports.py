@@ -46,13 +46,13 @@ def _job(job_id: str) -> Any:
 
 
 def _rows(args: argparse.Namespace) -> list[Any]:
-    from bitbridge.store.imports import JobRecord
+    from bitbridge.store.imports import JOB_SK, JobRecord
 
     if args.user:
         found = list(JobRecord.by_owner.query(args.user, scan_index_forward=False))
     else:
         # The admin view spans every user: a filtered scan (jobs are few next to their pages).
-        found = sorted(JobRecord.scan(JobRecord.sk == "JOB"), key=lambda j: j.created_at, reverse=True)
+        found = sorted(JobRecord.scan(JobRecord.sk == JOB_SK), key=lambda j: j.created_at, reverse=True)
     if args.state:
         found = [j for j in found if j.state == args.state]
     return found[: args.limit]

@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bitbridge import accounts, providers
+from bitbridge import accounts, providers, tokens
 from bitbridge.imports import jobs, listing
 
 logger = Logger(child=True)
@@ -62,12 +62,11 @@ def _first_repositories(user_id: str, found: dict[str, Any]) -> dict[str, Any] |
         return None
 
 
-def disconnect(user_id: str, provider_id: str) -> dict[str, Any] | None:
+def disconnect(user_id: str, provider_id: str) -> dict[str, Any]:
     """Delete the connection's tokens; keep imports; say what becomes of the hooks it installed."""
     provider = providers.get_provider(provider_id)
-    removed = accounts.disconnect(user_id, provider_id)
-    if removed is None:
-        return None
+    if accounts.disconnect(user_id, provider_id) is None:
+        raise tokens.NotConnected(provider_id)
     hooks = jobs.installed_hooks(user_id, provider_id)
     if hooks:
         hook_message = (

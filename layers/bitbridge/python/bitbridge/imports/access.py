@@ -57,10 +57,6 @@ class Caller:
     def api(self) -> str:
         return str(self.provider.api_url).rstrip("/")
 
-    @property
-    def flavor(self) -> str:
-        return str(self.provider.flavor)
-
     def _current_token(self) -> str:
         if self._token is None or time.monotonic() - self._token_read_at > TOKEN_REUSE_SECONDS:
             self._token = tokens.access_token(self.user_id, self.provider.provider_id)
@@ -81,10 +77,13 @@ class Caller:
             return self._get(url, token, params)
         except Unauthorized:
             # Refused before its recorded expiry (expired early or revoked): refresh once and retry;
-            # a second refusal is final (the caller turns it into reauth_required / failed).
+            # a second refusal is final: the user must connect again.
             self._token = tokens.access_token(self.user_id, self.provider.provider_id, stale=token)
             self._token_read_at = time.monotonic()
-            return self._get(url, self._token, params)
+            try:
+                return self._get(url, self._token, params)
+            except Unauthorized:
+                raise tokens.ReauthRequired(self.provider.provider_id) from None
 
     def fetch(self, url: str, params: dict[str, Any] | None = None) -> Any:
         attempt = 0

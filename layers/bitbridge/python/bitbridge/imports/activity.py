@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bitbridge.store.imports import JobRecord, ProjectRecord, project_pk
+from bitbridge.store.imports import PROJECT_SK, JobRecord, ProjectRecord, project_pk
 
 JOBS_CONSIDERED = 200  # the user's newest import jobs; older ones' repositories drop out of Activity
 
@@ -23,7 +23,7 @@ def recent_events(user_id: str, limit: int = 50) -> list[dict[str, Any]]:
         return []
     events: list[dict[str, Any]] = []
     for project in ProjectRecord.batch_get(
-        [(project_pk(provider, repo), "PROJECT") for provider, repo in projects],
+        [(project_pk(provider, repo), PROJECT_SK) for provider, repo in projects],
         attributes_to_get=["pk", "sk", "provider_id", "recent_events"],
     ):
         for entry in (project.recent_events.as_dict() if project.recent_events else {}).values():

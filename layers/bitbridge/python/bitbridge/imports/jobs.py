@@ -22,6 +22,7 @@ from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.config import settings
+from bitbridge.errors import Problem
 from bitbridge.imports import output
 from bitbridge.imports.access import Caller
 from bitbridge.store.base import condition_failed, iso
@@ -32,7 +33,9 @@ from bitbridge.store.imports import (
     FAILED,
     HOOK_INSTALLED,
     HOOK_MANUAL,
+    JOB_SK,
     QUEUED,
+    REPOJOB_SK,
     JobRecord,
     RepoJobRecord,
     job_pk,
@@ -43,13 +46,10 @@ MAX_REPOSITORIES_PER_REQUEST = 100
 ACCESS_CHECK_THREADS = 8
 
 
-class ImportRequestError(Exception):
-    """A request bitbridge refuses as a whole (nothing is created): status and details for the API."""
+class ImportRequestError(Problem):
+    """A request bitbridge refuses as a whole (nothing is created); `code` says why."""
 
-    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.details = details or []
+    code = "invalid_request"
 
 
 @dataclass(frozen=True)
@@ -67,29 +67,29 @@ class Checked:
 def parse_request(body: Any) -> tuple[str, list[str], bool, bool]:
     """(provider id, repository full names, reimport, comments) from a POST /api/imports body."""
     if not isinstance(body, dict):
-        raise ImportRequestError(400, "The body must be a JSON object.")
+        raise ImportRequestError("The body must be a JSON object.")
     provider_id = body.get("provider")
     names = body.get("repositories")
     if not isinstance(provider_id, str) or not provider_id:
-        raise ImportRequestError(400, "`provider` (a provider id) is required.")
+        raise ImportRequestError("`provider` (a provider id) is required.")
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list) or not names:
-        raise ImportRequestError(400, "`repositories` must list at least one repository full name (owner/slug).")
+        raise ImportRequestError("`repositories` must list at least one repository full name (owner/slug).")
     if len(names) > MAX_REPOSITORIES_PER_REQUEST:
-        raise ImportRequestError(400, f"At most {MAX_REPOSITORIES_PER_REQUEST} repositories per request.")
+        raise ImportRequestError(f"At most {MAX_REPOSITORIES_PER_REQUEST} repositories per request.")
     cleaned: list[str] = []
     for name in names:
         full_name = name.get("full_name") if isinstance(name, dict) else name
         try:
             owner, slug = repos.split_full_name(str(full_name or ""))
         except ValueError as exc:
-            raise ImportRequestError(400, str(exc)) from None
+            raise ImportRequestError(str(exc)) from None
         if f"{owner}/{slug}" not in cleaned:
             cleaned.append(f"{owner}/{slug}")
     for flag in ("reimport", "comments"):
         if not isinstance(body.get(flag, False), bool):
-            raise ImportRequestError(400, f"`{flag}` must be true or false.")
+            raise ImportRequestError(f"`{flag}` must be true or false.")
     return provider_id, cleaned, bool(body.get("reimport", False)), bool(body.get("comments", False))
 
 
@@ -105,7 +105,7 @@ def start(
     """Check access to every repository first (all or nothing), then make or find one job each."""
     provider = providers.get_provider(provider_id)
     if not provider.imports:
-        raise ImportRequestError(403, f"Imports are turned off for provider {provider_id}.")
+        raise ImportRequestError(f"Imports are turned off for provider {provider_id}.", code="imports_disabled")
 
     shared = Caller(user_id, provider, retries=1)
     shared.prime()  # one token read for every check
@@ -113,7 +113,7 @@ def start(
     def check(full_name: str) -> Checked:
         caller = shared.fork()
         try:
-            repo, raw = repos.repository(caller.fetch, provider.flavor, caller.api, full_name)
+            repo, raw = providers.bitbucket(provider).repository(caller.fetch, caller.api, full_name)
         except BitbucketError as exc:
             if exc.permanent and exc.status in (403, 404):
                 return Checked(full_name, calls=caller.calls, error=exc)
@@ -124,11 +124,11 @@ def start(
         checked = list(pool.map(check, full_names))
     refused = [c for c in checked if c.error is not None]
     if refused:
-        status = 404 if any(c.error and c.error.status == 404 for c in refused) else 403
+        missing = any(c.error and c.error.status == 404 for c in refused)
         raise ImportRequestError(
-            status,
             "You cannot import some of these repositories (not found, or no access); nothing was started.",
-            [{"repository": c.full_name, "status": c.error.status if c.error else None} for c in refused],
+            code="repositories_not_found" if missing else "repositories_forbidden",
+            repositories=[{"repository": c.full_name, "status": c.error.status if c.error else None} for c in refused],
         )
 
     def make(c: Checked) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def ensure_job(
 ) -> tuple[JobRecord, bool]:
     key = repojob_pk(provider.provider_id, repo.id)
     for _ in range(8):
-        current = _get(RepoJobRecord, key, "REPOJOB")
+        current = _get(RepoJobRecord, key, REPOJOB_SK)
         existing = load(current.job_id) if current else None
         if existing is not None and (existing.state in ACTIVE_STATES or (existing.state == COMPLETED and not reimport)):
             _note_requester(existing, user_id)
@@ -172,7 +172,7 @@ def ensure_job(
         job_id = uuid.uuid4().hex
         job = JobRecord(
             job_pk(job_id),
-            "JOB",
+            JOB_SK,
             job_id=job_id,
             owner_id=user_id,
             # Milliseconds: the user's list is ordered (and paged) by this, and jobs come in bursts.
@@ -190,7 +190,7 @@ def ensure_job(
         job.save()
         try:
             if current is None:
-                RepoJobRecord(key, "REPOJOB", job_id=job_id).save(condition=RepoJobRecord.pk.does_not_exist())
+                RepoJobRecord(key, REPOJOB_SK, job_id=job_id).save(condition=RepoJobRecord.pk.does_not_exist())
             else:
                 current.update(
                     actions=[RepoJobRecord.job_id.set(job_id), RepoJobRecord.updated_at.set(iso())],
@@ -242,7 +242,7 @@ def enqueue(job: JobRecord, delay_seconds: int = 0) -> None:
 
 
 def load(job_id: str) -> JobRecord | None:
-    job: JobRecord | None = _get(JobRecord, job_pk(job_id), "JOB")
+    job: JobRecord | None = _get(JobRecord, job_pk(job_id), JOB_SK)
     return job
 
 
@@ -299,9 +299,9 @@ def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError:
-        raise ImportRequestError(400, "Invalid cursor.") from None
+        raise ImportRequestError("Invalid cursor.") from None
     if not isinstance(value, dict):
-        raise ImportRequestError(400, "Invalid cursor.")
+        raise ImportRequestError("Invalid cursor.")
     return value
 
 
@@ -334,9 +334,9 @@ def statuses(provider_id: str, repository_ids: list[str]) -> dict[str, dict[str,
     """Each repository's current import (id, state, step, finished_at), for the repository list."""
     if not repository_ids:
         return {}
-    pointers = RepoJobRecord.batch_get([(repojob_pk(provider_id, rid), "REPOJOB") for rid in set(repository_ids)])
+    pointers = RepoJobRecord.batch_get([(repojob_pk(provider_id, rid), REPOJOB_SK) for rid in set(repository_ids)])
     job_ids = {p.job_id for p in pointers}
-    found = {j.repository_id: j for j in JobRecord.batch_get([(job_pk(i), "JOB") for i in job_ids])} if job_ids else {}
+    found = {j.repository_id: j for j in JobRecord.batch_get([(job_pk(i), JOB_SK) for i in job_ids])} if job_ids else {}
     return {
         rid: {
             "id": j.job_id,
@@ -367,16 +367,16 @@ def cancel(job: JobRecord) -> JobRecord:
     except Exception as exc:
         if condition_failed(exc):
             job.refresh(consistent_read=True)
-            raise ImportRequestError(409, f"The import is already {job.state}.") from None
+            raise ImportRequestError(f"The import is already {job.state}.", code="invalid_state") from None
         raise
     return job
 
 
 def retry(job: JobRecord) -> JobRecord:
     """Resume a failed or cancelled job from its last checkpoint (nothing written is redone)."""
-    pointer = _get(RepoJobRecord, repojob_pk(job.provider_id, job.repository_id), "REPOJOB")
+    pointer = _get(RepoJobRecord, repojob_pk(job.provider_id, job.repository_id), REPOJOB_SK)
     if pointer is not None and pointer.job_id != job.job_id:
-        raise ImportRequestError(409, f"A newer import of this repository exists: {pointer.job_id}.")
+        raise ImportRequestError(f"A newer import of this repository exists: {pointer.job_id}.", code="invalid_state")
     try:
         job.update(
             actions=[
@@ -395,7 +395,7 @@ def retry(job: JobRecord) -> JobRecord:
         if condition_failed(exc):
             job.refresh(consistent_read=True)
             raise ImportRequestError(
-                409, f"Only failed or cancelled imports can be retried; it is {job.state}."
+                f"Only failed or cancelled imports can be retried; it is {job.state}.", code="invalid_state"
             ) from None
         raise
     enqueue(job)

@@ -30,7 +30,7 @@ from aws_lambda_powertools import Logger
 from bitbridge import providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
-from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
+from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
 from bitbridge.imports.access import Caller, backoff
@@ -42,12 +42,15 @@ from bitbridge.store.imports import (
     HOOK_FAILED,
     HOOK_INSTALLED,
     HOOK_MANUAL,
+    PROJECT_SK,
     RUNNING,
     TERMINAL_STATES,
     WAITING,
     JobRecord,
     PartRecord,
     ProjectRecord,
+    part_sk,
+    parts_of,
     project_pk,
 )
 
@@ -215,9 +218,8 @@ class Run:
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
         self.caller = Caller(job.owner_id, self.provider)
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
-        self.repo = repos.cloud_repo(job.repository) if job.flavor == repos.CLOUD and job.repository else None
-        if job.flavor == repos.DATACENTER and job.repository:
-            self.repo = repos.dc_repo(job.repository)
+        self.bitbucket = providers.bitbucket(self.provider)
+        self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
         self.calls_saved = 0
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class Run:
 
     def _steps(self) -> list[str]:
         assert self.repo is not None
-        return ["repository", *repos.entities(self.job.flavor, self.repo), "webhook", "manifest"]
+        return ["repository", *self.bitbucket.entities(self.repo), "webhook", "manifest"]
 
     def _next_step(self, step: str) -> str:
         steps = self._steps()
@@ -270,8 +272,6 @@ class Run:
             self._fail("reauth_required", "The user's Bitbucket connection must be re-authorised.")
         except tokens.NotConnected:
             self._fail("reauth_required", "The user is no longer connected to this provider.")
-        except Unauthorized:
-            self._fail("reauth_required", "Bitbucket refused the user's token even after a refresh.")
         except tokens.TokenUnavailable as exc:
             self._transient(str(exc))
         except BitbucketError as exc:
@@ -298,8 +298,8 @@ class Run:
     def _repository(self) -> None:
         raw = self.job.repository
         if raw is None:
-            self.repo, raw = repos.repository(
-                self.caller.fetch, self.job.flavor, self.caller.api, self.job.repository_full_name
+            self.repo, raw = self.bitbucket.repository(
+                self.caller.fetch, self.caller.api, self.job.repository_full_name
             )
         assert self.repo is not None
         written = output.write_json(self.base, "repository.json", raw)
@@ -318,10 +318,9 @@ class Run:
     def _entity_page(self, entity: str) -> None:
         checkpoint = dict(self.job.checkpoint or {})
         page_no = int(checkpoint.get("page", 1))
-        page = repos.page(
-            self.caller.fetch, self.job.flavor, self.caller.api, self.job.repository_full_name, entity,
-            checkpoint.get("cursor"),
-        )  # fmt: skip
+        page = self.bitbucket.page(
+            self.caller.fetch, self.caller.api, self.job.repository_full_name, entity, checkpoint.get("cursor")
+        )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
         counts = dict(self.job.counts or {})
@@ -338,14 +337,12 @@ class Run:
 
     def _facts(self, entity: str, values: list[dict[str, Any]]) -> dict[str, Any]:
         facts = dict(self.job.facts or {})
-        flavor = self.job.flavor
         if entity == "branches":
-            facts["default_branch"] = facts.get("default_branch") or repos.default_branch_name(flavor, values)
-            head = repos.default_branch_head(flavor, values, facts.get("default_branch"))
+            facts["default_branch"], head = self.bitbucket.default_branch(values, facts.get("default_branch"))
             if head:
                 facts["default_branch_head"] = head
         elif entity == "pull_requests":
-            opened = [int(pr["id"]) for pr in values if repos.pull_request_open(flavor, pr)]
+            opened = [int(pr["id"]) for pr in values if repos.pull_request_open(pr)]
             facts["open_pull_request_ids"] = sorted({*facts.get("open_pull_request_ids", []), *opened})
         return facts
 
@@ -393,7 +390,7 @@ class Run:
 
     def _manifest(self) -> None:
         parts = sorted(
-            PartRecord.query(self.job.pk, PartRecord.sk.startswith("PART#"), consistent_read=True),
+            PartRecord.query(self.job.pk, parts_of(), consistent_read=True),
             key=lambda p: (p.entity != "repository", p.key),
         )
         finished = iso()
@@ -405,8 +402,8 @@ class Run:
             "provider": {"id": self.job.provider_id, "flavor": self.job.flavor},
             "repository": {"id": self.job.repository_id, "full_name": self.job.repository_full_name},
             "options": dict(self.job.options or {}),
-            "entities": ["repository", *repos.entities(self.job.flavor, self.repo)],
-            "counts": {e: int((self.job.counts or {}).get(e, 0)) for e in repos.entities(self.job.flavor, self.repo)},
+            "entities": ["repository", *self.bitbucket.entities(self.repo)],
+            "counts": {e: int((self.job.counts or {}).get(e, 0)) for e in self.bitbucket.entities(self.repo)},
             "files": [_file_entry(p) for p in parts],
             "webhook": self.job.webhook,
             "started_at": self.job.started_at,
@@ -428,7 +425,7 @@ class Run:
     def _update_project(self, finished: str) -> None:
         """Link the repository to this import (an UpdateItem: the event publisher's fields stay)."""
         facts = dict(self.job.facts or {})
-        project = ProjectRecord(project_pk(self.job.provider_id, self.job.repository_id), "PROJECT")
+        project = ProjectRecord(project_pk(self.job.provider_id, self.job.repository_id), PROJECT_SK)
         actions: list[Any] = [
             ProjectRecord.provider_id.set(self.job.provider_id),
             ProjectRecord.repository_id.set(self.job.repository_id),
@@ -458,7 +455,7 @@ class Run:
     def _record_part(self, entity: str, page: int, written: output.Written) -> None:
         PartRecord(
             self.job.pk,
-            f"PART#{entity}#{page:05d}",
+            part_sk(entity, page),
             key=written.key,
             entity=entity,
             page=page,

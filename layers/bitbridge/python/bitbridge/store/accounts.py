@@ -8,14 +8,24 @@ One table, three item kinds:
 
 from __future__ import annotations
 
+from typing import Any
+
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
 from bitbridge.store.base import iso, register, table_meta
 
+PROFILE = "PROFILE"
+IDENTITY = "IDENTITY"
+
 
 def user_pk(user_id: str) -> str:
     return f"USER#{user_id}"
+
+
+def connections_of() -> Any:
+    """The sort-key condition that selects a user's connections (a Query on `user_pk`)."""
+    return ConnectionRecord.sk.startswith("CONN#")
 
 
 @register
@@ -23,7 +33,7 @@ class UserRecord(Model):
     Meta = table_meta("accounts_table")
 
     pk = UnicodeAttribute(hash_key=True)
-    sk = UnicodeAttribute(range_key=True, default="PROFILE")
+    sk = UnicodeAttribute(range_key=True, default=PROFILE)
     user_id = UnicodeAttribute()
     display_name = UnicodeAttribute(null=True)
     email = UnicodeAttribute(null=True)
@@ -36,7 +46,7 @@ class IdentityRecord(Model):
     Meta = table_meta("accounts_table")
 
     pk = UnicodeAttribute(hash_key=True)  # IDENTITY#{provider}#{external id}
-    sk = UnicodeAttribute(range_key=True, default="IDENTITY")
+    sk = UnicodeAttribute(range_key=True, default=IDENTITY)
     user_id = UnicodeAttribute()
 
     @staticmethod

@@ -67,3 +67,10 @@ def condition_failed(exc: Exception) -> bool:
     cause: Any = getattr(exc, "cause", None)
     code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
     return code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in str(exc)
+
+
+def ping_providers_table() -> None:
+    """One cheap read (of an item that never exists): raises when DynamoDB is not reachable."""
+    from bitbridge.aws import client
+
+    client("dynamodb").get_item(TableName=settings().providers_table, Key={"pk": {"S": "__health__"}})

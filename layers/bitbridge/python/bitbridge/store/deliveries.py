@@ -1,34 +1,180 @@
-"""Webhook deliveries: the outbox the receiver writes once and the publisher reads from the stream.
+"""Webhook deliveries (DeliveriesTable): the outbox the receiver writes once and the publisher reads.
 
-The receiver (cold path) and the publisher write these items with the low-level DynamoDB client; this
-model is the same shape for the command line and tests. Attribute names are the contract:
-``bitbridge.webhooks.receipt`` writes them.
+Plain boto3 (the low-level client), never PynamoDB: the receiver's and the publisher's cold starts pay
+for nothing else. This module is the only description of a delivery item:
+
+  pk               {provider_id}#{delivery_id}   (delivery ids are unique per Bitbucket, not across providers)
+  delivery_id      X-Request-UUID / X-Request-Id / hook id + body hash; the event id
+  provider_id, subscription_id, event_key
+  status           received | ignored (key not handled) | published | malformed | unpublishable
+  received_at      RFC 3339 UTC, milliseconds
+  attempt          X-Attempt-Number
+  headers          the headers that matter, one JSON string; never the signature
+  body             the raw body, exactly as verified (UTF-8 JSON)
+  expires_at       TTL, epoch seconds
+  event_type, published_at   set when published
+  error            why it is malformed / unpublishable (a field name, never a value)
 """
 
 from __future__ import annotations
 
-from pynamodb.attributes import JSONAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.models import Model
+import json
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from bitbridge.store.base import register, table_meta
+from bitbridge.aws import client
+from bitbridge.config import settings
+
+RECEIVED = "received"
+IGNORED = "ignored"
+PUBLISHED = "published"
+MALFORMED = "malformed"
+UNPUBLISHABLE = "unpublishable"
+#: Raw deliveries are kept this long for `bitbridge events replay`; DynamoDB's TTL deletes them after.
+DELIVERY_TTL_SECONDS = 30 * 24 * 3600
 
 
-@register
-class DeliveryRecord(Model):
-    Meta = table_meta("deliveries_table")
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A stored delivery, as the publisher and the command line read it."""
 
-    pk = UnicodeAttribute(hash_key=True)  # {provider_id}#{delivery_id}
-    delivery_id = UnicodeAttribute()  # X-Request-UUID / X-Request-Id / hook id + body hash; the event id
-    provider_id = UnicodeAttribute()
-    subscription_id = UnicodeAttribute()
-    event_key = UnicodeAttribute()
-    # received | ignored (key not handled) | published | malformed | unpublishable (unknown provider)
-    status = UnicodeAttribute()
-    received_at = UnicodeAttribute()  # RFC 3339 UTC, milliseconds
-    attempt = NumberAttribute(default=1)  # X-Attempt-Number
-    headers = JSONAttribute(default=dict)  # the headers that matter (a JSON object); never the signature
-    body = UnicodeAttribute()  # the raw body, exactly as verified (UTF-8 JSON)
-    expires_at = NumberAttribute()  # TTL, epoch seconds
-    event_type = UnicodeAttribute(null=True)  # set when published
-    published_at = UnicodeAttribute(null=True)
-    error = UnicodeAttribute(null=True)  # why it is malformed / unpublishable (a field name, never a value)
+    pk: str
+    delivery_id: str
+    provider_id: str
+    subscription_id: str
+    event_key: str
+    status: str
+    received_at: str
+    body: str
+    attempt: int = 1
+
+    @classmethod
+    def from_image(cls, image: dict[str, Any]) -> Delivery:
+        """From a DynamoDB-JSON item (a stream record's NewImage or a low-level Scan item)."""
+
+        def text(name: str) -> str:
+            return str((image.get(name) or {}).get("S", ""))
+
+        attempt = str((image.get("attempt") or {}).get("N", "1"))
+        return cls(
+            pk=text("pk"),
+            delivery_id=text("delivery_id"),
+            provider_id=text("provider_id"),
+            subscription_id=text("subscription_id"),
+            event_key=text("event_key"),
+            status=text("status"),
+            received_at=text("received_at"),
+            body=text("body"),
+            attempt=int(attempt) if attempt.isdigit() else 1,
+        )
+
+
+def delivery_key(provider_id: str, delivery_id: str) -> str:
+    return f"{provider_id}#{delivery_id}"
+
+
+def now() -> tuple[str, int]:
+    """Now as RFC 3339 UTC with milliseconds (how `received_at` compares as a string), and as epoch seconds."""
+    moment = time.time()
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), int(moment)
+
+
+def put_new(
+    *,
+    provider_id: str,
+    subscription_id: str,
+    delivery_id: str,
+    event_key: str,
+    status: str,
+    attempt: int,
+    headers: dict[str, str],
+    body: str,
+) -> bool:
+    """Store a delivery once: one conditional put. False when it was already stored (a redelivery)."""
+    received_at, epoch = now()
+    item: dict[str, Any] = {
+        "pk": {"S": delivery_key(provider_id, delivery_id)},
+        "delivery_id": {"S": delivery_id},
+        "provider_id": {"S": provider_id},
+        "subscription_id": {"S": subscription_id},
+        "event_key": {"S": event_key},
+        "status": {"S": status},
+        "received_at": {"S": received_at},
+        "attempt": {"N": str(attempt)},
+        # One JSON string rather than a map: a diagnostic record, and a cheaper item to write.
+        "headers": {"S": json.dumps(headers, separators=(",", ":"))},
+        "body": {"S": body},
+        "expires_at": {"N": str(epoch + DELIVERY_TTL_SECONDS)},
+    }
+    ddb = client("dynamodb")
+    try:
+        ddb.put_item(TableName=settings().deliveries_table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+def mark_published(pk: str, event_type: str) -> None:
+    stamp, _ = now()
+    _update(
+        pk,
+        "SET #status = :status, event_type = :type, published_at = :now REMOVE #error",
+        {":status": {"S": PUBLISHED}, ":type": {"S": event_type}, ":now": {"S": stamp}},
+    )
+
+
+def settle(pk: str, status: str, reason: str) -> None:
+    """Record why a delivery will not be published (malformed, ignored, unpublishable)."""
+    _update(pk, "SET #status = :status, #error = :error", {":status": {"S": status}, ":error": {"S": reason}})
+
+
+def _update(pk: str, expression: str, values: dict[str, Any]) -> None:
+    names = {"#status": "status"}
+    if "#error" in expression:
+        names["#error"] = "error"
+    ddb = client("dynamodb")
+    with suppress(ddb.exceptions.ConditionalCheckFailedException):  # never recreate an expired delivery
+        ddb.update_item(
+            TableName=settings().deliveries_table,
+            Key={"pk": {"S": pk}},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+
+def get(provider_id: str, delivery_id: str) -> Delivery | None:
+    item = (
+        client("dynamodb")
+        .get_item(
+            TableName=settings().deliveries_table,
+            Key={"pk": {"S": delivery_key(provider_id, delivery_id)}},
+            ConsistentRead=True,
+        )
+        .get("Item")
+    )
+    return Delivery.from_image(item) if item else None
+
+
+def received_between(since: str, until: str, provider_id: str | None = None) -> list[Delivery]:
+    """Every delivery received in [since, until] (an admin command: a Scan is fine; TTL bounds it)."""
+    condition = "received_at BETWEEN :since AND :until"
+    values: dict[str, Any] = {":since": {"S": since}, ":until": {"S": until}}
+    if provider_id:
+        condition += " AND provider_id = :provider"
+        values[":provider"] = {"S": provider_id}
+    pages = (
+        client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=settings().deliveries_table,
+            FilterExpression=condition,
+            ExpressionAttributeValues=values,
+            ConsistentRead=True,
+        )
+    )
+    return [Delivery.from_image(item) for page in pages for item in page.get("Items", [])]

@@ -9,6 +9,14 @@ from pynamodb.models import Model
 from bitbridge.store.base import iso, register, table_meta
 
 
+def state_key(state_digest: str) -> str:
+    return f"STATE#{state_digest}"
+
+
+def session_key(session_id: str) -> str:
+    return f"SESSION#{session_id}"
+
+
 @register
 class OAuthStateRecord(Model):
     Meta = table_meta("ephemeral_table")

@@ -12,6 +12,8 @@ publisher (bitbridge.webhooks.project_state) under exactly these names; imports 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pynamodb.attributes import (
     JSONAttribute,
     MapAttribute,
@@ -39,6 +41,11 @@ ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
 TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 
+JOB_SK = "JOB"
+REPOJOB_SK = "REPOJOB"
+PROJECT_SK = "PROJECT"
+
+
 def job_pk(job_id: str) -> str:
     return f"JOB#{job_id}"
 
@@ -55,6 +62,11 @@ def part_sk(entity: str, page: int) -> str:
     return f"PART#{entity}#{page:05d}"
 
 
+def parts_of() -> Any:
+    """The sort-key condition that selects a job's output parts (a Query on the job's pk)."""
+    return PartRecord.sk.startswith("PART#")
+
+
 class ByOwner(GlobalSecondaryIndex["JobRecord"]):
     class Meta:
         index_name = "by_owner"
@@ -69,7 +81,7 @@ class JobRecord(Model):
     Meta = table_meta("imports_table")
 
     pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
-    sk = UnicodeAttribute(range_key=True, default="JOB")
+    sk = UnicodeAttribute(range_key=True, default=JOB_SK)
     job_id = UnicodeAttribute()
     owner_id = UnicodeAttribute()  # the user whose connection imports
     created_at = UnicodeAttribute(default=iso)
@@ -127,7 +139,7 @@ class RepoJobRecord(Model):
     Meta = table_meta("imports_table")
 
     pk = UnicodeAttribute(hash_key=True)  # REPOJOB#{provider}#{repository id}
-    sk = UnicodeAttribute(range_key=True, default="REPOJOB")
+    sk = UnicodeAttribute(range_key=True, default=REPOJOB_SK)
     job_id = UnicodeAttribute()
     updated_at = UnicodeAttribute(default=iso)
 
@@ -137,7 +149,7 @@ class ProjectRecord(Model):
     Meta = table_meta("imports_table")
 
     pk = UnicodeAttribute(hash_key=True)  # PROJECT#{provider}#{repository id}
-    sk = UnicodeAttribute(range_key=True, default="PROJECT")
+    sk = UnicodeAttribute(range_key=True, default=PROJECT_SK)
     provider_id = UnicodeAttribute()
     repository_id = UnicodeAttribute()
     repository_full_name = UnicodeAttribute()
@@ -153,6 +165,6 @@ class ProjectRecord(Model):
     last_push_at = UnicodeAttribute(null=True)
     last_push_event_id = UnicodeAttribute(null=True)
     open_pull_request_ids = NumberSetAttribute(null=True)
-    # Written by the publisher (bitbridge.webhooks.project_state.record_recent) with plain boto3:
+    # Written by the publisher (bitbridge.store.webhook_state.record_recent_event) with plain boto3:
     # event id -> {id, type, repository, actor, occurred_at, summary}; read by bitbridge.imports.activity.
     recent_events = MapAttribute(null=True)  # type: ignore[var-annotated]

@@ -13,7 +13,7 @@ class ProviderRecord(Model):
     Meta = table_meta("providers_table")
 
     pk = UnicodeAttribute(hash_key=True)  # the provider id used in URLs, e.g. "bitbucket-cloud"
-    flavor = UnicodeAttribute()  # "cloud" | "datacenter"
+    flavor = UnicodeAttribute()  # one of bitbridge.bitbucket.FLAVORS
     label = UnicodeAttribute()
     web_url = UnicodeAttribute()  # Cloud: https://bitbucket.org; DC: base URL incl. context path
     api_url = UnicodeAttribute()  # Cloud: https://api.bitbucket.org/2.0; DC: {base}/rest/api/1.0

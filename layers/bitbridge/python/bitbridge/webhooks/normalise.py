@@ -754,6 +754,9 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+# The one flavor switch outside bitbridge.bitbucket, on purpose: the receiver and the publisher import
+# this module on their cold path, and bitbucket.cloud / bitbucket.datacenter bring requests and the
+# HTTP client with them. These adapters read payloads only, with the standard library.
 _ADAPTERS: dict[str, type[_Cloud] | type[_DataCenter]] = {"cloud": _Cloud, "datacenter": _DataCenter}
 
 

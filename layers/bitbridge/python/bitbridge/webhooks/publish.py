@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitbridge.aws import client
+from bitbridge.bitbucket import FLAVORS
 from bitbridge.config import settings
+from bitbridge.store import deliveries, webhook_state
+from bitbridge.store.deliveries import IGNORED, MALFORMED, RECEIVED, UNPUBLISHABLE, Delivery
 from bitbridge.webhooks.normalise import MalformedPayload, UnhandledEvent, normalise
 from bitbridge.webhooks.project_state import apply_event
-from bitbridge.webhooks.receipt import IGNORED, MALFORMED, PUBLISHED, RECEIVED, UNPUBLISHABLE, received_now
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +50,6 @@ MAX_BYTES_PER_CALL = 240 * 1024  # a margin under 256 KB for the envelope fields
 #: Quick in-invocation retries of entries PutEvents did not accept (botocore already retries errors).
 PUT_ATTEMPTS = 3
 RETRY_DELAYS = (0.1, 0.4)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The fields of a stored delivery item the publisher needs."""
-
-    pk: str
-    delivery_id: str
-    provider_id: str
-    subscription_id: str
-    event_key: str
-    status: str
-    received_at: str
-    body: str
-
-    @classmethod
-    def from_image(cls, image: dict[str, Any]) -> Delivery:
-        """From a DynamoDB-JSON item (a stream record's NewImage or a low-level Scan item)."""
-
-        def text(name: str) -> str:
-            value = image.get(name) or {}
-            return str(value.get("S", ""))
-
-        return cls(
-            pk=text("pk"),
-            delivery_id=text("delivery_id"),
-            provider_id=text("provider_id"),
-            subscription_id=text("subscription_id"),
-            event_key=text("event_key"),
-            status=text("status"),
-            received_at=text("received_at"),
-            body=text("body"),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,26 +219,15 @@ _FLAVORS: dict[str, str] = {}
 
 
 def provider_flavor(provider_id: str) -> str | None:
-    """The provider's flavor ("cloud" | "datacenter"), cached per container; None when not registered.
+    """The provider's flavor, cached per container; None when not registered (or unusable).
 
-    Read with the low-level client (ProvidersTable ``pk`` = provider id, attribute ``flavor``); a flavor
-    never changes for a provider id, so a hit is cached for the container's life (a miss is not).
+    A flavor never changes for a provider id, so a hit is cached for the container's life (a miss is not).
     """
     cached = _FLAVORS.get(provider_id)
     if cached is not None:
         return cached
-    item = (
-        client("dynamodb")
-        .get_item(
-            TableName=settings().providers_table,
-            Key={"pk": {"S": provider_id}},
-            ProjectionExpression="flavor",
-            ConsistentRead=True,
-        )
-        .get("Item")
-    )
-    flavor = str((item or {}).get("flavor", {}).get("S", ""))
-    if flavor not in ("cloud", "datacenter"):
+    flavor = webhook_state.provider_flavor(provider_id)
+    if flavor not in FLAVORS:
         return None
     _FLAVORS[provider_id] = flavor
     return flavor
@@ -283,12 +241,7 @@ def forget_providers() -> None:
 def _after_publish(prepared: Prepared) -> None:
     """Best-effort bookkeeping once the event is on the bus: a failure here must not republish it."""
     delivery, event = prepared.delivery, prepared.event
-    now, _ = received_now()
-    _update_delivery(
-        delivery,
-        "SET #status = :status, event_type = :type, published_at = :now REMOVE #error",
-        {":status": {"S": PUBLISHED}, ":type": {"S": event["type"]}, ":now": {"S": now}},
-    )
+    _record(delivery, deliveries.mark_published, delivery.pk, event["type"])
     _touch_subscription(delivery, health="ok")
     try:
         apply_event(event)
@@ -297,57 +250,24 @@ def _after_publish(prepared: Prepared) -> None:
 
 
 def _settle(delivery: Delivery, status: str, reason: str) -> None:
-    _update_delivery(
-        delivery,
-        "SET #status = :status, #error = :error",
-        {":status": {"S": status}, ":error": {"S": reason}},
-    )
+    _record(delivery, deliveries.settle, delivery.pk, status, reason)
 
 
-def _update_delivery(delivery: Delivery, expression: str, values: dict[str, Any]) -> None:
-    names = {"#status": "status"}
-    if "#error" in expression:
-        names["#error"] = "error"
-    ddb = client("dynamodb")
+def _record(delivery: Delivery, write: Any, *args: Any) -> None:
     try:
-        ddb.update_item(
-            TableName=settings().deliveries_table,
-            Key={"pk": {"S": delivery.pk}},
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(pk)",  # never recreate an expired delivery
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except ddb.exceptions.ConditionalCheckFailedException:
-        pass
+        write(*args)
     except Exception as exc:
         log.warning("delivery %s status not recorded: %s", delivery.delivery_id, type(exc).__name__)
 
 
 def _touch_subscription(delivery: Delivery, *, health: str) -> None:
-    """Record the newest delivery on its subscription, only if the subscription exists (and is this
-    provider's): a deleted subscription must not be recreated by a late delivery."""
-    ddb = client("dynamodb")
+    """Record the newest delivery on its subscription (never recreating a deleted one)."""
     try:
-        ddb.update_item(
-            TableName=settings().subscriptions_table,
-            Key={"pk": {"S": delivery.subscription_id}},
-            UpdateExpression="SET last_delivery_at = :at, last_delivery_id = :id, health = :health",
-            ConditionExpression=(
-                "attribute_exists(pk) AND provider_id = :provider"
-                " AND (attribute_not_exists(last_delivery_at) OR last_delivery_at <= :at)"
-            ),
-            ExpressionAttributeValues={
-                ":at": {"S": delivery.received_at},
-                ":id": {"S": delivery.delivery_id},
-                ":health": {"S": health},
-                ":provider": {"S": delivery.provider_id},
-            },
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        result = webhook_state.record_subscription_delivery(
+            delivery.subscription_id, delivery.provider_id, delivery.delivery_id, delivery.received_at, health
         )
-    except ddb.exceptions.ConditionalCheckFailedException as exc:
-        # A newer delivery already recorded is normal; a missing subscription is worth a warning.
-        if not exc.response.get("Item"):
-            log.warning("subscription %s does not exist; event published anyway", delivery.subscription_id)
     except Exception as exc:
         log.warning("subscription %s not updated: %s", delivery.subscription_id, type(exc).__name__)
+        return
+    if result == "missing":  # a newer delivery already recorded is normal; a missing subscription is not
+        log.warning("subscription %s does not exist; event published anyway", delivery.subscription_id)

@@ -19,7 +19,7 @@ Answers, in the order they are decided:
 =====  ==========================================================================================
 
 Cold path: standard library, ``signatures`` and ``normalise`` (both standard library only) and
-``bitbridge.aws``; no pynamodb, requests, authlib or jsonschema. The DynamoDB client is the low-level one.
+``bitbridge.store.deliveries`` (the low-level DynamoDB client); no pynamodb, requests, authlib or jsonschema.
 No signature, secret or Authorization value is stored, logged or echoed.
 """
 
@@ -30,41 +30,22 @@ import binascii
 import hashlib
 import json
 import re
-import time
-from datetime import UTC, datetime
 
-from bitbridge.aws import client, secret_value
+from bitbridge.aws import secret_value
 from bitbridge.config import settings
+from bitbridge.store import deliveries
+from bitbridge.store.deliveries import IGNORED, RECEIVED
 from bitbridge.webhooks.normalise import HANDLED_EVENT_KEYS
 from bitbridge.webhooks.signatures import derive_hook_secret, verify_signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from collections.abc import Mapping
-    from typing import Any
 
-__all__ = [
-    "DELIVERY_TTL_SECONDS",
-    "MAX_BODY_BYTES",
-    "PING_EVENT_KEY",
-    "STORED_HEADERS",
-    "Receipt",
-    "delivery_id",
-    "delivery_key",
-    "receive",
-]
+__all__ = ["MAX_BODY_BYTES", "PING_EVENT_KEY", "STORED_HEADERS", "Receipt", "delivery_id", "receive"]
 
 MAX_BODY_BYTES = 256 * 1024
 PING_EVENT_KEY = "diagnostics:ping"
-#: Raw deliveries are kept this long for `bitbridge events replay`; DynamoDB's TTL deletes them after.
-DELIVERY_TTL_SECONDS = 30 * 24 * 3600
-
-# Delivery statuses (the publisher and the CLI set the later ones).
-RECEIVED = "received"
-IGNORED = "ignored"
-PUBLISHED = "published"
-MALFORMED = "malformed"
-UNPUBLISHABLE = "unpublishable"
 
 #: The request headers worth keeping with a delivery. Never X-Hub-Signature or Authorization.
 STORED_HEADERS = (
@@ -162,15 +143,17 @@ def receive(
 
     status = RECEIVED if event_key in _ANY_FLAVOR_KEYS else IGNORED
     identifier = delivery_id(headers, raw, subscription_id)
-    item = _item(provider_id, subscription_id, identifier, event_key, text, headers, status)
-    ddb = client("dynamodb")
-    try:
-        ddb.put_item(
-            TableName=settings().deliveries_table,
-            Item=item,
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-    except ddb.exceptions.ConditionalCheckFailedException:
+    stored = deliveries.put_new(
+        provider_id=provider_id,
+        subscription_id=subscription_id,
+        delivery_id=identifier,
+        event_key=event_key,
+        status=status,
+        attempt=_attempt(headers),
+        headers={name: value[:_HEADER_VALUE_LIMIT] for name in STORED_HEADERS if (value := headers.get(name) or "")},
+        body=text,
+    )
+    if not stored:
         return Receipt(200, "duplicate", "already received", delivery_id=identifier, event_key=event_key)
     if status == IGNORED:
         return Receipt(202, "ignored", "event not handled; recorded", delivery_id=identifier, event_key=event_key)
@@ -214,46 +197,6 @@ def delivery_id(headers: Mapping[str, str], raw: bytes, subscription_id: str) ->
     return f"{owner}:{hashlib.sha256(raw).hexdigest()}"
 
 
-def delivery_key(provider_id: str, delivery_id: str) -> str:
-    """The deliveries table's ``pk``: delivery ids are unique per Bitbucket, not across providers."""
-    return f"{provider_id}#{delivery_id}"
-
-
 def _attempt(headers: Mapping[str, str]) -> int:
     value = (headers.get("x-attempt-number") or "").strip()
     return int(value) if value.isdigit() and 0 < len(value) <= 4 else 1
-
-
-def received_now() -> tuple[str, int]:
-    """Now as RFC 3339 UTC with milliseconds, and as epoch seconds."""
-    now = time.time()
-    moment = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return moment, int(now)
-
-
-def _item(
-    provider_id: str,
-    subscription_id: str,
-    identifier: str,
-    event_key: str,
-    text: str,
-    headers: Mapping[str, str],
-    status: str,
-) -> dict[str, Any]:
-    received_at, epoch = received_now()
-    kept = {name: value[:_HEADER_VALUE_LIMIT] for name in STORED_HEADERS if (value := headers.get(name) or "")}
-    item: dict[str, Any] = {
-        "pk": {"S": delivery_key(provider_id, identifier)},
-        "delivery_id": {"S": identifier},
-        "provider_id": {"S": provider_id},
-        "subscription_id": {"S": subscription_id},
-        "event_key": {"S": event_key},
-        "status": {"S": status},
-        "received_at": {"S": received_at},
-        "attempt": {"N": str(_attempt(headers))},
-        # One JSON string rather than a map: a diagnostic record, and a cheaper item to write.
-        "headers": {"S": json.dumps(kept, separators=(",", ":"))},
-        "body": {"S": text},
-        "expires_at": {"N": str(epoch + DELIVERY_TTL_SECONDS)},
-    }
-    return item

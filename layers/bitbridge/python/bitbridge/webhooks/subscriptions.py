@@ -16,13 +16,11 @@ from urllib.parse import quote
 from bitbridge import providers, tokens
 from bitbridge.aws import secret_value
 from bitbridge.bitbucket.http import BitbucketError, get_json, request
+from bitbridge.bitbucket.repos import hook_id
 from bitbridge.config import settings
 from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
-from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
 from bitbridge.webhooks.signatures import derive_hook_secret
-
-HOOK_DESCRIPTION = "bitbridge"
 
 
 class HookPermissionDenied(Exception):
@@ -63,40 +61,22 @@ def hook_secret(sub_id: str) -> str:
 
 
 def _hooks_url(provider: Any, repo: Repository) -> str:
-    owner, slug = quote(repo.owner, safe="~"), quote(repo.slug, safe="")
-    if provider.flavor == providers.CLOUD:
-        return f"{provider.api_url}/repositories/{owner}/{slug}/hooks"
-    return f"{provider.api_url}/projects/{owner}/repos/{slug}/webhooks"
+    return providers.bitbucket(provider).hooks_url(provider.api_url, repo.owner, repo.slug)
 
 
 def _find_hook(provider: Any, url: str, token: str, our_url: str) -> str | None:
     """Bitbucket's id of the hook pointing at our URL, if one exists (so we update, not duplicate)."""
-    page: str | None = url
-    params: dict[str, Any] | None = {"pagelen": 100} if provider.flavor == providers.CLOUD else {"limit": 1000}
-    while page:
-        body = get_json(page, token, "listing repository hooks", params=params)
-        for hook in body.get("values", []):
-            if hook.get("url") == our_url:
-                return str(hook.get("uuid") or hook.get("id"))
-        if provider.flavor == providers.CLOUD:
-            page, params = body.get("next"), None
-        elif body.get("isLastPage", True) or body.get("nextPageStart") is None:
-            page = None
-        else:
-            params = {"limit": 1000, "start": body["nextPageStart"]}
-    return None
 
+    def fetch(page_url: str, params: dict[str, Any] | None) -> Any:
+        return get_json(page_url, token, "listing repository hooks", params=params)
 
-def _hook_body(flavor: str, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]:
-    if flavor == providers.CLOUD:
-        return {"description": HOOK_DESCRIPTION, "url": url, "active": True, "events": list(events), "secret": secret}
-    return {
-        "name": HOOK_DESCRIPTION,
-        "url": url,
-        "active": True,
-        "events": list(events),
-        "configuration": {"secret": secret},
-    }
+    cursor: str | None = None
+    while True:
+        page = providers.bitbucket(provider).hooks_page(fetch, url, cursor)
+        found = next((hook_id(h) for h in page.values if h.get("url") == our_url), None)
+        if found or page.next is None:
+            return found
+        cursor = page.next
 
 
 def _existing(sub_id: str) -> SubscriptionRecord | None:
@@ -117,8 +97,7 @@ def _update_hook(hooks: str, hook_id: str, token: str, body: dict[str, Any]) -> 
 
 
 def _create_hook(hooks: str, token: str, body: dict[str, Any]) -> str:
-    created = request("POST", hooks, token, "creating the hook", json=body).json()
-    return str(created.get("uuid") or created.get("id"))
+    return hook_id(request("POST", hooks, token, "creating the hook", json=body).json())
 
 
 def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, manual: bool = False) -> Installed:
@@ -133,7 +112,7 @@ def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, man
     provider = providers.get_provider(repo.provider_id)
     sub_id = subscription_id(repo.provider_id, repo.repository_id)
     url = hook_url(base_url, repo.provider_id, sub_id)
-    events = SUBSCRIBED_EVENTS[provider.flavor]
+    events = providers.bitbucket(provider).webhook_events
     secret = hook_secret(sub_id)
     existing = _existing(sub_id)
     record = SubscriptionRecord(
@@ -157,7 +136,7 @@ def install_webhook(user_id: str | None, repo: Repository, base_url: str, *, man
         raise ValueError("installing a hook needs a connected user (or use manual)")
     token = tokens.access_token(user_id, repo.provider_id)
     hooks = _hooks_url(provider, repo)
-    body = _hook_body(provider.flavor, url, events, secret)
+    body = providers.bitbucket(provider).hook_body(url, events, secret)
     try:
         if existing is None:
             record.save(condition=SubscriptionRecord.pk.does_not_exist())

@@ -1,28 +1,111 @@
-"""Helpers for the import end-to-end tests: signed-in API sessions, the emulator's control API, snapshots."""
+"""End-to-end helpers, in one place: signing in through the emulator, the bitbridge command line,
+the emulator's control API, and reading imports and snapshots back."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import requests
 
-from tests.e2e.test_sign_in import PROVIDERS, SESSION, _host, sign_in
+from tests.conftest import REPO_ROOT
+from tests.e2e.browser import Browser, consent
 
-TERMINAL = {"completed", "failed", "cancelled"}
+PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
+SESSION = "bitbridge_session"
+
+
+# ------------------------------------------------------------------------------------------------ sign-in
 
 
 def emulator(stack, flavor: str) -> str:
     return stack.urls["bitbucket_cloud" if flavor == "cloud" else "bitbucket_datacenter"]
 
 
+def host(stack) -> str:
+    return urlsplit(stack.api).hostname or ""
+
+
+def begin(stack, browser: Browser, provider: str, return_to: str = "/api/me") -> requests.Response:
+    """Click "Sign in with Bitbucket": follow our 302 to the provider's consent page."""
+    page = browser.get(f"{stack.api}/auth/{provider}/authorize?return_to={quote(return_to, safe='')}")
+    assert page.status_code == 200 and "Grant access" in page.text, page.text[:300]
+    return page
+
+
+def callback_url(response: requests.Response) -> str:
+    assert response.status_code == 302, response.text[:300]
+    return response.headers["Location"]
+
+
+def sign_in(stack, flavor: str, user: str = "alice") -> Browser:
+    browser = Browser()
+    page = begin(stack, browser, PROVIDERS[flavor])
+    landed = browser.get(callback_url(consent(browser, page, user)))
+    assert landed.status_code == 200, landed.text[:500]
+    return browser
+
+
+def session_cookie(stack, browser: Browser) -> str:
+    return browser.cookie(host(stack), SESSION) or ""
+
+
 def api_session(stack, flavor: str, user: str) -> requests.Session:
     """A requests session carrying the bitbridge session cookie of `user` signed in through `flavor`."""
-    browser = sign_in(stack, flavor, user)
     session = requests.Session()
-    session.cookies.set(SESSION, browser.cookie(_host(stack), SESSION) or "")
+    session.cookies.set(SESSION, session_cookie(stack, sign_in(stack, flavor, user)))
     return session
+
+
+def expire_stored_token(stack, provider: str) -> None:
+    """Move every stored connection's access-token expiry to the past (the next use refreshes)."""
+    ddb = stack.aws("dynamodb")
+    for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
+        if item["sk"]["S"] == f"CONN#{provider}":
+            ddb.update_item(
+                TableName="bitbridge-local-AccountsTable",
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET expires_at = :past",
+                ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 60)}},
+            )
+
+
+def token_requests(stack, flavor: str) -> int:
+    """How many token-endpoint calls the emulator has answered for `flavor`."""
+    stats = requests.get(f"{emulator(stack, flavor)}/_emulator/requests", timeout=5).json()
+    endpoint = "POST /site/oauth2/access_token" if flavor == "cloud" else "POST /rest/oauth2/latest/token"
+    return int(stats["flavors"].get(flavor, {}).get("endpoints", {}).get(endpoint, 0))
+
+
+def user_id(stack, session: requests.Session) -> str:
+    return str(session.get(f"{stack.api}/api/me", timeout=10).json()["user"]["id"])
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def cli(stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`bitbridge --local <console> ...` in a subprocess, as an admin runs it (no AWS settings inherited)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"], *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ imports
+
+
+TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any:

@@ -1,0 +1,90 @@
+"""The one Bitbucket interface: what bitbridge asks of a flavor, implemented by `cloud` and `datacenter`.
+
+Callers get an implementation with `for_flavor(provider.flavor)` and never compare flavors
+themselves. Every method that reads Bitbucket takes a `Fetch` (or a token) from the caller, so
+tokens, retries and call counting stay outside this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bitbridge.bitbucket import CLOUD, DATACENTER
+from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo
+
+
+class Bitbucket(Protocol):
+    flavor: str
+    display_name: str  # "Bitbucket Cloud" / "Data Center", in messages
+    default_scopes: tuple[str, ...]  # what bitbridge needs: identity, repositories, PRs, issues, hooks
+    permissions_to_tick: str  # the boxes to tick on the Bitbucket side, in its own words
+    default_web_url: str | None  # None: the admin must give one
+    web_url_name: str  # how messages call the web URL
+    requires_https: bool  # OAuth only works over HTTPS (loopback excepted)
+    uses_pkce: bool
+
+    # -- registry and OAuth ------------------------------------------------------------------------
+    def default_api_url(self, web_url: str, web_url_given: bool) -> str: ...
+    def default_label(self, web_url: str) -> str: ...
+    def authorize_url(self, web_url: str) -> str: ...
+    def token_url(self, web_url: str) -> str: ...
+    def oauth_options(self, scopes: str) -> dict[str, Any]:
+        """Authlib OAuth2Session options: client authentication, scope, PKCE."""
+        ...
+
+    def refresh_parameters(self, redirect_uri: str | None) -> dict[str, Any]: ...
+    def missing_scopes(self, wanted: list[str], granted: set[str]) -> list[str]: ...
+    def token_probe(self, client_id: str, client_secret: str, callback: str) -> dict[str, Any]:
+        """requests.post keyword arguments for an invalid-code exchange (provider pre-flight)."""
+        ...
+
+    def revocation_note(self, web_url: str) -> str:
+        """Where a user revokes bitbridge's grant by hand (neither flavor has a revocation API)."""
+        ...
+
+    # -- identity ----------------------------------------------------------------------------------
+    def identify(self, web_url: str, api_url: str, token: str) -> Identity: ...
+
+    # -- repositories, refs, pull requests, issues -------------------------------------------------
+    def to_repo(self, raw: dict[str, Any]) -> Repo: ...
+    def repository(self, fetch: Fetch, api: str, full_name: str) -> tuple[Repo, dict[str, Any]]:
+        """The repository (normalised and raw); a 404 or 403 means the user cannot import it."""
+        ...
+
+    def list_repositories(self, fetch: Fetch, api: str, query: ListQuery) -> Listed:
+        """Up to `query.limit` repositories the user can read, resumable from `query.state`."""
+        ...
+
+    def scopes(self, fetch: Fetch, api: str, username: str) -> list[dict[str, Any]]:
+        """Workspaces (Cloud) or projects and the personal one (Data Center), for a picker."""
+        ...
+
+    def entities(self, repo: Repo) -> list[str]:
+        """What an import copies after the repository, in order."""
+        ...
+
+    def page(self, fetch: Fetch, api: str, full_name: str, entity: str, cursor: str | None) -> Page: ...
+    def default_branch(self, branches: list[dict[str, Any]], known: str | None) -> tuple[str | None, str | None]:
+        """(default branch name, its head commit) as far as one page of branches tells."""
+        ...
+
+    # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        """The X-Event-Key values a hook subscribes to."""
+        ...
+
+    def hooks_url(self, api: str, owner: str, slug: str) -> str: ...
+    def hook_body(self, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]: ...
+    def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page: ...
+
+
+def for_flavor(flavor: str) -> Bitbucket:
+    from bitbridge.bitbucket import cloud, datacenter
+
+    implementations: dict[str, Bitbucket] = {CLOUD: cloud.CLOUD_API, DATACENTER: datacenter.DATACENTER_API}
+    try:
+        return implementations[flavor]
+    except KeyError:
+        raise ValueError(f"unknown Bitbucket flavor {flavor!r}") from None

@@ -1,0 +1,263 @@
+"""Bitbucket Cloud behind `api.Bitbucket`.
+
+Listing: `/2.0/user/workspaces`, then `/2.0/repositories/{workspace}?role=member` (the cross-workspace
+listing is gone), every list at its largest page and trimmed with `fields=`; pages follow the opaque
+`next` URL. OAuth: client credentials as HTTP Basic only, scopes fixed on the consumer, no PKCE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bitbridge.bitbucket import CLOUD
+from bitbridge.bitbucket.http import BitbucketError, get_json
+from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
+
+WEB_URL = "https://bitbucket.org"
+API_URL = "https://api.bitbucket.org/2.0"
+PAGELEN = 100  # Cloud's global maximum
+PR_PAGELEN = 50  # the pull request list caps lower on bitbucket.org
+PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+
+# The repository listing needs only what the picker shows (the rest is fetched when importing).
+_LIST_FIELDS = ",".join(
+    [
+        "next",
+        *(
+            f"values.{f}"
+            for f in (
+                "uuid",
+                "full_name",
+                "slug",
+                "name",
+                "description",
+                "is_private",
+                "updated_on",
+                "mainbranch.name",
+                "workspace.slug",
+                "links.html.href",
+            )
+        ),
+    ]
+)
+# Pull requests: participants and reviewers only come when asked for; links are not needed.
+_PR_FIELDS = "+values.participants,+values.reviewers,-values.links,-values.summary"
+# A granted scope implies these narrower ones.
+_IMPLIED_BY = {
+    "repository": {"repository:write", "pullrequest", "pullrequest:write", "project", "project:admin"},
+    "email": {"account", "account:write"},
+    "pullrequest": {"pullrequest:write"},
+    "issue": {"issue:write"},
+    "account": {"account:write"},
+}
+
+
+def first(api: str, full_name: str, entity: str) -> tuple[str, dict[str, Any]]:
+    """URL and parameters of an entity's first page."""
+    owner, slug = split_full_name(full_name)
+    base = f"{api}/repositories/{q(owner)}/{q(slug)}"
+    if entity == "branches":
+        return f"{base}/refs/branches", {"pagelen": PAGELEN}
+    if entity == "tags":
+        return f"{base}/refs/tags", {"pagelen": PAGELEN}
+    if entity == "pull_requests":
+        # Sorted by id, so pull requests opened during the import land on later pages instead of
+        # shifting earlier ones (page-number pagination would otherwise skip or repeat some).
+        return f"{base}/pullrequests", {
+            "state": list(PR_STATES),
+            "pagelen": PR_PAGELEN,
+            "sort": "id",
+            "fields": _PR_FIELDS,
+        }
+    if entity == "issues":
+        return f"{base}/issues", {"pagelen": PAGELEN, "sort": "id"}
+    raise ValueError(f"unknown entity {entity}")
+
+
+def workspaces(fetch: Fetch, api: str) -> list[dict[str, Any]]:
+    """Every workspace the user belongs to: [{slug, name, uuid, administrator}]."""
+    out: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = _paged(fetch, f"{api}/user/workspaces", {"pagelen": PAGELEN, "sort": "slug"}, cursor)
+        for access in page.values:
+            ws = access.get("workspace") or {}
+            out.append(
+                {
+                    "slug": ws.get("slug"),
+                    "name": ws.get("name") or ws.get("slug"),
+                    "uuid": ws.get("uuid"),
+                    "administrator": bool(access.get("administrator")),
+                }
+            )
+        if page.next is None:
+            return out
+        cursor = page.next
+
+
+def repos_page(fetch: Fetch, api: str, workspace: str, page: int, search: str | None) -> Page:
+    """One page (pagelen 100) of a workspace's repositories the user can read, sorted by slug.
+
+    Page numbers (not the `next` URL) make the listing's cursor small and stable."""
+    params: dict[str, Any] = {
+        "role": "member",
+        "pagelen": PAGELEN,
+        "page": page,
+        "sort": "slug",
+        "fields": _LIST_FIELDS,
+    }
+    if search:
+        escaped = search.replace("\\", "\\\\").replace('"', '\\"')
+        params["q"] = f'name ~ "{escaped}"'
+    body = fetch(f"{api}/repositories/{q(workspace)}", params)
+    return Page(list(body.get("values", [])), str(page + 1) if body.get("next") else None)
+
+
+def _paged(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) -> Page:
+    # `next` is opaque and already carries every parameter.
+    body = fetch(url, params) if cursor is None else fetch(cursor, None)
+    return Page(list(body.get("values", [])), body.get("next"))
+
+
+class Cloud:
+    flavor = CLOUD
+    display_name = "Bitbucket Cloud"
+    default_scopes: tuple[str, ...] = ("account", "email", "repository", "pullrequest", "issue", "webhook")
+    permissions_to_tick = (
+        "Account: Email, Read; Repositories: Read; Pull requests: Read; Issues: Read; Webhooks: Read and write"
+    )
+    default_web_url: str | None = WEB_URL
+    web_url_name = "web URL"
+    requires_https = False  # bitbucket.org is HTTPS; a custom URL is checked like any other
+    uses_pkce = False
+
+    # -- registry and OAuth ------------------------------------------------------------------------
+    def default_api_url(self, web_url: str, web_url_given: bool) -> str:
+        return f"{web_url}/2.0" if web_url_given else API_URL
+
+    def default_label(self, web_url: str) -> str:
+        return "Bitbucket"
+
+    def authorize_url(self, web_url: str) -> str:
+        return f"{web_url.rstrip('/')}/site/oauth2/authorize"
+
+    def token_url(self, web_url: str) -> str:
+        return f"{web_url.rstrip('/')}/site/oauth2/access_token"
+
+    def oauth_options(self, scopes: str) -> dict[str, Any]:
+        # Cloud accepts client credentials only as HTTP Basic; its scopes are fixed on the consumer.
+        return {"token_endpoint_auth_method": "client_secret_basic", "scope": None, "code_challenge_method": None}
+
+    def refresh_parameters(self, redirect_uri: str | None) -> dict[str, Any]:
+        return {}
+
+    def missing_scopes(self, wanted: list[str], granted: set[str]) -> list[str]:
+        return [s for s in wanted if s not in granted and not (_IMPLIED_BY.get(s, set()) & granted)]
+
+    def token_probe(self, client_id: str, client_secret: str, callback: str) -> dict[str, Any]:
+        form = {"grant_type": "authorization_code", "code": "bitbridge-preflight", "redirect_uri": callback}
+        return {"data": form, "auth": (client_id, client_secret)}
+
+    def revocation_note(self, web_url: str) -> str:
+        # No documented token-revocation endpoint (../shared/docs/bitbucket-api.md, "Revocation").
+        return (
+            "Bitbucket Cloud has no API to revoke the grant: to revoke it too, open "
+            f"{web_url.rstrip('/')}/account/settings/app-authorizations/ and revoke bitbridge."
+        )
+
+    # -- identity ----------------------------------------------------------------------------------
+    def identify(self, web_url: str, api_url: str, token: str) -> Identity:
+        user = get_json(f"{api_url}/user", token, "reading the Bitbucket user")
+        emails = get_json(f"{api_url}/user/emails", token, "reading the user's email addresses")
+        primary = next(
+            (e["email"] for e in emails.get("values", []) if e.get("is_primary") and e.get("is_confirmed")), None
+        )
+        external_id = user.get("uuid") or user.get("account_id")
+        if not external_id:
+            raise BitbucketError("Bitbucket returned a user without a uuid or account id", permanent=True)
+        return Identity(str(external_id), user.get("nickname"), user.get("display_name"), primary)
+
+    # -- repositories ------------------------------------------------------------------------------
+    def to_repo(self, raw: dict[str, Any]) -> Repo:
+        full_name = str(raw.get("full_name") or "")
+        owner, _, slug = full_name.partition("/")
+        html = (raw.get("links") or {}).get("html") or {}
+        return Repo(
+            id=str(raw["uuid"]),
+            full_name=full_name,
+            owner=(raw.get("workspace") or {}).get("slug") or owner,
+            slug=raw.get("slug") or slug,
+            name=raw.get("name") or slug,
+            description=raw.get("description") or "",
+            is_private=bool(raw.get("is_private", True)),
+            default_branch=(raw.get("mainbranch") or {}).get("name"),
+            has_issues=bool(raw.get("has_issues")),
+            html_url=html.get("href"),
+            updated_on=raw.get("updated_on"),
+        )
+
+    def repository(self, fetch: Fetch, api: str, full_name: str) -> tuple[Repo, dict[str, Any]]:
+        owner, slug = split_full_name(full_name)
+        raw = dict(fetch(f"{api}/repositories/{q(owner)}/{q(slug)}", None))
+        return self.to_repo(raw), raw
+
+    def list_repositories(self, fetch: Fetch, api: str, query: ListQuery) -> Listed:
+        """State: `{"ws": [workspaces still to read], "page": n, "skip": k}` (page numbers over
+        `sort=slug`, so the same state gives the same repositories)."""
+        search, scope, state, limit = query.search, query.scope, query.state, query.limit
+        if state is None:
+            slugs = [scope] if scope else [w["slug"] for w in workspaces(fetch, api)]
+            state = {"ws": slugs, "page": 1, "skip": 0}
+        out: list[Repo] = []
+        ws, page_no, skip = list(state.get("ws") or []), int(state.get("page", 1)), int(state.get("skip", 0))
+        while ws and len(out) < limit:
+            page = repos_page(fetch, api, ws[0], page_no, search)
+            rest = page.values[skip:]
+            take = rest[: limit - len(out)]
+            out.extend(self.to_repo(v) for v in take)
+            if len(take) < len(rest):
+                return Listed(out, {"ws": ws, "page": page_no, "skip": skip + len(take)})
+            if page.next:
+                page_no, skip = page_no + 1, 0
+            else:
+                ws, page_no, skip = ws[1:], 1, 0
+        return Listed(out, {"ws": ws, "page": page_no, "skip": skip} if ws else None)
+
+    def scopes(self, fetch: Fetch, api: str, username: str) -> list[dict[str, Any]]:
+        return [
+            {"key": w["slug"], "name": w["name"], "kind": "workspace", "administrator": w["administrator"]}
+            for w in workspaces(fetch, api)
+        ]
+
+    def entities(self, repo: Repo) -> list[str]:
+        return ["branches", "tags", "pull_requests", *(["issues"] if repo.has_issues else [])]
+
+    def page(self, fetch: Fetch, api: str, full_name: str, entity: str, cursor: str | None) -> Page:
+        url, params = first(api, full_name, entity)
+        return _paged(fetch, url, params, cursor)
+
+    def default_branch(self, branches: list[dict[str, Any]], known: str | None) -> tuple[str | None, str | None]:
+        # The repository resource names it (`mainbranch`); the branch list only gives its head.
+        head = next(((b.get("target") or {}).get("hash") for b in branches if known and b.get("name") == known), None)
+        return known, head
+
+    # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        # The normaliser owns the event keys; imported here only when a hook is installed.
+        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
+
+        return SUBSCRIBED_EVENTS[CLOUD]
+
+    def hooks_url(self, api: str, owner: str, slug: str) -> str:
+        return f"{api}/repositories/{q(owner)}/{q(slug)}/hooks"
+
+    def hook_body(self, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]:
+        return {"description": "bitbridge", "url": url, "active": True, "events": list(events), "secret": secret}
+
+    def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page:
+        return _paged(fetch, hooks_url, {"pagelen": PAGELEN}, cursor)
+
+
+CLOUD_API = Cloud()

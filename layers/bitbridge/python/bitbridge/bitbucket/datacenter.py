@@ -1,0 +1,250 @@
+"""Bitbucket Data Center behind `api.Bitbucket`.
+
+Listing: `/rest/api/1.0/repos` (plus the user's personal repositories) with `limit=1000`, paged by
+`start` / `isLastPage` / `nextPageStart` - guarded in one place (`page_at`), because some endpoints
+answer `isLastPage: false` without a `nextPageStart` (BSERV-12725). OAuth: client credentials in the
+body, scopes on the request, PKCE, and `redirect_uri` again on every refresh. No issue tracker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode, urlparse
+
+from bitbridge.bitbucket import DATACENTER
+from bitbridge.bitbucket.http import BitbucketError, get, get_json
+from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.repos import Fetch, Listed, ListQuery, Page, Repo, q, split_full_name
+
+LIMIT = 1000  # Data Center's default page.max.* cap
+
+
+def _next(body: dict[str, Any], start: int) -> str | None:
+    if body.get("isLastPage", True):
+        return None
+    nxt = body.get("nextPageStart")
+    if not isinstance(nxt, int) or nxt <= start:
+        # BSERV-12725: not the last page, yet no (or no forward) nextPageStart. Continue after what
+        # this page held rather than loop on the same start forever; stop if it held nothing.
+        size = len(body.get("values") or [])
+        return str(start + size) if size else None
+    return str(nxt)
+
+
+def page_at(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) -> Page:
+    """One page of any Data Center list; the cursor is the `start` to read at."""
+    start = int(cursor or 0)
+    body = fetch(url, {**params, "start": start, "limit": params.get("limit", LIMIT)})
+    return Page(list(body.get("values", [])), _next(body, start))
+
+
+def _base(api: str, full_name: str) -> str:
+    key, slug = split_full_name(full_name)
+    return f"{api}/projects/{q(key)}/repos/{q(slug)}"
+
+
+def first(api: str, full_name: str, entity: str) -> tuple[str, dict[str, Any]]:
+    base = _base(api, full_name)
+    if entity == "branches":
+        return f"{base}/branches", {"orderBy": "ALPHABETICAL", "details": "false"}
+    if entity == "tags":
+        return f"{base}/tags", {"orderBy": "ALPHABETICAL"}
+    if entity == "pull_requests":
+        # Oldest first: pull requests created or updated during the import move to the end.
+        return f"{base}/pull-requests", {"state": "ALL", "order": "OLDEST"}
+    raise ValueError(f"Data Center has no {entity}")
+
+
+def projects(fetch: Fetch, api: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor: str | None = "0"
+    while cursor is not None:
+        page = page_at(fetch, f"{api}/projects", {"limit": LIMIT}, cursor)
+        out.extend({"key": p.get("key"), "name": p.get("name"), "type": p.get("type")} for p in page.values)
+        cursor = page.next
+    return out
+
+
+def _personal_key(username: str) -> str:
+    return f"~{username.upper()}"
+
+
+class DataCenter:
+    flavor = DATACENTER
+    display_name = "Data Center"
+    default_scopes: tuple[str, ...] = ("REPO_ADMIN",)  # implies REPO_READ; needed to install repository webhooks
+    permissions_to_tick = "Repositories: Admin (scope REPO_ADMIN)"
+    default_web_url: str | None = None  # every installation has its own
+    web_url_name = "Data Center base URL"
+    requires_https = True  # Bitbucket requires it for OAuth
+    uses_pkce = True
+
+    # -- registry and OAuth ------------------------------------------------------------------------
+    def default_api_url(self, web_url: str, web_url_given: bool) -> str:
+        return f"{web_url}/rest/api/1.0"
+
+    def default_label(self, web_url: str) -> str:
+        return f"Bitbucket ({urlparse(web_url).hostname})"
+
+    def authorize_url(self, web_url: str) -> str:
+        return f"{web_url.rstrip('/')}/rest/oauth2/latest/authorize"
+
+    def token_url(self, web_url: str) -> str:
+        return f"{web_url.rstrip('/')}/rest/oauth2/latest/token"
+
+    def oauth_options(self, scopes: str) -> dict[str, Any]:
+        # Data Center reads client credentials from the body and takes scopes on the request.
+        return {"token_endpoint_auth_method": "client_secret_post", "scope": scopes, "code_challenge_method": "S256"}
+
+    def refresh_parameters(self, redirect_uri: str | None) -> dict[str, Any]:
+        # Data Center validates redirect_uri on refresh too; a bare refresh gets invalid_grant.
+        return {"redirect_uri": redirect_uri} if redirect_uri else {}
+
+    def missing_scopes(self, wanted: list[str], granted: set[str]) -> list[str]:
+        return [] if granted else wanted  # scopes are hierarchical; any grant is echoed
+
+    def token_probe(self, client_id: str, client_secret: str, callback: str) -> dict[str, Any]:
+        form = {
+            "grant_type": "authorization_code",
+            "code": "bitbridge-preflight",
+            "redirect_uri": callback,
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        return {"data": urlencode(form), "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+
+    def revocation_note(self, web_url: str) -> str:
+        # Users revoke under their profile; there is no revocation endpoint to call.
+        return (
+            "Bitbucket Data Center has no API to revoke the grant: to revoke it too, open your profile "
+            f"on {web_url.rstrip('/')} > Manage account > Authorized applications."
+        )
+
+    # -- identity ----------------------------------------------------------------------------------
+    def identify(self, web_url: str, api_url: str, token: str) -> Identity:
+        # Data Center has no "current user" REST endpoint: whoami names the user, then we look them up.
+        name = get(f"{web_url}/plugins/servlet/applinks/whoami", token, "asking Data Center who the user is").text
+        name = name.strip()
+        if not name:
+            raise BitbucketError("Data Center did not say who the token belongs to", permanent=True)
+        api = f"{web_url}/rest/api/1.0"
+        try:
+            user = get_json(f"{api}/users/{quote(name, safe='')}", token, "reading the Data Center user")
+        except BitbucketError as exc:
+            if exc.status != 404:
+                raise
+            # A username can differ from its slug (e.g. names with "@"): search and match exactly.
+            found = get_json(f"{api}/users", token, "searching Data Center users", params={"filter": name})
+            user = next((u for u in found.get("values", []) if u.get("name") == name), None)
+            if user is None:
+                raise BitbucketError("Data Center user not found", status=404, permanent=True) from None
+        return Identity(str(user["id"]), user.get("name"), user.get("displayName"), user.get("emailAddress"))
+
+    # -- repositories ------------------------------------------------------------------------------
+    def to_repo(self, raw: dict[str, Any]) -> Repo:
+        project = raw.get("project") or {}
+        key = str(project.get("key") or "")
+        self_links = (raw.get("links") or {}).get("self") or []
+        return Repo(
+            id=str(raw["id"]),
+            full_name=f"{key}/{raw['slug']}",
+            owner=key,
+            slug=str(raw["slug"]),
+            name=raw.get("name") or raw["slug"],
+            description=raw.get("description") or "",
+            is_private=not raw.get("public", False),
+            default_branch=None,  # not part of the repository resource; the branch list marks it
+            has_issues=False,  # Data Center has no issue tracker
+            html_url=self_links[0].get("href") if self_links else None,
+            updated_on=None,
+        )
+
+    def repository(self, fetch: Fetch, api: str, full_name: str) -> tuple[Repo, dict[str, Any]]:
+        raw = dict(fetch(_base(api, full_name), None))
+        return self.to_repo(raw), raw
+
+    def list_repositories(self, fetch: Fetch, api: str, query: ListQuery) -> Listed:
+        """State: `{"phase": "all" | "personal", "start": n, "skip": k, "own": bool}` - `/repos`, then
+        the user's personal repositories unless `/repos` already listed them."""
+        username, search, scope, state, limit = query.username, query.search, query.scope, query.state, query.limit
+        own_key = _personal_key(username)
+        if state is None:
+            personal_only = bool(scope and scope.upper() == own_key)
+            state = {"phase": "personal" if personal_only else "all", "start": 0, "skip": 0, "own": False}
+        out: list[Repo] = []
+        phase, start, skip = state["phase"], int(state["start"]), int(state.get("skip", 0))
+        own = bool(state.get("own"))
+        while phase and len(out) < limit:
+            if phase == "all":
+                params: dict[str, Any] = {"limit": LIMIT}
+                if search:
+                    params["name"] = search
+                if scope:
+                    params["projectkey"] = scope
+                page = page_at(fetch, f"{api}/repos", params, str(start))
+            else:
+                page = page_at(fetch, f"{api}/users/{q(username)}/repos", {"limit": LIMIT}, str(start))
+            found = [self.to_repo(v) for v in page.values]
+            if phase == "personal" and search:
+                found = [r for r in found if search.lower() in r.name.lower()]
+            own = own or any(r.owner.upper() == own_key for r in found if phase == "all")
+            rest = found[skip:]
+            take = rest[: limit - len(out)]
+            out.extend(take)
+            if len(take) < len(rest):
+                return Listed(out, {"phase": phase, "start": start, "skip": skip + len(take), "own": own})
+            if page.next is not None:
+                start, skip = int(page.next), 0
+            elif phase == "all" and not own and not scope and username:
+                phase, start, skip = "personal", 0, 0  # /repos did not list the user's own: read them
+            else:
+                phase = ""
+        return Listed(out, {"phase": phase, "start": start, "skip": skip, "own": own} if phase else None)
+
+    def scopes(self, fetch: Fetch, api: str, username: str) -> list[dict[str, Any]]:
+        items = [{"key": p["key"], "name": p["name"], "kind": "project"} for p in projects(fetch, api)]
+        if username:
+            items.append({"key": _personal_key(username), "name": "Personal repositories", "kind": "personal"})
+        return items
+
+    def entities(self, repo: Repo) -> list[str]:
+        return ["branches", "tags", "pull_requests"]
+
+    def page(self, fetch: Fetch, api: str, full_name: str, entity: str, cursor: str | None) -> Page:
+        url, params = first(api, full_name, entity)
+        return page_at(fetch, url, params, cursor)
+
+    def default_branch(self, branches: list[dict[str, Any]], known: str | None) -> tuple[str | None, str | None]:
+        # The repository resource does not name it; the branch list marks it `isDefault`.
+        name = known or next((str(b.get("displayId")) for b in branches if b.get("isDefault")), None)
+        head = next(
+            (b.get("latestCommit") for b in branches if b.get("isDefault") or (name and b.get("displayId") == name)),
+            None,
+        )
+        return name, head
+
+    # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def webhook_events(self) -> tuple[str, ...]:
+        # The normaliser owns the event keys; imported here only when a hook is installed.
+        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
+
+        return SUBSCRIBED_EVENTS[DATACENTER]
+
+    def hooks_url(self, api: str, owner: str, slug: str) -> str:
+        return f"{api}/projects/{q(owner)}/repos/{q(slug)}/webhooks"
+
+    def hook_body(self, url: str, events: tuple[str, ...], secret: str) -> dict[str, Any]:
+        return {
+            "name": "bitbridge",
+            "url": url,
+            "active": True,
+            "events": list(events),
+            "configuration": {"secret": secret},
+        }
+
+    def hooks_page(self, fetch: Fetch, hooks_url: str, cursor: str | None) -> Page:
+        return page_at(fetch, hooks_url, {"limit": LIMIT}, cursor)
+
+
+DATACENTER_API = DataCenter()
