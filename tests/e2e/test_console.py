@@ -254,11 +254,12 @@ def test_a_cross_origin_post_with_the_session_cookie_is_refused(stack, browser):
     cookies = {SESSION: session}
     url = f"{stack.api}/api/logout"
     evil = requests.post(url, cookies=cookies, json={}, headers={"Origin": "http://evil.example"}, timeout=10)
-    assert evil.status_code == 403 and "evil.example" in evil.json()["message"]
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_site_request"
+    assert "evil.example" in evil.json()["error"]["message"]
     sibling = requests.post(url, cookies=cookies, json={}, headers={"Sec-Fetch-Site": "same-site"}, timeout=10)
     assert sibling.status_code == 403
     form = requests.post(url, cookies=cookies, data="x=1", headers={"Origin": stack.api}, timeout=10)
-    assert form.status_code == 403 and "application/json" in form.json()["message"]
+    assert form.status_code == 403 and "application/json" in form.json()["error"]["message"]
     delete = requests.delete(
         f"{stack.api}/api/connections/{PROVIDERS['cloud']}",
         cookies=cookies,
