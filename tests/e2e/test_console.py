@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 from bitbridge.webhooks.signatures import sign
 from tests.e2e.browser import CHROMIUM_FLAGS, chromium
+from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.e2e.support import PROVIDERS, SESSION, api_session, control, list_all_repos, start_imports, wait_for
 
 pytestmark = pytest.mark.browser
@@ -26,6 +27,15 @@ pytestmark = pytest.mark.browser
 LABELS = {"cloud": "Bitbucket Cloud (emulator)", "datacenter": "Acme Data Center (emulator)"}
 XSS_NAME = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
 WIDTHS = (1440, 375)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[RunningStack]:
+    """A stack of its own: these tests add emulator users and repositories, which must not change
+    what the session stack's other tests (e.g. snapshot comparisons across stacks) see."""
+    running = start_stack(tmp_path_factory.mktemp("console-stack"))
+    yield running
+    stop_stack(running)
 
 
 @pytest.fixture(scope="module")
