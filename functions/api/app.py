@@ -1,16 +1,16 @@
-"""Lambda entry point for /, /login, /health and the session-authenticated /api/* routes."""
-
-import html
+"""Lambda entry point for the console (/ and /assets/*), /login, /health and the session-authenticated
+/api/* routes."""
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import accounts, edge, signin_page, tokens
+from bitbridge import accounts, console, edge, signin_page, tokens
 from bitbridge.bitbucket.http import Unauthorized
-from bitbridge.errors import InvalidRequest, NotFound, NotSignedIn
+from bitbridge.console import views
+from bitbridge.errors import AccessDenied, InvalidRequest, NotFound, NotSignedIn
 from bitbridge.health import readiness
-from bitbridge.imports import jobs, listing
+from bitbridge.imports import activity, jobs, listing
 from bitbridge.providers import get_provider, identify, list_providers
 
 logger = Logger()
@@ -41,38 +41,31 @@ def login_page() -> Response:
 
 
 @app.get("/")
-def home() -> Response:
-    """Signed out: the sign-in page. Signed in: who you are and where to go (the console comes later)."""
+def console_page() -> Response:
+    """Signed out: the sign-in buttons. Signed in: the console, with its first screen's data embedded."""
     user_id = edge.session_user(_event())
-    user = accounts.get_user(user_id) if user_id else None
-    if user is None:
-        return edge.as_response(edge.html_page(200, "Sign in", signin_page.buttons(list_providers(), "/")))
-    name = html.escape(str(user.display_name or user_id))
-    content = (
-        f"<p>Signed in as <strong>{name}</strong>.</p>"
-        "<p><a href='/api/me'>Your profile and connections (JSON)</a></p>"
-        "<form method='post' action='/api/logout'><button type='submit'>Sign out</button></form>"
-    )
-    return edge.as_response(edge.html_page(200, "bitbridge", content))
+    found = views.boot(user_id) if user_id else None
+    if found is None:
+        page = console.render_sign_in([views.public_provider(p) for p in list_providers()])
+    else:
+        page = console.render_console(found)
+    return edge.as_response(edge.console_page(page))
+
+
+@app.get("/assets/<name>")
+def console_asset(name: str) -> Response:
+    return edge.as_response(edge.console_asset(console.find_asset(name), app.current_event.headers))
 
 
 @app.get("/api/me")
 def me() -> Response:
-    user_id = _user()
-    user = accounts.get_user(user_id)
-    if user is None:
+    found = views.me(_user())
+    if found is None:
         raise NotSignedIn("Sign in again.")
-    conns = [accounts.public_connection(c) for c in accounts.connections(user_id)]
-    for conn in conns:
+    for conn in found["connections"]:
         if conn["status"] == "reauth_required":
             conn["connect_url"] = edge.connect_url(_event(), conn["provider"])
-    return edge.api_json(
-        200,
-        {
-            "user": {"id": user_id, "display_name": user.display_name, "email": user.email},
-            "connections": conns,
-        },
-    )
+    return edge.api_json(200, found)
 
 
 @app.get("/api/connections/<provider_id>")
@@ -90,6 +83,12 @@ def connection_check(provider_id: str) -> Response:
     except Unauthorized:
         raise tokens.ReauthRequired(provider_id) from None
     return edge.api_json(200, {"provider": provider_id, "ok": True, "username": identity.username})
+
+
+@app.delete("/api/connections/<provider_id>")
+def connection_delete(provider_id: str) -> Response:
+    """Disconnect: the encrypted tokens go, imported data stays; the answer says what becomes of the hooks."""
+    return edge.api_json(200, views.disconnect(_user(), provider_id))
 
 
 @app.post("/api/logout")
@@ -142,9 +141,21 @@ def repository_scopes() -> Response:
     return edge.api_json(200, listing.scopes(_user(), _provider_param()))
 
 
+def _with_secret_flag(body: dict, visible: bool) -> dict:
+    """Tell the console whether this viewer may ask for a manual hook's secret (the secret itself is
+    only ever answered by /webhook-secret)."""
+    hook = body.get("webhook")
+    if hook and hook.get("status") == jobs.HOOK_MANUAL:
+        body["webhook"] = hook | {"secret_visible": visible}
+    return body
+
+
 @app.get("/api/imports")
 def imports() -> Response:
-    return edge.api_json(200, jobs.list_for(_user(), _query("cursor"), _limit(50, 100)))
+    page = jobs.list_for(_user(), _query("cursor"), _limit(50, 100))
+    # The list holds the user's own jobs (owner = them), whose secrets they may see.
+    page["imports"] = [_with_secret_flag(j, visible=True) for j in page["imports"]]
+    return edge.api_json(200, page)
 
 
 def _visible_job(import_id: str) -> jobs.JobRecord:
@@ -156,7 +167,10 @@ def _visible_job(import_id: str) -> jobs.JobRecord:
 
 @app.get("/api/imports/<import_id>")
 def import_status(import_id: str) -> Response:
-    return edge.api_json(200, jobs.view_for(_visible_job(import_id), _user()))
+    user_id = _user()
+    job = _visible_job(import_id)
+    visible = jobs.may_see_hook_secret(job, user_id, accounts.is_admin(user_id))
+    return edge.api_json(200, _with_secret_flag(jobs.view_for(job, user_id), visible))
 
 
 @app.post("/api/imports/<import_id>/cancel")
@@ -169,6 +183,34 @@ def import_cancel(import_id: str) -> Response:
 def import_retry(import_id: str) -> Response:
     user = _user()
     return edge.api_json(200, jobs.view_for(jobs.retry(jobs.for_change(user, import_id, "retry")), user))
+
+
+@app.get("/api/imports/<import_id>/webhook-secret")
+def import_webhook_secret(import_id: str) -> Response:
+    """The secret to paste into Bitbucket for a hook added by hand: asked for explicitly (never in the job
+    polled every second), and only by the job's owner or an admin (jobs.may_see_hook_secret)."""
+    from bitbridge.webhooks.subscriptions import hook_secret
+
+    user_id = _user()
+    admin = accounts.is_admin(user_id)
+    job = jobs.load(import_id) if admin and import_id.isalnum() else _visible_job(import_id)
+    if job is None:
+        raise NotFound("No such import.")
+    if not jobs.may_see_hook_secret(job, user_id, admin):
+        raise AccessDenied("Only the person who started this import or an admin may see the secret.")
+    return edge.api_json(200, {"secret": hook_secret(job.webhook["subscription_id"])})
+
+
+@app.get("/api/activity")
+def recent_activity() -> Response:
+    return edge.api_json(200, {"events": activity.recent_events(_user(), _limit(50, 100))})
+
+
+@app.get("/api/admin/providers")
+def admin_providers() -> Response:
+    if not accounts.is_admin(_user()):
+        raise AccessDenied("Only admins (the deploy parameter AdminUsers) may see the providers.")
+    return edge.api_json(200, {"providers": views.admin_providers(edge.base_url(_event()))})
 
 
 @logger.inject_lambda_context(clear_state=True)

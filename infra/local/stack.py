@@ -123,7 +123,12 @@ class LocalStack:
             }
         )
         origins = f"{self.config.api_url},http://localhost:{self.config.api_port}"
-        params = local_parameters(self.config.stage, PublicBaseUrl=self.config.api_url, AllowedReturnToOrigins=origins)
+        params = local_parameters(
+            self.config.stage,
+            PublicBaseUrl=self.config.api_url,
+            AllowedReturnToOrigins=origins,
+            AdminUsers=self._local_admins(),
+        )
         self.resources = create_resources(
             self.client,
             stage=self.config.stage,
@@ -138,6 +143,14 @@ class LocalStack:
         proxy_port = free_port(self.config.host)
         self._serve(self.faults, proxy_port, "aws-faults")
         os.environ["AWS_ENDPOINT_URL"] = f"http://{self.config.host}:{proxy_port}"
+
+    def _local_admins(self) -> str:
+        """The emulator's seeded alice is the console's admin on both local providers (AdminUsers takes
+        stable account ids: her Cloud uuid, and Data Center user id 1, the seed's first user)."""
+        from infra.emulator.models import stable_uuid
+
+        cloud, datacenter = (p for p, _ in self.LOCAL_PROVIDERS)
+        return f"{cloud}:{{{stable_uuid('user', 'alice')}}},{datacenter}:1"
 
     # -- Bitbucket -------------------------------------------------------------------------
     def _start_emulator(self) -> None:

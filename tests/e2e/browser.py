@@ -1,13 +1,18 @@
-"""A small scripted browser for end-to-end sign-in tests: real HTTP, manual redirects, a cookie
-jar that honours Path (and treats loopback as a secure origin, as browsers do)."""
+"""Browsers for end-to-end tests: a small scripted one for sign-in (real HTTP, manual redirects, a cookie
+jar that honours Path and treats loopback as a secure origin, as browsers do), and the headless Chromium
+(Debian's package, installed with apt-get when missing) that Playwright drives."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from urllib.parse import urljoin, urlsplit
 
+import pytest
 import requests
 
 
@@ -84,3 +89,29 @@ def consent(browser: Browser, page: requests.Response, user: str, decision: str 
     assert parser.action, f"no consent form on {page.url}: {page.text[:300]}"
     data = {**parser.fields, "user": user, "decision": decision}
     return browser.request("POST", urljoin(page.url, parser.action), data=data, follow=False)
+
+
+# ------------------------------------------------------------------ headless Chromium (Playwright)
+
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail("Chromium is missing and cannot be installed here: apt-get install chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, capture_output=True)
+    return shutil.which("chromium") or pytest.fail("installing chromium did not provide a chromium binary")

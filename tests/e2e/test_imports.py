@@ -57,11 +57,13 @@ def _assert_snapshot_matches(stack, flavor: str, done: dict, by_name: dict) -> N
         for entry in man["files"]:
             assert hashlib.sha256(files[entry["key"]]).hexdigest() == entry["sha256"]
         assert "repository.json" in files and man["api_calls"] >= 1
-        # A hook is installed where the user may manage hooks; elsewhere the manifest says why not.
-        if man["webhook"].startswith("installed"):
+        # A hook is installed where the user may manage hooks; elsewhere the manifest says what to add by hand.
+        hook = man["webhook"]
+        if hook["status"] == "installed":
             assert expected["hooks"] == 1
         else:
-            assert man["webhook"].startswith("not installed (")
+            assert hook["status"] == "manual_required" and "admin" in hook["reason"]
+            assert hook["url"].startswith(f"{stack.api}/hooks/") and hook["events"] and "secret" not in hook
         by_name[body["repository"]["full_name"]] = files
 
 
@@ -87,7 +89,8 @@ def test_every_seeded_repository_imports_exactly(stack, flavor):
     if flavor == "cloud":  # 120 branches: two pages at pagelen 100
         assert len([k for k in files["acme/web-app"] if k.startswith("branches/")]) == 2
     owned = "acme/web-app" if flavor == "cloud" else "PLAT/core"  # alice administers these
-    assert manifest(files[owned])["webhook"].startswith("installed (subscription sub-")
+    hook = manifest(files[owned])["webhook"]
+    assert hook["status"] == "installed" and hook["subscription_id"].startswith("sub-")
     # The listing now shows each repository's import.
     again = {r["full_name"]: r for r in list_all_repos(session, stack, flavor)}
     for name in default:
@@ -263,9 +266,9 @@ def test_cancel_stops_an_import(stack):
     control(stack, "datacenter", "POST", "faults", {"latency_ms": 500, "path_prefix": "/rest/api/1.0/projects/CANC"})
     try:
         job = start_imports(session, stack, "datacenter", ["CANC/slow"])[0]
-        cancelled = session.post(f"{stack.api}/api/imports/{job['id']}/cancel", timeout=10)
+        cancelled = session.post(f"{stack.api}/api/imports/{job['id']}/cancel", json={}, timeout=10)
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-        assert session.post(f"{stack.api}/api/imports/{job['id']}/cancel", timeout=10).status_code == 409
+        assert session.post(f"{stack.api}/api/imports/{job['id']}/cancel", json={}, timeout=10).status_code == 409
     finally:
         control(stack, "datacenter", "DELETE", "faults")
     other = api_session(stack, "datacenter", "carol")

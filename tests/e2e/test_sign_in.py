@@ -204,7 +204,7 @@ def test_logout_ends_the_session(stack):
     browser = sign_in(stack, "datacenter", "bob")
     session = browser.cookie(host(stack), SESSION)
     assert requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).status_code == 200
-    out = requests.post(f"{stack.api}/api/logout", cookies={SESSION: session}, timeout=10)
+    out = requests.post(f"{stack.api}/api/logout", cookies={SESSION: session}, json={}, timeout=10)
     assert out.status_code == 200 and "Max-Age=0" in out.headers["Set-Cookie"]
     assert requests.get(f"{stack.api}/api/me", cookies={SESSION: session}, timeout=10).status_code == 401
 

@@ -448,3 +448,43 @@ def test_an_empty_data_center_push_is_published_and_keeps_the_subscription_healt
     assert published["detail"]["type"] == "repository.push" and published["detail"]["ref_changes"] == []
     assert pipeline.item(f"{DC}#empty-1")["status"]["S"] == "published"
     assert SubscriptionRecord.get(subscription, consistent_read=True).health == "ok"
+
+
+def test_imported_projects_keep_their_newest_events_for_the_console(pipeline, aws, shared_dir):
+    from bitbridge.imports import activity
+    from bitbridge.store.imports import JobRecord, job_pk
+    from bitbridge.webhooks.project_state import RECENT_EVENTS_KEPT
+
+    ddb = _boto("dynamodb")
+    table = aws.ref("ImportsTable")
+    key = {"pk": {"S": f"PROJECT#{CLOUD}#{CLOUD_REPO}"}, "sk": {"S": "PROJECT"}}
+    ddb.put_item(TableName=table, Item={**key, "provider_id": {"S": CLOUD}})
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    for n in range(RECENT_EVENTS_KEPT + 5):
+        pipeline.deliver("cloud", "repo:push", body, f"r-{n:02d}")
+    pipeline.run()
+    pipeline.deliver("cloud", "repo:push", body, "r-03")  # a redelivery writes the same entry
+    pipeline.deliver("datacenter", "pr:opened", payload_bytes(shared_dir, "datacenter/pr-opened.json"), "r-x")
+    pipeline.run()
+    recent = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]["recent_events"]["M"]
+    assert len(recent) == RECENT_EVENTS_KEPT
+    entry = recent["r-24"]["M"]
+    assert entry["type"]["S"] == "repository.push" and entry["repository"]["S"] and entry["actor"]["S"]
+    assert ddb.scan(TableName=table)["Count"] == 1  # the repository never imported got nothing
+
+    # The console's Activity: the projects of the user's imports, newest first.
+    JobRecord(
+        job_pk("j1"),
+        "JOB",
+        job_id="j1",
+        owner_id="u1",
+        created_at="2026-01-01T00:00:00.000Z",
+        provider_id=CLOUD,
+        flavor="cloud",
+        repository_id=CLOUD_REPO,
+        repository_full_name="team/repo",
+    ).save()
+    events = activity.recent_events("u1", limit=5)
+    assert len(events) == 5 and all(e["provider"] == CLOUD for e in events)
+    assert [e["occurred_at"] for e in events] == sorted((e["occurred_at"] for e in events), reverse=True)
+    assert activity.recent_events("someone-else") == []

@@ -1,10 +1,11 @@
-"""Who may change an import: the user who started it, or an admin named by BITBRIDGE_ADMIN_USERS."""
+"""Who may change an import: the user who started it, or an admin (accounts.is_admin: a user with a
+connection to an account named in BITBRIDGE_ADMIN_USERS; here stood in for by user id)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bitbridge.config import Settings, settings
+from bitbridge.config import Settings
 from bitbridge.errors import NotFound
 from bitbridge.imports import jobs
 from bitbridge.store.imports import JobRecord
@@ -12,21 +13,19 @@ from bitbridge.store.imports import JobRecord
 
 @pytest.fixture
 def admins(monkeypatch):
-    def configure(value: str) -> None:
-        monkeypatch.setenv("BITBRIDGE_ADMIN_USERS", value)
-        settings.cache_clear()
+    def configure(*user_ids: str) -> None:
+        monkeypatch.setattr(jobs, "is_admin", lambda user_id: user_id in user_ids)
 
-    yield configure
-    settings.cache_clear()
+    return configure
 
 
 def _job(state: str = "running") -> JobRecord:
     return JobRecord("JOB#j1", "JOB", job_id="j1", owner_id="u-alice", requested_by={"u-bob"}, state=state)
 
 
-def test_admin_users_is_a_comma_separated_list_of_user_ids():
-    parsed = Settings.from_environ({"BITBRIDGE_ADMIN_USERS": " u-1, ,u-2 ,"})
-    assert parsed.admin_users == frozenset({"u-1", "u-2"})
+def test_admin_users_is_a_comma_separated_list_of_provider_accounts():
+    parsed = Settings.from_environ({"BITBRIDGE_ADMIN_USERS": " bitbucket-cloud:{u-1}, ,acme-datacenter:7 ,"})
+    assert parsed.admin_users == frozenset({"bitbucket-cloud:{u-1}", "acme-datacenter:7"})
     assert Settings.from_environ({}).admin_users == frozenset()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from pynamodb.expressions.update import Action
 
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.config import settings
 from bitbridge.crypto import encrypt_tokens
 from bitbridge.errors import Problem
 from bitbridge.store.accounts import (
@@ -150,3 +151,25 @@ def public_connection(conn: ConnectionRecord) -> dict[str, Any]:
         "access_token_expires_at": int(conn.expires_at),
         "connected_at": conn.created_at,
     }
+
+
+def is_admin(user_id: str, conns: list[ConnectionRecord] | None = None) -> bool:
+    """Admins are named in the deploy parameter AdminUsers as `{provider id}:{Bitbucket account id}`
+    (Cloud account uuid, Data Center numeric user id: stable ids, never usernames, which change and
+    are reused). A user is an admin while one of their connections is such an account."""
+    admins = settings().admin_users
+    if not admins:
+        return False
+    found = conns if conns is not None else connections(user_id)
+    return any(f"{c.provider_id}:{c.external_id}" in admins for c in found)
+
+
+def disconnect(user_id: str, provider_id: str) -> ConnectionRecord | None:
+    """Delete the connection (its encrypted tokens with it); the removed record, or None if there was none.
+    The identity link stays, so signing in with that account again finds the same user and imports."""
+    try:
+        conn = ConnectionRecord.get(user_pk(user_id), ConnectionRecord.sort_key(provider_id), consistent_read=True)
+    except ConnectionRecord.DoesNotExist:
+        return None
+    conn.delete()
+    return conn

@@ -17,7 +17,7 @@ class Settings:
     region: str
     public_base_url: str
     allowed_return_to_origins: tuple[str, ...]
-    admin_users: frozenset[str]  # bitbridge user ids with admin rights (the one definition of "admin")
+    admin_users: frozenset[str]  # "{provider id}:{Bitbucket account id}" entries (deploy parameter AdminUsers)
     providers_table: str
     accounts_table: str
     ephemeral_table: str
@@ -48,7 +48,7 @@ class Settings:
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             public_base_url=get("PUBLIC_BASE_URL").rstrip("/"),
             allowed_return_to_origins=origins,
-            admin_users=frozenset(u.strip() for u in get("ADMIN_USERS").split(",") if u.strip()),
+            admin_users=frozenset(a.strip() for a in get("ADMIN_USERS").split(",") if a.strip()),
             providers_table=get("PROVIDERS_TABLE"),
             accounts_table=get("ACCOUNTS_TABLE"),
             ephemeral_table=get("EPHEMERAL_TABLE"),
@@ -68,11 +68,6 @@ class Settings:
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=int(get("SERVICE_AUDIT_RETENTION_DAYS", "90") or 90),
         )
-
-
-def is_admin(user_id: str) -> bool:
-    """Whether a signed-in bitbridge user is an admin (the stack's AdminUsers parameter)."""
-    return user_id in settings().admin_users
 
 
 @cache

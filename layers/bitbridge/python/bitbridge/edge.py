@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bitbridge.config import settings
-from bitbridge.errors import ConnectionNeeded, NotSignedIn, Problem
+from bitbridge.errors import ConnectionNeeded, CrossSiteRequest, NotSignedIn, Problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
     from bitbridge import oauth
+    from bitbridge.console import Asset
 
 Event = dict[str, Any]
 
@@ -48,6 +49,7 @@ STATUS: dict[str, int] = {
     "missing_permissions": 400,
     "not_signed_in": 401,
     "access_denied": 403,
+    "cross_site_request": 403,
     "imports_disabled": 403,
     "repositories_forbidden": 403,
     "not_import_owner": 403,
@@ -138,10 +140,48 @@ def connect_url(event: Event, provider_id: str) -> str:
 
 
 def session_user(event: Event) -> str | None:
-    """The signed-in user, or None (no cookie, bad signature, expired, logged out)."""
+    """The signed-in user, or None (no cookie, bad signature, expired, logged out). A state-changing
+    request carrying the cookie passes the cross-site check first: the CSRF defence of every function."""
     from bitbridge import sessions
 
-    return sessions.user_for(cookies(event).get(SESSION_COOKIE))
+    user_id = sessions.user_for(cookies(event).get(SESSION_COOKIE))
+    if user_id is not None:  # without a valid session the request has no authority to abuse: plain 401
+        refusal = cross_site_refusal(event, origin_of(base_url(event)), settings().allowed_return_to_origins)
+        if refusal:
+            raise CrossSiteRequest(f"Refused: {refusal}.")
+    return user_id
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def cross_site_refusal(event: Event, own_origin: str, allowed_origins: tuple[str, ...]) -> str | None:
+    """Why a state-changing request carrying the session cookie must be refused, or None if it may run.
+
+    SameSite=Lax does not stop a sibling subdomain (same site, other origin) from posting with the
+    cookie, so: a browser's Origin must be this API's own origin or an allowed one (Sec-Fetch-Site
+    where a browser sends no Origin), and the body must be declared JSON - which a cross-origin page
+    can only send after a CORS preflight this API never grants.
+    """
+    method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
+    if method not in STATE_CHANGING:
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    origin = headers.get("origin")
+    trusted = {own_origin.lower().rstrip("/"), *(o.lower().rstrip("/") for o in allowed_origins)}
+    if origin is not None:
+        if origin.lower().rstrip("/") not in trusted:
+            return f"requests from {origin} may not use this session"
+    elif headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "cross-site requests may not use this session"
+    if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return "send the request body as application/json"
+    return None
+
+
+def origin_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}".lower()
 
 
 def require_user(event: Event) -> str:
@@ -227,6 +267,25 @@ def page(
 
     link = f"<p><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
     return html_page(status, title, f"<p>{escape(message)}</p>{link}", cookies_out)
+
+
+def console_page(document: str) -> Event:
+    """The console's HTML (never cached: it carries the user's boot data) under its strict policy."""
+    from bitbridge.console import SECURITY_HEADERS
+
+    return respond(200, document, "text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+def console_asset(asset: Asset | None, request_headers: dict[str, str]) -> Event:
+    """A hashed console asset: cached for a year (its name changes with its content), 304 on its ETag."""
+    from bitbridge.console import IMMUTABLE, SECURITY_HEADERS
+
+    if asset is None:
+        return respond(404, "Not found.", "text/plain; charset=utf-8")
+    headers = {**SECURITY_HEADERS, "Cache-Control": IMMUTABLE, "ETag": asset.etag}
+    if {k.lower(): v for k, v in request_headers.items()}.get("if-none-match") == asset.etag:
+        return respond(304, "", asset.content_type, headers=headers)
+    return respond(200, asset.body, asset.content_type, headers=headers)
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -47,6 +47,19 @@ class NotFound(Problem):
     code = "not_found"
 
 
+class AccessDenied(Problem):
+    """Signed in, but this user may not do or see this (e.g. the admin pages)."""
+
+    code = "access_denied"
+
+
+class CrossSiteRequest(Problem):
+    """A state-changing request carried the session cookie but did not come from the console's origin
+    (or was not JSON): refused, whatever the session."""
+
+    code = "cross_site_request"
+
+
 class InvalidState(Problem):
     """The thing exists but its current state refuses the change (e.g. cancelling a finished import)."""
 

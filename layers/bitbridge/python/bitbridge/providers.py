@@ -76,6 +76,11 @@ def endpoints(provider: ProviderRecord) -> Endpoints:
     return Endpoints(flavor.authorize_url(web), flavor.token_url(web), provider.api_url, web)
 
 
+def revocation_note(provider: ProviderRecord) -> str:
+    """How the user revokes bitbridge's grant on the Bitbucket side, in words (no flavor has an API)."""
+    return bitbucket(provider).revocation_note(provider.web_url)
+
+
 def oauth_session(provider: ProviderRecord, creds: Credentials, redirect_uri: str | None = None) -> Any:
     """An Authlib OAuth 2 client configured for this provider's flavor."""
     from authlib.integrations.requests_client import OAuth2Session

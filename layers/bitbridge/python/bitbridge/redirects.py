@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-DEFAULT_RETURN_TO = "/api/me"
+DEFAULT_RETURN_TO = "/"  # the console
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

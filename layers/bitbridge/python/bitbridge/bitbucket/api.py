@@ -40,6 +40,10 @@ class Bitbucket(Protocol):
         """requests.post keyword arguments for an invalid-code exchange (provider pre-flight)."""
         ...
 
+    def revocation_note(self, web_url: str) -> str:
+        """Where a user revokes bitbridge's grant by hand (neither flavor has a revocation API)."""
+        ...
+
     # -- identity ----------------------------------------------------------------------------------
     def identify(self, web_url: str, api_url: str, token: str) -> Identity: ...
 

@@ -173,6 +173,13 @@ class Cloud:
         form = {"grant_type": "authorization_code", "code": "bitbridge-preflight", "redirect_uri": callback}
         return {"data": form, "auth": (client_id, client_secret)}
 
+    def revocation_note(self, web_url: str) -> str:
+        # No documented token-revocation endpoint (../shared/docs/bitbucket-api.md, "Revocation").
+        return (
+            "Bitbucket Cloud has no API to revoke the grant: to revoke it too, open "
+            f"{web_url.rstrip('/')}/account/settings/app-authorizations/ and revoke bitbridge."
+        )
+
     # -- identity ----------------------------------------------------------------------------------
     def identify(self, web_url: str, api_url: str, token: str) -> Identity:
         user = get_json(f"{api_url}/user", token, "reading the Bitbucket user")

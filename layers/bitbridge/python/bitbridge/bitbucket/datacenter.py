@@ -126,6 +126,13 @@ class DataCenter:
         }
         return {"data": urlencode(form), "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
 
+    def revocation_note(self, web_url: str) -> str:
+        # Users revoke under their profile; there is no revocation endpoint to call.
+        return (
+            "Bitbucket Data Center has no API to revoke the grant: to revoke it too, open your profile "
+            f"on {web_url.rstrip('/')} > Manage account > Authorized applications."
+        )
+
     # -- identity ----------------------------------------------------------------------------------
     def identify(self, web_url: str, api_url: str, token: str) -> Identity:
         # Data Center has no "current user" REST endpoint: whoami names the user, then we look them up.

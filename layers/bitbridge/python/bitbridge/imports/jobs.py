@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bitbridge import providers
+from bitbridge.accounts import is_admin
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError
-from bitbridge.config import is_admin, settings
+from bitbridge.config import settings
 from bitbridge.errors import NotFound, Problem
 from bitbridge.imports import output
 from bitbridge.imports.access import Caller
@@ -31,6 +32,8 @@ from bitbridge.store.imports import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    HOOK_INSTALLED,
+    HOOK_MANUAL,
     JOB_SK,
     QUEUED,
     REPOJOB_SK,
@@ -339,6 +342,22 @@ def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     return value
 
 
+def may_see_hook_secret(job: JobRecord, user_id: str, admin: bool) -> bool:
+    """The secret of a hook to add by hand goes to the user whose import it is (the job's owner) and to
+    admins - not to others who asked for the same repository (they see the URL and events only)."""
+    return bool(job.webhook and job.webhook.get("status") == HOOK_MANUAL and (admin or job.owner_id == user_id))
+
+
+def installed_hooks(user_id: str, provider_id: str) -> list[str]:
+    """Subscription ids of the hooks this user's imports installed on `provider_id` (for Disconnect's answer)."""
+    found = {
+        str(job.webhook["subscription_id"])
+        for job in JobRecord.by_owner.query(user_id)
+        if job.provider_id == provider_id and job.webhook and job.webhook.get("status") == HOOK_INSTALLED
+    }
+    return sorted(found)
+
+
 def list_for(user_id: str, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
     """The user's jobs, newest first, paged by DynamoDB's own key (stable under new jobs)."""
     result = JobRecord.by_owner.query(
@@ -356,7 +375,13 @@ def statuses(provider_id: str, repository_ids: list[str]) -> dict[str, dict[str,
     job_ids = {p.job_id for p in pointers}
     found = {j.repository_id: j for j in JobRecord.batch_get([(job_pk(i), JOB_SK) for i in job_ids])} if job_ids else {}
     return {
-        rid: {"id": j.job_id, "state": j.state, "step": j.step, "finished_at": j.finished_at}
+        rid: {
+            "id": j.job_id,
+            "state": j.state,
+            "step": j.step,
+            "finished_at": j.finished_at,
+            "webhook": (j.webhook or {}).get("status"),
+        }
         for rid, j in found.items()
     }
 

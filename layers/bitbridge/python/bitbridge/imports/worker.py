@@ -47,6 +47,9 @@ from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
     FAILED,
+    HOOK_FAILED,
+    HOOK_INSTALLED,
+    HOOK_MANUAL,
     JOB_SK,
     PARTS_ON_JOB,
     PROJECT_SK,
@@ -384,15 +387,21 @@ class Run:
 
     def _webhook(self) -> None:
         """Install bitbridge's hook through the webhooks core (idempotent: a retry finds the same hook),
-        with this run's provider record and token. Saved with the manifest step's write.
-        A user who may not manage hooks does not fail the import: the manifest says why none is installed.
+        with this run's provider record and token; saved with the manifest step's write.
+        A user who may not manage hooks does not fail the import: the outcome is `manual_required`, with
+        a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
+        stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
         from bitbridge.webhooks import subscriptions
 
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
+        outcome: dict[str, Any]
         if not base_url:
-            status = "not installed (no public base URL known: set the stack's PublicBaseUrl parameter)"
+            outcome = {
+                "status": HOOK_FAILED,
+                "reason": "No public base URL is known: set the stack's PublicBaseUrl parameter and retry.",
+            }
         else:
             assert self.repo is not None
             target = subscriptions.Repository(
@@ -402,12 +411,20 @@ class Run:
                 installed = subscriptions.install_webhook(
                     self.job.owner_id, target, base_url, provider=self.provider, token=self.caller.token()
                 )
-            except subscriptions.HookPermissionDenied as exc:
-                status = f"not installed ({exc})"
-            else:
-                facts["subscription_id"] = installed.subscription.subscription_id
-                status = f"installed (subscription {installed.subscription.subscription_id})"
-        self.job.webhook, self.job.facts, self.job.step = status, facts, self._next_step("webhook")
+                outcome = {"status": HOOK_INSTALLED}
+            except subscriptions.HookPermissionDenied:
+                installed = subscriptions.install_webhook(
+                    self.job.owner_id, target, base_url, manual=True, provider=self.provider, token=self.caller.token()
+                )
+                outcome = {
+                    "status": HOOK_MANUAL,
+                    "reason": "The connected account may not manage this repository's webhooks (it needs admin "
+                    "rights): an admin of the repository adds the hook by hand.",
+                    "events": list(installed.events),
+                }
+            facts["subscription_id"] = installed.subscription.subscription_id
+            outcome |= {"subscription_id": installed.subscription.subscription_id, "url": installed.url}
+        self.job.webhook, self.job.facts, self.job.step = outcome, facts, self._next_step("webhook")
 
     def _manifest(self) -> None:
         parts = sorted(self._all_parts(), key=lambda p: (p[1] != "repository", p[0]))
@@ -449,7 +466,7 @@ class Run:
             ProjectRecord.latest_import_id.set(self.job.job_id),
             ProjectRecord.latest_import_at.set(finished),
             ProjectRecord.snapshot_prefix.set(self.base),
-            ProjectRecord.webhook.set(self.job.webhook or ""),
+            ProjectRecord.webhook.set((self.job.webhook or {}).get("status", "")),
         ]
         if facts.get("subscription_id"):
             actions.append(ProjectRecord.subscription_id.set(facts["subscription_id"]))

@@ -17,6 +17,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     JSONAttribute,
+    MapAttribute,
     NumberAttribute,
     NumberSetAttribute,
     UnicodeAttribute,
@@ -26,6 +27,10 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from bitbridge.store.base import iso, register, table_meta
+
+HOOK_INSTALLED = "installed"
+HOOK_MANUAL = "manual_required"
+HOOK_FAILED = "failed"
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -103,7 +108,9 @@ class JobRecord(Model):
     checkpoint = JSONAttribute(default=dict)  # {"cursor": str|None, "page": int} within `step`
     counts = JSONAttribute(default=dict)  # entity -> items written
     facts = JSONAttribute(default=dict)  # gathered on the way: default branch, its head, open PR ids
-    webhook = UnicodeAttribute(null=True)  # what the webhook step did
+    # What the webhook step did: {"status": installed | manual_required | failed, "reason", "subscription_id",
+    # "url", "events"} (never the secret). Stored as `webhook_outcome`: older jobs held free text in `webhook`.
+    webhook = JSONAttribute(null=True, attr_name="webhook_outcome")
     api_calls = NumberAttribute(default=0)  # Bitbucket REST calls: the kickoff's access check + the worker's
     aws_calls = JSONAttribute(default=dict)  # the worker's AWS calls: {"dynamodb:UpdateItem": n, ...}
     # Objects written so far, [key, entity, page, items, bytes, sha256] each, saved with the page's
@@ -179,7 +186,7 @@ class ProjectRecord(Model):
     latest_import_at = UnicodeAttribute(null=True)
     snapshot_prefix = UnicodeAttribute(null=True)  # s3 key prefix of the latest snapshot
     subscription_id = UnicodeAttribute(null=True)
-    webhook = UnicodeAttribute(null=True)
+    webhook = UnicodeAttribute(null=True)  # the latest import's webhook status (installed | manual_required | failed)
     # Kept current by the event publisher (names fixed by bitbridge.webhooks.project_state):
     default_branch = UnicodeAttribute(null=True)
     default_branch_head = UnicodeAttribute(null=True)
@@ -187,3 +194,6 @@ class ProjectRecord(Model):
     last_push_at = UnicodeAttribute(null=True)
     last_push_event_id = UnicodeAttribute(null=True)
     open_pull_request_ids = NumberSetAttribute(null=True)
+    # Written by the publisher (bitbridge.store.webhook_state.record_recent_event) with plain boto3:
+    # event id -> {id, type, repository, actor, occurred_at, summary}; read by bitbridge.imports.activity.
+    recent_events = MapAttribute(null=True)  # type: ignore[var-annotated]

@@ -1,7 +1,7 @@
 """What the event publisher reads and writes besides deliveries, with the low-level client (no PynamoDB,
 for its cold start): a provider's flavor (ProvidersTable), a subscription's last delivery and health
-(SubscriptionsTable), and an imported project's push / default-branch / open pull request state
-(ImportsTable). The item shapes are the ones `store.providers`, `store.subscriptions` and
+(SubscriptionsTable), and an imported project's push / default-branch / open pull request state and
+its recent events (ImportsTable). The item shapes are the ones `store.providers`, `store.subscriptions` and
 `store.imports` describe with PynamoDB; `tests/unit/test_store_shapes.py` keeps the names equal.
 
 Every update is conditional on the item existing: a late delivery never recreates a deleted
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from contextlib import suppress
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from bitbridge.aws import client
 from bitbridge.config import settings
@@ -138,4 +140,49 @@ def _update_project(
             UpdateExpression=expression,
             ConditionExpression=condition,
             ExpressionAttributeValues=values,
+        )
+
+
+def record_recent_event(provider_id: str, repository_id: str, entry: dict[str, str], *, keep: int) -> None:
+    """Add `entry` to the project's `recent_events` map (keyed by event id: a redelivery writes the same
+    entry), then drop the oldest beyond `keep`. Nothing happens for a project that was never imported."""
+    ddb = client("dynamodb")
+    add: dict[str, Any] = {
+        "TableName": settings().imports_table,
+        "Key": _project_key(provider_id, repository_id),
+        "UpdateExpression": "SET recent_events.#id = :entry",
+        "ConditionExpression": _EXISTS,
+        "ExpressionAttributeNames": {"#id": entry["id"]},
+        "ExpressionAttributeValues": {":entry": {"M": {k: {"S": v} for k, v in entry.items()}}},
+        "ReturnValues": "ALL_NEW",  # UPDATED_NEW would hold only the entry written
+    }
+    try:
+        try:
+            answer = ddb.update_item(**add)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":
+                raise
+            # The project's first event: the map does not exist yet (one more write, once per project).
+            _update_project(
+                provider_id,
+                repository_id,
+                "SET recent_events = if_not_exists(recent_events, :empty)",
+                _EXISTS,
+                {":empty": {"M": {}}},
+            )
+            answer = ddb.update_item(**add)
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return  # not an imported repository
+    kept = answer.get("Attributes", {}).get("recent_events", {}).get("M", {})
+    if len(kept) <= keep:
+        return
+    by_age = sorted(kept, key=lambda i: (kept[i]["M"].get("occurred_at", {}).get("S", ""), i), reverse=True)
+    names = {f"#o{n}": event_id for n, event_id in enumerate(by_age[keep:])}
+    with suppress(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.update_item(
+            TableName=settings().imports_table,
+            Key=_project_key(provider_id, repository_id),
+            UpdateExpression="REMOVE " + ", ".join(f"recent_events.{n}" for n in names),
+            ConditionExpression=_EXISTS,
+            ExpressionAttributeNames=names,
         )

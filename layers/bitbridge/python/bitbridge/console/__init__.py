@@ -1,0 +1,100 @@
+"""The web console: a few static files (package data in ``static/``) served by the API function.
+
+The API function serves them because the console's next requests are its /api/* calls: one warm
+container answers both, so a person meets at most one cold start. Assets are addressed by a content
+hash (``/assets/console.3f9a0c1e.js``), so they can be cached for a year; the HTML shell is never
+cached (it carries the signed-in user's boot data: who they are, their connections, the providers).
+The policy below allows no inline script or style at all; the boot data is a JSON data block, which
+browsers never execute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+STATIC = Path(__file__).parent / "static"
+_SERVED = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# For every console answer (HTML and assets): no framing, no sniffing, no referrer leaking paths.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str  # the hashed name it is served under
+    body: str
+    content_type: str
+    etag: str
+
+
+@cache
+def _built() -> tuple[dict[str, Asset], dict[str, str]]:
+    """(every served asset by its hashed name, hashed name by file name), read once per container."""
+    by_name: dict[str, Asset] = {}
+    names: dict[str, str] = {}
+    for filename, content_type in _SERVED.items():
+        body = (STATIC / filename).read_text(encoding="utf-8")
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        stem, _, ext = filename.rpartition(".")
+        name = f"{stem}.{digest[:12]}.{ext}"
+        by_name[name] = Asset(name, body, content_type, f'"{digest[:32]}"')
+        names[filename] = name
+    return by_name, names
+
+
+def hashed_name(filename: str) -> str:
+    return _built()[1][filename]
+
+
+def find_asset(name: str) -> Asset | None:
+    return _built()[0].get(name)
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template((STATIC / name).read_text(encoding="utf-8"))
+
+
+def _json_block(data: Any) -> str:
+    """JSON safe inside <script type="application/json">: no `</script>` or `<!--` can close it."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_console(boot: dict[str, Any]) -> str:
+    return _template("console.html").substitute(
+        css=hashed_name("console.css"), js=hashed_name("console.js"), boot=_json_block(boot)
+    )
+
+
+def render_sign_in(providers: list[dict[str, Any]], return_to: str = "/") -> str:
+    """The signed-out page: one button per provider with sign-in on (no script needed)."""
+    suffix = f"?return_to={quote(return_to, safe='')}"
+    buttons = "".join(
+        f'<a class="button" href="/auth/{quote(p["id"])}/authorize{suffix}">Sign in with {html.escape(p["label"])}</a>'
+        for p in providers
+        if p["sign_in"]
+    )
+    return _template("signin.html").substitute(
+        css=hashed_name("console.css"),
+        buttons=buttons
+        or "<p>No sign-in provider is configured yet: an admin adds one with <code>bitbridge providers add</code>.</p>",
+    )

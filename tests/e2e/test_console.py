@@ -1,0 +1,404 @@
+"""The console, as a person uses it: headless Chromium (Debian's) on the local stack and the emulator.
+
+The whole journey of issue 11 for each flavor signing in first: sign in -> console -> connect the other
+provider -> search and select three repositories -> Import -> progress reaches completed without a reload
+-> push in the emulator -> the event shows in Activity -> Disconnect -> gone from /api/me. Screenshots of
+every screen at 1440 and 375 px wide are written under the pytest temp directory (printed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from bitbridge.webhooks.signatures import sign
+from tests.e2e.browser import CHROMIUM_FLAGS, chromium
+from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.e2e.support import PROVIDERS, SESSION, api_session, control, list_all_repos, start_imports, wait_for
+
+pytestmark = pytest.mark.browser
+
+LABELS = {"cloud": "Bitbucket Cloud (emulator)", "datacenter": "Acme Data Center (emulator)"}
+XSS_NAME = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
+WIDTHS = (1440, 375)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[RunningStack]:
+    """A stack of its own: these tests add emulator users and repositories, which must not change
+    what the session stack's other tests (e.g. snapshot comparisons across stacks) see."""
+    running = start_stack(tmp_path_factory.mktemp("console-stack"))
+    yield running
+    stop_stack(running)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+def _new_person(stack) -> str:
+    """A fresh emulator user owning a workspace (Cloud) and a project (DC) with five repositories each,
+    one of them named with markup. Fresh, so no earlier test linked their identities elsewhere."""
+    name = f"p{secrets.token_hex(4)}"
+    repos = [{"slug": s, "branches": 3, "tags": 1, "pull_requests": 2} for s in ("alpha", "beta", "gamma", "delta")]
+    repos.append({"slug": "markup", "name": XSS_NAME})
+    spec = {
+        "users": [{"name": name, "display_name": f"Person {name}"}],
+        "cloud": {"workspaces": [{"slug": f"ws-{name}", "members": {name: "owner"}, "repositories": repos}]},
+        "datacenter": {"projects": [{"key": name.upper(), "permissions": {name: "admin"}, "repositories": repos}]},
+    }
+    control(stack, "cloud", "POST", "seed", spec)  # one backend behind both front-ends: seeds both flavors
+    return name
+
+
+def _owner(flavor: str, person: str) -> str:
+    return f"ws-{person}" if flavor == "cloud" else person.upper()
+
+
+def _shoot(page, screens: Path, name: str) -> None:
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)
+        page.screenshot(path=str(screens / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+def _consent(page, person: str) -> None:
+    page.wait_for_selector("text=Grant access")
+    page.select_option("select[name=user]", person)
+    page.get_by_role("button", name="Grant access").click()
+
+
+def _me(page, stack) -> dict:
+    response = page.request.get(f"{stack.api}/api/me")
+    assert response.status == 200, response.text()
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("first", ["cloud", "datacenter"])
+def test_the_whole_journey_in_the_console(stack, browser, screens, first):
+    second = "datacenter" if first == "cloud" else "cloud"
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        # Signed out, / is the sign-in page.
+        page.goto(f"{stack.api}/")
+        _shoot(page, screens, f"{first}-01-signed-out")
+        page.get_by_role("link", name=f"Sign in with {LABELS[first]}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        page.wait_for_selector("#view-repositories:not([hidden])")
+        assert page.locator("#who").inner_text() == f"Person {person}"
+        # The first provider's first page came embedded in the HTML: markup in a name is still text.
+        mine = page.locator(f'li[data-repo="{_owner(first, person)}/markup"]')
+        mine.wait_for()
+        assert mine.get_by_text(XSS_NAME, exact=True).is_visible()
+        assert page.evaluate("window.__pwned") is None
+        _shoot(page, screens, f"{first}-02-console")
+        first_group = page.locator("fieldset.group", has=page.locator("legend", has_text=_owner(first, person)))
+        first_group.get_by_role("button", name=f"Select all shown in {_owner(first, person)}").click()
+        assert page.locator("#repo-selected").inner_text() == "5 selected"
+        page.get_by_role("button", name="Clear").click()
+        assert page.locator("#repo-selected").inner_text() == "0 selected"
+
+        # Connect the second provider: back in the console, on Connections, with the account shown.
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        card.get_by_role("link", name="Connect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        card.get_by_text("Active").wait_for()
+        assert person in card.inner_text()
+        _shoot(page, screens, f"{first}-03-connections")
+
+        # The picker on the newly connected provider: grouped by workspace/project, markup shown as text.
+        page.get_by_role("link", name="Repositories").click()
+        page.locator("#repo-provider").select_option(PROVIDERS[second])
+        owner = _owner(second, person)
+        group = page.locator("fieldset.group", has=page.locator("legend", has_text=owner))
+        group.locator(f'li[data-repo="{owner}/markup"]').wait_for()
+        assert group.get_by_text(XSS_NAME, exact=True).is_visible()
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("#repo-groups script, #repo-groups img").count() == 0
+
+        # Search, select three, Import.
+        page.evaluate("window.__sameDocument = true")  # survives only if the page is never reloaded
+        page.get_by_label("Search", exact=True).fill("a")  # alpha, beta, gamma, delta, markup... all contain an "a"
+        page.get_by_label("Search", exact=True).fill("ta")  # beta, delta
+        expect(page.locator(f'li[data-repo="{owner}/alpha"]')).to_have_count(0)  # the search answered
+        expect(page.locator("#repo-groups li[data-repo]")).to_have_count(2)  # beta, delta
+        page.get_by_label(f"{owner}/beta").check()
+        page.get_by_label(f"{owner}/delta").check()
+        page.get_by_label("Search", exact=True).fill("gamma")
+        expect(page.locator("#repo-groups li[data-repo]")).to_have_count(1)
+        page.locator(f'li[data-repo="{owner}/gamma"]').wait_for()
+        page.get_by_label(f"{owner}/gamma").check()
+        assert page.locator("#repo-selected").inner_text() == "3 selected"
+        _shoot(page, screens, f"{first}-04-repositories")
+        page.get_by_role("button", name="Import selected").click()
+
+        # Live progress: the cards reach completed by polling, without a reload.
+        page.wait_for_url(f"{stack.api}/#imports")
+        cards = page.locator("#import-list li[data-job]")
+        cards.first.wait_for()
+        for slug in ("beta", "delta", "gamma"):
+            page.locator(f'#import-list li:has(h2:text-is("{owner}/{slug}"))[data-state=completed]').wait_for(
+                timeout=60_000
+            )
+        assert page.evaluate("window.__sameDocument") is True
+        done = page.locator(f'#import-list li:has(h2:text-is("{owner}/beta"))')
+        assert "Webhook installed" in done.inner_text()
+        assert "s3://" in done.inner_text()
+        _shoot(page, screens, f"{first}-05-imports")
+
+        # A push in the emulator arrives in Activity.
+        control(stack, second, "POST", f"{second}/repos/{owner}/beta/push", {"branch": "main", "user": person})
+        page.get_by_role("link", name="Activity").click()
+        row = page.locator("#activity-rows tr", has_text=f"{owner}/beta")
+        row.first.wait_for(timeout=30_000)
+        assert "repository.push" in row.first.inner_text()
+        assert f"Person {person}" in row.first.inner_text()
+        _shoot(page, screens, f"{first}-06-activity")
+
+        # Disconnect the second provider: gone from the page and from /api/me.
+        page.get_by_role("link", name="Connections").click()
+        page.locator(f"li[data-provider={PROVIDERS[second]}]").get_by_role("button", name="Disconnect").click()
+        page.locator("#status", has_text="Disconnected").wait_for()
+        assert any("Disconnect" in d for d in dialogs)
+        assert "webhook" in page.locator("#status").inner_text()
+        card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
+        assert "Not connected" in card.inner_text()
+        providers = {c["provider"] for c in _me(page, stack)["connections"]}
+        assert providers == {PROVIDERS[first]}
+        _shoot(page, screens, f"{first}-07-disconnected")
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+    finally:
+        context.close()
+    print(f"\nconsole screenshots: {screens}")
+
+
+def test_admin_sees_providers_with_callback_urls_and_no_secret(stack, browser, screens):
+    """alice is the local stack's admin (AdminUsers); the page lists both providers with their callback URL."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, "alice")
+        page.wait_for_url(f"{stack.api}/")
+        page.get_by_role("link", name="Admin").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['datacenter']}]")
+        card.wait_for()
+        text = card.inner_text()
+        assert f"{stack.api}/auth/{PROVIDERS['datacenter']}/callback" in text
+        verify = card.get_by_role("link", name="Verify").get_attribute("href") or ""
+        assert verify.startswith(f"/auth/{PROVIDERS['datacenter']}/authorize?purpose=verify")
+        _shoot(page, screens, "admin-providers")
+        body = page.request.get(f"{stack.api}/api/admin/providers").text()
+        assert "secret" not in body.lower()
+    finally:
+        context.close()
+
+
+def test_non_admin_gets_no_admin_page(stack, browser):
+    person = _new_person(stack)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        assert page.locator("#admin-tab").is_hidden()
+        assert page.request.get(f"{stack.api}/api/admin/providers").status == 403
+    finally:
+        context.close()
+
+
+def test_a_cross_origin_post_with_the_session_cookie_is_refused(stack, browser):
+    """A page on another origin of the same site (the emulator: same host, other port) posts to the API
+    with the person's cookie, as a sibling subdomain could: SameSite=Lax sends it, the edge refuses it."""
+    person = _new_person(stack)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        page.goto(f"{stack.urls['bitbucket_cloud']}/_emulator/state")
+        for body_type in ("text/plain", "application/x-www-form-urlencoded"):
+            page.evaluate(
+                """([url, type]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+                       headers: {"Content-Type": type}, body: "{}"})""",
+                [f"{stack.api}/api/logout", body_type],
+            )
+        assert _me(page, stack)["user"]["display_name"] == f"Person {person}"  # still signed in
+        session = next(c["value"] for c in context.cookies() if c["name"] == SESSION)
+    finally:
+        context.close()
+
+    cookies = {SESSION: session}
+    url = f"{stack.api}/api/logout"
+    evil = requests.post(url, cookies=cookies, json={}, headers={"Origin": "http://evil.example"}, timeout=10)
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_site_request"
+    assert "evil.example" in evil.json()["error"]["message"]
+    sibling = requests.post(url, cookies=cookies, json={}, headers={"Sec-Fetch-Site": "same-site"}, timeout=10)
+    assert sibling.status_code == 403
+    form = requests.post(url, cookies=cookies, data="x=1", headers={"Origin": stack.api}, timeout=10)
+    assert form.status_code == 403 and "application/json" in form.json()["error"]["message"]
+    delete = requests.delete(
+        f"{stack.api}/api/connections/{PROVIDERS['cloud']}",
+        cookies=cookies,
+        headers={"Origin": "http://evil.example", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert delete.status_code == 403
+    assert requests.get(f"{stack.api}/api/me", cookies=cookies, timeout=10).status_code == 200
+    same = requests.post(url, cookies=cookies, json={}, headers={"Origin": stack.api}, timeout=10)
+    assert same.status_code == 200
+    assert requests.get(f"{stack.api}/api/me", cookies=cookies, timeout=10).status_code == 401
+
+
+def test_console_pages_carry_a_strict_policy_and_cacheable_assets(stack):
+    page = requests.get(f"{stack.api}/", timeout=10)
+    policy = page.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["X-Frame-Options"] == "DENY"
+    css = page.text.split('href="/assets/')[1].split('"')[0]
+    asset = requests.get(f"{stack.api}/assets/{css}", timeout=10)
+    assert asset.status_code == 200 and "immutable" in asset.headers["Cache-Control"]
+    again = requests.get(f"{stack.api}/assets/{css}", headers={"If-None-Match": asset.headers["ETag"]}, timeout=10)
+    assert again.status_code == 304
+    assert requests.get(f"{stack.api}/assets/console.0000.css", timeout=10).status_code == 404
+    assert json.loads(requests.get(f"{stack.api}/health", timeout=10).text)["status"] == "ok"
+
+
+def _seed_shared(stack, owner: str, member: str) -> str:
+    """A Cloud workspace `owner` owns, with a repository `member` may write to but not administer."""
+    spec = {
+        "users": [{"name": owner, "display_name": f"Person {owner}"}, {"name": member}],
+        "cloud": {
+            "workspaces": [
+                {
+                    "slug": f"ws-{owner}",
+                    "members": {owner: "owner", member: "member"},
+                    "repositories": [{"slug": "shared", "branches": 2, "permissions": {member: "write"}}],
+                }
+            ]
+        },
+    }
+    control(stack, "cloud", "POST", "seed", spec)
+    return f"ws-{owner}/shared"
+
+
+def test_manual_webhook_outcome_and_who_sees_its_secret(stack):
+    """A member without admin rights imports: the job says `manual_required` with the URL and events;
+    the secret goes to the job's owner and to admins only, and it is the one the receiver checks."""
+    owner, member = f"p{secrets.token_hex(4)}", f"m{secrets.token_hex(4)}"
+    full_name = _seed_shared(stack, owner, member)
+    importer, other, admin = (api_session(stack, "cloud", u) for u in (member, owner, "alice"))
+    job = start_imports(importer, stack, "cloud", [full_name])[0]
+    done = wait_for(importer, stack, [job["id"]])[job["id"]]
+    hook = done["webhook"]
+    assert done["state"] == "completed" and hook["status"] == "manual_required"
+    assert hook["url"].startswith(f"{stack.api}/hooks/{PROVIDERS['cloud']}/sub-") and "repo:push" in hook["events"]
+    assert hook["secret_visible"] is True and "secret" not in hook
+    listed = {r["full_name"]: r for r in list_all_repos(importer, stack, "cloud")}
+    assert listed[full_name]["import"]["webhook"] == "manual_required"
+
+    # The workspace owner asks for the same repository: they see the job, not the secret.
+    assert start_imports(other, stack, "cloud", [full_name])[0]["id"] == job["id"]
+    seen = other.get(f"{stack.api}/api/imports/{job['id']}", timeout=10).json()
+    assert seen["webhook"]["secret_visible"] is False
+    assert other.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10).status_code == 403
+
+    secret = importer.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10)
+    assert secret.status_code == 200 and secret.headers["Cache-Control"] == "no-store"
+    as_admin = admin.get(f"{stack.api}/api/imports/{job['id']}/webhook-secret", timeout=10)
+    assert as_admin.status_code == 200 and as_admin.json() == secret.json()
+    body = json.dumps({"push": {"changes": []}}).encode()
+    headers = {"X-Event-Key": "repo:push", "X-Request-UUID": secrets.token_hex(8), "Content-Type": "application/json"}
+    signed = {**headers, "X-Hub-Signature": sign(secret.json()["secret"], body)}
+    assert requests.post(hook["url"], data=body, headers=signed, timeout=10).status_code in (200, 202)
+    forged = {**headers, "X-Hub-Signature": sign("guess", body)}
+    assert requests.post(hook["url"], data=body, headers=forged, timeout=10).status_code == 401
+
+
+def test_rate_limit_wait_cancel_and_retry_in_the_console(stack, browser, screens):
+    """The imports screen shows a rate-limit wait with its countdown, then Cancel and Retry work."""
+    person = _new_person(stack)
+    owner = _owner("cloud", person)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    prefix = f"/2.0/repositories/{owner}/alpha/refs/branches"
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        control(stack, "cloud", "POST", "faults", {"status": 429, "path_prefix": prefix, "retry_after": 30})
+        page.get_by_label(f"{owner}/alpha").check()
+        page.get_by_role("button", name="Import selected").click()
+        card = page.locator(f'#import-list li:has(h2:text-is("{owner}/alpha"))')
+        card.locator("text=Bitbucket is rate limiting; retrying in").wait_for(timeout=30_000)
+        assert card.get_attribute("data-state") == "waiting_rate_limit"
+        assert int(card.locator("[data-until]").inner_text().removesuffix(" s")) > 0
+        _shoot(page, screens, "imports-rate-limited")
+        card.get_by_role("button", name="Cancel").click()
+        page.locator(f'#import-list li[data-state=cancelled]:has(h2:text-is("{owner}/alpha"))').wait_for()
+        control(stack, "cloud", "DELETE", "faults")
+        page.locator(f'#import-list li:has(h2:text-is("{owner}/alpha"))').get_by_role("button", name="Retry").click()
+        page.locator(f'#import-list li[data-state=completed]:has(h2:text-is("{owner}/alpha"))').wait_for(timeout=60_000)
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()
+
+
+def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
+    """Bitbucket stops honouring the refresh token: the console says so and Reconnect repairs it."""
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/")
+        control(stack, "cloud", "POST", "tokens/expire", {"user": person, "flavor": "cloud", "refresh": True})
+        page.reload()  # a new visit: the embedded listing finds the refresh token refused
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("Reconnect needed").wait_for()
+        _shoot(page, screens, "connections-reauth")
+        card.get_by_role("link", name="Reconnect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        page.locator(f"li[data-provider={PROVIDERS['cloud']}]").get_by_text("Active").wait_for()
+        page.get_by_role("link", name="Repositories").click()
+        page.locator(f'li[data-repo="{_owner("cloud", person)}/alpha"]').wait_for()
+    finally:
+        context.close()
