@@ -125,6 +125,14 @@ def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any
     return response.json() if response.content else None
 
 
+def bench_seed(count: int, pull_requests: int, **more: int) -> dict[str, Any]:
+    """An emulator seed of `count` generated Cloud repositories `bench/repo-0001`... (3 branches, 1 tag,
+    `pull_requests` each, plus `more` counts) in one workspace alice owns: the benchmarks' bulk load."""
+    repo = {"slug": "repo", "count": count, "branches": 3, "tags": 1, "pull_requests": pull_requests, **more}
+    workspace = {"slug": "bench", "name": "Bench", "members": {"alice": "owner"}, "repositories": [repo]}
+    return {"cloud": {"workspaces": [workspace]}}
+
+
 def emulator_repo(stack, flavor: str, full_name: str) -> dict[str, Any]:
     state = control(stack, flavor, "GET", "state")
     flav = "cloud" if flavor == "cloud" else "datacenter"
