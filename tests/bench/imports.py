@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.support import api_session, control, start_imports  # noqa: E402
+from tests.e2e.support import api_session, bench_seed, control, start_imports  # noqa: E402
 
 DEFAULT_REPOS = {
     "cloud": ["acme/web-app", "acme/api-service", "acme/infra", "globex/mobile", "globex/docs"],
@@ -198,22 +198,8 @@ def kickoff(session: requests.Session, stack: Any, names: list[str]) -> list[dic
 
 def scale(stack: Any, repos: int, prs: int, interval: float) -> None:
     print(f"\n== {repos} repositories / {repos * prs} pull requests, imported through the API ==")
-    spec = {
-        "cloud": {
-            "workspaces": [
-                {
-                    "slug": "bench",
-                    "name": "Bench",
-                    "members": {"alice": "owner"},
-                    "repositories": [
-                        {"slug": "repo", "count": repos, "branches": 3, "tags": 1, "pull_requests": prs, "issues": 0}
-                    ],
-                }
-            ]
-        }
-    }
     t0 = time.monotonic()
-    control(stack, "cloud", "POST", "seed", spec)
+    control(stack, "cloud", "POST", "seed", bench_seed(repos, pull_requests=prs, issues=0))
     print(f"seeded in {time.monotonic() - t0:.1f} s")
     session = api_session(stack, "cloud", "alice")
     table = str(requests.get(f"{stack.urls['console']}/env", timeout=5).json()["BITBRIDGE_IMPORTS_TABLE"])

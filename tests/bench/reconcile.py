@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.support import PROVIDERS, api_session, emulator  # noqa: E402
+from tests.e2e.support import PROVIDERS, api_session, bench_seed, emulator  # noqa: E402
 from tests.e2e.support import user_id as session_user  # noqa: E402
 
 DEFAULT_REPOS = {
@@ -109,19 +109,7 @@ def scale(stack, count: int) -> None:
     from bitbridge.reconcile.run import run
 
     print(f"2. Reconciling {count} subscribed Cloud repositories, nothing changed")
-    spec = {
-        "cloud": {
-            "workspaces": [
-                {
-                    "slug": "bench",
-                    "name": "Bench",
-                    "members": {"alice": "owner"},
-                    "repositories": [{"slug": "repo", "count": count, "branches": 3, "tags": 1, "pull_requests": 20}],
-                }
-            ]
-        }
-    }
-    control(stack, "cloud", "POST", "seed", spec)
+    control(stack, "cloud", "POST", "seed", bench_seed(count, pull_requests=20))
     names = [f"bench/repo-{n:04d}" for n in range(1, count + 1)]
     started = time.monotonic()
     subscribe("cloud", user_id(stack, "cloud"), names, stack.api)

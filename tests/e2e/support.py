@@ -62,17 +62,28 @@ def api_session(stack, flavor: str, user: str) -> requests.Session:
     return session
 
 
-def expire_stored_token(stack, provider: str) -> None:
-    """Move every stored connection's access-token expiry to the past (the next use refreshes)."""
+def set_on_stored_connections(stack, provider: str, **attributes: dict) -> None:
+    """Set `attributes` (DynamoDB-typed values, e.g. status={"S": "reauth_required"}) on every stored
+    connection to `provider`."""
     ddb = stack.aws("dynamodb")
+    names = {f"#a{i}": name for i, name in enumerate(attributes)}
+    values = {f":v{i}": value for i, value in enumerate(attributes.values())}
+    update = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attributes)))
     for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
         if item["sk"]["S"] == f"CONN#{provider}":
             ddb.update_item(
                 TableName="bitbridge-local-AccountsTable",
                 Key={"pk": item["pk"], "sk": item["sk"]},
-                UpdateExpression="SET expires_at = :past",
-                ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 60)}},
+                UpdateExpression=update,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
+
+
+def expire_stored_token(stack, provider: str, in_seconds: int = -60) -> None:
+    """Move every stored connection's access-token expiry to `in_seconds` from now (by default into the
+    past: the next use refreshes; a few seconds ahead lands inside the refresh window)."""
+    set_on_stored_connections(stack, provider, expires_at={"N": str(int(time.time()) + in_seconds)})
 
 
 def token_requests(stack, flavor: str) -> int:
@@ -112,6 +123,14 @@ def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any
     response = requests.request(method, f"{emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=30)
     assert response.status_code < 400, response.text[:500]
     return response.json() if response.content else None
+
+
+def bench_seed(count: int, pull_requests: int, **more: int) -> dict[str, Any]:
+    """An emulator seed of `count` generated Cloud repositories `bench/repo-0001`... (3 branches, 1 tag,
+    `pull_requests` each, plus `more` counts) in one workspace alice owns: the benchmarks' bulk load."""
+    repo = {"slug": "repo", "count": count, "branches": 3, "tags": 1, "pull_requests": pull_requests, **more}
+    workspace = {"slug": "bench", "name": "Bench", "members": {"alice": "owner"}, "repositories": [repo]}
+    return {"cloud": {"workspaces": [workspace]}}
 
 
 def emulator_repo(stack, flavor: str, full_name: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.e2e.support import PROVIDERS, SESSION, api_session, sign_in
+from tests.e2e.support import PROVIDERS, SESSION, api_session, set_on_stored_connections, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -81,24 +81,11 @@ def test_no_connection_is_409_with_a_connect_url_on_every_provider_route(stack, 
     assert statuses == [200, 200, 404, 404, 404, 404, 200, 403, 200]
 
 
-def _mark_reauth_required(stack, provider: str) -> None:
-    ddb = stack.aws("dynamodb")
-    for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
-        if item["sk"]["S"] == f"CONN#{provider}":
-            ddb.update_item(
-                TableName="bitbridge-local-AccountsTable",
-                Key={"pk": item["pk"], "sk": item["sk"]},
-                UpdateExpression="SET #s = :r",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":r": {"S": "reauth_required"}},
-            )
-
-
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_reauth_required_is_the_same_409_with_a_connect_url(stack, flavor):
     provider = PROVIDERS[flavor]
     http = api_session(stack, flavor, "bob")
-    _mark_reauth_required(stack, provider)
+    set_on_stored_connections(stack, provider, status={"S": "reauth_required"})
     try:
         # Disconnect is left out: it works whatever the connection's state (tests/e2e/test_console.py).
         for method, path, kwargs in [r for r in provider_routes(provider) if r[0] != "DELETE"]:

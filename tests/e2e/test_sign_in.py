@@ -215,19 +215,6 @@ def test_api_without_a_session_is_401(stack):
     assert forged.status_code == 401
 
 
-def _expire_within(stack, provider: str, seconds: int) -> None:
-    """Leave every stored connection's access token `seconds` to live (inside a 60 s token's refresh window)."""
-    ddb = stack.aws("dynamodb")
-    for item in ddb.scan(TableName="bitbridge-local-AccountsTable")["Items"]:
-        if item["sk"]["S"] == f"CONN#{provider}":
-            ddb.update_item(
-                TableName="bitbridge-local-AccountsTable",
-                Key={"pk": item["pk"], "sk": item["sk"]},
-                UpdateExpression="SET expires_at = :soon",
-                ExpressionAttributeValues={":soon": {"N": str(int(time.time()) + seconds)}},
-            )
-
-
 def test_short_lived_tokens_refresh_once_and_nobody_waits_for_a_slow_or_failing_refresh(stack):
     dc = emulator(stack, "datacenter")
     provider = PROVIDERS["datacenter"]
@@ -247,14 +234,14 @@ def test_short_lived_tokens_refresh_once_and_nobody_waits_for_a_slow_or_failing_
                 return list(pool.map(call, range(n)))
 
         # A 60 s token with 40 s left is outside its refresh window (20 s): no refresh at all.
-        _expire_within(stack, provider, 40)
+        expire_stored_token(stack, provider, in_seconds=40)
         before = token_requests(stack, "datacenter")
         assert [s for s, _ in calls(10)] == [200] * 10
         assert token_requests(stack, "datacenter") == before
 
         # 15 s left, and the token endpoint takes 3 s: one caller refreshes, the nine others use the
         # still-valid token at once.
-        _expire_within(stack, provider, 15)
+        expire_stored_token(stack, provider, in_seconds=15)
         control(stack, "datacenter", "POST", "faults", {"latency_ms": 3000, "path_prefix": "/rest/oauth2/latest/token"})
         try:
             results = calls(10)
@@ -265,7 +252,7 @@ def test_short_lived_tokens_refresh_once_and_nobody_waits_for_a_slow_or_failing_
         assert sum(1 for _, took in results if took < 2.5) >= 9, sorted(round(t, 2) for _, t in results)
 
         # A refresh that fails while the token is still good fails no call.
-        _expire_within(stack, provider, 15)
+        expire_stored_token(stack, provider, in_seconds=15)
         control(stack, "datacenter", "POST", "faults", {"status": 503, "path_prefix": "/rest/oauth2/latest/token"})
         try:
             assert [s for s, _ in calls(3)] == [200] * 3

@@ -26,6 +26,7 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
+    subscribed_events,
 )
 
 WEB_URL = "https://bitbucket.org"
@@ -259,10 +260,7 @@ class Cloud:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        # The normaliser owns the event keys; imported here only when a hook is installed.
-        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
-
-        return SUBSCRIBED_EVENTS[CLOUD]
+        return subscribed_events(CLOUD)
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/repositories/{q(owner)}/{q(slug)}/hooks"

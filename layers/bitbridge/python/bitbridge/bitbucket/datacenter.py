@@ -27,6 +27,7 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
+    subscribed_events,
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
@@ -239,10 +240,7 @@ class DataCenter:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        # The normaliser owns the event keys; imported here only when a hook is installed.
-        from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
-
-        return SUBSCRIBED_EVENTS[DATACENTER]
+        return subscribed_events(DATACENTER)
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/projects/{q(owner)}/repos/{q(slug)}/webhooks"

@@ -73,6 +73,11 @@ def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url:
     return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
 
 
+def _reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    message = f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url."
+    return _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+
+
 def _linked_user(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> str:
     links.check_end_user_id(end_user_id)
     _provider(provider_id)
@@ -125,14 +130,7 @@ def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, st
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
     except tokens.ReauthRequired:
-        raise _reconnect(
-            caller,
-            provider_id,
-            end_user_id,
-            base_url,
-            "reauth_required",
-            f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url.",
-        ) from None
+        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
     _tokens.put(key, fresh)
     return fresh
 
@@ -197,14 +195,7 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
     except tokens.ReauthRequired:
-        raise _reconnect(
-            caller,
-            provider_id,
-            end_user_id,
-            base_url,
-            "reauth_required",
-            f"End user {end_user_id} must connect {provider_id} again.",
-        ) from None
+        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
 
 
 def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[str, Any]:
