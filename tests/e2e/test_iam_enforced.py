@@ -15,10 +15,15 @@ from tests.integration.webhooks.support import bitbucket_headers
 
 pytestmark = pytest.mark.e2e
 
-RECEIVER_PUT = """            - Effect: Allow
+# The receiver's first statement (the reconciler grants the same action further down, not first).
+STATEMENTS = "        - Statement:\n"
+RECEIVER_PUT = (
+    STATEMENTS
+    + """            - Effect: Allow
               Action: [dynamodb:PutItem]
               Resource: !GetAtt DeliveriesTable.Arn
 """
+)
 PUSH = b'{"repository": {"full_name": "team/repo"}, "push": {"changes": []}}'
 
 
@@ -26,7 +31,7 @@ def test_a_removed_statement_makes_the_flow_fail_with_access_denied(tmp_path):
     text = (REPO_ROOT / "template.yaml").read_text()
     assert text.count(RECEIVER_PUT) == 1, "the receiver's PutItem statement moved: update this test"
     copy = tmp_path / "template.yaml"
-    copy.write_text(text.replace(RECEIVER_PUT, ""))
+    copy.write_text(text.replace(RECEIVER_PUT, STATEMENTS))
     stack = start_stack(tmp_path, "--no-emulator", "--template", str(copy))
     try:
         env = requests.get(f"{stack.urls['console']}/env", timeout=5).json()

@@ -15,8 +15,11 @@ def test_hooks_and_providers_lists_have_headers(aws, capsys):
 
     assert cli.main(["hooks", "list"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["SUBSCRIPTION", "PROVIDER", "REPOSITORY", "KIND", "HEALTH"]
-    assert row.split() == ["sub-1", "cloud", "team/repo", "installed", "-"]
+    assert header.split() == [
+        *["SUBSCRIPTION", "PROVIDER", "REPOSITORY", "KIND", "STATE", "HEALTH"],
+        *["LAST", "DELIVERY", "RECONCILED", "BACKFILLED", "REPAIRS"],
+    ]
+    assert row.split() == ["sub-1", "cloud", "team/repo", "installed", "active", "-", "-", "-", "0", "0"]
 
     assert cli.main(["providers", "list"]) == 0
     header, row = capsys.readouterr().out.splitlines()

@@ -77,13 +77,16 @@ def list_(args: argparse.Namespace) -> int:
     if not rows:
         print("No webhook subscriptions.")
     else:
-        print(f"{'SUBSCRIPTION':<28} {'PROVIDER':<18} {'REPOSITORY':<32} {'KIND':<9} HEALTH")
+        print(
+            f"{'SUBSCRIPTION':<28} {'PROVIDER':<18} {'REPOSITORY':<32} {'KIND':<9} {'STATE':<15} {'HEALTH':<9} "
+            f"{'LAST DELIVERY':<24} {'RECONCILED':<24} {'BACKFILLED':>10} {'REPAIRS':>7}"
+        )
     for r in rows:
         kind = "manual" if r["manual"] else "installed"
         print(
             f"{r['subscription']:<28} {r['provider']:<18} {r['repository']:<32} {kind:<9} {r['state']:<15} "
-            f"delivery {r['last_delivery_at'] or '-'}  reconciled {r['last_reconciled_at'] or '-'}  "
-            f"backfilled {r['missed_changes_backfilled']}  repairs {r['hook_repairs']}"
+            f"{r['health'] or '-':<9} {r['last_delivery_at'] or '-':<24} {r['last_reconciled_at'] or '-':<24} "
+            f"{r['missed_changes_backfilled']:>10} {r['hook_repairs']:>7}"
         )
         if r["attention_reason"]:
             print(f"    needs attention: {r['attention_reason']}")
