@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(config, name, value)
     if args.no_emulator:
         config.emulator = False
+    if args.no_schedules:
+        config.schedules = False
     if args.template:
         config.template_path = Path(args.template).resolve()
     for item in args.override or []:
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cloud-port", type=int)
     parser.add_argument("--dc-port", type=int)
     parser.add_argument("--no-emulator", action="store_true", help="run without the Bitbucket emulator")
+    parser.add_argument(
+        "--no-schedules", action="store_true", help="don't run Schedule events (the reconciler); tests run them by hand"
+    )
     parser.add_argument("--ready-file", help="write the URLs as JSON here once ready (for tests)")
     parser.add_argument("--template", help="TEST ONLY: run this copy of template.yaml (e.g. with a permission removed)")
     parser.add_argument(

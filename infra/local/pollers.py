@@ -1,4 +1,4 @@
-"""Event-source mappings as Lambda runs them: SQS queue -> function, DynamoDB stream -> function.
+"""Event sources as Lambda runs them: SQS queue -> function, DynamoDB stream -> function, and a schedule.
 
 Settings (batch size, partial batch responses, retries, bisecting, on-failure destination, event
 filters) come from the function's event definition in template.yaml. Lambda's pollers act with the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -290,3 +291,48 @@ class StreamPoller(Poller):
             },
         }
         self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(message))
+
+
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedule_period(expression: str) -> float:
+    """Seconds between runs of a `rate(...)` expression (the only kind this template uses; a `cron(...)`
+    is refused at start-up rather than silently never run)."""
+    match = _RATE.fullmatch(expression.strip())
+    if not match:
+        raise NotImplementedError(f"the local stack runs rate(...) schedules only, not {expression!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
+
+
+class SchedulePoller(Poller):
+    """Invokes a function on its `Schedule`/`ScheduleV2` event's rate, as EventBridge (Scheduler) does:
+    the first run one period after start, then every period; a failed run is logged, not retried."""
+
+    def __init__(self, runner: Any, function: str, source: dict[str, Any], period: float | None = None) -> None:
+        super().__init__(f"schedule:{function}")
+        self.runner, self.function = runner, function
+        self.expression = str(source["ScheduleExpression"])
+        self.period = period if period is not None else schedule_period(self.expression)
+        self.runs = 0
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.period):
+            self.poll_once()
+
+    def poll_once(self) -> bool:
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.scheduler",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "detail": {},
+        }
+        try:
+            self.runner.invoke(self.function, event)
+        except Exception:
+            log.exception("scheduled run of %s (%s) failed", self.function, self.expression)
+        self.runs += 1
+        return True

@@ -21,7 +21,7 @@ from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
 from infra.local.lambda_runtime import FunctionRunner, resolved_functions
-from infra.local.pollers import Poller, SqsPoller, StreamPoller, sqs_concurrency
+from infra.local.pollers import Poller, SchedulePoller, SqsPoller, StreamPoller, sqs_concurrency
 from infra.local.resources import REGION, LocalResources, create_resources, local_parameters
 from infra.local.template import TEMPLATE_PATH, load_template, routes
 
@@ -49,6 +49,8 @@ class StackConfig:
     cloud_port: int = field(default_factory=lambda: _env_int("BITBRIDGE_EMULATOR_CLOUD_PORT", 8990))
     dc_port: int = field(default_factory=lambda: _env_int("BITBRIDGE_EMULATOR_DC_PORT", 7990))
     emulator: bool = field(default_factory=lambda: os.environ.get("BITBRIDGE_LOCAL_EMULATOR", "1") != "0")
+    # Schedule events (the reconciler, every minute) run as on AWS; tests that drive them by hand turn them off.
+    schedules: bool = field(default_factory=lambda: os.environ.get("BITBRIDGE_LOCAL_SCHEDULES", "1") != "0")
     stage: str = "local"
     # Per-resource property overrides (tests shorten timeouts); empty for `make dev`.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -233,6 +235,8 @@ class LocalStack:
                         self.client,
                     )
                 )
+            if self.config.schedules:
+                self._threads.extend(SchedulePoller(runner, fn.logical_id, resolve(s)) for s in fn.schedules)
         self.tap = EventTap(
             self.client,
             self.resources.environment["BITBRIDGE_EVENT_BUS_NAME"],

@@ -165,6 +165,7 @@ class Function:
     routes: tuple[Route, ...] = ()
     sqs_sources: tuple[dict[str, Any], ...] = ()
     stream_sources: tuple[dict[str, Any], ...] = ()
+    schedules: tuple[dict[str, Any], ...] = ()  # Schedule / ScheduleV2 event properties
     environment: dict[str, Any] = field(default_factory=dict)
     reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
 
@@ -181,7 +182,7 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
         }
         code_dir = props["CodeUri"].strip("/").replace("/", ".")
         module_name, handler = props["Handler"].rsplit(".", 1)
-        routes, sqs, streams = [], [], []
+        routes, sqs, streams, schedules = [], [], [], []
         for event in props.get("Events", {}).values():
             ev_props = event.get("Properties", {})
             if event["Type"] == "HttpApi":
@@ -190,6 +191,8 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
                 sqs.append(ev_props)
             elif event["Type"] == "DynamoDB":
                 streams.append(ev_props)
+            elif event["Type"] in ("Schedule", "ScheduleV2"):
+                schedules.append(ev_props)
         out[logical_id] = Function(
             logical_id=logical_id,
             module=f"{code_dir}.{module_name}",
@@ -199,6 +202,7 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
             routes=tuple(routes),
             sqs_sources=tuple(sqs),
             stream_sources=tuple(streams),
+            schedules=tuple(schedules),
             environment=env,
             reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )

@@ -61,6 +61,8 @@ def start_stack(tmp_dir: Path, *extra_args: str, timeout: float = 60.0) -> Runni
         "0",
         "--dc-port",
         "0",
+        # Tests reconcile by hand (`bitbridge reconcile`); a scheduled run racing them would make counts vary.
+        "--no-schedules",
         *extra_args,
     ]
     log_file = log_path.open("w")
