@@ -341,3 +341,10 @@ def test_publisher_is_invoked_only_for_deliveries_it_must_publish(template):
         for event_name in ("INSERT", "MODIFY"):
             record = _stream_record(event_name, stored(status))
             assert invoked(record) == (event_name == "INSERT" and status == receipt.RECEIVED), (event_name, status)
+
+
+def test_every_route_is_defined_once(template):
+    # SAM refuses a template where two events declare the same method and path (the deploy rehearsal
+    # found one); the local gateway would silently serve just one of them.
+    keys = [route.route_key for route in routes(template)]
+    assert sorted(k for k in set(keys) if keys.count(k) > 1) == []
