@@ -54,7 +54,8 @@ AWS minimum per repository (one invocation, as the design needs it):
                                       the subscription (does a hook exist already)
   dynamodb:PutItem     2 (hook)       the subscription recorded before the hook is created (a crash then
                                       finds it, never a second hook), then with Bitbucket's hook id
-                                      (a refused hook: the record is deleted instead: DeleteItem)
+                                      (a refused hook: that record is deleted (DeleteItem), then the
+                                      manual subscription is read and put (+1 GetItem, PutItem 2))
   kms:Decrypt          1              the token, once per invocation
   s3:PutObject         2 + non-empty pages   repository.json, one object per page with entities, manifest.json
   events:PutEvents     2              import.started and import.completed (progress: at most every 30 s)
@@ -78,7 +79,7 @@ def bitbucket_minimum(flavor: str, repo: dict[str, Any]) -> int:
     return 1 + sum(p for p, _ in entity_pages(flavor, repo).values())
 
 
-def aws_minimum(flavor: str, repo: dict[str, Any], webhook: str | None) -> dict[str, int]:
+def aws_minimum(flavor: str, repo: dict[str, Any], webhook: dict[str, Any] | None) -> dict[str, int]:
     lists = entity_pages(flavor, repo)
     page_count = sum(p for p, _ in lists.values())
     nonempty = sum(p for p, n in lists.values() if n)
@@ -89,16 +90,20 @@ def aws_minimum(flavor: str, repo: dict[str, Any], webhook: str | None) -> dict[
         "s3:PutObject": 2 + nonempty,
         "events:PutEvents": 2,
     }
-    if webhook and not webhook.startswith("not installed (no public base URL"):
+    status = (webhook or {}).get("status")
+    if status == "installed":  # read the subscription, put it before the hook is created and with its id
         minimum["dynamodb:GetItem"] += 1
-        minimum["dynamodb:PutItem"] = 2 if webhook.startswith("installed") else 1
-        if not webhook.startswith("installed"):
-            minimum["dynamodb:DeleteItem"] = 1
+        minimum["dynamodb:PutItem"] = 2
+    elif status == "manual_required":  # the refused attempt (put, then delete) and the manual subscription
+        minimum["dynamodb:GetItem"] += 2
+        minimum["dynamodb:PutItem"] = 2
+        minimum["dynamodb:DeleteItem"] = 1
     return minimum
 
 
-def hook_attempted(webhook: str | None) -> bool:
-    return bool(webhook) and not str(webhook).startswith("not installed (no public base URL")
+def hook_attempted(webhook: dict[str, Any] | None) -> bool:
+    """Whether the webhook step reached Bitbucket (not when no public base URL was known)."""
+    return (webhook or {}).get("status") in ("installed", "manual_required")
 
 
 def rest_calls(stack: Any, flavor: str) -> int:
