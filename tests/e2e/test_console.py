@@ -86,6 +86,14 @@ def _consent(page, person: str) -> None:
     page.get_by_role("button", name="Grant access").click()
 
 
+def _sign_in_with_cloud(page, stack, person: str) -> None:
+    """From the signed-out console through the emulator's consent page, back into the console."""
+    page.goto(f"{stack.api}/")
+    page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+    _consent(page, person)
+    page.wait_for_url(f"{stack.api}/")
+
+
 def _me(page, stack) -> dict:
     response = page.request.get(f"{stack.api}/api/me")
     assert response.status == 200, response.text()
@@ -205,10 +213,7 @@ def test_admin_sees_providers_with_callback_urls_and_no_secret(stack, browser, s
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     try:
-        page.goto(f"{stack.api}/")
-        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
-        _consent(page, "alice")
-        page.wait_for_url(f"{stack.api}/")
+        _sign_in_with_cloud(page, stack, "alice")
         page.get_by_role("link", name="Admin").click()
         card = page.locator(f"li[data-provider={PROVIDERS['datacenter']}]")
         card.wait_for()
@@ -228,10 +233,7 @@ def test_non_admin_gets_no_admin_page(stack, browser):
     context = browser.new_context()
     page = context.new_page()
     try:
-        page.goto(f"{stack.api}/")
-        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
-        _consent(page, person)
-        page.wait_for_url(f"{stack.api}/")
+        _sign_in_with_cloud(page, stack, person)
         assert page.locator("#admin-tab").is_hidden()
         assert page.request.get(f"{stack.api}/api/admin/providers").status == 403
     finally:
@@ -245,10 +247,7 @@ def test_a_cross_origin_post_with_the_session_cookie_is_refused(stack, browser):
     context = browser.new_context()
     page = context.new_page()
     try:
-        page.goto(f"{stack.api}/")
-        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
-        _consent(page, person)
-        page.wait_for_url(f"{stack.api}/")
+        _sign_in_with_cloud(page, stack, person)
         page.goto(f"{stack.urls['bitbucket_cloud']}/_emulator/state")
         for body_type in ("text/plain", "application/x-www-form-urlencoded"):
             page.evaluate(
@@ -356,10 +355,7 @@ def test_rate_limit_wait_cancel_and_retry_in_the_console(stack, browser, screens
     page = context.new_page()
     prefix = f"/2.0/repositories/{owner}/alpha/refs/branches"
     try:
-        page.goto(f"{stack.api}/")
-        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
-        _consent(page, person)
-        page.wait_for_url(f"{stack.api}/")
+        _sign_in_with_cloud(page, stack, person)
         control(stack, "cloud", "POST", "faults", {"status": 429, "path_prefix": prefix, "retry_after": 30})
         page.get_by_label(f"{owner}/alpha").check()
         page.get_by_role("button", name="Import selected").click()
@@ -384,10 +380,7 @@ def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     try:
-        page.goto(f"{stack.api}/")
-        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
-        _consent(page, person)
-        page.wait_for_url(f"{stack.api}/")
+        _sign_in_with_cloud(page, stack, person)
         control(stack, "cloud", "POST", "tokens/expire", {"user": person, "flavor": "cloud", "refresh": True})
         page.reload()  # a new visit: the embedded listing finds the refresh token refused
         page.get_by_role("link", name="Connections").click()
