@@ -158,7 +158,7 @@ def _audit(event: dict[str, Any], caller: Caller, route: Route, status: int, sta
             provider_id=p.get("provider"),
         )
     except Exception:
-        # The answer stands; a lost audit record is logged (without any token) for the operator.
+        # The answer stands; a record that could not even be written to stdout is logged for the operator.
         logger.exception("audit record not written", extra={"client_id": caller.client_id, "status": status})
 
 

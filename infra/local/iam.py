@@ -234,6 +234,9 @@ def function_policies(template: dict[str, Any], resolver: Resolver) -> dict[str,
             found = policy["Statement"]
             statements.extend(found if isinstance(found, list) else [found])
         statements.extend(sam_event_source_statements(props.get("Events", {})))
+        dead_letter = props.get("DeadLetterQueue") or {}
+        if dead_letter.get("Type") == "SQS":  # SAM grants sqs:SendMessage on the async dead-letter queue
+            statements.append({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": dead_letter["TargetArn"]})
         out[logical_id] = [_checked(logical_id, s) for s in resolver.resolve(statements)]
     return out
 

@@ -16,11 +16,12 @@ from typing import Any
 import boto3
 from werkzeug.wrappers import Request, Response
 
-from infra.local import iam
+from infra.local import iam, logs
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
 from infra.local.lambda_runtime import FunctionRunner, resolved_functions
+from infra.local.logs import LogDelivery, function_log_groups, subscriptions
 from infra.local.pollers import Poller, SchedulePoller, SqsPoller, StreamPoller, sqs_concurrency
 from infra.local.resources import REGION, LocalResources, create_resources, local_parameters
 from infra.local.template import TEMPLATE_PATH, load_template, routes
@@ -86,6 +87,7 @@ class LocalStack:
         self._moto: Any = None
         self._servers: list[Any] = []
         self._threads: list[Poller] = []
+        self._stdout: logs.FunctionStdout | None = None
         self.faults: FaultProxy | None = None
         self.template = self._template()
 
@@ -237,6 +239,12 @@ class LocalStack:
                 )
             if self.config.schedules:
                 self._threads.extend(SchedulePoller(runner, fn.logical_id, resolve(s)) for s in fn.schedules)
+        # CloudWatch Logs subscriptions: what a function prints reaches the subscribed function.
+        resolver = self.resources.resolver
+        deliveries = [LogDelivery(runner, s, self.client) for s in subscriptions(template, resolver, fns, arn_to_url)]
+        if deliveries:
+            self._stdout = logs.capture(function_log_groups(template, resolver, fns), deliveries)
+            self._threads.extend(deliveries)
         self.tap = EventTap(
             self.client,
             self.resources.environment["BITBRIDGE_EVENT_BUS_NAME"],
@@ -312,6 +320,8 @@ class LocalStack:
             server.shutdown()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self._stdout is not None:
+            logs.release(self._stdout)
         if self.emulator is not None:
             self.emulator.stop()
         if self._moto is not None:

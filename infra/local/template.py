@@ -166,6 +166,10 @@ class Function:
     sqs_sources: tuple[dict[str, Any], ...] = ()
     stream_sources: tuple[dict[str, Any], ...] = ()
     schedules: tuple[dict[str, Any], ...] = ()  # Schedule / ScheduleV2 event properties
+    log_sources: tuple[tuple[str, dict[str, Any]], ...] = ()  # (event name, CloudWatchLogs event properties)
+    log_group: Any = None  # LoggingConfig.LogGroup as written (None: Lambda's /aws/lambda/{name})
+    dead_letter: Any = None  # DeadLetterQueue.TargetArn as written (where failed async invocations go)
+    async_retries: int = 2  # EventInvokeConfig.MaximumRetryAttempts
     environment: dict[str, Any] = field(default_factory=dict)
     reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
 
@@ -182,8 +186,8 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
         }
         code_dir = props["CodeUri"].strip("/").replace("/", ".")
         module_name, handler = props["Handler"].rsplit(".", 1)
-        routes, sqs, streams, schedules = [], [], [], []
-        for event in props.get("Events", {}).values():
+        routes, sqs, streams, schedules, log_sources = [], [], [], [], []
+        for event_name, event in props.get("Events", {}).items():
             ev_props = event.get("Properties", {})
             if event["Type"] == "HttpApi":
                 routes.append(Route(ev_props["Method"].upper(), ev_props["Path"], logical_id))
@@ -193,6 +197,8 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
                 streams.append(ev_props)
             elif event["Type"] in ("Schedule", "ScheduleV2"):
                 schedules.append(ev_props)
+            elif event["Type"] == "CloudWatchLogs":
+                log_sources.append((event_name, ev_props))
         out[logical_id] = Function(
             logical_id=logical_id,
             module=f"{code_dir}.{module_name}",
@@ -203,6 +209,10 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
             sqs_sources=tuple(sqs),
             stream_sources=tuple(streams),
             schedules=tuple(schedules),
+            log_sources=tuple(log_sources),
+            log_group=(props.get("LoggingConfig") or {}).get("LogGroup"),
+            dead_letter=(props.get("DeadLetterQueue") or {}).get("TargetArn"),
+            async_retries=int((props.get("EventInvokeConfig") or {}).get("MaximumRetryAttempts", 2)),
             environment=env,
             reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )

@@ -65,7 +65,7 @@ def main() -> int:
             client_id, key = add_client(stack)
             bb = Client(stack.api, key)
             direct_http = requests.Session()
-            header = f"{'flavor':<11} {'proxy ms':>9} {'direct ms':>10} {'ratio':>6} {'api hop ms':>11}"
+            header = f"{'flavor':<11} {'proxy ms':>9} {'direct ms':>10} {'ratio':>6} {'api hop ms':>11} {'floor':>6}"
             print(header + f"   {'token warm ms':>13} {'refresh ms':>11}")
             for flavor in ("cloud", "datacenter"):
                 provider, end_user = PROVIDERS[flavor], f"bench-{flavor}"
@@ -99,11 +99,17 @@ def main() -> int:
                 refresh_ms = statistics.median(samples)
                 print(
                     f"{flavor:<11} {proxy_ms:>9.1f} {direct_ms:>10.1f} {proxy_ms / direct_ms:>5.2f}x {hop_ms:>11.1f}"
-                    f"   {warm_ms:>13.1f} {refresh_ms:>11.1f}"
+                    f" {(hop_ms + direct_ms) / direct_ms:>5.2f}x   {warm_ms:>13.1f} {refresh_ms:>11.1f}"
                 )
-            print("\nproxy overhead target: <= 1.5x the direct call (warm). Warm, the key, end-user link, provider")
-            print("and token come from the function's short-lived caches (service.cache); what remains is the")
-            print("extra HTTP hop through the API and the audit record's DynamoDB write.")
+            print(
+                "\nproxy overhead target: <= 1.5x the direct call (warm). A proxied call is two HTTP exchanges in a\n"
+                "row (client -> API -> Bitbucket) where the direct call is one, so its floor is the direct call\n"
+                "plus the API hop alone ('api hop': a request the function refuses before any AWS or Bitbucket\n"
+                "call); 'floor' is that sum over the direct call. Against the emulator, which answers in about a\n"
+                "millisecond, the floor is above 1.5x; against Bitbucket's own latency it is not. Warm, the key,\n"
+                "end-user link, provider and token come from the function's caches (service.cache), and the audit\n"
+                "record is a log line (the log subscription stores it), so proxy - floor is the function's own work."
+            )
         finally:
             stop_stack(stack)
     return 0

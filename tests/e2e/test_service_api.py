@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import requests
 from bitbridge.client import Client, Forbidden, NotConnected, ReauthRequired, ServiceAPIError, Unauthenticated
 from bitbridge.service.cache import CACHE_SECONDS as TOKEN_CACHE_SECONDS
 from bitbridge.service.credentials import CACHE_SECONDS
+from infra.local.logs import BATCH_SECONDS
 from tests.e2e.service_support import (
     ORIGIN,
     PROVIDERS,
@@ -336,9 +338,18 @@ def test_audit_has_one_record_per_call_and_no_token(stack):
     bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "repositories/acme/does-not-exist")  # 4 (404 passed through)
     with pytest.raises(ServiceAPIError):
         bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "site/oauth2/access_token")  # 5 (refused, still audited)
-    done = cli(stack, "audit", "--client", client_id, "--since", "10m", "--json")
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
+
+    # The records travel as log lines through the log subscription to AuditWriterFunction: seconds late.
+    def audit_rows() -> tuple[subprocess.CompletedProcess, list[dict]]:
+        done = cli(stack, "audit", "--client", client_id, "--since", "10m", "--json")
+        assert done.returncode == 0, done.stderr
+        return done, [json.loads(line) for line in done.stdout.splitlines()]
+
+    deadline = time.monotonic() + 20
+    while len(audit_rows()[1]) < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2 * BATCH_SECONDS)  # one more batch would show a record written twice
+    done, rows = audit_rows()
     assert [r["action"] for r in rows] == ["connect_session", "token", "proxy", "proxy", "proxy"]
     assert [r["status"] for r in rows] == [201, 200, 200, 404, 400]
     assert all(r["end_user_id"] in ("eu-audit", None) and r["duration_ms"] >= 0 for r in rows)

@@ -1,14 +1,25 @@
 """The service API's audit trail: one record per authenticated call, never a token or a query secret.
 
-Records live under AUDIT#{client} ordered by time, and DynamoDB's TTL deletes them after the stack's
-ServiceAuditRetentionDays.
+The call itself only writes the record as one JSON line on stdout (`emit`): microseconds, instead of a
+DynamoDB write on every proxied request. On Lambda that line lands in the function's CloudWatch log
+group, whose subscription filter (AUDIT_FILTER_PATTERN, in template.yaml) hands it to AuditWriterFunction
+(`write_log_batch`), which stores it under AUDIT#{client} ordered by time; DynamoDB's TTL deletes it after
+the stack's ServiceAuditRetentionDays. The line does not depend on the log level, and a write that fails is
+retried by Lambda, then parked on AuditRetryQueue and retried from there: a record is late, never lost.
+Records are keyed by time and request id, so a batch delivered twice is stored once.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import math
 import re
+import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode
 
 from bitbridge.config import settings
@@ -17,6 +28,12 @@ from bitbridge.store.service import AuditRecord, audit_pk
 
 _SECRET_PARAM = re.compile(r"(token|secret|key|password|passwd|signature|sig|code|auth|credential)", re.I)
 REDACTED = "REDACTED"
+# The marker the log subscription filters on: template.yaml's FilterPattern is `{ $.bitbridge_audit = 1 }`.
+MARKER = "bitbridge_audit"
+_FIELDS = ("client_id", "key_id", "action", "method", "path", "status", "duration_ms", "at", "request_id")
+_OPTIONAL = ("end_user_id", "provider_id")
+_MAX_TEXT = 256  # ids, names and times; well inside DynamoDB's key limits
+_MAX_DURATION_MS = 15 * 60 * 1000  # no invocation outlives Lambda's 15 minutes
 
 
 def redact_query(query: str) -> str:
@@ -40,25 +57,100 @@ def record(
     request_id: str,
     end_user_id: str | None = None,
     provider_id: str | None = None,
-) -> None:
-    now = datetime.now(UTC)
-    at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Write the call's record as one line for the log subscription; returns what was written."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     safe_query = redact_query(query)
-    AuditRecord(
-        audit_pk(client_id),
-        f"{at}#{request_id}",
-        client_id=client_id,
-        key_id=key_id,
-        action=action,
-        end_user_id=end_user_id,
-        provider_id=provider_id,
-        method=method,
-        path=(path + (f"?{safe_query}" if safe_query else ""))[:2048],
-        status=status,
-        duration_ms=round(duration_ms, 1),
-        at=at,
-        expires_at=epoch(settings().service_audit_retention_days * 86400),
-    ).save()
+    entry = {
+        MARKER: 1,
+        "client_id": client_id,
+        "key_id": key_id,
+        "action": action,
+        "end_user_id": end_user_id,
+        "provider_id": provider_id,
+        "method": method,
+        "path": (path + (f"?{safe_query}" if safe_query else ""))[:2048],
+        "status": status,
+        "duration_ms": round(duration_ms, 1),
+        "at": at,
+        "request_id": request_id,
+    }
+    stream = out or sys.stdout
+    stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    stream.flush()
+    return entry
+
+
+# ------------------------------------------------------------------------------------------- the writer
+
+
+def decode_log_batch(data: str) -> dict[str, Any]:
+    """The payload of a CloudWatch Logs subscription event (`event["awslogs"]["data"]`: base64 gzip JSON)."""
+    return dict(json.loads(gzip.decompress(base64.b64decode(data))))
+
+
+def entries(log_events: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The audit entries among a batch's log events, and how many matched lines were not valid entries."""
+    found, invalid = [], 0
+    for log_event in log_events:
+        try:
+            entry = json.loads(str(log_event.get("message", "")))
+        except ValueError:
+            invalid += 1
+            continue
+        if not _valid(entry):
+            invalid += 1
+            continue
+        found.append(entry)
+    return found, invalid
+
+
+def _valid(entry: Any) -> bool:
+    """A record ServiceApiFunction wrote, with values DynamoDB will take (a batch with one bad item would
+    be refused whole, and retried for hours)."""
+    if not isinstance(entry, dict) or not _is_number(entry.get(MARKER)) or entry[MARKER] != 1:
+        return False
+    texts = [name for name in _FIELDS if name not in ("status", "duration_ms", "path")]
+    if not all(isinstance(entry.get(name), str) and 0 < len(entry[name]) <= _MAX_TEXT for name in texts):
+        return False
+    if not (isinstance(entry.get("path"), str) and entry["path"]):
+        return False
+    status, duration = entry.get("status"), entry.get("duration_ms")
+    if not (isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599):
+        return False
+    if not (_is_number(duration) and math.isfinite(duration) and 0 <= duration <= _MAX_DURATION_MS):
+        return False
+    optional = (entry.get(name) for name in _OPTIONAL)
+    return all(value is None or (isinstance(value, str) and len(value) <= _MAX_TEXT) for value in optional)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def store(batch: list[dict[str, Any]]) -> None:
+    """Write the entries (BatchWriteItem, unprocessed items retried by PynamoDB); raises if DynamoDB refuses."""
+    expires_at = epoch(settings().service_audit_retention_days * 86400)
+    with AuditRecord.batch_write() as writer:
+        for entry in batch:
+            writer.save(
+                AuditRecord(
+                    audit_pk(entry["client_id"]),
+                    f"{entry['at']}#{entry['request_id']}",
+                    client_id=entry["client_id"],
+                    key_id=entry["key_id"],
+                    action=entry["action"],
+                    end_user_id=entry.get("end_user_id"),
+                    provider_id=entry.get("provider_id"),
+                    method=entry["method"],
+                    path=entry["path"][:2048],
+                    status=int(entry["status"]),
+                    duration_ms=float(entry["duration_ms"]),
+                    at=entry["at"],
+                    expires_at=expires_at,
+                )
+            )
 
 
 def since(client_id: str, start: datetime, end_user_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
