@@ -109,7 +109,8 @@ def entries(log_events: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 def _valid(entry: Any) -> bool:
     """A record ServiceApiFunction wrote, with values DynamoDB will take (a batch with one bad item would
     be refused whole, and retried for hours)."""
-    if not isinstance(entry, dict) or not _is_number(entry.get(MARKER)) or entry[MARKER] != 1:
+    marker = entry.get(MARKER) if isinstance(entry, dict) else None
+    if not (isinstance(marker, int) and not isinstance(marker, bool) and marker == 1):
         return False
     texts = [name for name in _FIELDS if name not in ("status", "duration_ms", "path")]
     if not all(isinstance(entry.get(name), str) and 0 < len(entry[name]) <= _MAX_TEXT for name in texts):
@@ -119,14 +120,12 @@ def _valid(entry: Any) -> bool:
     status, duration = entry.get("status"), entry.get("duration_ms")
     if not (isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599):
         return False
-    if not (_is_number(duration) and math.isfinite(duration) and 0 <= duration <= _MAX_DURATION_MS):
+    if not (isinstance(duration, int | float) and not isinstance(duration, bool)):
+        return False
+    if not (math.isfinite(duration) and 0 <= duration <= _MAX_DURATION_MS):
         return False
     optional = (entry.get(name) for name in _OPTIONAL)
     return all(value is None or (isinstance(value, str) and len(value) <= _MAX_TEXT) for value in optional)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def store(batch: list[dict[str, Any]]) -> None:
