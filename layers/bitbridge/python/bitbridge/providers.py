@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
+from pynamodb.expressions.update import Action
+
 from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
@@ -284,7 +286,7 @@ def clear_diagnosis(provider_id: str) -> None:
     """The pre-flight checks passed: an earlier failure's diagnosis is stale (a verified provider stays
     verified; a failed one is pending its round trip)."""
     record = get_provider(provider_id)
-    actions = [ProviderRecord.status_detail.remove(), ProviderRecord.updated_at.set(iso())]
+    actions: list[Action] = [ProviderRecord.status_detail.remove(), ProviderRecord.updated_at.set(iso())]
     if record.status == "failed":
         actions.append(ProviderRecord.status.set("pending"))
     record.update(actions=actions)
