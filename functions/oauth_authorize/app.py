@@ -22,6 +22,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
             base_url=edge.base_url(event),
             session_user=edge.session_user(event),
             connect_session=params.get("connect_session"),
+            verify_ticket=params.get("ticket"),
         )
     except Problem as exc:
         logger.info("authorize refused", extra={"provider": provider_id, "code": exc.code})

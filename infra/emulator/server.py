@@ -82,9 +82,10 @@ class FlavorApp:
             error: HTTPException | None = exc
         else:
             error = None
+        late = 0.0
         if count:
             self.emulator.stats.count(self.flavor, f"{request.method} {endpoint_label}", _repository(values))
-            latency, action = self.emulator.faults.check(self.flavor, request.method, path)
+            latency, action, late = self.emulator.faults.check(self.flavor, request.method, path)
             if latency:
                 time.sleep(latency)
             if action is not None:
@@ -105,6 +106,9 @@ class FlavorApp:
             if not count:
                 return json_response({"error": exc.message}, exc.status)
             return self.render_error(exc)
+        finally:
+            if late:  # handled (state changed); the answer leaves only now
+                time.sleep(late)
 
     def _fault(self, request: Request, action: Any) -> Response:
         if action.drop:

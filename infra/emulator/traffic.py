@@ -67,6 +67,9 @@ class Fault:
     flavor: str | None = None
     retry_after: float | None = None
     latency_ms: float | None = None
+    # With latency_ms only: the request is handled at once and its answer held back (a reply that
+    # reaches a client after its read timeout - e.g. a token rotation whose new pair is lost).
+    late_answer: bool = False
     drop_connection: bool = False
     body: Any = None
     seen: int = 0
@@ -105,6 +108,7 @@ class Faults:
         "flavor",
         "retry_after",
         "latency_ms",
+        "late_answer",
         "drop_connection",
         "body",
     }
@@ -134,9 +138,10 @@ class Faults:
         with self._lock:
             return [{k: v for k, v in asdict(f).items() if k != "started_at"} for f in self._rules]
 
-    def check(self, flavor: str, method: str, path: str) -> tuple[float, Action | None]:
-        """Returns (latency to add in seconds, terminal action or None)."""
-        latency, action = 0.0, None
+    def check(self, flavor: str, method: str, path: str) -> tuple[float, Action | None, float]:
+        """Returns (latency to add before handling in seconds, terminal action or None, seconds to hold
+        the answer back after handling)."""
+        latency, action, late = 0.0, None, 0.0
         now = time.monotonic()
         with self._lock:
             for fault in self._rules:
@@ -149,7 +154,10 @@ class Faults:
                     fault.started_at = now
                 if fault.latency_ms and not (fault.status or fault.drop_connection):
                     fault.fired += 1
-                    latency += fault.latency_ms / 1000
+                    if fault.late_answer:
+                        late += fault.latency_ms / 1000
+                    else:
+                        latency += fault.latency_ms / 1000
                     continue
                 if action is not None:
                     continue
@@ -164,7 +172,7 @@ class Faults:
                     fault.drop_connection,
                     fault.body,
                 )
-        return latency, action
+        return latency, action, late
 
 
 # ---------------------------------------- webhook delivery faults

@@ -4,10 +4,14 @@ trip), diagnoses in words, set, rotate-secret, remove."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import requests
 
+from tests.conftest import REPO_ROOT
 from tests.e2e.browser import Browser, consent
 from tests.e2e.support import cli, emulator
 
@@ -133,3 +137,88 @@ def test_add_that_fails_creates_nothing_and_a_retry_succeeds(stack):
     retried = _add(stack, provider_id, "cloud", key, "s3cret")
     assert retried.returncode == 0, retried.stderr
     assert f"{stack.api}/auth/{provider_id}/callback" in retried.stdout
+
+
+def _round_trip(url: str) -> requests.Response:
+    """An admin opens the verification link and grants on the emulator's consent page."""
+    browser = Browser()
+    page = browser.get(url)
+    assert page.status_code == 200 and "Grant access" in page.text, page.text[:300]
+    return browser.get(consent(browser, page, "alice").headers["Location"])
+
+
+def _verify_waiting(stack, provider_id: str) -> tuple[int, str, str]:
+    """`providers verify` as an admin runs it (waiting for the round trip), the round trip done in a
+    browser meanwhile: (exit code, everything it printed, the link it printed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BITBRIDGE_"))}
+    command = [sys.executable, "-m", "bitbridge.cli", "--local", stack.urls["console"]]
+    process = subprocess.Popen(
+        [*command, "providers", "verify", provider_id, "--timeout", "60"],
+        cwd=REPO_ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if "/authorize?purpose=verify" in line:
+            url = line.strip()
+            break
+    else:
+        raise AssertionError("".join(printed))
+    assert _round_trip(url).status_code == 200
+    rest, _ = process.communicate(timeout=60)
+    return process.returncode, "".join(printed) + rest, url
+
+
+def test_reverification_works_and_a_fixed_misconfiguration_leaves_no_stale_diagnosis(stack):
+    provider_id = f"rv-{uuid.uuid4().hex[:6]}"
+    key = _register_client(stack, "datacenter", provider_id, "right")
+    assert _add(stack, provider_id, "datacenter", key, "right").returncode == 0
+
+    code, out, _ = _verify_waiting(stack, provider_id)
+    assert code == 0 and f"{provider_id} is verified" in out, out
+    first = _show(stack, provider_id)["verified_at"]
+    # An already verified provider verifies again (was: "No round trip completed in time").
+    code, out, _ = _verify_waiting(stack, provider_id)
+    assert code == 0 and f"{provider_id} is verified" in out, out
+    assert _show(stack, provider_id)["status"] == "verified" and _show(stack, provider_id)["verified_at"] >= first
+
+    assert cli(stack, "providers", "rotate-secret", provider_id, "--secret", "wrong").returncode == 0
+    broken = cli(stack, "providers", "verify", provider_id, "--no-wait")
+    assert broken.returncode == 1 and "client secret is wrong" in broken.stdout
+    shown = _show(stack, provider_id)
+    assert shown["status"] == "failed" and "client secret is wrong" in shown["status_detail"]
+
+    assert cli(stack, "providers", "rotate-secret", provider_id, "--secret", "right").returncode == 0
+    code, out, url = _verify_waiting(stack, provider_id)
+    assert code == 0 and f"{provider_id} is verified" in out, out
+    shown = _show(stack, provider_id)
+    assert shown["status"] == "verified" and shown["status_detail"] is None
+
+    # The link the CLI printed worked once; opened again it is refused and changes nothing.
+    reused = requests.get(url, allow_redirects=False, timeout=10)
+    assert reused.status_code == 403 and "already used" in reused.text
+    assert _show(stack, provider_id) == shown
+
+
+def test_verification_without_an_admin_or_a_ticket_is_refused_and_changes_nothing(stack):
+    provider_id = f"fv-{uuid.uuid4().hex[:6]}"
+    key = _register_client(stack, "cloud", provider_id, "s3cret")
+    assert _add(stack, provider_id, "cloud", key, "s3cret").returncode == 0
+    before = _show(stack, provider_id)
+    anonymous = requests.get(
+        f"{stack.api}/auth/{provider_id}/authorize?purpose=verify", allow_redirects=False, timeout=10
+    )
+    assert anonymous.status_code == 401 and "providers verify" in anonymous.text
+    forged = requests.get(
+        f"{stack.api}/auth/{provider_id}/callback",
+        params={"state": "x" * 43, "error": "server_error", "error_description": "\x1b[31mbroken"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert forged.status_code == 400
+    assert _show(stack, provider_id) == before

@@ -119,6 +119,8 @@ def save_tokens_fresh(
             ConnectionRecord.expires_at.set(_expires_at(token)),
             ConnectionRecord.token_lifetime.set(int(float(token.get("expires_in") or 0)) or 3600),
             ConnectionRecord.status.set("active"),
+            ConnectionRecord.status_detail.remove(),
+            ConnectionRecord.refresh_unanswered_at.remove(),
             ConnectionRecord.version.add(1),
             ConnectionRecord.refreshing_until.remove(),
             ConnectionRecord.created_at.set(ConnectionRecord.created_at | now),
@@ -148,6 +150,7 @@ def public_connection(conn: ConnectionRecord) -> dict[str, Any]:
         "email": conn.email or None,
         "scopes": conn.scopes or None,
         "status": conn.status,
+        "status_detail": conn.status_detail,
         "access_token_expires_at": int(conn.expires_at),
         "connected_at": conn.created_at,
     }

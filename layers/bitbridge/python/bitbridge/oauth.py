@@ -13,7 +13,7 @@ from typing import Any
 
 from authlib.integrations.base_client.errors import OAuthError
 
-from bitbridge import accounts, connection_events, providers
+from bitbridge import accounts, connection_events, providers, verification
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
@@ -95,17 +95,22 @@ def begin(
     base_url: str,
     session_user: str | None,
     connect_session: str | None = None,
+    verify_ticket: str | None = None,
 ) -> Started:
     """Start an authorization: where to send the browser, and the cookie binding it to the attempt.
 
     With `connect_session` (a service client's one-time connect link) the purpose is `service_connect`:
-    the link is used up here and names the end user and the return_to its client registered."""
+    the link is used up here and names the end user and the return_to its client registered.
+    `purpose=verify` needs an admin's session or `verify_ticket` (bitbridge.verification)."""
     provider = providers.get_provider(provider_id)  # UnknownProvider names it
     if connect_session:
         purpose = "service_connect"
     if purpose not in PURPOSES:
         raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}.")
     _usable_provider(provider, purpose)
+    ticket_digest = None
+    if purpose == "verify":  # before anything is stored: a refused verification leaves no trace
+        ticket_digest = verification.authorise(provider_id, session_user=session_user, ticket=verify_ticket)
     service = _service_connect(provider_id, connect_session) if purpose == "service_connect" else None
     try:
         # A service connect's return_to was checked against its client's origins when the link was made.
@@ -133,6 +138,7 @@ def begin(
         user_id=session_user if purpose == "connect" else None,
         service_client_id=service.client_id if service else None,
         end_user_id=service.end_user_id if service else None,
+        verify_ticket=ticket_digest,
         expires_at=epoch(STATE_TTL_SECONDS),
     ).save()
     return Started(url, _binding_cookie(state), binding, callback_path(provider_id))
@@ -179,7 +185,7 @@ def _consume_state(provider_id: str, params: dict[str, str], cookies: dict[str, 
     return record
 
 
-def _provider_error(provider_id: str, purpose: str, params: dict[str, str]) -> SignInRefused:
+def _provider_error(params: dict[str, str]) -> SignInRefused:
     error = params.get("error", "")
     description = params.get("error_description", "")[:300]
     if error == "access_denied":
@@ -188,8 +194,6 @@ def _provider_error(provider_id: str, purpose: str, params: dict[str, str]) -> S
         message = f"Bitbucket refused the requested permissions (invalid_scope): {description}"
     else:
         message = f"Bitbucket answered with an error: {error} {description}".strip()
-    if purpose == "verify":
-        providers.mark_failed(provider_id, message)
     code = "access_denied" if error == "access_denied" else "authorization_refused"
     return SignInRefused(message, code=code, title="Not signed in")
 
@@ -198,9 +202,25 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
     """Finish an authorization: the user signed in (or connected), or the provider verified."""
     provider = providers.get_provider(provider_id)  # an unknown provider is named before any state
     record = _consume_state(provider_id, params, cookies)
+    if record.purpose != "verify":
+        return _complete(provider, record, params)
+    try:
+        result = _complete(provider, record, params)
+    except SignInRefused as exc:  # whatever stopped the round trip is the diagnosis
+        providers.mark_failed(provider_id, exc.message)
+        verification.record_outcome(record.verify_ticket, "failed")
+        raise
+    verification.record_outcome(record.verify_ticket, "verified")
+    return result
+
+
+def _complete(
+    provider: ProviderRecord, record: OAuthStateRecord, params: dict[str, str]
+) -> SignedIn | ProviderVerified:
+    provider_id = provider.provider_id
     attempt = (_binding_cookie(params["state"]), callback_path(provider_id))
     if params.get("error"):
-        raise _provider_error(provider_id, record.purpose, params)
+        raise _provider_error(params)
     code = params.get("code")
     if not code:
         message = "The sign-in response has no authorization code; start again."
@@ -225,16 +245,14 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
     missing = providers.missing_scopes(provider, accounts.granted_scopes(token))
     if missing:
         message = f"The token lacks required permissions: {', '.join(missing)}. Tick them on the Bitbucket side."
-        if record.purpose == "verify":
-            providers.mark_failed(provider_id, message)
         raise SignInRefused(message, code="missing_permissions", title="Missing permissions")
     try:
         identity = providers.identify(provider, token["access_token"])
     except BitbucketError as exc:
         message = f"Signed in, but reading your Bitbucket profile failed: {exc}"
         raise SignInRefused(message, code="bitbucket_error") from None
-    if provider.status != "verified":
-        providers.mark_verified(provider_id)  # a completed round trip proves the configuration
+    if record.purpose == "verify" or provider.status != "verified":
+        providers.mark_verified(provider_id)  # a completed round trip proves the configuration (again)
     if record.purpose == "verify":
         return ProviderVerified(provider_id, identity.username, *attempt)
     user_id, created = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
@@ -252,7 +270,8 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
 def _token_error(provider_id: str, purpose: str, error: str | None, description: str | None) -> SignInRefused:
     if error == "invalid_client" or error == "unauthorized_client":
         message = "Bitbucket rejected bitbridge's client credentials (unknown client or wrong secret)."
-        providers.mark_failed(provider_id, message + " Run `bitbridge providers verify`.")
+        if purpose != "verify":  # a verification records its own failure (complete)
+            providers.mark_failed(provider_id, message + " Run `bitbridge providers verify`.")
         return SignInRefused(message, code="provider_misconfigured", title="Provider misconfigured")
     if error == "invalid_grant":
         message = "Bitbucket refused the authorization code (expired or already used); start again."

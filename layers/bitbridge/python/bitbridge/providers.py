@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
+from pynamodb.expressions.update import Action
+
 from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.config import settings
 from bitbridge.errors import Problem
+from bitbridge.safe_text import one_line
 from bitbridge.store.base import condition_failed, iso
 from bitbridge.store.providers import ProviderRecord
 
@@ -273,13 +276,26 @@ def mark_verified(provider_id: str) -> None:
 
 
 def mark_failed(provider_id: str, detail: str) -> None:
+    # The detail may quote Bitbucket (or whoever answered): one bounded line, no terminal escapes.
     ProviderRecord(provider_id).update(
-        actions=[ProviderRecord.status.set("failed"), ProviderRecord.status_detail.set(detail[:500])]
+        actions=[ProviderRecord.status.set("failed"), ProviderRecord.status_detail.set(one_line(detail) or "failed")]
     )
 
 
-def verification_url(base_url: str, provider_id: str) -> str:
-    return f"{base_url.rstrip('/')}/auth/{provider_id}/authorize?{urlencode({'purpose': 'verify'})}"
+def clear_diagnosis(provider_id: str) -> None:
+    """The pre-flight checks passed: an earlier failure's diagnosis is stale (a verified provider stays
+    verified; a failed one is pending its round trip)."""
+    record = get_provider(provider_id)
+    actions: list[Action] = [ProviderRecord.status_detail.remove(), ProviderRecord.updated_at.set(iso())]
+    if record.status == "failed":
+        actions.append(ProviderRecord.status.set("pending"))
+    record.update(actions=actions)
+
+
+def verification_url(base_url: str, provider_id: str, ticket: str | None = None) -> str:
+    """The round trip's URL; with a ticket (bitbridge.verification) it works once without an admin session."""
+    query = {"purpose": "verify", **({"ticket": ticket} if ticket else {})}
+    return f"{base_url.rstrip('/')}/auth/{provider_id}/authorize?{urlencode(query)}"
 
 
 def missing_scopes(provider: ProviderRecord, granted: str | None) -> list[str]:

@@ -12,14 +12,17 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import requests
 from authlib.integrations.base_client.errors import OAuthError
 
 from bitbridge import connection_events, providers
 from bitbridge.accounts import connection_key
 from bitbridge.crypto import decrypt_tokens, encrypt_tokens
 from bitbridge.errors import ConnectionNeeded, Problem
+from bitbridge.safe_text import one_line
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from bitbridge.store.base import condition_failed, iso
 
@@ -49,8 +52,14 @@ class ReauthRequired(ConnectionNeeded):
 
     code = "reauth_required"
 
-    def __init__(self, provider_id: str) -> None:
-        super().__init__(provider_id, f"The connection to {provider_id} has expired; connect again.")
+    def __init__(self, provider_id: str, detail: str | None = None) -> None:
+        super().__init__(provider_id, detail or f"The connection to {provider_id} has expired; connect again.")
+
+
+#: `reason` of `connection.reauth_required` (docs/events.md): the refresh token was spent by a refresh
+#: whose answer never reached bitbridge, or Bitbucket refused it for its own reasons (revoked, expired).
+LOST_ROTATION = "refresh_answer_lost"
+REFRESH_REFUSED = "refresh_token_refused"
 
 
 class TokenUnavailable(Problem):
@@ -113,7 +122,7 @@ def fresh(
     while True:
         conn = _load(user_id, provider_id)
         if conn.status == "reauth_required":
-            raise ReauthRequired(provider_id)
+            raise ReauthRequired(provider_id, conn.status_detail)
         now = time.time()
         left = conn.expires_at - now
         window = refresh_ahead if refresh_ahead is not None else refresh_window(conn.token_lifetime)
@@ -191,13 +200,13 @@ def _refresh_now(conn: ConnectionRecord) -> Fresh:
         )
     except OAuthError as exc:
         if exc.error in ("invalid_grant", "invalid_token", "unauthorized_client"):
-            _release(conn, [ConnectionRecord.status.set("reauth_required"), ConnectionRecord.updated_at.set(iso())])
-            connection_events.publish("connection.reauth_required", conn.user_id, conn.provider_id)
-            raise ReauthRequired(conn.provider_id) from None
+            raise _reauth_required(conn) from None
         _release(conn, [])
         raise TokenUnavailable(f"refreshing the {conn.provider_id} token failed: {exc.error}") from None
     except Exception as exc:
-        _release(conn, [])
+        # Sent but unanswered: Bitbucket may have rotated the refresh token in a reply we never read.
+        lost = isinstance(exc, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError)
+        _release(conn, [ConnectionRecord.refresh_unanswered_at.set(int(time.time()))] if lost else [])
         raise TokenUnavailable(f"refreshing the {conn.provider_id} token failed: {type(exc).__name__}") from None
     new = {
         "access_token": token["access_token"],
@@ -216,8 +225,40 @@ def _refresh_now(conn: ConnectionRecord) -> Fresh:
             ConnectionRecord.version.add(1),
             ConnectionRecord.refreshing_until.remove(),
             ConnectionRecord.status.set("active"),
+            ConnectionRecord.status_detail.remove(),
+            ConnectionRecord.refresh_unanswered_at.remove(),  # the refresh token still worked: nothing lost
             ConnectionRecord.updated_at.set(iso()),
         ],
         condition=ConnectionRecord.version == conn.version,
     )
     return _fresh(conn, str(new["access_token"]), expires_at)
+
+
+def _reauth_required(conn: ConnectionRecord) -> ReauthRequired:
+    """Bitbucket refused the refresh token: record why on the connection, announce it, and say what to do."""
+    provider = conn.provider_id
+    if conn.refresh_unanswered_at is not None:
+        reason = LOST_ROTATION
+        detail = (
+            f"Bitbucket refused the refresh token: it was used by an earlier refresh "
+            f"({iso(datetime.fromtimestamp(int(conn.refresh_unanswered_at), UTC))}) whose answer, carrying the "
+            f"new one, never reached bitbridge (timed out). Connect {provider} again to get a new pair."
+        )
+    else:
+        reason = REFRESH_REFUSED
+        detail = (
+            f"Bitbucket refused the refresh token (revoked, expired, or the app's access was removed). "
+            f"Connect {provider} again."
+        )
+    _release(
+        conn,
+        [
+            ConnectionRecord.status.set("reauth_required"),
+            ConnectionRecord.status_detail.set(one_line(detail)),
+            ConnectionRecord.refresh_unanswered_at.remove(),
+            ConnectionRecord.updated_at.set(iso()),
+        ],
+    )
+    log.warning("connection %s#%s needs re-authorisation: %s", conn.user_id, provider, reason)
+    connection_events.publish("connection.reauth_required", conn.user_id, provider, reason=reason)
+    return ReauthRequired(provider, one_line(detail))

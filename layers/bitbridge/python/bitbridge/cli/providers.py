@@ -11,6 +11,7 @@ from typing import Any
 
 from bitbridge import providers
 from bitbridge.cli import CliError, public_base_url
+from bitbridge.safe_text import one_line
 
 
 def _secret(args: argparse.Namespace) -> str:
@@ -83,6 +84,7 @@ def show(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
+    from bitbridge import verification
     from bitbridge.provider_checks import preflight
 
     record = providers.get_provider(args.id)
@@ -92,23 +94,26 @@ def verify(args: argparse.Namespace) -> int:
         providers.mark_failed(args.id, "; ".join(problems))
         print(f"{args.id} is misconfigured:")
         for problem in problems:
-            print(f"  - {problem}")
+            print(f"  - {one_line(problem)}")
         return 1
+    providers.clear_diagnosis(args.id)  # whatever failed before is fixed, as far as the checks can tell
+    ticket = verification.mint(args.id)
     print("Pre-flight checks passed (reachable, client known, secret accepted, redirect URI accepted).")
-    print("Complete one OAuth round trip in a browser to verify the provider:\n")
-    print(f"  {providers.verification_url(base, args.id)}\n")
+    print("Complete one OAuth round trip in a browser to verify the provider (this link works once):\n")
+    print(f"  {providers.verification_url(base, args.id, ticket)}\n")
     if args.no_wait:
         return 0
     print(f"Waiting up to {args.timeout} s for the round trip ...")
     deadline = time.monotonic() + args.timeout
-    started = record.verified_at
     while time.monotonic() < deadline:
-        record = providers.get_provider(args.id)
-        if record.status == "verified" and record.verified_at != started:
+        outcome = verification.outcome(ticket)  # this attempt's own outcome, never an earlier one's
+        if outcome == "verified":
             print(f"{args.id} is verified.")
             return 0
-        if record.status == "failed":
-            print(f"{args.id} failed verification: {record.status_detail}")
+        if outcome == "failed":
+            # Stored text may quote Bitbucket: printed as one line without terminal escapes.
+            detail = one_line(providers.get_provider(args.id).status_detail or "no detail recorded")
+            print(f"{args.id} failed verification: {detail}")
             return 1
         time.sleep(1)
     print("No round trip completed in time; run verify again when ready.")

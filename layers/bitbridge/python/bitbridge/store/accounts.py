@@ -75,6 +75,10 @@ class ConnectionRecord(Model):
     expires_at = NumberAttribute()  # epoch seconds when the access token expires
     token_lifetime = NumberAttribute(null=True)  # seconds the access token was granted for (refresh window)
     status = UnicodeAttribute(default="active")  # active | reauth_required
+    status_detail = UnicodeAttribute(null=True)  # why reauth_required, and what to do (one bounded line)
+    # When a refresh was sent but its answer never came (read timeout): Bitbucket may have rotated the
+    # refresh token in it, so a later invalid_grant is explained as a lost rotation.
+    refresh_unanswered_at = NumberAttribute(null=True)
     version = NumberAttribute(default=0)  # bumped by every token write: the refresh lock's fence
     refreshing_until = NumberAttribute(null=True)  # lease held by the caller refreshing now
     created_at = UnicodeAttribute(default=iso)

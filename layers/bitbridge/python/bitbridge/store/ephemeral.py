@@ -1,4 +1,4 @@
-"""Short-lived items: one-time OAuth states and sessions. DynamoDB's TTL deletes them;
+"""Short-lived items: one-time OAuth states, sessions and provider verification tickets. DynamoDB's TTL deletes them;
 readers also check `expires_at` because TTL deletion can lag by hours."""
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ def session_key(session_id: str) -> str:
     return f"SESSION#{session_id}"
 
 
+def ticket_key(ticket_digest: str) -> str:
+    return f"VERIFY#{ticket_digest}"
+
+
 @register
 class OAuthStateRecord(Model):
     Meta = table_meta("ephemeral_table")
@@ -24,13 +28,14 @@ class OAuthStateRecord(Model):
     pk = UnicodeAttribute(hash_key=True)  # STATE#{sha256(state)}: the state itself is never stored
     provider_id = UnicodeAttribute()
     browser_binding = UnicodeAttribute()  # sha256 of the random value in the browser's cookie
-    purpose = UnicodeAttribute()  # sign_in | connect | verify
+    purpose = UnicodeAttribute()  # sign_in | connect | verify | service_connect
     return_to = UnicodeAttribute()
     redirect_uri = UnicodeAttribute()
     code_verifier = UnicodeAttribute(null=True)  # PKCE (Data Center)
     user_id = UnicodeAttribute(null=True)  # connect: the signed-in user
     service_client_id = UnicodeAttribute(null=True)  # service_connect: whose end user is connecting
     end_user_id = UnicodeAttribute(null=True)
+    verify_ticket = UnicodeAttribute(null=True)  # verify begun with a CLI ticket: its digest, for the outcome
     created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()
 
@@ -41,5 +46,20 @@ class SessionRecord(Model):
 
     pk = UnicodeAttribute(hash_key=True)  # SESSION#{session id}
     user_id = UnicodeAttribute()
+    created_at = UnicodeAttribute(default=iso)
+    expires_at = NumberAttribute()
+
+
+@register
+class VerificationTicketRecord(Model):
+    """A one-time ticket `bitbridge providers verify` mints so its URL may start one verification round
+    trip without an admin session; the round trip's outcome is written back for the CLI to read."""
+
+    Meta = table_meta("ephemeral_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # VERIFY#{sha256(ticket)}: the ticket itself is never stored
+    provider_id = UnicodeAttribute()
+    used_at = UnicodeAttribute(null=True)  # set by the one authorize that consumed it
+    outcome = UnicodeAttribute(null=True)  # verified | failed, set by the callback
     created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()
