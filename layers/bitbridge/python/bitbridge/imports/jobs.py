@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ from bitbridge.store.imports import (
 
 MAX_REPOSITORIES_PER_REQUEST = 100
 ACCESS_CHECK_THREADS = 8
+SEND_BATCH = 10  # SQS SendMessageBatch's most entries per call
+# A job still queued this long after its message was confirmed sent lost it (a queue backlog drains far
+# sooner): asking for the repository again sends another.
+RESEND_AFTER_SECONDS = 3600
 
 
 class ImportRequestError(Problem):
@@ -60,6 +65,16 @@ class Checked:
     raw: dict[str, Any] | None = None
     calls: int = 0
     error: BitbucketError | None = None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A repository's import job after a request: made by it (`created`), or found; `send` when the job
+    needs a message (new, or queued with no message confirmed sent)."""
+
+    job: JobRecord
+    created: bool
+    send: bool
 
 
 # ------------------------------------------------------------------------------------------------ kickoff
@@ -132,9 +147,9 @@ def start(
             repositories=[{"repository": c.full_name, "status": c.error.status if c.error else None} for c in refused],
         )
 
-    def make(c: Checked) -> dict[str, Any]:
+    def make(c: Checked) -> Settled:
         assert c.repo is not None and c.raw is not None
-        job, created = ensure_job(
+        return ensure_job(
             user_id,
             provider,
             c.repo,
@@ -144,10 +159,12 @@ def start(
             calls=c.calls,
             hook_base_url=hook_base_url,
         )
-        return view_for(job, user_id) | {"created": created}
 
     with ThreadPoolExecutor(max_workers=min(ACCESS_CHECK_THREADS, len(checked))) as pool:
-        return list(pool.map(make, checked))
+        settled = list(pool.map(make, checked))
+        enqueue_all([s.job for s in settled if s.send], pool)
+    admin = is_admin(user_id)  # once per request, not once per job
+    return [view_for(s.job, user_id, admin=admin) | {"created": s.created} for s in settled]
 
 
 def ensure_job(
@@ -160,16 +177,17 @@ def ensure_job(
     comments: bool = False,
     calls: int = 0,
     hook_base_url: str = "",
-) -> tuple[JobRecord, bool]:
+) -> Settled:
+    """The repository's import job, made if none is active (or completed, unless `reimport`). Sending its
+    message is the caller's (`enqueue_all`, batched): a job found queued with no message confirmed sent
+    (the request that made it died between its write and the send) comes back with `send` too."""
     key = repojob_pk(provider.provider_id, repo.id)
     for _ in range(8):
         current = _get(RepoJobRecord, key, REPOJOB_SK)
         existing = load(current.job_id) if current else None
         if existing is not None and (existing.state in ACTIVE_STATES or (existing.state == COMPLETED and not reimport)):
             _note_requester(existing, user_id)
-            if _possibly_unqueued(existing):
-                enqueue(existing)  # the request that made it may have died before enqueueing
-            return existing, False
+            return Settled(existing, created=False, send=_needs_message(existing))
         job_id = uuid.uuid4().hex
         job = JobRecord(
             job_pk(job_id),
@@ -202,8 +220,7 @@ def ensure_job(
             if condition_failed(exc):
                 continue  # a concurrent request made the job: read it and return it
             raise
-        enqueue(job)
-        return job, True
+        return Settled(job, created=True, send=True)
     raise RuntimeError("could not settle the repository's import job")
 
 
@@ -219,19 +236,37 @@ def _note_requester(job: JobRecord, user_id: str) -> None:
         job.update(actions=[JobRecord.requested_by.add({user_id})])
 
 
-UNQUEUED_AFTER_SECONDS = 120
-
-
-def _possibly_unqueued(job: JobRecord) -> bool:
-    """Queued, never started, and old: its message may never have been sent. Sending another is safe
-    (the worker's lease runs a job once however many messages name it)."""
-    if job.state != QUEUED or job.started_at is not None:
+def _needs_message(job: JobRecord) -> bool:
+    """Queued with no message confirmed sent (or one sent long ago). Sending another is safe: the
+    worker's lease runs a job once however many messages name it, and drops those for finished jobs."""
+    if job.state != QUEUED:
         return False
-    created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
-    return (datetime.now(UTC) - created).total_seconds() > UNQUEUED_AFTER_SECONDS
+    return job.enqueued_at is None or time.time() - float(job.enqueued_at) > RESEND_AFTER_SECONDS
+
+
+def enqueue_all(to_send: list[JobRecord], pool: ThreadPoolExecutor | None = None) -> None:
+    """Send the jobs' messages, SEND_BATCH per SendMessageBatch, then mark each job `enqueued_at` (on
+    `pool` when given). Any entry SQS refuses raises after the others are marked: its job stays unmarked, so asking
+    for the repository again sends it."""
+    sent: list[JobRecord] = []
+    refused: list[str] = []
+    for i in range(0, len(to_send), SEND_BATCH):
+        chunk = to_send[i : i + SEND_BATCH]
+        answer = client("sqs").send_message_batch(
+            QueueUrl=settings().import_queue_url,
+            Entries=[{"Id": str(n), "MessageBody": json.dumps({"job_id": j.job_id})} for n, j in enumerate(chunk)],
+        )
+        sent += [chunk[int(e["Id"])] for e in answer.get("Successful", [])]
+        refused += [f"{e.get('Code')}: {e.get('Message')}" for e in answer.get("Failed", [])]
+    now = int(time.time())
+    for _ in (pool.map if pool else map)(lambda job: job.update(actions=[JobRecord.enqueued_at.set(now)]), sent):
+        pass
+    if refused:
+        raise RuntimeError(f"SQS refused {len(refused)} of {len(to_send)} import messages: {refused[0]}")
 
 
 def enqueue(job: JobRecord, delay_seconds: int = 0) -> None:
+    """One message naming the job (the worker's deferrals: DelaySeconds up to SQS's 900)."""
     client("sqs").send_message(
         QueueUrl=settings().import_queue_url,
         MessageBody=json.dumps({"job_id": job.job_id}),
@@ -278,13 +313,14 @@ def for_change(user_id: str, job_id: str, action: str) -> JobRecord:
     return job
 
 
-def view_for(job: JobRecord, user_id: str) -> dict[str, Any]:
-    """The job as `user_id` sees it: the shared job plus what they may do with it."""
-    may = may_change(job, user_id)
+def view_for(job: JobRecord, user_id: str, *, admin: bool | None = None) -> dict[str, Any]:
+    """The job as `user_id` sees it: the shared job plus what they may do with it (`admin`: known already)."""
+    admin = is_admin(user_id) if admin is None else admin
+    may = job.owner_id == user_id or admin
     return public(job) | {
         "you": {
             "started_it": job.owner_id == user_id,
-            "admin": is_admin(user_id),
+            "admin": admin,
             "can_cancel": may and job.state in ACTIVE_STATES,
             "can_retry": may and job.state in (FAILED, CANCELLED),
         }
@@ -363,7 +399,8 @@ def list_for(user_id: str, cursor: str | None = None, limit: int = 50) -> dict[s
     result = JobRecord.by_owner.query(
         user_id, scan_index_forward=False, limit=limit, last_evaluated_key=_decode_cursor(cursor)
     )
-    items = [view_for(j, user_id) for j in result]
+    admin = is_admin(user_id)
+    items = [view_for(j, user_id, admin=admin) for j in result]
     return {"imports": items, "next_cursor": _encode_cursor(result.last_evaluated_key)}
 
 
@@ -424,6 +461,7 @@ def retry(job: JobRecord) -> JobRecord:
                 JobRecord.transient_failures.set(0),
                 JobRecord.lease_owner.remove(),
                 JobRecord.lease_until.remove(),
+                JobRecord.enqueued_at.remove(),  # set again once its message is sent
                 JobRecord.updated_at.set(iso()),
             ],
             condition=JobRecord.state.is_in(FAILED, CANCELLED),
@@ -435,5 +473,5 @@ def retry(job: JobRecord) -> JobRecord:
                 f"Only failed or cancelled imports can be retried; it is {job.state}.", code="invalid_state"
             ) from None
         raise
-    enqueue(job)
+    enqueue_all([job])
     return job

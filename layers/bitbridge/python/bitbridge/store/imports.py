@@ -122,6 +122,9 @@ class JobRecord(Model):
     started_at = UnicodeAttribute(null=True)
     finished_at = UnicodeAttribute(null=True)
     not_before = NumberAttribute(null=True)  # epoch: waiting for a rate limit until then
+    # epoch: when a message naming the job was last confirmed sent (None while queued: the sender may
+    # have died before sending; asking for the repository again then re-sends, see jobs.ensure_job).
+    enqueued_at = NumberAttribute(null=True)
     rate_limit_waits = NumberAttribute(default=0)
     transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
     continuations = NumberAttribute(default=0)  # times it saved and re-enqueued itself (time limit)
