@@ -181,6 +181,14 @@ def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
     assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
     bad = session.post(f"{stack.api}/api/imports", json={"provider": "bitbucket-cloud"}, timeout=10)
     assert bad.status_code == 400
+    too_many = session.post(
+        f"{stack.api}/api/imports",
+        json={"provider": PROVIDERS["cloud"], "repositories": [f"acme/r{i}" for i in range(26)]},
+        timeout=10,
+    )
+    assert too_many.status_code == 400 and too_many.json()["error"]["limit"] == 25
+    assert "further requests" in too_many.json()["error"]["message"]
+    assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
 
 
 def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_needs(stack):

@@ -221,7 +221,7 @@ def settle(
             out.append(Settled(existing, created=False, send=_needs_message(existing, sent)))
         else:
             out.append(None)
-            job = _draft(user_id, provider, w, kickoff_id, reimport=reimport, comments=comments, base=hook_base_url)
+            job = _draft(user_id, provider, w, kickoff_id, comments=comments, base=hook_base_url)
             new.append((i, pointer, job))
     run = pool.map if pool else map
     for _ in run(lambda s: _note_requester(s.job, user_id), [s for s in out if s is not None]):
@@ -263,7 +263,7 @@ def ensure_job(
         if existing is not None and _reusable(existing, reimport):
             _note_requester(existing, user_id)
             return Settled(existing, created=False, send=_needs_message(existing, _kickoffs_sent([existing])))
-        job = _draft(user_id, provider, wanted, kickoff_id, reimport=reimport, comments=comments, base=base)
+        job = _draft(user_id, provider, wanted, kickoff_id, comments=comments, base=base)
         try:
             _create(pointer, job)
         except Exception as exc:
@@ -279,9 +279,7 @@ def _reusable(job: JobRecord, reimport: bool) -> bool:
     return job.state in ACTIVE_STATES or (job.state == COMPLETED and not reimport)
 
 
-def _draft(
-    user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, reimport: bool, comments: bool, base: str
-) -> JobRecord:
+def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, comments: bool, base: str) -> JobRecord:
     job_id = uuid.uuid4().hex
     return JobRecord(
         job_pk(job_id),
@@ -364,6 +362,7 @@ def enqueue_all(
     KICKOFF item for the jobs `kickoff_id` made, `enqueued_at` on each other job (sent again, or retried).
     If SQS refuses any entry this raises, and the request's jobs stay unrecorded: asking for their
     repositories again sends them again (a duplicate is harmless, a missing message is not)."""
+    to_send = list({j.job_id: j for j in to_send}.values())  # two names for one repository: one message
     sent: list[JobRecord] = []
     refused: list[str] = []
     for i in range(0, len(to_send), SEND_BATCH):
@@ -378,10 +377,19 @@ def enqueue_all(
     if kickoff_id and not refused and any(j.kickoff_id == kickoff_id for j in sent):
         KickoffRecord(kickoff_pk(kickoff_id), KICKOFF_SK, kickoff_id=kickoff_id, sent_at=now).save()
     others = [j for j in sent if j.kickoff_id != kickoff_id or not kickoff_id]
-    for _ in (pool.map if pool else map)(lambda job: job.update(actions=[JobRecord.enqueued_at.set(now)]), others):
+    for _ in (pool.map if pool else map)(lambda job: _mark_sent(job, now), others):
         pass
     if refused:
         raise RuntimeError(f"SQS refused {len(refused)} of {len(to_send)} import messages: {refused[0]}")
+
+
+def _mark_sent(job: JobRecord, at: int) -> None:
+    """`enqueued_at` on a job still queued (one the worker has taken needs no record of its message)."""
+    try:
+        job.update(actions=[JobRecord.enqueued_at.set(at)], condition=JobRecord.state == QUEUED)
+    except Exception as exc:
+        if not condition_failed(exc):
+            raise
 
 
 def enqueue(job: JobRecord, delay_seconds: int = 0) -> None:
