@@ -191,7 +191,7 @@ def economy(stack: Any) -> None:
             print(f"  NOT COMPLETED: {missing or 'timed out'}")
 
 
-KICKOFF_BATCH = 25  # repositories per POST /api/imports: the most it takes (jobs.MAX_REPOSITORIES_PER_REQUEST)
+KICKOFF_BATCH = 20  # repositories per POST /api/imports: the most it takes (jobs.MAX_REPOSITORIES_PER_REQUEST)
 
 
 def kickoff(session: requests.Session, stack: Any, names: list[str], took: list[float]) -> list[dict[str, Any]]:

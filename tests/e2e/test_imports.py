@@ -183,10 +183,10 @@ def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
     assert bad.status_code == 400
     too_many = session.post(
         f"{stack.api}/api/imports",
-        json={"provider": PROVIDERS["cloud"], "repositories": [f"acme/r{i}" for i in range(26)]},
+        json={"provider": PROVIDERS["cloud"], "repositories": [f"acme/r{i}" for i in range(21)]},
         timeout=10,
     )
-    assert too_many.status_code == 400 and too_many.json()["error"]["limit"] == 25
+    assert too_many.status_code == 400 and too_many.json()["error"]["limit"] == 20
     assert "further requests" in too_many.json()["error"]["message"]
     assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
 

@@ -57,8 +57,9 @@ from bitbridge.store.imports import (
 )
 
 # What one kickoff (10 s Timeout) settles with room to spare on the local stack while the worker imports at
-# full concurrency (25 took 4-6 s there, 50 took 6-10 s): larger imports are sent as several requests.
-MAX_REPOSITORIES_PER_REQUEST = 25
+# full concurrency on a shared 2-core machine (25 took 4-8 s there, 50 took 6-10+ s): larger imports are
+# sent as several requests.
+MAX_REPOSITORIES_PER_REQUEST = 20
 ACCESS_CHECK_THREADS = 8  # Bitbucket calls at once (one user's token)
 # DynamoDB writes at once: a request's job writes are latency-bound, and the kickoff has 10 s for 100.
 WRITE_THREADS = 25

@@ -364,10 +364,10 @@ const repoView = {
     const names = [...this.selected.keys()];
     $("repo-import").disabled = true;
     try {
-      // POST /api/imports takes at most 25 repositories (its 400 says so): a larger selection goes in parts.
+      // POST /api/imports takes at most 20 repositories (its 400 says so): a larger selection goes in parts.
       let count = 0;
-      for (let i = 0; i < names.length; i += 25) {
-        const part = names.slice(i, i + 25);
+      for (let i = 0; i < names.length; i += 20) {
+        const part = names.slice(i, i + 20);
         count += (await api("POST", "/api/imports", { provider: this.provider, repositories: part })).imports.length;
       }
       pendingNotice = `Import started for ${count} ${count === 1 ? "repository" : "repositories"}.`;
