@@ -134,6 +134,38 @@ def test_same_import_posted_twice_concurrently_makes_one_job(stack):
     wait_for(session, stack, [fresh["id"]])
 
 
+def test_a_kickoff_that_dies_before_enqueueing_is_healed_by_asking_again(stack):
+    """The job is written, then the queue send fails (as when the kickoff times out between the two):
+    the request answers 5xx and the job is queued but never sent. Asking again enqueues it, and it runs."""
+    control(stack, "cloud", "POST", "seed", _workspace_seed("lostws", "lost", prs=3, count=3))
+    names = [f"lostws/lost-{n:04d}" for n in (1, 2, 3)]
+    session = api_session(stack, "cloud", "alice")
+    faults = f"{stack.urls['console']}/faults/aws"
+    assert requests.post(faults, json={"service": "sqs", "status": 503, "seconds": 60}, timeout=5).status_code == 200
+    try:
+        died = session.post(
+            f"{stack.api}/api/imports", json={"provider": PROVIDERS["cloud"], "repositories": names}, timeout=60
+        )
+    finally:
+        requests.delete(faults, timeout=5)
+    assert died.status_code >= 500, died.text
+    queued = {
+        j["repository"]["full_name"]: j for j in session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"]
+    }
+    assert all(queued[n]["state"] == "queued" for n in names)  # written, never sent
+    time.sleep(3)
+    assert all(get_job(session, stack, queued[n]["id"])["state"] == "queued" for n in names)
+
+    again = start_imports(session, stack, "cloud", names)
+    assert [j["id"] for j in again] == [queued[n]["id"] for n in names]  # the same jobs, not new ones
+    assert not any(j["created"] for j in again)
+    done = wait_for(session, stack, [j["id"] for j in again])
+    assert all(d["state"] == "completed" for d in done.values()), done
+    # Asked a third time: completed jobs come back as they are (nothing is sent or run again).
+    third = start_imports(session, stack, "cloud", names)
+    assert [j["state"] for j in third] == ["completed"] * 3
+
+
 def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
     session = api_session(stack, "cloud", "carol")  # carol cannot see globex
     before = session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"]
@@ -149,6 +181,14 @@ def test_inaccessible_repository_is_refused_and_nothing_is_started(stack):
     assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
     bad = session.post(f"{stack.api}/api/imports", json={"provider": "bitbucket-cloud"}, timeout=10)
     assert bad.status_code == 400
+    too_many = session.post(
+        f"{stack.api}/api/imports",
+        json={"provider": PROVIDERS["cloud"], "repositories": [f"acme/r{i}" for i in range(21)]},
+        timeout=10,
+    )
+    assert too_many.status_code == 400 and too_many.json()["error"]["limit"] == 20
+    assert "further requests" in too_many.json()["error"]["message"]
+    assert session.get(f"{stack.api}/api/imports", timeout=10).json()["imports"] == before
 
 
 def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_needs(stack):

@@ -90,6 +90,16 @@ def test_bad_import_requests_are_refused(body):
     assert caught.value.code == "invalid_request"
 
 
+def test_a_request_over_the_limit_says_the_limit_and_what_to_do():
+    names = [f"a/r{i}" for i in range(jobs.MAX_REPOSITORIES_PER_REQUEST + 1)]
+    with pytest.raises(jobs.ImportRequestError) as caught:
+        jobs.parse_request({"provider": "p", "repositories": names})
+    assert caught.value.code == "invalid_request" and caught.value.details == {"limit": 20}
+    assert "At most 20 repositories per request (21 given)" in caught.value.message
+    assert "further requests" in caught.value.message
+    assert jobs.parse_request({"provider": "p", "repositories": names[:-1]})[1] == names[:-1]
+
+
 def test_import_request_dedupes_repositories():
     assert jobs.parse_request({"provider": "p", "repositories": ["a/b", "a/b", {"full_name": "c/d"}]}) == (
         "p",

@@ -4,6 +4,7 @@
   JOB#{job id}                            / PART#{entity}#{page:05d}   one written output object (older jobs)
   JOB#{job id}                            / PARTS#{chunk:05d}  written objects moved off a very long job item
   REPOJOB#{provider}#{repository id}      / REPOJOB          which job is the repository's import (idempotency)
+  KICKOFF#{kickoff id}                    / KICKOFF          the messages of one POST /api/imports' new jobs were sent
   PROJECT#{provider}#{repository id}      / PROJECT          repository <-> subscription <-> latest import
 
 Only JOB items carry `owner_id` + `created_at`, so only they appear in the `by_owner` index.
@@ -44,6 +45,7 @@ TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 JOB_SK = "JOB"
 REPOJOB_SK = "REPOJOB"
+KICKOFF_SK = "KICKOFF"
 PROJECT_SK = "PROJECT"
 
 
@@ -53,6 +55,10 @@ def job_pk(job_id: str) -> str:
 
 def repojob_pk(provider_id: str, repository_id: str) -> str:
     return f"REPOJOB#{provider_id}#{repository_id}"
+
+
+def kickoff_pk(kickoff_id: str) -> str:
+    return f"KICKOFF#{kickoff_id}"
 
 
 def project_pk(provider_id: str, repository_id: str) -> str:
@@ -122,6 +128,11 @@ class JobRecord(Model):
     started_at = UnicodeAttribute(null=True)
     finished_at = UnicodeAttribute(null=True)
     not_before = NumberAttribute(null=True)  # epoch: waiting for a rate limit until then
+    # epoch: when a message naming the job was confirmed sent on its own (a re-send, a retry); a new job's
+    # send is recorded once per request on a KickoffRecord instead. Neither while queued: the sender may
+    # have died before sending, and asking for the repository again sends it (bitbridge.imports.jobs).
+    enqueued_at = NumberAttribute(null=True)
+    kickoff_id = UnicodeAttribute(null=True)  # the request that made it (its KICKOFF item says it was sent)
     rate_limit_waits = NumberAttribute(default=0)
     transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
     continuations = NumberAttribute(default=0)  # times it saved and re-enqueued itself (time limit)
@@ -171,6 +182,18 @@ class RepoJobRecord(Model):
     sk = UnicodeAttribute(range_key=True, default=REPOJOB_SK)
     job_id = UnicodeAttribute()
     updated_at = UnicodeAttribute(default=iso)
+
+
+@register
+class KickoffRecord(Model):
+    """Written once SQS took every message of one request's new jobs (one write, not one per job)."""
+
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # KICKOFF#{kickoff id}
+    sk = UnicodeAttribute(range_key=True, default=KICKOFF_SK)
+    kickoff_id = UnicodeAttribute()
+    sent_at = NumberAttribute()  # epoch
 
 
 @register
