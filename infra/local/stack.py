@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from werkzeug.wrappers import Request, Response
 
-from infra.local import iam, logs
+from infra.local import atomic, iam, logs
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
@@ -114,6 +114,7 @@ class LocalStack:
     def _start_aws(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        atomic.install()  # DynamoDB's single-item atomicity, which moto lacks
         self._moto = ThreadedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
         self._moto.start()
         # The handlers run in this process and find moto through the standard variables.

@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from bitbridge.aws import reset_caches
-from infra.local import iam
+from infra.local import atomic, iam
 from infra.local.resources import LocalResources, create_resources
 from infra.local.template import load_template
 
@@ -30,6 +30,7 @@ def template() -> dict[str, Any]:
 def aws(template) -> Iterator[LocalResources]:
     """Every template resource on moto, the functions' environment applied to this process, and each
     function's policy enforced on the calls made as that function."""
+    atomic.install()  # conditional writes atomic, as on DynamoDB
     with mock_aws():
         resources = create_resources(lambda service: boto3.client(service, region_name="us-east-1"), template=template)
         saved = dict(os.environ)
