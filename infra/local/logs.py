@@ -36,7 +36,11 @@ from infra.local.template import Function, Resolver, resources_of_type
 log = logging.getLogger("local.logs")
 
 BATCH_SECONDS = 1.0  # CloudWatch Logs delivers within seconds; a second keeps tests quick
-MAX_BATCH_EVENTS = 10_000  # PutLogEvents' own batch limit
+# A batch stays within PutLogEvents' limits (10,000 events, 1,048,576 bytes counting 26 per event), so the
+# event a subscribed function gets is never larger than what CloudWatch Logs would send.
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+EVENT_OVERHEAD_BYTES = 26
 RETRY_DELAYS = (1.0, 2.0)  # Lambda's async retries wait ~1 then ~2 minutes
 
 
@@ -171,6 +175,7 @@ class LogDelivery(Poller):
         self.runner, self.subscription, self.client = runner, subscription, client
         self.retry_delays = retry_delays
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        self._held: tuple[int, str] | None = None
         self.delivered = 0  # batches the destination accepted
         self.dead_lettered = 0
 
@@ -179,16 +184,24 @@ class LogDelivery(Poller):
             self.lines.put((int(time.time() * 1000), message))
 
     def poll_once(self) -> bool:
-        try:
-            first = self.lines.get(timeout=0.2)
-        except queue.Empty:
-            return False
-        batch, deadline = [first], time.monotonic() + BATCH_SECONDS
+        first, self._held = self._held, None
+        if first is None:
+            try:
+                first = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                return False
+        batch, size = [first], _event_bytes(first)
+        deadline = time.monotonic() + BATCH_SECONDS
         while len(batch) < MAX_BATCH_EVENTS and (left := deadline - time.monotonic()) > 0:
             try:
-                batch.append(self.lines.get(timeout=left))
+                line = self.lines.get(timeout=left)
             except queue.Empty:
                 break
+            if size + _event_bytes(line) > MAX_BATCH_BYTES:
+                self._held = line  # the first of the next batch
+                break
+            batch.append(line)
+            size += _event_bytes(line)
         self.deliver(batch)
         return True
 
@@ -224,6 +237,10 @@ class LogDelivery(Poller):
             len(batch),
             sub.retries,
         )
+
+
+def _event_bytes(line: tuple[int, str]) -> int:
+    return len(line[1].encode()) + EVENT_OVERHEAD_BYTES
 
 
 # ------------------------------------------------------------------------------------------ capture

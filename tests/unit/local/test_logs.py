@@ -11,7 +11,15 @@ import pytest
 
 from bitbridge.service import audit
 from infra.local import iam
-from infra.local.logs import FilterPattern, FunctionStdout, LogDelivery, Subscription, awslogs_event
+from infra.local.logs import (
+    EVENT_OVERHEAD_BYTES,
+    MAX_BATCH_BYTES,
+    FilterPattern,
+    FunctionStdout,
+    LogDelivery,
+    Subscription,
+    awslogs_event,
+)
 from infra.local.template import functions, load_template
 
 
@@ -151,3 +159,22 @@ def test_awslogs_events_round_trip_through_the_writers_decoder():
         (1700000000000, "line one"),
         (1700000000001, "line two"),
     ]
+
+
+def test_a_batch_never_exceeds_what_cloudwatch_logs_would_send_in_one_event():
+    runner = _Runner()
+    delivery = LogDelivery(runner, _subscription(), client=lambda service: None)
+    line = '{"bitbridge_audit": 1, "pad": "' + "x" * 100_000 + '"}'
+    for _ in range(25):  # ~2.5 MB: three batches under 1 MiB each, nothing lost or repeated
+        delivery.offer(line)
+    while delivery.poll_once():
+        if delivery.lines.empty() and delivery._held is None:
+            break
+    sizes = [
+        sum(
+            len(e["message"]) + EVENT_OVERHEAD_BYTES for e in audit.decode_log_batch(ev["awslogs"]["data"])["logEvents"]
+        )
+        for ev in runner.events
+    ]
+    assert len(sizes) == 3 and all(size <= MAX_BATCH_BYTES for size in sizes)
+    assert sum(len(audit.decode_log_batch(ev["awslogs"]["data"])["logEvents"]) for ev in runner.events) == 25

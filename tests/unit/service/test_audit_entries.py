@@ -10,39 +10,29 @@ from hypothesis import strategies as st
 
 from bitbridge.service import audit
 
+CALL = {
+    "client_id": "cli_1",
+    "key_id": "key_1",
+    "action": "proxy",
+    "method": "GET",
+    "path": "/service/v1/proxy/p/u/x",
+    "query": "access_token=secret&page=2",
+    "status": 200,
+    "duration_ms": 3.25,
+    "request_id": "req-1",
+    "end_user_id": "u",
+    "provider_id": "p",
+}
+
 
 def _line(**overrides) -> dict:
-    entry = audit.record(
-        client_id="cli_1",
-        key_id="key_1",
-        action="proxy",
-        method="GET",
-        path="/service/v1/proxy/p/u/x",
-        query="access_token=secret&page=2",
-        status=200,
-        duration_ms=3.25,
-        request_id="req-1",
-        end_user_id="u",
-        provider_id="p",
-        out=io.StringIO(),
-    )
-    return {**entry, **overrides}
+    """The entry `audit.record` writes for CALL, with fields of the written entry replaced."""
+    return {**audit.record(**CALL, out=io.StringIO()), **overrides}
 
 
 def test_the_line_is_one_json_object_with_query_secrets_redacted():
     out = io.StringIO()
-    audit.record(
-        client_id="c",
-        key_id="k",
-        action="token",
-        method="POST",
-        path="/t",
-        query="code=abc&x=1",
-        status=200,
-        duration_ms=1,
-        request_id="r",
-        out=out,
-    )
+    audit.record(**{**CALL, "path": "/t", "query": "code=abc&x=1"}, out=out)
     (line,) = out.getvalue().splitlines()
     entry = json.loads(line)
     assert entry["bitbridge_audit"] == 1 and entry["path"] == "/t?code=REDACTED&x=1"
