@@ -50,12 +50,11 @@ def run(args: argparse.Namespace) -> int:
     stack = LocalStack(config).start()
     urls = stack.urls()
     if args.ready_file:
-        with open(args.ready_file, "w", encoding="utf-8") as fh:
-            json.dump(urls, fh)
+        write_atomically(Path(args.ready_file), json.dumps(urls))
     # Announce the stack where the CLI and `tail` look for running stacks (removed when it stops).
     announced = local.ready_file(int(urls["console"].rsplit(":", 1)[1]))
     announced.parent.mkdir(parents=True, exist_ok=True)
-    announced.write_text(json.dumps({**urls, "pid": os.getpid()}), encoding="utf-8")
+    write_atomically(announced, json.dumps({**urls, "pid": os.getpid()}))
     width = max(map(len, urls))
     print("\nbitbridge local stack is ready\n", flush=True)
     for name, url in urls.items():
@@ -67,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
     stack.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers poll these files: they must see no file or the whole of it, never a half-written one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def tail(args: argparse.Namespace) -> int:
