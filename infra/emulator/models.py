@@ -317,6 +317,14 @@ class Config:
     dc_hook_skip_seconds: float = 10.0
     dc_hook_skip_exponent: float = 2.0
     dc_hook_skip_max_seconds: float = 36000.0
+    # Rate limits (ratelimit.py): Cloud's rolling window per resource class, Data Center's token bucket per user.
+    rate_limits_enabled: bool = True
+    rate_limit_window_seconds: float = 3600.0
+    rate_limit_counting: str = "per_user"  # Cloud only: "per_user" | "per_consumer" (the OAuth client)
+    cloud_rate_limits: dict[str, int | None] = field(
+        default_factory=lambda: {"repositories": 1000, "webhooks": 1000, "raw": 5000, "git": 60000, "other": 1000}
+    )
+    dc_rate_limit: dict[str, float] = field(default_factory=lambda: {"capacity": 60, "refill_per_second": 5})
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import cloud, control, datacenter, oauth
 from .models import CLOUD, DC, Backend, EmulatorError
+from .ratelimit import CLOUD_BODY, RateLimiter
 from .seed import seed_default
 from .traffic import DeliveryFaults, Faults, RequestStats
 from .web import Ctx, json_response, template
@@ -91,6 +92,9 @@ class FlavorApp:
             if action is not None:
                 self.emulator.stats.count_fault(self.flavor)
                 return self._fault(request, action)
+            rejection = self.emulator.limits.check(self.flavor, path, request)
+            if rejection is not None:
+                return rejection.response()
         if rule is None:
             if isinstance(error, MethodNotAllowed):
                 return json_response(
@@ -124,10 +128,8 @@ class FlavorApp:
         if action.body is not None:
             return json_response(action.body, status, headers)
         if status == 429 and self.flavor == CLOUD:
-            # Cloud's 429 body is this plain sentence.
-            return Response(
-                "Rate limit for this resource has been exceeded.", status, headers, content_type="text/plain"
-            )
+            # Cloud's 429 body is this plain sentence (as its rate limiter sends it).
+            return Response(CLOUD_BODY, status, headers, content_type="text/plain")
         message = "Rate limit exceeded." if status == 429 else "Something went wrong (injected fault)."
         body = cloud.error_body(message) if self.flavor == CLOUD else datacenter.errors_body(message)
         return json_response(body, status, headers)
@@ -176,6 +178,7 @@ class Emulator:
         self.backend = Backend()
         self.stats = RequestStats()
         self.faults = Faults()
+        self.limits = RateLimiter(self.backend)
         self.delivery_faults = DeliveryFaults()
         self.webhooks = WebhookDispatcher(self)
         self._servers: list[BaseWSGIServer] = []
@@ -196,6 +199,7 @@ class Emulator:
         self.webhooks.wait_idle(5)
         self.backend.reset()
         self.faults.clear()
+        self.limits.clear()
         self.delivery_faults.clear()
         self.stats.reset()
         self.webhooks.clear()
