@@ -136,10 +136,7 @@ class RateLimiter:
         cfg = self.backend.config
         if not cfg.rate_limits_enabled:
             return None
-        if flavor == CLOUD:
-            klass = cloud_class(path)
-        else:
-            klass = DC_CLASS if dc_counted(path) else None
+        klass = cloud_class(path) if flavor == CLOUD else (DC_CLASS if dc_counted(path) else None)
         if klass is None:
             return None
         token = request_token(self.backend, flavor, request)
@@ -161,8 +158,15 @@ class RateLimiter:
     ) -> Rejection | None:
         entry = self.data["windows"].setdefault(
             key,
-            {"flavor": CLOUD, "user": user, "consumer": consumer, "class": klass, "hits": [], "admitted": 0,
-             "rejected": 0},
+            {
+                "flavor": CLOUD,
+                "user": user,
+                "consumer": consumer,
+                "class": klass,
+                "hits": [],
+                "admitted": 0,
+                "rejected": 0,
+            },
         )
         hits: list[float] = entry["hits"]
         del hits[: bisect_right(hits, now - cfg.rate_limit_window_seconds)]
@@ -179,8 +183,16 @@ class RateLimiter:
         rate = float(cfg.dc_rate_limit["refill_per_second"])
         entry = self.data["buckets"].setdefault(
             key,
-            {"flavor": DC, "user": user, "consumer": None, "class": klass, "tokens": capacity, "updated": now,
-             "admitted": 0, "rejected": 0},
+            {
+                "flavor": DC,
+                "user": user,
+                "consumer": None,
+                "class": klass,
+                "tokens": capacity,
+                "updated": now,
+                "admitted": 0,
+                "rejected": 0,
+            },
         )
         tokens = min(capacity, entry["tokens"] + max(0.0, now - entry["updated"]) * rate)
         entry["updated"] = now
