@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stop_when_orphaned(stopping)
     stack = LocalStack(config).start()
     urls = stack.urls()
     if args.ready_file:
@@ -66,6 +67,20 @@ def run(args: argparse.Namespace) -> int:
     stack.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def stop_when_orphaned(stopping: threading.Event) -> None:
+    """Stop when whoever started the stack is gone (a killed test run, a closed terminal's make): an
+    orphaned stack would keep its ports and a share of the machine for nobody."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stopping.wait(1.0):
+            if os.getppid() != parent:
+                print("the process that started the local stack is gone: stopping", flush=True)
+                stopping.set()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def write_atomically(path: Path, text: str) -> None:
