@@ -5,8 +5,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import accounts, console, edge, signin_page, tokens
-from bitbridge.bitbucket.http import Unauthorized
+from bitbridge import accounts, console, edge, signin_page
+from bitbridge.calls import INTERACTIVE, Caller, Patience
 from bitbridge.console import views
 from bitbridge.errors import AccessDenied, InvalidRequest, NotFound, NotSignedIn
 from bitbridge.health import readiness
@@ -71,17 +71,9 @@ def me() -> Response:
 @app.get("/api/connections/<provider_id>")
 def connection_check(provider_id: str) -> Response:
     """Use the connection now: a fresh token (refreshed if needed) and who Bitbucket says it is."""
-    user_id = _user()
-    provider = get_provider(provider_id)
-    access = tokens.access_token(user_id, provider_id)
-    try:
-        try:
-            identity = identify(provider, access)
-        except Unauthorized:
-            # Refused before its recorded expiry (revoked, or expired early): refresh once and retry.
-            identity = identify(provider, tokens.access_token(user_id, provider_id, stale=access))
-    except Unauthorized:
-        raise tokens.ReauthRequired(provider_id) from None
+    caller = Caller(_user(), get_provider(provider_id), priority=INTERACTIVE, patience=Patience(transient_retries=0))
+    caller.prime()  # NotConnected / ReauthRequired before any Bitbucket call
+    identity = identify(caller.provider, caller.get)  # a token refused early is refreshed once (calls.Caller)
     return edge.api_json(200, {"provider": provider_id, "ok": True, "username": identity.username})
 
 

@@ -19,6 +19,7 @@ from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.repos import Get
 from bitbridge.config import settings
 from bitbridge.errors import Problem
 from bitbridge.safe_text import one_line
@@ -69,9 +70,9 @@ def bitbucket(provider: ProviderRecord) -> Bitbucket:
     return for_flavor(provider.flavor)
 
 
-def identify(provider: ProviderRecord, token: str) -> Identity:
-    """Who `token` belongs to, asked the way the provider's flavor answers it."""
-    return bitbucket(provider).identify(provider.web_url, provider.api_url, token)
+def identify(provider: ProviderRecord, get: Get) -> Identity:
+    """Whose token a caller (`calls.Caller.get`) holds, asked the way the provider's flavor answers it."""
+    return bitbucket(provider).identify(get, provider.web_url, provider.api_url)
 
 
 def endpoints(provider: ProviderRecord) -> Endpoints:

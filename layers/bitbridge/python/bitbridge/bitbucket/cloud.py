@@ -13,10 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from bitbridge.bitbucket import CLOUD
-from bitbridge.bitbucket.http import BitbucketError, get_json
+from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
     Fetch,
+    Get,
     HookState,
     Listed,
     ListQuery,
@@ -182,9 +183,9 @@ class Cloud:
         )
 
     # -- identity ----------------------------------------------------------------------------------
-    def identify(self, web_url: str, api_url: str, token: str) -> Identity:
-        user = get_json(f"{api_url}/user", token, "reading the Bitbucket user")
-        emails = get_json(f"{api_url}/user/emails", token, "reading the user's email addresses")
+    def identify(self, get: Get, web_url: str, api_url: str) -> Identity:
+        user = get(f"{api_url}/user", "reading the Bitbucket user", None).json()
+        emails = get(f"{api_url}/user/emails", "reading the user's email addresses", None).json()
         primary = next(
             (e["email"] for e in emails.get("values", []) if e.get("is_primary") and e.get("is_confirmed")), None
         )

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 Fetch = Callable[[str, dict[str, Any] | None], Any]
+#: GET (url, what, params) -> Bitbucket's answer (a `requests.Response`), errors raised: `calls.Caller.get`.
+Get = Callable[[str, str, dict[str, Any] | None], Any]
 
 #: What an import can copy after the repository itself, in order (a flavor may leave some out).
 ENTITIES = ("branches", "tags", "pull_requests", "issues")

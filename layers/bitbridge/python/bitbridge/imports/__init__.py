@@ -1,6 +1,5 @@
 """Repository listing and imports: idempotent jobs, a checkpointed worker, snapshots in S3.
 
-access    calling Bitbucket as a user: token refreshed once when refused, transient retries, call count
 listing   GET /api/repos: the session's repositories with stable cursors and their import status
 jobs      kickoff (access check, one job per repository, enqueue), queries, cancel, retry
 worker    the SQS worker: repository -> branches -> tags -> pull requests -> issues -> webhook -> manifest

@@ -32,10 +32,10 @@ from bitbridge.accounts import is_admin
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.calls import INTERACTIVE, Caller, Patience
 from bitbridge.config import settings
 from bitbridge.errors import NotFound, Problem
 from bitbridge.imports import output
-from bitbridge.imports.access import Caller
 from bitbridge.store.base import condition_failed, iso
 from bitbridge.store.imports import (
     ACTIVE_STATES,
@@ -144,7 +144,7 @@ def start(
     if not provider.imports:
         raise ImportRequestError(f"Imports are turned off for provider {provider_id}.", code="imports_disabled")
 
-    shared = Caller(user_id, provider, retries=1)
+    shared = Caller(user_id, provider, priority=INTERACTIVE, patience=Patience(transient_retries=1))
     shared.prime()  # one token read for every check
 
     def check(full_name: str) -> Checked:

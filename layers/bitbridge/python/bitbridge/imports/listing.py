@@ -12,8 +12,8 @@ from typing import Any
 
 from bitbridge import accounts, providers, tokens
 from bitbridge.bitbucket.repos import ListQuery
+from bitbridge.calls import INTERACTIVE, Caller, Patience
 from bitbridge.imports import jobs
-from bitbridge.imports.access import Caller
 from bitbridge.imports.jobs import ImportRequestError
 
 MAX_LIMIT = 100
@@ -54,7 +54,7 @@ def list_repositories(
     provider = providers.get_provider(provider_id)
     limit = max(1, min(MAX_LIMIT, limit))
     state = _decode(cursor)
-    caller = Caller(user_id, provider, retries=1)
+    caller = Caller(user_id, provider, priority=INTERACTIVE, patience=Patience(transient_retries=1))
     username = _username(user_id, provider_id)
     query = ListQuery(username, search, scope, state, limit)
     listed = providers.bitbucket(provider).list_repositories(caller.fetch, caller.api, query)
@@ -70,6 +70,6 @@ def list_repositories(
 def scopes(user_id: str, provider_id: str) -> dict[str, Any]:
     """The workspaces (Cloud) or projects (Data Center, plus the personal one) for a picker."""
     provider = providers.get_provider(provider_id)
-    caller = Caller(user_id, provider, retries=1)
+    caller = Caller(user_id, provider, priority=INTERACTIVE, patience=Patience(transient_retries=1))
     items = providers.bitbucket(provider).scopes(caller.fetch, caller.api, _username(user_id, provider_id))
     return {"provider": provider_id, "flavor": provider.flavor, "scopes": items}

@@ -38,9 +38,9 @@ from bitbridge import metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
+from bitbridge.calls import BACKGROUND, Caller, backoff
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
-from bitbridge.imports.access import Caller, backoff
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
 from bitbridge.store.base import condition_failed, iso, watch_models
 from bitbridge.store.imports import (
@@ -64,6 +64,7 @@ from bitbridge.store.imports import (
     parts_chunks_of,
     project_pk,
 )
+from bitbridge.webhooks import subscriptions
 
 logger = Logger(child=True)
 
@@ -236,7 +237,7 @@ class Run:
         # What earlier invocations counted (this one's lease write is already in the meter).
         self.aws_base, self.api_base = dict(job.aws_calls or {}), int(job.api_calls or 0)
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
-        self.caller = Caller(job.owner_id, self.provider)
+        self.caller = Caller(job.owner_id, self.provider, priority=BACKGROUND)
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
@@ -392,8 +393,6 @@ class Run:
         a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
         stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
-        from bitbridge.webhooks import subscriptions
-
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
         outcome: dict[str, Any]
@@ -408,13 +407,11 @@ class Run:
                 self.job.provider_id, self.job.repository_id, self.repo.owner, self.repo.slug
             )
             try:
-                installed = subscriptions.install_webhook(
-                    self.job.owner_id, target, base_url, provider=self.provider, token=self.caller.token()
-                )
+                installed = subscriptions.install_webhook(self.job.owner_id, target, base_url, caller=self.caller)
                 outcome = {"status": HOOK_INSTALLED}
             except subscriptions.HookPermissionDenied:
                 installed = subscriptions.install_webhook(
-                    self.job.owner_id, target, base_url, manual=True, provider=self.provider, token=self.caller.token()
+                    self.job.owner_id, target, base_url, manual=True, caller=self.caller
                 )
                 outcome = {
                     "status": HOOK_MANUAL,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bitbridge import accounts, connection_events, providers, tokens
+from bitbridge import accounts, calls, connection_events, providers, tokens
 from bitbridge.imports import jobs
 from bitbridge.service import links, proxy
 from bitbridge.service.cache import TtlCache
@@ -173,7 +173,11 @@ def proxy_call(
             return first.access_token
         return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
 
-    answer = proxy.forward(method, url, query=query, body=body, content_type=content_type, token=token_for)
+    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
+    as_user = calls.Caller(
+        person, provider, priority=calls.INTERACTIVE, patience=proxy.PATIENCE, token_source=token_for
+    )
+    answer = proxy.forward(as_user, method, url, query=query, body=body, content_type=content_type)
     proxy_base = f"{base_url.rstrip('/')}/service/v1/proxy/{provider_id}/{end_user_id}"
     answer.body = proxy.rewrite_pagination(
         answer.body, answer.headers.get("Content-Type", ""), provider.api_url, proxy_base
