@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bitbridge.bitbucket import CLOUD
+from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
@@ -27,7 +28,6 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
-    subscribed_events,
 )
 
 WEB_URL = "https://bitbucket.org"
@@ -261,7 +261,7 @@ class Cloud:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        return subscribed_events(CLOUD)
+        return SUBSCRIBED_EVENTS[CLOUD]
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/repositories/{q(owner)}/{q(slug)}/hooks"

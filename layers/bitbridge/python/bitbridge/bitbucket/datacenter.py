@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from bitbridge.bitbucket import DATACENTER
+from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
@@ -28,7 +29,6 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
-    subscribed_events,
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
@@ -241,7 +241,7 @@ class DataCenter:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        return subscribed_events(DATACENTER)
+        return SUBSCRIBED_EVENTS[DATACENTER]
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/projects/{q(owner)}/repos/{q(slug)}/webhooks"

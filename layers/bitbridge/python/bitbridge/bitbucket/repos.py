@@ -54,14 +54,6 @@ def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
         raise
 
 
-def subscribed_events(flavor: str) -> tuple[str, ...]:
-    """The event keys a flavor's hook subscribes to."""
-    # The normaliser owns the event keys; imported here only when a hook is installed.
-    from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
-
-    return SUBSCRIBED_EVENTS[flavor]
-
-
 @dataclass(frozen=True)
 class Repo:
     """What bitbridge needs to know about a repository, the same for both flavors."""

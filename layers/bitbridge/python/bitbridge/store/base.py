@@ -8,6 +8,7 @@ from typing import Any
 
 from pynamodb.models import Model
 
+from bitbridge.aws import client, forgotten_on_reset
 from bitbridge.config import settings
 
 
@@ -43,6 +44,7 @@ def register(model: type[Model]) -> type[Model]:
     return model
 
 
+@forgotten_on_reset
 def reset_connections() -> None:
     """Drop cached connections (tests switch between moto in-process and moto server)."""
     for model in MODELS:
@@ -77,6 +79,4 @@ def watch_models(watch: Any) -> None:
 
 def ping_providers_table() -> None:
     """One cheap read (of an item that never exists): raises when DynamoDB is not reachable."""
-    from bitbridge.aws import client
-
     client("dynamodb").get_item(TableName=settings().providers_table, Key={"pk": {"S": "__health__"}})
