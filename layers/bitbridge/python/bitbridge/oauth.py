@@ -19,9 +19,10 @@ from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
-from bitbridge.store.base import condition_failed, epoch
+from bitbridge.store.base import condition_failed
 from bitbridge.store.ephemeral import OAuthStateRecord, state_key
 from bitbridge.store.providers import ProviderRecord
+from bitbridge.timestamps import epoch
 
 STATE_TTL_SECONDS = 600
 PURPOSES = ("sign_in", "connect", "verify", "service_connect")

@@ -23,8 +23,9 @@ from bitbridge.bitbucket.repos import Get
 from bitbridge.config import settings
 from bitbridge.errors import Problem
 from bitbridge.safe_text import one_line
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.providers import ProviderRecord
+from bitbridge.timestamps import iso
 
 # Per flavor, for the command line and the local stack (each flavor's module says why).
 DEFAULT_SCOPES = {flavor: list(for_flavor(flavor).default_scopes) for flavor in FLAVORS}

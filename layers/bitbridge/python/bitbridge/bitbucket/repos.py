@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+
+from bitbridge.timestamps import iso
 
 Fetch = Callable[[str, dict[str, Any] | None], Any]
 #: GET (url, what, params) -> Bitbucket's answer (a `requests.Response`), errors raised: `calls.Caller.get`.
@@ -39,7 +41,7 @@ class HookState:
 
 def iso_utc(moment: datetime) -> str:
     """A timestamp as the reconciler compares them: UTC, microseconds, `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso(moment, timespec="microseconds")
 
 
 def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:

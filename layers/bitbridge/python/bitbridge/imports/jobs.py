@@ -24,7 +24,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bitbridge import providers
@@ -36,7 +35,7 @@ from bitbridge.calls import INTERACTIVE, Caller, Patience
 from bitbridge.config import settings
 from bitbridge.errors import NotFound, Problem
 from bitbridge.imports import output
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     CANCELLED,
@@ -55,6 +54,7 @@ from bitbridge.store.imports import (
     kickoff_pk,
     repojob_pk,
 )
+from bitbridge.timestamps import from_epoch, iso, iso_ms
 
 # What one kickoff (10 s Timeout) settles with room to spare on the local stack while the worker imports at
 # full concurrency on a shared 2-core machine (25 took 4-8 s there, 50 took 6-10+ s): larger imports are
@@ -288,7 +288,7 @@ def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, comments:
         job_id=job_id,
         owner_id=user_id,
         # Milliseconds: the user's list is ordered (and paged) by this, and jobs come in bursts.
-        created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        created_at=iso_ms(),
         provider_id=provider.provider_id,
         flavor=provider.flavor,
         repository_id=w.repo.id,
@@ -482,17 +482,13 @@ def public(job: JobRecord) -> dict[str, Any]:
         "continuations": int(job.continuations or 0),
     }
     if job.state == "waiting_rate_limit" and job.not_before:
-        body["waiting_until"] = iso(_from_epoch(job.not_before))
+        body["waiting_until"] = iso(from_epoch(job.not_before))
     if job.state == COMPLETED:
         body["snapshot"] = {
             "bucket": settings().snapshots_bucket,
             "prefix": output.prefix(job.provider_id, job.repository_id, job.job_id),
         }
     return body
-
-
-def _from_epoch(value: float) -> datetime:
-    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _encode_cursor(key: dict[str, Any] | None) -> str | None:

@@ -42,7 +42,7 @@ from bitbridge.calls import BACKGROUND, Caller, backoff
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
-from bitbridge.store.base import condition_failed, iso, watch_models
+from bitbridge.store.base import condition_failed, watch_models
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
@@ -64,6 +64,7 @@ from bitbridge.store.imports import (
     parts_chunks_of,
     project_pk,
 )
+from bitbridge.timestamps import iso
 from bitbridge.webhooks import subscriptions
 
 logger = Logger(child=True)

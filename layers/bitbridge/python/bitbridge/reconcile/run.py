@@ -36,8 +36,8 @@ from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
-from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.normalise import pull_request_section, repository_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,

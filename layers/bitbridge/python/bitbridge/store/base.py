@@ -1,9 +1,7 @@
-"""The shared pieces of every model: table binding, timestamps, SDK errors as our own."""
+"""The shared pieces of every model: table binding, connections, SDK errors as our own."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.models import Model
@@ -49,19 +47,6 @@ def reset_connections() -> None:
     """Drop cached connections (tests switch between moto in-process and moto server)."""
     for model in MODELS:
         model._connection = None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def epoch(offset_seconds: float = 0) -> int:
-    """Seconds since the epoch: DynamoDB TTL attributes are numbers."""
-    return int(time.time() + offset_seconds)
-
-
-def iso(value: datetime | None = None) -> str:
-    return (value or now()).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def condition_failed(exc: Exception) -> bool:

@@ -18,8 +18,8 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.repos import hook_id
 from bitbridge.calls import INTERACTIVE, WEBHOOKS, Caller
 from bitbridge.config import settings
-from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.signatures import derive_hook_secret
 
