@@ -82,7 +82,7 @@ class Settings:
         origins = tuple(_origin(o) for o in get("ALLOWED_RETURN_TO_ORIGINS").split(",") if o.strip())
         return cls(
             stage=get("STAGE", "dev"),
-            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            region=aws_region(environ),
             public_base_url=_base_url(get("PUBLIC_BASE_URL")),
             allowed_return_to_origins=origins,
             admin_users=frozenset(a.strip() for a in get("ADMIN_USERS").split(",") if a.strip()),
@@ -118,6 +118,13 @@ class Settings:
                 " the local stack does (python -m infra.local)."
             )
         return cls.from_environ(environ)
+
+
+def aws_region(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """The region Lambda (or the local stack) runs in: AWS's own variables, not bitbridge's. Read on its
+    own where a library asks for it at import (PynamoDB's models), before a command line has configured
+    the rest."""
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def _base_url(raw: str) -> str:
