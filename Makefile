@@ -43,6 +43,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -n auto --dist loadfile --ignore=tests/deploy

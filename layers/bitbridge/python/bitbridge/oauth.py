@@ -15,12 +15,14 @@ from authlib.integrations.base_client.errors import OAuthError
 
 from bitbridge import accounts, connection_events, providers, verification
 from bitbridge.bitbucket.http import TIMEOUT, BitbucketError
+from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
-from bitbridge.store.base import condition_failed, epoch
+from bitbridge.store.base import condition_failed
 from bitbridge.store.ephemeral import OAuthStateRecord, state_key
 from bitbridge.store.providers import ProviderRecord
+from bitbridge.timestamps import epoch
 
 STATE_TTL_SECONDS = 600
 PURPOSES = ("sign_in", "connect", "verify", "service_connect")
@@ -247,7 +249,7 @@ def _complete(
         message = f"The token lacks required permissions: {', '.join(missing)}. Tick them on the Bitbucket side."
         raise SignInRefused(message, code="missing_permissions", title="Missing permissions")
     try:
-        identity = providers.identify(provider, token["access_token"])
+        identity = providers.identify(provider, Caller.with_token(provider, token["access_token"]).get)
     except BitbucketError as exc:
         message = f"Signed in, but reading your Bitbucket profile failed: {exc}"
         raise SignInRefused(message, code="bitbucket_error") from None

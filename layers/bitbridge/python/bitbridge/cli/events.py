@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bitbridge.cli import CliError
+from bitbridge.timestamps import iso_ms
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -68,7 +69,7 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
 
 def _stamp(moment: datetime) -> str:
     # The receiver's received_at format, so string comparison is time comparison.
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(moment)
 
 
 def run_replay(args: argparse.Namespace) -> int:

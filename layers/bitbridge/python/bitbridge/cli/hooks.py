@@ -12,7 +12,7 @@ from bitbridge.cli import CliError, public_base_url
 def _repository(args: argparse.Namespace) -> Any:
     from bitbridge import providers
     from bitbridge.bitbucket.http import BitbucketError
-    from bitbridge.imports.access import Caller
+    from bitbridge.calls import INTERACTIVE, Caller
     from bitbridge.webhooks.subscriptions import Repository
 
     owner, _, slug = args.repo.partition("/")
@@ -22,7 +22,7 @@ def _repository(args: argparse.Namespace) -> Any:
         return Repository(args.provider, args.repository_id, owner, slug)
     if not args.user:
         raise CliError("pass --user (a connected user id, see /api/me) or --repository-id")
-    caller = Caller(args.user, providers.get_provider(args.provider))
+    caller = Caller(args.user, providers.get_provider(args.provider), priority=INTERACTIVE)
     try:
         repo, _ = providers.bitbucket(caller.provider).repository(caller.fetch, caller.api, args.repo)
     except BitbucketError as exc:

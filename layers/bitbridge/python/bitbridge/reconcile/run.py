@@ -31,13 +31,13 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
+from bitbridge.calls import BACKGROUND, Caller
 from bitbridge.config import settings
-from bitbridge.imports.access import Caller
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
-from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.normalise import pull_request_section, repository_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
@@ -137,7 +137,8 @@ class Reconciliation:
         self.bitbucket = providers.bitbucket(self.provider)
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
-        self.caller: Caller | None = Caller(sub.owner_user_id, self.provider) if sub.owner_user_id else None
+        owner = sub.owner_user_id
+        self.caller: Caller | None = Caller(owner, self.provider, priority=BACKGROUND) if owner else None
         self._emitted = emitted
         self._crash_after = crash_after_emits
         self._extra_calls = 0
@@ -199,8 +200,12 @@ class Reconciliation:
         owner, _, slug = self.sub.repository_full_name.partition("/")
         base_url = self._expected_url().rsplit("/hooks/", 1)[0]
         try:
+            repair = self.caller.fork() if self.caller else None  # its own count: the repair counts as one call
             install_webhook(
-                self.sub.owner_user_id, Repository(self.sub.provider_id, self.repository_id, owner, slug), base_url
+                self.sub.owner_user_id,
+                Repository(self.sub.provider_id, self.repository_id, owner, slug),
+                base_url,
+                caller=repair,
             )
         except HookPermissionDenied:
             raise _Attention(f"{problem}, and {self._no_admin()}") from None

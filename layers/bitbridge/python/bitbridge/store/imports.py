@@ -27,7 +27,8 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from bitbridge.store.base import iso, register, table_meta
+from bitbridge.store.base import register, table_meta
+from bitbridge.timestamps import iso
 
 HOOK_INSTALLED = "installed"
 HOOK_MANUAL = "manual_required"
