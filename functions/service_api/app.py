@@ -184,7 +184,11 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
         for p in providers.list_providers()
         if p.imports
     )
-    return edge.html_page(200, "Connect Bitbucket", buttons or "<p>No Bitbucket provider is configured yet.</p>")
+    # Not connecting is a choice too: back to the product, which finds no connection.
+    back, label = edge.way_back(session.return_to)
+    cancel = f"<p class='back'><a href='{html.escape(back)}'>Cancel and go {html.escape(label.lower())}</a></p>"
+    body = buttons or "<p>No Bitbucket provider is configured yet.</p>"
+    return edge.html_page(200, "Connect Bitbucket", body + cancel)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -91,7 +91,6 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _HTML = "text/html; charset=utf-8"
-_HTML_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 # ------------------------------------------------------------------------------------------------ requests
 
@@ -242,17 +241,12 @@ def redirect(location: str, cookies_out: list[str] | None = None) -> Event:
 
 
 def html_page(status: int, title: str, body_html: str, cookies_out: list[str] | None = None) -> Event:
-    """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup."""
-    from html import escape  # here, not at import: the webhook receiver never renders a page
+    """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup.
+    Styled like the console, with a mobile viewport (bitbridge.console.render_page)."""
+    from bitbridge.console import page_policy, render_page
 
-    document = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)} - bitbridge</title>"
-        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
-        "a.button{display:block;margin:.6em 0;padding:.8em 1em;border-radius:6px;background:#0052cc;"
-        "color:#fff;text-decoration:none;text-align:center}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body_html}</body></html>"
-    )
-    return respond(status, document, _HTML, cookies_out, _HTML_HEADERS)
+    policy = {"Content-Security-Policy": page_policy()}
+    return respond(status, render_page(title, body_html), _HTML, cookies_out, policy)
 
 
 def page(
@@ -265,8 +259,17 @@ def page(
     """A short message for a person, with a way back (sign-in, unless told otherwise)."""
     from html import escape
 
-    link = f"<p><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
+    link = f"<p class='back'><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
     return html_page(status, title, f"<p>{escape(message)}</p>{link}", cookies_out)
+
+
+def way_back(return_to: str) -> tuple[str, str]:
+    """A link back to where a browser flow began (`return_to`, already checked safe): bitbridge's own
+    pages, or the product that sent the person here."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(return_to).netloc
+    return return_to, f"Back to {host}" if host else "Back to bitbridge"
 
 
 def console_page(document: str) -> Event:
@@ -320,10 +323,23 @@ def error_json(exc: Exception, event: Event) -> Event:
 
 
 def error_page(exc: Exception, event: Event) -> Event:
-    """The same condition as `error_json`, for a browser: an HTML page with a way back to sign-in."""
+    """The same condition as `error_json`, for a browser: an HTML page with a way back - to where the
+    attempt began when that is known (and safe), else to bitbridge's start page."""
     status, error, _ = describe(exc, event)
     title = exc.title if isinstance(exc, Problem) else "Something went wrong"
-    return page(status, title, str(error["message"]))
+    return page(status, title, str(error["message"]), back=way_back(_return_to(exc, event)))
+
+
+def _return_to(exc: Exception, event: Event) -> str:
+    """Where the failed browser flow began: the attempt's own `return_to`, else the request's if safe, else /."""
+    from bitbridge.redirects import DEFAULT_RETURN_TO, UnsafeReturnTo, safe_return_to
+
+    if isinstance(exc, Problem) and exc.return_to:
+        return exc.return_to
+    try:
+        return safe_return_to(query(event).get("return_to"), settings().allowed_return_to_origins)
+    except UnsafeReturnTo:
+        return DEFAULT_RETURN_TO
 
 
 def service_error(exc: Exception, event: Event) -> Event:
@@ -413,4 +429,4 @@ def callback_answer(result: oauth.SignedIn | oauth.ProviderVerified) -> Event:
     if isinstance(result, SignedIn):
         return redirect(result.return_to, [done, start_session(result.user_id)])
     message = f"{result.provider_id}: the OAuth round trip worked (signed in as {result.username})."
-    return page(200, "Provider verified", message, [done], back=None)
+    return page(200, "Provider verified", message, [done], back=way_back(result.return_to))

@@ -61,6 +61,7 @@ class ProviderVerified:
     username: str | None
     attempt_cookie: str
     cookie_path: str
+    return_to: str = "/"  # where the result page links back to (the console's Admin page, when started there)
 
 
 def callback_path(provider_id: str) -> str:
@@ -202,15 +203,16 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
     """Finish an authorization: the user signed in (or connected), or the provider verified."""
     provider = providers.get_provider(provider_id)  # an unknown provider is named before any state
     record = _consume_state(provider_id, params, cookies)
-    if record.purpose != "verify":
-        return _complete(provider, record, params)
     try:
         result = _complete(provider, record, params)
-    except SignInRefused as exc:  # whatever stopped the round trip is the diagnosis
-        providers.mark_failed(provider_id, exc.message)
-        verification.record_outcome(record.verify_ticket, "failed")
+    except Problem as exc:
+        exc.return_to = record.return_to  # the error page links back to where the attempt began
+        if record.purpose == "verify" and isinstance(exc, SignInRefused):  # what stopped it is the diagnosis
+            providers.mark_failed(provider_id, exc.message)
+            verification.record_outcome(record.verify_ticket, "failed")
         raise
-    verification.record_outcome(record.verify_ticket, "verified")
+    if record.purpose == "verify":
+        verification.record_outcome(record.verify_ticket, "verified")
     return result
 
 
@@ -254,7 +256,7 @@ def _complete(
     if record.purpose == "verify" or provider.status != "verified":
         providers.mark_verified(provider_id)  # a completed round trip proves the configuration (again)
     if record.purpose == "verify":
-        return ProviderVerified(provider_id, identity.username, *attempt)
+        return ProviderVerified(provider_id, identity.username, *attempt, return_to=record.return_to)
     user_id, created = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
     if record.service_client_id and record.end_user_id:
         from bitbridge.service import links
