@@ -9,7 +9,7 @@ failures) to an HTTP status and body. JSON errors are always
 
 with `login_url` when the caller must sign in, and `provider` + `connect_url` when a provider must be
 connected (or connected again). Browser routes (`/auth/...`) answer the same conditions with an
-HTML page that links back to `/login`.
+HTML page that links back to where a connect or verification began, else to `/login`.
 
 The status for "no usable connection" (none yet, or `reauth_required`) is 409 Conflict: the session
 is valid (401 would send a client back to sign in, in a loop), and the user's state conflicts with
@@ -323,23 +323,29 @@ def error_json(exc: Exception, event: Event) -> Event:
 
 
 def error_page(exc: Exception, event: Event) -> Event:
-    """The same condition as `error_json`, for a browser: an HTML page with a way back - to where the
-    attempt began when that is known (and safe), else to bitbridge's start page."""
+    """The same condition as `error_json`, for a browser: an HTML page with a way back - to where a
+    connect or verification began when that is known (and safe), else to sign-in."""
     status, error, _ = describe(exc, event)
     title = exc.title if isinstance(exc, Problem) else "Something went wrong"
-    return page(status, title, str(error["message"]), back=way_back(_return_to(exc, event)))
+    return page(status, title, str(error["message"]), back=_way_back_from(exc, event))
 
 
-def _return_to(exc: Exception, event: Event) -> str:
-    """Where the failed browser flow began: the attempt's own `return_to`, else the request's if safe, else /."""
+def _way_back_from(exc: Exception, event: Event) -> tuple[str, str]:
+    """The attempt's own `return_to` (set by bitbridge.oauth once it knows the attempt), else the request's
+    when it is safe and not a sign-in, else sign-in (keeping a safe return_to for after it)."""
     from bitbridge.redirects import DEFAULT_RETURN_TO, UnsafeReturnTo, safe_return_to
 
     if isinstance(exc, Problem) and exc.return_to:
-        return exc.return_to
+        return way_back(exc.return_to)
+    params = query(event)
     try:
-        return safe_return_to(query(event).get("return_to"), settings().allowed_return_to_origins)
+        target = safe_return_to(params.get("return_to"), settings().allowed_return_to_origins)
     except UnsafeReturnTo:
-        return DEFAULT_RETURN_TO
+        target = DEFAULT_RETURN_TO
+    if params.get("purpose", "sign_in") != "sign_in" and not params.get("connect_session"):
+        return way_back(target)
+    suffix = "" if target == DEFAULT_RETURN_TO else f"?return_to={quote(target, safe='')}"
+    return f"{LOGIN_PATH}{suffix}", "Back to sign-in"
 
 
 def service_error(exc: Exception, event: Event) -> Event:
