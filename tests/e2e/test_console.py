@@ -276,7 +276,7 @@ def test_admin_sees_providers_explained_and_verify_leads_back_to_admin(stack, br
         card.wait_for()
         text = card.inner_text()
         assert f"{stack.api}/auth/{dc}/callback" in text
-        assert "pending" in text and "not verified yet" in text and "Press Verify" in text
+        assert "pending" in text and "Not verified yet" in text and "Press Verify" in text
         assert "Verified" in page.locator(f"li[data-provider={PROVIDERS['cloud']}]").inner_text()
         _shoot(page, screens, "admin-providers")
         body = page.request.get(f"{stack.api}/api/admin/providers").text()

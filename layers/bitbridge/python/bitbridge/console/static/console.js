@@ -575,8 +575,8 @@ function askedCard(key, asked) {
     h("h2", {}, asked.full_name),
     h("p", {}, badge(refused ? "not started" : "queued", refused ? "bad" : "info"), " ", h("span", { class: "hint" }, providerLabel(asked.provider))),
     refused
-      ? problemBlock(sentence, refused.error.message, refused.error.code)
-      : h("p", { class: "progress" }, "Checking access on Bitbucket..."),
+      ? problemBlock(sentence, refused.status || refused.others ? null : refused.error.message, refused.error.code)
+      : h("p", { class: "progress" }, "Checking access on Bitbucket…"),
     refused
       ? h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", "data-action": "dismiss", onclick: () => importView.dismiss(key) }, "Dismiss"))
       : null,
@@ -645,7 +645,7 @@ function jobCard(job) {
     h(
       "p",
       { class: "progress" },
-      job.state === "completed" ? "Done" : `Step: ${job.step.replaceAll("_", " ")}`,
+      job.state === "completed" ? "Done" : `${ACTIVE.includes(job.state) ? "Step" : "Stopped at"}: ${job.step.replaceAll("_", " ")}`,
       counts.length ? ` · ${counts.join(" · ")}` : "",
     ),
     job.state === "waiting_rate_limit" && job.waiting_until
@@ -763,7 +763,7 @@ views.admin = {
             { class: "card", "data-provider": p.id },
             h("h2", {}, p.label),
             h("p", {}, badge(p.status, { verified: "ok", failed: "bad", pending: "warn" }[p.status] || ""), " ", h("code", {}, p.id)),
-            h("p", { class: "hint" }, providerStatus(p)),
+            h("p", { class: "hint status-note" }, providerStatus(p)),
             h(
               "dl",
               { class: "facts" },
@@ -798,10 +798,7 @@ function providerStatus(p) {
     return p.verified_at ? ["Verified ", timeOf(p.verified_at), ": an OAuth round trip with this configuration worked."] : "Verified.";
   }
   if (p.status === "pending") {
-    return [
-      "Pending: not verified yet. No sign-in, connect or verification has completed with this provider since it was added or its settings changed, so its callback URL and credentials are unproven. ",
-      "Press Verify for one OAuth round trip (or sign in with it once).",
-    ];
+    return "Not verified yet: no OAuth round trip (sign-in, connect or Verify) has completed since it was added or changed. Press Verify to prove its callback URL and credentials.";
   }
   return p.status_detail ? [p.status_detail, " Fix it, then press Verify."] : "The last round trip failed: fix the configuration, then press Verify.";
 }
