@@ -102,6 +102,7 @@ def test_the_documented_example_runs_as_written(stack, tmp_path: Path):
     assert everything.get("next") is None  # one page of 50 holds them all
     assert printed == {pr["id"]: pr["state"] for pr in everything["values"]}
     assert {"OPEN", "MERGED", "DECLINED"} <= set(printed.values()) and len(printed) > 10  # more than one page
+    assert f"{len(printed)} pull requests" in DOC.read_text()  # as many as the page says the reader sees
 
     # The bus the page names is the stack's.
     bus = requests.get(f"{stack.urls['console']}/env", timeout=5).json()["BITBRIDGE_EVENT_BUS_NAME"]
