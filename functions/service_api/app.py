@@ -8,6 +8,7 @@ only routing table.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import time
 from collections.abc import Callable
@@ -179,7 +180,11 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
         return edge.error_page(exc, event, back=None)
     if session.provider_id:
         return edge.redirect(signin_page.connect_buttons_target(session.provider_id, token))
-    return edge.html_page(200, "Connect Bitbucket", signin_page.connect_buttons(providers.list_providers(), token))
+    # Not connecting is a choice too: back to the product, which finds no connection.
+    back, label = edge.way_back(session.return_to)
+    cancel = f"<p class='back'><a href='{html.escape(back)}'>Cancel and go {html.escape(label.lower())}</a></p>"
+    buttons = signin_page.connect_buttons(providers.list_providers(), token)
+    return edge.html_page(200, "Connect Bitbucket", buttons + cancel)
 
 
 @logger.inject_lambda_context(clear_state=True)

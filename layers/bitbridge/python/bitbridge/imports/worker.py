@@ -50,6 +50,7 @@ from bitbridge.store.imports import (
     HOOK_INSTALLED,
     HOOK_MANUAL,
     JOB_SK,
+    MAX_TRANSIENT_DEFERRALS,
     PARTS_ON_JOB,
     PROJECT_SK,
     RUNNING,
@@ -72,7 +73,6 @@ MAX_RECEIVES = 5  # template.yaml ImportQueue RedrivePolicy.maxReceiveCount (a u
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
 SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may take a read timeout)
 LEASE_GRACE_SECONDS = 60
-MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 
@@ -523,7 +523,14 @@ class Run:
             return
         delay = 2.0**failures
         logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
-        self._defer(delay, [JobRecord.transient_failures.set(failures)])
+        self._defer(
+            delay,
+            [
+                JobRecord.transient_failures.set(failures),
+                JobRecord.retry_at.set(math.ceil(time.time() + delay)),
+                JobRecord.retry_error.set(message[:500]),
+            ],
+        )
 
     def _fail(self, reason: str, message: str) -> None:
         self._save(changes.failure(reason, message), {"events:PutEvents": 1})  # fenced: this run's lease
