@@ -181,22 +181,15 @@ def set_permissions(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
-    commits = body.get("commits", 1)
+    branch = body.get("branch") or repo.default_branch
+    to = body.get("to")
+    if to is not None and (not isinstance(to, str) or "commits" in body):
+        raise BadRequest('"to" is a commit hash and cannot be combined with "commits".')
     new = ctx.backend.push(
-        repo,
-        body.get("branch") or repo.default_branch,
-        _actor(ctx, body),
-        commits,
-        force=bool(body.get("force")),
+        repo, branch, _actor(ctx, body), body.get("commits", 1), force=bool(body.get("force")), to=to
     )
-    return json_response(
-        {
-            "branch": body.get("branch") or repo.default_branch,
-            "commits": [c.hash for c in new],
-            "head": new[-1].hash,
-        },
-        201,
-    )
+    head = new[-1].hash if new else to
+    return json_response({"branch": branch, "commits": [c.hash for c in new], "head": head}, 201)
 
 
 @routes.route(REPO + "/update", methods=("POST",))

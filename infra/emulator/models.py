@@ -592,6 +592,28 @@ class Backend:
                 return Commit(sha, ref.message, ref.author, ref.date, [fake_hash(sha, "parent")])
         return Commit(sha, "Commit " + sha[:7], next(iter(repo.permissions), ""), SEED_EPOCH, [])
 
+    def known_commit(self, repo: Repository, sha: str) -> bool:
+        """Whether ``sha`` is a commit of ``repo``: a stored one, or the head of a ref or pull request."""
+        if sha in repo.commits:
+            return True
+        refs = (*repo.branches.values(), *repo.tags.values())
+        return any(ref.target == sha for ref in refs) or any(
+            sha in (pr.source_hash, pr.dest_hash, pr.merge_hash) for pr in repo.pull_requests.values()
+        )
+
+    def _is_ancestor(self, repo: Repository, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``descendant`` through the stored commits' parents."""
+        seen, todo = set(), [descendant]
+        while todo:
+            sha = todo.pop()
+            if sha == ancestor:
+                return True
+            if sha in seen or sha not in repo.commits:
+                continue
+            seen.add(sha)
+            todo.extend(repo.commits[sha].parents)
+        return False
+
     def push(
         self,
         repo: Repository,
@@ -601,16 +623,30 @@ class Backend:
         *,
         author: str | None = None,
         force: bool = False,
+        to: str | None = None,
     ) -> list[Commit]:
-        """Add commits on top of ``branch`` (created from the default branch if new); fires push events."""
+        """Add commits on top of ``branch`` (created from the default branch if new), or with ``to`` move it to
+        an existing commit (a rollback needs ``force``: it is not a fast-forward); fires push events."""
         with self.lock:
             self.get_user(actor)
+            old_ref = repo.branches.get(branch)
+            created_at = now()
+            if to is not None:
+                if not self.known_commit(repo, to):
+                    raise BadRequest(f"Commit {to} does not exist in {repo.full_name}; give a full commit hash.")
+                if old_ref is not None and not force and not self._is_ancestor(repo, old_ref.target, to):
+                    raise BadRequest(
+                        f'Moving {branch} to {to[:12]} is not a fast-forward; pass "force": true to move it anyway.'
+                    )
+                target = self.commit_info(repo, to)
+                self._move_branch(
+                    repo, branch, Ref(branch, to, created_at, target.message, target.author), actor, [], force
+                )
+                return []
             messages = [f"Commit {i + 1}" for i in range(commits)] if isinstance(commits, int) else commits
             if not messages:
                 raise BadRequest("A push needs at least one commit.")
-            old_ref = repo.branches.get(branch)
             base = old_ref.target if old_ref else repo.branches[repo.default_branch].target
-            created_at = now()
             new: list[Commit] = []
             parent = base
             for message in messages:
@@ -619,37 +655,28 @@ class Backend:
                 repo.commits[sha] = commit
                 new.append(commit)
                 parent = sha
-            repo.branches[branch] = Ref(branch, parent, created_at, messages[-1], author or actor)
-            repo.updated_on = created_at
-            self._emit_ref_change(
-                repo,
-                actor,
-                {
-                    "kind": "branch",
-                    "name": branch,
-                    "old": old_ref,
-                    "new": repo.branches[branch],
-                    "commits": new,
-                    "forced": force,
-                },
-            )
-            # Pushing to a PR's source branch updates the PR (pullrequest:push / pr:from_ref_updated).
-            for pr in repo.pull_requests.values():
-                if pr.state == "OPEN" and pr.source_branch == branch:
-                    previous = pr.source_hash
-                    pr.source_hash = parent
-                    pr.updated_on = created_at
-                    pr.version += 1
-                    self.emit(
-                        Event(
-                            repo.flavor,
-                            "pullrequest:push",
-                            repo,
-                            actor,
-                            {"pr": pr, "previous_from_hash": previous},
-                        )
-                    )
+            head = Ref(branch, parent, created_at, messages[-1], author or actor)
+            self._move_branch(repo, branch, head, actor, new, force)
             return new
+
+    def _move_branch(
+        self, repo: Repository, branch: str, head: Ref, actor: str, commits: list[Commit], forced: bool
+    ) -> None:
+        """Point ``branch`` at ``head``: a push event for the ref, and a pull-request push for each open pull
+        request from that branch (pullrequest:push / pr:from_ref_updated)."""
+        old_ref = repo.branches.get(branch)
+        repo.branches[branch] = head
+        repo.updated_on = head.date
+        change = {"kind": "branch", "name": branch, "old": old_ref, "new": head, "commits": commits, "forced": forced}
+        self._emit_ref_change(repo, actor, change)
+        for pr in repo.pull_requests.values():
+            if pr.state == "OPEN" and pr.source_branch == branch and pr.source_hash != head.target:
+                previous = pr.source_hash
+                pr.source_hash = head.target
+                pr.updated_on = head.date
+                pr.version += 1
+                data = {"pr": pr, "previous_from_hash": previous}
+                self.emit(Event(repo.flavor, "pullrequest:push", repo, actor, data))
 
     def create_ref(
         self, repo: Repository, kind: str, name: str, actor: str, target: str | None = None, message: str = ""
@@ -785,28 +812,23 @@ class Backend:
         pr.closed_by = actor
         pr.reason = reason
         pr.version += 1
+        merge: Commit | None = None
         if state == "MERGED":
             pr.merge_hash = fake_hash(repo.full_name, "merge", pr.id, pr.source_hash)
-            if emit:  # a merge moves the destination branch
-                dst = repo.branches.get(pr.dest_branch)
-                if dst:
-                    repo.commits[pr.merge_hash] = Commit(
-                        pr.merge_hash,
-                        f"Merged in {pr.source_branch} (pull request #{pr.id})",
-                        actor,
-                        pr.closed_on,
-                        [dst.target, pr.source_hash],
-                    )
-                    repo.branches[pr.dest_branch] = Ref(
-                        pr.dest_branch,
-                        pr.merge_hash,
-                        pr.closed_on,
-                        repo.commits[pr.merge_hash].message,
-                        actor,
-                    )
+            dst = repo.branches.get(pr.dest_branch)
+            if emit and dst:  # a merge commit on the destination branch (seeded history leaves branches alone)
+                message = f"Merged in {pr.source_branch} (pull request #{pr.id})"
+                merge = Commit(pr.merge_hash, message, actor, pr.closed_on, [dst.target, pr.source_hash])
+                repo.commits[merge.hash] = merge
         if emit:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
+        if merge is not None:
+            # The merge moves the destination branch, and Bitbucket reports that as a push of the merge commit:
+            # Cloud fires repo:push, Data Center repo:refs_changed (its ref-change hooks run for every ref update
+            # Bitbucket itself makes, pull-request merges included), after the pull-request event.
+            head = Ref(pr.dest_branch, merge.hash, merge.date, merge.message, actor)
+            self._move_branch(repo, pr.dest_branch, head, actor, [merge], False)
 
     def merge_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
         with self.lock:
