@@ -12,8 +12,8 @@ tree is cached by its content and its raw objects are inserted into each reposit
 from __future__ import annotations
 
 import difflib
-import hashlib
 import functools
+import hashlib
 import io
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
@@ -189,9 +189,7 @@ class GitRepo:
         self.store.add_raw(objects)
         return root
 
-    def write_commit(
-        self, tree: bytes, parents: list[bytes], message: str, author: Signature, when: int
-    ) -> str:
+    def write_commit(self, tree: bytes, parents: list[bytes], message: str, author: Signature, when: int) -> str:
         """A commit object in git's own format (author = committer, UTC), hashed as git hashes it."""
         sig = author.encode() + b" %d +0000\n" % when
         text = message.encode()
@@ -406,9 +404,7 @@ class GitRepo:
         if not include:
             return []
         paths = [path.strip("/").encode()] if path and path.strip("/") else None
-        walker = Walker(
-            self.store, [i.encode() for i in include], exclude=[e.encode() for e in exclude], paths=paths
-        )
+        walker = Walker(self.store, [i.encode() for i in include], exclude=[e.encode() for e in exclude], paths=paths)
         return [entry.commit for entry in walker]
 
     def changes(self, old: str | None, new: str) -> list[Change]:

@@ -696,7 +696,7 @@ class Backend:
                 raise BadRequest(str(exc)) from exc
             if old_ref is not None and not force and not repo.git.is_ancestor(old_ref.target, head):
                 raise BadRequest(
-                    f"Moving {branch} to {head[:12]} is not a fast-forward; pass \"force\": true to move it anyway."
+                    f'Moving {branch} to {head[:12]} is not a fast-forward; pass "force": true to move it anyway.'
                 )
             tip = self.commit_info(repo, head)
             self._move_branch(repo, branch, Ref(branch, head, when, tip.message, tip.author), actor, new, force)

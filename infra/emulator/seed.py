@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-
 from .models import CLOUD, DC, SEED_EPOCH, Backend, Ref, Repository, epoch
 
 DEMO_USERS = [
