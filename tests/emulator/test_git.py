@@ -140,10 +140,8 @@ def test_files_read_back_byte_for_byte_at_a_branch_a_tag_and_a_commit(emu, flavo
     assert blob == BINARY
 
     def read(at: str, path: str) -> bytes:
-        if flavor == "cloud":
-            resp = _cloud(emu, token, f"/src/{at}/{path}")
-        else:
-            resp = _dc(emu, token, f"/raw/{path}", at=at)
+        route = f"/src/{at}/{path}" if flavor == "cloud" else f"/raw/{path}"
+        resp = _cloud(emu, token, route) if flavor == "cloud" else _dc(emu, token, route, at=at)
         assert resp.status_code == 200, resp.text
         return resp.content
 
