@@ -381,9 +381,11 @@ class GitRepo:
     def merge_base(self, a: str, b: str) -> str | None:
         """A common ancestor of ``a`` and ``b`` near both: both histories are walked back a generation at a time
         and the first commit reached from both wins (git's merge base for the histories the emulator makes)."""
-        seen = {a: {a}, b: {b}}
-        if a == b:
+        if a == b or a in self.parents(b):
             return a
+        if b in self.parents(a):
+            return b
+        seen = {a: {a}, b: {b}}
         fronts = {a: [a], b: [b]}
         while fronts[a] or fronts[b]:
             for me, other in ((b, a), (a, b)):

@@ -310,10 +310,20 @@ def _rest_heads(emu, flavor: str, repo: str) -> dict[str, str]:
 
 
 def _clone_url(emu, flavor: str, repo: str) -> tuple[str, str]:
+    """(server root, path) of the HTTP clone link the repository's REST representation advertises."""
     if flavor == "cloud":
-        return emu.cloud_url, f"/{repo}.git"
-    project, slug = repo.split("/")
-    return emu.dc_url, f"/scm/{project.lower()}/{slug}.git"
+        body = requests.get(f"{emu.cloud_url}/2.0/repositories/{repo}", headers=bearer(cloud_login(emu)), timeout=10)
+        href = next(c["href"] for c in body.json()["links"]["clone"] if c["name"] == "https")
+        root = emu.cloud_url
+    else:
+        project, slug = repo.split("/")
+        body = requests.get(
+            f"{emu.dc_url}/rest/api/1.0/projects/{project}/repos/{slug}", headers=bearer(dc_login(emu)), timeout=10
+        )
+        href = next(c["href"] for c in body.json()["links"]["clone"] if c["name"] == "http")
+        root = emu.dc_url
+    assert href.startswith(root)
+    return root, href[len(root) :]
 
 
 def _dulwich_fetch(base: str, path: str, target: Path, **auth: str) -> dict[str, str]:
