@@ -458,7 +458,18 @@ class GitRepo:
                 if change.path and change.sha
                 else (None, None, None)
             )
-            write_object_diff(out, self.store, old_file, new_file)  # type: ignore[arg-type]
+            if change.status != "renamed":
+                write_object_diff(out, self.store, old_file, new_file)  # type: ignore[arg-type]
+                continue
+            # git's rename header; the content diff follows only when the content changed too
+            out.write(
+                f"diff --git a/{change.old_path} b/{change.path}\nsimilarity index {change.similarity}%\n"
+                f"rename from {change.old_path}\nrename to {change.path}\n".encode()
+            )
+            if change.sha != change.old_sha:
+                body = io.BytesIO()
+                write_object_diff(body, self.store, old_file, new_file)  # type: ignore[arg-type]
+                out.write(body.getvalue().split(b"\n", 1)[1])
         return out.getvalue()
 
 

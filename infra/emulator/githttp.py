@@ -133,18 +133,19 @@ def _serve(ctx: Ctx, repo: Repository, service_path: str) -> Response:
     environ["wsgi.input"] = io.BytesIO(body)
     for key in ("HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_ENCODING"):
         environ.pop(key, None)
-    with ctx.backend.lock:  # the refs and objects as they are now
-        app = HTTPGitApplication(_OneRepository(_Served(repo)))
-        app.handlers = {b"git-upload-pack": UploadPackHandler}
-        answer: dict[str, Any] = {}
-        written: list[bytes] = []  # dulwich writes through start_response's write() as well as yielding
+    with ctx.backend.lock:  # the refs as they are now (objects are only ever added: no lock needed for them)
+        served = _Served(repo)
+    app = HTTPGitApplication(_OneRepository(served))
+    app.handlers = {b"git-upload-pack": UploadPackHandler}
+    answer: dict[str, Any] = {}
+    written: list[bytes] = []  # dulwich writes through start_response's write() as well as yielding
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            answer.update(status=status, headers=headers)
-            return written.append
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer.update(status=status, headers=headers)
+        return written.append
 
-        for chunk in app(environ, start_response):
-            written.append(chunk)
+    for chunk in app(environ, start_response):
+        written.append(chunk)
     return Response(b"".join(written), int(answer["status"].split()[0]), headers=answer["headers"])
 
 

@@ -694,6 +694,8 @@ class Backend:
                         new.append(self.commit_info(repo, head))
             except GitError as exc:
                 raise BadRequest(str(exc)) from exc
+            if old_ref is not None and head == old_ref.target:
+                return new  # nothing moves: git reports "Everything up-to-date" and Bitbucket fires nothing
             if old_ref is not None and not force and not repo.git.is_ancestor(old_ref.target, head):
                 raise BadRequest(
                     f'Moving {branch} to {head[:12]} is not a fast-forward; pass "force": true to move it anyway.'

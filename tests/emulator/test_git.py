@@ -95,6 +95,7 @@ def test_a_content_push_gives_exactly_its_changes_on_cloud(emu, cloud_spec):
     text = diff.text
     assert "diff --git a/keep.txt b/keep.txt" in text and "-two\n+2\n+three\n" in text
     assert "+++ b/src/new.py" in text and "--- a/gone.txt" in text
+    assert "similarity index 100%\nrename from old/name.md\nrename to docs/name.md\n" in text
     only = _cloud(emu, token, f"/diff/{head}", path="keep.txt").text
     assert "keep.txt" in only and "new.py" not in only
 

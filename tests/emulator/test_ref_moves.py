@@ -136,6 +136,9 @@ def test_push_to_refuses_a_rollback_without_force_and_unknown_commits(emu, recei
     both = control(emu, "POST", f"{repo}/push", json={"branch": "main", "to": x, "commits": 2})
     assert both.status_code == 400
     assert _rest_head(emu, flavor, "main") == y and log(emu) == []  # nothing moved, nothing fired
+    # Moving a branch to where it is already is no change: Bitbucket fires nothing.
+    assert push(emu, flavor, REPOS[flavor], to=y)["head"] == y
+    assert log(emu) == []
 
 
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
