@@ -15,7 +15,6 @@ import difflib
 import functools
 import hashlib
 import io
-import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -122,10 +121,12 @@ def blob(content: bytes) -> RawObject:
 
 @functools.lru_cache(maxsize=65536)
 def _tree(entries: tuple[tuple[str, int, bytes], ...]) -> RawObject:
-    t = Tree()
-    for name, mode, sha in entries:
-        t.add(name.encode(), mode, sha)
-    return t.id, t.type_num, t.as_raw_string()
+    """A tree object from (name, mode, hex id) entries, serialised as git does: entries ordered by name, a
+    directory's name compared as if it ended in "/", each ``<octal mode> <name>\0<20-byte id>``."""
+    ordered = sorted(entries, key=lambda e: e[0] + "/" if e[1] == DIR_MODE else e[0])
+    raw = b"".join(b"%o %s\0%s" % (mode, name.encode(), bytes.fromhex(sha.decode())) for name, mode, sha in ordered)
+    sha = hashlib.sha1(b"tree %d\0" % len(raw) + raw, usedforsecurity=False).hexdigest().encode()
+    return sha, Tree.type_num, raw
 
 
 @functools.lru_cache(maxsize=16384)
@@ -247,37 +248,33 @@ class GitRepo:
         return files
 
     def with_file(self, commit: str, path: str, content: bytes) -> bytes:
-        """The tree of ``commit`` with one file written (memoised by content, so repeated seeds are cheap)."""
+        """The tree of ``commit`` with one file written: only the trees on the file's path are rebuilt, and the
+        result is memoised by content (repeated seeds reuse it)."""
         tree, blob_id = self.tree_of(commit), self.write_blob(content)
+        path = _clean(path)
         key = (tree, path, blob_id)
         known = _WITH_FILE.get(key)
         if known is None:
-            files = _flat(self.store, tree)
-            files[_clean(path)] = (files.get(path, (FILE_MODE, b""))[0], blob_id)
-            _check_paths(files)
-            known = _tree_objects(tuple(sorted((p, m, s) for p, (m, s) in files.items())))
+            objects: list[RawObject] = []
+            current = self.lookup(commit, path)
+            mode = current[0] if current and current[0] != DIR_MODE else FILE_MODE
+            known = (_set_path(self.store, tree, path.split("/"), (mode, blob_id), objects), tuple(objects))
             _remember(_WITH_FILE, key, known)
         self.store.add_raw(known[1])
         return known[0]
 
     def merge(self, ours: str, theirs: str) -> bytes:
-        """A merge's tree: ``ours`` plus every change ``theirs`` made since their merge base (theirs win)."""
+        """A merge's tree: ``ours`` plus every change ``theirs`` made since their merge base (theirs win). Only the
+        changed paths are visited (identical subtrees are skipped), so merges stay cheap in large trees."""
         base = self.merge_base(ours, theirs)
         key = (self.tree_of(base) if base else b"", self.tree_of(ours), self.tree_of(theirs))
         known = _MERGED.get(key)
         if known is None:
-            result = _flat(self.store, key[1])
-            base_files = _flat(self.store, key[0]) if base else {}
-            their_files = _flat(self.store, key[2])
-            for path in base_files.keys() | their_files.keys():
-                if base_files.get(path) == their_files.get(path):
-                    continue
-                if path in their_files:
-                    result[path] = their_files[path]
-                else:
-                    result.pop(path, None)
-            _check_paths(result)
-            known = _tree_objects(tuple(sorted((p, m, s) for p, (m, s) in result.items())))
+            objects: list[RawObject] = []
+            tree = key[1]
+            for path, entry in _tree_diff(self.store, key[0] or None, key[2]):
+                tree = _set_path(self.store, tree, path.split("/"), entry, objects)
+            known = (tree, tuple(objects))
             _remember(_MERGED, key, known)
         self.store.add_raw(known[1])
         return known[0]
@@ -475,12 +472,70 @@ class GitRepo:
 
 # ---------------------------------------- helpers
 def _clean(path: str) -> str:
+    """A repository path as git stores it; refuses what git refuses (empty, ".", "..", ".git" components, NUL)."""
     if not isinstance(path, str) or not path.strip("/"):
         raise GitError("A file path cannot be empty.")
-    normal = posixpath.normpath(path.strip("/"))
-    if normal.startswith("..") or normal == "." or "\0" in normal or ".git" in normal.split("/"):
+    parts = path.strip("/").split("/")
+    if "\0" in path or any(part in ("", ".", "..") or part.lower() == ".git" for part in parts):
         raise GitError(f"Invalid file path {path!r}.")
-    return normal
+    return "/".join(parts)
+
+
+def _set_path(
+    store: ObjectStore, tree: bytes | None, parts: list[str], entry: tuple[int, bytes] | None, out: list[RawObject]
+) -> bytes:
+    """``tree`` with the file at ``parts`` set to ``entry`` (None: removed), rebuilding only the trees on that path;
+    new tree objects are added to ``store`` and appended to ``out``. An emptied directory disappears."""
+    entries = dict(_tree_entries(store, tree)) if tree else {}
+    head, rest = parts[0], parts[1:]
+    if rest:
+        sub = entries.get(head)
+        if sub is not None and sub[0] != DIR_MODE:
+            raise GitError(f"{head} is a file, so {'/'.join(parts)} cannot be added below it.")
+        new_sub = _set_path(store, sub[1] if sub else None, rest, entry, out)
+        if new_sub == _EMPTY_TREE:
+            entries.pop(head, None)
+        else:
+            entries[head] = (DIR_MODE, new_sub)
+    elif entry is None:
+        entries.pop(head, None)
+    else:
+        if head in entries and entries[head][0] == DIR_MODE:
+            raise GitError(f"{head} is a directory.")
+        entries[head] = entry
+    obj = _tree(tuple(sorted((name, mode, sha) for name, (mode, sha) in entries.items())))
+    store.add_raw((obj,))
+    out.append(obj)
+    if obj[0] not in _TREES:  # known without parsing it back
+        _remember(_TREES, obj[0], entries)
+    return obj[0]
+
+
+_EMPTY_TREE = Tree().id
+
+
+def _tree_diff(
+    store: ObjectStore, old: bytes | None, new: bytes | None, prefix: str = ""
+) -> Iterator[tuple[str, tuple[int, bytes] | None]]:
+    """Every file path whose entry differs from tree ``old`` to tree ``new``, with its new entry (None: gone);
+    identical subtrees are skipped."""
+    if old == new:
+        return
+    a = _tree_entries(store, old) if old else {}
+    b = _tree_entries(store, new) if new else {}
+    for name in a.keys() | b.keys():
+        before, after = a.get(name), b.get(name)
+        if before == after:
+            continue
+        path = prefix + name
+        old_dir = before[1] if before and before[0] == DIR_MODE else None
+        new_dir = after[1] if after and after[0] == DIR_MODE else None
+        if before is not None and not old_dir and (after is None or new_dir):
+            yield path, None  # a file goes (deleted, or a directory takes its place)
+        if old_dir or new_dir:
+            yield from _tree_diff(store, old_dir, new_dir, path + "/")
+        if after is not None and not new_dir:
+            yield path, after
 
 
 def _check_paths(files: Files) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .git import GitError, GitRepo, Signature
+from .git import DIR_MODE, GitError, GitRepo, Signature
 
 CLOUD = "cloud"
 DC = "datacenter"
@@ -686,8 +686,8 @@ class Backend:
                         raise BadRequest("A push needs at least one commit.")
                     for text in messages:
                         repo.pushes += 1
-                        log = repo.git.files(head).get(CHANGES_FILE)
-                        lines = repo.git.read(log[1]) if log else b""
+                        log = repo.git.lookup(head, CHANGES_FILE)
+                        lines = repo.git.read(log[1]) if log and log[0] != DIR_MODE else b""
                         entry = f"- {text} (push {repo.pushes} to {branch})\n".encode()
                         changed = repo.git.apply(head, write={CHANGES_FILE: lines + entry})
                         head = repo.git.commit_files([head], changed, text, sig, epoch(when))
@@ -861,17 +861,23 @@ class Backend:
     ) -> None:
         if pr.state != "OPEN":
             raise Conflict(f"Pull request {pr.id} is already {pr.state.lower()}.")
+        dst = repo.branches.get(pr.dest_branch)
+        merged_tree = None
+        if state == "MERGED" and dst:
+            try:
+                merged_tree = repo.git.merge(dst.target, pr.source_hash)
+            except GitError as exc:  # e.g. a file on one side where the other has a directory
+                raise Conflict(f"Pull request {pr.id} cannot be merged: {exc}") from exc
         pr.state = state
         pr.closed_on = pr.updated_on = when or now()
         pr.closed_by = actor
         pr.reason = reason
         pr.version += 1
         merge: Commit | None = None
-        dst = repo.branches.get(pr.dest_branch)
-        if state == "MERGED" and dst:
+        if merged_tree is not None and dst:
             # A merge commit on the destination branch (Bitbucket's default "merge commit" strategy).
             message = f"Merged in {pr.source_branch} (pull request #{pr.id})"
-            tree = repo.git.merge(dst.target, pr.source_hash)
+            tree = merged_tree
             parents = [dst.target.encode(), pr.source_hash.encode()]
             sha = repo.git.write_commit(tree, parents, message, self.signature(actor), epoch(pr.closed_on))
             pr.merge_hash = sha

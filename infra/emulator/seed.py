@@ -226,7 +226,7 @@ def _add_repo(
             source_hash = None
             if source not in repo.branches:  # a branch deleted since: only its commit remains
                 main = repo.branches[repo.default_branch].target
-                source_hash = commit_on(main, f"changes/change-{n}.md", f"Change #{n}", actor, opened)
+                source_hash = commit_on(main, f"changes/{n // 100:03d}/change-{n}.md", f"Change #{n}", actor, opened)
             backend.open_pull_request(
                 repo,
                 actor,

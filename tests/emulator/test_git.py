@@ -17,6 +17,8 @@ import requests
 from dulwich import porcelain
 from dulwich.client import HttpGitClient, HTTPUnauthorized
 from dulwich.errors import HangupException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.emulator.git import GitRepo
 
@@ -444,3 +446,54 @@ def test_git_requests_are_counted_per_repository_under_their_own_endpoints(emu, 
     assert stats["endpoints"]["POST /{workspace}/{repo_slug}.git/{service}"] == 1
     assert stats["repositories"]["acme/api-service"] >= 2
     assert json.dumps(stats).count("git") >= 2
+
+
+# ---------------------------------------- the object model against dulwich's own (generated inputs)
+_names = st.text(alphabet="ab.-_Z09", min_size=1, max_size=4).filter(lambda n: n not in (".", "..", ".git"))
+_paths = st.lists(_names, min_size=1, max_size=3).map("/".join)
+_trees = st.dictionaries(_paths, st.binary(max_size=20), min_size=1, max_size=12).filter(
+    lambda files: not any(other.startswith(path + "/") for path in files for other in files)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(files=_trees, extra=_trees)
+def test_trees_commits_and_merges_match_dulwichs_object_model(files, extra):
+    from dulwich.index import commit_tree
+    from dulwich.object_store import MemoryObjectStore
+    from dulwich.objects import Blob
+
+    from infra.emulator.git import Signature
+
+    git = GitRepo()
+    sig = Signature("A", "a@example.com")
+    base = git.commit_files([], git.apply(None, write=files), "base", sig, 1_700_000_000)
+    # The same content built by dulwich's own tree writer has the same id.
+    reference = MemoryObjectStore()
+    blobs = []
+    for path, content in files.items():
+        blob = Blob.from_string(content)
+        reference.add_object(blob)
+        blobs.append((path.encode(), blob.id, 0o100644))
+    assert git.tree_of(base).decode() == commit_tree(reference, blobs).decode()
+    parsed = git.commit(base)  # dulwich parses what we wrote, and it hashes to the same id
+    assert parsed.id.decode() == base and parsed.message == b"base\n"
+    # A one-file change and a merge, made incrementally, equal the flat computation.
+    path, content = next(iter(extra.items()))
+    if any(path.startswith(p + "/") or p.startswith(path + "/") for p in files):
+        return
+    side = git.write_commit(git.with_file(base, path, content), [base.encode()], "side", sig, 1_700_000_001)
+    assert git.files(side) == {**git.files(base), path: (0o100644, git.write_blob(content))}
+    ours = git.commit_files([base], git.apply(base, delete=[next(iter(files))]), "ours", sig, 1_700_000_002)
+    merged = git.merge(ours, side)
+    expected = git.files(ours)
+    if git.files(side).get(path) != git.files(base).get(path):  # only what the side changed is merged in
+        expected[path] = (0o100644, git.write_blob(content))
+    assert _flat_of(git, merged) == expected
+
+
+def _flat_of(git: GitRepo, tree: bytes) -> dict:
+    from infra.emulator.git import Signature
+
+    commit = git.write_commit(tree, [], "probe", Signature("P", "p@example.com"), 0)
+    return git.files(commit)
