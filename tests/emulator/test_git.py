@@ -497,3 +497,20 @@ def _flat_of(git: GitRepo, tree: bytes) -> dict:
 
     commit = git.write_commit(tree, [], "probe", Signature("P", "p@example.com"), 0)
     return git.files(commit)
+
+
+def test_the_default_seed_makes_the_same_commits_every_time():
+    from infra.emulator.models import Backend
+    from infra.emulator.seed import seed_default
+
+    def heads() -> dict:
+        backend = Backend()
+        seed_default(backend)
+        return {
+            (r.full_name, name): ref.target
+            for r in backend.repos.values()
+            for name, ref in (*r.branches.items(), *r.tags.items())
+        }
+
+    first = heads()
+    assert first == heads() and len(set(first.values())) > 100
