@@ -493,6 +493,7 @@ class Backend:
         permissions: dict[str, str] | None = None,
         created_on: datetime | None = None,
         author: str | None = None,
+        first_commit_at: datetime | None = None,
     ) -> Repository:
         with self.lock:
             owner = self.get_workspace(owner).slug if flavor == CLOUD else self.get_project(owner).key
@@ -517,7 +518,8 @@ class Backend:
             )
             first_author = author or next(iter(self.users), "")
             files = repo.git.apply(None, write=INITIAL_FILES)
-            head = repo.git.commit_files([], files, "Initial commit", self.signature(first_author), epoch(created))
+            when = epoch(first_commit_at or created)
+            head = repo.git.commit_files([], files, "Initial commit", self.signature(first_author), when)
             repo.branches[default_branch] = Ref(default_branch, head, created, "Initial commit", first_author)
             self.repos[key] = repo
             return repo
@@ -777,6 +779,7 @@ class Backend:
         created_on: datetime | None = None,
         emit: bool = True,
         source_hash: str | None = None,
+        merged_at: datetime | None = None,
     ) -> PullRequest:
         """Open a pull request (pushing a commit to ``source`` first if the branch is missing); ``state`` closes
         it at once. Seeds pass ``emit=False`` and the ``source_hash`` of a branch that no longer exists."""
@@ -812,7 +815,7 @@ class Backend:
             if emit:
                 self.emit(Event(repo.flavor, "pullrequest:created", repo, actor, {"pr": pr}))
             if state != "OPEN":
-                self._close(repo, pr, actor, state, emit=emit, when=created)
+                self._close(repo, pr, actor, state, emit=emit, when=created, commit_time=merged_at)
             return pr
 
     def update_pull_request(
@@ -858,6 +861,7 @@ class Backend:
         emit: bool = True,
         when: datetime | None = None,
         reason: str = "",
+        commit_time: datetime | None = None,
     ) -> None:
         if pr.state != "OPEN":
             raise Conflict(f"Pull request {pr.id} is already {pr.state.lower()}.")
@@ -879,9 +883,10 @@ class Backend:
             message = f"Merged in {pr.source_branch} (pull request #{pr.id})"
             tree = merged_tree
             parents = [dst.target.encode(), pr.source_hash.encode()]
-            sha = repo.git.write_commit(tree, parents, message, self.signature(actor), epoch(pr.closed_on))
+            dated = commit_time or pr.closed_on
+            sha = repo.git.write_commit(tree, parents, message, self.signature(actor), epoch(dated))
             pr.merge_hash = sha
-            merge = Commit(sha, message, actor, pr.closed_on, [dst.target, pr.source_hash])
+            merge = Commit(sha, message, actor, dated, [dst.target, pr.source_hash])
         if emit:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))

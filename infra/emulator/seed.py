@@ -19,6 +19,7 @@ Seeding never fires webhooks and uses no randomness, so counts and ids are stabl
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from .models import CLOUD, DC, SEED_EPOCH, Backend, Ref, Repository, epoch
@@ -174,6 +175,12 @@ def _add_repo(
     users = list(backend.users)
     author = spec.get("author") or (users[0] if users else "")
     base_time = SEED_EPOCH + timedelta(days=backend._ids["repo"])
+    # Commit dates (so commit ids) depend on the repository's name only, never on what was seeded before it:
+    # the same spec gives the same commits on any emulator.
+    full_name = f"{owner}/{slug}".lower()
+    git_time = SEED_EPOCH + timedelta(
+        days=int(hashlib.sha1(full_name.encode(), usedforsecurity=False).hexdigest()[:6], 16) % 3650
+    )
     perms = {**default_perms, **{k.lower(): v for k, v in spec.get("permissions", {}).items()}}
     repo = backend.add_repository(
         flavor,
@@ -187,6 +194,7 @@ def _add_repo(
         permissions=perms,
         created_on=base_time,
         author=author,
+        first_commit_at=git_time,
     )
     git, initial = repo.git, repo.branches[repo.default_branch].target
 
@@ -200,12 +208,14 @@ def _add_repo(
     for i, name in enumerate(branch_names[1:], start=1):
         when = base_time + timedelta(minutes=i)
         who = users[i % len(users)] if users else author
-        sha = commit_on(initial, f"notes/{name.replace('/', '-')}.md", f"Work on {name}", who, when)
+        sha = commit_on(
+            initial, f"notes/{name.replace('/', '-')}.md", f"Work on {name}", who, git_time + (when - base_time)
+        )
         repo.branches[name] = Ref(name, sha, when, f"Work on {name}", who)
     for i in range(1, int(spec.get("tags", 0)) + 1):
         name = f"v1.{i // 10}.{i % 10}"
         when = base_time + timedelta(hours=i)
-        sha = commit_on(initial, f"releases/{name}.md", f"Release {name}", author, when)
+        sha = commit_on(initial, f"releases/{name}.md", f"Release {name}", author, git_time + (when - base_time))
         repo.tags[name] = Ref(name, sha, when, f"Release {name}", author)
     created["branches"] += len(repo.branches)
     created["tags"] += len(repo.tags)
@@ -226,7 +236,8 @@ def _add_repo(
             source_hash = None
             if source not in repo.branches:  # a branch deleted since: only its commit remains
                 main = repo.branches[repo.default_branch].target
-                source_hash = commit_on(main, f"changes/{n // 100:03d}/change-{n}.md", f"Change #{n}", actor, opened)
+                path = f"changes/{n // 100:03d}/change-{n}.md"
+                source_hash = commit_on(main, path, f"Change #{n}", actor, git_time + (opened - base_time))
             backend.open_pull_request(
                 repo,
                 actor,
@@ -239,6 +250,7 @@ def _add_repo(
                 created_on=opened,
                 emit=False,
                 source_hash=source_hash,
+                merged_at=git_time + (opened - base_time),
             )
     created["pull_requests"] += n
     for i in range(1, int(spec.get("issues", 0)) + 1):

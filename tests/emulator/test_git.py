@@ -514,3 +514,23 @@ def test_the_default_seed_makes_the_same_commits_every_time():
 
     first = heads()
     assert first == heads() and len(set(first.values())) > 100
+
+
+def test_seeded_commits_depend_on_the_repository_not_on_what_was_seeded_before():
+    from infra.emulator.models import Backend
+    from infra.emulator.seed import DEMO_USERS, apply_spec, seed_default
+
+    spec = {
+        "users": DEMO_USERS,
+        "cloud": {
+            "workspaces": [{"slug": "acme", "repositories": [{"slug": "late", "branches": 3, "pull_requests": 9}]}]
+        },
+    }
+    alone, after_others = Backend(), Backend()
+    apply_spec(alone, spec)
+    seed_default(after_others)
+    apply_spec(after_others, spec)
+    first, second = (b.get_repo("cloud", "acme", "late") for b in (alone, after_others))
+    assert {n: r.target for n, r in first.branches.items()} == {n: r.target for n, r in second.branches.items()}
+    assert [p.merge_hash for p in first.pull_requests.values()] == [p.merge_hash for p in second.pull_requests.values()]
+    assert first.created_on != second.created_on  # the model's dates still follow the seeding order
