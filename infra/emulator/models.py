@@ -891,7 +891,7 @@ class Backend:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
         if merge is not None:
-            head = Ref(pr.dest_branch, merge.hash, merge.date, merge.message, actor)
+            head = Ref(pr.dest_branch, merge.hash, pr.closed_on, merge.message, actor)  # moved when it merged
             if emit:
                 # The merge moves the destination branch, and Bitbucket reports that as a push of the merge
                 # commit: Cloud fires repo:push, Data Center repo:refs_changed (its ref-change hooks run for every
