@@ -21,7 +21,6 @@ from .web import Ctx, json_response, template
 from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("infra.emulator")
-assert githttp.CLOUD_GIT  # imported for its routes: git smart HTTP at the clone URLs
 
 
 class _DropConnection(Exception):
@@ -34,10 +33,10 @@ class FlavorApp:
         self.flavor = flavor
         self.context_path = context_path.rstrip("/")
         if flavor == CLOUD:
-            self.url_map, self.handlers = cloud.routes.build(oauth.cloud_routes)
+            self.url_map, self.handlers = cloud.routes.build(oauth.cloud_routes, githttp.cloud_routes)
             self.render_error = cloud.render_error
         else:
-            self.url_map, self.handlers = datacenter.routes.build(oauth.dc_routes)
+            self.url_map, self.handlers = datacenter.routes.build(oauth.dc_routes, githttp.dc_routes)
             self.render_error = datacenter.render_error
         self.control_map, self.control_handlers = control.routes.build()
 
