@@ -136,7 +136,7 @@ def test_an_explicit_target_is_never_ambiguous(consoles):
 def test_another_port_variable_picks_the_stack_that_has_that_port(consoles, monkeypatch):
     for server in consoles:
         _announce(server)
-    alpha, beta = consoles
+    _, beta = consoles
     monkeypatch.setenv("BITBRIDGE_LOCAL_API_PORT", beta.stack["api"].rsplit(":", 1)[1])
     assert local.find(None)[0] == beta.stack["console"]
     monkeypatch.setenv("BITBRIDGE_LOCAL_API_PORT", "1")
@@ -160,10 +160,16 @@ def test_tail_refuses_to_guess_too(consoles, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITBRIDGE_LOCAL_")}
     env["BITBRIDGE_LOCAL_READY_DIR"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "infra.local", "tail"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "infra.local", "tail"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("tail: ") and "local stacks answer" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("tail: ") and "local stacks answer" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_tail_follows_the_variables_and_names_the_stack(consoles, tmp_path):
