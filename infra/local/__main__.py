@@ -80,7 +80,7 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 def _exit_after(seconds: float) -> threading.Timer:
     def give_up() -> None:
-        print(f"still stopping after {seconds:.0f} s: exiting now", file=sys.stderr, flush=True)
+        print(f"still stopping after {seconds:.0f} s: exiting now (any state saved before is kept)", file=sys.stderr)
         os._exit(1)
 
     timer = threading.Timer(seconds, give_up)
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     announced.parent.mkdir(parents=True, exist_ok=True)
     announced.write_text(json.dumps({**urls, "pid": os.getpid()}), encoding="utf-8")
     print(banner(stack, urls), flush=True)
-    # Never an untimed wait: a signal the kernel hands to another thread only sets a flag, and the main
-    # thread runs the handler when it next wakes - an untimed wait never does (Ctrl-C "ignored").
+    # Never an untimed wait: Python runs a signal handler only when the main thread next wakes, and the
+    # kernel may deliver the signal to any thread - an untimed wait could sleep through it (Ctrl-C "ignored").
     while not stopping.wait(0.2):
         pass
     _exit_after(STOP_SECONDS)

@@ -1,5 +1,6 @@
-"""The local stack's settings (ports, emulator, schedules, state folder): each has an environment variable and
-a default that just works. Light on imports, so `make dev` checks its ports before loading anything heavy."""
+"""The local stack's settings: ports, emulator and schedules have an environment variable and a default that
+just works; the state folder is a flag (`make dev` passes it). Light on imports, so `make dev` checks its
+ports before loading anything heavy."""
 
 from __future__ import annotations
 

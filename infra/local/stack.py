@@ -52,6 +52,7 @@ class LocalStack:
         self.state_detail = "nothing is kept when it stops"
         self._moto_state: dict[Any, Any] | None = None
         self._emulator_state: dict[str, Any] | None = None
+        self._state_lock: Any = None
         self.started = False
 
     def _template(self) -> dict[str, Any]:
@@ -69,6 +70,11 @@ class LocalStack:
         """Kept or fresh: read the saved state (if any, and if this code can load it) into memory."""
         folder = self.config.state_dir
         if folder is None:
+            return
+        self._state_lock = state.lock(folder)
+        if self._state_lock is None:  # two stacks saving into one folder would overwrite each other
+            self.config.state_dir = None
+            self.state_detail = f"another running stack keeps its state in {folder}; this one keeps nothing"
             return
         if self.config.fresh:
             cleared = state.clear(folder)
@@ -94,7 +100,7 @@ class LocalStack:
         """The ready banner's word on state."""
         folder = self.config.state_dir
         if self.state_kind == "memory":
-            return "state: in memory only (nothing is kept when it stops)"
+            return f"state: in memory only ({self.state_detail})"
         reset = "`make dev-reset` starts clean" if self.state_kind == "kept" else f"kept in {folder} when it stops"
         return f"state: {self.state_kind} ({self.state_detail}); {reset}"
 
@@ -394,20 +400,21 @@ class LocalStack:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and polling within `timeout` seconds (a function still running past it is left
-        behind: its thread is a daemon). Saving the state is save_state()'s job, after this."""
+        behind: its thread is a daemon). moto stops last, so functions that finish in time finish their
+        writes. Saving the state is save_state()'s job, after this."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.stop()
-        # Each server's shutdown waits for its poll loop: all at once, not one after the other.
-        closing = [threading.Thread(target=server.shutdown, daemon=True) for server in self._servers]
-        for closer in closing:
-            closer.start()
-        for waiting in [*closing, *self._threads]:
+        front = [server for server in self._servers if server is not self._moto_server]
+        for waiting in [*_shut_down(front), *self._threads]:
             waiting.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._stdout is not None:
             logs.release(self._stdout)
         if self.emulator is not None:
             self.emulator.stop()
+        if self._moto_server is not None:
+            for waiting in _shut_down([self._moto_server]):
+                waiting.join(timeout=2)
         for server in self._servers:
             server.server_close()
 
@@ -416,6 +423,14 @@ class LocalStack:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _shut_down(servers: list[Any]) -> list[threading.Thread]:
+    """Ask each server to stop; each waits for its poll loop, so all at once rather than one after another."""
+    closing = [threading.Thread(target=server.shutdown, daemon=True) for server in servers]
+    for closer in closing:
+        closer.start()
+    return closing
 
 
 __all__ = ["LABELS", "LocalStack", "PortsTaken", "StackConfig"]

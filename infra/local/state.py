@@ -189,6 +189,21 @@ def save(
     return time.monotonic() - started
 
 
+def lock(folder: Path) -> Any:
+    """An exclusive hold on ``folder`` for this process's life (an open file with a lock on it), or None when
+    another running stack holds it."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    handle = folder.with_name(folder.name + ".lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def clear(folder: Path) -> bool:
     """Delete a saved state (`make dev-reset`); True when there was one."""
     existed = folder.exists()

@@ -104,6 +104,14 @@ def test_no_saved_state_and_a_cleared_one_say_so(tmp_path):
     assert state.clear(tmp_path / "state") is False
 
 
+def test_one_stack_at_a_time_keeps_its_state_in_a_folder(tmp_path):
+    first = state.lock(tmp_path / "state")
+    assert first is not None
+    assert state.lock(tmp_path / "state") is None  # a second `make dev` in the same checkout
+    first.close()  # the first one stopped
+    assert state.lock(tmp_path / "state") is not None
+
+
 def _poller(stream_arn: str) -> StreamPoller:
     runner = FunctionRunner({"records_stream": Function("records_stream", __name__, "records_stream", 30, 128)})
     source = {"StartingPosition": "TRIM_HORIZON", "BatchSize": 10, "FunctionResponseTypes": ["ReportBatchItemFailures"]}
