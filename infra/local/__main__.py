@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, starting)
     signal.signal(signal.SIGTERM, starting)
+    print("starting the local stack ... (Ctrl-C stops it)", flush=True)
     stack = None
     try:
         from infra.local.stack import LocalStack
