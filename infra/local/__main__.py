@@ -7,7 +7,7 @@ python -m infra.local tail                     print events published on the bus
 python -m infra.local --override ImportWorkerFunction.Timeout=4   (tests only: change a template property)
 
 Every port is checked before anything starts: a taken one ends the start at once with a sentence naming the
-service, the port and the variable to set. Ctrl-C or SIGTERM stop it within STOP_SECONDS, whatever it is doing.
+service, the port and the variable to set. Ctrl-C or SIGTERM stop it within seconds (STOP_SECONDS at most), whatever it is doing.
 """
 
 from __future__ import annotations
