@@ -7,7 +7,8 @@ python -m infra.local tail                     print events published on the bus
 python -m infra.local --override ImportWorkerFunction.Timeout=4   (tests only: change a template property)
 
 Every port is checked before anything starts: a taken one ends the start at once with a sentence naming the
-service, the port and the variable to set. Ctrl-C or SIGTERM stop it within seconds (STOP_SECONDS at most), whatever it is doing.
+service, the port and the variable to set. Ctrl-C or SIGTERM stop it within seconds (STOP_SECONDS at most),
+whatever it is doing.
 """
 
 from __future__ import annotations
@@ -143,14 +144,13 @@ def run(args: argparse.Namespace) -> int:
     if received:  # a signal that arrived as the start completed
         stopping.set()
     urls = stack.urls()
-    if args.ready_file:
-        with open(args.ready_file, "w", encoding="utf-8") as fh:
-            json.dump({**urls, "state": stack.state_kind}, fh)
     # Announce the stack where the CLI and `tail` look for running stacks (removed when it stops).
     announced = local.ready_file(config.helper_port)
     announced.parent.mkdir(parents=True, exist_ok=True)
-    announced.write_text(json.dumps({**urls, "pid": os.getpid()}), encoding="utf-8")
+    _write_whole(announced, {**urls, "pid": os.getpid()})
     print(banner(stack, urls), flush=True)
+    if args.ready_file:  # last: whoever waits for it finds the banner printed
+        _write_whole(Path(args.ready_file), {**urls, "state": stack.state_kind})
     # Never an untimed wait: Python runs a signal handler only when the main thread next wakes, and the
     # kernel may deliver the signal to any thread - an untimed wait could sleep through it (Ctrl-C "ignored").
     while not stopping.wait(0.2):
@@ -168,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"state saved in {_shown(config.state_dir)} ({seconds:.2f} s)", flush=True)
     print("stopped.", flush=True)
     return 0
+
+
+def _write_whole(path: Path, body: dict[str, Any]) -> None:
+    """Write JSON that a reader polling for the file never sees half-written (a rename is atomic)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(body), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def banner(stack: LocalStack, urls: dict[str, str]) -> str:
