@@ -14,7 +14,6 @@ HTTP, the emulator's token lifetimes and its token endpoint's faults set per tes
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
@@ -347,7 +346,7 @@ def test_an_authorization_response_naming_another_issuer_is_refused_and_nothing_
     assert token_endpoint_calls(stack, "datacenter") == before  # the code was never exchanged
     assert not session_cookie(stack, browser)
     identities = stack.aws("dynamodb").scan(TableName="bitbridge-local-AccountsTable")["Items"]
-    assert not any(person in json.dumps(item) for item in identities)
+    assert not any(person in str(item) for item in identities)
 
     iss("self")  # the server names itself, as RFC 9207 servers do: signing in works
     browser = Browser()
