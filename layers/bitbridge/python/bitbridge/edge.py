@@ -49,6 +49,7 @@ STATUS: dict[str, int] = {
     "sign_in_attempt_invalid": 400,
     "authorization_refused": 400,
     "missing_permissions": 400,
+    "issuer_mismatch": 400,
     "not_signed_in": 401,
     "access_denied": 403,
     "cross_site_request": 403,
