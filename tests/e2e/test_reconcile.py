@@ -303,3 +303,27 @@ def test_a_reconciler_crashing_mid_run_resumes_without_emitting_twice(stack, fla
     assert sorted(c["name"] for e in events for c in e["ref_changes"]) == [f"f/{n:02d}" for n in range(6)]
     assert len(set(change_ids(events))) == len(change_ids(events)) == 6
     assert reconcile(stack, repo.full_name)["backfilled"] == 0
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_a_reconcile_while_stored_deliveries_wait_for_the_bus_reports_each_change_once(stack, flavor):
+    """Issue 20's duplicates, forced: the receiver stored the deliveries, the bus refuses them (so they
+    wait in the stream), and a reconciliation runs then. Each change still reaches the bus once."""
+    repo = Repo(stack, flavor)
+    faults = f"{stack.urls['console']}/faults/aws"
+    assert requests.post(faults, json={"service": "events", "status": 503}, timeout=5).status_code == 200
+    try:
+        repo.change("POST", "push", {"branch": "f/00", "commits": 1})
+        repo.change("POST", "push", {"branch": "f/00", "commits": 1})
+        repo.change("POST", "branches", {"name": "late/one", "from": "main"})
+        assert {d["state"] for d in repo.deliveries()[-3:]} == {"delivered"}  # stored, not published
+        queued = reconcile(stack, repo.full_name)  # sees Bitbucket ahead of what was published
+    finally:
+        requests.delete(faults, timeout=5)
+    assert queued["backfilled"] >= 2
+    events = repo.events(settle=5)
+    ids = change_ids(events)
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    pushes = [(c["name"], c["new"]) for e in events if e["type"] == "repository.push" for c in e["ref_changes"]]
+    assert len(pushes) == len(set(pushes)) == 3  # two pushes to f/00 and the new branch, each once
+    assert reconcile(stack, repo.full_name)["backfilled"] == 0

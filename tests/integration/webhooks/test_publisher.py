@@ -202,10 +202,10 @@ def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, 
     project = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
     assert "open_pull_request_ids" not in project  # the last open id removed
 
-    # Events for a repository never imported create nothing.
+    # Events for a repository never imported create no project (only the ledger of its changes' ids).
     pipeline.deliver("datacenter", "pr:opened", payload_bytes(shared_dir, "datacenter/pr-opened.json"), "p-5")
     pipeline.run()
-    assert ddb.scan(TableName=table)["Count"] == 1
+    assert sorted(i["sk"]["S"] for i in ddb.scan(TableName=table)["Items"]) == ["OBSERVED", "OBSERVED", "PROJECT"]
 
 
 def test_a_delivery_naming_another_repository_or_provider_than_its_subscription_is_rejected(pipeline, aws, shared_dir):
@@ -326,6 +326,14 @@ def test_entries_eventbridge_does_not_accept_are_retried_and_then_reported(pipel
     assert pipeline.item(f"{CLOUD}#f-1")["status"]["S"] == "published"
 
 
+def _another_pull_request(shared_dir, n: int) -> bytes:
+    """The shared `pr:opened` payload for pull request n: four deliveries, four changes (the same payload
+    four times would be one change told four times: bitbridge.change_ids)."""
+    body = json.loads(payload_bytes(shared_dir, "datacenter/pr-opened.json"))
+    body["pullRequest"]["id"] = 100 + n
+    return json.dumps(body).encode()
+
+
 def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(aws, shared_dir, capsys):
     from bitbridge.cli import main as cli
 
@@ -333,9 +341,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     for flavor, provider in PROVIDERS.items():
         register_provider(aws.ref("ProvidersTable"), provider, flavor)
     pipeline = Pipeline(aws, MaximumRetryAttempts=1, BisectBatchOnFunctionError=False)
-    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
     for n in range(4):
-        pipeline.deliver("datacenter", "pr:opened", body, f"o-{n}")
+        pipeline.deliver("datacenter", "pr:opened", _another_pull_request(shared_dir, n), f"o-{n}")
 
     # The bus is unreachable (a missing bus fails every PutEvents call).
     bus = os.environ["BITBRIDGE_EVENT_BUS_NAME"]
@@ -388,9 +395,8 @@ def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, s
     queue = aws.ref("PublishFailureQueue")
     queue_arn = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto)
-    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
     for n in range(4):
-        pipeline.deliver("datacenter", "pr:opened", body, f"r-{n}")
+        pipeline.deliver("datacenter", "pr:opened", _another_pull_request(shared_dir, n), f"r-{n}")
 
     def visible() -> int:
         attributes = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
@@ -470,7 +476,8 @@ def test_imported_projects_keep_their_newest_events_for_the_console(pipeline, aw
     assert len(recent) == RECENT_EVENTS_KEPT
     entry = recent["r-24"]["M"]
     assert entry["type"]["S"] == "repository.push" and entry["repository"]["S"] and entry["actor"]["S"]
-    assert ddb.scan(TableName=table)["Count"] == 1  # the repository never imported got nothing
+    projects = [i for i in ddb.scan(TableName=table)["Items"] if i["sk"]["S"] == "PROJECT"]
+    assert len(projects) == 1  # the repository never imported got no project
 
     # The console's Activity: the projects of the user's imports, newest first.
     JobRecord(

@@ -41,6 +41,7 @@ from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.config import settings
 from bitbridge.imports import jobs, notify, output
 from bitbridge.imports.access import Caller, backoff
+from bitbridge.reconcile import baseline
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
 from bitbridge.store.base import condition_failed, iso, watch_models
 from bitbridge.store.imports import (
@@ -361,6 +362,11 @@ class Run:
         )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        # What the import saw is the repository's observed state: the first reconciliation compares with it.
+        job = self.job
+        job.facts = baseline.record_import_page(
+            self.bitbucket, job.provider_id, job.repository_id, entity, page.values, dict(job.facts or {})
+        )
         self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
@@ -394,6 +400,9 @@ class Run:
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
         from bitbridge.webhooks import subscriptions
 
+        baseline.finish_import(
+            self.job.flavor, self.job.provider_id, self.job.repository_id, self.job.repository, self.job.facts or {}
+        )
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
         outcome: dict[str, Any]

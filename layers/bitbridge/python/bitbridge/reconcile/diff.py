@@ -1,10 +1,18 @@
-"""What deliveries missed: observed state (bitbridge.store.observed) against Bitbucket's truth. Pure.
+"""What deliveries missed: the repository's ledger (bitbridge.change_ids) against Bitbucket's truth. Pure.
 
-Refs: every branch and tag head is compared (a deleted ref is only visible in a full listing).
-Pull requests: read newest-updated first and compared down to the watermark, the newest update the
-previous run compared; each one's state and fingerprint (title, target branch, source commit) against
-the observed one. A changed pull request yields the event for its *current* state: `opened` (not seen
-before, or open again), `merged` / `declined` (closed since), else `updated`.
+Each difference is an *observation*: the ref or pull request, the claim the ledger was at when read
+(``seen``), and what Bitbucket shows. The publisher claims it only if nothing was claimed on that ref or
+pull request since (bitbridge.change_ids.Ledger.apply_observation), so the ledger must be read before
+Bitbucket is.
+
+Refs: every branch and tag head is compared (a deleted ref is only visible in a full listing), by ident
+(the commit; a Data Center tag's own object, as pushes name it).
+Pull requests: read newest-updated first and compared down to the watermark; each one's state and
+fingerprint (title, target branch, source commit) against the ledger's. A changed pull request yields
+the event for its *current* state: `opened` (not seen before, or open again), `merged` / `declined`
+(closed since), else `updated`. A pull request the ledger does not hold, updated at or before the
+watermark, was seen by an earlier observation and not kept (closed before the baseline, or settled):
+not a change.
 """
 
 from __future__ import annotations
@@ -13,7 +21,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitbridge.store.observed import Observed, pr_value, split_ref_key
+from bitbridge.change_ids import (
+    Ledger,
+    PrObservation,
+    RefObservation,
+    is_open,
+    section_value,
+    split_ref_key,
+    stamp,
+)
+from bitbridge.store.observed import Observed
 
 CLOSED_TYPES = {"MERGED": "pull_request.merged", "DECLINED": "pull_request.declined"}
 
@@ -22,31 +39,39 @@ CLOSED_TYPES = {"MERGED": "pull_request.merged", "DECLINED": "pull_request.decli
 class RefChange:
     kind: str  # branch | tag
     name: str
-    old: str | None
+    old: str | None  # commits, as events show them
     new: str | None
+    observation: RefObservation
 
 
 @dataclass(frozen=True)
 class PullRequestChange:
     event_type: str
     raw: dict[str, Any]  # the pull request as Bitbucket's REST API gave it
+    observation: PrObservation
 
 
 @dataclass
 class PullRequestScan:
     changes: list[PullRequestChange] = field(default_factory=list)
-    watermark: str | None = None  # the newest update seen (the next run's starting point)
+    watermark: str | None = None  # where the next run starts comparing
     settled_closed: list[int] = field(default_factory=list)  # closed, unchanged: can be forgotten
     compared: int = 0
 
 
-def ref_changes(observed: dict[str, str], truth: dict[str, str]) -> list[RefChange]:
+def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]]) -> list[RefChange]:
+    """Refs whose head differs from Bitbucket's (`truth`: key -> (ident, commit))."""
     out = []
-    for key in sorted(set(observed) | set(truth)):
-        old, new = observed.get(key), truth.get(key)
-        if old != new:
-            kind, name = split_ref_key(key)
-            out.append(RefChange(kind, name, old, new))
+    recorded = {key for key, entry in ledger.refs.items() if entry.head is not None}
+    for key in sorted(recorded | set(truth)):
+        entry = ledger.refs.get(key)
+        head = entry.head if entry else None
+        ident, commit = truth.get(key, (None, None))
+        if head == ident:
+            continue
+        kind, name = split_ref_key(key)
+        seen = RefObservation(key, entry.number if entry else 0, head, ident, commit if commit != ident else None)
+        out.append(RefChange(kind, name, entry.shown if entry else None, commit, seen))
     return out
 
 
@@ -56,16 +81,12 @@ def pull_request_change_type(observed_value: str | None, section: dict[str, Any]
     if observed_value == value:
         return None
     state = section["state"]
-    was_open = observed_value is not None and observed_value.startswith("OPEN|")
+    was_open = is_open(observed_value)
     if state == "OPEN":
         return "pull_request.updated" if was_open else "pull_request.opened"
     if state in CLOSED_TYPES and (observed_value is None or was_open):
         return CLOSED_TYPES[state]
     return "pull_request.updated"
-
-
-def section_value(section: dict[str, Any]) -> str:
-    return pr_value(section["state"], section["title"], section["destination"]["branch"], section["source"]["commit"])
 
 
 def scan_pull_requests(
@@ -74,41 +95,34 @@ def scan_pull_requests(
     updated: Callable[[dict[str, Any]], str],
     section: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> PullRequestScan:
-    """Compare pull requests (newest update first) down to the observed watermark; stop there, so a
-    quiet repository costs one page."""
-    scan = PullRequestScan(watermark=observed.pr_watermark)
+    """Compare pull requests (newest update first) down to the watermark; stop there, so a quiet
+    repository costs one page. The next run starts at the oldest one that differed (its observation may
+    lose to a delivery, and then it is compared again), else at the newest one read."""
+    watermark, ledger = observed.pr_watermark, observed.ledger
+    scan = PullRequestScan(watermark=watermark)
+    newest: str | None = None
+    differing: list[str] = []
     closed: list[tuple[int, str]] = []
     for raw in pull_requests:
-        stamp = updated(raw)
-        if observed.pr_watermark and stamp < observed.pr_watermark:
+        when = stamp(updated(raw)) or ""
+        if watermark and when < watermark:
             break  # everything after this was compared by an earlier run
         scan.compared += 1
-        scan.watermark = max(scan.watermark or stamp, stamp)
+        newest = max(newest or when, when)
         current = section(raw)
-        seen = observed.prs.get(int(current["id"]))
-        kind = pull_request_change_type(seen, current)
+        pr_id = int(current["id"])
+        entry = ledger.prs.get(pr_id)
+        if entry is None and watermark and when <= watermark:
+            continue  # seen by an earlier observation and not kept
+        kind = pull_request_change_type(entry.value if entry else None, current)
         if kind is not None:
-            scan.changes.append(PullRequestChange(kind, raw))
-        elif current["state"] != "OPEN" and seen is not None:
-            closed.append((int(current["id"]), stamp))
+            seen = PrObservation(pr_id, entry.number if entry else 0, section_value(current), when)
+            scan.changes.append(PullRequestChange(kind, raw, seen))
+            differing.append(when)
+        elif current["state"] != "OPEN" and entry is not None:
+            closed.append((pr_id, when))
+    candidates = [w for w in (min(differing, default=None) or newest, watermark) if w]
+    scan.watermark = max(candidates) if candidates else None
     # Forget settled closed ones below the new watermark only: the next run compares again at it.
-    scan.settled_closed = [pr for pr, stamp in closed if scan.watermark and stamp < scan.watermark]
+    scan.settled_closed = [pr for pr, when in closed if scan.watermark and when < scan.watermark]
     return scan
-
-
-def baseline_pull_requests(
-    pull_requests: Iterable[dict[str, Any]],
-    updated: Callable[[dict[str, Any]], str],
-    section: Callable[[dict[str, Any]], dict[str, Any]],
-) -> tuple[dict[int, str], str | None]:
-    """The first observation: open pull requests' values, and the newest update as the watermark (the
-    next run compares from it, inclusive, so pull requests updated at that very moment are kept too)."""
-    values: dict[int, str] = {}
-    watermark: str | None = None
-    for raw in pull_requests:
-        stamp = updated(raw)
-        watermark = max(watermark or stamp, stamp)
-        current = section(raw)
-        if current["state"] == "OPEN" or stamp == watermark:
-            values[int(current["id"])] = section_value(current)
-    return values, watermark
