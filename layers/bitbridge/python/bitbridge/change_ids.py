@@ -17,7 +17,10 @@ hash both Bitbucket's payload and its REST API name):
 
 1. ``old`` is the recorded head: a new transition, claimed.
 2. else it continues a reconciler *jump* still being matched (the reconciler saw the ref go from start to
-   end; the deliveries of the moves in between arrived after it): absorbed into the jump.
+   end; the deliveries of the moves in between arrived after it), and it was received before the
+   reconciler read Bitbucket (or is a retry Bitbucket made within :data:`RETRY_WINDOW` of that read: its
+   first attempt may predate it): absorbed into the jump. A delivery received later is a move made after
+   the read, even when it starts where the jump did.
 3. else a gap (the delivery before it was lost, or it tells of a state bitbridge never told): claimed, and
    the head is what it says. The ledger's head is what consumers were last told; the reconciler brings it
    back to Bitbucket's.
@@ -27,13 +30,16 @@ title, target branch, source commit: :func:`pr_value`) and Bitbucket's update ti
 
 1. newer than the recorded state (or as old with another state): claimed.
 2. within a reconciler jump ``(lo, hi]``: absorbed.
-3. the recorded state itself, claimed before: absorbed (the same state told twice).
+3. the state a claim told, at the time it told it: absorbed (the same state told twice).
 4. else (older than what bitbridge told: out of order, or from before the baseline): claimed, the recorded
-   state kept.
+   state kept. So is a delivery for a pull request the ledger no longer holds (settled and forgotten, or
+   closed before the baseline) updated before the reconciler's watermark: it is told, not recorded.
 
 A reconciler observation (a ref from start to end; a pull request to a state) is claimed only if nothing
-was claimed on that ref or pull request since the reconciler read the ledger (its ``seen`` number); else
-it is *stale* and dropped (a delivery told it first, or told something newer; the next run compares again).
+was claimed on that ref or pull request since the reconciler read the ledger (its ``seen`` number), and,
+for a pull request, the ledger knows no later update of it (a later reconciliation confirmed a newer
+one); else it is *stale* and dropped (a delivery told it first, or something newer is known; the next
+run compares again).
 
 Other events keep their delivery id as change id (no reconciler reports comments or approvals), and a
 Data Center mirror synchronisation is its own change: its ref changes get ids of their own, never the
@@ -64,6 +70,9 @@ SHORT_COMMIT = 12  # Cloud's pull request payloads abbreviate commits to 12 digi
 #: How long a reconciler jump waits for the late deliveries of the moves it covered (Bitbucket Cloud
 #: retries a failed delivery for minutes, Data Center not at all), and a deleted ref's entry is kept.
 JUMP_MEMORY = timedelta(days=1)
+#: Bitbucket Cloud retries a delivery our receiver failed within minutes: a retry received this long after
+#: a reconciler's read may still tell a move made before it.
+RETRY_WINDOW = timedelta(minutes=10)
 #: How many deliveries' outcomes the ledger remembers, so that a stream retry gets the same ids (a
 #: batch is at most 25 deliveries; a parked one records its outcome on its delivery item).
 RECENT_KEPT = 64
@@ -178,12 +187,24 @@ class Outcome:
 
 
 class Jump:
-    """A ref move the reconciler claimed (start -> end); ``pos`` is how far late deliveries got along it."""
+    """A ref move the reconciler claimed (start -> end) from what it read at ``read_at``; ``pos`` is how far
+    late deliveries got along it."""
 
-    __slots__ = ("at", "end", "number", "pos", "start")
+    __slots__ = ("at", "end", "number", "pos", "read_at", "start")
 
-    def __init__(self, start: str | None, end: str | None, pos: str | None, number: int, at: str) -> None:
+    def __init__(
+        self, start: str | None, end: str | None, pos: str | None, number: int, at: str, read_at: str | None = None
+    ) -> None:
         self.start, self.end, self.pos, self.number, self.at = start, end, pos, number, at
+        self.read_at = read_at
+
+    def covers(self, received_at: str | None, retry: bool) -> bool:
+        """Whether a delivery received at ``received_at`` can tell a move made before the read."""
+        if received_at is None or self.read_at is None:
+            return False
+        if received_at <= self.read_at:
+            return True
+        return retry and received_at <= _shifted(self.read_at, RETRY_WINDOW)
 
 
 class Span:
@@ -219,15 +240,23 @@ class RefEntry:
 
 
 class PrEntry:
-    """A pull request's recorded state, Bitbucket's update time of it, and the claim that set it."""
+    """A pull request's recorded state, Bitbucket's update time as of which bitbridge knows it (a
+    reconciliation that finds it unchanged moves it on), the claim that set it and that claim's time."""
 
-    __slots__ = ("at", "number", "spans", "stamp", "value")
+    __slots__ = ("at", "number", "spans", "stamp", "told", "value")
 
     def __init__(
-        self, value: str, stamp: str | None, number: int = 0, at: str = "", spans: list[Span] | None = None
+        self,
+        value: str,
+        stamp: str | None,
+        number: int = 0,
+        at: str = "",
+        spans: list[Span] | None = None,
+        told: str | None = None,
     ) -> None:
         self.value, self.stamp, self.number, self.at = value, stamp, number, at
         self.spans = spans or []
+        self.told = told  # the update time the claim told (None: a baseline)
 
 
 class RefMove:
@@ -250,12 +279,22 @@ class PrSeen:
 
 
 class RefObservation:
-    """The reconciler saw ``key`` at ``end`` where the ledger (at claim ``seen``) says ``start``."""
+    """The reconciler, reading Bitbucket at ``read_at``, saw ``key`` at ``end`` where the ledger (at claim
+    ``seen``) says ``start``."""
 
-    __slots__ = ("commit", "end", "key", "seen", "start")
+    __slots__ = ("commit", "end", "key", "read_at", "seen", "start")
 
-    def __init__(self, key: str, seen: int, start: str | None, end: str | None, commit: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        seen: int,
+        start: str | None,
+        end: str | None,
+        commit: str | None = None,
+        read_at: str | None = None,
+    ) -> None:
         self.key, self.seen, self.start, self.end, self.commit = key, seen, start, end, commit
+        self.read_at = read_at
 
 
 class PrObservation:
@@ -272,19 +311,25 @@ def observation_to_dict(observation: RefObservation | PrObservation) -> dict[str
     """An observation as the reconciler writes it into the deliveries outbox (JSON)."""
     if isinstance(observation, RefObservation):
         o = observation
-        return {"ref": o.key, "seen": o.seen, "start": o.start, "end": o.end, "commit": o.commit}
+        return {"ref": o.key, "seen": o.seen, "start": o.start, "end": o.end, "commit": o.commit, "read_at": o.read_at}
     return {"pr": observation.pr_id, "seen": observation.seen, "value": observation.value, "stamp": observation.stamp}
 
 
 def observation_from_dict(data: dict[str, Any]) -> RefObservation | PrObservation:
     if "ref" in data:
-        return RefObservation(str(data["ref"]), int(data["seen"]), data["start"], data["end"], data.get("commit"))
+        return RefObservation(
+            str(data["ref"]), int(data["seen"]), data["start"], data["end"], data.get("commit"), data.get("read_at")
+        )
     return PrObservation(int(data["pr"]), int(data["seen"]), str(data["value"]), data.get("stamp"))
 
 
+def _shifted(moment: str, by: timedelta) -> str:
+    shifted = datetime.fromisoformat(moment.replace("Z", "+00:00")) + by
+    return shifted.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def _cutoff(now: str) -> str:
-    moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
-    return (moment - JUMP_MEMORY).astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _shifted(now, -JUMP_MEMORY)
 
 
 class Ledger:
@@ -294,7 +339,7 @@ class Ledger:
     changed (what a write must store), ``recent`` the outcomes of the newest reports by their source id
     (a delivery's key, an observation's id), so a retried report gets the same answer."""
 
-    __slots__ = ("clock", "epoch", "prs", "recent", "refs", "touched")
+    __slots__ = ("clock", "epoch", "prs", "recent", "refs", "touched", "watermark")
 
     def __init__(
         self,
@@ -309,17 +354,29 @@ class Ledger:
         self.prs: dict[int, PrEntry] = prs or {}
         self.recent: dict[str, list[Outcome]] = recent or {}
         self.touched: set[str | int] = set()
+        #: The reconciler's pull request watermark (read with the ledger, never written by a claim).
+        self.watermark: str | None = None
 
     def change_id(self, provider_id: str, repository_id: str, outcome: Outcome) -> str | None:
         return change_id(provider_id, repository_id, self.epoch, outcome.number) if outcome.number else None
 
     # -------------------------------------------------------------------------------------- reports
 
-    def apply_delivery(self, source: str, moves: list[RefMove], pr: PrSeen | None, now: str) -> list[Outcome]:
-        """One delivery's ref changes (in order) and pull request state: an outcome for each."""
+    def apply_delivery(
+        self,
+        source: str,
+        moves: list[RefMove],
+        pr: PrSeen | None,
+        now: str,
+        received_at: str | None = None,
+        retry: bool = False,
+    ) -> list[Outcome]:
+        """One delivery's ref changes (in order) and pull request state: an outcome for each.
+        ``received_at``: when the receiver got it (:func:`stamp` form); ``retry``: Bitbucket's second or
+        later attempt."""
         if source in self.recent:
             return list(self.recent[source])
-        outcomes = [self._ref_delivery(move, now) for move in moves]
+        outcomes = [self._ref_delivery(move, now, received_at, retry) for move in moves]
         if pr is not None:
             outcomes.append(self._pr_delivery(pr, now))
         return self._remember(source, outcomes)
@@ -336,11 +393,11 @@ class Ledger:
 
     # -------------------------------------------------------------------------------------- refs
 
-    def _ref_delivery(self, move: RefMove, now: str) -> Outcome:
+    def _ref_delivery(self, move: RefMove, now: str, received_at: str | None, retry: bool) -> Outcome:
         entry = self.refs.get(move.key)
         if entry is not None and entry.head != move.old:
             for jump in entry.jumps:
-                if jump.pos == move.old:  # a late delivery of a move the reconciler told
+                if jump.pos == move.old and jump.covers(received_at, retry):  # late, of a move the reconciler told
                     jump.pos = move.new
                     if move.new == jump.end:
                         entry.jumps.remove(jump)
@@ -354,7 +411,7 @@ class Ledger:
         if number != seen.seen or head != seen.start:
             return Outcome(STALE)
         outcome = self._move(seen.key, entry, seen.end, seen.commit, now)
-        self.refs[seen.key].jumps.append(Jump(seen.start, seen.end, seen.start, outcome.number, now))
+        self.refs[seen.key].jumps.append(Jump(seen.start, seen.end, seen.start, outcome.number, now, seen.read_at))
         return outcome
 
     def _move(self, key: str, entry: RefEntry | None, head: str | None, commit: str | None, now: str) -> Outcome:
@@ -370,6 +427,8 @@ class Ledger:
     def _pr_delivery(self, seen: PrSeen, now: str) -> Outcome:
         entry = self.prs.get(seen.pr_id)
         if entry is None:
+            if seen.stamp is not None and self.watermark is not None and seen.stamp < self.watermark:
+                return Outcome(CLAIMED, self._next())  # an older state of one settled: told, not recorded
             return self._set_pr(seen.pr_id, PrEntry(seen.value, seen.stamp), now)
         when, recorded = seen.stamp, entry.stamp
         if when is None or recorded is None or when > recorded or (when == recorded and seen.value != entry.value):
@@ -378,7 +437,7 @@ class Ledger:
         for span in entry.spans:
             if (span.lo is None or span.lo < when) and when <= (span.hi or ""):
                 return Outcome(ABSORBED, span.number)
-        if when == recorded and seen.value == entry.value and entry.number:
+        if when == entry.told and seen.value == entry.value and entry.number:
             return Outcome(ABSORBED, entry.number)
         number = self._next()  # older than what bitbridge told: its own change; the state stays
         self._touch(seen.pr_id, entry, now)
@@ -388,6 +447,8 @@ class Ledger:
         entry = self.prs.get(seen.pr_id)
         if (entry.number if entry else 0) != seen.seen:
             return Outcome(STALE)
+        if entry is not None and entry.stamp and seen.stamp and seen.stamp < entry.stamp:
+            return Outcome(STALE)  # a later reconciliation confirmed a newer state
         lo = entry.stamp if entry else None
         entry = entry or PrEntry(seen.value, seen.stamp)
         entry.value, entry.stamp = seen.value, seen.stamp
@@ -397,7 +458,7 @@ class Ledger:
 
     def _set_pr(self, pr_id: int, entry: PrEntry, now: str) -> Outcome:
         number = self._next()
-        entry.number, entry.at = number, now
+        entry.number, entry.at, entry.told = number, now, entry.stamp
         self.prs[pr_id] = entry
         self._touch(pr_id, entry, now)
         return Outcome(CLAIMED, number)

@@ -3,8 +3,9 @@ recorded as its observed state, so the next reconciliation compares with it and 
 made since.
 
 An import records each page of branches, tags and pull requests as it reads them (open pull requests
-only, and the newest update as the watermark: a closed one the ledger lacks, updated at or before it, is
-no change), and finishes the baseline once its data steps are done. Every entry is added only if the
+only), and finishes the baseline once its data steps are done, with the newest pull request (whatever its
+state) and its update time as the watermark: a closed one the ledger lacks, updated before it, is no
+change (bitbridge.reconcile.diff). Every entry is added only if the
 ledger lacks it (a delivery's claim, an earlier page's entry, stay), so a page redone after a crash, or a
 second import, changes nothing bitbridge already recorded.
 """
@@ -22,7 +23,7 @@ from bitbridge.webhooks.normalise import pull_request_section, repository_sectio
 #: The import steps whose pages are recorded, and the ref kind of each.
 REF_KINDS = {"branches": "branch", "tags": "tag"}
 PULL_REQUESTS = "pull_requests"
-WATERMARK_FACT = "observed_pr_watermark"
+NEWEST_FACT = "observed_newest_pr"  # [id, value, stamp] of the newest pull request read so far
 
 
 def refs_of(bitbucket: Bitbucket, kind: str, values: list[dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
@@ -32,19 +33,30 @@ def refs_of(bitbucket: Bitbucket, kind: str, values: list[dict[str, Any]]) -> di
     return out
 
 
+Newest = tuple[int, str, str]  # the newest pull request: id, value, stamp
+
+
 def pull_requests_of(
-    bitbucket: Bitbucket, values: list[dict[str, Any]]
-) -> tuple[dict[int, tuple[str, str | None]], str | None]:
-    """Open pull requests' (value, stamp), and the newest update among all of them."""
+    bitbucket: Bitbucket, values: list[dict[str, Any]], newest: Newest | None = None
+) -> tuple[dict[int, tuple[str, str | None]], Newest | None]:
+    """Open pull requests' (value, stamp), and the newest pull request of `values` and `newest`."""
     opened: dict[int, tuple[str, str | None]] = {}
-    newest: str | None = None
     for raw in values:
-        when = stamp(bitbucket.pull_request_updated(raw))
-        newest = max(newest or "", when or "") or None
+        when = stamp(bitbucket.pull_request_updated(raw)) or ""
         section = pull_request_section(bitbucket.flavor, raw, "pull_request.updated")
+        value = section_value(section)
         if section["state"] == "OPEN":
-            opened[int(section["id"])] = (section_value(section), when)
+            opened[int(section["id"])] = (value, when or None)
+        if when and (newest is None or when > newest[2]):
+            newest = (int(section["id"]), value, when)
     return opened, newest
+
+
+def _with_newest(opened: dict[int, tuple[str, str | None]], newest: Newest | None) -> dict[int, tuple[str, str | None]]:
+    """The pull requests a baseline keeps: the open ones, and the newest (closed, it marks the watermark)."""
+    if newest is None:
+        return opened
+    return {**opened, newest[0]: opened.get(newest[0], (newest[1], newest[2]))}
 
 
 def record_import_page(
@@ -60,12 +72,12 @@ def record_import_page(
     if entity in REF_KINDS and values:
         observed.record_seen(provider_id, repository_id, refs_of(bitbucket, REF_KINDS[entity], values), {}, iso())
     elif entity == PULL_REQUESTS and values:
-        opened, newest = pull_requests_of(bitbucket, values)
+        known = facts.get(NEWEST_FACT)
+        opened, newest = pull_requests_of(bitbucket, values, (int(known[0]), known[1], known[2]) if known else None)
         if opened:
             observed.record_seen(provider_id, repository_id, {}, opened, iso())
-        known = facts.get(WATERMARK_FACT)
-        if newest and (not known or newest > known):
-            facts = {**facts, WATERMARK_FACT: newest}
+        if newest is not None:
+            facts = {**facts, NEWEST_FACT: list(newest)}
     return facts
 
 
@@ -74,7 +86,11 @@ def finish_import(
 ) -> None:
     """The import read every branch, tag and pull request: its observation is the baseline."""
     section = repository_section(flavor, raw_repository) if raw_repository else None
-    observed.finish_baseline(provider_id, repository_id, iso(), facts.get(WATERMARK_FACT), section)
+    newest = facts.get(NEWEST_FACT)
+    at = iso()
+    if newest:
+        observed.record_seen(provider_id, repository_id, {}, {int(newest[0]): (str(newest[1]), str(newest[2]))}, at)
+    observed.finish_baseline(provider_id, repository_id, at, str(newest[2]) if newest else None, section)
 
 
 def record_first_reconciliation(
@@ -89,7 +105,11 @@ def record_first_reconciliation(
     opened, newest = pull_requests_of(bitbucket, list(pull_requests))
     refs = {k: (ident, commit if commit != ident else None) for k, (ident, commit) in truth_refs.items()}
     at = iso()
-    observed.record_seen(provider_id, repository_id, refs, opened, at)
+    observed.record_seen(provider_id, repository_id, refs, _with_newest(opened, newest), at)
     observed.finish_baseline(
-        provider_id, repository_id, at, newest, repository_section(bitbucket.flavor, raw_repository)
+        provider_id,
+        repository_id,
+        at,
+        newest[2] if newest else None,
+        repository_section(bitbucket.flavor, raw_repository),
     )

@@ -10,9 +10,10 @@ Refs: every branch and tag head is compared (a deleted ref is only visible in a 
 Pull requests: read newest-updated first and compared down to the watermark; each one's state and
 fingerprint (title, target branch, source commit) against the ledger's. A changed pull request yields
 the event for its *current* state: `opened` (not seen before, or open again), `merged` / `declined`
-(closed since), else `updated`. A pull request the ledger does not hold, updated at or before the
-watermark, was seen by an earlier observation and not kept (closed before the baseline, or settled):
-not a change.
+(closed since), else `updated`. A pull request the ledger does not hold, updated before the watermark,
+was seen by an earlier observation and not kept (closed before the baseline, or settled): not a change.
+One updated at the watermark is compared: it may be one the last run found and the publisher has not
+claimed yet (the baseline keeps the newest pull request, so that one is no change).
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ class PullRequestChange:
 @dataclass
 class PullRequestScan:
     changes: list[PullRequestChange] = field(default_factory=list)
-    watermark: str | None = None  # where the next run starts comparing
-    settled_closed: list[int] = field(default_factory=list)  # closed, unchanged: can be forgotten
+    watermark: str | None = None  # where the next run starts comparing (if every confirmation holds)
+    settled_closed: dict[int, str] = field(default_factory=dict)  # closed, unchanged: id -> stamp
+    confirm: dict[int, str] = field(default_factory=dict)  # unchanged, updated since recorded: id -> stamp
     compared: int = 0
 
 
-def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]]) -> list[RefChange]:
-    """Refs whose head differs from Bitbucket's (`truth`: key -> (ident, commit))."""
+def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]], read_at: str | None = None) -> list[RefChange]:
+    """Refs whose head differs from Bitbucket's (`truth`: key -> (ident, commit), read at `read_at`)."""
     out = []
     recorded = {key for key, entry in ledger.refs.items() if entry.head is not None}
     for key in sorted(recorded | set(truth)):
@@ -70,7 +72,8 @@ def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]]) -> list[RefCh
         if head == ident:
             continue
         kind, name = split_ref_key(key)
-        seen = RefObservation(key, entry.number if entry else 0, head, ident, commit if commit != ident else None)
+        number = entry.number if entry else 0
+        seen = RefObservation(key, number, head, ident, commit if commit != ident else None, read_at)
         out.append(RefChange(kind, name, entry.shown if entry else None, commit, seen))
     return out
 
@@ -97,7 +100,9 @@ def scan_pull_requests(
 ) -> PullRequestScan:
     """Compare pull requests (newest update first) down to the watermark; stop there, so a quiet
     repository costs one page. The next run starts at the oldest one that differed (its observation may
-    lose to a delivery, and then it is compared again), else at the newest one read."""
+    lose to a delivery, and then it is compared again), else at the newest one read. One that agrees but
+    was updated since the ledger recorded it is *confirmed* (its update time recorded, `confirm`): a late
+    delivery of a state in between is then older than what bitbridge knows, and cannot bring it back."""
     watermark, ledger = observed.pr_watermark, observed.ledger
     scan = PullRequestScan(watermark=watermark)
     newest: str | None = None
@@ -112,17 +117,39 @@ def scan_pull_requests(
         current = section(raw)
         pr_id = int(current["id"])
         entry = ledger.prs.get(pr_id)
-        if entry is None and watermark and when <= watermark:
+        if entry is None and watermark and when < watermark:
             continue  # seen by an earlier observation and not kept
         kind = pull_request_change_type(entry.value if entry else None, current)
         if kind is not None:
             seen = PrObservation(pr_id, entry.number if entry else 0, section_value(current), when)
             scan.changes.append(PullRequestChange(kind, raw, seen))
             differing.append(when)
-        elif current["state"] != "OPEN" and entry is not None:
-            closed.append((pr_id, when))
+        else:
+            if entry is not None and (entry.stamp or "") < when:
+                scan.confirm[pr_id] = when
+            if current["state"] != "OPEN" and entry is not None:
+                closed.append((pr_id, when))
     candidates = [w for w in (min(differing, default=None) or newest, watermark) if w]
     scan.watermark = max(candidates) if candidates else None
     # Forget settled closed ones below the new watermark only: the next run compares again at it.
-    scan.settled_closed = [pr for pr, when in closed if scan.watermark and when < scan.watermark]
+    scan.settled_closed = {pr: when for pr, when in closed if scan.watermark and when < scan.watermark}
     return scan
+
+
+def upkeep(
+    scan: PullRequestScan, previous: str | None, confirm: Callable[[dict[int, str]], list[int]]
+) -> tuple[str | None, list[int]]:
+    """After a scan: confirm the pull requests that agree (``confirm`` records their update times and
+    answers the ids it could not), then the watermark to keep, and the settled closed ones to forget."""
+    unconfirmed = confirm({pr: when for pr, when in scan.confirm.items() if pr not in scan.settled_closed})
+    watermark = held_watermark(scan, unconfirmed, previous)
+    return watermark, [pr for pr, when in scan.settled_closed.items() if watermark and when < watermark]
+
+
+def held_watermark(scan: PullRequestScan, unconfirmed: list[int], previous: str | None) -> str | None:
+    """The watermark when some confirmations did not hold (a delivery changed those pull requests since
+    the read): no later than the oldest of them, so the next run compares them again."""
+    stamps = [scan.confirm[pr] for pr in unconfirmed if pr in scan.confirm]
+    if not stamps or scan.watermark is None:
+        return scan.watermark
+    return max(w for w in (min(scan.watermark, *stamps), previous) if w)

@@ -37,7 +37,7 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
-from bitbridge.change_ids import PrObservation, RefObservation
+from bitbridge.change_ids import PrObservation, RefObservation, stamp
 from bitbridge.config import settings
 from bitbridge.imports.access import Caller
 from bitbridge.reconcile import baseline, diff, events
@@ -232,6 +232,7 @@ class Reconciliation:
         api, full_name = self.caller.api, self.sub.repository_full_name
         provider_id, repository_id = self.sub.provider_id, self.repository_id
         seen = observed.read(provider_id, repository_id)  # before Bitbucket: see reconcile.diff
+        read_at = stamp(iso())
         truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
         prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
         if seen is None or seen.baseline_at is None:
@@ -245,18 +246,23 @@ class Reconciliation:
         repository, epoch, at = seen.repository or {}, seen.ledger.epoch, iso()
         found: list[tuple[dict[str, Any], RefObservation | PrObservation]] = [
             (events.push_event(provider_id, self.flavor, repository, epoch, change, at), change.observation)
-            for change in diff.ref_changes(seen.ledger, truth_refs)
+            for change in diff.ref_changes(seen.ledger, truth_refs, read_at)
         ] + [
             (events.pull_request_event(provider_id, self.flavor, repository, epoch, c, at), c.observation)
             for c in scan.changes
         ]
         for event, observation in found:
             self._emit(event, observation)
-        if scan.watermark:
-            observed.advance_watermark(provider_id, repository_id, scan.watermark)
+        watermark, settled = diff.upkeep(
+            scan,
+            seen.pr_watermark,
+            lambda stamps: observed.confirm_pull_requests(provider_id, repository_id, seen, stamps),
+        )
+        if watermark:
+            observed.advance_watermark(provider_id, repository_id, watermark)
         forgettable = seen.ledger.forgettable_refs(at)
-        if scan.settled_closed or forgettable:
-            observed.forget(provider_id, repository_id, seen, forgettable, scan.settled_closed)
+        if settled or forgettable:
+            observed.forget(provider_id, repository_id, seen, forgettable, settled)
         if self.result.backfilled:
             self.result.status = "backfilled"
 

@@ -6,7 +6,8 @@ One item per repository in the ImportsTable, next to the imported project:
 - ``epoch`` (random, drawn when the item is made) and ``clock`` (how many transitions were claimed): the
   change ids' inputs; ``clock`` is also the item's version, so every claim is one conditional write;
 - one attribute per ref, ``ref:b:{branch}`` / ``ref:t:{tag}``, and per pull request, ``pr:{id}``: the entry
-  as a JSON list (``[head, claim, at, commit, jumps]`` / ``[value, stamp, claim, at, spans]``). Top-level
+  as a JSON list (``[head, claim, at, commit, jumps]`` / ``[value, stamp, claim, at, spans, told]``; a jump is
+  ``[start, end, pos, claim, at, read_at]``, a span ``[lo, hi, claim, at]``). Top-level
   attributes, not maps, so the import can add each one with ``if_not_exists`` and no parent to create;
 - ``recent``: the newest reports' outcomes by source (JSON), so a retried delivery gets the same ids;
 - ``baseline_at``: when the first observation (the import's, else the first reconciliation's) finished;
@@ -81,7 +82,7 @@ def pr_attribute(pr_id: int) -> str:
 
 
 def _dump_ref(entry: RefEntry) -> str:
-    jumps = [[j.start, j.end, j.pos, j.number, j.at] for j in entry.jumps]
+    jumps = [[j.start, j.end, j.pos, j.number, j.at, j.read_at] for j in entry.jumps]
     return json.dumps([entry.head, entry.number, entry.at, entry.commit, jumps], separators=(",", ":"))
 
 
@@ -92,12 +93,12 @@ def _load_ref(text: str) -> RefEntry:
 
 def _dump_pr(entry: PrEntry) -> str:
     spans = [[s.lo, s.hi, s.number, s.at] for s in entry.spans]
-    return json.dumps([entry.value, entry.stamp, entry.number, entry.at, spans], separators=(",", ":"))
+    return json.dumps([entry.value, entry.stamp, entry.number, entry.at, spans, entry.told], separators=(",", ":"))
 
 
 def _load_pr(text: str) -> PrEntry:
-    value, stamp, number, at, spans = json.loads(text)
-    return PrEntry(str(value), stamp, int(number), str(at), [Span(*s) for s in spans])
+    value, stamp, number, at, spans, *told = json.loads(text)
+    return PrEntry(str(value), stamp, int(number), str(at), [Span(*s) for s in spans], told[0] if told else None)
 
 
 def _dump_entry(ledger: Ledger, key: str | int) -> tuple[str, str]:
@@ -126,8 +127,10 @@ def _from_item(item: dict[str, Any]) -> Observed:
     clock = int(item.get("clock", {}).get("N", "0"))
     epoch = item.get("epoch", {}).get("S") or ""
     repository = item.get("repository", {}).get("S")
+    ledger = Ledger(epoch, clock, refs, prs, recent)
+    ledger.watermark = item.get("pr_watermark", {}).get("S")
     return Observed(
-        ledger=Ledger(epoch, clock, refs, prs, recent),
+        ledger=ledger,
         baseline_at=item.get("baseline_at", {}).get("S"),
         pr_watermark=item.get("pr_watermark", {}).get("S"),
         repository=json.loads(repository) if repository else None,
@@ -333,6 +336,39 @@ def advance_watermark(provider_id: str, repository_id: str, watermark: str) -> N
             ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(pr_watermark) OR pr_watermark < :w)",
             ExpressionAttributeValues={":w": {"S": watermark}},
         )
+
+
+def confirm_pull_requests(
+    provider_id: str, repository_id: str, observed: Observed, stamps: dict[int, str]
+) -> list[int]:
+    """Record a newer update time for pull requests whose state agrees with Bitbucket's, each only if its
+    entry is unchanged since `observed` was read; the ids not confirmed (their chunk changed meanwhile)."""
+    ledger = observed.ledger
+    entries = []
+    for pr_id, when in sorted(stamps.items()):
+        entry = ledger.prs.get(pr_id)
+        if entry is not None:
+            newer = PrEntry(entry.value, when, entry.number, entry.at, entry.spans, entry.told)
+            entries.append((pr_id, pr_attribute(pr_id), _dump_pr(entry), _dump_pr(newer)))
+    failed: list[int] = []
+    ddb = client("dynamodb")
+    for start in range(0, len(entries), 25):
+        chunk = entries[start : start + 25]
+        names = {f"#{n}": name for n, (_, name, _, _) in enumerate(chunk)}
+        values = {f":o{n}": {"S": old} for n, (_, _, old, _) in enumerate(chunk)}
+        values |= {f":n{n}": {"S": new} for n, (_, _, _, new) in enumerate(chunk)}
+        try:
+            ddb.update_item(
+                TableName=settings().imports_table,
+                Key=_key(provider_id, repository_id),
+                UpdateExpression="SET " + ", ".join(f"#{n} = :n{n}" for n in range(len(chunk))),
+                ConditionExpression=" AND ".join(f"#{n} = :o{n}" for n in range(len(chunk))),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            failed += [pr_id for pr_id, _, _, _ in chunk]
+    return failed
 
 
 def forget(provider_id: str, repository_id: str, observed: Observed, refs: list[str], prs: list[int]) -> None:

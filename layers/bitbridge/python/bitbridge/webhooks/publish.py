@@ -52,6 +52,7 @@ from bitbridge.change_ids import (
     RefMove,
     RefObservation,
     observation_from_dict,
+    stamp,
     unrecorded_change_id,
 )
 from bitbridge.config import settings
@@ -283,7 +284,7 @@ def _claim(items: list[Normalised]) -> set[str]:
     for (provider_id, repository_id), group in by_repository.items():
         webhook = next((i.event["repository"] for i in group if i.delivery.origin == ORIGIN_WEBHOOK), None)
         try:
-            observed.claim(provider_id, repository_id, lambda seen, g=group: _apply(seen, g), webhook)  # type: ignore[misc]
+            observed.claim(provider_id, repository_id, lambda seen, g=group: apply_to_ledger(seen, g), webhook)  # type: ignore[misc]
         except observed.TooLarge as exc:
             log.error("%s: publishing without recording (reconciliation cannot cover it)", exc)
             for item in group:
@@ -294,15 +295,17 @@ def _claim(items: list[Normalised]) -> set[str]:
     return failed
 
 
-def _apply(seen: observed.Observed, group: list[Normalised]) -> None:
-    ledger, now = seen.ledger, _now()
+def apply_to_ledger(seen: observed.Observed, group: list[Normalised], now: str | None = None) -> None:
+    """Claim one repository's reported changes (in order) in its ledger; set each item's ids. Pure."""
+    ledger, now = seen.ledger, now or _now()
     provider_id, repository_id = group[0].event["provider"]["id"], group[0].event["repository"]["id"]
     for item in group:
         source = item.delivery.pk
         if item.observation is not None:
             outcomes = [ledger.apply_observation(source, item.observation, now)]
         else:
-            outcomes = ledger.apply_delivery(source, item.moves or [], item.pull_request, now)
+            received, retry = stamp(item.delivery.received_at), item.delivery.attempt > 1
+            outcomes = ledger.apply_delivery(source, item.moves or [], item.pull_request, now, received, retry)
         item.change_ids = [ledger.change_id(provider_id, repository_id, o) if o.published else None for o in outcomes]
         item.told_as = [ledger.change_id(provider_id, repository_id, o) for o in outcomes]
 
@@ -314,12 +317,19 @@ def _unrecorded_ids(item: Normalised) -> list[str | None]:
     return [unrecorded_change_id(item.delivery.pk, n) for n in range(len(item.moves or []) or 1)]
 
 
+def event_to_publish(item: Normalised) -> dict[str, Any] | None:
+    """The event with its change ids, or None when its changes were all told before. Pure."""
+    if item.change_ids is None:  # nothing a ledger tracks (comments, reviews, mirrors, finished events)
+        return item.event
+    if item.observation is None:
+        return set_change_ids(item.event, item.change_ids)
+    return _observed_event(item.event, item.change_ids)
+
+
 def _ready(item: Normalised, outcome: Outcome) -> Prepared | None:
     """The entry to put on the bus, or None when the delivery's changes were all told before."""
-    delivery, event, ids = item.delivery, item.event, item.change_ids
-    if ids is None:  # nothing a ledger tracks (comments, reviews, mirrors, finished events)
-        return _entry(delivery, event)
-    told = set_change_ids(event, ids) if item.observation is None else _observed_event(event, ids)
+    delivery, ids = item.delivery, item.change_ids
+    told = event_to_publish(item)
     if told is None:
         status = SUPERSEDED if item.observation is not None else DUPLICATE
         _record(delivery, deliveries.settle, delivery.pk, status, _told_before_reason(item), ids)
