@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import cloud, control, datacenter, oauth
+from . import cloud, control, datacenter, githttp, oauth
 from .models import CLOUD, DC, Backend, EmulatorError
 from .seed import seed_default
 from .traffic import DeliveryFaults, Faults, RequestStats
@@ -21,6 +21,7 @@ from .web import Ctx, json_response, template
 from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("infra.emulator")
+assert githttp.CLOUD_GIT  # imported for its routes: git smart HTTP at the clone URLs
 
 
 class _DropConnection(Exception):
