@@ -495,3 +495,68 @@ def test_imported_projects_keep_their_newest_events_for_the_console(pipeline, aw
     assert len(events) == 5 and all(e["provider"] == CLOUD for e in events)
     assert [e["occurred_at"] for e in events] == sorted((e["occurred_at"] for e in events), reverse=True)
     assert activity.recent_events("someone-else") == []
+
+
+def _baseline(ref: str, head: str) -> None:
+    """The repository's observed state as an import records it: `ref` at `head`."""
+    from bitbridge.store import observed
+
+    with acting_as("ImportWorkerFunction"):
+        observed.record_seen(CLOUD, CLOUD_REPO, {ref: (head, None)}, {}, "2026-01-01T00:00:00Z")
+        observed.finish_baseline(CLOUD, CLOUD_REPO, "2026-01-01T00:00:00Z", None, None)
+
+
+def _observe(ref: str, new: str, read_at: str) -> dict:
+    """What the reconciler does: read the ledger, compare with Bitbucket (`ref` at `new`), queue the difference."""
+    from bitbridge.reconcile import diff, events
+    from bitbridge.reconcile.emit import emit
+    from bitbridge.store import observed
+
+    seen = observed.read(CLOUD, CLOUD_REPO)
+    assert seen is not None
+    (change,) = diff.ref_changes(seen.ledger, {ref: (new, new)}, read_at)
+    repository = {
+        "id": CLOUD_REPO,
+        "workspace": "team_name",
+        "slug": "repo_name",
+        "full_name": "team_name/repo_name",
+        "name": "repo_name",
+        "links": {"html": None, "clone": []},
+    }
+    event = events.push_event(CLOUD, "cloud", repository, seen.ledger.epoch, change, "2026-01-01T00:00:00Z")
+    with acting_as("ReconcilerFunction"):
+        assert emit(CLOUD_SUB, event, change.observation)
+    return event
+
+
+def test_a_reconciliation_between_a_stored_delivery_and_its_publishing_tells_the_change_once(pipeline, shared_dir):
+    """Issue 20, forced: the delivery is stored (in the stream) but not yet published when the reconciler
+    reads; its observation comes after it in the stream, finds the ledger moved on, and is superseded."""
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    change = json.loads(body)["push"]["changes"][0]
+    old, new = change["old"]["target"]["hash"], change["new"]["target"]["hash"]
+    _baseline("b:name-of-branch", old)
+    assert pipeline.deliver("cloud", "repo:push", body, "stored-1") == 202  # not published yet
+    observed_event = _observe("b:name-of-branch", new, "2026-12-31T00:00:00.000000Z")
+    published = pipeline.run()
+    assert [e["detail"]["id"] for e in published] == ["stored-1"]
+    outbox = pipeline.item(f"{CLOUD}#{observed_event['id']}")
+    assert outbox["status"]["S"] == "superseded" and "first" in outbox["error"]["S"]
+    assert json.loads(outbox["change_ids"]["S"]) == [None]
+
+
+def test_a_delivery_of_a_move_the_reconciler_told_first_is_not_published_again(pipeline, shared_dir):
+    """The other order (streams of several shards): the observation is claimed first; the delivery, received
+    before the reconciler read Bitbucket, is the same change: settled `duplicate`, with the change's id."""
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    change = json.loads(body)["push"]["changes"][0]
+    old, new = change["old"]["target"]["hash"], change["new"]["target"]["hash"]
+    _baseline("b:name-of-branch", old)
+    observed_event = _observe("b:name-of-branch", new, "2999-01-01T00:00:00.000000Z")  # read after receipt
+    (published,) = pipeline.run()
+    assert published["detail"]["id"] == observed_event["id"] and published["detail"]["origin"] == "reconciliation"
+    assert pipeline.deliver("cloud", "repo:push", body, "late-1") == 202
+    assert pipeline.run() == []
+    late = pipeline.item(f"{CLOUD}#late-1")
+    assert late["status"]["S"] == "duplicate"
+    assert json.loads(late["change_ids"]["S"]) == [None] and published["detail"]["change_id"] in late["error"]["S"]
