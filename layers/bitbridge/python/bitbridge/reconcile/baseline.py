@@ -87,10 +87,8 @@ def finish_import(
     """The import read every branch, tag and pull request: its observation is the baseline."""
     section = repository_section(flavor, raw_repository) if raw_repository else None
     newest = facts.get(NEWEST_FACT)
-    at = iso()
-    if newest:
-        observed.record_seen(provider_id, repository_id, {}, {int(newest[0]): (str(newest[1]), str(newest[2]))}, at)
-    observed.finish_baseline(provider_id, repository_id, at, str(newest[2]) if newest else None, section)
+    prs: dict[int, tuple[str, str | None]] = {int(newest[0]): (str(newest[1]), str(newest[2]))} if newest else {}
+    observed.finish_baseline(provider_id, repository_id, iso(), str(newest[2]) if newest else None, section, prs)
 
 
 def record_first_reconciliation(

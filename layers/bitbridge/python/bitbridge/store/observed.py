@@ -272,9 +272,15 @@ def record_seen(
 
 
 def finish_baseline(
-    provider_id: str, repository_id: str, at: str, watermark: str | None, repository: dict[str, Any] | None
+    provider_id: str,
+    repository_id: str,
+    at: str,
+    watermark: str | None,
+    repository: dict[str, Any] | None,
+    prs: dict[int, tuple[str, str | None]] | None = None,
 ) -> None:
-    """The first observation is complete: from now on a ref or pull request the ledger lacks is new."""
+    """The first observation is complete: from now on a ref or pull request the ledger lacks is new.
+    `prs`: pull requests to record with it, as :func:`record_seen` does (the newest, at the watermark)."""
     names = {"#clock": "clock", "#epoch": "epoch"}
     values: dict[str, Any] = {
         ":at": {"S": at},
@@ -296,6 +302,9 @@ def finish_baseline(
     if repository is not None:
         values[":repo"] = {"S": json.dumps(repository, separators=(",", ":"))}
         sets.append("repository = :repo")
+    for n, (pr_id, (value, when)) in enumerate(sorted((prs or {}).items())):
+        names[f"#p{n}"], values[f":p{n}"] = pr_attribute(pr_id), {"S": _dump_pr(PrEntry(value, when, 0, at))}
+        sets.append(f"#p{n} = if_not_exists(#p{n}, :p{n})")
     _plain_update(provider_id, repository_id, "SET " + ", ".join(sets), names, values)
 
 
