@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from bitbridge.aws import client
@@ -284,7 +285,7 @@ def _claim(items: list[Normalised]) -> set[str]:
     for (provider_id, repository_id), group in by_repository.items():
         webhook = next((i.event["repository"] for i in group if i.delivery.origin == ORIGIN_WEBHOOK), None)
         try:
-            observed.claim(provider_id, repository_id, lambda seen, g=group: apply_to_ledger(seen, g), webhook)  # type: ignore[misc]
+            observed.claim(provider_id, repository_id, partial(apply_to_ledger, group=group), webhook)
         except observed.TooLarge as exc:
             log.error("%s: publishing without recording (reconciliation cannot cover it)", exc)
             for item in group:
