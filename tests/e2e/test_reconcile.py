@@ -420,14 +420,25 @@ def test_a_state_revisited_after_a_backfill_is_backfilled_again(stack, flavor):
 
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_a_branch_deleted_and_restored_at_the_same_commit_with_every_delivery_lost(stack, flavor):
+    """Created, deleted, restored at the same commit, each delivery lost, a reconciliation after each:
+    three changes (today the restore had the creation's id, was never written, and bitbridge believed
+    the branch gone)."""
     repo = Repo(stack, flavor)
     head = repo.change("POST", "push", {"branch": "f/03", "commits": 1})["head"]
-    repo.change("DELETE", "branches/f/03?deliver=false")
+    repo.change("POST", "branches", {"name": "gone/soon", "from": head, "deliver": False})
     assert reconcile(stack, repo.full_name)["backfilled"] == 1
-    repo.change("POST", "branches", {"name": "f/03", "from": head, "deliver": False})
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1  # today: the restore is never backfilled
-    changes = [(c["old"], c["new"]) for e in repo.events() for c in e["ref_changes"] if c["name"] == "f/03"]
-    assert changes[-2:] == [(head, None), (None, head)]
+    repo.change("DELETE", "branches/gone/soon?deliver=false")
+    assert reconcile(stack, repo.full_name)["backfilled"] == 1
+    repo.change("POST", "branches", {"name": "gone/soon", "from": head, "deliver": False})
+    assert reconcile(stack, repo.full_name)["backfilled"] == 1
+    changes = [
+        (c["old"], c["new"], c["change_id"])
+        for e in repo.events()
+        for c in e["ref_changes"]
+        if c["name"] == "gone/soon"
+    ]
+    assert [(old, new) for old, new, _ in changes] == [(None, head), (head, None), (None, head)]
+    assert len({cid for _, _, cid in changes}) == 3
     assert reconcile(stack, repo.full_name)["backfilled"] == 0
 
 
