@@ -361,6 +361,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
         == "1"
     )
     assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"received"}
+    # Their changes were claimed before the bus refused them; the ids are kept on the deliveries.
+    claimed = {f"o-{n}": json.loads(pipeline.item(f"{DC}#o-{n}")["change_ids"]["S"]) for n in range(4)}
 
     assert cli(["events", "replay", "--since", "10m", "--dry-run"]) == 0
     assert "would republish 4" in capsys.readouterr().out
@@ -370,6 +372,9 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     published = pipeline.run()
     assert sorted(e["detail"]["id"] for e in published) == [f"o-{n}" for n in range(4)]
     assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"published"}
+    # The replay published the ids claimed when they were first tried: the same changes, not new ones.
+    ids = {e["detail"]["id"]: e["detail"]["change_id"] for e in published}
+    assert len(set(ids.values())) == 4 and {i: [c] for i, c in ids.items()} == claimed
     assert not _boto("sqs").receive_message(QueueUrl=failure_queue).get("Messages")
 
     # Nothing is left unpublished, so a second replay republishes nothing (no duplicates)...
@@ -380,7 +385,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     assert "republished 0," in capsys.readouterr().out
     assert cli(["events", "replay", "--since", "10m", "--include-published"]) == 0
     assert "republished 4," in capsys.readouterr().out
-    assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"o-{n}" for n in range(4)]
+    again = pipeline.run()
+    assert {e["detail"]["id"]: e["detail"]["change_id"] for e in again} == ids  # the same changes, not new ones
 
 
 def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, shared_dir, monkeypatch):
