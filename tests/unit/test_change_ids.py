@@ -8,6 +8,8 @@ import json
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bitbridge.change_ids import (
     ABSORBED,
@@ -357,3 +359,17 @@ def test_a_mirror_synchronisation_is_its_own_change_and_says_which_mirror_and_ho
         received_at="2026-03-01T12:00:00Z",
     )
     assert again["change_id"] == "m-2" and again["mirror"]["ref_limit_exceeded"] is True and again["ref_changes"] == []
+
+
+@given(st.datetimes(timezones=st.timezones()), st.datetimes(timezones=st.timezones()))
+def test_update_times_order_as_the_instants_they_name(first, second):
+    """The ledger compares stamps as strings: they must order as the instants do, from any offset."""
+    a, b = stamp(first.isoformat()), stamp(second.isoformat())
+    assert a is not None and b is not None and a.endswith("Z")
+    assert (a < b) == (first < second) and (a == b) == (first == second)
+
+
+@given(st.one_of(st.none(), st.booleans(), st.text(max_size=40), st.integers(), st.floats(allow_nan=True)))
+def test_an_update_time_from_anything_a_payload_carries_is_a_stamp_or_none(value):
+    result = stamp(value)
+    assert result is None or (result.endswith("Z") and stamp(result) == result)
