@@ -276,6 +276,31 @@ def test_a_data_center_annotated_tag_is_one_ident_with_or_without_to_commit():
 
 
 @pytest.mark.parametrize("with_commit", [True, False])
+def test_a_data_center_annotated_tag_has_one_change_id_on_both_paths(with_commit):
+    """The reconciler told the tag first (its REST `hash` is the tag object); the delivery, received before
+    the read, names the same object with or without `toCommit`: the same change, told once."""
+    tag_object, commit, zero = "a" * 40, "c" * 40, "0" * 40
+    ledger = Ledger("e")
+    read_at = "2026-03-01T12:00:00.000000Z"
+    seen = RefObservation("t:v1", 0, None, tag_object, commit, read_at)
+    told = ledger.apply_observation("rec-1", seen, "2026-03-01T12:00:01Z")
+    payload = _dc_tag_push(zero, tag_object, **({"toCommit": {"id": commit}} if with_commit else {}))
+    event = normalise(
+        flavor="datacenter",
+        provider_id="p",
+        event_key="repo:refs_changed",
+        payload=payload,
+        delivery_id="d-1",
+        received_at="2026-03-01T11:59:59.000Z",
+    )
+    reports = ledger_reports("datacenter", payload, event)
+    assert reports is not None
+    (late,) = ledger.apply_delivery("d-1", reports[0], None, "2026-03-01T12:00:02Z", stamp(event["received_at"]))
+    assert (late.kind, late.number) == (ABSORBED, told.number)
+    assert ledger.change_id("p", "42", late) == ledger.change_id("p", "42", told)
+
+
+@pytest.mark.parametrize("with_commit", [True, False])
 def test_a_data_center_annotated_tag_told_by_either_path_then_deleted_is_no_phantom_push(with_commit):
     truth, bitbridge = _repository("datacenter")
     truth.move_tag("v1", truth.branches["main"], annotated=True, dropped=False, with_commit=with_commit)
@@ -373,3 +398,14 @@ def test_update_times_order_as_the_instants_they_name(first, second):
 def test_an_update_time_from_anything_a_payload_carries_is_a_stamp_or_none(value):
     result = stamp(value)
     assert result is None or (result.endswith("Z") and stamp(result) == result)
+
+
+def test_a_ref_deleted_more_than_a_day_ago_can_be_forgotten_and_its_ids_stay_unique():
+    ledger = Ledger("e")
+    ledger.apply_delivery("d-1", [RefMove("b:old", None, X)], None, "2026-03-01T00:00:00.000000Z")
+    ledger.apply_delivery("d-2", [RefMove("b:old", X, None)], None, "2026-03-01T00:00:01.000000Z")
+    assert ledger.forgettable_refs("2026-03-01T12:00:00.000000Z") == []  # told today: kept
+    assert ledger.forgettable_refs("2026-03-03T00:00:00.000000Z") == ["b:old"]
+    del ledger.refs["b:old"]
+    (again,) = ledger.apply_delivery("d-3", [RefMove("b:old", None, X)], None, "2026-03-03T00:00:01.000000Z")
+    assert again.number == 3  # the repository's clock, not the entry, numbers changes

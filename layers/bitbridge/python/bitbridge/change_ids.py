@@ -488,4 +488,8 @@ class Ledger:
         """Deleted refs told more than a day ago, with no jump left to match: their entries can go (the
         clock, not the entry, keeps change ids unique)."""
         cutoff = _cutoff(now)
-        return [k for k, e in self.refs.items() if e.head is None and not e.jumps and e.at < cutoff]
+        return [
+            k
+            for k, e in self.refs.items()
+            if e.head is None and e.at < cutoff and not any(j.at >= cutoff for j in e.jumps)
+        ]
