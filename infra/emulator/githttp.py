@@ -30,7 +30,9 @@ from werkzeug.wrappers import Response
 
 from . import cloud, datacenter
 from .models import CLOUD, DC, LEVELS, NotFound, Repository, Unauthorized
-from .web import Ctx
+from .web import Ctx, Routes
+
+cloud_routes, dc_routes = Routes(), Routes()  # added to each flavour's routes by server.py
 
 CLOUD_GIT = "/<workspace>/<repo_slug>.git"
 DC_GIT = "/scm/<project_key>/<repository_slug>.git"
@@ -165,13 +167,13 @@ def _route(ctx: Ctx, service_path: str, **values: str) -> Response:
     return _serve(ctx, repo, service_path)
 
 
-@cloud.routes.route(CLOUD_GIT + "/info/refs")
-@datacenter.routes.route(DC_GIT + "/info/refs")
+@cloud_routes.route(CLOUD_GIT + "/info/refs")
+@dc_routes.route(DC_GIT + "/info/refs")
 def info_refs(ctx: Ctx, **values: str) -> Response:
     return _route(ctx, "info/refs", **values)
 
 
-@cloud.routes.route(CLOUD_GIT + "/<any('git-upload-pack', 'git-receive-pack'):service>", methods=("POST",))
-@datacenter.routes.route(DC_GIT + "/<any('git-upload-pack', 'git-receive-pack'):service>", methods=("POST",))
+@cloud_routes.route(CLOUD_GIT + "/<any('git-upload-pack', 'git-receive-pack'):service>", methods=("POST",))
+@dc_routes.route(DC_GIT + "/<any('git-upload-pack', 'git-receive-pack'):service>", methods=("POST",))
 def service(ctx: Ctx, service: str, **values: str) -> Response:
     return _route(ctx, service, **values)

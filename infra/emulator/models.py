@@ -250,6 +250,8 @@ class Repository:
     next_comment_id: int = 1
     next_pr_id: int = 1  # ids are never reused, even after a DC pull request is deleted
     next_issue_id: int = 1
+    # Every ref created, moved or deleted, oldest first (DC's ref change activity): plain dicts.
+    ref_changes: list[dict] = field(default_factory=list)
     pushes: int = 0  # pushes of the `commits` form so far (each writes a line naming it: distinct commits)
 
     @property
@@ -326,6 +328,14 @@ class Config:
     dc_hook_skip_seconds: float = 10.0
     dc_hook_skip_exponent: float = 2.0
     dc_hook_skip_max_seconds: float = 36000.0
+    # Rate limits (ratelimit.py): Cloud's rolling window per resource class, Data Center's token bucket per user.
+    rate_limits_enabled: bool = True
+    rate_limit_window_seconds: float = 3600.0
+    rate_limit_counting: str = "per_user"  # Cloud only: "per_user" | "per_consumer" (the OAuth client)
+    cloud_rate_limits: dict[str, int | None] = field(
+        default_factory=lambda: {"repositories": 1000, "webhooks": 1000, "raw": 5000, "git": 60000, "other": 1000}
+    )
+    dc_rate_limit: dict[str, float] = field(default_factory=lambda: {"capacity": 60, "refill_per_second": 5})
 
 
 @dataclass(slots=True)
@@ -359,7 +369,7 @@ class Backend:
             self.codes: dict[str, AuthCode] = {}
             self.access_tokens: dict[str, Token] = {}
             self.refresh_tokens: dict[str, Token] = {}
-            self._ids = {"user": 0, "project": 0, "repo": 0, "hook": 0}
+            self._ids = {"user": 0, "project": 0, "repo": 0, "hook": 0, "ref_change": 0}
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] += 1
@@ -707,15 +717,21 @@ class Backend:
             return new
 
     def _move_branch(
-        self, repo: Repository, branch: str, head: Ref, actor: str, commits: list[Commit], forced: bool
+        self,
+        repo: Repository,
+        branch: str,
+        head: Ref,
+        actor: str,
+        commits: list[Commit],
+        forced: bool,
+        trigger: str | None = None,
     ) -> None:
         """Point ``branch`` at ``head``: a push event for the ref, and a pull-request push for each open pull
         request from that branch (pullrequest:push / pr:from_ref_updated)."""
         old_ref = repo.branches.get(branch)
         repo.branches[branch] = head
-        repo.updated_on = head.date
         change = {"kind": "branch", "name": branch, "old": old_ref, "new": head, "commits": commits, "forced": forced}
-        self._emit_ref_change(repo, actor, change)
+        self._emit_ref_change(repo, actor, change, trigger)
         for pr in repo.pull_requests.values():
             if pr.state == "OPEN" and pr.source_branch == branch and pr.source_hash != head.target:
                 previous = pr.source_hash
@@ -754,8 +770,50 @@ class Backend:
             old = refs.pop(name)
             self._emit_ref_change(repo, actor, {"kind": kind, "name": name, "old": old, "new": None, "commits": []})
 
-    def _emit_ref_change(self, repo: Repository, actor: str, change: dict) -> None:
+    def _log_ref_change(
+        self,
+        repo: Repository,
+        actor: str,
+        kind: str,
+        name: str,
+        old: str | None,
+        new: str | None,
+        *,
+        forced: bool = False,
+        trigger: str = "push",
+    ) -> None:
+        repo.ref_changes.append(
+            {
+                "id": self._next_id("ref_change"),
+                "created": now().timestamp(),
+                "ref_id": ("refs/heads/" if kind == "branch" else "refs/tags/") + name,
+                "display_id": name,
+                "kind": kind,
+                "from_hash": old or ZERO_HASH,
+                "to_hash": new or ZERO_HASH,
+                "type": "ADD" if old is None else "DELETE" if new is None else "UPDATE",
+                "forced": forced,
+                "trigger": trigger,
+                "user": actor,
+            }
+        )
+
+    def _emit_ref_change(self, repo: Repository, actor: str, change: dict, trigger: str | None = None) -> None:
         """One ref created, moved or deleted: a ``repo:push`` event carrying that single change."""
+        touch(repo)  # Cloud's repository updated_on follows pushes (README: "updated_on")
+        old, new = change.get("old"), change.get("new")
+        kind = change["kind"]
+        verb = "create" if old is None else "delete" if new is None else "update"
+        self._log_ref_change(
+            repo,
+            actor,
+            kind,
+            change["name"],
+            old.target if old else None,
+            new.target if new else None,
+            forced=bool(change.get("forced")),
+            trigger=trigger or ("push" if change.get("commits") else f"{kind}-{verb}"),  # as hook triggers name them
+        )
         self.emit(Event(repo.flavor, "repo:push", repo, actor, {"changes": [change]}))
 
     # ---------------------------------------- pull requests
@@ -891,12 +949,12 @@ class Backend:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
         if merge is not None:
-            head = Ref(pr.dest_branch, merge.hash, merge.date, merge.message, actor)
+            head = Ref(pr.dest_branch, merge.hash, pr.closed_on, merge.message, actor)  # moved when it merged
             if emit:
                 # The merge moves the destination branch, and Bitbucket reports that as a push of the merge
                 # commit: Cloud fires repo:push, Data Center repo:refs_changed (its ref-change hooks run for every
                 # ref update Bitbucket itself makes, pull-request merges included), after the pull-request event.
-                self._move_branch(repo, pr.dest_branch, head, actor, [merge], False)
+                self._move_branch(repo, pr.dest_branch, head, actor, [merge], False, trigger="pull-request-merge")
             else:  # seeded history
                 repo.branches[pr.dest_branch] = head
 
@@ -1317,6 +1375,12 @@ _MESSAGES = {
 
 def _msg(flavor: str, key: str) -> str:
     return _MESSAGES[flavor][key]
+
+
+def touch(repo: Repository, when: datetime | None = None) -> None:
+    """Mark a repository updated (Cloud's ``updated_on``): its refs or its own metadata changed. Pull request,
+    comment and issue activity leave it alone (README: "updated_on")."""
+    repo.updated_on = max(repo.updated_on, when or now())
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -179,7 +179,7 @@ def _add_repo(
     # the same spec gives the same commits on any emulator.
     full_name = f"{owner}/{slug}".lower()
     git_time = SEED_EPOCH + timedelta(
-        days=int(hashlib.sha1(full_name.encode(), usedforsecurity=False).hexdigest()[:6], 16) % 3650
+        days=int(hashlib.sha1(full_name.encode(), usedforsecurity=False).hexdigest()[:6], 16) % 365
     )
     perms = {**default_perms, **{k.lower(): v for k, v in spec.get("permissions", {}).items()}}
     repo = backend.add_repository(

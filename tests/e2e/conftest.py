@@ -73,7 +73,11 @@ def start_stack(tmp_dir: Path, *extra_args: str, timeout: float = 60.0) -> Runni
             process.kill()
             raise RuntimeError(f"local stack did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
-    return RunningStack(process, json.loads(ready.read_text()), log_path)
+    try:
+        return RunningStack(process, json.loads(ready.read_text()), log_path)
+    except BaseException:
+        process.kill()  # never leave a stack running for nobody
+        raise
 
 
 def stop_stack(stack: RunningStack) -> int:

@@ -1,7 +1,7 @@
 """A repository's generated history for the change-id tests: Bitbucket's truth, the deliveries it sends
 (each lost or kept, in order), and bitbridge's publisher and reconciler run on it through the same pure
-functions the Lambdas use (bitbridge.webhooks.normalise / publish, bitbridge.reconcile.diff / events /
-baseline, bitbridge.change_ids), with the ledger held in memory instead of DynamoDB.
+functions the Lambdas use (bitbridge.webhooks.normalise / publish / baseline, bitbridge.reconcile.diff /
+events, bitbridge.change_ids), with the ledger held in memory instead of DynamoDB.
 
 Payloads and REST objects are built per flavor in the shapes Bitbucket sends them (Cloud `repo:push`,
 `pullrequest:*`, `/refs/*`, `/pullrequests`; Data Center `repo:refs_changed`, `pr:*`, `/branches`, `/tags`,
@@ -20,9 +20,10 @@ from typing import Any
 from bitbridge.bitbucket.cloud import CLOUD_API
 from bitbridge.bitbucket.datacenter import DATACENTER_API
 from bitbridge.change_ids import Ledger, PrEntry, RefEntry, observation_from_dict, section_value, split_ref_key
-from bitbridge.reconcile import baseline, diff, events
+from bitbridge.reconcile import diff, events
 from bitbridge.store.deliveries import Delivery
 from bitbridge.store.observed import Observed
+from bitbridge.webhooks import baseline
 from bitbridge.webhooks.normalise import ledger_reports, normalise, pull_request_section, repository_section
 from bitbridge.webhooks.publish import Normalised, apply_to_ledger, event_to_publish
 

@@ -126,16 +126,25 @@ def test_the_watermark_moves_to_the_newest_when_all_agree_and_never_back():
     assert empty.watermark == "2026-01-02T00:00:00.000000Z"
 
 
-def test_a_pull_request_the_ledger_lacks_at_or_below_the_watermark_is_no_change():
-    """Closed before the baseline (the import keeps open ones only), or settled and forgotten."""
+def test_a_pull_request_the_ledger_lacks_below_the_watermark_is_no_change_and_one_at_it_is_compared():
+    """Below: closed before the baseline (the import keeps open ones only), or settled and forgotten. At
+    it: maybe the one the last run found, whose observation the publisher has not claimed yet."""
     seen = Observed(Ledger("e"), pr_watermark="2026-01-02T00:00:00.000000Z")
-    scan = diff.scan_pull_requests(
+    below = diff.scan_pull_requests(
         seen,
-        iter([_pr(9, "MERGED", "old", "2026-01-02T00:00:00+00:00")]),
+        iter([_pr(9, "MERGED", "old", "2026-01-01T00:00:00+00:00")]),
         CLOUD_API.pull_request_updated,
         _section,
     )
-    assert scan.changes == []
+    assert below.changes == []
+    at = diff.scan_pull_requests(
+        seen,
+        iter([_pr(9, "OPEN", "new", "2026-01-02T00:00:00+00:00")]),
+        CLOUD_API.pull_request_updated,
+        _section,
+    )
+    assert [(c.event_type, c.raw["id"]) for c in at.changes] == [("pull_request.opened", 9)]
+    assert at.watermark == "2026-01-02T00:00:00.000000Z"  # held there until it is claimed
 
 
 def test_a_title_edit_is_an_update_and_an_unchanged_pull_request_is_nothing():

@@ -21,7 +21,8 @@ from bitbridge.store.accounts import (
     connections_of,
     user_pk,
 )
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
+from bitbridge.timestamps import iso
 
 
 class IdentityLinkedElsewhere(Problem):

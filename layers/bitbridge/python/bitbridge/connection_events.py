@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from bitbridge.aws import client
 from bitbridge.config import settings
 from bitbridge.store.accounts import PROFILE, UserRecord, user_pk
-from bitbridge.store.base import iso
+from bitbridge.timestamps import iso
 
 logger = Logger(child=True)
 

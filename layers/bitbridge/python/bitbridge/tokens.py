@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -24,7 +23,8 @@ from bitbridge.crypto import decrypt_tokens, encrypt_tokens
 from bitbridge.errors import ConnectionNeeded, Problem
 from bitbridge.safe_text import one_line
 from bitbridge.store.accounts import ConnectionRecord, user_pk
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
+from bitbridge.timestamps import from_epoch, iso
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def _reauth_required(conn: ConnectionRecord) -> ReauthRequired:
         reason = LOST_ROTATION
         detail = (
             f"Bitbucket refused the refresh token: it was used by an earlier refresh "
-            f"({iso(datetime.fromtimestamp(int(conn.refresh_unanswered_at), UTC))}) whose answer, carrying the "
+            f"({iso(from_epoch(conn.refresh_unanswered_at))}) whose answer, carrying the "
             f"new one, never reached bitbridge (timed out). Connect {provider} again to get a new pair."
         )
     else:

@@ -14,10 +14,12 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from bitbridge.bitbucket import DATACENTER
-from bitbridge.bitbucket.http import BitbucketError, get, get_json
+from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
+from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
     Fetch,
+    Get,
     HookState,
     Listed,
     ListQuery,
@@ -27,7 +29,6 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
-    subscribed_events,
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
@@ -135,20 +136,20 @@ class DataCenter:
         )
 
     # -- identity ----------------------------------------------------------------------------------
-    def identify(self, web_url: str, api_url: str, token: str) -> Identity:
+    def identify(self, get: Get, web_url: str, api_url: str) -> Identity:
         # Data Center has no "current user" REST endpoint: whoami names the user, then we look them up.
-        name = get(f"{web_url}/plugins/servlet/applinks/whoami", token, "asking Data Center who the user is").text
+        name = get(f"{web_url}/plugins/servlet/applinks/whoami", "asking Data Center who the user is", None).text
         name = name.strip()
         if not name:
             raise BitbucketError("Data Center did not say who the token belongs to", permanent=True)
         api = f"{web_url}/rest/api/1.0"
         try:
-            user = get_json(f"{api}/users/{quote(name, safe='')}", token, "reading the Data Center user")
+            user = get(f"{api}/users/{quote(name, safe='')}", "reading the Data Center user", None).json()
         except BitbucketError as exc:
             if exc.status != 404:
                 raise
             # A username can differ from its slug (e.g. names with "@"): search and match exactly.
-            found = get_json(f"{api}/users", token, "searching Data Center users", params={"filter": name})
+            found = get(f"{api}/users", "searching Data Center users", {"filter": name}).json()
             user = next((u for u in found.get("values", []) if u.get("name") == name), None)
             if user is None:
                 raise BitbucketError("Data Center user not found", status=404, permanent=True) from None
@@ -240,7 +241,7 @@ class DataCenter:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        return subscribed_events(DATACENTER)
+        return SUBSCRIBED_EVENTS[DATACENTER]
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/projects/{q(owner)}/repos/{q(slug)}/webhooks"

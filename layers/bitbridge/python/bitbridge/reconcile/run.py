@@ -37,14 +37,15 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
-from bitbridge.change_ids import PrObservation, RefObservation, stamp
+from bitbridge.calls import BACKGROUND, Caller
+from bitbridge.change_ids import PrObservation, RefObservation
 from bitbridge.config import settings
-from bitbridge.imports.access import Caller
-from bitbridge.reconcile import baseline, diff, events
+from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
-from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord
+from bitbridge.timestamps import iso
+from bitbridge.webhooks import baseline
 from bitbridge.webhooks.normalise import pull_request_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
@@ -144,7 +145,8 @@ class Reconciliation:
         self.bitbucket = providers.bitbucket(self.provider)
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
-        self.caller: Caller | None = Caller(sub.owner_user_id, self.provider) if sub.owner_user_id else None
+        owner = sub.owner_user_id
+        self.caller: Caller | None = Caller(owner, self.provider, priority=BACKGROUND) if owner else None
         self._emitted = emitted
         self._crash_after = crash_after_emits
         self._extra_calls = 0
@@ -206,8 +208,12 @@ class Reconciliation:
         owner, _, slug = self.sub.repository_full_name.partition("/")
         base_url = self._expected_url().rsplit("/hooks/", 1)[0]
         try:
+            repair = self.caller.fork() if self.caller else None  # its own count: the repair counts as one call
             install_webhook(
-                self.sub.owner_user_id, Repository(self.sub.provider_id, self.repository_id, owner, slug), base_url
+                self.sub.owner_user_id,
+                Repository(self.sub.provider_id, self.repository_id, owner, slug),
+                base_url,
+                caller=repair,
             )
         except HookPermissionDenied:
             raise _Attention(f"{problem}, and {self._no_admin()}") from None
@@ -232,7 +238,7 @@ class Reconciliation:
         api, full_name = self.caller.api, self.sub.repository_full_name
         provider_id, repository_id = self.sub.provider_id, self.repository_id
         seen = observed.read(provider_id, repository_id)  # before Bitbucket: see reconcile.diff
-        read_at = stamp(iso())
+        read_at = iso(timespec="microseconds")
         truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
         prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
         if seen is None or seen.baseline_at is None:

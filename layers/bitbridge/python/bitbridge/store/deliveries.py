@@ -29,11 +29,11 @@ import json
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bitbridge.aws import client
 from bitbridge.config import settings
+from bitbridge.timestamps import from_epoch, iso_ms
 
 RECEIVED = "received"
 IGNORED = "ignored"
@@ -94,7 +94,7 @@ def delivery_key(provider_id: str, delivery_id: str) -> str:
 def now() -> tuple[str, int]:
     """Now as RFC 3339 UTC with milliseconds (how `received_at` compares as a string), and as epoch seconds."""
     moment = time.time()
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), int(moment)
+    return iso_ms(from_epoch(moment)), int(moment)
 
 
 def new_item(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.change_ids import (
     PR_LIFECYCLE,
     PrSeen,
@@ -257,49 +258,6 @@ _RULES: dict[str, dict[str, _Rule]] = {
 
 #: The X-Event-Key values bitbridge turns into events, per flavor. Anything else is recorded as ignored.
 HANDLED_EVENT_KEYS: dict[str, frozenset[str]] = {flavor: frozenset(rules) for flavor, rules in _RULES.items()}
-
-#: The events bitbridge asks for when it installs a hook. Commit statuses (CI noise) and Cloud issue
-#: tracker events are handled when a hand-configured hook sends them, but not subscribed by default.
-SUBSCRIBED_EVENTS: dict[str, tuple[str, ...]] = {
-    "cloud": (
-        "repo:push",
-        "repo:updated",
-        "repo:fork",
-        "repo:commit_comment_created",
-        "pullrequest:created",
-        "pullrequest:updated",
-        "pullrequest:fulfilled",
-        "pullrequest:rejected",
-        "pullrequest:approved",
-        "pullrequest:unapproved",
-        "pullrequest:changes_request_created",
-        "pullrequest:changes_request_removed",
-        "pullrequest:comment_created",
-        "pullrequest:comment_updated",
-        "pullrequest:comment_deleted",
-    ),
-    "datacenter": (
-        "repo:refs_changed",
-        "repo:modified",
-        "repo:forked",
-        "repo:comment:added",
-        "repo:comment:edited",
-        "repo:comment:deleted",
-        "pr:opened",
-        "pr:from_ref_updated",
-        "pr:modified",
-        "pr:merged",
-        "pr:declined",
-        "pr:deleted",
-        "pr:reviewer:updated",
-        "pr:reviewer:approved",
-        "pr:reviewer:unapproved",
-        "pr:reviewer:changes_requested",
-        "pr:comment:added",
-        "pr:comment:edited",
-        "pr:comment:deleted",
-    ),
-}
 
 #: Every event type bitbridge emits (the schema's enum).
 EVENT_TYPES: frozenset[str] = frozenset(rule.type for rules in _RULES.values() for rule in rules.values())

@@ -41,7 +41,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -68,6 +67,7 @@ from bitbridge.store.deliveries import (
     UNPUBLISHABLE,
     Delivery,
 )
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.binding import belongs_to
 from bitbridge.webhooks.normalise import (
     ORIGIN_RECONCILIATION,
@@ -362,7 +362,7 @@ def _keep_ids(prepared: Prepared) -> None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso(timespec="microseconds")
 
 
 def _entry(delivery: Delivery, event: dict[str, Any], change_ids: list[str | None] | None = None) -> Prepared:

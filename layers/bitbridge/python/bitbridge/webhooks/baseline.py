@@ -17,7 +17,7 @@ from typing import Any
 from bitbridge.bitbucket.api import Bitbucket
 from bitbridge.change_ids import ref_key, section_value, stamp
 from bitbridge.store import observed
-from bitbridge.store.base import iso
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.normalise import pull_request_section, repository_section
 
 #: The import steps whose pages are recorded, and the ref kind of each.
