@@ -566,3 +566,26 @@ def test_a_delivery_of_a_move_the_reconciler_told_first_is_not_published_again(p
     late = pipeline.item(f"{CLOUD}#late-1")
     assert late["status"]["S"] == "duplicate"
     assert json.loads(late["change_ids"]["S"]) == [None] and published["detail"]["change_id"] in late["error"]["S"]
+
+
+def test_an_observed_state_too_large_for_one_item_still_publishes_the_event(pipeline, aws, shared_dir, caplog):
+    """Past DynamoDB's 400 KB the ledger cannot take a claim: the event is still published, with an id of
+    its own (never another change's), and the publisher says why reconciliation no longer covers it."""
+    item = {"pk": f"PROJECT#{CLOUD}#{CLOUD_REPO}", "sk": "OBSERVED", "epoch": "e"}
+    # DynamoDB counts an item's attribute names and values; fill it to within 50 bytes of the limit moto
+    # enforces (405,000: DynamoDB's 400 KB is measured between 409 and 410 KB).
+    used = sum(len(k) + len(v) for k, v in item.items()) + len("clock") + 1 + len("padding")
+    _boto("dynamodb").put_item(
+        TableName=aws.ref("ImportsTable"),
+        Item={
+            **{k: {"S": v} for k, v in item.items()},
+            "clock": {"N": "0"},
+            "padding": {"S": "x" * (405_000 - 50 - used)},
+        },
+    )
+    assert pipeline.deliver("cloud", "repo:push", payload_bytes(shared_dir, "cloud/repo-push.json"), "big-1") == 202
+    (published,) = pipeline.run()
+    change_id = published["detail"]["change_id"]
+    assert change_id.startswith("chg-") and published["detail"]["ref_changes"][0]["change_id"] == change_id
+    assert pipeline.item(f"{CLOUD}#big-1")["status"]["S"] == "published"
+    assert any("exceeds the item size" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")

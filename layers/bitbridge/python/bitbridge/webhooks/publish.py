@@ -289,7 +289,7 @@ def _claim(items: list[Normalised]) -> set[str]:
         except observed.TooLarge as exc:
             log.error("%s: publishing without recording (reconciliation cannot cover it)", exc)
             for item in group:
-                item.change_ids = _unrecorded_ids(item)
+                item.change_ids, item.told_as = _unrecorded_ids(item), []
         except Exception as exc:
             log.warning("changes of %s not claimed: %s", repository_id, type(exc).__name__)
             failed.update(i.delivery.pk for i in group)
@@ -349,6 +349,8 @@ def _observed_event(event: dict[str, Any], ids: list[str | None]) -> dict[str, A
 
 
 def _told_before_reason(item: Normalised) -> str:
+    if item.told_as == []:
+        return "the repository's observed state is too large to record this change (docs/events.md)"
     if item.observation is not None:
         return "a delivery told this ref or pull request first; the next reconciliation compares again"
     shared = ", ".join(sorted({t for t in item.told_as or [] if t}))
