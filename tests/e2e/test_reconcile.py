@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
-import uuid
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -15,81 +13,21 @@ from typing import Any
 import pytest
 import requests
 
-from bitbridge.change_ids import section_value
 from bitbridge.webhooks.normalise import HANDLED_EVENT_KEYS, normalise
-from tests.e2e.support import PROVIDERS, api_session, cli, control, emulator, start_imports, user_id, wait_for
+from tests.e2e.reconcile_support import (
+    Repo,
+    bitbridge,
+    change_ids,
+    delete_hook,
+    hooks_list,
+    imported,
+    reconcile,
+    told,
+)
+from tests.e2e.support import PROVIDERS, control, emulator
 from tests.emulator.conftest import bearer, cloud_login, dc_login
 
 pytestmark = pytest.mark.e2e
-OWNER = {"cloud": "acme", "datacenter": "PLAT"}
-
-
-def bitbridge(stack, *args: str):
-    return cli(stack, *args, timeout=300)
-
-
-def reconcile(stack, full_name: str) -> dict[str, Any]:
-    done = bitbridge(stack, "reconcile", "--repo", full_name, "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    (result,) = json.loads(done.stdout)
-    return dict(result)
-
-
-def hooks_list(stack) -> dict[str, dict[str, Any]]:
-    listed = bitbridge(stack, "hooks", "list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    return {r["repository"]: r for r in json.loads(listed.stdout)}
-
-
-class Repo:
-    """A fresh emulator repository with bitbridge's hook installed and a reconciliation baseline."""
-
-    def __init__(self, stack, flavor: str, installer: str = "alice", permissions: dict | None = None) -> None:
-        self.stack, self.flavor = stack, flavor
-        self.slug = f"rec-{uuid.uuid4().hex[:8]}"
-        self.full_name = f"{OWNER[flavor]}/{self.slug}"
-        self.path = f"{flavor}/repos/{self.full_name}"
-        control(
-            stack,
-            flavor,
-            "POST",
-            f"{flavor}/repos",
-            {"owner": OWNER[flavor], "slug": self.slug, "permissions": permissions},
-        )
-        for n in range(12):  # feature branches to push to and to open pull requests from
-            control(stack, flavor, "POST", f"{self.path}/branches", {"name": f"f/{n:02d}", "from": "main"})
-        self.user = user_id(stack, api_session(stack, flavor, installer))
-        args = ("hooks", "install", "--provider", PROVIDERS[flavor], "--repo", self.full_name, "--user", self.user)
-        installed = bitbridge(stack, *args)
-        assert installed.returncode == 0, installed.stderr
-        assert reconcile(stack, self.full_name)["status"] == "baseline"
-
-    def change(self, method: str, path: str, body: Any = None) -> Any:
-        return control(self.stack, self.flavor, method, f"{self.path}/{path}", body)
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        query = f"deliveries?wait=1&timeout=60&repository={self.full_name}"
-        return list(control(self.stack, self.flavor, "GET", query)["deliveries"])
-
-    def events(self, settle: float = 3.0, timeout: float = 90.0) -> list[dict[str, Any]]:
-        """This repository's events on the bus, once no new one arrived for `settle` seconds."""
-        deadline, last, stable_since = time.monotonic() + timeout, -1, time.monotonic()
-        while True:
-            found = [
-                e["detail"]
-                for e in self.stack.events(0)[0]
-                if (e["detail"].get("repository") or {}).get("full_name") == self.full_name
-            ]
-            if len(found) != last:
-                last, stable_since = len(found), time.monotonic()
-            elif time.monotonic() - stable_since >= settle or time.monotonic() > deadline:
-                return found
-            time.sleep(0.3)
-
-    def rest(self, token: str) -> str:
-        if self.flavor == "cloud":
-            return f"{emulator(self.stack, 'cloud')}/2.0/repositories/{self.full_name}"
-        return f"{emulator(self.stack, 'datacenter')}/rest/api/1.0/projects/{OWNER['datacenter']}/repos/{self.slug}"
 
 
 def two_hundred_changes(repo: Repo, seed: int) -> None:
@@ -131,28 +69,6 @@ def two_hundred_changes(repo: Repo, seed: int) -> None:
             pr = open_prs.pop(rnd.randrange(len(open_prs)))
             repo.change("POST", f"pullrequests/{pr}/{op}", {})
     assert not any(left.values())
-
-
-def change_ids(events: list[dict[str, Any]]) -> list[str]:
-    """One id per change: each ref change of a push, the event's for everything else."""
-    out: list[str] = []
-    for event in events:
-        if event["type"] == "repository.push":
-            out.extend(c["change_id"] for c in event["ref_changes"])
-        else:
-            out.append(event["change_id"])
-    return out
-
-
-def told(event: dict[str, Any]) -> list[tuple[tuple, Any]]:
-    """What an event tells of each ref and pull request: its new head, or its state."""
-    out: list[tuple[tuple, Any]] = [(("ref", c["kind"], c["name"]), c["new"]) for c in event["ref_changes"]]
-    if event["pull_request"] is not None and event["type"] in LIFECYCLE:
-        out.append((("pr", event["pull_request"]["id"]), section_value(event["pull_request"])))
-    return out
-
-
-LIFECYCLE = {f"pull_request.{t}" for t in ("opened", "updated", "merged", "declined", "deleted")}
 
 
 def final_states(repo: Repo, deliveries: list[dict[str, Any]]) -> dict[tuple, Any]:
@@ -341,43 +257,6 @@ def test_a_reconcile_while_stored_deliveries_wait_for_the_bus_reports_each_chang
     assert reconcile(stack, repo.full_name)["backfilled"] == 0
 
 
-def imported(stack, flavor: str) -> Repo:
-    """A fresh repository imported through the API (the import installs the hook and records what it
-    saw); no reconciliation has run."""
-    repo = Repo.__new__(Repo)
-    repo.stack, repo.flavor = stack, flavor
-    repo.slug = f"imp-{uuid.uuid4().hex[:8]}"
-    repo.full_name = f"{OWNER[flavor]}/{repo.slug}"
-    repo.path = f"{flavor}/repos/{repo.full_name}"
-    control(stack, flavor, "POST", f"{flavor}/repos", {"owner": OWNER[flavor], "slug": repo.slug})
-    for n in range(2):
-        control(stack, flavor, "POST", f"{repo.path}/branches", {"name": f"f/{n:02d}", "from": "main"})
-    repo.change("POST", "pullrequests", {"source": "f/01", "destination": "main", "title": "before the import"})
-    session = api_session(stack, flavor, "alice")
-    (job,) = start_imports(session, stack, flavor, [repo.full_name])
-    done = wait_for(session, stack, [job["id"]], timeout=120)[job["id"]]
-    assert done["state"] == "completed" and done["webhook"]["status"] == "installed", done
-    return repo
-
-
-def delete_hook(stack, repo: Repo) -> None:
-    emu = SimpleNamespace(cloud_url=emulator(stack, "cloud"), dc_url=emulator(stack, "datacenter"))
-    token = cloud_login(emu) if repo.flavor == "cloud" else dc_login(emu)
-    hook_id = hooks_list(stack)[repo.full_name]["hook_id"]
-    path = "hooks" if repo.flavor == "cloud" else "webhooks"
-    assert requests.delete(f"{repo.rest(token)}/{path}/{hook_id}", headers=bearer(token), timeout=10).status_code == 204
-
-
-def main_moves(events: list[dict[str, Any]]) -> list[tuple[str | None, str | None, str, str]]:
-    return [
-        (c["old"], c["new"], c["change_id"], e.get("origin", "webhook"))
-        for e in events
-        if e["type"] == "repository.push"
-        for c in e["ref_changes"]
-        if c["name"] == "main"
-    ]
-
-
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_the_first_reconciliation_after_an_import_backfills_what_changed_since(stack, flavor):
     """Issue 21: the import's view is the baseline, so changes made while the hook was gone are not lost."""
@@ -396,94 +275,3 @@ def test_the_first_reconciliation_after_an_import_backfills_what_changed_since(s
     assert len(set(change_ids(events))) == 2
     assert reconcile(stack, repo.full_name)["backfilled"] == 0  # a second one adds nothing
     assert [e for e in repo.events(settle=2) if e["type"] == "repository.push"] == events
-
-
-@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
-def test_a_state_revisited_after_a_backfill_is_backfilled_again(stack, flavor):
-    """X->Y lost and backfilled, Y->X delivered, X->Y lost: Bitbucket and bitbridge agree again."""
-    repo = Repo(stack, flavor)
-    x = repo.change("POST", "push", {"branch": "f/00", "commits": 1})["head"]
-    y = repo.change("POST", "push", {"branch": "f/00", "commits": 1, "deliver": False})["head"]
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1
-    repo.change("POST", "push", {"branch": "f/00", "to": x, "force": True})
-    repo.deliveries()
-    repo.change("POST", "push", {"branch": "f/00", "to": y, "force": True, "deliver": False})
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1  # today: the first backfill's id, never written
-    moves = [
-        (c["old"], c["new"], c["change_id"]) for e in repo.events() for c in e["ref_changes"] if c["name"] == "f/00"
-    ]
-    assert [(old, new) for old, new, _ in moves] == [(moves[0][0], x), (x, y), (y, x), (x, y)]
-    assert len({cid for _, _, cid in moves}) == 4
-    assert reconcile(stack, repo.full_name)["backfilled"] == 0
-    assert hooks_list(stack)[repo.full_name]["state"] == "active"
-
-
-@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
-def test_a_branch_deleted_and_restored_at_the_same_commit_with_every_delivery_lost(stack, flavor):
-    """Created, deleted, restored at the same commit, each delivery lost, a reconciliation after each:
-    three changes (today the restore had the creation's id, was never written, and bitbridge believed
-    the branch gone)."""
-    repo = Repo(stack, flavor)
-    head = repo.change("POST", "push", {"branch": "f/03", "commits": 1})["head"]
-    repo.change("POST", "branches", {"name": "gone/soon", "from": head, "deliver": False})
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1
-    repo.change("DELETE", "branches/gone/soon?deliver=false")
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1
-    repo.change("POST", "branches", {"name": "gone/soon", "from": head, "deliver": False})
-    assert reconcile(stack, repo.full_name)["backfilled"] == 1
-    changes = [
-        (c["old"], c["new"], c["change_id"])
-        for e in repo.events()
-        for c in e["ref_changes"]
-        if c["name"] == "gone/soon"
-    ]
-    assert [(old, new) for old, new, _ in changes] == [(None, head), (head, None), (None, head)]
-    assert len({cid for _, _, cid in changes}) == 3
-    assert reconcile(stack, repo.full_name)["backfilled"] == 0
-
-
-@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
-def test_a_pull_request_title_flipped_back_and_forth(stack, flavor):
-    repo = Repo(stack, flavor)
-    pr = repo.change("POST", "pullrequests", {"source": "f/06", "destination": "main", "title": "A"})["id"]
-    for title, deliver in (("B", False), ("A", True), ("B", False)):
-        repo.change("POST", f"pullrequests/{pr}/update", {"title": title, "deliver": deliver})
-        repo.deliveries()
-        reconcile(stack, repo.full_name)
-    titles = [
-        (e["pull_request"]["title"], e.get("origin", "webhook"))
-        for e in repo.events()
-        if e["type"] in LIFECYCLE and e["pull_request"]["id"] == pr
-    ]
-    assert titles == [("A", "webhook"), ("B", "reconciliation"), ("A", "webhook"), ("B", "reconciliation")]
-    assert reconcile(stack, repo.full_name)["backfilled"] == 0
-
-
-@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
-@pytest.mark.parametrize("lost", ["none", "all", "half"])
-def test_a_rollback_and_redeploy_are_three_changes(stack, flavor, lost):
-    """main X->Y (deploy), Y->X (rollback), X->Y (redeploy): three `repository.push` changes for main,
-    none twice, whether every delivery arrives, none does, or every other one (a reconciliation after
-    each move)."""
-    repo = Repo(stack, flavor)
-    x = repo.change("POST", "push", {"branch": "main", "commits": 1})["head"]
-    repo.deliveries()
-    before = len(main_moves(repo.events(settle=1)))
-    y = None
-    for n in range(3):
-        deliver = lost == "none" or (lost == "half" and n % 2 == 1)
-        if n == 0:
-            y = repo.change("POST", "push", {"branch": "main", "commits": 1, "deliver": deliver})["head"]
-        else:
-            repo.change("POST", "push", {"branch": "main", "to": x if n == 1 else y, "force": True, "deliver": deliver})
-        repo.deliveries()
-        reconcile(stack, repo.full_name)
-    moves = main_moves(repo.events())[before:]
-    assert [(old, new) for old, new, _, _ in moves] == [(x, y), (y, x), (x, y)]
-    assert len({cid for _, _, cid, _ in moves}) == 3
-    expected = {
-        "none": ["webhook"] * 3,
-        "all": ["reconciliation"] * 3,
-        "half": ["reconciliation", "webhook", "reconciliation"],
-    }
-    assert [origin for _, _, _, origin in moves] == expected[lost]
