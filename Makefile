@@ -37,7 +37,12 @@ $(TOOLS)/.installed: requirements-tools.txt
 dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000)
 	$(PY) -m infra.local
 
-test: lint unit deploy-check ## run all tests (lint, types, pytest, deploy rehearsal)
+# Every stage runs, even after one has failed; .ci/stages ends with one line per stage and one overall
+# (non-zero if any stage failed or could not run, e.g. for want of Python 3.12). Each stage is
+# target:its setup targets.
+test: ## run all tests (lint, types, pytest, deploy rehearsal), then a summary line per stage
+	@bash .ci/stages "$(MAKE)" lint:$(VENV)/.installed unit:$(VENV)/.installed \
+		deploy-check:$(VENV)/.installed,$(TOOLS)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
