@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -70,8 +71,13 @@ class Repo:
         query = f"deliveries?wait=1&timeout=60&repository={self.full_name}"
         return list(control(self.stack, self.flavor, "GET", query)["deliveries"])
 
-    def events(self, settle: float = 3.0, timeout: float = 90.0) -> list[dict[str, Any]]:
-        """This repository's events on the bus, once no new one arrived for `settle` seconds."""
+    def events(
+        self, settle: float = 3.0, timeout: float = 90.0, until: Callable[[list[dict[str, Any]]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """This repository's events on the bus, once `until` holds for them and then no new one arrived for
+        `settle` seconds (a duplicate would). Publishing is asynchronous (a stored delivery reaches the bus
+        through the table's stream) and can take longer than `settle` on a loaded machine: a test that expects
+        an event says so with `until`, rather than taking a quiet moment for the end."""
         deadline, last, stable_since = time.monotonic() + timeout, -1, time.monotonic()
         while True:
             found = [
@@ -81,7 +87,9 @@ class Repo:
             ]
             if len(found) != last:
                 last, stable_since = len(found), time.monotonic()
-            elif time.monotonic() - stable_since >= settle or time.monotonic() > deadline:
+            elif time.monotonic() > deadline or (
+                time.monotonic() - stable_since >= settle and (until is None or until(found))
+            ):
                 return found
             time.sleep(0.3)
 
@@ -132,6 +140,14 @@ def two_hundred_changes(repo: Repo, seed: int) -> None:
     assert not any(left.values())
 
 
+def reconciled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("origin") == "reconciliation"]
+
+
+def at_least(count: int, pick: Callable[[list[dict[str, Any]]], list[Any]]) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda events: len(pick(events)) >= count
+
+
 def change_ids(events: list[dict[str, Any]]) -> list[str]:
     """One id per change: each ref change of a push, the event's for everything else."""
     out: list[str] = []
@@ -163,6 +179,12 @@ def changes_per_object(repo: Repo, deliveries: list[dict[str, Any]]) -> dict[tup
         if event["pull_request"] is not None:
             last.setdefault(("pr", event["pull_request"]["id"]), []).append((event["change_id"], False))
     return last
+
+
+def all_published(repo: Repo, deliveries: list[dict[str, Any]]) -> Callable[[list[dict[str, Any]]], bool]:
+    """Every change these deliveries carried is on the bus."""
+    carried = {cid for changes in changes_per_object(repo, deliveries).values() for cid, _ in changes}
+    return lambda events: carried <= set(change_ids(events))
 
 
 def missing_last_changes(repo: Repo, deliveries: list[dict[str, Any]], on_bus: set[str]) -> dict[tuple, str]:
@@ -218,10 +240,10 @@ def test_nothing_dropped_the_reconciler_emits_nothing_delivered(stack, flavor):
     two_hundred_changes(repo, seed=13)
     deliveries = repo.deliveries()
     assert {d["state"] for d in deliveries} == {"delivered"}
-    delivered = set(change_ids(repo.events()))
+    delivered = set(change_ids(repo.events(until=all_published(repo, deliveries))))
 
     result = reconcile(stack, repo.full_name)
-    backfilled = [e for e in repo.events() if e.get("origin") == "reconciliation"]
+    backfilled = reconciled(repo.events(until=at_least(result["backfilled"], reconciled)))
     assert not set(change_ids(backfilled)) & delivered
     # The emulator moves a merge's target branch without a repo:push (real Bitbucket sends one), so the
     # only change no delivery carried is main's final head: that, and nothing else, is backfilled.
@@ -245,7 +267,11 @@ def test_a_hook_deleted_in_bitbucket_is_recreated(stack, flavor):
     # The recreated hook delivers again.
     head = repo.change("POST", "push", {"branch": "f/01"})["head"]
     assert repo.deliveries()[-1]["state"] == "delivered"
-    assert any(c["new"] == head for e in repo.events() for c in e["ref_changes"])
+
+    def pushed_head(events: list[dict[str, Any]]) -> bool:
+        return any(c["new"] == head for e in events for c in e["ref_changes"])
+
+    assert pushed_head(repo.events(until=pushed_head))
 
 
 def test_a_hook_disabled_by_data_center_after_failures_is_re_enabled(stack):
@@ -277,13 +303,17 @@ def test_a_connection_without_admin_rights_needs_attention_and_says_so_once(stac
     control(stack, flavor, "PUT", f"{repo.path}/permissions", {"bob": "write"})
     result = reconcile(stack, repo.full_name)
     assert result["status"] == "needs_attention" and "no admin rights" in result["reason"]
-    events = [e for e in repo.events() if e["type"] == "subscription.unhealthy"]
+
+    def unhealthy(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["type"] == "subscription.unhealthy"]
+
+    events = unhealthy(repo.events(until=at_least(1, unhealthy)))
     assert len(events) == 1
     assert events[0]["subscription"]["state"] == "needs_attention" and "admin" in events[0]["subscription"]["reason"]
     listed = hooks_list(stack)[repo.full_name]
     assert listed["state"] == "needs_attention" and "admin" in listed["attention_reason"]
     assert reconcile(stack, repo.full_name)["status"] == "needs_attention"
-    assert len([e for e in repo.events(settle=2) if e["type"] == "subscription.unhealthy"]) == 1  # not again
+    assert len(unhealthy(repo.events(settle=2))) == 1  # not again
     # Admin rights back: healthy again.
     control(stack, flavor, "PUT", f"{repo.path}/permissions", {"bob": "admin"})
     assert reconcile(stack, repo.full_name)["status"] == "ok"
@@ -299,7 +329,7 @@ def test_a_reconciler_crashing_mid_run_resumes_without_emitting_twice(stack, fla
     assert crashed.returncode == 3, crashed.stdout + crashed.stderr
     resumed = reconcile(stack, repo.full_name)
     assert resumed["backfilled"] == 3  # only what the crashed run had not written
-    events = [e for e in repo.events() if e.get("origin") == "reconciliation"]
+    events = reconciled(repo.events(until=at_least(6, reconciled)))
     assert sorted(c["name"] for e in events for c in e["ref_changes"]) == [f"f/{n:02d}" for n in range(6)]
     assert len(set(change_ids(events))) == len(change_ids(events)) == 6
     assert reconcile(stack, repo.full_name)["backfilled"] == 0
