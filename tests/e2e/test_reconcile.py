@@ -72,12 +72,13 @@ class Repo:
         return list(control(self.stack, self.flavor, "GET", query)["deliveries"])
 
     def events(
-        self, settle: float = 3.0, timeout: float = 90.0, until: Callable[[list[dict[str, Any]]], bool] | None = None
+        self, settle: float = 3.0, timeout: float = 240.0, until: Callable[[list[dict[str, Any]]], bool] | None = None
     ) -> list[dict[str, Any]]:
         """This repository's events on the bus, once `until` holds for them and then no new one arrived for
         `settle` seconds (a duplicate would). Publishing is asynchronous (a stored delivery reaches the bus
         through the table's stream) and can take longer than `settle` on a loaded machine: a test that expects
-        an event says so with `until`, rather than taking a quiet moment for the end."""
+        an event says so with `until`, rather than taking a quiet moment for the end. (The reconciler knows
+        a delivered change once it is published: reconciling before that would backfill it.)"""
         deadline, last, stable_since = time.monotonic() + timeout, -1, time.monotonic()
         while True:
             found = [
@@ -85,11 +86,13 @@ class Repo:
                 for e in self.stack.events(0)[0]
                 if (e["detail"].get("repository") or {}).get("full_name") == self.full_name
             ]
+            now = time.monotonic()
             if len(found) != last:
-                last, stable_since = len(found), time.monotonic()
-            elif time.monotonic() > deadline or (
-                time.monotonic() - stable_since >= settle and (until is None or until(found))
-            ):
+                last, stable_since = len(found), now
+            elif now - stable_since >= settle and (until is None or until(found)):
+                return found
+            if now > deadline:
+                assert until is None, f"the expected events were not all on the bus after {timeout:.0f} s"
                 return found
             time.sleep(0.3)
 
