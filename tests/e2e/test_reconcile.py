@@ -22,6 +22,7 @@ from tests.emulator.conftest import bearer, cloud_login, dc_login
 
 pytestmark = pytest.mark.e2e
 OWNER = {"cloud": "acme", "datacenter": "PLAT"}
+DELIVERIES_WAIT = 240  # seconds
 
 
 def bitbridge(stack, *args: str):
@@ -68,8 +69,10 @@ class Repo:
         return control(self.stack, self.flavor, method, f"{self.path}/{path}", body)
 
     def deliveries(self) -> list[dict[str, Any]]:
-        query = f"deliveries?wait=1&timeout=60&repository={self.full_name}"
-        return list(control(self.stack, self.flavor, "GET", query)["deliveries"])
+        """Every delivery Bitbucket attempted for this repository, once none is left to attempt (200 changes
+        take minutes to deliver on a loaded machine)."""
+        query = f"deliveries?wait=1&timeout={DELIVERIES_WAIT}&repository={self.full_name}"
+        return list(control(self.stack, self.flavor, "GET", query, timeout=DELIVERIES_WAIT + 30)["deliveries"])
 
     def events(
         self, settle: float = 3.0, timeout: float = 240.0, until: Callable[[list[dict[str, Any]]], bool] | None = None
@@ -218,7 +221,7 @@ def test_thirty_percent_dropped_every_change_reaches_the_bus_once(stack, flavor)
 
     result = reconcile(stack, repo.full_name)
     assert result["status"] == "backfilled" and result["backfilled"] > 0
-    events = repo.events()
+    events = repo.events(until=at_least(result["backfilled"], reconciled))
     backfilled = [e for e in events if e.get("origin") == "reconciliation"]
     assert len(backfilled) == result["backfilled"]
     assert all(e["id"].startswith("rec-") and e["actor"] is None for e in backfilled)
