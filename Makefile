@@ -51,9 +51,11 @@ lint: $(VENV)/.installed
 
 # Most of the suite's time is waiting (stacks, retries, outages played out), not CPU: at least 4 workers
 # even on 2 cores. Files go to workers whole, except those tests/conftest.py spreads (SPREAD_FILES).
+# Temporary files (each e2e stack's stack.log) stay in .pytest-tmp until the next run: the shared
+# /tmp/pytest-of-$$USER keeps only the last three runs of anyone's checkout.
 UNIT_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? n : 4 )))
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy --durations=15
+	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy --durations=15 --basetemp=.pytest-tmp
 
 # tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
 deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto
