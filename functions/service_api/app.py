@@ -14,17 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge, providers
+from bitbridge import deadlines, edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.config import settings
 from bitbridge.errors import Problem
 from bitbridge.service import api, audit, credentials, links
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import bad_request, refuse
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 
@@ -104,6 +107,8 @@ def _proxy(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     return answer.status, answer
 
 
+CONNECT_PAGE = "GET /connect/{session}"
+BROWSER_ROUTES = (CONNECT_PAGE,)  # the end user's browser, no service key
 PROXY = Route("proxy", "proxy", _proxy)
 ROUTES: dict[str, Route] = {
     "POST /service/v1/connect-sessions": Route("connections:write", "connect_session", _connect_session),
@@ -172,30 +177,26 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
     try:
         session = links.peek_session(token)
     except links.ConnectSessionInvalid as exc:
-        return edge.page(400, "Connect link not valid", str(exc), back=None)
-
-    def start(provider_id: str) -> str:
-        return f"/auth/{quote(provider_id)}/authorize?connect_session={quote(token, safe='')}"
-
+        return edge.error_page(exc, event, back=None)
     if session.provider_id:
-        return edge.redirect(start(session.provider_id))
-    buttons = "".join(
-        f'<a class="button" href="{html.escape(start(p.provider_id))}">Connect {html.escape(p.label)}</a>'
-        for p in providers.list_providers()
-        if p.imports
-    )
-    return edge.html_page(200, "Connect Bitbucket", buttons or "<p>No Bitbucket provider is configured yet.</p>")
+        return edge.redirect(signin_page.connect_buttons_target(session.provider_id, token))
+    # Not connecting is a choice too: back to the product, which finds no connection.
+    back, label = edge.way_back(session.return_to)
+    cancel = f"<p class='back'><a href='{html.escape(back)}'>Cancel and go {html.escape(label.lower())}</a></p>"
+    buttons = signin_page.connect_buttons(providers.list_providers(), token)
+    return edge.html_page(200, "Connect Bitbucket", buttons + cancel)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
     started = time.perf_counter()
     route_key = event.get("routeKey", "")
-    if route_key == "GET /connect/{session}":
+    if route_key == CONNECT_PAGE:
         return connect_page(event)
     route = ROUTES.get(route_key)
     if route is None:
         return edge.service_error(refuse("no_such_route", f"No service route {route_key!r}."), event)
-    response = _serve(event, route, started)
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        response = _serve(event, route, started)
     logger.info("service call", extra={"route": route_key, "status": edge.status_of(response)})
     return response

@@ -5,6 +5,8 @@ See README.md for the full reference.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import time
@@ -17,6 +19,7 @@ from werkzeug.wrappers import Response
 from . import cloud, datacenter
 from .models import CLOUD, DC, FLAVORS, BadRequest, Repository
 from .oauth import authorize_decision, cloud_check, dc_check, dc_scopes
+from .ratelimit import RATE_LIMIT_KEYS, configure
 from .seed import apply_spec, seed_default
 from .web import Ctx, Routes, json_response
 
@@ -113,8 +116,16 @@ def config(ctx: Ctx) -> Response:
         for key, value in ctx.json_body().items():
             if not hasattr(cfg, key):
                 raise BadRequest(f"Unknown config key: {key}")
+            if key in RATE_LIMIT_KEYS:
+                configure(cfg, key, value)
+                continue
             if key == "dc_hook_on_failures" and value not in ("skip", "disable"):
                 raise BadRequest("dc_hook_on_failures must be skip or disable")
+            if key.endswith("_authorization_response_iss"):
+                if value is not None and not (isinstance(value, str) and value):
+                    raise BadRequest(f'{key} must be null (not sent), "self" (this server) or an issuer to send')
+                setattr(cfg, key, value)
+                continue
             setattr(cfg, key, type(getattr(cfg, key))(value))
     return json_response(dataclasses.asdict(cfg))
 
@@ -176,27 +187,53 @@ def set_permissions(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 
 # ---------------------------------------- changes (fire webhooks)
+def _file_contents(files: object) -> dict[str, bytes] | None:
+    """`files` of a push: {"path": "text"} or {"path": {"base64": "..."}} for binary content."""
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise BadRequest('files must be an object: {"path": "content"}.')
+    out = {}
+    for path, content in files.items():
+        if isinstance(content, str):
+            out[path] = content.encode()
+        elif isinstance(content, dict) and isinstance(content.get("base64"), str):
+            try:
+                out[path] = base64.b64decode(content["base64"], validate=True)
+            except binascii.Error as exc:
+                raise BadRequest(f"files[{path!r}].base64 is not valid base64.") from exc
+        else:
+            raise BadRequest(f'files[{path!r}] must be a string or {{"base64": "..."}}.')
+    return out
+
+
 @routes.route(REPO + "/push", methods=("POST",))
 @change
 def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
-    commits = body.get("commits", 1)
+    branch = body.get("branch") or repo.default_branch
+    to, delete, rename = body.get("to"), body.get("delete"), body.get("rename")
+    if to is not None and not isinstance(to, str):
+        raise BadRequest('"to" must be a commit hash.')
+    if delete is not None and not (isinstance(delete, list) and all(isinstance(p, str) for p in delete)):
+        raise BadRequest('delete must be a list of paths: ["path", ...].')
+    if rename is not None and not (isinstance(rename, dict) and all(isinstance(v, str) for v in rename.values())):
+        raise BadRequest('rename must be an object: {"old path": "new path"}.')
     new = ctx.backend.push(
         repo,
-        body.get("branch") or repo.default_branch,
+        branch,
         _actor(ctx, body),
-        commits,
+        body.get("commits"),
         force=bool(body.get("force")),
+        to=to,
+        files=_file_contents(body.get("files")),
+        delete=delete,
+        rename=rename,
+        message=body.get("message"),
     )
-    return json_response(
-        {
-            "branch": body.get("branch") or repo.default_branch,
-            "commits": [c.hash for c in new],
-            "head": new[-1].hash,
-        },
-        201,
-    )
+    head = new[-1].hash if new else to
+    return json_response({"branch": branch, "commits": [c.hash for c in new], "head": head}, 201)
 
 
 @routes.route(REPO + "/update", methods=("POST",))
@@ -418,6 +455,25 @@ def requests_stats(ctx: Ctx) -> Response:
         ctx.emulator.stats.reset()
         return Response(status=204)
     return json_response(ctx.emulator.stats.snapshot())
+
+
+@routes.route(P + "/rate-limits", methods=("GET", "DELETE"))
+def rate_limits(ctx: Ctx) -> Response:
+    """Each counter: Cloud per (user or consumer, class) in the rolling window, DC per user's bucket."""
+    limiter = ctx.emulator.limits
+    if ctx.request.method == "DELETE":
+        limiter.clear()
+        return Response(status=204)
+    args = ctx.request.args
+    flavor = _flavor(args["flavor"]) if args.get("flavor") else None
+    cfg = ctx.backend.config
+    return json_response(
+        {
+            "enabled": cfg.rate_limits_enabled,
+            "counting": cfg.rate_limit_counting,
+            "limits": limiter.snapshot(flavor, args.get("user"), args.get("class")),
+        }
+    )
 
 
 @routes.route(P + "/delivery-faults", methods=("GET", "POST", "DELETE"))

@@ -10,50 +10,48 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from werkzeug.datastructures import MultiDict
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
+from . import pages
 from .datacenter import SCOPES as DC_SCOPES
 from .models import CLOUD, DC, Backend, OAuthClient, OAuthError, Token
-from .web import Ctx, Routes, html_response, json_response
+from .web import Ctx, Routes, json_response
 
 cloud_routes = Routes()
 dc_routes = Routes()
 
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:36em;margin:3em auto}} button{{margin-right:1em}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
 
-
-def error_page(title: str, message: str, status: int = 400) -> Response:
-    return html_response(_PAGE.format(title=html.escape(title), body=f"<p>{html.escape(message)}</p>"), status)
+def error_page(ctx: Ctx, title: str, message: str, status: int = 400) -> Response:
+    return pages.error_page(title, message, status, flavor=ctx.flavor, request=ctx.request)
 
 
 def consent_page(ctx: Ctx, client: OAuthClient, action: str, params: MultiDict, scopes: list[str]) -> Response:
+    e = pages.e
     hidden = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        f'<input type="hidden" name="{e(k)}" value="{e(v)}">'
         for k, v in params.items(multi=True)
         if k not in ("user", "decision")
     )
     users = sorted(ctx.backend.users.values(), key=lambda u: u.name)
-    options = "".join(
-        f'<option value="{html.escape(u.name)}">{html.escape(u.display_name)} ({u.name})</option>' for u in users
-    )
-    scope_list = "".join(f"<li>{html.escape(s)}</li>" for s in scopes)
+    options = "".join(f'<option value="{e(u.name)}">{e(u.display_name)} ({e(u.name)})</option>' for u in users)
+    scope_list = "".join(f"<li><code>{e(s)}</code></li>" for s in scopes)
     body = (
-        f"<p><strong>{html.escape(client.name)}</strong> is requesting access to your Bitbucket account.</p>"
-        f"<ul>{scope_list}</ul>"
-        f'<form method="post" action="{html.escape(action)}">{hidden}'
-        f'<label>Sign in as (demo user) <select name="user">{options}</select></label><p>'
-        '<button type="submit" name="decision" value="grant">Grant access</button>'
-        '<button type="submit" name="decision" value="deny">Deny</button></p></form>'
+        f"<h1>Authorize {e(client.name)}</h1>"
+        f"<p><strong>{e(client.name)}</strong> is requesting access to your Bitbucket account. "
+        "It will be able to:</p>"
+        f'<ul class="scopes">{scope_list}</ul>'
+        f'<form method="post" action="{e(action)}">{hidden}'
+        '<label for="user">Sign in as (demo user)</label>'
+        f'<select id="user" name="user">{options}</select>'
+        '<div class="actions"><button class="primary" type="submit" name="decision" value="grant">Grant access'
+        '</button><button type="submit" name="decision" value="deny">Deny</button></div></form>'
+        f'<p class="muted">Deny takes you back to {e(client.name)} without access.</p>'
     )
-    return html_response(_PAGE.format(title="Authorize " + html.escape(client.name), body=body))
+    return pages.layout("Authorize " + client.name, body, ctx.flavor)
 
 
 def _with_query(url: str, **params: str | None) -> str:
@@ -63,9 +61,20 @@ def _with_query(url: str, **params: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-def _error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+def _issuer(ctx: Ctx) -> str | None:
+    """The `iss` of this server's authorization responses (RFC 9207), as configured (`*_authorization_response_iss`):
+    none by default - Atlassian's OAuth documentation shows neither flavour sending it."""
+    cfg = ctx.backend.config
+    setting = cfg.cloud_authorization_response_iss if ctx.flavor == CLOUD else cfg.dc_authorization_response_iss
+    return ctx.root if setting == "self" else setting
+
+
+def _error_redirect(
+    redirect_uri: str, error: str, description: str, state: str | None, iss: str | None = None
+) -> Response:
     """RFC 6749 §4.1.2.1: send the error back to the client's redirect_uri (302)."""
-    return redirect(_with_query(redirect_uri, error=error, error_description=description, state=state), 302)
+    query = _with_query(redirect_uri, error=error, error_description=description, state=state, iss=iss)
+    return redirect(query, 302)
 
 
 def _params(ctx: Ctx) -> MultiDict:
@@ -102,12 +111,13 @@ def authorize_decision(
 ) -> Response:
     """Grant or deny: the consent form's POST and the control API's non-interactive authorize share this."""
     state = params.get("state")
+    iss = _issuer(ctx)
     if params.get("decision", "grant") != "grant":
-        return _error_redirect(redirect_uri, "access_denied", "The resource owner denied the request.", state)
+        return _error_redirect(redirect_uri, "access_denied", "The resource owner denied the request.", state, iss)
     try:
         ctx.backend.get_user(params.get("user") or "")
     except Exception:
-        return error_page("Unknown user", "Choose one of the demo users.")
+        return error_page(ctx, "Unknown user", "Choose one of the demo users.")
     code = ctx.backend.issue_code(
         flavor,
         client.client_id,
@@ -118,7 +128,7 @@ def authorize_decision(
         code_challenge=params.get("code_challenge") if flavor == DC else None,
         code_challenge_method=(params.get("code_challenge_method") or "plain") if flavor == DC else None,
     )
-    return redirect(_with_query(redirect_uri, code=code.code, state=state), 302)
+    return redirect(_with_query(redirect_uri, code=code.code, state=state, iss=iss), 302)
 
 
 # ---------------------------------------- Cloud
@@ -128,6 +138,7 @@ def cloud_check(ctx: Ctx, params: MultiDict) -> tuple[OAuthClient, str] | Respon
     # Unknown consumer or a redirect_uri outside the consumer's callback URL: error page, never a redirect.
     if client is None or (requested and not requested.startswith(client.redirect_uri)):
         return error_page(
+            ctx,
             "Invalid redirect_uri",
             "Invalid redirect_uri — This integration is misconfigured. Contact the vendor for assistance.",
         )
@@ -143,7 +154,7 @@ def cloud_authorize(ctx: Ctx) -> Response:
     client, redirect_uri = checked
     if params.get("response_type") != "code":
         return _error_redirect(
-            redirect_uri, "unsupported_response_type", "Unsupported response type", params.get("state")
+            redirect_uri, "unsupported_response_type", "Unsupported response type", params.get("state"), _issuer(ctx)
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.request.path, params, client.scopes)
@@ -190,10 +201,11 @@ def cloud_access_token(ctx: Ctx) -> Response:
 def dc_check(ctx: Ctx, params: MultiDict) -> tuple[OAuthClient, str] | Response:
     client = ctx.backend.get_client(DC, params.get("client_id"))
     if client is None:
-        return error_page("Invalid client", "The client_id does not match any registered application.")
+        return error_page(ctx, "Invalid client", "The client_id does not match any registered application.")
     redirect_uri = params.get("redirect_uri")
     if redirect_uri != client.redirect_uri:
         return error_page(
+            ctx,
             "Invalid redirect_uri",
             "Invalid redirect_uri: the redirect URI does not match the one registered for this application.",
         )
@@ -219,18 +231,18 @@ def dc_authorize(ctx: Ctx) -> Response:
     if isinstance(checked, Response):
         return checked
     client, redirect_uri = checked
-    state = params.get("state")
+    state, iss = params.get("state"), _issuer(ctx)
     if params.get("response_type") != "code":
         return _error_redirect(
-            redirect_uri, "unsupported_response_type", "Only the 'code' response type is supported.", state
+            redirect_uri, "unsupported_response_type", "Only the 'code' response type is supported.", state, iss
         )
     scopes = dc_scopes(client, params.get("scope"))
     if isinstance(scopes, OAuthError):
-        return _error_redirect(redirect_uri, scopes.error, scopes.description, state)
+        return _error_redirect(redirect_uri, scopes.error, scopes.description, state, iss)
     method = params.get("code_challenge_method")
     if params.get("code_challenge") and method not in (None, "S256", "plain"):
         return _error_redirect(
-            redirect_uri, "invalid_request", "Unsupported code_challenge_method; use S256 or plain.", state
+            redirect_uri, "invalid_request", "Unsupported code_challenge_method; use S256 or plain.", state, iss
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.root + "/rest/oauth2/latest/authorize", params, scopes)

@@ -207,7 +207,9 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
     aws = dict(done["aws_calls"])
     assert aws.pop("secretsmanager:GetSecretValue", 0) <= 1
     assert aws == {
-        "dynamodb:UpdateItem": 1 + 3 + 2,  # the lease (returns the job), one per page, project link, completion
+        # the lease (returns the job), one per page, project link, completion; and what the import saw as
+        # the repository's observed state: one per page of branches, tags, open pull requests, and its end
+        "dynamodb:UpdateItem": 1 + 3 + 2 + 3 + 1,
         "dynamodb:GetItem": 3,  # provider, connection (token), subscription
         "dynamodb:PutItem": 2,  # the subscription before the hook is created, then with its id
         "kms:Decrypt": 1,  # the token, once (the webhook step reuses it)

@@ -1,5 +1,5 @@
 """Lambda's limits in the local runtime: Timeout, reserved concurrency, the 6 MB response, and how
-API Gateway answers each."""
+API Gateway answers each; and one request per invocation, as in a Lambda sandbox."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import boto3
 import pytest
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from moto import mock_aws
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -99,3 +100,45 @@ def test_reserved_concurrency_throttles_the_invocations_beyond_it():
     assert runner.invoke("blocking", {})["body"] == "done"  # the slot is free again
     with pytest.raises(Throttled):  # reserved concurrency 0: the function never runs
         runner.invoke("big", {"size": 1})
+
+
+# Two HTTP API functions built on Powertools' resolver, as the API's functions are.
+FIRST_APP, SECOND_APP = APIGatewayHttpResolver(), APIGatewayHttpResolver()
+FIRST_ARRIVED, SECOND_DONE = threading.Event(), threading.Event()
+
+
+@FIRST_APP.post("/first")
+def _first_route() -> dict:
+    FIRST_ARRIVED.set()
+    SECOND_DONE.wait(5)  # meanwhile the other function resolves a request of its own
+    return {"path": FIRST_APP.current_event.path, "body": FIRST_APP.current_event.json_body}
+
+
+@SECOND_APP.get("/second")
+def _second_route() -> dict:
+    return {"path": SECOND_APP.current_event.path}
+
+
+def first_resolver(event, context):
+    return FIRST_APP.resolve(event, context)
+
+
+def second_resolver(event, context):
+    return SECOND_APP.resolve(event, context)
+
+
+def test_concurrent_invocations_each_see_their_own_request():
+    """On Lambda a sandbox handles one request at a time; here every function shares one process, so
+    Powertools' per-class `current_event` must still be per invocation (a kickoff once read the console's
+    concurrent GET and answered "The body must be a JSON object")."""
+    runner = FunctionRunner({name: _function(name) for name in ("first_resolver", "second_resolver")})
+    gateway = Gateway([Route("POST", "/first", "first_resolver"), Route("GET", "/second", "second_resolver")], runner)
+    answers: list = []
+    post = EnvironBuilder(path="/first", method="POST", json={"repositories": ["a/b"]}).get_environ()
+    posting = threading.Thread(target=lambda: answers.append(gateway.dispatch(Request(post))))
+    posting.start()
+    assert FIRST_ARRIVED.wait(5)
+    assert _get(gateway, "/second") == (200, {"path": "/second"})
+    SECOND_DONE.set()
+    posting.join(5)
+    assert json.loads(answers[0].get_data()) == {"path": "/first", "body": {"repositories": ["a/b"]}}

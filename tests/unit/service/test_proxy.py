@@ -1,4 +1,5 @@
-"""The proxy's pure parts: which paths may reach Bitbucket, what is retried, how pagination is rewritten."""
+"""The proxy's pure parts: which paths may reach Bitbucket, how pagination is rewritten (what is retried:
+tests/unit/test_calls.py, with the proxy's patience)."""
 
 from __future__ import annotations
 
@@ -51,35 +52,6 @@ def test_target_url_refuses_what_resolves_outside_the_root_even_without_safe_pat
         proxy.target_url(CLOUD_API, unsafe)
     # A host-looking segment stays a path below the root.
     assert proxy.target_url(CLOUD_API, "@evil.example").startswith(CLOUD_API + "/")
-
-
-def test_401_is_refreshed_once_then_passed_through():
-    attempts = proxy.Attempts()
-    first = proxy.plan_retry("POST", 401, None, attempts)
-    assert first.retry and first.refresh
-    attempts.refreshed = True
-    assert not proxy.plan_retry("POST", 401, None, attempts).retry
-
-
-def test_429_waits_retry_after_within_budget_for_any_method():
-    attempts = proxy.Attempts()
-    decision = proxy.plan_retry("POST", 429, "3", attempts)
-    assert decision.retry and decision.wait == 3.0
-    attempts.waited = 8.0
-    assert not proxy.plan_retry("GET", 429, "3", attempts).retry  # over the budget: the 429 goes back
-    no_header = proxy.plan_retry("GET", 429, None, proxy.Attempts())
-    assert no_header.retry and no_header.wait == proxy.DEFAULT_RATE_LIMIT_WAIT
-
-
-def test_5xx_retried_a_bounded_number_of_times_for_idempotent_methods_only():
-    attempts = proxy.Attempts()
-    for _ in range(proxy.MAX_5XX_RETRIES):
-        assert proxy.plan_retry("GET", 503, None, attempts).retry
-        attempts.server_errors += 1
-    assert not proxy.plan_retry("GET", 503, None, attempts).retry
-    assert not proxy.plan_retry("POST", 503, None, proxy.Attempts()).retry
-    assert proxy.plan_retry("DELETE", 500, None, proxy.Attempts()).retry
-    assert not proxy.plan_retry("GET", 404, None, proxy.Attempts()).retry
 
 
 def test_pagination_links_come_back_through_the_proxy():

@@ -6,6 +6,7 @@ The endpoint comes from the standard AWS_ENDPOINT_URL variable, which the local 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -46,11 +47,21 @@ def _secrets_provider() -> Any:
     return SecretsProvider(boto3_client=client("secretsmanager"))
 
 
-def reset_caches() -> None:
-    """Forget clients, secrets and settings (tests switch endpoints and environments)."""
-    from bitbridge.store.base import reset_connections
+_ALSO_FORGOTTEN: list[Callable[[], None]] = []
 
+
+def forgotten_on_reset(forget: Callable[[], None]) -> Callable[[], None]:
+    """Decorator: `reset_caches` also calls `forget` (the store's model connections). The layers above
+    register their own caches here, so this module never imports them."""
+    _ALSO_FORGOTTEN.append(forget)
+    return forget
+
+
+def reset_caches() -> None:
+    """Forget clients, secrets and settings, and what registered with `forgotten_on_reset` (tests and the
+    local stack switch endpoints and environments)."""
     client.cache_clear()
     _secrets_provider.cache_clear()
     settings.cache_clear()
-    reset_connections()
+    for forget in _ALSO_FORGOTTEN:
+        forget()

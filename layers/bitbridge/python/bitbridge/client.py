@@ -71,7 +71,18 @@ class NotConnected(ServiceAPIError):
 
 
 class ReauthRequired(NotConnected):
-    """409 `reauth_required`: the connection must be re-authorised; send the end user to `connect_url`."""
+    """409 `reauth_required`: the connection must be re-authorised; send the end user to `connect_url`.
+    `reason` says why when bitbridge knows (e.g. `refresh_token_refused`), `detail` in words to show them."""
+
+    @property
+    def reason(self) -> str | None:
+        value = self.details.get("reason")
+        return str(value) if value else None
+
+    @property
+    def detail(self) -> str | None:
+        value = self.details.get("detail")
+        return str(value) if value else None
 
 
 class RateLimited(ServiceAPIError):
@@ -203,15 +214,8 @@ class _Imports:
         repositories: list[str],
         *,
         reimport: bool = False,
-        comments: bool = False,
     ) -> list[dict[str, Any]]:
-        body = {
-            "provider": provider,
-            "end_user_id": end_user_id,
-            "repositories": repositories,
-            "reimport": reimport,
-            "comments": comments,
-        }
+        body = {"provider": provider, "end_user_id": end_user_id, "repositories": repositories, "reimport": reimport}
         return list(self._client._call("POST", self._client._url("imports"), json=body)["imports"])
 
     def get(self, import_id: str, end_user_id: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 `metered()` opens a meter for the current thread of work (a context variable, so the worker's parallel
 jobs each count their own). AWS calls are counted by a botocore `before-call` hook (once per API call,
 not per HTTP retry) on every client `bitbridge.aws.client` makes and on PynamoDB's clients
-(`bitbridge.store.base.watch_models`); Bitbucket calls by `bitbridge.bitbucket.http.request`. Outside a
+(`bitbridge.store.base.watch_models`); Bitbucket calls by `bitbridge.bitbucket.http.send`. Outside a
 meter the hook does nothing.
 """
 

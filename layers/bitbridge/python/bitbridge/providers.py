@@ -19,11 +19,13 @@ from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.repos import Get
 from bitbridge.config import settings
 from bitbridge.errors import Problem
 from bitbridge.safe_text import one_line
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.providers import ProviderRecord
+from bitbridge.timestamps import iso
 
 # Per flavor, for the command line and the local stack (each flavor's module says why).
 DEFAULT_SCOPES = {flavor: list(for_flavor(flavor).default_scopes) for flavor in FLAVORS}
@@ -69,9 +71,14 @@ def bitbucket(provider: ProviderRecord) -> Bitbucket:
     return for_flavor(provider.flavor)
 
 
-def identify(provider: ProviderRecord, token: str) -> Identity:
-    """Who `token` belongs to, asked the way the provider's flavor answers it."""
-    return bitbucket(provider).identify(provider.web_url, provider.api_url, token)
+def identify(provider: ProviderRecord, get: Get) -> Identity:
+    """Whose token a caller (`calls.Caller.get`) holds, asked the way the provider's flavor answers it."""
+    return bitbucket(provider).identify(get, provider.web_url, provider.api_url)
+
+
+def issuer(provider: ProviderRecord) -> str:
+    """The provider's issuer identifier (RFC 9207's `iss`): the authorization server's base URL, its web URL."""
+    return provider.web_url.rstrip("/")
 
 
 def endpoints(provider: ProviderRecord) -> Endpoints:
@@ -230,7 +237,7 @@ def _store_credentials(provider_id: str, client_id: str, client_secret: str) -> 
 
 def update_provider(provider_id: str, **changes: object) -> ProviderRecord:
     record = get_provider(provider_id)
-    allowed = {"label", "scopes", "sign_in", "imports", "web_url", "api_url"}
+    allowed = {"label", "scopes", "sign_in", "imports", "web_url", "api_url", "sends_iss"}
     unknown = set(changes) - allowed
     if unknown:
         raise ProviderError(f"cannot set {', '.join(sorted(unknown))}")

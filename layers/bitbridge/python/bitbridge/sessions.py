@@ -12,8 +12,8 @@ from joserfc.jwk import OctKey
 
 from bitbridge.aws import secret_value
 from bitbridge.config import settings
-from bitbridge.store.base import epoch
 from bitbridge.store.ephemeral import SessionRecord, session_key
+from bitbridge.timestamps import epoch
 
 LIFETIME_SECONDS = 8 * 3600
 _ISSUER = "bitbridge"

@@ -14,8 +14,9 @@ import time
 
 from bitbridge import accounts
 from bitbridge.errors import AccessDenied, NotSignedIn
-from bitbridge.store.base import condition_failed, epoch, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.ephemeral import VerificationTicketRecord, ticket_key
+from bitbridge.timestamps import epoch, iso
 
 TICKET_TTL_SECONDS = 900
 OUTCOMES = ("verified", "failed")

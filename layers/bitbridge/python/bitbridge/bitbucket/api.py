@@ -1,8 +1,8 @@
 """The one Bitbucket interface: what bitbridge asks of a flavor, implemented by `cloud` and `datacenter`.
 
 Callers get an implementation with `for_flavor(provider.flavor)` and never compare flavors
-themselves. Every method that reads Bitbucket takes a `Fetch` (or a token) from the caller, so
-tokens, retries and call counting stay outside this package.
+themselves. Every method that reads Bitbucket takes a `Fetch` or `Get` from the caller
+(`bitbridge.calls.Caller`), so tokens, retries and call counting stay outside this package.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.identity import Identity
-from bitbridge.bitbucket.repos import Fetch, HookState, Listed, ListQuery, Page, Repo
+from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
 
 
 class Bitbucket(Protocol):
@@ -45,7 +45,7 @@ class Bitbucket(Protocol):
         ...
 
     # -- identity ----------------------------------------------------------------------------------
-    def identify(self, web_url: str, api_url: str, token: str) -> Identity: ...
+    def identify(self, get: Get, web_url: str, api_url: str) -> Identity: ...
 
     # -- repositories, refs, pull requests, issues -------------------------------------------------
     def to_repo(self, raw: dict[str, Any]) -> Repo: ...
@@ -85,8 +85,13 @@ class Bitbucket(Protocol):
         """The hook as Bitbucket has it now, or None when it was deleted."""
         ...
 
-    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
-        """Every branch (`b:name`) and tag (`t:name`) head, at the largest pages, trimmed."""
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, tuple[str, str]]:
+        """Every branch (`b:name`) and tag (`t:name`) head as (ident, commit), at the largest pages, trimmed."""
+        ...
+
+    def ref_head(self, value: dict[str, Any]) -> tuple[str, str, str]:
+        """A listed branch or tag as (name, ident, commit): the ident is what a push payload names (the
+        commit; a Data Center tag's own object hash), the commit what events show."""
         ...
 
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:

@@ -13,10 +13,12 @@ from typing import Any
 from urllib.parse import quote
 
 from bitbridge.bitbucket import CLOUD
-from bitbridge.bitbucket.http import BitbucketError, get_json
+from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
+from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
     Fetch,
+    Get,
     HookState,
     Listed,
     ListQuery,
@@ -26,7 +28,6 @@ from bitbridge.bitbucket.repos import (
     iso_utc,
     q,
     split_full_name,
-    subscribed_events,
 )
 
 WEB_URL = "https://bitbucket.org"
@@ -182,9 +183,9 @@ class Cloud:
         )
 
     # -- identity ----------------------------------------------------------------------------------
-    def identify(self, web_url: str, api_url: str, token: str) -> Identity:
-        user = get_json(f"{api_url}/user", token, "reading the Bitbucket user")
-        emails = get_json(f"{api_url}/user/emails", token, "reading the user's email addresses")
+    def identify(self, get: Get, web_url: str, api_url: str) -> Identity:
+        user = get(f"{api_url}/user", "reading the Bitbucket user", None).json()
+        emails = get(f"{api_url}/user/emails", "reading the user's email addresses", None).json()
         primary = next(
             (e["email"] for e in emails.get("values", []) if e.get("is_primary") and e.get("is_confirmed")), None
         )
@@ -260,7 +261,7 @@ class Cloud:
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
-        return subscribed_events(CLOUD)
+        return SUBSCRIBED_EVENTS[CLOUD]
 
     def hooks_url(self, api: str, owner: str, slug: str) -> str:
         return f"{api}/repositories/{q(owner)}/{q(slug)}/hooks"
@@ -283,18 +284,23 @@ class Cloud:
         events = list(raw.get("events") or [])
         return HookState(str(raw.get("url")), bool(raw.get("active")), events, raw.get("secret_set"))
 
-    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
         for kind, path in (("b", "branches"), ("t", "tags")):
             url, params = f"{self._repo_url(api, full_name)}/refs/{path}", {"pagelen": PAGELEN, "fields": _REF_FIELDS}
             cursor: str | None = None
             while True:
                 page = _paged(fetch, url, params, cursor)
-                out.update({f"{kind}:{r['name']}": str(r["target"]["hash"]).lower() for r in page.values})
+                for name, ident, commit in map(self.ref_head, page.values):
+                    out[f"{kind}:{name}"] = (ident, commit)
                 if page.next is None:
                     break
                 cursor = page.next
         return out
+
+    def ref_head(self, value: dict[str, Any]) -> tuple[str, str, str]:
+        commit = str(value["target"]["hash"]).lower()  # a tag's target is its commit, in pushes too
+        return str(value["name"]), commit, commit
 
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         url = f"{self._repo_url(api, full_name)}/pullrequests"

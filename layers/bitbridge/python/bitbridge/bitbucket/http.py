@@ -1,6 +1,7 @@
 """One HTTP session per container, and Bitbucket's failures as bitbridge exceptions.
 
-Every call has a timeout; 429 becomes RateLimited (with Retry-After when Bitbucket sends it),
+Every call has a timeout and goes through `bitbridge.calls.Caller.send` (token, refresh, retries).
+`raise_for_status` names the failures: 429 RateLimited (with Retry-After when Bitbucket sends it),
 401 Unauthorized, other 4xx BitbucketError(permanent), 5xx and network errors transient.
 """
 
@@ -74,30 +75,29 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     raise BitbucketError(f"{what}: HTTP {status} {detail}".strip(), status, permanent=400 <= status < 500)
 
 
-def request(
+def send(
     method: str,
     url: str,
     token: str,
-    what: str,
     *,
     params: dict[str, Any] | None = None,
     json: Any = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    stream: bool = False,
+    allow_redirects: bool = True,
 ) -> requests.Response:
-    """One authenticated call; Bitbucket's failures become the exceptions above."""
+    """One authenticated HTTP request, answered as Bitbucket answered it (network failures raise
+    requests' own exceptions). Only `bitbridge.calls.Caller.send` calls it: the one way to Bitbucket."""
     metering.count_bitbucket_call()
-    try:
-        response = session().request(
-            method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT
-        )
-    except requests.RequestException as exc:
-        raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
-    raise_for_status(response, what)
-    return response
-
-
-def get(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> requests.Response:
-    return request("GET", url, token, what, params=params)
-
-
-def get_json(url: str, token: str, what: str, params: dict[str, Any] | None = None) -> Any:
-    return get(url, token, what, params).json()
+    return session().request(
+        method,
+        url,
+        params=params,
+        json=json,
+        data=data,
+        headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT,
+        stream=stream,
+        allow_redirects=allow_redirects,
+    )

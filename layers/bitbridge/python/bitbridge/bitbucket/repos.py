@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from bitbridge.timestamps import iso
+
 Fetch = Callable[[str, dict[str, Any] | None], Any]
+#: GET (url, what, params) -> Bitbucket's answer (a `requests.Response`), errors raised: `calls.Caller.get`.
+Get = Callable[[str, str, dict[str, Any] | None], Any]
 
 #: What an import can copy after the repository itself, in order (a flavor may leave some out).
 ENTITIES = ("branches", "tags", "pull_requests", "issues")
@@ -37,7 +41,7 @@ class HookState:
 
 def iso_utc(moment: datetime) -> str:
     """A timestamp as the reconciler compares them: UTC, microseconds, `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso(moment, timespec="microseconds")
 
 
 def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
@@ -50,14 +54,6 @@ def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise
-
-
-def subscribed_events(flavor: str) -> tuple[str, ...]:
-    """The event keys a flavor's hook subscribes to."""
-    # The normaliser owns the event keys; imported here only when a hook is installed.
-    from bitbridge.webhooks.normalise import SUBSCRIBED_EVENTS
-
-    return SUBSCRIBED_EVENTS[flavor]
 
 
 @dataclass(frozen=True)

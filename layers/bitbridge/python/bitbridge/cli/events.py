@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bitbridge.cli import CliError
+from bitbridge.timestamps import iso_ms
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -68,13 +69,17 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
 
 def _stamp(moment: datetime) -> str:
     # The receiver's received_at format, so string comparison is time comparison.
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(moment)
 
 
 def run_replay(args: argparse.Namespace) -> int:
     from bitbridge.store.deliveries import PUBLISHED, RECEIVED, UNPUBLISHABLE, received_between
     from bitbridge.webhooks.publish import publish_deliveries
 
+    if args.provider:
+        from bitbridge import providers
+
+        providers.get_provider(args.provider)  # an unknown id is a mistake, not an empty window
     now = datetime.now(UTC)
     since, until = _stamp(parse_moment(args.since, now)), _stamp(parse_moment(args.until or "0s", now))
     if since > until:

@@ -13,8 +13,8 @@ from aws_lambda_powertools import Logger
 
 from bitbridge.aws import client
 from bitbridge.config import settings
-from bitbridge.store.base import iso
 from bitbridge.store.imports import JobRecord
+from bitbridge.timestamps import iso
 
 logger = Logger(child=True)
 

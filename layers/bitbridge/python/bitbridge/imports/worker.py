@@ -34,23 +34,23 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bitbridge import metering, providers, tokens
+from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
+from bitbridge.calls import BACKGROUND, Caller, backoff
 from bitbridge.config import settings
-from bitbridge.imports import jobs, notify, output
-from bitbridge.imports.access import Caller, backoff
+from bitbridge.imports import changes, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
-from bitbridge.store.base import condition_failed, iso, watch_models
+from bitbridge.store.base import condition_failed, watch_models
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
-    FAILED,
     HOOK_FAILED,
     HOOK_INSTALLED,
     HOOK_MANUAL,
     JOB_SK,
+    MAX_TRANSIENT_DEFERRALS,
     PARTS_ON_JOB,
     PROJECT_SK,
     RUNNING,
@@ -64,6 +64,8 @@ from bitbridge.store.imports import (
     parts_chunks_of,
     project_pk,
 )
+from bitbridge.timestamps import iso
+from bitbridge.webhooks import baseline, subscriptions
 
 logger = Logger(child=True)
 
@@ -71,7 +73,6 @@ MAX_RECEIVES = 5  # template.yaml ImportQueue RedrivePolicy.maxReceiveCount (a u
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
 SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may take a read timeout)
 LEASE_GRACE_SECONDS = 60
-MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 
@@ -108,7 +109,8 @@ def _handle_record(record: dict[str, Any], context: Any) -> bool:
         logger.error("unreadable import message", extra={"message_id": record.get("messageId")})
         return False
     try:
-        run(job_id, context)
+        with deadlines.within(context):  # each job's thread: a token refresh never outlives the invocation
+            run(job_id, context)
         return True
     except Busy as busy:
         client("sqs").change_message_visibility(
@@ -127,17 +129,7 @@ def _fail_after_poison(job_id: str) -> None:
     job = jobs.load(job_id)
     if job is None or job.state in TERMINAL_STATES:
         return
-    job.update(
-        actions=[
-            JobRecord.state.set(FAILED),
-            JobRecord.reason.set("internal"),
-            JobRecord.error.set("The import worker failed repeatedly; the message went to the dead-letter queue."),
-            JobRecord.finished_at.set(iso()),
-            JobRecord.lease_owner.remove(),
-            JobRecord.lease_until.remove(),
-        ]
-    )
-    notify.publish(job, "import.failed")
+    changes.fail(job, "internal", "The import worker failed repeatedly; the message went to the dead-letter queue.")
 
 
 # ------------------------------------------------------------------------------------------------ one job
@@ -160,17 +152,7 @@ def run(job_id: str, context: Any) -> None:
         try:
             runner = Run(job, run_id, context, meter)
         except providers.UnknownProvider:
-            job.update(
-                actions=[
-                    JobRecord.state.set(FAILED),
-                    JobRecord.reason.set("not_found"),
-                    JobRecord.error.set(f"The provider {job.provider_id} is no longer registered."),
-                    JobRecord.finished_at.set(iso()),
-                    JobRecord.lease_owner.remove(),
-                    JobRecord.lease_until.remove(),
-                ]
-            )
-            notify.publish(job, "import.failed")
+            changes.fail(job, "not_found", f"The provider {job.provider_id} is no longer registered.")
             return
         runner.execute()
 
@@ -209,7 +191,7 @@ def _take_lease(job_id: str, run_id: str, context: Any) -> tuple[JobRecord, str,
     if current.state in TERMINAL_STATES:
         return None  # cancelled, or a duplicate message for a finished job
     if current.not_before and current.not_before > now + 1:
-        jobs.enqueue(current, math.ceil(min(MAX_DELAY_SECONDS, current.not_before - now)))  # a longer wait, in hops
+        kickoff.enqueue(current, math.ceil(min(MAX_DELAY_SECONDS, current.not_before - now)))  # a longer wait, in hops
         return None
     raise Busy(max(1, min(MAX_DELAY_SECONDS, int((current.lease_until or now) - now) + 1)))
 
@@ -236,7 +218,7 @@ class Run:
         # What earlier invocations counted (this one's lease write is already in the meter).
         self.aws_base, self.api_base = dict(job.aws_calls or {}), int(job.api_calls or 0)
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
-        self.caller = Caller(job.owner_id, self.provider)
+        self.caller = Caller(job.owner_id, self.provider, priority=BACKGROUND)
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
@@ -361,6 +343,11 @@ class Run:
         )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        # What the import saw is the repository's observed state: the first reconciliation compares with it.
+        job = self.job
+        job.facts = baseline.record_import_page(
+            self.bitbucket, job.provider_id, job.repository_id, entity, page.values, dict(job.facts or {})
+        )
         self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
@@ -392,8 +379,9 @@ class Run:
         a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
         stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
-        from bitbridge.webhooks import subscriptions
-
+        baseline.finish_import(
+            self.job.flavor, self.job.provider_id, self.job.repository_id, self.job.repository, self.job.facts or {}
+        )
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
         outcome: dict[str, Any]
@@ -408,13 +396,11 @@ class Run:
                 self.job.provider_id, self.job.repository_id, self.repo.owner, self.repo.slug
             )
             try:
-                installed = subscriptions.install_webhook(
-                    self.job.owner_id, target, base_url, provider=self.provider, token=self.caller.token()
-                )
+                installed = subscriptions.install_webhook(self.job.owner_id, target, base_url, caller=self.caller)
                 outcome = {"status": HOOK_INSTALLED}
             except subscriptions.HookPermissionDenied:
                 installed = subscriptions.install_webhook(
-                    self.job.owner_id, target, base_url, manual=True, provider=self.provider, token=self.caller.token()
+                    self.job.owner_id, target, base_url, manual=True, caller=self.caller
                 )
                 outcome = {
                     "status": HOOK_MANUAL,
@@ -513,7 +499,9 @@ class Run:
         """Save, release the lease, and come back in `delay` seconds through a new message."""
         delay = max(0.0, delay)
         self._save([*actions, *self._release()], metering.added({"sqs:SendMessage": 1}, planned or {}))
-        jobs.enqueue(self.job, math.ceil(min(MAX_DELAY_SECONDS, delay)))  # after the save: a lost send is redelivered
+        kickoff.enqueue(
+            self.job, math.ceil(min(MAX_DELAY_SECONDS, delay))
+        )  # after the save: a lost send is redelivered
 
     def _continue_later(self) -> None:
         logger.info("import nearing the time limit; continuing in a new invocation", extra=self._log())
@@ -544,19 +532,17 @@ class Run:
             return
         delay = 2.0**failures
         logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
-        self._defer(delay, [JobRecord.transient_failures.set(failures)])
+        self._defer(
+            delay,
+            [
+                JobRecord.transient_failures.set(failures),
+                JobRecord.retry_at.set(math.ceil(time.time() + delay)),
+                JobRecord.retry_error.set(message[:500]),
+            ],
+        )
 
     def _fail(self, reason: str, message: str) -> None:
-        self._save(
-            [
-                JobRecord.state.set(FAILED),
-                JobRecord.reason.set(reason),
-                JobRecord.error.set(message[:500]),
-                JobRecord.finished_at.set(iso()),
-                *self._release(),
-            ],
-            {"events:PutEvents": 1},
-        )
+        self._save(changes.failure(reason, message), {"events:PutEvents": 1})  # fenced: this run's lease
         notify.publish(self.job, "import.failed")
 
     def _log(self) -> dict[str, Any]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bitbridge import accounts, connection_events, providers, tokens
-from bitbridge.imports import jobs
+from bitbridge import accounts, calls, connection_events, providers, tokens
+from bitbridge.imports import kickoff, queries
 from bitbridge.service import links, proxy
 from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller, checked_return_to
 from bitbridge.service.errors import ServiceRefused, bad_request, refuse
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from bitbridge.store.providers import ProviderRecord
-from bitbridge.tokens import REFRESH_AHEAD_SECONDS
 
-# A fresh token is always good for at least this long after it is handed out.
+# A vended token is good for at least this long after it is handed out, where the provider's tokens live
+# long enough: capped at half their lifetime (`tokens.term`), e.g. 150 s for 300 s tokens.
 TOKEN_MIN_VALIDITY_SECONDS = 300
 
 
@@ -73,9 +73,13 @@ def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url:
     return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
 
 
-def _reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+def _reauth_required(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, why: tokens.ReauthRequired
+) -> ServiceRefused:
     message = f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url."
-    return _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+    refused = _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+    refused.details.update(reason=why.reason, detail=why.message)  # why, in words the end user can be shown
+    return refused
 
 
 def _linked_user(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> str:
@@ -117,20 +121,21 @@ def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_u
 
 
 def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, stale: str | None = None) -> tokens.Fresh:
-    """A token good for TOKEN_MIN_VALIDITY_SECONDS more; `stale` (refused by Bitbucket) forces a refresh."""
+    """A token good for TOKEN_MIN_VALIDITY_SECONDS more (capped by the provider's token lifetime);
+    `stale` (refused by Bitbucket) forces a refresh."""
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     key = (user_id, provider_id)
     cached = _tokens.get(key) if stale is None else None
     # Served from the cache only while tokens.fresh would hand out the same token (no refresh due yet).
-    if cached is not None and cached.expires_at - time.time() > max(TOKEN_MIN_VALIDITY_SECONDS, REFRESH_AHEAD_SECONDS):
+    if cached is not None and time.time() < cached.refresh_due_at:
         return cached
     _tokens.drop(key)
     try:
         fresh = tokens.fresh(user_id, provider_id, stale=stale, min_validity=TOKEN_MIN_VALIDITY_SECONDS)
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
-    except tokens.ReauthRequired:
-        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired as why:
+        raise _reauth_required(caller, provider_id, end_user_id, base_url, why) from None
     _tokens.put(key, fresh)
     return fresh
 
@@ -173,7 +178,11 @@ def proxy_call(
             return first.access_token
         return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
 
-    answer = proxy.forward(method, url, query=query, body=body, content_type=content_type, token=token_for)
+    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
+    as_user = calls.Caller(
+        person, provider, priority=calls.INTERACTIVE, patience=proxy.PATIENCE, token_source=token_for
+    )
+    answer = proxy.forward(as_user, method, url, query=query, body=body, content_type=content_type)
     proxy_base = f"{base_url.rstrip('/')}/service/v1/proxy/{provider_id}/{end_user_id}"
     answer.body = proxy.rewrite_pagination(
         answer.body, answer.headers.get("Content-Type", ""), provider.api_url, proxy_base
@@ -188,20 +197,20 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
     if not isinstance(body, dict):
         raise bad_request("The body must be a JSON object: {end_user_id, provider, repositories}.")
     end_user_id = links.check_end_user_id(body.get("end_user_id"))
-    provider_id, names, reimport, comments = jobs.parse_request(body)
+    provider_id, names, reimport = kickoff.parse_request(body)
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     try:
-        return jobs.start(user_id, provider_id, names, reimport=reimport, comments=comments, hook_base_url=base_url)
+        return kickoff.start(user_id, provider_id, names, reimport=reimport, hook_base_url=base_url)
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
-    except tokens.ReauthRequired:
-        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired as why:
+        raise _reauth_required(caller, provider_id, end_user_id, base_url, why) from None
 
 
 def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[str, Any]:
     end_user = links.check_end_user_id(end_user_id)
     user_id = links.user_for(caller.client_id, end_user)
-    job = jobs.get_for(user_id, import_id) if user_id else None
+    job = queries.get_for(user_id, import_id) if user_id else None
     if job is None:
         raise refuse("not_found", f"No import {import_id} for end user {end_user}.")
-    return jobs.public(job)
+    return queries.public(job)

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode
 
 from bitbridge.config import settings
-from bitbridge.store.base import epoch
 from bitbridge.store.service import AuditRecord, audit_pk
+from bitbridge.timestamps import epoch, iso_ms
 
 _SECRET_PARAM = re.compile(r"(token|secret|key|password|passwd|signature|sig|code|auth|credential)", re.I)
 REDACTED = "REDACTED"
@@ -60,7 +60,7 @@ def record(
     out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Write the call's record as one line for the log subscription; returns what was written."""
-    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = iso_ms()
     safe_query = redact_query(query)
     entry = {
         MARKER: 1,
@@ -154,7 +154,7 @@ def store(batch: list[dict[str, Any]]) -> None:
 
 def since(client_id: str, start: datetime, end_user_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """The client's records from `start`, oldest first."""
-    lower = start.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    lower = iso_ms(start)
     condition = AuditRecord.end_user_id == end_user_id if end_user_id else None
     rows = AuditRecord.query(audit_pk(client_id), AuditRecord.sk >= lower, filter_condition=condition, limit=limit)
     return [public(r) for r in rows]

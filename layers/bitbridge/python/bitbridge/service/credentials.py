@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
 from bitbridge.service.errors import ServiceRefused, refuse
-from bitbridge.store.base import condition_failed, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.service import CLIENT_PROFILE, KEY_SK, ServiceClientRecord, ServiceKeyRecord, client_pk, key_pk
+from bitbridge.timestamps import iso
 
 SCOPES = ("connections:read", "connections:write", "tokens:read", "proxy", "imports:write", "imports:read")
 CACHE_SECONDS = 5.0

@@ -17,19 +17,24 @@ import time
 from typing import Any
 
 from bitbridge import providers
+from bitbridge.errors import Problem
 from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import refuse
 from bitbridge.store.accounts import PROFILE, UserRecord, user_pk
-from bitbridge.store.base import condition_failed, epoch, iso
+from bitbridge.store.base import condition_failed
 from bitbridge.store.service import SESSION_SK, ConnectSessionRecord, EndUserLinkRecord, client_pk, connect_session_pk
+from bitbridge.timestamps import epoch, from_epoch, iso
 
 CONNECT_SESSION_SECONDS = 600
 _END_USER = re.compile(r"^[A-Za-z0-9._@+=-]{1,200}$")
 
 
-class ConnectSessionInvalid(Exception):
+class ConnectSessionInvalid(Problem):
     """The connect link is unknown, used or expired: the product must create a new one."""
+
+    code = "connect_session_invalid"
+    title = "Connect link not valid"
 
 
 def check_end_user_id(value: object) -> str:
@@ -67,16 +72,10 @@ def create_session(
     ).save()
     return {
         "connect_url": connect_url(base_url, token),
-        "expires_at": iso_epoch(expires_at),
+        "expires_at": iso(from_epoch(expires_at)),
         "end_user_id": end_user_id,
         "provider": provider_id,
     }
-
-
-def iso_epoch(value: float) -> str:
-    from datetime import UTC, datetime
-
-    return iso(datetime.fromtimestamp(value, UTC))
 
 
 def peek_session(token: str) -> ConnectSessionRecord:

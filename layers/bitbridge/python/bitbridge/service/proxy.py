@@ -2,36 +2,32 @@
 
 Path safety is a pure function (`safe_path`): only paths below the provider's REST API root, so no
 absolute URL, `//host`, dot segment, encoded separator or dot, backslash, control character or OAuth
-endpoint can move the request to another host or path. Retries (`plan_retry`) are pure too: one
-refresh-and-retry on a 401, waiting out a 429 (Retry-After) within a budget, and a bounded number of
-retries on 5xx for idempotent methods only. Pagination links in JSON bodies are rewritten to come back
-through the proxy.
+endpoint can move the request to another host or path. The call goes through `bitbridge.calls.Caller`
+like every Bitbucket call, with the proxy's `PATIENCE`: one refresh-and-retry on a 401, 429s waited out
+(Retry-After) within a budget, and a bounded number of retries on 5xx for idempotent methods only.
+Pagination links in JSON bodies are rewritten to come back through the proxy.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import random
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
 
-from bitbridge.bitbucket.http import TIMEOUT, session
+from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.calls import Caller, Patience
 from bitbridge.service.errors import ServiceRefused, refuse
 
 MAX_REQUEST_BYTES = 1024 * 1024  # a proxied request body
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024  # below Lambda's 6 MB response limit, with room for base64
 METHODS = ("GET", "POST", "PUT", "DELETE")
-IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
-MAX_5XX_RETRIES = 2
-RATE_LIMIT_BUDGET_SECONDS = 10.0  # the function's timeout leaves room for this much waiting
-DEFAULT_RATE_LIMIT_WAIT = 1.0  # Cloud's 429 may carry no Retry-After
+# 5xx retried twice (idempotent methods); the function's timeout leaves room for 10 s of 429 waiting.
+PATIENCE = Patience(transient_retries=2, retry_base=0.4, retry_cap=2.0, rate_limit_seconds=10.0)
 MAX_PATH_LENGTH = 2048
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@{}%-]+$")  # RFC 3986 pchar (+ braces for Cloud uuids)
@@ -87,45 +83,6 @@ def target_url(api_url: str, path: str) -> str:
     return url
 
 
-# ------------------------------------------------------------------------------------------------ retries
-
-
-@dataclass(frozen=True)
-class Decision:
-    retry: bool
-    wait: float = 0.0
-    refresh: bool = False
-
-
-@dataclass
-class Attempts:
-    refreshed: bool = False
-    server_errors: int = 0
-    rate_limited: int = 0
-    waited: float = 0.0
-
-
-def retry_after_seconds(header: str | None) -> float | None:
-    if header and header.strip().replace(".", "", 1).isdigit():
-        return float(header.strip())
-    return None
-
-
-def plan_retry(method: str, status: int, retry_after: str | None, attempts: Attempts) -> Decision:
-    """What to do after Bitbucket answered `status` (pure: the caller sleeps and counts)."""
-    if status == 401 and not attempts.refreshed:
-        return Decision(True, refresh=True)
-    if status == 429:
-        wait = retry_after_seconds(retry_after)
-        wait = DEFAULT_RATE_LIMIT_WAIT * (2 ** min(attempts.rate_limited, 3)) if wait is None else wait
-        if attempts.waited + wait <= RATE_LIMIT_BUDGET_SECONDS:
-            return Decision(True, wait=wait)
-        return Decision(False)  # the caller gets the 429 and its Retry-After
-    if status >= 500 and method in IDEMPOTENT and attempts.server_errors < MAX_5XX_RETRIES:
-        return Decision(True, wait=0.2 * (2**attempts.server_errors) * (1 + random.random() / 2))  # noqa: S311
-    return Decision(False)
-
-
 # ------------------------------------------------------------------------------------------------ forwarding
 
 
@@ -178,54 +135,28 @@ def too_large(what: str) -> ServiceRefused:
 
 
 def forward(
-    method: str,
-    url: str,
-    *,
-    query: str,
-    body: bytes | None,
-    content_type: str | None,
-    token: Callable[[str | None], str],
-    sleep: Callable[[float], None] = time.sleep,
+    caller: Caller, method: str, url: str, *, query: str, body: bytes | None, content_type: str | None
 ) -> Answer:
-    """Send the request with the user's token, retrying as `plan_retry` says. `token(stale)` gives a
-    token; called with the refused one, it refreshes (through the single-refresher lease)."""
+    """Send the request as `caller` (the end user's token, refreshed once on a 401; its patience is
+    `PATIENCE`) and answer Bitbucket's final answer, whatever its status."""
     if body is not None and len(body) > MAX_REQUEST_BYTES:
         raise too_large("request")
-    attempts = Attempts()
-    access = token(None)
-    full = f"{url}?{query}" if query else url
-    while True:
-        headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            response = session().request(
-                method, full, data=body, headers=headers, timeout=TIMEOUT, stream=True, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            if method in IDEMPOTENT and attempts.server_errors < MAX_5XX_RETRIES:
-                attempts.server_errors += 1
-                sleep(0.2 * attempts.server_errors)
-                continue
-            raise refuse(
-                "provider_unreachable", f"Bitbucket did not answer ({type(exc).__name__}); try again shortly."
-            ) from None
-        decision = plan_retry(method, response.status_code, response.headers.get("Retry-After"), attempts)
-        if not decision.retry:
-            data = _read_limited(response)
-            passed = {h: response.headers[h] for h in PASSED_HEADERS if h in response.headers}
-            return Answer(response.status_code, data, passed)
-        response.close()
-        if decision.refresh:
-            attempts.refreshed = True
-            access = token(access)
-        elif response.status_code == 429:
-            attempts.rate_limited += 1
-            attempts.waited += decision.wait
-            sleep(decision.wait)
-        else:
-            attempts.server_errors += 1
-            sleep(decision.wait)
+    headers = {"Accept": "application/json", **({"Content-Type": content_type} if content_type else {})}
+    try:
+        response = caller.send(
+            method,
+            f"{url}?{query}" if query else url,
+            what="proxying",
+            data=body,
+            headers=headers,
+            stream=True,
+            allow_redirects=False,
+        )
+    except BitbucketError as exc:
+        raise refuse("provider_unreachable", f"Bitbucket did not answer ({exc}); try again shortly.") from None
+    data = _read_limited(response)
+    passed = {h: response.headers[h] for h in PASSED_HEADERS if h in response.headers}
+    return Answer(response.status_code, data, passed)
 
 
 def describe(answer: Answer) -> dict[str, Any]:

@@ -1,14 +1,13 @@
-"""The shared pieces of every model: table binding, timestamps, SDK errors as our own."""
+"""The shared pieces of every model: table binding, connections, SDK errors as our own."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.models import Model
 
-from bitbridge.config import settings
+from bitbridge.aws import client, forgotten_on_reset
+from bitbridge.config import aws_region, settings
 
 
 class _FromSettings:
@@ -21,12 +20,19 @@ class _FromSettings:
         return str(getattr(settings(), self.field))
 
 
+class _Region:
+    """PynamoDB asks a model's region when the class is made (at import): AWS's own variable, read then."""
+
+    def __get__(self, instance: object, owner: type) -> str:
+        return aws_region()
+
+
 def table_meta(table_field: str) -> Any:
     """A PynamoDB Meta class whose table is the Settings field `table_field`."""
 
     class Meta:
         table_name = _FromSettings(table_field)
-        region = _FromSettings("region")
+        region = _Region()
         connect_timeout_seconds = 3
         read_timeout_seconds = 10
         max_retry_attempts = 3
@@ -43,23 +49,11 @@ def register(model: type[Model]) -> type[Model]:
     return model
 
 
+@forgotten_on_reset
 def reset_connections() -> None:
     """Drop cached connections (tests switch between moto in-process and moto server)."""
     for model in MODELS:
         model._connection = None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def epoch(offset_seconds: float = 0) -> int:
-    """Seconds since the epoch: DynamoDB TTL attributes are numbers."""
-    return int(time.time() + offset_seconds)
-
-
-def iso(value: datetime | None = None) -> str:
-    return (value or now()).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def condition_failed(exc: Exception) -> bool:
@@ -77,6 +71,4 @@ def watch_models(watch: Any) -> None:
 
 def ping_providers_table() -> None:
     """One cheap read (of an item that never exists): raises when DynamoDB is not reachable."""
-    from bitbridge.aws import client
-
     client("dynamodb").get_item(TableName=settings().providers_table, Key={"pk": {"S": "__health__"}})

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
-from bitbridge.store.base import iso, register, table_meta
+from bitbridge.store.base import register, table_meta
+from bitbridge.timestamps import iso
 
 
 def state_key(state_digest: str) -> str:

@@ -27,7 +27,8 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from bitbridge.store.base import iso, register, table_meta
+from bitbridge.store.base import register, table_meta
+from bitbridge.timestamps import iso
 
 HOOK_INSTALLED = "installed"
 HOOK_MANUAL = "manual_required"
@@ -40,6 +41,7 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
+MAX_TRANSIENT_DEFERRALS = 5  # a step's retries after 5xx / network errors (2, 4, 8, 16, 32 s apart), then failed
 TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 
@@ -135,6 +137,10 @@ class JobRecord(Model):
     kickoff_id = UnicodeAttribute(null=True)  # the request that made it (its KICKOFF item says it was sent)
     rate_limit_waits = NumberAttribute(default=0)
     transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
+    # While a step is retrying (transient_failures > 0): when the next attempt is due (epoch) and what
+    # failed last (a message, never a token), so the console shows the retries instead of a silent "running".
+    retry_at = NumberAttribute(null=True)
+    retry_error = UnicodeAttribute(null=True)
     continuations = NumberAttribute(default=0)  # times it saved and re-enqueued itself (time limit)
     lease_owner = UnicodeAttribute(null=True)  # the invocation running it now
     lease_until = NumberAttribute(null=True)

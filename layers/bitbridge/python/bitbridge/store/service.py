@@ -18,7 +18,8 @@ from pynamodb.attributes import (
 )
 from pynamodb.models import Model
 
-from bitbridge.store.base import iso, register, table_meta
+from bitbridge.store.base import register, table_meta
+from bitbridge.timestamps import iso
 
 CLIENT_PROFILE = "PROFILE"
 KEY_SK = "KEY"

@@ -11,7 +11,8 @@ from pynamodb.attributes import BooleanAttribute, ListAttribute, NumberAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from bitbridge.store.base import iso, register, table_meta
+from bitbridge.store.base import register, table_meta
+from bitbridge.timestamps import iso
 
 
 def repository_key(provider_id: str, repository_id: str) -> str:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bitbridge import providers, tokens
+from bitbridge import providers
 from bitbridge.aws import secret_value
-from bitbridge.bitbucket.http import BitbucketError, get_json, request
+from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.repos import hook_id
+from bitbridge.calls import INTERACTIVE, WEBHOOKS, Caller
 from bitbridge.config import settings
-from bitbridge.store.base import iso
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.signatures import derive_hook_secret
 
@@ -59,15 +60,20 @@ def _hooks_url(provider: Any, repo: Repository) -> str:
     return providers.bitbucket(provider).hooks_url(provider.api_url, repo.owner, repo.slug)
 
 
-def _find_hook(provider: Any, url: str, token: str, our_url: str) -> str | None:
+def _hook_call(caller: Caller, method: str, url: str, what: str, **kwargs: Any) -> Any:
+    # Data Center answers 401 to a user without admin rights: not a stale token, so no refresh.
+    return caller.call(method, url, what, resource=WEBHOOKS, refresh_on_401=False, **kwargs)
+
+
+def _find_hook(caller: Caller, url: str, our_url: str) -> str | None:
     """Bitbucket's id of the hook pointing at our URL, if one exists (so we update, not duplicate)."""
 
     def fetch(page_url: str, params: dict[str, Any] | None) -> Any:
-        return get_json(page_url, token, "listing repository hooks", params=params)
+        return _hook_call(caller, "GET", page_url, "listing repository hooks", params=params).json()
 
     cursor: str | None = None
     while True:
-        page = providers.bitbucket(provider).hooks_page(fetch, url, cursor)
+        page = providers.bitbucket(caller.provider).hooks_page(fetch, url, cursor)
         found = next((hook_id(h) for h in page.values if h.get("url") == our_url), None)
         if found or page.next is None:
             return found
@@ -81,9 +87,9 @@ def _existing(sub_id: str) -> SubscriptionRecord | None:
         return None
 
 
-def _update_hook(hooks: str, hook_id: str, token: str, body: dict[str, Any]) -> bool:
+def _update_hook(caller: Caller, hooks: str, hook_id: str, body: dict[str, Any]) -> bool:
     try:
-        request("PUT", f"{hooks}/{quote(hook_id, safe='')}", token, "updating the hook", json=body)
+        _hook_call(caller, "PUT", f"{hooks}/{quote(hook_id, safe='')}", "updating the hook", json=body)
     except BitbucketError as exc:
         if exc.status == 404:
             return False
@@ -91,8 +97,8 @@ def _update_hook(hooks: str, hook_id: str, token: str, body: dict[str, Any]) -> 
     return True
 
 
-def _create_hook(hooks: str, token: str, body: dict[str, Any]) -> str:
-    return hook_id(request("POST", hooks, token, "creating the hook", json=body).json())
+def _create_hook(caller: Caller, hooks: str, body: dict[str, Any]) -> str:
+    return hook_id(_hook_call(caller, "POST", hooks, "creating the hook", json=body).json())
 
 
 def install_webhook(
@@ -101,19 +107,18 @@ def install_webhook(
     base_url: str,
     *,
     manual: bool = False,
-    provider: Any = None,
-    token: str | None = None,
+    caller: Caller | None = None,
 ) -> Installed:
     """Create or update bitbridge's hook on `repo` (as `user_id`), or, with `manual`, only the
-    subscription plus what an admin pastes into Bitbucket by hand. A caller already holding the
-    provider record and the user's current token (the import worker) passes them: not read again.
+    subscription plus what an admin pastes into Bitbucket by hand. A caller already calling Bitbucket
+    as `user_id` (the import worker, the reconciler) passes its `Caller`: provider and token not read again.
 
     One call in the common cases: a known hook is updated by its id, and a repository without a
     subscription gets one recorded *before* the hook is created - so an attempt interrupted after
     Bitbucket created the hook leaves a subscription without a hook id, and the next attempt
     looks the hook up by URL instead of creating a second one.
     """
-    provider = provider or providers.get_provider(repo.provider_id)
+    provider = caller.provider if caller else providers.get_provider(repo.provider_id)
     sub_id = subscription_id(repo.provider_id, repo.repository_id)
     url = hook_url(base_url, repo.provider_id, sub_id)
     events = providers.bitbucket(provider).webhook_events
@@ -141,24 +146,24 @@ def install_webhook(
         return Installed(record, url, events, secret)
     if user_id is None:
         raise ValueError("installing a hook needs a connected user (or use manual)")
-    token = token or tokens.access_token(user_id, repo.provider_id)
+    caller = caller or Caller(user_id, provider, priority=INTERACTIVE)
     hooks = _hooks_url(provider, repo)
     body = providers.bitbucket(provider).hook_body(url, events, secret)
     try:
         if existing is None:
             record.save(condition=SubscriptionRecord.pk.does_not_exist())
             try:
-                record.hook_id = _create_hook(hooks, token, body)
+                record.hook_id = _create_hook(caller, hooks, body)
             except BitbucketError:
                 record.delete()  # nothing was created: leave no subscription behind
                 raise
-        elif not (existing.hook_id and _update_hook(hooks, existing.hook_id, token, body)):
+        elif not (existing.hook_id and _update_hook(caller, hooks, existing.hook_id, body)):
             # A manual or interrupted subscription, or a hook deleted on Bitbucket's side.
-            found = _find_hook(provider, hooks, token, url)
-            if found and _update_hook(hooks, found, token, body):
+            found = _find_hook(caller, hooks, url)
+            if found and _update_hook(caller, hooks, found, body):
                 record.hook_id = found
             else:
-                record.hook_id = _create_hook(hooks, token, body)
+                record.hook_id = _create_hook(caller, hooks, body)
     except BitbucketError as exc:
         if exc.status in (401, 403):
             raise HookPermissionDenied(
@@ -181,9 +186,9 @@ def remove_webhook(sub_id: str, user_id: str | None = None) -> None:
         full_name = record.repository_full_name
         owner_key, _, slug = full_name.partition("/")
         repo = Repository(record.provider_id, record.repository_key.split("#", 1)[1], owner_key, slug)
-        token = tokens.access_token(owner, record.provider_id)
+        caller = Caller(owner, provider, priority=INTERACTIVE)
         try:
-            request("DELETE", f"{_hooks_url(provider, repo)}/{quote(record.hook_id, safe='')}", token, "deleting")
+            _hook_call(caller, "DELETE", f"{_hooks_url(provider, repo)}/{quote(record.hook_id, safe='')}", "deleting")
         except BitbucketError as exc:
             if exc.status != 404:  # already gone on Bitbucket's side is fine
                 raise
