@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.e2e.support import PROVIDERS, api_session, cli, control, emulator, st
 from tests.emulator.conftest import bearer, cloud_login, dc_login
 
 OWNER = {"cloud": "acme", "datacenter": "PLAT"}
+DELIVERIES_WAIT = 240  # seconds: 200 changes take minutes to deliver on a loaded machine
 
 
 def bitbridge(stack, *args: str):
@@ -64,11 +66,18 @@ class Repo:
         return control(self.stack, self.flavor, method, f"{self.path}/{path}", body)
 
     def deliveries(self) -> list[dict[str, Any]]:
-        query = f"deliveries?wait=1&timeout=60&repository={self.full_name}"
-        return list(control(self.stack, self.flavor, "GET", query)["deliveries"])
+        """Every delivery Bitbucket attempted for this repository, once none is left to attempt (200 changes
+        take minutes to deliver on a loaded machine)."""
+        query = f"deliveries?wait=1&timeout={DELIVERIES_WAIT}&repository={self.full_name}"
+        return list(control(self.stack, self.flavor, "GET", query, timeout=DELIVERIES_WAIT + 30)["deliveries"])
 
-    def events(self, settle: float = 3.0, timeout: float = 90.0) -> list[dict[str, Any]]:
-        """This repository's events on the bus, once no new one arrived for `settle` seconds."""
+    def events(
+        self, settle: float = 3.0, timeout: float = 240.0, until: Callable[[list[dict[str, Any]]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """This repository's events on the bus, once `until` holds for them and then no new one arrived for
+        `settle` seconds (a duplicate would). Publishing is asynchronous (a stored delivery reaches the bus
+        through the table's stream) and can take longer than `settle` on a loaded machine: a test that expects
+        an event says so with `until`, rather than taking a quiet moment for the end."""
         deadline, last, stable_since = time.monotonic() + timeout, -1, time.monotonic()
         while True:
             found = [
@@ -76,9 +85,13 @@ class Repo:
                 for e in self.stack.events(0)[0]
                 if (e["detail"].get("repository") or {}).get("full_name") == self.full_name
             ]
+            now = time.monotonic()
             if len(found) != last:
-                last, stable_since = len(found), time.monotonic()
-            elif time.monotonic() - stable_since >= settle or time.monotonic() > deadline:
+                last, stable_since = len(found), now
+            elif now - stable_since >= settle and (until is None or until(found)):
+                return found
+            if now > deadline:
+                assert until is None, f"the expected events were not all on the bus after {timeout:.0f} s"
                 return found
             time.sleep(0.3)
 
