@@ -43,8 +43,9 @@ SCHEMA_VERSION = "1"
 #: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
 #: Minor 1: push ``forced``/``truncated``, repository ``private``, PR source tags, ``pull_request.updated``
 #: ``changes``, ``repository.mirror_synchronized``. Minor 2: ``origin``, ``change_id`` (event and ref
-#: change), ``subscription.unhealthy``.
-SCHEMA_MINOR = 2
+#: change), ``subscription.unhealthy``. Minor 3: ``changed_files`` & co. and a push's ``commits``, added by the
+#: publisher (``bitbridge.webhooks.enrich``).
+SCHEMA_MINOR = 3  # issue 25: changed files and commits (bitbridge.webhooks.enrich); the lead renumbers at merge
 #: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
 ORIGIN_WEBHOOK = "webhook"
 ORIGIN_RECONCILIATION = "reconciliation"
