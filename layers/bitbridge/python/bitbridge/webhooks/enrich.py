@@ -48,7 +48,7 @@ PATH_BYTES_PER_EVENT = 96 * 1024
 ENTRY_OVERHEAD = 40  # bytes of JSON around each listed path
 COUNT_PAGES = 5  # changes counted up to 5 pages of 1,000
 COMMITS_PER_REF = 10  # newest first
-REF_CHANGES_ENRICHED = 10  # a push moving more refs than this (git push --all) lists files for the first 10
+REF_CHANGES_ENRICHED = 10  # a push moving more branches (git push --all) lists files for the first 10
 DEADLINE_SECONDS = 8.0
 WORKERS = 8
 #: Background work waits for nothing: a 429 is a reason, not a wait; one quick retry of a 5xx.
@@ -144,7 +144,11 @@ def enrich(sources: list[Source], *, deadline_seconds: float = DEADLINE_SECONDS)
 def _plan(source: Source) -> list[_Job]:
     event = source.event
     if event["type"] == PUSH:
-        return [_plan_ref(source, i, change) for i, change in enumerate(event["ref_changes"])]
+        jobs: list[_Job] = []
+        for index, change in enumerate(event["ref_changes"]):
+            asking = sum(1 for j in jobs if j.reason is None)
+            jobs.append(_plan_ref(source, index, change, enough=asking >= REF_CHANGES_ENRICHED))
+        return jobs
     pr = event.get("pull_request")
     if not isinstance(pr, dict):
         return []
@@ -166,14 +170,14 @@ def _plan(source: Source) -> list[_Job]:
     return [job]
 
 
-def _plan_ref(source: Source, index: int, change: dict[str, Any]) -> _Job:
+def _plan_ref(source: Source, index: int, change: dict[str, Any], *, enough: bool) -> _Job:
     job = _Job(source, change, index=index, with_commits=True)
     old, new = change.get("old"), change.get("new")
     if new is None:
         job.reason = REF_DELETED
     elif change.get("kind") == "tag":
         job.reason = TAG
-    elif index >= REF_CHANGES_ENRICHED:
+    elif enough:  # REF_CHANGES_ENRICHED ref changes already ask Bitbucket
         job.reason = TOO_MANY_REFS
     elif old is None:
         job.new_branch = str(change["name"])
