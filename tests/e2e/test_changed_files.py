@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import PROVIDERS, api_session, cli, control, user_id
+from tests.e2e.support import PROVIDERS, api_session, cli, control, token_requests, user_id
 
 pytestmark = pytest.mark.e2e
 OWNER = {"cloud": "acme", "datacenter": "PLAT"}
@@ -164,3 +164,18 @@ def test_enrichment_failure_publishes_once_with_null_and_the_reason(repo: Repo, 
     assert (change["changed_files"], change["changed_files_count"], change["changed_files_truncated"]) == (None,) * 3
     assert (change["changed_files_reason"], change["commits"]) == ("bitbucket_error", None)
     assert [e["id"] for e in repo.events() if e["id"] == event["id"]] == [event["id"]]
+
+
+def test_the_publisher_refreshes_the_owners_refused_token_under_its_own_policy(repo: Repo, stack):
+    """Bitbucket refuses the owner's token (expired early): the publisher refreshes it - the connection's
+    lease, KMS, the provider's client secret, all under EventPublisherFunction's policy - and lists the files."""
+    before = token_requests(stack, repo.flavor)
+    control(stack, repo.flavor, "POST", "tokens/expire", {"user": "alice", "flavor": repo.flavor})
+    head = repo.push(branch="main", files={"after-refresh.txt": "r\n"}, message="after the token expired")
+    change = change_of(repo.push_event("main", head), "main")
+    assert (change["changed_files"], change["changed_files_reason"]) == (
+        [{"path": "after-refresh.txt", "status": "added"}],
+        None,
+    )
+    assert token_requests(stack, repo.flavor) > before  # it did refresh
+    assert "IAM denied: function=EventPublisherFunction" not in stack.log()
