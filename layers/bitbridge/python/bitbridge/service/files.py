@@ -54,9 +54,9 @@ class _Where:
 # ------------------------------------------------------------------------------------------- input
 
 
-def check_repository(value: str | None) -> str:
+def check_repository(value: Any) -> str:
     try:
-        owner, slug = split_full_name(value or "")
+        owner, slug = split_full_name(value if isinstance(value, str) else "")
     except ValueError:
         raise bad_request(
             "`repository` must be owner/slug: a Cloud workspace or Data Center project key, a slash, the slug."
@@ -88,9 +88,9 @@ def check_path(value: Any, *, required: bool) -> str:
     return path
 
 
-def check_ref(value: str | None, name: str = "ref") -> str:
+def check_ref(value: Any, name: str = "ref") -> str:
     """A branch, a tag or a commit id, as git allows ref names."""
-    if not value or len(value) > MAX_REF or _BAD_REF.search(value):
+    if not isinstance(value, str) or not value or len(value) > MAX_REF or _BAD_REF.search(value):
         raise bad_request(f"`{name}` must be a branch, a tag or a commit id (git's ref name rules).")
     return value
 
