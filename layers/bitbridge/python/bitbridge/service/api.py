@@ -174,9 +174,12 @@ def end_user_caller(
     return calls.Caller(person, provider, priority=calls.INTERACTIVE, patience=patience, token_source=token_for)
 
 
-def reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
-    """409 `reauth_required` with a connect URL: Bitbucket refused the end user's token even after a refresh."""
-    return _reauth_required(caller, provider_id, end_user_id, base_url)
+def reauth_required(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, why: tokens.ReauthRequired
+) -> ServiceRefused:
+    """409 `reauth_required` with a connect URL and the reason: Bitbucket refused the end user's token even
+    after a refresh, or the refresh itself was refused."""
+    return _reauth_required(caller, provider_id, end_user_id, base_url, why)
 
 
 # ------------------------------------------------------------------------------------------- proxy

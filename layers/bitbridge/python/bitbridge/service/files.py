@@ -203,8 +203,8 @@ def _answers(caller: Caller, provider_id: str, end_user_id: str, base_url: str, 
     refresh `reauth_required` (409 with a connect URL)."""
     try:
         yield
-    except tokens.ReauthRequired:
-        raise api.reauth_required(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired as why:
+        raise api.reauth_required(caller, provider_id, end_user_id, base_url, why) from None
     except NotAFile:
         raise refuse("not_found", f"No file {what}: a directory? List it with files.list.") from None
     except BitbucketError as exc:  # a 429 (RateLimited) goes on: the edge answers it with Retry-After
