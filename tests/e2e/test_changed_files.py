@@ -182,3 +182,52 @@ def test_the_publisher_refreshes_the_owners_refused_token_under_its_own_policy(r
     )
     assert token_requests(stack, repo.flavor) > before  # it did refresh
     assert "IAM denied: function=EventPublisherFunction" not in stack.log()
+
+
+def test_a_push_of_more_commits_than_listed_gives_the_newest_ten_and_says_so(repo: Repo):
+    """Cloud's delivery lists 5 of the push's 12 commits (truncated), Data Center's none: one read fetches
+    the newest 10, each with its first line and author, and `commits_truncated` says there are more."""
+    repo.push(branch="main", files={"CHANGES.md": "start\n"}, message="base")
+    messages = [f"Step {n}\n\nbody {n}" for n in range(1, 13)]
+    head = repo.push(branch="main", commits=messages)
+    change = change_of(repo.push_event("main", head), "main")
+    assert [c["message"] for c in change["commits"]] == [f"Step {n}" for n in range(12, 2, -1)]
+    assert change["commits"][0]["id"] == head and change["commits_truncated"] is True
+    assert all(c["author"] and c["author"]["name"] for c in change["commits"])
+    assert change["changed_files"] == [{"path": "CHANGES.md", "status": "modified"}]
+
+
+def _rate_limits(stack, flavor: str) -> dict[str, Any]:
+    return {
+        r["class"]: r
+        for r in control(stack, flavor, "GET", f"rate-limits?flavor={flavor}&user=alice")["limits"]
+        if r["user"] == "alice"
+    }
+
+
+def test_enrichment_spends_the_owners_allowance_and_a_spent_one_publishes_rate_limited_at_once(repo: Repo, stack):
+    """The publisher asks Bitbucket as alice (the hook's owner), so her allowance pays: her counters move.
+    With it spent, Bitbucket answers 429 and the event goes out once, `rate_limited`, without waiting."""
+    klass = "repositories" if repo.flavor == "cloud" else "http"
+    config = control(stack, repo.flavor, "GET", "config")
+    saved = {k: config[k] for k in ("rate_limits_enabled", "cloud_rate_limits", "dc_rate_limit")}
+    control(stack, repo.flavor, "POST", "config", {"rate_limits_enabled": True})
+    try:
+        before = _rate_limits(stack, repo.flavor).get(klass, {}).get("admitted", 0)
+        head = repo.push(branch="main", files={"paid.txt": "p\n"}, message="paid for by alice")
+        change = change_of(repo.push_event("main", head), "main")
+        assert change["changed_files"] == [{"path": "paid.txt", "status": "added"}]
+        assert _rate_limits(stack, repo.flavor)[klass]["admitted"] > before  # her calls, counted as hers
+
+        spent = {"cloud_rate_limits": {"repositories": 0}, "dc_rate_limit": {"capacity": 1, "refill_per_second": 0.001}}
+        control(stack, repo.flavor, "POST", "config", spent)
+        rejected = _rate_limits(stack, repo.flavor)[klass]["rejected"]
+        head = repo.push(branch="main", files={"unpaid.txt": "u\n"}, message="alice's allowance is spent")
+        event = repo.push_event("main", head)
+        time.sleep(3)  # a second publication would have arrived by now
+        assert _rate_limits(stack, repo.flavor)[klass]["rejected"] > rejected  # Bitbucket refused alice
+    finally:
+        control(stack, repo.flavor, "POST", "config", saved)
+    change = change_of(event, "main")
+    assert (change["changed_files"], change["changed_files_reason"], change["commits"]) == (None, "rate_limited", None)
+    assert [e["id"] for e in repo.events() if e["id"] == event["id"]] == [event["id"]]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitbridge import deadlines
 from bitbridge.bitbucket.code import STATUSES, ChangedFile, Commit
 from bitbridge.webhooks import enrich, publish
 from bitbridge.webhooks.normalise import normalise
@@ -79,6 +80,31 @@ def test_deleted_refs_tags_and_pushes_of_many_refs_are_settled_without_asking_bi
     for change, reason in zip(event["ref_changes"], [enrich.REF_DELETED, enrich.TAG], strict=False):
         assert change["changed_files"] is None and change["commits"] is None
         assert change["changed_files_reason"] == reason
+
+
+class _Invocation:
+    """Lambda's context object, as far as `deadlines.within` reads it."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def test_reads_run_in_the_invocations_context_so_a_token_refresh_never_outlives_it(monkeypatch):
+    """The pool's threads start without the publisher's `deadlines` context; each read gets a copy of it,
+    so the caller it makes knows when the invocation ends (without it, a refresh could run past the end)."""
+    seen: list[float | None] = []
+
+    def run(job: Any, callers: Any) -> str:
+        seen.append(deadlines.ends())
+        return enrich.TIMEOUT
+
+    monkeypatch.setattr(enrich, "_run", run)
+    event = _push({"old": _ref("main", C1), "new": _ref("main", C2)}, {"old": _ref("dev", C1), "new": _ref("dev", C2)})
+    with deadlines.within(_Invocation()):
+        ends = deadlines.ends()
+        enrich.enrich([_source(event)])
+    assert ends is not None and seen == [ends, ends]
+    assert [c["changed_files_reason"] for c in event["ref_changes"]] == [enrich.TIMEOUT] * 2
 
 
 def test_a_new_branch_is_compared_when_asked_and_a_pull_request_edit_that_moved_nothing_is_not():

@@ -5,7 +5,8 @@ push, its commits) on each ref change of `repository.push`, and on the pull requ
 The publisher calls :func:`enrich` with a batch's events before it puts them on the bus. Bitbucket is asked
 as the subscription's owner (the person whose connection installed the hook), through `calls.Caller` at
 background priority, so enrichment spends that person's allowance like any other call (Cloud: diffstat and
-commits are `repositories` calls). The batch's reads run side by side, within `DEADLINE_SECONDS`.
+commits are `repositories` calls). The batch's reads run side by side, within `DEADLINE_SECONDS`, each in a
+copy of the publisher's context, so a token refresh they start never outlives its invocation (`deadlines`).
 
 - **Never held back, never lost.** Whatever goes wrong (no owner, a refused token, a 429, a 5xx, the
   deadline), the event still goes out, once, with ``changed_files: null`` and ``changed_files_reason``
@@ -23,6 +24,7 @@ docs/events.md ("Changed files") is the consumer's description; these names are 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bitbridge import providers, tokens
+from bitbridge.aws import forgotten_on_reset
 from bitbridge.bitbucket.code import Code, Commit, Diff, Read, code_for, read_changes
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.calls import BACKGROUND, Caller, Patience
@@ -53,7 +56,7 @@ DEADLINE_SECONDS = 8.0
 WORKERS = 8
 #: Background work waits for nothing: a 429 is a reason, not a wait; one quick retry of a 5xx.
 PATIENCE = Patience(transient_retries=1, retry_base=0.2, retry_cap=1.0, rate_limit_seconds=0.0)
-CACHE_SECONDS = 300.0  # callers, subscription owners and default branches, per container
+CACHE_SECONDS = 300.0  # subscription owners, provider records and default branches, per container
 
 # Why `changed_files` is null (docs/events.md lists them).
 REF_DELETED = "ref_deleted"  # a deleted branch or tag changes no file
@@ -125,9 +128,12 @@ def enrich(sources: list[Source], *, deadline_seconds: float = DEADLINE_SECONDS)
             log.warning("enrichment not planned for %s: %s", source.event.get("id"), type(exc).__name__)
     asking = [j for j in jobs if j.reason is None]
     if asking:
-        # Not a `with` block: leaving one waits for every thread, and the deadline is the point.
+        callers = _Callers()
+        # Not a `with` block: leaving one waits for every thread, and the deadline is the point. Each read
+        # runs in a copy of this context, so its caller knows when the invocation ends (`deadlines`): a
+        # token refresh it starts never outlives the publisher's invocation.
         pool = ThreadPoolExecutor(min(WORKERS, len(asking)), thread_name_prefix="enrich")
-        futures = {pool.submit(_run, job): job for job in asking}
+        futures = {pool.submit(contextvars.copy_context().run, _run, job, callers): job for job in asking}
         done, late = wait(futures, timeout=deadline_seconds)
         pool.shutdown(wait=False, cancel_futures=True)
         for future in late:
@@ -189,11 +195,11 @@ def _plan_ref(source: Source, index: int, change: dict[str, Any], *, enough: boo
 # ------------------------------------------------------------------------------------------ asking
 
 
-def _run(job: _Job) -> str | None:
+def _run(job: _Job, callers: _Callers) -> str | None:
     """Fill the job from Bitbucket; the reason when it could not be."""
     event = job.source.event
     try:
-        caller = _caller(job.source.subscription_id, event["provider"]["id"])
+        caller = callers.get(job.source.subscription_id, event["provider"]["id"])
         if caller is None:
             return NO_CONNECTION
         code = code_for(str(caller.provider.flavor))
@@ -270,26 +276,37 @@ class _Cache:
 
 
 _owners = _Cache()
-_callers = _Cache()
+_providers = _Cache()
 _default_branches = _Cache()
 
 
+@forgotten_on_reset
 def forget() -> None:
     """Drop what the container remembers (tests change owners, providers and branches between runs)."""
-    for cache in (_owners, _callers, _default_branches):
+    for cache in (_owners, _providers, _default_branches):
         cache.clear()
 
 
-def _caller(subscription_id: str, provider_id: str) -> Caller | None:
-    owner = _owners.get(subscription_id, lambda: webhook_state.subscription_owner(subscription_id))
-    if owner is None:
-        return None
+class _Callers:
+    """One batch's callers, one per owner and provider (one token read for the batch's reads as them).
+    Never kept past the batch: a `Caller` belongs to the invocation that made it (`deadlines`)."""
 
-    def make() -> Caller:
-        return Caller(owner, providers.get_provider(provider_id), priority=BACKGROUND, patience=PATIENCE)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, str], Caller] = {}
 
-    caller: Caller = _callers.get((owner, provider_id), make)
-    return caller
+    def get(self, subscription_id: str, provider_id: str) -> Caller | None:
+        owner = _owners.get(subscription_id, lambda: webhook_state.subscription_owner(subscription_id))
+        if owner is None:
+            return None
+        with self._lock:
+            caller = self._made.get((owner, provider_id))
+        if caller is None:
+            provider = _providers.get(provider_id, lambda: providers.get_provider(provider_id))
+            made = Caller(owner, provider, priority=BACKGROUND, patience=PATIENCE)
+            with self._lock:
+                caller = self._made.setdefault((owner, provider_id), made)
+        return caller
 
 
 def _default_branch(code: Code, read: Read, api: str, full_name: str, key: tuple[str, str]) -> str | None:
