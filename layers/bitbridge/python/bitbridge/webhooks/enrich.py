@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,10 +214,15 @@ def _run(job: _Job, callers: _Callers) -> str | None:
             else:  # what the new branch brings since it left the default branch
                 diff, exclude = Diff(new, default, three_dot=True), default
         assert diff is not None
+        commits: Future[tuple[list[Commit], bool]] | None = None
+        if job.with_commits:  # read side by side with the changes (an event waits for the slower, not the sum)
+            caller.prime()  # one token read for both
+            run = contextvars.copy_context().run
+            commits = _commit_reads.submit(run, _commits, code, read, api, full_name, job, diff.head, exclude)
         changes = read_changes(code, read, api, full_name, diff, max_pages=COUNT_PAGES)
         job.files, job.complete = changes.files, changes.complete
-        if job.with_commits:
-            job.commits = _commits(code, read, api, full_name, job, diff.head, exclude)
+        if commits is not None:
+            job.commits = commits.result()
         return None
     except (tokens.NotConnected, tokens.ReauthRequired):
         return NO_CONNECTION
@@ -228,6 +233,10 @@ def _run(job: _Job, callers: _Callers) -> str | None:
     except Exception as exc:
         log.warning("enrichment failed for %s: %s", event.get("id"), type(exc).__name__)
         return ERROR
+
+
+#: A push's commits are read here, beside its changes (a thread of the batch's pool cannot wait on that pool).
+_commit_reads = ThreadPoolExecutor(WORKERS, thread_name_prefix="enrich-commits")
 
 
 def _commits(
