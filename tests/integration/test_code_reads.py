@@ -150,8 +150,11 @@ def test_a_cloud_push_delivery_lists_at_most_five_commits() -> None:
     commits = [
         {"hash": f"{n:040x}", "message": f"c{n}\n", "author": {"raw": "Ann <ann@example.com>"}} for n in range(5)
     ]
-    payload = {"push": {"changes": [{"commits": commits, "truncated": True}]}}
-    listed, cut = code.payload_commits(payload, 0) or ([], False)
+    head = commits[0]["hash"]
+    moved = {"new": {"type": "branch", "name": "main", "target": {"hash": head}}, "commits": commits, "truncated": True}
+    payload = {"push": {"changes": [moved]}}
+    listed, cut = code.payload_commits(payload, "main", head) or ([], False)
     assert cut and [c.message for c in listed] == ["c0", "c1", "c2", "c3", "c4"]
     assert listed[0].author == {"id": None, "name": "Ann", "username": None}
-    assert code_for("datacenter").payload_commits(payload, 0) is None
+    assert code.payload_commits(payload, "main", "f" * 40) is None  # another move of that ref: not this one
+    assert code_for("datacenter").payload_commits(payload, "main", head) is None

@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitbridge import deadlines
+from bitbridge.bitbucket.cloud_code import CLOUD_CODE
 from bitbridge.bitbucket.code import STATUSES, ChangedFile, Commit
+from bitbridge.store.deliveries import Delivery
 from bitbridge.webhooks import enrich, publish
-from bitbridge.webhooks.normalise import normalise
+from bitbridge.webhooks.normalise import normalise, set_change_ids
 from tests.unit.webhooks.support import RECEIVED_AT, manifest, payload, schema_errors
 
 C1, C2 = "1" * 40, "2" * 40
@@ -105,6 +107,44 @@ def test_reads_run_in_the_invocations_context_so_a_token_refresh_never_outlives_
         enrich.enrich([_source(event)])
     assert ends is not None and seen == [ends, ends]
     assert [c["changed_files_reason"] for c in event["ref_changes"]] == [enrich.TIMEOUT] * 2
+
+
+def _cloud_move(name: str, old: str, new: str, message: str) -> dict[str, Any]:
+    commit = {"hash": new, "message": f"{message}\n", "author": {"raw": "Ann <ann@example.com>"}}
+    return {"old": _ref(name, old), "new": _ref(name, new), "commits": [commit], "truncated": False}
+
+
+def test_a_ref_changes_commits_are_its_own_when_a_change_told_before_is_left_out():
+    """The ledger leaves out a ref change the reconciler told first (change id None): the next ref change's
+    commits come from its own entry of the delivery, not from the entry at its new position."""
+    body = {
+        "actor": None,
+        "repository": _repo(),
+        "push": {"changes": [_cloud_move("told", C1, C2, "told before"), _cloud_move("main", C1, "3" * 40, "mine")]},
+    }
+    event = normalise(
+        flavor="cloud", provider_id="p", event_key="repo:push", payload=body, delivery_id="d", received_at=RECEIVED_AT
+    )
+    event = set_change_ids(event, [None, "chg-main"])
+    assert event is not None and [c["name"] for c in event["ref_changes"]] == ["main"]
+    (job,) = enrich._plan(enrich.Source(event, body, "sub"))
+
+    def no_read(*_: Any) -> Any:
+        raise AssertionError("the delivery lists them all: nothing to read")
+
+    commits, cut = enrich._commits(CLOUD_CODE, no_read, "https://api", "acme/widgets", job, "3" * 40, C1)
+    assert ([c.message for c in commits], cut) == (["mine"], False)
+
+
+def test_enrichment_keeps_the_claimed_change_ids_on_the_rebuilt_entry(monkeypatch):
+    """The entry rebuilt with the files keeps the delivery's claimed ids (kept on the delivery when the bus
+    refuses it, so a retry publishes the same ids)."""
+    event = _push({"old": _ref("main", C1), "new": _ref("main", C2)})
+    delivery = Delivery("pk", "d", "p", "sub", "repo:push", "received", RECEIVED_AT, json.dumps({}))
+    prepared = publish._entry(delivery, event, ["chg-1"])
+    monkeypatch.setattr(enrich, "enrich", lambda sources: None)
+    (rebuilt,) = publish._with_changed_files([prepared])
+    assert rebuilt is not prepared and rebuilt.change_ids == ["chg-1"]
 
 
 def test_a_new_branch_is_compared_when_asked_and_a_pull_request_edit_that_moved_nothing_is_not():

@@ -79,6 +79,16 @@ def _commit(raw: dict[str, Any]) -> Commit:
     return Commit(str(raw["hash"]).lower(), first_line(raw.get("message")), _author(raw.get("author")))
 
 
+def _moved(change: Any, name: str, head: str) -> bool:
+    """Whether a push payload's change moved ref `name` to commit `head`."""
+    new = change.get("new") if isinstance(change, dict) else None
+    if not isinstance(new, dict) or new.get("name") != name:
+        return False
+    target = new.get("target")
+    moved_to = target.get("hash") if isinstance(target, dict) else None
+    return isinstance(moved_to, str) and moved_to.lower() == head.lower()
+
+
 def _changed(raw: dict[str, Any]) -> ChangedFile:
     status = raw.get("status")
     new_path = (raw.get("new") or {}).get("path")
@@ -124,10 +134,11 @@ class CloudCode:
         body = json_of(read(f"{_base(api, full_name)}/commits", params, REPOSITORIES))
         return Page([_commit(v) for v in (body.get("values") or [])[:limit]], body.get("next"))
 
-    def payload_commits(self, payload: dict[str, Any], index: int) -> tuple[list[Commit], bool] | None:
+    def payload_commits(self, payload: dict[str, Any], name: str, head: str) -> tuple[list[Commit], bool] | None:
+        # Found by ref and head, not by position: an event may leave out ref changes told before.
         changes = (payload.get("push") or {}).get("changes")
-        change = changes[index] if isinstance(changes, list) and 0 <= index < len(changes) else None
-        if not isinstance(change, dict) or not isinstance(change.get("commits"), list):
+        change = next((c for c in changes if _moved(c, name, head)), None) if isinstance(changes, list) else None
+        if change is None or not isinstance(change.get("commits"), list):
             return None
         commits = change["commits"]
         found = [_commit(c) for c in commits if isinstance(c, dict) and isinstance(c.get("hash"), str)]

@@ -103,9 +103,9 @@ class Code(Protocol):
         there are more than `limit`)."""
         ...
 
-    def payload_commits(self, payload: dict[str, Any], index: int) -> tuple[list[Commit], bool] | None:
-        """The commits a push delivery names for its `index`-th ref change and whether the list was cut;
-        None when the flavor's payload carries none."""
+    def payload_commits(self, payload: dict[str, Any], name: str, head: str) -> tuple[list[Commit], bool] | None:
+        """The commits a push delivery names for its change that moved ref `name` to commit `head`, and whether
+        the list was cut; None when the flavor's payload carries none (or names no such change)."""
         ...
 
     def default_branch(self, read: Read, api: str, full_name: str) -> str | None: ...

@@ -96,7 +96,7 @@ class DataCenterCode:
         body = json_of(read(f"{_base(api, full_name)}/commits", params, None))
         return Page([_commit(v) for v in (body.get("values") or [])[:limit]], next_start(body, 0))
 
-    def payload_commits(self, payload: dict[str, Any], index: int) -> tuple[list[Commit], bool] | None:
+    def payload_commits(self, payload: dict[str, Any], name: str, head: str) -> tuple[list[Commit], bool] | None:
         return None  # `repo:refs_changed` names no commits (Data Center 9)
 
     def default_branch(self, read: Read, api: str, full_name: str) -> str | None:

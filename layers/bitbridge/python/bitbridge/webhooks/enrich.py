@@ -107,7 +107,6 @@ class _Job:
 
     source: Source
     target: dict[str, Any]  # the ref change or the pull_request section: the fields go here
-    index: int = 0
     diff: Diff | None = None
     new_branch: str | None = None  # a branch's first push: compared with the default branch, found at run time
     exclude: str | None = None  # commits already known (the ref's old head)
@@ -151,9 +150,9 @@ def _plan(source: Source) -> list[_Job]:
     event = source.event
     if event["type"] == PUSH:
         jobs: list[_Job] = []
-        for index, change in enumerate(event["ref_changes"]):
+        for change in event["ref_changes"]:
             asking = sum(1 for j in jobs if j.reason is None)
-            jobs.append(_plan_ref(source, index, change, enough=asking >= REF_CHANGES_ENRICHED))
+            jobs.append(_plan_ref(source, change, enough=asking >= REF_CHANGES_ENRICHED))
         return jobs
     pr = event.get("pull_request")
     if not isinstance(pr, dict):
@@ -176,8 +175,8 @@ def _plan(source: Source) -> list[_Job]:
     return [job]
 
 
-def _plan_ref(source: Source, index: int, change: dict[str, Any], *, enough: bool) -> _Job:
-    job = _Job(source, change, index=index, with_commits=True)
+def _plan_ref(source: Source, change: dict[str, Any], *, enough: bool) -> _Job:
+    job = _Job(source, change, with_commits=True)
     old, new = change.get("old"), change.get("new")
     if new is None:
         job.reason = REF_DELETED
@@ -242,7 +241,8 @@ _commit_reads = ThreadPoolExecutor(WORKERS, thread_name_prefix="enrich-commits")
 def _commits(
     code: Code, read: Read, api: str, full_name: str, job: _Job, head: str, exclude: str | None
 ) -> tuple[list[Commit], bool]:
-    given = code.payload_commits(job.source.payload, job.index) if job.source.payload else None
+    payload, name = job.source.payload, str(job.target["name"])
+    given = code.payload_commits(payload, name, head) if payload else None
     if given is not None and not given[1]:  # the delivery lists them all
         commits = given[0]
         return commits[:COMMITS_PER_REF], len(commits) > COMMITS_PER_REF
