@@ -7,7 +7,7 @@ import copy
 import html
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -614,7 +614,7 @@ def parse_query(q: str) -> Callable[[dict], bool]:
         try:
             return float(text) if "." in text else int(text)
         except ValueError:
-            return text  # datetimes compare as ISO strings
+            return _datetime(text) or text  # BBQL datetimes are unquoted ISO-8601
 
     def comparison() -> Callable[[dict], bool]:
         kind, field = take()
@@ -675,7 +675,29 @@ def _lookup(obj: Any, path: list[str]) -> list[Any]:
     return flat or [None]
 
 
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def _datetime(value: Any) -> datetime | None:
+    """A BBQL datetime: ISO-8601 with the time, milliseconds and offset optional; no offset means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and _ISO_DATETIME.fullmatch(value):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _compare(actual: Any, op: str, expected: Any) -> bool:
+    if op in ("=", "!=", ">", ">=", "<", "<=") and (when := _datetime(actual)) and (than := _datetime(expected)):
+        # A datetime field against a datetime, quoted or not: compared as instants, not as text.
+        actual, expected = when, than
+    elif isinstance(expected, datetime):
+        expected = expected.isoformat()
     if op == "~":
         return actual is not None and str(expected).lower() in str(actual).lower()
     if op == "!~":
@@ -707,6 +729,8 @@ def sort_values(values: list[dict], sort: str) -> list[dict]:
 
     def key(v: dict) -> tuple:
         val = _lookup(v, path)[0]
+        if (when := _datetime(val)) is not None:  # datetimes in time order, whatever their text
+            return (False, [(0, when.timestamp(), "")])
         if isinstance(val, str):  # natural sort, so feature/10 follows feature/9
             return (val is None, natural_key(val))
         return (val is None, [(0, val, "")] if val is not None else [])

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response
 from . import cloud, datacenter
 from .models import CLOUD, DC, FLAVORS, BadRequest, Repository
 from .oauth import authorize_decision, cloud_check, dc_check, dc_scopes
+from .ratelimit import RATE_LIMIT_KEYS, configure
 from .seed import apply_spec, seed_default
 from .web import Ctx, Routes, json_response
 
@@ -113,6 +114,9 @@ def config(ctx: Ctx) -> Response:
         for key, value in ctx.json_body().items():
             if not hasattr(cfg, key):
                 raise BadRequest(f"Unknown config key: {key}")
+            if key in RATE_LIMIT_KEYS:
+                configure(cfg, key, value)
+                continue
             if key == "dc_hook_on_failures" and value not in ("skip", "disable"):
                 raise BadRequest("dc_hook_on_failures must be skip or disable")
             setattr(cfg, key, type(getattr(cfg, key))(value))
@@ -418,6 +422,25 @@ def requests_stats(ctx: Ctx) -> Response:
         ctx.emulator.stats.reset()
         return Response(status=204)
     return json_response(ctx.emulator.stats.snapshot())
+
+
+@routes.route(P + "/rate-limits", methods=("GET", "DELETE"))
+def rate_limits(ctx: Ctx) -> Response:
+    """Each counter: Cloud per (user or consumer, class) in the rolling window, DC per user's bucket."""
+    limiter = ctx.emulator.limits
+    if ctx.request.method == "DELETE":
+        limiter.clear()
+        return Response(status=204)
+    args = ctx.request.args
+    flavor = _flavor(args["flavor"]) if args.get("flavor") else None
+    cfg = ctx.backend.config
+    return json_response(
+        {
+            "enabled": cfg.rate_limits_enabled,
+            "counting": cfg.rate_limit_counting,
+            "limits": limiter.snapshot(flavor, args.get("user"), args.get("class")),
+        }
+    )
 
 
 @routes.route(P + "/delivery-faults", methods=("GET", "POST", "DELETE"))

@@ -590,6 +590,41 @@ def test_webhook(ctx: Ctx, api_version: str, **values: str) -> Response:
     return json_response(result)
 
 
+@repo_route("/ref-change-activities")
+def ref_change_activities(ctx: Ctx, api_version: str, **values: str) -> Response:
+    """Every ref created, moved or deleted (pushes, branch and tag changes, merges), newest first: one call with
+    limit=1 tells a reconciler whether a repository's refs changed since it last looked (REPO_ADMIN)."""
+    token = authenticate(ctx, "REPO_ADMIN")
+    ref = ctx.request.args.get("ref")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin")
+        changes = [c for c in reversed(repo.ref_changes) if not ref or c["ref_id"] == ref]
+
+        def render(c: dict) -> dict:
+            actor = ctx.backend.users.get(c["user"])
+            return {
+                "createdDate": int(c["created"] * 1000),
+                "id": c["id"],
+                "refChange": {
+                    "fromHash": c["from_hash"],
+                    "ref": {
+                        "displayId": c["display_id"],
+                        "id": c["ref_id"],
+                        "type": "BRANCH" if c["kind"] == "branch" else "TAG",
+                    },
+                    "refId": c["ref_id"],
+                    "toHash": c["to_hash"],
+                    "type": c["type"],
+                    "updatedType": ("FORCED" if c["forced"] else "NOT_FORCED") if c["type"] == "UPDATE" else "UNKNOWN",
+                },
+                "repository": repository(ctx, repo),
+                "trigger": c["trigger"],
+                "user": user(ctx, actor) if actor else None,
+            }
+
+        return page(ctx, changes, render)
+
+
 # ---------------------------------------- webhook payloads
 # Shapes follow the real payloads in ../shared/bitbucket/webhooks/datacenter (key for key).
 _NOT_IN_PAYLOAD_REPO = ("description", "hierarchyId", "archived")

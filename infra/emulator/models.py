@@ -242,6 +242,8 @@ class Repository:
     next_comment_id: int = 1
     next_pr_id: int = 1  # ids are never reused, even after a DC pull request is deleted
     next_issue_id: int = 1
+    # Every ref created, moved or deleted, oldest first (DC's ref change activity): plain dicts.
+    ref_changes: list[dict] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:
@@ -317,6 +319,14 @@ class Config:
     dc_hook_skip_seconds: float = 10.0
     dc_hook_skip_exponent: float = 2.0
     dc_hook_skip_max_seconds: float = 36000.0
+    # Rate limits (ratelimit.py): Cloud's rolling window per resource class, Data Center's token bucket per user.
+    rate_limits_enabled: bool = True
+    rate_limit_window_seconds: float = 3600.0
+    rate_limit_counting: str = "per_user"  # Cloud only: "per_user" | "per_consumer" (the OAuth client)
+    cloud_rate_limits: dict[str, int | None] = field(
+        default_factory=lambda: {"repositories": 1000, "webhooks": 1000, "raw": 5000, "git": 60000, "other": 1000}
+    )
+    dc_rate_limit: dict[str, float] = field(default_factory=lambda: {"capacity": 60, "refill_per_second": 5})
 
 
 @dataclass(slots=True)
@@ -350,7 +360,7 @@ class Backend:
             self.codes: dict[str, AuthCode] = {}
             self.access_tokens: dict[str, Token] = {}
             self.refresh_tokens: dict[str, Token] = {}
-            self._ids = {"user": 0, "project": 0, "repo": 0, "hook": 0}
+            self._ids = {"user": 0, "project": 0, "repo": 0, "hook": 0, "ref_change": 0}
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] += 1
@@ -677,8 +687,50 @@ class Backend:
             old = refs.pop(name)
             self._emit_ref_change(repo, actor, {"kind": kind, "name": name, "old": old, "new": None, "commits": []})
 
+    def _log_ref_change(
+        self,
+        repo: Repository,
+        actor: str,
+        kind: str,
+        name: str,
+        old: str | None,
+        new: str | None,
+        *,
+        forced: bool = False,
+        trigger: str = "push",
+    ) -> None:
+        repo.ref_changes.append(
+            {
+                "id": self._next_id("ref_change"),
+                "created": now().timestamp(),
+                "ref_id": ("refs/heads/" if kind == "branch" else "refs/tags/") + name,
+                "display_id": name,
+                "kind": kind,
+                "from_hash": old or ZERO_HASH,
+                "to_hash": new or ZERO_HASH,
+                "type": "ADD" if old is None else "DELETE" if new is None else "UPDATE",
+                "forced": forced,
+                "trigger": trigger,
+                "user": actor,
+            }
+        )
+
     def _emit_ref_change(self, repo: Repository, actor: str, change: dict) -> None:
         """One ref created, moved or deleted: a ``repo:push`` event carrying that single change."""
+        touch(repo)  # Cloud's repository updated_on follows pushes (README: "updated_on")
+        old, new = change.get("old"), change.get("new")
+        kind = change["kind"]
+        verb = "create" if old is None else "delete" if new is None else "update"
+        self._log_ref_change(
+            repo,
+            actor,
+            kind,
+            change["name"],
+            old.target if old else None,
+            new.target if new else None,
+            forced=bool(change.get("forced")),
+            trigger="push" if change.get("commits") else f"{kind}-{verb}",  # as hook triggers name them
+        )
         self.emit(Event(repo.flavor, "repo:push", repo, actor, {"changes": [change]}))
 
     # ---------------------------------------- pull requests
@@ -803,6 +855,10 @@ class Backend:
                         pr.closed_on,
                         repo.commits[pr.merge_hash].message,
                         actor,
+                    )
+                    touch(repo, pr.closed_on)  # a merge is a push to the destination branch
+                    self._log_ref_change(
+                        repo, actor, "branch", pr.dest_branch, dst.target, pr.merge_hash, trigger="pull-request-merge"
                     )
         if emit:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
@@ -1225,6 +1281,12 @@ _MESSAGES = {
 
 def _msg(flavor: str, key: str) -> str:
     return _MESSAGES[flavor][key]
+
+
+def touch(repo: Repository, when: datetime | None = None) -> None:
+    """Mark a repository updated (Cloud's ``updated_on``): its refs or its own metadata changed. Pull request,
+    comment and issue activity leave it alone (README: "updated_on")."""
+    repo.updated_on = max(repo.updated_on, when or now())
 
 
 def iso(dt: datetime | None) -> str | None:

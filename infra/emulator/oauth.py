@@ -10,50 +10,48 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from werkzeug.datastructures import MultiDict
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
+from . import pages
 from .datacenter import SCOPES as DC_SCOPES
 from .models import CLOUD, DC, Backend, OAuthClient, OAuthError, Token
-from .web import Ctx, Routes, html_response, json_response
+from .web import Ctx, Routes, json_response
 
 cloud_routes = Routes()
 dc_routes = Routes()
 
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:36em;margin:3em auto}} button{{margin-right:1em}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
 
-
-def error_page(title: str, message: str, status: int = 400) -> Response:
-    return html_response(_PAGE.format(title=html.escape(title), body=f"<p>{html.escape(message)}</p>"), status)
+def error_page(ctx: Ctx, title: str, message: str, status: int = 400) -> Response:
+    return pages.error_page(title, message, status, flavor=ctx.flavor, request=ctx.request)
 
 
 def consent_page(ctx: Ctx, client: OAuthClient, action: str, params: MultiDict, scopes: list[str]) -> Response:
+    e = pages.e
     hidden = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        f'<input type="hidden" name="{e(k)}" value="{e(v)}">'
         for k, v in params.items(multi=True)
         if k not in ("user", "decision")
     )
     users = sorted(ctx.backend.users.values(), key=lambda u: u.name)
-    options = "".join(
-        f'<option value="{html.escape(u.name)}">{html.escape(u.display_name)} ({u.name})</option>' for u in users
-    )
-    scope_list = "".join(f"<li>{html.escape(s)}</li>" for s in scopes)
+    options = "".join(f'<option value="{e(u.name)}">{e(u.display_name)} ({e(u.name)})</option>' for u in users)
+    scope_list = "".join(f"<li><code>{e(s)}</code></li>" for s in scopes)
     body = (
-        f"<p><strong>{html.escape(client.name)}</strong> is requesting access to your Bitbucket account.</p>"
-        f"<ul>{scope_list}</ul>"
-        f'<form method="post" action="{html.escape(action)}">{hidden}'
-        f'<label>Sign in as (demo user) <select name="user">{options}</select></label><p>'
-        '<button type="submit" name="decision" value="grant">Grant access</button>'
-        '<button type="submit" name="decision" value="deny">Deny</button></p></form>'
+        f"<h1>Authorize {e(client.name)}</h1>"
+        f"<p><strong>{e(client.name)}</strong> is requesting access to your Bitbucket account. "
+        "It will be able to:</p>"
+        f'<ul class="scopes">{scope_list}</ul>'
+        f'<form method="post" action="{e(action)}">{hidden}'
+        '<label for="user">Sign in as (demo user)</label>'
+        f'<select id="user" name="user">{options}</select>'
+        '<div class="actions"><button class="primary" type="submit" name="decision" value="grant">Grant access'
+        '</button><button type="submit" name="decision" value="deny">Deny</button></div></form>'
+        f'<p class="muted">Deny takes you back to {e(client.name)} without access.</p>'
     )
-    return html_response(_PAGE.format(title="Authorize " + html.escape(client.name), body=body))
+    return pages.layout("Authorize " + client.name, body, ctx.flavor)
 
 
 def _with_query(url: str, **params: str | None) -> str:
@@ -107,7 +105,7 @@ def authorize_decision(
     try:
         ctx.backend.get_user(params.get("user") or "")
     except Exception:
-        return error_page("Unknown user", "Choose one of the demo users.")
+        return error_page(ctx, "Unknown user", "Choose one of the demo users.")
     code = ctx.backend.issue_code(
         flavor,
         client.client_id,
@@ -128,6 +126,7 @@ def cloud_check(ctx: Ctx, params: MultiDict) -> tuple[OAuthClient, str] | Respon
     # Unknown consumer or a redirect_uri outside the consumer's callback URL: error page, never a redirect.
     if client is None or (requested and not requested.startswith(client.redirect_uri)):
         return error_page(
+            ctx,
             "Invalid redirect_uri",
             "Invalid redirect_uri — This integration is misconfigured. Contact the vendor for assistance.",
         )
@@ -190,10 +189,11 @@ def cloud_access_token(ctx: Ctx) -> Response:
 def dc_check(ctx: Ctx, params: MultiDict) -> tuple[OAuthClient, str] | Response:
     client = ctx.backend.get_client(DC, params.get("client_id"))
     if client is None:
-        return error_page("Invalid client", "The client_id does not match any registered application.")
+        return error_page(ctx, "Invalid client", "The client_id does not match any registered application.")
     redirect_uri = params.get("redirect_uri")
     if redirect_uri != client.redirect_uri:
         return error_page(
+            ctx,
             "Invalid redirect_uri",
             "Invalid redirect_uri: the redirect URI does not match the one registered for this application.",
         )

@@ -13,8 +13,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import cloud, control, datacenter, oauth
+from . import cloud, control, datacenter, oauth, pages
 from .models import CLOUD, DC, Backend, EmulatorError
+from .ratelimit import CLOUD_BODY, RateLimiter
 from .seed import seed_default
 from .traffic import DeliveryFaults, Faults, RequestStats
 from .web import Ctx, json_response, template
@@ -33,10 +34,10 @@ class FlavorApp:
         self.flavor = flavor
         self.context_path = context_path.rstrip("/")
         if flavor == CLOUD:
-            self.url_map, self.handlers = cloud.routes.build(oauth.cloud_routes)
+            self.url_map, self.handlers = cloud.routes.build(oauth.cloud_routes, pages.cloud_routes)
             self.render_error = cloud.render_error
         else:
-            self.url_map, self.handlers = datacenter.routes.build(oauth.dc_routes)
+            self.url_map, self.handlers = datacenter.routes.build(oauth.dc_routes, pages.dc_routes)
             self.render_error = datacenter.render_error
         self.control_map, self.control_handlers = control.routes.build()
 
@@ -91,6 +92,9 @@ class FlavorApp:
             if action is not None:
                 self.emulator.stats.count_fault(self.flavor)
                 return self._fault(request, action)
+            rejection = self.emulator.limits.check(self.flavor, path, request)
+            if rejection is not None:
+                return rejection.response()
         if rule is None:
             if isinstance(error, MethodNotAllowed):
                 return json_response(
@@ -124,10 +128,8 @@ class FlavorApp:
         if action.body is not None:
             return json_response(action.body, status, headers)
         if status == 429 and self.flavor == CLOUD:
-            # Cloud's 429 body is this plain sentence.
-            return Response(
-                "Rate limit for this resource has been exceeded.", status, headers, content_type="text/plain"
-            )
+            # Cloud's 429 body is this plain sentence (as its rate limiter sends it).
+            return Response(CLOUD_BODY, status, headers, content_type="text/plain")
         message = "Rate limit exceeded." if status == 429 else "Something went wrong (injected fault)."
         body = cloud.error_body(message) if self.flavor == CLOUD else datacenter.errors_body(message)
         return json_response(body, status, headers)
@@ -176,6 +178,7 @@ class Emulator:
         self.backend = Backend()
         self.stats = RequestStats()
         self.faults = Faults()
+        self.limits = RateLimiter(self.backend)
         self.delivery_faults = DeliveryFaults()
         self.webhooks = WebhookDispatcher(self)
         self._servers: list[BaseWSGIServer] = []
@@ -196,6 +199,7 @@ class Emulator:
         self.webhooks.wait_idle(5)
         self.backend.reset()
         self.faults.clear()
+        self.limits.clear()
         self.delivery_faults.clear()
         self.stats.reset()
         self.webhooks.clear()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.support import api_session, bench_seed, control, start_imports  # noqa: E402
+from tests.e2e.support import UNBUDGETED, api_session, bench_seed, control, start_imports, without_rate_limits  # noqa: E402
 
 DEFAULT_REPOS = {
     "cloud": ["acme/web-app", "acme/api-service", "acme/infra", "globex/mobile", "globex/docs"],
@@ -288,6 +288,7 @@ def main() -> int:
     parser.add_argument("--skip-economy", action="store_true", help="only the scale run")
     args = parser.parse_args()
     stack = start_stack(Path(tempfile.mkdtemp(prefix="bitbridge-bench-")))
+    without_rate_limits(stack, UNBUDGETED)  # measures speed, not Bitbucket's limits
     try:
         if not args.skip_economy:
             economy(stack)

@@ -34,7 +34,7 @@ def test_429_after_n_requests_for_m_requests_with_retry_after(emu):
     statuses = [requests.get(url, headers=bearer(token), timeout=10) for _ in range(5)]
     assert [r.status_code for r in statuses] == [200, 200, 429, 429, 200]
     assert statuses[2].headers["Retry-After"] == "2"
-    assert statuses[2].text == "Rate limit for this resource has been exceeded."
+    assert statuses[2].text == "Rate limit for this resource has been exceeded"
     # Other paths are untouched by a path-scoped fault.
     assert requests.get(f"{emu.cloud_url}/2.0/user", headers=bearer(token), timeout=10).status_code == 200
 
