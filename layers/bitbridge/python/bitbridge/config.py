@@ -36,6 +36,7 @@ class Settings:
     reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
     service_table: str = ""
     service_audit_retention_days: int = 90
+    budgets_table: str = ""  # rate-limit budgets (bitbridge.budget)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -67,6 +68,7 @@ class Settings:
             reconcile_api_budget=max(1, int(get("RECONCILE_API_BUDGET", "10000") or 10000)),
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=int(get("SERVICE_AUDIT_RETENTION_DAYS", "90") or 90),
+            budgets_table=get("BUDGETS_TABLE"),
         )
 
 
