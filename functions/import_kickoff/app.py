@@ -6,7 +6,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import edge
 from bitbridge.errors import InvalidRequest
-from bitbridge.imports import jobs
+from bitbridge.imports import kickoff as imports
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -21,10 +21,8 @@ def kickoff() -> Response:
         body = app.current_event.json_body
     except ValueError:
         raise InvalidRequest("The body must be JSON.") from None
-    provider_id, names, reimport, comments = jobs.parse_request(body)
-    started = jobs.start(
-        user_id, provider_id, names, reimport=reimport, comments=comments, hook_base_url=edge.base_url(event)
-    )
+    provider_id, names, reimport = imports.parse_request(body)
+    started = imports.start(user_id, provider_id, names, reimport=reimport, hook_base_url=edge.base_url(event))
     return edge.api_json(202, {"imports": started})
 
 

@@ -8,18 +8,16 @@ only routing table.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge, providers
+from bitbridge import edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.errors import Problem
 from bitbridge.service import api, audit, credentials, links
@@ -172,19 +170,10 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
     try:
         session = links.peek_session(token)
     except links.ConnectSessionInvalid as exc:
-        return edge.page(400, "Connect link not valid", str(exc), back=None)
-
-    def start(provider_id: str) -> str:
-        return f"/auth/{quote(provider_id)}/authorize?connect_session={quote(token, safe='')}"
-
+        return edge.error_page(exc, event, back=None)
     if session.provider_id:
-        return edge.redirect(start(session.provider_id))
-    buttons = "".join(
-        f'<a class="button" href="{html.escape(start(p.provider_id))}">Connect {html.escape(p.label)}</a>'
-        for p in providers.list_providers()
-        if p.imports
-    )
-    return edge.html_page(200, "Connect Bitbucket", buttons or "<p>No Bitbucket provider is configured yet.</p>")
+        return edge.redirect(signin_page.connect_buttons_target(session.provider_id, token))
+    return edge.html_page(200, "Connect Bitbucket", signin_page.connect_buttons(providers.list_providers(), token))
 
 
 @logger.inject_lambda_context(clear_state=True)

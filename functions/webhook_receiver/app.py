@@ -31,16 +31,19 @@ def handler(event: dict, context: object) -> dict:
         # AWS is unavailable: a 5xx makes Bitbucket retry the delivery later. The type is enough
         # to diagnose; no message, which could carry request data.
         logger.error("delivery not stored", extra={"error": type(exc).__name__})
-        return edge.json_response(503, {"message": "temporarily unavailable, retry later"})
+        return edge.json_response(
+            edge.STATUS["delivery_not_stored"], {"message": "temporarily unavailable, retry later"}
+        )
+    status = edge.STATUS[receipt.outcome]
     logger.info(
         "delivery %s",
         receipt.outcome,
         extra={
-            "status": receipt.status,
+            "status": status,
             "provider": params.get("provider"),
             "subscription": params.get("subscription"),
             "event_key": receipt.event_key,
             "delivery_id": receipt.delivery_id,
         },
     )
-    return edge.json_response(receipt.status, receipt.body())
+    return edge.json_response(status, receipt.body())

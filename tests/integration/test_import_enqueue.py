@@ -16,7 +16,7 @@ import pytest
 from bitbridge.aws import client
 from bitbridge.bitbucket.repos import Repo
 from bitbridge.config import settings
-from bitbridge.imports import jobs, worker
+from bitbridge.imports import changes, kickoff, worker
 from bitbridge.metering import metered
 from bitbridge.store.imports import (
     COMPLETED,
@@ -63,18 +63,18 @@ def _messages() -> list[str]:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def _kickoff(*numbers: int, send: bool = True, user: str = "u-alice") -> list[jobs.Settled]:
+def _kickoff(*numbers: int, send: bool = True, user: str = "u-alice") -> list[kickoff.Settled]:
     """What POST /api/imports does after the access checks; `send=False` dies before the queue send."""
     kickoff_id = uuid.uuid4().hex
     with acting_as("ImportKickoffFunction"), ThreadPoolExecutor(8) as pool:
-        wanted = [jobs.Wanted(*_repo(n)) for n in numbers]
-        settled = jobs.settle(user, PROVIDER, wanted, kickoff_id=kickoff_id, pool=pool)
+        wanted = [kickoff.Wanted(*_repo(n)) for n in numbers]
+        settled = kickoff.settle(user, PROVIDER, wanted, kickoff_id=kickoff_id, pool=pool)
         if send:
-            jobs.enqueue_all([s.job for s in settled if s.send], kickoff_id=kickoff_id, pool=pool)
+            kickoff.enqueue_all([s.job for s in settled if s.send], kickoff_id=kickoff_id, pool=pool)
     return settled
 
 
-def _stored(settled: jobs.Settled) -> JobRecord:
+def _stored(settled: kickoff.Settled) -> JobRecord:
     return JobRecord.get(job_pk(settled.job.job_id), "JOB", consistent_read=True)
 
 
@@ -109,7 +109,7 @@ def test_a_job_sent_long_ago_and_still_queued_is_sent_again(aws):
     (made,) = _kickoff(7)
     _messages()  # the message is lost (e.g. parked in the dead-letter queue without the job failing)
     record = KickoffRecord.get(kickoff_pk(_stored(made).kickoff_id), KICKOFF_SK)
-    record.update(actions=[KickoffRecord.sent_at.set(int(time.time()) - jobs.RESEND_AFTER_SECONDS - 5)])
+    record.update(actions=[KickoffRecord.sent_at.set(int(time.time()) - kickoff.RESEND_AFTER_SECONDS - 5)])
     (again,) = _kickoff(7)
     assert again.send and _messages() == [made.job.job_id]
 
@@ -119,7 +119,7 @@ def test_a_retried_job_is_sent_and_healed_like_a_new_one(aws):
     _messages()
     made.job.update(actions=[JobRecord.state.set(FAILED)])
     with acting_as("ApiFunction"):
-        jobs.retry(made.job)
+        changes.retry(made.job)
     assert _messages() == [made.job.job_id]
     stored = _stored(made)
     assert stored.state == "queued" and stored.enqueued_at is not None and stored.kickoff_id is None
@@ -141,9 +141,9 @@ def test_a_refused_batch_entry_fails_the_request_and_leaves_its_job_to_be_sent_a
             ]
             return answer | {"Failed": failed}
 
-    monkeypatch.setattr(jobs, "client", lambda service: HalfRefusing())
+    monkeypatch.setattr(kickoff, "client", lambda service: HalfRefusing())
     with acting_as("ImportKickoffFunction"), pytest.raises(RuntimeError, match="refused 1 of 2"):
-        jobs.enqueue_all([s.job for s in settled], kickoff_id=kickoff_id)
+        kickoff.enqueue_all([s.job for s in settled], kickoff_id=kickoff_id)
     monkeypatch.undo()
     assert _messages() == [settled[0].job.job_id]
     with pytest.raises(KickoffRecord.DoesNotExist):  # not all sent: the request's sends are not recorded

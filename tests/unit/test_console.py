@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from bitbridge import console
+from bitbridge import console, signin_page
 from bitbridge.edge import cross_site_refusal
+from bitbridge.store.providers import ProviderRecord
 
 OWN = "https://api.example.com"
 
@@ -52,6 +53,22 @@ def test_assets_have_content_hashed_names_and_the_sign_in_page_escapes_labels():
     assert asset is not None and asset.content_type.startswith("text/javascript")
     assert js.split(".")[1] in asset.etag
     assert console.find_asset("console.js") is None  # only hashed names are served
-    page = console.render_sign_in([{"id": "x", "label": "<b>Acme</b>", "sign_in": True}])
+    acme = ProviderRecord("x", label="<b>Acme</b>", sign_in=True, imports=True)
+    page = console.render_sign_in(signin_page.sign_in_buttons([acme], "/"))
     assert "&lt;b&gt;Acme&lt;/b&gt;" in page and "return_to=%2F" in page
     assert "<script" not in page and "style=" not in page
+
+
+def test_one_buttons_component_for_sign_in_and_connect_pages():
+    on = ProviderRecord("acme dc", label="Acme & Co", sign_in=True, imports=True)
+    off = ProviderRecord("cloud", label="Cloud", sign_in=False, imports=False)
+    sign_in = signin_page.sign_in_buttons([on, off], "https://app.example/after?x=1&y=2")
+    target = "/auth/acme%20dc/authorize?return_to=https%3A%2F%2Fapp.example%2Fafter%3Fx%3D1%26y%3D2"
+    assert sign_in == f'<a class="button" href="{target}">Sign in with Acme &amp; Co</a>'
+    connect = signin_page.connect_buttons([on, off], "tok/en")
+    assert (
+        connect
+        == '<a class="button" href="/auth/acme%20dc/authorize?connect_session=tok%2Fen">Connect Acme &amp; Co</a>'
+    )
+    assert "bitbridge providers add" in signin_page.sign_in_buttons([off], None)
+    assert signin_page.connect_buttons([off], "t") == "<p>No Bitbucket provider is configured yet.</p>"

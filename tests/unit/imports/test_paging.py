@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bitbridge.bitbucket import cloud, datacenter
-from bitbridge.imports import jobs, output, worker
+from bitbridge.imports import jobs, kickoff, output, worker
 from infra.local.template import load_template
 
 
@@ -86,24 +86,23 @@ def test_snapshot_serialisation_is_canonical_and_keys_drop_uuid_braces():
 )
 def test_bad_import_requests_are_refused(body):
     with pytest.raises(jobs.ImportRequestError) as caught:
-        jobs.parse_request(body)
+        kickoff.parse_request(body)
     assert caught.value.code == "invalid_request"
 
 
 def test_a_request_over_the_limit_says_the_limit_and_what_to_do():
-    names = [f"a/r{i}" for i in range(jobs.MAX_REPOSITORIES_PER_REQUEST + 1)]
+    names = [f"a/r{i}" for i in range(kickoff.MAX_REPOSITORIES_PER_REQUEST + 1)]
     with pytest.raises(jobs.ImportRequestError) as caught:
-        jobs.parse_request({"provider": "p", "repositories": names})
+        kickoff.parse_request({"provider": "p", "repositories": names})
     assert caught.value.code == "invalid_request" and caught.value.details == {"limit": 20}
     assert "At most 20 repositories per request (21 given)" in caught.value.message
     assert "further requests" in caught.value.message
-    assert jobs.parse_request({"provider": "p", "repositories": names[:-1]})[1] == names[:-1]
+    assert kickoff.parse_request({"provider": "p", "repositories": names[:-1]})[1] == names[:-1]
 
 
 def test_import_request_dedupes_repositories():
-    assert jobs.parse_request({"provider": "p", "repositories": ["a/b", "a/b", {"full_name": "c/d"}]}) == (
+    assert kickoff.parse_request({"provider": "p", "repositories": ["a/b", "a/b", {"full_name": "c/d"}]}) == (
         "p",
         ["a/b", "c/d"],
-        False,
         False,
     )

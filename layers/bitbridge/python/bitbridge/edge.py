@@ -40,7 +40,8 @@ Event = dict[str, Any]
 SESSION_COOKIE = "bitbridge_session"
 LOGIN_PATH = "/login"
 
-#: Every code a Problem (or a Bitbucket failure) can carry, and the status it answers with.
+#: Every code a Problem (or a Bitbucket failure) can carry, and the status it answers with; also the webhook
+#: receiver's outcomes and /health's readiness. No other module writes a status down.
 STATUS: dict[str, int] = {
     "invalid_request": 400,
     "unsafe_return_to": 400,
@@ -67,6 +68,7 @@ STATUS: dict[str, int] = {
     "bitbucket_error": 502,
     "provider_misconfigured": 502,
     "bitbucket_unavailable": 503,
+    "not_ready": 503,  # /health: a dependency does not answer
     # the service API (/service/v1/..., products' backends with service keys)
     "unauthenticated": 401,
     "credentials_revoked": 403,
@@ -79,6 +81,19 @@ STATUS: dict[str, int] = {
     "request_too_large": 413,
     "response_too_large": 413,
     "provider_unreachable": 502,
+    # /health (the other codes' answers are errors; this is the one success a code names)
+    "ready": 200,
+    # the webhook receiver's answers to Bitbucket, by the delivery's outcome (webhooks/receipt.py): Bitbucket
+    # retries 5xx only, so a delivery refused for good is 4xx and only an AWS failure is 5xx
+    "accepted": 202,
+    "ignored": 202,
+    "duplicate": 200,
+    "ping": 200,
+    "bad_request": 400,
+    "unsigned": 401,
+    "rejected": 401,
+    "too_large": 413,
+    "delivery_not_stored": 503,
 }
 
 #: Marks bitbridge's own refusals on the service API, so an SDK tells them from Bitbucket's answers
@@ -319,11 +334,12 @@ def error_json(exc: Exception, event: Event) -> Event:
     return json_response(status, {"error": error}, headers=headers)
 
 
-def error_page(exc: Exception, event: Event) -> Event:
-    """The same condition as `error_json`, for a browser: an HTML page with a way back to sign-in."""
+def error_page(exc: Exception, event: Event, back: tuple[str, str] | None = (LOGIN_PATH, "Back to sign-in")) -> Event:
+    """The same condition as `error_json`, for a browser: an HTML page with a way back (to sign-in,
+    unless told otherwise)."""
     status, error, _ = describe(exc, event)
     title = exc.title if isinstance(exc, Problem) else "Something went wrong"
-    return page(status, title, str(error["message"]))
+    return page(status, title, str(error["message"]), back=back)
 
 
 def service_error(exc: Exception, event: Event) -> Event:

@@ -59,9 +59,9 @@ def _rows(args: argparse.Namespace) -> list[Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from bitbridge.imports import jobs
+    from bitbridge.imports import queries
 
-    rows = [jobs.public(j) | {"owner": j.owner_id} for j in _rows(args)]
+    rows = [queries.public(j) | {"owner": j.owner_id} for j in _rows(args)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -80,18 +80,18 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from bitbridge.imports import jobs
+    from bitbridge.imports import queries
 
     job = _job(args.id)
-    print(json.dumps(jobs.public(job) | {"owner": job.owner_id, "checkpoint": job.checkpoint}, indent=2))
+    print(json.dumps(queries.public(job) | {"owner": job.owner_id, "checkpoint": job.checkpoint}, indent=2))
     return 0
 
 
 def run_retry(args: argparse.Namespace) -> int:
-    from bitbridge.imports import jobs
+    from bitbridge.imports import changes, jobs
 
     try:
-        job = jobs.retry(_job(args.id))
+        job = changes.retry(_job(args.id))
     except jobs.ImportRequestError as exc:
         raise CliError(str(exc)) from None
     print(f"Import {job.job_id} re-queued; it resumes at step {job.step}.")
@@ -99,10 +99,10 @@ def run_retry(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from bitbridge.imports import jobs
+    from bitbridge.imports import changes, jobs
 
     try:
-        job = jobs.cancel(_job(args.id))
+        job = changes.cancel(_job(args.id))
     except jobs.ImportRequestError as exc:
         raise CliError(str(exc)) from None
     print(f"Import {job.job_id} cancelled.")

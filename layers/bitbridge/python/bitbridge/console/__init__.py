@@ -11,14 +11,12 @@ browsers never execute.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import quote
 
 STATIC = Path(__file__).parent / "static"
 _SERVED = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
@@ -85,16 +83,6 @@ def render_console(boot: dict[str, Any]) -> str:
     )
 
 
-def render_sign_in(providers: list[dict[str, Any]], return_to: str = "/") -> str:
-    """The signed-out page: one button per provider with sign-in on (no script needed)."""
-    suffix = f"?return_to={quote(return_to, safe='')}"
-    buttons = "".join(
-        f'<a class="button" href="/auth/{quote(p["id"])}/authorize{suffix}">Sign in with {html.escape(p["label"])}</a>'
-        for p in providers
-        if p["sign_in"]
-    )
-    return _template("signin.html").substitute(
-        css=hashed_name("console.css"),
-        buttons=buttons
-        or "<p>No sign-in provider is configured yet: an admin adds one with <code>bitbridge providers add</code>.</p>",
-    )
+def render_sign_in(buttons: str) -> str:
+    """The signed-out page around the sign-in buttons (`signin_page.sign_in_buttons`; no script needed)."""
+    return _template("signin.html").substitute(css=hashed_name("console.css"), buttons=buttons)

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from bitbridge import accounts, providers, tokens
-from bitbridge.imports import jobs, listing
+from bitbridge.imports import listing, queries
 
 logger = Logger(child=True)
 
@@ -67,7 +67,7 @@ def disconnect(user_id: str, provider_id: str) -> dict[str, Any]:
     provider = providers.get_provider(provider_id)
     if accounts.disconnect(user_id, provider_id) is None:
         raise tokens.NotConnected(provider_id)
-    hooks = jobs.installed_hooks(user_id, provider_id)
+    hooks = queries.installed_hooks(user_id, provider_id)
     if hooks:
         hook_message = (
             f"The {len(hooks)} webhook(s) your imports installed stay on Bitbucket and keep delivering events "

@@ -40,13 +40,12 @@ from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.calls import BACKGROUND, Caller, backoff
 from bitbridge.config import settings
-from bitbridge.imports import jobs, notify, output
+from bitbridge.imports import changes, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
 from bitbridge.store.base import condition_failed, watch_models
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     COMPLETED,
-    FAILED,
     HOOK_FAILED,
     HOOK_INSTALLED,
     HOOK_MANUAL,
@@ -129,17 +128,7 @@ def _fail_after_poison(job_id: str) -> None:
     job = jobs.load(job_id)
     if job is None or job.state in TERMINAL_STATES:
         return
-    job.update(
-        actions=[
-            JobRecord.state.set(FAILED),
-            JobRecord.reason.set("internal"),
-            JobRecord.error.set("The import worker failed repeatedly; the message went to the dead-letter queue."),
-            JobRecord.finished_at.set(iso()),
-            JobRecord.lease_owner.remove(),
-            JobRecord.lease_until.remove(),
-        ]
-    )
-    notify.publish(job, "import.failed")
+    changes.fail(job, "internal", "The import worker failed repeatedly; the message went to the dead-letter queue.")
 
 
 # ------------------------------------------------------------------------------------------------ one job
@@ -162,17 +151,7 @@ def run(job_id: str, context: Any) -> None:
         try:
             runner = Run(job, run_id, context, meter)
         except providers.UnknownProvider:
-            job.update(
-                actions=[
-                    JobRecord.state.set(FAILED),
-                    JobRecord.reason.set("not_found"),
-                    JobRecord.error.set(f"The provider {job.provider_id} is no longer registered."),
-                    JobRecord.finished_at.set(iso()),
-                    JobRecord.lease_owner.remove(),
-                    JobRecord.lease_until.remove(),
-                ]
-            )
-            notify.publish(job, "import.failed")
+            changes.fail(job, "not_found", f"The provider {job.provider_id} is no longer registered.")
             return
         runner.execute()
 
@@ -211,7 +190,7 @@ def _take_lease(job_id: str, run_id: str, context: Any) -> tuple[JobRecord, str,
     if current.state in TERMINAL_STATES:
         return None  # cancelled, or a duplicate message for a finished job
     if current.not_before and current.not_before > now + 1:
-        jobs.enqueue(current, math.ceil(min(MAX_DELAY_SECONDS, current.not_before - now)))  # a longer wait, in hops
+        kickoff.enqueue(current, math.ceil(min(MAX_DELAY_SECONDS, current.not_before - now)))  # a longer wait, in hops
         return None
     raise Busy(max(1, min(MAX_DELAY_SECONDS, int((current.lease_until or now) - now) + 1)))
 
@@ -511,7 +490,9 @@ class Run:
         """Save, release the lease, and come back in `delay` seconds through a new message."""
         delay = max(0.0, delay)
         self._save([*actions, *self._release()], metering.added({"sqs:SendMessage": 1}, planned or {}))
-        jobs.enqueue(self.job, math.ceil(min(MAX_DELAY_SECONDS, delay)))  # after the save: a lost send is redelivered
+        kickoff.enqueue(
+            self.job, math.ceil(min(MAX_DELAY_SECONDS, delay))
+        )  # after the save: a lost send is redelivered
 
     def _continue_later(self) -> None:
         logger.info("import nearing the time limit; continuing in a new invocation", extra=self._log())
@@ -545,16 +526,7 @@ class Run:
         self._defer(delay, [JobRecord.transient_failures.set(failures)])
 
     def _fail(self, reason: str, message: str) -> None:
-        self._save(
-            [
-                JobRecord.state.set(FAILED),
-                JobRecord.reason.set(reason),
-                JobRecord.error.set(message[:500]),
-                JobRecord.finished_at.set(iso()),
-                *self._release(),
-            ],
-            {"events:PutEvents": 1},
-        )
+        self._save(changes.failure(reason, message), {"events:PutEvents": 1})  # fenced: this run's lease
         notify.publish(self.job, "import.failed")
 
     def _log(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bitbridge import accounts, calls, connection_events, providers, tokens
-from bitbridge.imports import jobs
+from bitbridge.imports import kickoff, queries
 from bitbridge.service import links, proxy
 from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller, checked_return_to
@@ -192,10 +192,10 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
     if not isinstance(body, dict):
         raise bad_request("The body must be a JSON object: {end_user_id, provider, repositories}.")
     end_user_id = links.check_end_user_id(body.get("end_user_id"))
-    provider_id, names, reimport, comments = jobs.parse_request(body)
+    provider_id, names, reimport = kickoff.parse_request(body)
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     try:
-        return jobs.start(user_id, provider_id, names, reimport=reimport, comments=comments, hook_base_url=base_url)
+        return kickoff.start(user_id, provider_id, names, reimport=reimport, hook_base_url=base_url)
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
     except tokens.ReauthRequired:
@@ -205,7 +205,7 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
 def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[str, Any]:
     end_user = links.check_end_user_id(end_user_id)
     user_id = links.user_for(caller.client_id, end_user)
-    job = jobs.get_for(user_id, import_id) if user_id else None
+    job = queries.get_for(user_id, import_id) if user_id else None
     if job is None:
         raise refuse("not_found", f"No import {import_id} for end user {end_user}.")
-    return jobs.public(job)
+    return queries.public(job)

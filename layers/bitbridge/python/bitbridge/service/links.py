@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from bitbridge import providers
+from bitbridge.errors import Problem
 from bitbridge.service.cache import TtlCache
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import refuse
@@ -29,8 +30,11 @@ CONNECT_SESSION_SECONDS = 600
 _END_USER = re.compile(r"^[A-Za-z0-9._@+=-]{1,200}$")
 
 
-class ConnectSessionInvalid(Exception):
+class ConnectSessionInvalid(Problem):
     """The connect link is unknown, used or expired: the product must create a new one."""
+
+    code = "connect_session_invalid"
+    title = "Connect link not valid"
 
 
 def check_end_user_id(value: object) -> str:

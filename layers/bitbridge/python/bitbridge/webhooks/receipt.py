@@ -4,20 +4,26 @@ The only write is one conditional put of the delivery, keyed by provider + deliv
 delivery durable and deduplicates redeliveries in the same step. Publishing happens later, from the
 deliveries table's stream (``bitbridge.webhooks.publish``), so nothing here calls Bitbucket or EventBridge.
 
-Answers, in the order they are decided:
+Outcomes, in the order they are decided, with the status `bitbridge.edge.STATUS` answers each with
+(Bitbucket retries 5xx only, so a refused delivery is 4xx and only an AWS failure is 5xx):
 
-=====  ==========================================================================================
-413    body over 256 KB (Bitbucket's own payload limit)
-200    ``X-Event-Key: diagnostics:ping`` - Data Center's unsigned "Test connection"; nothing stored
-401    no ``X-Hub-Signature``; or a signature that does not verify with the subscription's derived
-       secret - the same answer whether or not the subscription exists, because existence is never
-       looked up (no database read on this path)
-400    no ``X-Event-Key``, or a body that is not one strict JSON object (:func:`parse_json_body`: UTF-8,
-       nesting, numbers, duplicate keys, surrogates) - a poison body is answered, never stored or retried
-202    an event key bitbridge does not handle: stored with status ``ignored``
-200    a delivery id already stored (a redelivery): nothing written
-202    stored with status ``received``; the publisher takes it from there
-=====  ==========================================================================================
+=================  =====  ==============================================================================
+too_large          413    body over 256 KB (Bitbucket's own payload limit)
+ping               200    ``X-Event-Key: diagnostics:ping`` - Data Center's unsigned "Test connection";
+                          nothing stored
+unsigned,          401    no ``X-Hub-Signature``; or a signature that does not verify with the
+rejected                  subscription's derived secret - the same answer whether or not the subscription
+                          exists, because existence is never looked up (no database read on this path)
+unknown_provider   404    a provider id that cannot be one (only after a valid signature)
+bad_request        400    no ``X-Event-Key``, or a body that is not one strict JSON object
+                          (:func:`parse_json_body`: UTF-8, nesting, numbers, duplicate keys, surrogates) -
+                          a poison body is answered, never stored or retried
+ignored            202    an event key bitbridge does not handle: stored with status ``ignored``
+duplicate          200    a delivery id already stored (a redelivery): nothing written
+accepted           202    stored with status ``received``; the publisher takes it from there
+(not stored)       503    AWS failed (the receiver's handler answers ``delivery_not_stored``): Bitbucket
+                          retries later
+=================  =====  ==============================================================================
 
 Cold path: standard library, ``signatures`` and ``normalise`` (both standard library only) and
 ``bitbridge.store.deliveries`` (the low-level DynamoDB client); no pynamodb, requests, authlib or jsonschema.
@@ -72,20 +78,19 @@ _MAX_BASE64_CHARS = 4 * -(-MAX_BODY_BYTES // 3)
 
 
 class Receipt:
-    """The answer to one delivery: HTTP status, a short message, and what happened (for the log)."""
+    """The answer to one delivery: what happened (`outcome`, which `bitbridge.edge.STATUS` turns into the
+    HTTP status Bitbucket acts on) and a short message."""
 
-    __slots__ = ("delivery_id", "event_key", "message", "outcome", "status")
+    __slots__ = ("delivery_id", "event_key", "message", "outcome")
 
     def __init__(
         self,
-        status: int,
         outcome: str,
         message: str,
         *,
         delivery_id: str | None = None,
         event_key: str | None = None,
     ) -> None:
-        self.status = status
         self.outcome = outcome
         self.message = message
         self.delivery_id = delivery_id
@@ -98,7 +103,7 @@ class Receipt:
         return body
 
     def __repr__(self) -> str:
-        return f"Receipt({self.status}, {self.outcome!r}, id={self.delivery_id!r})"
+        return f"Receipt({self.outcome!r}, id={self.delivery_id!r})"
 
 
 # The one answer for every signature that does not verify, whatever the reason.
@@ -120,25 +125,25 @@ def receive(
     """
     raw = _raw_body(body, base64_encoded)
     if raw is None:
-        return Receipt(413, "too_large", f"payload larger than {MAX_BODY_BYTES // 1024} KB")
+        return Receipt("too_large", f"payload larger than {MAX_BODY_BYTES // 1024} KB")
     if isinstance(raw, str):
-        return Receipt(400, "bad_request", raw)
+        return Receipt("bad_request", raw)
     event_key = (headers.get("x-event-key") or "").strip()[:_HEADER_VALUE_LIMIT]
     if event_key == PING_EVENT_KEY:
-        return Receipt(200, "ping", "pong", event_key=event_key)
+        return Receipt("ping", "pong", event_key=event_key)
     signature = headers.get("x-hub-signature")
     if not signature:
-        return Receipt(401, "unsigned", "X-Hub-Signature is required")
+        return Receipt("unsigned", "X-Hub-Signature is required")
     if not _signature_valid(subscription_id, raw, signature):
-        return Receipt(401, *_UNAUTHORIZED)
+        return Receipt(*_UNAUTHORIZED)
     if not _PATH_ID.fullmatch(provider_id):
         # Only reachable with a valid signature, so this says nothing about subscriptions.
-        return Receipt(404, "unknown_provider", "unknown provider")
+        return Receipt("unknown_provider", "unknown provider")
     if not event_key:
-        return Receipt(400, "bad_request", "X-Event-Key is required")
+        return Receipt("bad_request", "X-Event-Key is required")
     parsed = parse_json_body(raw)
     if isinstance(parsed, str):
-        return Receipt(400, "bad_request", parsed, event_key=event_key)
+        return Receipt("bad_request", parsed, event_key=event_key)
     text, _payload = parsed
 
     status = RECEIVED if event_key in _ANY_FLAVOR_KEYS else IGNORED
@@ -154,10 +159,10 @@ def receive(
         body=text,
     )
     if not stored:
-        return Receipt(200, "duplicate", "already received", delivery_id=identifier, event_key=event_key)
+        return Receipt("duplicate", "already received", delivery_id=identifier, event_key=event_key)
     if status == IGNORED:
-        return Receipt(202, "ignored", "event not handled; recorded", delivery_id=identifier, event_key=event_key)
-    return Receipt(202, "accepted", "accepted", delivery_id=identifier, event_key=event_key)
+        return Receipt("ignored", "event not handled; recorded", delivery_id=identifier, event_key=event_key)
+    return Receipt("accepted", "accepted", delivery_id=identifier, event_key=event_key)
 
 
 #: Bitbucket's payloads nest about 8 deep; far more is an attack on whoever parses the body next.
