@@ -14,7 +14,12 @@ What `send` does for every caller, by one rule:
   the call is sent again; a second 401 is Bitbucket's answer;
 - 5xx and network failures of idempotent methods are retried `Patience.transient_retries` times with
   backoff; 429s are waited out in line up to `Patience.rate_limit_seconds` (Retry-After, else 1, 2, 4,
-  8 s), after which Bitbucket's 429 is the answer (the worker defers, the API answers 429).
+  8 s), after which Bitbucket's 429 is the answer (the worker defers, the API answers 429);
+- every attempt first spends one call of the person's budget for its resource class (`bitbridge.budget`:
+  the provider's limits, the caller's priority). A person waits a few seconds at most for room, then gets
+  `budget.OverBudget` (bitbridge's own 429 `rate_limited` with `retry_after`); background work gets it at
+  once and waits outside the Lambda. A 429 from Bitbucket anyway shrinks the budget and is counted; the
+  call is then tried again through the budget (which usually sends it to wait).
 The decision is the pure `plan_retry`; every attempt is counted (`Caller.calls`, and the metering of
 `bitbucket.http.send`).
 """
@@ -30,15 +35,19 @@ from typing import Any
 
 import requests
 
-from bitbridge import tokens
+from bitbridge import budget, providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, raise_for_status, send
+from bitbridge.bitbucket.limits import REPOSITORIES, WEBHOOKS, Limits
+from bitbridge.budget import HOOK_REPAIR, IMPORT, INTERACTIVE, RECONCILE, Shape
+from bitbridge.store.budget import BudgetKey
 from bitbridge.store.providers import ProviderRecord
 
-#: Whose call it is, for a budget that serves people before background work.
-INTERACTIVE = "interactive"  # a person waits on the answer: console, kickoff, service API, command line
-BACKGROUND = "background"  # nobody waits: the import worker, the reconciler
-#: Resource classes a call names where its caller knows it (the rest are judged from the URL).
-WEBHOOKS = "webhooks"
+#: Whose call it is, for a budget that serves people first: a person waits (console, kickoff, service API,
+#: command line), then the reconciler's hook repairs, the import worker, the reconciler's reads.
+PRIORITIES = (INTERACTIVE, HOOK_REPAIR, IMPORT, RECONCILE)
+#: Resource classes a call may name where its caller knows it before the URL (the rest are judged from it).
+RESOURCES = (REPOSITORIES, WEBHOOKS)
+RATE_LIMITED_RETRIES = 2  # a budgeted call met by Bitbucket's 429 goes back through the budget this often
 
 TOKEN_REUSE_SECONDS = 60  # re-read the stored token this often, so refresh-ahead still happens
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -116,17 +125,23 @@ class Caller:
         patience: Patience = Patience(),
         token_source: TokenSource | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        resuming: bool = False,
     ) -> None:
+        assert priority in PRIORITIES, priority
         self.user_id = user_id
         self.provider = provider
         self.priority = priority
         self.patience = patience
         self.sleep = sleep
+        self.resuming = resuming  # background work back from a wait for budget (it leaves the queue)
         self.calls = 0
+        self.budget_waited = 0.0  # seconds this caller's calls waited for room in the budget
         self._source = token_source
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_read_at = 0.0
+        self._prepaid = [0]  # calls reserved at once (`reserve`), shared with forks
+        self._limits: Limits | None = None
 
     @classmethod
     def with_token(cls, provider: ProviderRecord, token: str, *, priority: str = INTERACTIVE) -> Caller:
@@ -135,17 +150,20 @@ class Caller:
         caller._token, caller._token_read_at = token, float("inf")
         return caller
 
-    def fork(self) -> Caller:
-        """A caller with its own call count that starts from this one's token (one token read for many)."""
+    def fork(self, priority: str | None = None) -> Caller:
+        """A caller with its own call count that starts from this one's token (one token read for many) and
+        spends this one's reserved calls first; `priority` for work of another kind (a hook repair)."""
         other = Caller(
             self.user_id,
             self.provider,
-            priority=self.priority,
+            priority=priority or self.priority,
             patience=self.patience,
             token_source=self._source,
             sleep=self.sleep,
         )
         other._token, other._token_read_at = self._token, self._token_read_at
+        if other.priority == self.priority:
+            other._prepaid = self._prepaid
         return other
 
     def prime(self) -> None:
@@ -180,6 +198,45 @@ class Caller:
         assert self.user_id is not None, "a bare-token caller has no connection to read"
         return tokens.access_token(self.user_id, self.provider.provider_id, stale=stale)
 
+    # -- the budget --------------------------------------------------------------------------------
+    def _budget(self, url: str | None, resource: str | None) -> tuple[BudgetKey, Shape] | None:
+        """The budget a call spends (None: not limited, or nobody's allowance is known yet)."""
+        if self._limits is None:
+            self._limits = providers.limits(self.provider)
+        limits = self._limits
+        klass = providers.bitbucket(self.provider).rate_limit_class(
+            None if resource else url, self.provider.api_url, resource
+        )
+        shape = budget.shape_of(limits, klass)
+        key = budget.key_for(self.provider.provider_id, limits, self.user_id, klass) if shape else None
+        return (key, shape) if key and shape else None
+
+    def reserve(self, calls: int, resource: str) -> None:
+        """Take `calls` of the budget at once, all or none, for calls about to be made (the kickoff's access
+        checks): a person waits a few seconds at most, else `budget.OverBudget` and nothing is spent."""
+        found = self._budget(None, resource)
+        if found is not None and calls > 0:
+            budget.ledger().reserve(*found, self.priority, calls, wait_seconds=self._wait_seconds())
+            with self._lock:
+                self._prepaid[0] += calls
+
+    def _wait_seconds(self) -> float:
+        return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else 0.0
+
+    def _spend(self, found: tuple[BudgetKey, Shape] | None) -> None:
+        if found is None:
+            return
+        with self._lock:
+            if self._prepaid[0] > 0:
+                self._prepaid[0] -= 1
+                return
+        waited = budget.ledger().spend(
+            *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
+        )
+        with self._lock:
+            self.budget_waited += waited
+            self.resuming = False  # out of the queue of waiters once served
+
     # -- the one call ------------------------------------------------------------------------------
     def send(
         self,
@@ -198,17 +255,18 @@ class Caller:
     ) -> requests.Response:
         """Every REST call to Bitbucket, as this caller: Bitbucket's final answer, whatever its status.
 
-        `resource` names the call's rate-limit class where the caller knows it (Cloud: "repositories",
-        "webhooks", "raw", "git"; None: judged from the URL when a budget needs it). A shared budget
-        acquires here, before each attempt (`self.user_id`, `self.provider`, `resource`, `self.priority`),
-        and records Bitbucket's answer (status, rate-limit headers) right after it.
+        `resource` names the call's rate-limit class where the caller knows it (`RESOURCES`; None: judged
+        from the URL). The shared budget is spent here, before each attempt (`self.user_id`,
+        `self.provider`, the class, `self.priority`), and a 429 Bitbucket serves anyway is recorded on it.
         `refresh_on_401=False` where a 401 means "not allowed" rather than "stale token" (Data Center's
         hook endpoints answer 401 to a user without admin rights). Raises BitbucketError (transient)
         when Bitbucket could not be reached after the retries."""
         attempts = Attempts()
         token = self.token()
         can_refresh = refresh_on_401 and self._can_refresh()
+        spends = self._budget(url, resource)
         while True:
+            self._spend(spends)  # budget.OverBudget when there is no room (after a short wait for a person)
             with self._lock:
                 self.calls += 1
             try:
@@ -229,9 +287,16 @@ class Caller:
                     self.sleep(backoff(attempts.transient, self.patience.retry_base, self.patience.retry_cap))
                     continue
                 raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
-            decision = plan_retry(
-                method, response.status_code, response.headers.get("Retry-After"), attempts, self.patience, can_refresh
-            )
+            retry_after = response.headers.get("Retry-After")
+            if response.status_code == 429 and spends is not None:
+                # Someone else spends this allowance: the budget shrinks, and decides when to try again.
+                budget.ledger().rate_limited(*spends, retry_after_seconds(retry_after))
+                if attempts.rate_limited < RATE_LIMITED_RETRIES:
+                    attempts.rate_limited += 1
+                    response.close()
+                    continue
+                return response
+            decision = plan_retry(method, response.status_code, retry_after, attempts, self.patience, can_refresh)
             if not decision.retry:
                 return response
             response.close()

@@ -37,6 +37,7 @@ class Settings:
     service_table: str = ""
     service_audit_retention_days: int = 90
     budgets_table: str = ""  # rate-limit budgets (bitbridge.budget)
+    metrics_namespace: str = "bitbridge"  # CloudWatch namespace of bitbridge's metrics (Powertools' variable)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -69,6 +70,7 @@ class Settings:
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=int(get("SERVICE_AUDIT_RETENTION_DAYS", "90") or 90),
             budgets_table=get("BUDGETS_TABLE"),
+            metrics_namespace=environ.get("POWERTOOLS_METRICS_NAMESPACE") or "bitbridge",
         )
 
 

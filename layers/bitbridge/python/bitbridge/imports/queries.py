@@ -20,6 +20,7 @@ from bitbridge.store.imports import (
     HOOK_MANUAL,
     JOB_SK,
     REPOJOB_SK,
+    WAITING_STATES,
     JobRecord,
     RepoJobRecord,
     job_pk,
@@ -98,10 +99,11 @@ def public(job: JobRecord) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "finished_at": job.finished_at,
         "rate_limit_waits": int(job.rate_limit_waits or 0),
+        "budget_waits": int(job.budget_waits or 0),
         "continuations": int(job.continuations or 0),
     }
-    if job.state == "waiting_rate_limit" and job.not_before:
-        body["waiting_until"] = iso(from_epoch(job.not_before))
+    if job.state in WAITING_STATES and job.not_before:
+        body["waiting_until"] = iso(from_epoch(job.not_before))  # when it resumes
     if job.state == COMPLETED:
         body["snapshot"] = {
             "bucket": settings().snapshots_bucket,

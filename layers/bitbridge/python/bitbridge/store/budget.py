@@ -166,9 +166,7 @@ def _state(item: dict[str, Any]) -> BudgetState:
 def load(key: BudgetKey) -> BudgetState | None:
     """The budget as stored now (strongly consistent), or None when it was never used."""
     item = (
-        client("dynamodb")
-        .get_item(TableName=settings().budgets_table, Key=_key(key), ConsistentRead=True)
-        .get("Item")
+        client("dynamodb").get_item(TableName=settings().budgets_table, Key=_key(key), ConsistentRead=True).get("Item")
     )
     return _state(item) if item else None
 
@@ -189,7 +187,7 @@ def save(key: BudgetKey, state: BudgetState, read_ver: int | None) -> BudgetStat
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
-        current = exc.response.get("Item")
+        current: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
         return _state(current) if current else BudgetState(ver=-1)  # deleted meanwhile: plan from nothing
     return None
 
