@@ -259,9 +259,7 @@ def plan(
     `returned`: an expired lease's unused calls by bucket; `resuming`: refused work back at its slot (it
     leaves its queue); `waited_until`: the marker a person waiting set, cleared once served."""
     new = _advance(state, shape, now)
-    for end, count in (returned or {}).items():
-        if end in new.grants:
-            new.grants[end] = max(0, new.grants[end] - count)
+    _give_back(new, returned)
     blocked = blocked_until(new, shape, now, priority)
     free = room(new, shape, now, priority)
     need = want if exact else 1
@@ -304,11 +302,20 @@ def refuse(
     return Decision(0, new, slot)
 
 
-def after_rate_limited(state: BudgetState, shape: Shape, now: float, retry_after: float | None) -> BudgetState:
+def _give_back(state: BudgetState, returned: dict[int, int] | None) -> None:
+    for end, count in (returned or {}).items():
+        if end in state.grants:
+            state.grants[end] = max(0, state.grants[end] - count)
+
+
+def after_rate_limited(
+    state: BudgetState, shape: Shape, now: float, retry_after: float | None, returned: dict[int, int] | None = None
+) -> BudgetState:
     """Bitbucket answered 429 although the budget had room: someone else spends this allowance. Window:
-    hold what bitbridge has in it now (less the refused call) until that window has passed. Bucket: empty
-    until Retry-After."""
+    hold what bitbridge has in it now (less the refused call, and the leased calls given back unspent) until
+    that window has passed. Bucket: empty until Retry-After."""
     new = _advance(state, shape, now)
+    _give_back(new, returned)
     new.rejected += 1
     new.rejected_at = now
     if shape.model == WINDOW:
@@ -508,10 +515,10 @@ class Ledger:
                 budget.state, fresh = (None if seen.ver < 0 else seen), True
                 continue
             budget.state = decision.state
+            budget.returned.clear()  # written back with this state, granted or not
             if decision.granted == 0:
                 metrics.refused(key, priority)
                 raise OverBudget(key, decision.retry_at or now, now)
-            budget.returned.clear()
             metrics.granted(key, decision.granted, used(decision.state, shape, now), shape)
             return decision
         raise OverBudget(key, self.clock() + shape.lease_seconds)  # contention: come back in a moment
@@ -525,10 +532,11 @@ class Ledger:
             state = budget.state if budget.known else store.load(key)
             for _ in range(WRITE_ATTEMPTS):
                 now = self.clock()
-                new = after_rate_limited(state or BudgetState(), shape, now, retry_after)
+                new = after_rate_limited(state or BudgetState(), shape, now, retry_after, budget.returned)
                 seen = store.save(key, new, None if state is None else state.ver)
                 if seen is None:
                     budget.state, budget.known = new, True
+                    budget.returned.clear()
                     break
                 state = None if seen.ver < 0 else seen
             metrics.rate_limited(key)
