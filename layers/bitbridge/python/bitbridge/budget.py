@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bitbridge import accounts, providers
 from bitbridge.aws import forgotten_on_reset
 from bitbridge.bitbucket.limits import BUCKET, PER_CONSUMER, WINDOW, Limits
 from bitbridge.config import settings
@@ -625,3 +626,50 @@ def describe(key: BudgetKey, state: BudgetState, shape: Shape | None, now: float
     else:
         body |= {"refill_per_second": shape.refill, "capacity_budgeted": round(shape.capacity, 2)}
     return body
+
+
+def report(provider_id: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
+    """Every budget in use (one person's with `user_id`; the consumer's too where a provider counts per
+    consumer), each with its provider's current limits, for the command line and the console."""
+    limits_of: dict[str, Limits | None] = {}
+    names: dict[str, str | None] = {}
+    rows = []
+    found = store.listed(provider_id, user_id)
+    if user_id is not None:
+        found += [kv for kv in store.listed(provider_id) if kv[0].user_id is None]
+    for key, state in found:
+        if key.provider_id not in limits_of:
+            try:
+                limits_of[key.provider_id] = providers.limits(providers.get_provider(key.provider_id))
+            except providers.UnknownProvider:
+                limits_of[key.provider_id] = None
+        found_limits = limits_of[key.provider_id]
+        stale_consumer = found_limits is not None and found_limits.scope != PER_CONSUMER and key.user_id is None
+        if user_id is not None and stale_consumer:
+            continue  # a consumer budget left from an earlier setting: not this person's
+        shape = shape_of(found_limits, key.klass) if found_limits else None
+        row = describe(key, state, shape)
+        if key.user_id is not None:
+            if key.user_id not in names:
+                user = accounts.get_user(key.user_id)
+                names[key.user_id] = (user.display_name or user.email) if user else None
+            row["person"] = names[key.user_id]
+        rows.append(row)
+    return rows
+
+
+def for_connection(provider_id: str, user_id: str, limits: Limits) -> dict[str, Any]:
+    """One person's budgets on one provider, every limited class (those never used at zero): what a product
+    sees for its end user (`GET /service/v1/connections/{provider}/{end_user_id}/budget`)."""
+    now = time.time()
+    budgets = []
+    for klass in limits.classes:
+        shape = shape_of(limits, klass)
+        key = key_for(provider_id, limits, user_id, klass)
+        if shape is None or key is None:
+            continue
+        state = store.load(key) or BudgetState()
+        row = describe(key, state, shape, now)
+        row.pop("user_id", None)
+        budgets.append(row)
+    return {"scope": limits.scope, "limits": limits.describe(), "budgets": budgets}

@@ -383,7 +383,7 @@ const repoView = {
 views.repositories = repoView;
 
 function stateTone(value) {
-  return { completed: "ok", failed: "bad", cancelled: "", waiting_rate_limit: "warn", running: "info", queued: "info" }[value] || "";
+  return { completed: "ok", failed: "bad", cancelled: "", waiting_rate_limit: "warn", waiting_budget: "warn", running: "info", queued: "info" }[value] || "";
 }
 
 function hookTone(value) {
@@ -411,7 +411,7 @@ const importView = {
       fail(error);
     }
     this.render(jobs);
-    const active = jobs.some((j) => ["queued", "running", "waiting_rate_limit"].includes(j.state));
+    const active = jobs.some((j) => ["queued", "running", "waiting_rate_limit", "waiting_budget"].includes(j.state));
     if (active && !$("view-imports").hidden) this.timer = setTimeout(() => this.refresh(), POLL_ACTIVE_MS);
   },
 
@@ -448,7 +448,7 @@ views.imports = importView;
 
 function jobCard(job) {
   const counts = Object.entries(job.progress || {}).map(([entity, n]) => `${entity.replaceAll("_", " ")} ${n}`);
-  const active = ["queued", "running", "waiting_rate_limit"].includes(job.state);
+  const active = ["queued", "running", "waiting_rate_limit", "waiting_budget"].includes(job.state);
   const actions = [];
   if (active) {
     actions.push(h("button", { type: "button", class: "secondary", "data-action": "cancel", onclick: () => jobAction(job, "cancel") }, "Cancel"));
@@ -469,6 +469,9 @@ function jobCard(job) {
     ),
     job.state === "waiting_rate_limit" && job.waiting_until
       ? h("p", { class: "progress" }, "Bitbucket is rate limiting; retrying in ", h("span", { "data-until": job.waiting_until }, ""), ".")
+      : null,
+    job.state === "waiting_budget" && job.waiting_until
+      ? h("p", { class: "progress" }, "Waiting for room in your Bitbucket allowance; resumes in ", h("span", { "data-until": job.waiting_until }, ""), ".")
       : null,
     job.error ? h("p", { class: "badge bad" }, `${job.error.reason || "error"}: ${job.error.message}`) : null,
     webhookBlock(job),
@@ -599,8 +602,39 @@ views.admin = {
     } catch (error) {
       fail(error);
     }
+    this.budgets();
+  },
+
+  async budgets() {
+    try {
+      const { budgets, now } = await api("GET", "/api/admin/budgets");
+      $("budgets-empty").hidden = budgets.length > 0;
+      $("budget-table").hidden = budgets.length === 0;
+      $("budget-rows").replaceChildren(...budgets.map((b) => budgetRow(b, now)));
+    } catch (error) {
+      fail(error);
+    }
   },
 };
+
+function budgetRow(b, now) {
+  const per = b.model === "window" ? `per ${b.window_seconds} s` : `refill ${b.refill_per_second}/s`;
+  const limit = !b.limited ? "off" : b.ceiling_until ? `${b.ceiling} of ${b.limit} (held after a 429)` : `${b.limit} ${per}`;
+  const waiting = Object.entries(b.waiting || {}).map(
+    ([priority, w]) => `${priority.replaceAll("_", " ")}: ${w.waiters} until ${Math.max(0, Math.round(w.until - now))} s from now`,
+  );
+  return h(
+    "tr",
+    { "data-budget": `${b.provider}/${b.user_id || "consumer"}/${b.class}` },
+    h("td", { "data-label": "Person" }, b.person || b.user_id || "OAuth consumer"),
+    h("td", { "data-label": "Provider" }, b.provider),
+    h("td", { "data-label": "Class" }, b.class),
+    h("td", { "data-label": "Used" }, b.limited ? String(b.used) : "-"),
+    h("td", { "data-label": "Limit" }, limit),
+    h("td", { "data-label": "429s" }, String(b.rejected)),
+    h("td", { "data-label": "Waiting" }, waiting.join("; ") || "-"),
+  );
+}
 
 // ------------------------------------------------------------------ start
 
