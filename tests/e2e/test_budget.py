@@ -108,12 +108,12 @@ def kickoff(session: requests.Session, stack: RunningStack, flavor: str, repos: 
 
 
 def test_background_work_waits_for_budget_and_resumes_with_no_429(stack):
-    window, limit = 20.0, 20
+    window, limit = 20.0, 40  # 2 calls a window kept for people
     cloud_limits(stack, window, limit)
     alice = api_session(stack, "cloud", "alice")
     product = Client(stack.api, add_client(stack)[1])
     connect(stack, product, "cloud", "alice-in-product", "alice")  # the same person, through a product
-    jobs = start_imports(alice, stack, "cloud", names("quota/wait", 12))  # ~4 calls each: over two windows
+    jobs = start_imports(alice, stack, "cloud", names("quota/wait", 12))  # ~4 calls each: over a window
     ids = [j["id"] for j in jobs]
 
     waiting: dict[str, float] = {}  # job -> when it said it resumes
@@ -133,11 +133,11 @@ def test_background_work_waits_for_budget_and_resumes_with_no_429(stack):
                 resumed_early.append(job_id)
         done = [i for i, b in states.items() if b["state"] == "completed"]
         still = [i for i, b in states.items() if b["state"] == "waiting_budget"]
-        if done and still and len(served_waits) < 3:
+        if done and still and not served_waits:
             # A person asks meanwhile, in the same class: served from the reserve, not after the imports.
             answer = product.proxy.get(PROVIDERS["cloud"], "alice-in-product", "repositories/quota/other-0001")
-            assert answer.status == 200
-            served_waits.append(float(answer.headers["X-Bitbridge-Budget-Wait"]))
+            assert answer.status_code == 200
+            served_waits.append(float({k.lower(): v for k, v in answer.headers.items()}["x-bitbridge-budget-wait"]))
         if done and still and not reconciled:
             # The reconciler yields to imports waiting for the same person's budget (it stays due).
             first = states[done[0]]["repository"]["full_name"]
@@ -198,7 +198,7 @@ def test_another_app_spending_the_persons_allowance_costs_one_429_and_loses_noth
     assert sum(r["rejected"] for r in rate_limits(stack, "cloud", "bob")) >= 1  # it did meet the other app
     # Nothing lost: every branch, tag and pull request of every repository is in its snapshot.
     for body in done.values():
-        assert body["progress"] == {"branches": 2, "tags": 1, "pull_requests": 2, "issues": 0}, body
+        assert body["progress"] == {"branches": 2, "tags": 1, "pull_requests": 2}, body
     report = json.loads(cli(stack, "budget", "--provider", PROVIDERS["cloud"], "--json").stdout)
     assert sum(r["rejected"] for r in report if r.get("person") == "Bob Builder") >= 1  # counted by bitbridge
 

@@ -40,6 +40,8 @@ def _hammer(shape: Shape, seconds: float, plan: list[tuple[Ledger, str]]) -> dic
                     continue
                 with lock:
                     spent[priority].append(time.time())
+                time.sleep(0.005)  # the call itself
+                ledger.landed(KEY, shape, priority)
 
     with ThreadPoolExecutor(max_workers=len(plan)) as pool:
         for ledger, priority in plan:
@@ -111,6 +113,7 @@ def test_a_warm_container_pays_a_fraction_of_a_dynamodb_call_per_bitbucket_call(
         for _ in range(200):
             ledger.spend(KEY, shape, IMPORT)
             time.sleep(0.002)
+            ledger.landed(KEY, shape, IMPORT)
     calls = Counter(meter.aws)
     assert calls["dynamodb:GetItem"] == 1  # the first look, then the item each write returned
     assert calls["dynamodb:PutItem"] <= 200 / 5  # leases of several calls
@@ -122,6 +125,7 @@ def test_a_429_met_anyway_is_counted_and_holds_the_window(aws):
     with acting_as("ImportWorkerFunction"):
         for _ in range(10):
             ledger.spend(KEY, shape, IMPORT)
+            ledger.landed(KEY, shape, IMPORT)
         ledger.rate_limited(KEY, shape, None)
         stored = store.load(KEY)
         assert stored is not None and stored.rejected == 1
@@ -134,3 +138,27 @@ def test_a_429_met_anyway_is_counted_and_holds_the_window(aws):
             raise AssertionError("the window is held after a 429")
     described = budget.describe(KEY, stored, shape)
     assert described["rejected"] == 1 and described["ceiling"] == stored.ceiling
+
+
+def test_at_bitbuckets_rates_one_background_call_is_in_the_air_per_container(aws):
+    shape = Shape(limits.WINDOW, 1000, window=3600.0)  # 0.28 calls a second
+    assert budget.in_flight_cap(shape) == 1
+    assert budget.in_flight_cap(Shape(limits.BUCKET, 60, refill=5.0)) == 5
+    ledger = Ledger()
+    second_sent = threading.Event()
+
+    def second() -> None:
+        with acting_as("ImportWorkerFunction"):
+            ledger.spend(KEY, shape, IMPORT)
+            second_sent.set()
+            ledger.landed(KEY, shape, IMPORT)
+
+    with acting_as("ImportWorkerFunction"):
+        ledger.spend(KEY, shape, IMPORT)
+        other = threading.Thread(target=second)
+        other.start()
+        assert not second_sent.wait(0.5)  # waits for the first call's answer...
+        ledger.spend(KEY, shape, INTERACTIVE)  # (people never wait for it)
+        ledger.landed(KEY, shape, IMPORT)
+        assert second_sent.wait(5)  # ...and goes once it has landed
+        other.join()

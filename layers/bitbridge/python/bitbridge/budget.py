@@ -379,6 +379,20 @@ class _Budget:
     leases: dict[str, Lease] = field(default_factory=dict)
     returned: dict[int, int] = field(default_factory=dict)
     want: dict[str, int] = field(default_factory=dict)
+    flights: tuple[int, threading.BoundedSemaphore] | None = None  # (cap, slots) for background calls
+
+    def flight_slots(self, cap: int) -> threading.BoundedSemaphore:
+        if self.flights is None or self.flights[0] != cap:
+            self.flights = (cap, threading.BoundedSemaphore(cap))
+        return self.flights[1]
+
+
+def in_flight_cap(shape: Shape) -> int:
+    """Background calls one container has in the air at once on a budget: a second's worth of the allowance,
+    at least one. At Bitbucket's own rates (Cloud: 1,000 an hour) that is one, which costs nothing (a call
+    takes a fraction of the seconds between calls the allowance sustains) and means that when another app
+    has spent the rest of the allowance, one call meets Bitbucket's 429 - not every call then in the air."""
+    return max(1, math.floor(shape.rate))
 
 
 class Ledger:
@@ -404,20 +418,35 @@ class Ledger:
         sleep: Callable[[float], None] = time.sleep,
     ) -> float:
         """Take one call: from this container's lease, else a new lease. A refusal waits up to
-        `wait_seconds` (people), then raises OverBudget. Returns the seconds waited."""
+        `wait_seconds` (people), then raises OverBudget. Returns the seconds waited. Background work first
+        takes one of the container's slots for calls in the air (`in_flight_cap`), before the call (so a
+        granted call never waits after its grant); `landed` gives it back once Bitbucket has answered."""
         started = self.clock()
         deadline = started + wait_seconds
         waited_until: float | None = None
-        while True:
-            try:
-                self._take(key, shape, priority, resuming=resuming, waited_until=waited_until, until=deadline)
-                return self.clock() - started
-            except OverBudget as refused:
-                now = self.clock()
-                if refused.retry_at > deadline or now >= deadline:
-                    raise
-                waited_until = deadline
-                sleep(max(0.05, min(refused.retry_at, deadline) - now))
+        slots = self._budget(key).flight_slots(in_flight_cap(shape)) if priority != INTERACTIVE else None
+        if slots is not None:
+            slots.acquire()
+        try:
+            while True:
+                try:
+                    self._take(key, shape, priority, resuming=resuming, waited_until=waited_until, until=deadline)
+                    return self.clock() - started
+                except OverBudget as refused:
+                    now = self.clock()
+                    if refused.retry_at > deadline or now >= deadline:
+                        raise
+                    waited_until = deadline
+                    sleep(max(0.05, min(refused.retry_at, deadline) - now))
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+
+    def landed(self, key: BudgetKey, shape: Shape, priority: str) -> None:
+        """A call `spend` let go has its answer (or failed): its slot in the air is free again."""
+        if priority != INTERACTIVE:
+            self._budget(key).flight_slots(in_flight_cap(shape)).release()
 
     def reserve(self, key: BudgetKey, shape: Shape, priority: str, calls: int, *, wait_seconds: float = 0.0) -> None:
         """Take `calls` at once, all or none (the kickoff's access checks), waiting up to `wait_seconds`;
@@ -508,8 +537,9 @@ class Ledger:
                     budget.state, fresh = store.load(key), True
                     continue
                 retry_at = decision.retry_at or now
-                if priority == INTERACTIVE and _marked(current, priority, until):
-                    raise OverBudget(key, retry_at, now)  # already marked: no write to wait again
+                if priority == INTERACTIVE and (_marked(current, priority, until) or retry_at > (until or now)):
+                    # Already marked, or no room before the person stops waiting: nothing to hold off.
+                    raise OverBudget(key, retry_at, now)
                 decision = refuse(decision.state, shape, now, priority, want, retry_at, until)
             seen = store.save(key, decision.state, None if current is None else current.ver)
             if seen is not None:  # another container wrote first: plan again on what it wrote

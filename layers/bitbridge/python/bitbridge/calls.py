@@ -223,19 +223,25 @@ class Caller:
     def _wait_seconds(self) -> float:
         return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else 0.0
 
-    def _spend(self, found: tuple[BudgetKey, Shape] | None) -> None:
+    def _spend(self, found: tuple[BudgetKey, Shape] | None) -> bool:
+        """Spend one call of the budget; True when `_landed` must follow the call (a slot in the air)."""
         if found is None:
-            return
+            return False
         with self._lock:
             if self._prepaid[0] > 0:
                 self._prepaid[0] -= 1
-                return
+                return False
         waited = budget.ledger().spend(
             *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
         )
         with self._lock:
             self.budget_waited += waited
             self.resuming = False  # out of the queue of waiters once served
+        return True
+
+    def _landed(self, found: tuple[BudgetKey, Shape] | None) -> None:
+        if found is not None:
+            budget.ledger().landed(*found, self.priority)
 
     # -- the one call ------------------------------------------------------------------------------
     def send(
@@ -266,7 +272,8 @@ class Caller:
         can_refresh = refresh_on_401 and self._can_refresh()
         spends = self._budget(url, resource)
         while True:
-            self._spend(spends)  # budget.OverBudget when there is no room (after a short wait for a person)
+            # budget.OverBudget when there is no room (after a short wait for a person)
+            in_the_air = self._spend(spends)
             with self._lock:
                 self.calls += 1
             try:
@@ -281,16 +288,21 @@ class Caller:
                     stream=stream,
                     allow_redirects=allow_redirects,
                 )
+                if response.status_code == 429 and spends is not None:
+                    # Someone else spends this allowance: the budget shrinks (before the next call in the
+                    # air goes), and decides when to try again.
+                    budget.ledger().rate_limited(*spends, retry_after_seconds(response.headers.get("Retry-After")))
             except requests.RequestException as exc:
                 if method in IDEMPOTENT and attempts.transient < self.patience.transient_retries:
                     attempts.transient += 1
                     self.sleep(backoff(attempts.transient, self.patience.retry_base, self.patience.retry_cap))
                     continue
                 raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
+            finally:
+                if in_the_air:
+                    self._landed(spends)
             retry_after = response.headers.get("Retry-After")
             if response.status_code == 429 and spends is not None:
-                # Someone else spends this allowance: the budget shrinks, and decides when to try again.
-                budget.ledger().rate_limited(*spends, retry_after_seconds(retry_after))
                 if attempts.rate_limited < RATE_LIMITED_RETRIES:
                     attempts.rate_limited += 1
                     response.close()
