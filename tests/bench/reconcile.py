@@ -62,10 +62,10 @@ def use_stack(stack) -> None:
 
 def subscribe(flavor: str, user: str, full_names: list[str], base_url: str) -> None:
     from bitbridge import providers
-    from bitbridge.calls import BACKGROUND, Caller
+    from bitbridge.calls import RECONCILE, Caller
     from bitbridge.webhooks.subscriptions import Repository, install_webhook
 
-    caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=BACKGROUND)
+    caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=RECONCILE)
 
     def one(full_name: str) -> None:
         repo, _ = providers.bitbucket(caller.provider).repository(caller.fork().fetch, caller.api, full_name)
@@ -126,9 +126,9 @@ def scale(stack, count: int) -> None:
     assert all(r.status == "ok" for r in report.results if r.repository.startswith("bench/"))
     # Baseline: the same reads, bare (one token, sequential GETs, nothing parsed or stored).
     from bitbridge import providers
-    from bitbridge.calls import BACKGROUND, Caller
+    from bitbridge.calls import RECONCILE, Caller
 
-    caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=BACKGROUND)
+    caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=RECONCILE)
     api = caller.api
     started = time.monotonic()
     for name in names:

@@ -143,7 +143,7 @@ def test_a_429_met_anyway_is_counted_and_holds_the_window(aws):
 def test_at_bitbuckets_rates_one_background_call_is_in_the_air_per_container(aws):
     shape = Shape(limits.WINDOW, 1000, window=3600.0)  # 0.28 calls a second
     assert budget.in_flight_cap(shape) == 1
-    assert budget.in_flight_cap(Shape(limits.BUCKET, 60, refill=5.0)) == 5
+    assert budget.in_flight_cap(Shape(limits.BUCKET, 60, refill=5.0)) == 10
     ledger = Ledger()
     second_sent = threading.Event()
 

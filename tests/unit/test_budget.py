@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import random
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,7 +79,7 @@ def simulate(shape: Shape, steps: list[tuple[float | None, str, int, float | Non
                 arrivals.append(now + where * shape.span)
         else:
             assert decision.retry_at is not None and decision.retry_at >= now
-            refused = budget.refuse(decision.state, shape, now, priority, want, decision.retry_at, now + 3)
+            refused = budget.refuse(decision.state, shape, now, priority, decision.retry_at, now + 3)
             state, retry_at = refused.state, refused.retry_at or now
     return arrivals, state
 
@@ -155,10 +155,10 @@ def test_waiters_get_slots_from_the_windows_schedule_in_the_order_they_were_refu
     for n in range(4):
         now = T0 + 19 + n * 0.01
         decision = budget.plan(state, shape, now, IMPORT, 4)
-        refused = budget.refuse(decision.state, shape, now, IMPORT, 4, decision.retry_at or 0)
+        refused = budget.refuse(decision.state, shape, now, IMPORT, decision.retry_at or 0)
         slots.append(refused.retry_at)
         state = refused.state
-    # The n-th waiter comes back when n leases (4 calls each) have left the window: 4 s apart.
+    # The n-th waiter comes back when n waiters' calls (4 each) have left the window: 4 s apart.
     assert [round(s - slots[0], 1) for s in slots] == [0.0, 4.0, 8.0, 12.0]
     assert slots[0] == T0 + 3 + shape.counted_window + 0.5  # the 4th call's bucket (ends half a second on)
     assert state.waiting[IMPORT]["n"] == 4
@@ -168,7 +168,7 @@ def test_lower_priorities_yield_while_higher_work_waits():
     shape = cloud(limit=20, window=60)
     full = budget.plan(BudgetState(), shape, T0, IMPORT, 19, exact=True).state
     refused = budget.plan(full, shape, T0 + 1, IMPORT, 4)
-    queued = budget.refuse(refused.state, shape, T0 + 1, IMPORT, 4, refused.retry_at or 0)
+    queued = budget.refuse(refused.state, shape, T0 + 1, IMPORT, refused.retry_at or 0)
     slot = queued.retry_at or 0
     # Once room frees, the reconciler must not take it from the imports waiting for it...
     later = slot + 0.1
@@ -185,7 +185,7 @@ def test_a_person_waiting_holds_background_work_off_then_lets_go():
     shape = cloud(limit=20, window=60)
     full = budget.plan(BudgetState(), shape, T0, INTERACTIVE, 20, exact=True).state
     refused = budget.plan(full, shape, T0 + 1, INTERACTIVE, 1)
-    marked = budget.refuse(refused.state, shape, T0 + 1, INTERACTIVE, 1, refused.retry_at or 0, until=T0 + 4)
+    marked = budget.refuse(refused.state, shape, T0 + 1, INTERACTIVE, refused.retry_at or 0, until=T0 + 4)
     assert budget.blocked_until(marked.state, shape, T0 + 2, IMPORT) == T0 + 4 + shape.grace
     served = budget.plan(marked.state, shape, (refused.retry_at or 0), INTERACTIVE, 1, waited_until=T0 + 4)
     assert served.granted == 1
@@ -220,11 +220,14 @@ def test_an_expired_lease_gives_its_unused_calls_back():
     assert back.granted >= 1 and budget.used(back.state, shape, T0 + 1) == 3 + back.granted
 
 
-def test_exact_reservations_are_all_or_nothing():
-    shape = cloud(limit=10, window=60)
-    state = budget.plan(BudgetState(), shape, T0, INTERACTIVE, 8, exact=True).state
-    assert budget.plan(state, shape, T0 + 1, INTERACTIVE, 3, exact=True).granted == 0
-    assert budget.plan(state, shape, T0 + 1, INTERACTIVE, 2, exact=True).granted == 2
+def test_exact_reservations_are_all_or_nothing_and_leave_the_reserve_to_single_calls():
+    shape = cloud(limit=40, window=60)  # 2 calls kept for people's single calls
+    state = budget.plan(BudgetState(), shape, T0, INTERACTIVE, 30, exact=True).state
+    assert budget.plan(state, shape, T0 + 1, INTERACTIVE, 9, exact=True).granted == 0
+    assert budget.plan(state, shape, T0 + 1, INTERACTIVE, 8, exact=True).granted == 8
+    state = budget.plan(state, shape, T0 + 1, INTERACTIVE, 8, exact=True).state
+    assert budget.plan(state, shape, T0 + 2, INTERACTIVE, 2, exact=True).granted == 0  # the reserve: not in bulk
+    assert budget.plan(state, shape, T0 + 2, INTERACTIVE, 1).granted == 1  # one by one, yes
 
 
 def test_cloud_classes_follow_atlassians_table():

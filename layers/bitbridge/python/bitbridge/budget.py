@@ -56,9 +56,13 @@ PRIORITIES = (INTERACTIVE, HOOK_REPAIR, IMPORT, RECONCILE)  # first served first
 
 BUCKETS_PER_WINDOW = 120
 INTERACTIVE_WAIT_SECONDS = 3.0  # a person waits this long for room at most, then gets a 429 with retry_after
+# Background work whose slot is this close waits for it in the Lambda: cheaper than leaving (a message sent
+# and received, the job's lease taken again) and it keeps the window full; a longer wait leaves the Lambda.
+BACKGROUND_WAIT_SECONDS = 1.0
 MAX_LEASE = {INTERACTIVE: 5, HOOK_REPAIR: 5, IMPORT: 20, RECONCILE: 20}
 FIRST_LEASE = {INTERACTIVE: 1, HOOK_REPAIR: 2, IMPORT: 4, RECONCILE: 4}
 WRITE_ATTEMPTS = 8  # versioned writes lost to other containers before giving up for a moment
+WAITER_CALLS = 4  # the calls one waiting unit of background work takes when it comes back (queue spacing)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -262,10 +266,13 @@ def plan(
     new = _advance(state, shape, now)
     _give_back(new, returned)
     blocked = blocked_until(new, shape, now, priority)
-    free = room(new, shape, now, priority)
+    # Many calls at once (a kickoff's access checks) never take the reserve: it is kept for the calls people
+    # wait on one by one (a console page, a proxied call), which a bulk request would otherwise empty.
+    share = IMPORT if exact and want > 1 else priority
+    free = room(new, shape, now, share)
     need = want if exact else 1
     if blocked is not None or free < need:
-        retry_at = room_at(new, shape, now, priority, need)
+        retry_at = room_at(new, shape, now, share, need)
         return Decision(0, new, max(retry_at, blocked or 0.0))
     granted = want if exact else min(want, max(1, free // 2))
     if shape.model == WINDOW:
@@ -285,11 +292,20 @@ def plan(
 
 
 def refuse(
-    state: BudgetState, shape: Shape, now: float, priority: str, want: int, retry_at: float, until: float | None = None
+    state: BudgetState,
+    shape: Shape,
+    now: float,
+    priority: str,
+    retry_at: float,
+    until: float | None = None,
+    *,
+    resuming: bool = False,
 ) -> Decision:
     """Record refused work (`state` from `plan`'s refusal) and give it its slot. People (`until`: when
     they stop waiting) hold lower priorities off while they wait; background work queues: the n-th waiter
-    comes back when n leases' worth of room has freed."""
+    comes back when n waiters' worth of calls (`WAITER_CALLS`: about one repository's import, or one
+    subscription's reconciliation) has freed. A waiter refused again at its slot (`resuming`) is in the
+    queue already: it goes to its end without counting twice."""
     new = state.copy()
     mark = new.waiting.get(priority)
     live = mark is not None and mark["until"] > now
@@ -297,8 +313,8 @@ def refuse(
         slot = retry_at
         new.waiting[priority] = {"until": max(until or retry_at, mark["until"] if live and mark else 0.0), "n": 1}
         return Decision(0, new, slot)
-    waiters = int(mark.get("n", 1)) + 1 if live and mark else 1
-    slot = max(retry_at, _slot(new, shape, now, priority, waiters * max(1, want)))
+    waiters = int(mark.get("n", 1)) + (0 if resuming else 1) if live and mark else 1
+    slot = max(retry_at, _slot(new, shape, now, priority, waiters * WAITER_CALLS))
     new.waiting[priority] = {"until": max(slot, mark["until"] if live and mark else 0.0), "n": waiters}
     return Decision(0, new, slot)
 
@@ -388,11 +404,12 @@ class _Budget:
 
 
 def in_flight_cap(shape: Shape) -> int:
-    """Background calls one container has in the air at once on a budget: a second's worth of the allowance,
-    at least one. At Bitbucket's own rates (Cloud: 1,000 an hour) that is one, which costs nothing (a call
-    takes a fraction of the seconds between calls the allowance sustains) and means that when another app
-    has spent the rest of the allowance, one call meets Bitbucket's 429 - not every call then in the air."""
-    return max(1, math.floor(shape.rate))
+    """Background calls one container has in the air at once on a budget: two seconds' worth of the
+    allowance, at least one. At Bitbucket's own rates (Cloud: 1,000 an hour) that is one, which costs
+    nothing (a call takes a fraction of the seconds between calls the allowance sustains) and means that
+    when another app has spent the rest of the allowance, one call meets Bitbucket's 429 - not every call
+    then in the air. (A window played in a minute allows more, so freed room is refilled as fast.)"""
+    return max(1, math.floor(2 * shape.rate))
 
 
 class Ledger:
@@ -437,6 +454,7 @@ class Ledger:
                     if refused.retry_at > deadline or now >= deadline:
                         raise
                     waited_until = deadline
+                    resuming = True  # back at the slot it was given: out of the queue when served
                     sleep(max(0.05, min(refused.retry_at, deadline) - now))
         except BaseException:
             if slots is not None:
@@ -540,7 +558,7 @@ class Ledger:
                 if priority == INTERACTIVE and (_marked(current, priority, until) or retry_at > (until or now)):
                     # Already marked, or no room before the person stops waiting: nothing to hold off.
                     raise OverBudget(key, retry_at, now)
-                decision = refuse(decision.state, shape, now, priority, want, retry_at, until)
+                decision = refuse(decision.state, shape, now, priority, retry_at, until, resuming=resuming)
             seen = store.save(key, decision.state, None if current is None else current.ver)
             if seen is not None:  # another container wrote first: plan again on what it wrote
                 budget.state, fresh = (None if seen.ver < 0 else seen), True

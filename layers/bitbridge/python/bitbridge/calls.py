@@ -221,7 +221,7 @@ class Caller:
                 self._prepaid[0] += calls
 
     def _wait_seconds(self) -> float:
-        return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else 0.0
+        return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else budget.BACKGROUND_WAIT_SECONDS
 
     def _spend(self, found: tuple[BudgetKey, Shape] | None) -> bool:
         """Spend one call of the budget; True when `_landed` must follow the call (a slot in the air)."""

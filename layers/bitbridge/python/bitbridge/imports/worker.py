@@ -77,6 +77,7 @@ LEASE_GRACE_SECONDS = 60
 MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
+BUDGET_LEAD_SECONDS = 1.0  # back this much before its slot in the budget (waited in the Lambda)
 
 
 class Busy(Exception):
@@ -526,15 +527,17 @@ class Run:
 
     def _wait_budget(self, retry_at: float) -> None:
         """The person's budget has no room now: come back at the slot it gave (bitbridge.budget), in hops of
-        at most 15 minutes, holding no Lambda and no receive count meanwhile."""
-        delay = max(0.0, retry_at - time.time()) + random.uniform(0, 0.5)  # noqa: S311 - jitter, not security
+        at most 15 minutes, holding no Lambda and no receive count meanwhile. The message is due a moment
+        before the slot (SQS delays are whole seconds, and a poll takes time): the last moment is waited in
+        the Lambda (budget.BACKGROUND_WAIT_SECONDS), so room that frees is used as it frees."""
+        delay = max(0.0, retry_at - time.time() - BUDGET_LEAD_SECONDS)
         logger.info("waiting for room in the rate-limit budget", extra=self._log() | {"seconds": round(delay, 1)})
         self.job.budget_resume = None  # set again below, in the same write
         self._defer(
             delay,
             [
                 JobRecord.state.set(WAITING_BUDGET),
-                JobRecord.not_before.set(math.ceil(time.time() + delay)),
+                JobRecord.not_before.set(math.floor(time.time() + delay)),
                 JobRecord.budget_waits.add(1),
                 JobRecord.budget_resume.set(1),
             ],
