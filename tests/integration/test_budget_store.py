@@ -162,3 +162,21 @@ def test_at_bitbuckets_rates_one_background_call_is_in_the_air_per_container(aws
         ledger.landed(KEY, shape, IMPORT)
         assert second_sent.wait(5)  # ...and goes once it has landed
         other.join()
+
+
+def test_a_persons_call_never_queues_behind_background_bookkeeping_in_the_same_container(aws):
+    shape = Shape(limits.WINDOW, 1000, window=3600.0)
+    ledger = Ledger()
+    with acting_as("ApiFunction"):
+        ledger.spend(KEY, shape, INTERACTIVE)  # the item is known: what follows is one lease each
+        with ledger._budget(KEY).acquirer(IMPORT):  # background work is taking a lease (a slow write)...
+            served = threading.Event()
+
+            def person() -> None:
+                with acting_as("ApiFunction"):
+                    for _ in range(3):  # ...a person's calls, leases included, go meanwhile
+                        ledger.spend(KEY, shape, INTERACTIVE)
+                served.set()
+
+            threading.Thread(target=person).start()
+            assert served.wait(10)

@@ -387,7 +387,9 @@ class Lease:
 
 @dataclass
 class _Budget:
-    """A container's view of one budget: the item as last read or written, leases, calls to give back."""
+    """A container's view of one budget: the item as last read or written, leases, calls to give back.
+    `lock` guards these fields for moments only; a store round trip holds just its priority's lock, so a
+    person's call never queues behind background work's writes in the same container."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     state: BudgetState | None = None
@@ -395,12 +397,35 @@ class _Budget:
     leases: dict[str, Lease] = field(default_factory=dict)
     returned: dict[int, int] = field(default_factory=dict)
     want: dict[str, int] = field(default_factory=dict)
+    acquiring: dict[str, threading.Lock] = field(default_factory=dict)  # one lease taken at a time per priority
     flights: tuple[int, threading.BoundedSemaphore] | None = None  # (cap, slots) for background calls
 
     def flight_slots(self, cap: int) -> threading.BoundedSemaphore:
-        if self.flights is None or self.flights[0] != cap:
-            self.flights = (cap, threading.BoundedSemaphore(cap))
-        return self.flights[1]
+        with self.lock:
+            if self.flights is None or self.flights[0] != cap:
+                self.flights = (cap, threading.BoundedSemaphore(cap))
+            return self.flights[1]
+
+    def acquirer(self, priority: str) -> threading.Lock:
+        with self.lock:
+            return self.acquiring.setdefault(priority, threading.Lock())
+
+    def seen(self, state: BudgetState | None) -> None:
+        """Keep the newest state this container has read or written."""
+        with self.lock:
+            if state is None or self.state is None or state.ver >= self.state.ver:
+                self.state = state
+            self.known = True
+
+    def take_returned(self) -> dict[int, int]:
+        with self.lock:
+            taken, self.returned = self.returned, {}
+            return taken
+
+    def put_back(self, returned: dict[int, int]) -> None:
+        with self.lock:
+            for end, count in returned.items():
+                self.returned[end] = self.returned.get(end, 0) + count
 
 
 def in_flight_cap(shape: Shape) -> int:
@@ -470,10 +495,10 @@ class Ledger:
         """Take `calls` at once, all or none (the kickoff's access checks), waiting up to `wait_seconds`;
         the caller spends them without asking again."""
         deadline = self.clock() + wait_seconds
+        budget = self._budget(key)
         while True:
             try:
-                budget = self._budget(key)
-                with budget.lock:
+                with budget.acquirer(priority):
                     self._acquire(key, budget, shape, priority, calls, exact=True, until=deadline)
                 return
             except OverBudget as refused:
@@ -493,24 +518,27 @@ class Ledger:
         until: float | None,
     ) -> None:
         budget = self._budget(key)
-        with budget.lock:
-            now = self.clock()
-            lease = budget.leases.get(priority)
-            if lease is not None and lease.take(now):
-                return
-            if lease is not None:
-                self._retire(budget, priority, lease, now)
-            want = budget.want.get(priority, FIRST_LEASE[priority])
+        with budget.acquirer(priority):
+            with budget.lock:
+                now = self.clock()
+                lease = budget.leases.get(priority)
+                if lease is not None and lease.take(now):
+                    return
+                if lease is not None:
+                    self._retire(budget, priority, lease, now)
+                want = budget.want.get(priority, FIRST_LEASE[priority])
             decision = self._acquire(
                 key, budget, shape, priority, want, resuming=resuming, waited_until=waited_until, until=until
             )
             end = max(decision.state.grants) if shape.model == WINDOW and decision.state.grants else None
-            budget.leases[priority] = Lease(
-                decision.granted - 1, now + shape.lease_seconds, end, decision.granted, priority
-            )
+            with budget.lock:
+                budget.leases[priority] = Lease(
+                    decision.granted - 1, now + shape.lease_seconds, end, decision.granted, priority
+                )
 
     def _retire(self, budget: _Budget, priority: str, lease: Lease, now: float) -> None:
-        """An expired or spent lease: size the next one on how fast this one went, give back the unused."""
+        """An expired or spent lease: size the next one on how fast this one went, give back the unused
+        (the caller holds `budget.lock`)."""
         spent = lease.granted - lease.tokens
         if lease.tokens == 0 and now < lease.expires:  # spent before it expired: lease more next time
             budget.want[priority] = min(MAX_LEASE[priority], max(2, spent * 2))
@@ -535,42 +563,50 @@ class Ledger:
     ) -> Decision:
         fresh = False
         if not budget.known:
-            budget.state, budget.known, fresh = store.load(key), True, True
-        for _ in range(WRITE_ATTEMPTS):
-            now = self.clock()
-            current = budget.state
-            decision = plan(
-                current or BudgetState(),
-                shape,
-                now,
-                priority,
-                want,
-                exact=exact,
-                returned=budget.returned,
-                resuming=resuming,
-                waited_until=waited_until,
-            )
-            if decision.granted == 0:
-                if not fresh:  # refused on what this container last saw: look again before waiting
-                    budget.state, fresh = store.load(key), True
+            budget.seen(store.load(key))
+            fresh = True
+        returned = budget.take_returned()  # written back with the next state this writes, granted or not
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                now = self.clock()
+                current = budget.state
+                decision = plan(
+                    current or BudgetState(),
+                    shape,
+                    now,
+                    priority,
+                    want,
+                    exact=exact,
+                    returned=returned,
+                    resuming=resuming,
+                    waited_until=waited_until,
+                )
+                if decision.granted == 0:
+                    if not fresh:  # refused on what this container last saw: look again before waiting
+                        budget.seen(store.load(key))
+                        fresh = True
+                        continue
+                    retry_at = decision.retry_at or now
+                    if priority == INTERACTIVE and (_marked(current, priority, until) or retry_at > (until or now)):
+                        # Already marked, or no room before the person stops waiting: nothing to hold off.
+                        raise OverBudget(key, retry_at, now)
+                    decision = refuse(decision.state, shape, now, priority, retry_at, until, resuming=resuming)
+                seen = store.save(key, decision.state, None if current is None else current.ver)
+                if seen is not None:  # another writer came first: plan again on what it wrote
+                    with budget.lock:
+                        budget.state, budget.known = (None if seen.ver < 0 else seen), True
+                    fresh = True
                     continue
-                retry_at = decision.retry_at or now
-                if priority == INTERACTIVE and (_marked(current, priority, until) or retry_at > (until or now)):
-                    # Already marked, or no room before the person stops waiting: nothing to hold off.
-                    raise OverBudget(key, retry_at, now)
-                decision = refuse(decision.state, shape, now, priority, retry_at, until, resuming=resuming)
-            seen = store.save(key, decision.state, None if current is None else current.ver)
-            if seen is not None:  # another container wrote first: plan again on what it wrote
-                budget.state, fresh = (None if seen.ver < 0 else seen), True
-                continue
-            budget.state = decision.state
-            budget.returned.clear()  # written back with this state, granted or not
-            if decision.granted == 0:
-                metrics.refused(key, priority)
-                raise OverBudget(key, decision.retry_at or now, now)
-            metrics.granted(key, decision.granted, used(decision.state, shape, now), shape)
-            return decision
-        raise OverBudget(key, self.clock() + shape.lease_seconds)  # contention: come back in a moment
+                budget.seen(decision.state)
+                returned = {}
+                if decision.granted == 0:
+                    metrics.refused(key, priority)
+                    raise OverBudget(key, decision.retry_at or now, now)
+                metrics.granted(key, decision.granted, used(decision.state, shape, now), shape)
+                return decision
+            raise OverBudget(key, self.clock() + shape.lease_seconds)  # contention: come back in a moment
+        finally:
+            budget.put_back(returned)  # not written: still to give back
 
     def rate_limited(self, key: BudgetKey, shape: Shape, retry_after: float | None) -> None:
         """Bitbucket answered 429 on this budget: shrink it, forget this container's leases, count it."""
@@ -578,17 +614,23 @@ class Ledger:
         with budget.lock:
             for priority, lease in list(budget.leases.items()):
                 self._retire(budget, priority, lease, self.clock())
-            state = budget.state if budget.known else store.load(key)
+        if not budget.known:
+            budget.seen(store.load(key))
+        returned = budget.take_returned()
+        try:
             for _ in range(WRITE_ATTEMPTS):
-                now = self.clock()
-                new = after_rate_limited(state or BudgetState(), shape, now, retry_after, budget.returned)
+                state = budget.state
+                new = after_rate_limited(state or BudgetState(), shape, self.clock(), retry_after, returned)
                 seen = store.save(key, new, None if state is None else state.ver)
                 if seen is None:
-                    budget.state, budget.known = new, True
-                    budget.returned.clear()
+                    budget.seen(new)
+                    returned = {}
                     break
-                state = None if seen.ver < 0 else seen
-            metrics.rate_limited(key)
+                with budget.lock:
+                    budget.state = None if seen.ver < 0 else seen
+        finally:
+            budget.put_back(returned)
+        metrics.rate_limited(key)
 
 
 def _marked(state: BudgetState | None, priority: str, until: float | None) -> bool:
