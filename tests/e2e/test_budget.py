@@ -162,6 +162,15 @@ def test_background_work_waits_for_budget_and_resumes_with_no_429(stack):
     budget = product.budget(PROVIDERS["cloud"], "alice-in-product")
     assert budget["scope"] == "per_user" and budget["limits"]["window_seconds"] == window
     assert {b["class"] for b in budget["budgets"]} >= set(CLASSES)
+    # The console's admin view: every person's budgets, for admins only.
+    admin = alice.get(f"{stack.api}/api/admin/budgets", timeout=30)
+    assert admin.status_code == 200
+    rows = [r for r in admin.json()["budgets"] if r["person"] == "Alice Admin" and r["class"] == "repositories"]
+    assert rows and rows[0]["limit"] == limit and rows[0]["rejected"] == 0
+    carol = api_session(stack, "cloud", "carol")
+    assert carol.get(f"{stack.api}/api/admin/budgets", timeout=30).status_code == 403
+    table = cli(stack, "budget", "--provider", PROVIDERS["cloud"])
+    assert table.returncode == 0 and "Alice Admin" in table.stdout and "repositories" in table.stdout
 
 
 def test_another_app_spending_the_persons_allowance_costs_one_429_and_loses_nothing(stack):

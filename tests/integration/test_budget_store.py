@@ -4,6 +4,7 @@ work leaves people their reserve and yields to higher priorities; the bookkeepin
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -180,3 +181,22 @@ def test_a_persons_call_never_queues_behind_background_bookkeeping_in_the_same_c
 
             threading.Thread(target=person).start()
             assert served.wait(10)
+
+
+def test_each_lease_refusal_and_429_is_a_cloudwatch_metric_per_provider_and_class(aws, capsys, monkeypatch):
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    shape = Shape(limits.WINDOW, 4, window=60.0)
+    ledger = Ledger()
+    with acting_as("ImportWorkerFunction"):
+        ledger.reserve(KEY, shape, INTERACTIVE, 4)
+        try:
+            ledger.spend(KEY, shape, IMPORT)
+        except OverBudget:
+            pass
+        ledger.rate_limited(KEY, shape, None)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = [m["Name"] for line in lines for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert names == ["BudgetGranted", "BudgetUsedPercent", "BudgetRefused", "BitbucketRateLimited"]
+    assert all(line["Provider"] == "bitbucket-cloud" and line["Class"] == "repositories" for line in lines)
+    assert lines[0]["BudgetGranted"] == [4.0] and lines[1]["Priority"] == "import"
+    assert all(line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "bitbridge" for line in lines)
