@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from bitbridge import budget, metering
 from bitbridge.bitbucket import limits
 from bitbridge.budget import IMPORT, INTERACTIVE, RECONCILE, Ledger, OverBudget, Shape
@@ -189,10 +191,8 @@ def test_each_lease_refusal_and_429_is_a_cloudwatch_metric_per_provider_and_clas
     ledger = Ledger()
     with acting_as("ImportWorkerFunction"):
         ledger.reserve(KEY, shape, INTERACTIVE, 4)
-        try:
+        with pytest.raises(OverBudget):
             ledger.spend(KEY, shape, IMPORT)
-        except OverBudget:
-            pass
         ledger.rate_limited(KEY, shape, None)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     names = [m["Name"] for line in lines for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
