@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bitbridge.config import PREFIX, REQUIRED
 from tests import shared_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,11 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+# Every function checks its environment at cold start (bitbridge.config): importing a handler needs the
+# variables template.yaml gives each one. Placeholders here; the integration and end-to-end fixtures set
+# the real names of the resources they create.
+for _name in REQUIRED:
+    os.environ.setdefault(f"{PREFIX}{_name}", f"test-{_name.lower().replace('_', '-')}")
 
 
 @pytest.fixture(scope="session")

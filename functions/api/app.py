@@ -6,7 +6,11 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import edge
+from bitbridge.config import settings
 from bitbridge.routes import ROUTERS
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 app = APIGatewayHttpResolver()

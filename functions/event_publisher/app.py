@@ -7,7 +7,11 @@ could not be published; after the event source's retries the batch goes to the P
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge.config import settings
 from bitbridge.webhooks.publish import handle_stream_records
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 

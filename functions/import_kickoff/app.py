@@ -5,8 +5,12 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import edge
+from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest
 from bitbridge.imports import kickoff as imports
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 app = APIGatewayHttpResolver()

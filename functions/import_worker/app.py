@@ -3,7 +3,11 @@
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge.config import settings
 from bitbridge.imports.worker import handle_batch
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 

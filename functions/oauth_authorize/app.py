@@ -4,7 +4,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import edge, oauth
+from bitbridge.config import settings
 from bitbridge.errors import Problem
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 

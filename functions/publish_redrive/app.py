@@ -7,7 +7,11 @@ refuses stays, invisible for a doubling delay (``bitbridge.webhooks.redrive``).
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge.config import settings
 from bitbridge.webhooks.redrive import handle_failure_messages
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 

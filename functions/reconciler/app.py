@@ -10,6 +10,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from bitbridge.config import settings
 from bitbridge.reconcile.run import per_run_budget, run
 
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
+
 logger = Logger()
 metrics = Metrics()
 

@@ -19,10 +19,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbridge import edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
+from bitbridge.config import settings
 from bitbridge.errors import Problem
 from bitbridge.service import api, audit, credentials, links
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import bad_request, refuse
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 
@@ -107,6 +111,8 @@ def _proxy(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     return answer.status, answer
 
 
+CONNECT_PAGE = "GET /connect/{session}"
+BROWSER_ROUTES = (CONNECT_PAGE,)  # the end user's browser, no service key
 PROXY = Route("proxy", "proxy", _proxy)
 ROUTES: dict[str, Route] = {
     "POST /service/v1/connect-sessions": Route("connections:write", "connect_session", _connect_session),
@@ -188,7 +194,7 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
 def handler(event: dict, context: LambdaContext) -> dict:
     started = time.perf_counter()
     route_key = event.get("routeKey", "")
-    if route_key == "GET /connect/{session}":
+    if route_key == CONNECT_PAGE:
         return connect_page(event)
     route = ROUTES.get(route_key)
     if route is None:

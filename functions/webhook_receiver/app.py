@@ -8,7 +8,11 @@ from aws_lambda_powertools import Logger
 
 from bitbridge import edge
 from bitbridge.aws import client
+from bitbridge.config import settings
 from bitbridge.webhooks.receipt import receive
+
+# Cold start: the environment is read and checked now; a missing or malformed variable fails here, named.
+settings()
 
 logger = Logger()
 # Created during init, which Lambda runs at full CPU before the first delivery is waiting on it.

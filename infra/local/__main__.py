@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     stack = LocalStack(config).start()
     urls = stack.urls()
     if args.ready_file:
-        with open(args.ready_file, "w", encoding="utf-8") as fh:
+        # Written whole, then renamed into place: whoever waits for the file never reads it half-written.
+        partial = f"{args.ready_file}.partial"
+        with open(partial, "w", encoding="utf-8") as fh:
             json.dump(urls, fh)
+        os.replace(partial, args.ready_file)
     # Announce the stack where the CLI and `tail` look for running stacks (removed when it stops).
     announced = local.ready_file(int(urls["console"].rsplit(":", 1)[1]))
     announced.parent.mkdir(parents=True, exist_ok=True)

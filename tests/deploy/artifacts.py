@@ -34,6 +34,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bitbridge.config import PREFIX, REQUIRED  # noqa: E402
 from infra.local.template import load_template  # noqa: E402
 
 BUILD_DIR = REPO_ROOT / ".aws-sam" / "build"
@@ -55,6 +56,8 @@ LAMBDA_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE": "bitbridge",
     "LANG": "en_US.UTF-8",
     "PATH": "/usr/local/bin:/usr/bin:/bin",
+    # What template.yaml's Globals give every function (each checks them at cold start; values stand in).
+    **{f"{PREFIX}{name}": f"rehearsal-{name.lower()}" for name in REQUIRED},
 }
 
 

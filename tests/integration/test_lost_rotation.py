@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from bitbridge import accounts, providers, tokens
+from bitbridge.calls import Caller
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from infra.emulator import Emulator
 from infra.local.iam import acting_as
@@ -51,7 +52,7 @@ def connected(aws, emulator, monkeypatch):
     granted = requests.post(f"{control}/oauth/authorize", json={**consent, "user": "carol"}, timeout=5).json()
     session = providers.oauth_session(provider, providers.credentials(PROVIDER), redirect)
     token = dict(session.fetch_token(providers.endpoints(provider).token_url, code=granted["code"], timeout=5))
-    identity = providers.identify(provider, token["access_token"])
+    identity = providers.identify(provider, Caller.with_token(provider, token["access_token"]).get)
     accounts.save_tokens_fresh(USER, PROVIDER, identity, token, redirect)
     return emulator
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
+from bitbridge.config import PREFIX, REQUIRED
 from bitbridge.store import deliveries
 from bitbridge.store.deliveries import DELIVERY_TTL_SECONDS
 from bitbridge.webhooks.receipt import MAX_BODY_BYTES
@@ -264,6 +265,7 @@ def test_receiver_module_stays_off_heavy_imports():
         "print(sorted(m for m in ('pynamodb', 'requests', 'authlib', 'jsonschema') if m in sys.modules))"
     )
     env = {"AWS_REGION": "us-east-1", "PATH": "", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    env |= {f"{PREFIX}{name}": "x" for name in REQUIRED}  # what template.yaml gives it (checked at cold start)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -251,15 +251,11 @@ class Caller:
         *,
         what: str,
         resource: str | None = None,
-        params: dict[str, Any] | None = None,
-        json: Any = None,
-        data: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        stream: bool = False,
-        allow_redirects: bool = True,
         refresh_on_401: bool = True,
+        **request: Any,
     ) -> requests.Response:
         """Every REST call to Bitbucket, as this caller: Bitbucket's final answer, whatever its status.
+        `request`: what `bitbucket.http.send` takes (params, json, data, headers, stream, allow_redirects).
 
         `resource` names the call's rate-limit class where the caller knows it (`RESOURCES`; None: judged
         from the URL). The shared budget is spent here, before each attempt (`self.user_id`,
@@ -277,17 +273,7 @@ class Caller:
             with self._lock:
                 self.calls += 1
             try:
-                response = send(
-                    method,
-                    url,
-                    token,
-                    params=params,
-                    json=json,
-                    data=data,
-                    headers=headers,
-                    stream=stream,
-                    allow_redirects=allow_redirects,
-                )
+                response = send(method, url, token, **request)
                 if response.status_code == 429 and spends is not None:
                     # Someone else spends this allowance: the budget shrinks (before the next call in the
                     # air goes), and decides when to try again.
@@ -324,23 +310,11 @@ class Caller:
             self.sleep(decision.wait)
 
     # -- what callers use ---------------------------------------------------------------------------
-    def call(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        *,
-        resource: str | None = None,
-        params: dict[str, Any] | None = None,
-        json: Any = None,
-        refresh_on_401: bool = True,
-    ) -> requests.Response:
-        """`send`, with Bitbucket's errors raised (`bitbucket.http.raise_for_status`): a 401 that a refresh
-        did not cure is `tokens.ReauthRequired` for a person's connection."""
-        response = self.send(
-            method, url, what=what, resource=resource, params=params, json=json, refresh_on_401=refresh_on_401
-        )
-        if response.status_code == 401 and refresh_on_401 and self.user_id is not None:
+    def call(self, method: str, url: str, what: str, **options: Any) -> requests.Response:
+        """`send` (the same options), with Bitbucket's errors raised (`bitbucket.http.raise_for_status`): a 401
+        that a refresh did not cure is `tokens.ReauthRequired` for a person's connection."""
+        response = self.send(method, url, what=what, **options)
+        if response.status_code == 401 and options.get("refresh_on_401", True) and self.user_id is not None:
             # Refused again after a refresh: final, the user must connect again.
             raise tokens.ReauthRequired(self.provider.provider_id)
         raise_for_status(response, what)

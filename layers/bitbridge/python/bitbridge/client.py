@@ -209,15 +209,8 @@ class _Imports:
         repositories: list[str],
         *,
         reimport: bool = False,
-        comments: bool = False,
     ) -> list[dict[str, Any]]:
-        body = {
-            "provider": provider,
-            "end_user_id": end_user_id,
-            "repositories": repositories,
-            "reimport": reimport,
-            "comments": comments,
-        }
+        body = {"provider": provider, "end_user_id": end_user_id, "repositories": repositories, "reimport": reimport}
         return list(self._client._call("POST", self._client._url("imports"), json=body)["imports"])
 
     def get(self, import_id: str, end_user_id: str) -> dict[str, Any]:

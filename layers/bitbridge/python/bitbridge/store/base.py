@@ -7,7 +7,7 @@ from typing import Any
 from pynamodb.models import Model
 
 from bitbridge.aws import client, forgotten_on_reset
-from bitbridge.config import settings
+from bitbridge.config import aws_region, settings
 
 
 class _FromSettings:
@@ -20,12 +20,19 @@ class _FromSettings:
         return str(getattr(settings(), self.field))
 
 
+class _Region:
+    """PynamoDB asks a model's region when the class is made (at import): AWS's own variable, read then."""
+
+    def __get__(self, instance: object, owner: type) -> str:
+        return aws_region()
+
+
 def table_meta(table_field: str) -> Any:
     """A PynamoDB Meta class whose table is the Settings field `table_field`."""
 
     class Meta:
         table_name = _FromSettings(table_field)
-        region = _FromSettings("region")
+        region = _Region()
         connect_timeout_seconds = 3
         read_timeout_seconds = 10
         max_retry_attempts = 3
