@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +124,11 @@ def _kickoff(session: requests.Session, stack: Any, names: list[str], result: Sc
     raise AssertionError("the kickoff never found room")
 
 
-def run(stack: Any, repos: int, window: float, limit: int, proxy_every: float, timeout: float) -> Scale:
-    """Seed, set the limits, import every repository while a product proxies a call for the same person every
+def run(
+    stack: Any, repos: int, window: float, limit: int, proxy_every: float, timeout: float, kickoffs_at_once: int = 1
+) -> Scale:
+    """Seed, set the limits, import every repository (`kickoffs_at_once` requests in flight, as several tabs
+    or a product's workers would send them) while a product proxies a call for the same person every
     `proxy_every` seconds from the first accepted import until the last is done; measure."""
     result = Scale(repos, window, limit)
     control(stack, "cloud", "POST", "seed", bench_seed(repos, pull_requests=2, issues=0))
@@ -165,10 +169,12 @@ def run(stack: Any, repos: int, window: float, limit: int, proxy_every: float, t
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     proxier = threading.Thread(target=proxy, daemon=True)
-    for i in range(0, repos, KICKOFF_BATCH):
-        job_ids += _kickoff(session, stack, names[i : i + KICKOFF_BATCH], result)
-        if not proxier.is_alive():
-            proxier.start()  # the person's product calls as soon as imports run
+    batches = [names[i : i + KICKOFF_BATCH] for i in range(0, repos, KICKOFF_BATCH)]
+    job_ids += _kickoff(session, stack, batches[0], result)
+    proxier.start()  # the person's product calls as soon as imports run
+    with ThreadPoolExecutor(max_workers=kickoffs_at_once) as pool:
+        for ids in pool.map(lambda batch: _kickoff(session, stack, batch, result), batches[1:]):
+            job_ids += ids
     result.kickoff_seconds = time.monotonic() - started
     while time.monotonic() - started < timeout:
         states = _job_states(stack, table, job_ids)

@@ -498,7 +498,7 @@ class Ledger:
         budget = self._budget(key)
         while True:
             try:
-                with budget.acquirer(priority):
+                with budget.acquirer(f"{priority}+bulk"):  # a single call never queues behind a bulk request
                     self._acquire(key, budget, shape, priority, calls, exact=True, until=deadline)
                 return
             except OverBudget as refused:
