@@ -51,7 +51,7 @@ requests = st.lists(
         # the gap before this request: a moment, or about one window or one bucket's refill (s), or the
         # time the budget said to come back (None)
         st.one_of(st.floats(min_value=0.0, max_value=3.0), st.sampled_from([-1.0, -0.5, 0.5, 1.0]), st.none()),
-        st.sampled_from(PRIORITIES),
+        st.sampled_from([*PRIORITIES, "reservation"]),  # a reservation: a kickoff's checks, made later
         st.integers(min_value=1, max_value=12),  # lease wanted
         st.sampled_from([0.0, 1.0, None]),  # where in the lease's span the calls land: first, last, anywhere
     ),
@@ -66,17 +66,21 @@ def simulate(shape: Shape, steps: list[tuple[float | None, str, int, float | Non
     rng = random.Random(0)
     period = shape.window if shape.model == limits.WINDOW else shape.limit / shape.refill
     state, now, arrivals, retry_at = BudgetState(), T0, [], T0
-    for gap, priority, want, spread in steps:
+    for gap, kind, want, spread in steps:
         if gap is None:
             now = max(now, retry_at)
         else:
             now += gap if gap >= 0 else period + gap + 1.0  # -1.0: one period on; -0.5: half a second later...
-        decision = budget.plan(state, shape, now, priority, want)
+        reserved = kind == "reservation"
+        priority = INTERACTIVE if reserved else kind
+        # A reservation's calls are made until RESERVATION_SECONDS on in a window, a lease's life in a bucket.
+        hold = (budget.RESERVATION_SECONDS if shape.model == limits.WINDOW else 0.0) if reserved else 0.0
+        decision = budget.plan(state, shape, now, priority, want, exact=reserved, hold=hold)
         if decision.granted:
             state = decision.state
             for _ in range(decision.granted):
                 where = rng.random() if spread is None else spread
-                arrivals.append(now + where * shape.span)
+                arrivals.append(now + where * (hold + shape.span))
         else:
             assert decision.retry_at is not None and decision.retry_at >= now
             refused = budget.refuse(decision.state, shape, now, priority, decision.retry_at, now + 3)

@@ -56,6 +56,7 @@ PRIORITIES = (INTERACTIVE, HOOK_REPAIR, IMPORT, RECONCILE)  # first served first
 
 BUCKETS_PER_WINDOW = 120
 INTERACTIVE_WAIT_SECONDS = 3.0  # a person waits this long for room at most, then gets a 429 with retry_after
+RESERVATION_SECONDS = 10.0  # calls reserved at once (a kickoff's checks) are made within this (its time limit)
 # Background work whose slot is this close waits for it in the Lambda: cheaper than leaving (a message sent
 # and received, the job's lease taken again) and it keeps the window full; a longer wait leaves the Lambda.
 BACKGROUND_WAIT_SECONDS = 1.0
@@ -259,10 +260,13 @@ def plan(
     returned: dict[int, int] | None = None,
     resuming: bool = False,
     waited_until: float | None = None,
+    hold: float = 0.0,
 ) -> Decision:
     """Grant up to `want` calls (`exact`: all of them or none) at `priority`, or refuse with when to return.
     `returned`: an expired lease's unused calls by bucket; `resuming`: refused work back at its slot (it
-    leaves its queue); `waited_until`: the marker a person waiting set, cleared once served."""
+    leaves its queue); `waited_until`: the marker a person waiting set, cleared once served; `hold`: the
+    calls may be made up to this long after the grant (a reservation) - a window counts them as granted
+    then, so they leave it no earlier than Bitbucket's own count of them does."""
     new = _advance(state, shape, now)
     _give_back(new, returned)
     blocked = blocked_until(new, shape, now, priority)
@@ -276,7 +280,7 @@ def plan(
         return Decision(0, new, max(retry_at, blocked or 0.0))
     granted = want if exact else min(want, max(1, free // 2))
     if shape.model == WINDOW:
-        end = (int(now * 1000) // shape.bucket_ms + 1) * shape.bucket_ms
+        end = (int((now + hold) * 1000) // shape.bucket_ms + 1) * shape.bucket_ms
         new.grants[end] = new.grants.get(end, 0) + granted
     else:
         new.tokens, new.at = level(new, shape, now) - granted, now
@@ -491,16 +495,18 @@ class Ledger:
         if priority != INTERACTIVE:
             self._budget(key).flight_slots(in_flight_cap(shape)).release()
 
-    def reserve(self, key: BudgetKey, shape: Shape, priority: str, calls: int, *, wait_seconds: float = 0.0) -> None:
+    def reserve(self, key: BudgetKey, shape: Shape, priority: str, calls: int, *, wait_seconds: float = 0.0) -> float:
         """Take `calls` at once, all or none (the kickoff's access checks), waiting up to `wait_seconds`;
-        the caller spends them without asking again."""
+        the caller spends them without asking again until the time returned. A window counts them as made
+        at the end of RESERVATION_SECONDS; a bucket (whose mirror cannot) only for a lease's life."""
         deadline = self.clock() + wait_seconds
         budget = self._budget(key)
+        hold = RESERVATION_SECONDS if shape.model == WINDOW else 0.0
         while True:
             try:
                 with budget.acquirer(f"{priority}+bulk"):  # a single call never queues behind a bulk request
-                    self._acquire(key, budget, shape, priority, calls, exact=True, until=deadline)
-                return
+                    self._acquire(key, budget, shape, priority, calls, exact=True, until=deadline, hold=hold)
+                return self.clock() + (hold or shape.lease_seconds)
             except OverBudget as refused:
                 now = self.clock()
                 if refused.retry_at > deadline or now >= deadline:
@@ -560,6 +566,7 @@ class Ledger:
         resuming: bool = False,
         waited_until: float | None = None,
         until: float | None = None,
+        hold: float = 0.0,
     ) -> Decision:
         fresh = False
         if not budget.known:
@@ -580,6 +587,7 @@ class Ledger:
                     returned=returned,
                     resuming=resuming,
                     waited_until=waited_until,
+                    hold=hold,
                 )
                 if decision.granted == 0:
                     if not fresh:  # refused on what this container last saw: look again before waiting

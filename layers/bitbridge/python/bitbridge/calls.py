@@ -140,7 +140,7 @@ class Caller:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_read_at = 0.0
-        self._prepaid = [0]  # calls reserved at once (`reserve`), shared with forks
+        self._prepaid: list[float] = [0, 0.0]  # calls reserved at once (`reserve`) and until when; shared with forks
         self._limits: Limits | None = None
 
     @classmethod
@@ -216,9 +216,9 @@ class Caller:
         checks): a person waits a few seconds at most, else `budget.OverBudget` and nothing is spent."""
         found = self._budget(None, resource)
         if found is not None and calls > 0:
-            budget.ledger().reserve(*found, self.priority, calls, wait_seconds=self._wait_seconds())
+            until = budget.ledger().reserve(*found, self.priority, calls, wait_seconds=self._wait_seconds())
             with self._lock:
-                self._prepaid[0] += calls
+                self._prepaid[:] = [calls, until]
 
     def _wait_seconds(self) -> float:
         return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else budget.BACKGROUND_WAIT_SECONDS
@@ -228,7 +228,7 @@ class Caller:
         if found is None:
             return False
         with self._lock:
-            if self._prepaid[0] > 0:
+            if self._prepaid[0] > 0 and time.time() < self._prepaid[1]:  # reserved, and still in time
                 self._prepaid[0] -= 1
                 return False
         waited = budget.ledger().spend(
