@@ -128,9 +128,7 @@ def scale(stack: Any, repos: int, window: float, limit: int, proxied: int) -> No
     print(f"\n== Scale: {repos} repositories under {limit} calls per class per {window:g} s ==")
     calls_per_repo = 4.5  # repository, branches, tags, pull requests (+ hooks in their own class)
     expected = max(window, repos * calls_per_repo / limit * window)
-    result = budget_scale.run(
-        stack, repos, window, limit, proxy_every=expected / proxied, timeout=expected * 4, kickoffs_at_once=4
-    )
+    result = budget_scale.run(stack, repos, window, limit, proxy_every=expected / proxied, timeout=expected * 4)
     for line in result.lines():
         print(line)
     share = result.share_used_while_waiting()

@@ -10,7 +10,6 @@ import math
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,12 +123,10 @@ def _kickoff(session: requests.Session, stack: Any, names: list[str], result: Sc
     raise AssertionError("the kickoff never found room")
 
 
-def run(
-    stack: Any, repos: int, window: float, limit: int, proxy_every: float, timeout: float, kickoffs_at_once: int = 1
-) -> Scale:
-    """Seed, set the limits, import every repository (`kickoffs_at_once` requests in flight, as several tabs
-    or a product's workers would send them) while a product proxies a call for the same person every
-    `proxy_every` seconds from the first accepted import until the last is done; measure."""
+def run(stack: Any, repos: int, window: float, limit: int, proxy_every: float, timeout: float) -> Scale:
+    """Seed, set the limits, import every repository (one request at a time, as the console sends them) while
+    a product proxies a call for the same person every `proxy_every` seconds from the first accepted import
+    until the last is done; measure."""
     result = Scale(repos, window, limit)
     control(stack, "cloud", "POST", "seed", bench_seed(repos, pull_requests=2, issues=0))
     set_limits(stack, window, limit)
@@ -169,12 +166,10 @@ def run(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     proxier = threading.Thread(target=proxy, daemon=True)
-    batches = [names[i : i + KICKOFF_BATCH] for i in range(0, repos, KICKOFF_BATCH)]
-    job_ids += _kickoff(session, stack, batches[0], result)
-    proxier.start()  # the person's product calls as soon as imports run
-    with ThreadPoolExecutor(max_workers=kickoffs_at_once) as pool:
-        for ids in pool.map(lambda batch: _kickoff(session, stack, batch, result), batches[1:]):
-            job_ids += ids
+    for i in range(0, repos, KICKOFF_BATCH):
+        job_ids += _kickoff(session, stack, names[i : i + KICKOFF_BATCH], result)
+        if not proxier.is_alive():
+            proxier.start()  # the person's product calls as soon as imports run
     result.kickoff_seconds = time.monotonic() - started
     while time.monotonic() - started < timeout:
         states = _job_states(stack, table, job_ids)
