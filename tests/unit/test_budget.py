@@ -264,3 +264,14 @@ def test_settings_apply_over_the_flavors_numbers_and_refuse_what_does_not_fit():
         pass
     else:
         raise AssertionError("a bucket has no window")
+
+
+def test_a_429_with_retry_after_holds_everyone_until_then_and_no_longer():
+    shape = cloud(limit=100, window=60)
+    state = budget.plan(BudgetState(), shape, T0, IMPORT, 10, exact=True).state
+    held = budget.after_rate_limited(state, shape, T0 + 1, 3.0)
+    assert held.rejected == 1 and held.ceiling is None  # Bitbucket said when: no guess about other apps
+    for priority in PRIORITIES:
+        refused = budget.plan(held, shape, T0 + 3.9, priority, 1)
+        assert refused.granted == 0 and refused.retry_at is not None and refused.retry_at >= T0 + 4
+        assert budget.plan(held, shape, T0 + 4.0, priority, 1).granted == 1

@@ -270,6 +270,8 @@ def plan(
     new = _advance(state, shape, now)
     _give_back(new, returned)
     blocked = blocked_until(new, shape, now, priority)
+    if new.held_until > now:  # Bitbucket said when (Retry-After): nobody before then
+        blocked = max(blocked or 0.0, new.held_until)
     # Many calls at once (a kickoff's access checks) never take the reserve: it is kept for the calls people
     # wait on one by one (a console page, a proxied call), which a bulk request would otherwise empty.
     share = IMPORT if exact and want > 1 else priority
@@ -332,14 +334,17 @@ def _give_back(state: BudgetState, returned: dict[int, int] | None) -> None:
 def after_rate_limited(
     state: BudgetState, shape: Shape, now: float, retry_after: float | None, returned: dict[int, int] | None = None
 ) -> BudgetState:
-    """Bitbucket answered 429 although the budget had room: someone else spends this allowance. Window:
-    hold what bitbridge has in it now (less the refused call, and the leased calls given back unspent) until
-    that window has passed. Bucket: empty until Retry-After."""
+    """Bitbucket answered 429 although the budget had room. With `Retry-After` (Data Center; Cloud to access
+    tokens) it said when: nothing is granted before then. Without (Cloud to an OAuth token), someone else
+    spends this allowance: the window is held at what bitbridge has in it now (less the refused call, and the
+    leased calls given back unspent) until that window has passed. A bucket is empty until Retry-After."""
     new = _advance(state, shape, now)
     _give_back(new, returned)
     new.rejected += 1
     new.rejected_at = now
-    if shape.model == WINDOW:
+    if shape.model == WINDOW and retry_after is not None:
+        new.held_until = max(new.held_until, now + retry_after)
+    elif shape.model == WINDOW:
         held = int(used(new, shape, now)) - 1
         new.ceiling = max(0, min(held, new.ceiling if new.ceiling is not None else held))
         new.ceiling_until = now + shape.counted_window
@@ -717,6 +722,8 @@ def describe(key: BudgetKey, state: BudgetState, shape: Shape | None, now: float
     if shape is None:
         return body | {"model": state.model, "limited": False}
     body |= {"model": shape.model, "limited": True, "limit": shape.limit, "used": round(used(state, shape, now), 1)}
+    if state.held_until > now:
+        body["held_until"] = round(state.held_until, 3)  # a 429's Retry-After
     if shape.model == WINDOW:
         body |= {"window_seconds": shape.window, "ceiling": ceiling(state, shape, now)}
         if state.ceiling is not None and now < state.ceiling_until:

@@ -289,7 +289,11 @@ class Caller:
                     self._landed(spends)
             retry_after = response.headers.get("Retry-After")
             if response.status_code == 429 and spends is not None:
-                if attempts.rate_limited < RATE_LIMITED_RETRIES:
+                # A person waits for the budget (which now knows); background work told when to come back
+                # (Retry-After) takes its 429 and waits that out itself (`waiting_rate_limit`), else the
+                # budget gives it its slot (`waiting_budget`).
+                told = retry_after_seconds(retry_after) is not None
+                if attempts.rate_limited < RATE_LIMITED_RETRIES and (self.priority == INTERACTIVE or not told):
                     attempts.rate_limited += 1
                     response.close()
                     continue

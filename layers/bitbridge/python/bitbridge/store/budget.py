@@ -14,6 +14,7 @@ Attributes:
   grants         window: {bucket end in epoch ms: calls granted in that bucket}
   tokens, at     bucket: the level after the last grant and when (epoch seconds; `at` in the future after a 429)
   ceiling, ceiling_until   a 429 from Bitbucket anyway: at most `ceiling` calls in the window until then
+  held_until     a 429 with Retry-After: nothing granted before then
   rejected, rejected_at    429s Bitbucket served on this budget, and the last one's time
   waiting        {priority: {"until": epoch, "n": waiters}}: refused work and when its last waiter resumes
   granted        calls granted since the item was made (a counter for reports)
@@ -79,6 +80,7 @@ class BudgetState:
     at: float = 0.0
     ceiling: int | None = None
     ceiling_until: float = 0.0
+    held_until: float = 0.0
     rejected: int = 0
     rejected_at: float | None = None
     waiting: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -110,6 +112,7 @@ def _item(key: BudgetKey, state: BudgetState) -> dict[str, Any]:
         "grants": {"M": {str(end): _n(count) for end, count in state.grants.items()}},
         "at": _n(round(state.at, 3)),
         "ceiling_until": _n(round(state.ceiling_until, 3)),
+        "held_until": _n(round(state.held_until, 3)),
         "rejected": _n(state.rejected),
         "waiting": {
             "M": {
@@ -155,6 +158,7 @@ def _state(item: dict[str, Any]) -> BudgetState:
         at=_number(item, "at") or 0.0,
         ceiling=None if ceiling is None else int(ceiling),
         ceiling_until=_number(item, "ceiling_until") or 0.0,
+        held_until=_number(item, "held_until") or 0.0,
         rejected=int(_number(item, "rejected") or 0),
         rejected_at=_number(item, "rejected_at"),
         waiting=waiting,
