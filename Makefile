@@ -14,7 +14,7 @@ VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 
-.PHONY: help dev test lint unit deploy-check bench scan build deploy lock clean
+.PHONY: help dev dev-reset test lint unit deploy-check bench scan build deploy lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,10 +34,21 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/pip install --quiet --require-hashes --no-deps -r requirements-tools.txt
 	touch $@
 
-dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000)
-	$(PY) -m infra.local
+# The local stack's state (moto's and the emulator's) is kept in .local/state (git-ignored) across restarts.
+DEV_STATE := .local/state
 
-test: lint unit deploy-check ## run all tests (lint, types, pytest, deploy rehearsal)
+dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000), state kept
+	$(PY) -m infra.local --state $(DEV_STATE)
+
+dev-reset: $(VENV)/.installed ## like dev, but delete the kept state first and start clean
+	$(PY) -m infra.local --state $(DEV_STATE) --fresh
+
+# Every stage runs, even after one has failed; .ci/stages ends with one line per stage and one overall
+# (non-zero if any stage failed or could not run, e.g. for want of Python 3.12). Each stage is
+# target:its setup targets.
+test: ## run all tests (lint, types, pytest, deploy rehearsal), then a summary line per stage
+	@bash .ci/stages "$(MAKE)" lint:$(VENV)/.installed unit:$(VENV)/.installed \
+		deploy-check:$(VENV)/.installed,$(TOOLS)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -45,8 +56,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
 
+# Most of the suite's time is waiting (stacks, retries, outages played out), not CPU: at least 4 workers
+# even on 2 cores. Files go to workers whole, except those tests/conftest.py spreads (SPREAD_FILES).
+# Temporary files (each e2e stack's stack.log) stay in .pytest-tmp until the next run: the shared
+# /tmp/pytest-of-$$USER keeps only the last three runs of anyone's checkout.
+UNIT_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? n : 4 )))
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n auto --dist loadfile --ignore=tests/deploy
+	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy --durations=15 --basetemp=.pytest-tmp
 
 # tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
 deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto
@@ -59,6 +75,7 @@ bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios ag
 	$(PY) tests/bench/imports.py
 	$(PY) tests/bench/service_proxy.py
 	$(PY) tests/bench/console.py
+	$(PY) tests/bench/emulator_seed.py
 
 scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --lint, cfn-lint, checkov
 	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template-file template.yaml

@@ -8,6 +8,7 @@ only routing table.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge, providers, signin_page
+from bitbridge import deadlines, edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import Problem
@@ -187,7 +188,11 @@ def connect_page(event: dict[str, Any]) -> dict[str, Any]:
         return edge.error_page(exc, event, back=None)
     if session.provider_id:
         return edge.redirect(signin_page.connect_buttons_target(session.provider_id, token))
-    return edge.html_page(200, "Connect Bitbucket", signin_page.connect_buttons(providers.list_providers(), token))
+    # Not connecting is a choice too: back to the product, which finds no connection.
+    back, label = edge.way_back(session.return_to)
+    cancel = f"<p class='back'><a href='{html.escape(back)}'>Cancel and go {html.escape(label.lower())}</a></p>"
+    buttons = signin_page.connect_buttons(providers.list_providers(), token)
+    return edge.html_page(200, "Connect Bitbucket", buttons + cancel)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -199,6 +204,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
     route = ROUTES.get(route_key)
     if route is None:
         return edge.service_error(refuse("no_such_route", f"No service route {route_key!r}."), event)
-    response = _serve(event, route, started)
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        response = _serve(event, route, started)
     logger.info("service call", extra={"route": route_key, "status": edge.status_of(response)})
     return response

@@ -81,10 +81,34 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def _one_event_per_invocation() -> None:
+    """Powertools' HTTP resolvers keep the request being handled on a class attribute
+    (`BaseRouter.current_event = ...` in `resolve`, read back by every `app.current_event`). Right on Lambda,
+    where a sandbox runs one invocation at a time; wrong here, where every function's invocations share one
+    process: a request handled while another function resolves its own would read that one's event (an
+    import kickoff saw the console's concurrent GET, with no body). Each invocation runs in its own context
+    (`invoke`), so the two attributes are kept in context variables: one event per invocation, as on Lambda."""
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    if getattr(type(BaseRouter), "per_invocation", False):
+        return
+    variables = {name: contextvars.ContextVar(f"powertools.{name}") for name in ("current_event", "lambda_context")}
+
+    def attribute(var: contextvars.ContextVar) -> property:
+        return property(lambda _owner: var.get(None), lambda _owner, value: var.set(value))
+
+    for name, var in variables.items():  # `resolver.current_event`, read and set on instances
+        setattr(BaseRouter, name, attribute(var))
+    # `BaseRouter.current_event`, read and set on the class itself: a property of its metaclass.
+    per_invocation = {name: attribute(var) for name, var in variables.items()} | {"per_invocation": True}
+    BaseRouter.__class__ = type("PerInvocationRouterState", (type(BaseRouter),), per_invocation)
+
+
 class FunctionRunner:
     """Loads each function's handler on first use (a cold start) and invokes it."""
 
     def __init__(self, functions: dict[str, Function]) -> None:
+        _one_event_per_invocation()
         self.functions = functions
         self._handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
         self._lock = threading.Lock()

@@ -1,15 +1,23 @@
-"""The console, as a person uses it: headless Chromium (Debian's) on the local stack and the emulator.
+"""The console and bitbridge's bare pages, as a person uses them: headless Chromium (Debian's) on the local
+stack and the emulator.
 
 The whole journey of issue 11 for each flavor signing in first: sign in -> console -> connect the other
 provider -> search and select three repositories -> Import -> progress reaches completed without a reload
--> push in the emulator -> the event shows in Activity -> Disconnect -> gone from /api/me. Screenshots of
-every screen at 1440 and 375 px wide are written under the pytest temp directory (printed at the end).
+-> push in the emulator -> the event shows in Activity -> Disconnect -> gone from /api/me. Then the Imports
+screen of issue 20 (a queued card at once, live states, retries, failures that stay inside their card), the
+Admin page, and every bare page (sign-in, verification result, errors, the connect chooser) with a way back.
+
+Screenshots of every screen at 1440 and 375 px wide are written to build/screenshots/console (or
+$BITBRIDGE_SCREENSHOTS_DIR) for a person to look at; every one is also checked for horizontal scrolling.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +25,12 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from bitbridge.client import Client
 from bitbridge.webhooks.signatures import sign
+from tests.conftest import REPO_ROOT
 from tests.e2e.browser import CHROMIUM_FLAGS, chromium
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.e2e.service_support import ORIGIN, add_client
 from tests.e2e.support import PROVIDERS, SESSION, api_session, control, list_all_repos, start_imports, wait_for
 
 pytestmark = pytest.mark.browser
@@ -27,6 +38,7 @@ pytestmark = pytest.mark.browser
 LABELS = {"cloud": "Bitbucket Cloud (emulator)", "datacenter": "Acme Data Center (emulator)"}
 XSS_NAME = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
 WIDTHS = (1440, 375)
+QUEUED_CARD_WITHIN_MS = 500  # issue 20: a card for each repository asked for, this soon after the click
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +61,12 @@ def browser() -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def screens(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("console-screenshots")
+def screens() -> Iterator[Path]:
+    folder = Path(os.environ.get("BITBRIDGE_SCREENSHOTS_DIR") or REPO_ROOT / "build" / "screenshots" / "console")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    yield folder
+    print(f"\nconsole screenshots: {folder}")
 
 
 def _new_person(stack) -> str:
@@ -72,10 +88,22 @@ def _owner(flavor: str, person: str) -> str:
     return f"ws-{person}" if flavor == "cloud" else person.upper()
 
 
+def _no_horizontal_scroll(page, width: int) -> None:
+    """Nothing on the page is wider than the window (what a person at this width would scroll sideways to)."""
+    wide = page.evaluate(
+        """() => { const width = document.documentElement.clientWidth;
+            const wider = [...document.querySelectorAll("body *")]
+                .filter((e) => e.getBoundingClientRect().right > width + 0.5).slice(0, 3);
+            return [document.documentElement.scrollWidth, width, wider.map((e) => e.outerHTML.slice(0, 120))]; }"""
+    )
+    assert wide[0] <= wide[1] and not wide[2], f"{page.url} scrolls sideways at {width} px: {wide}"
+
+
 def _shoot(page, screens: Path, name: str) -> None:
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
         page.wait_for_timeout(150)
+        _no_horizontal_scroll(page, width)
         page.screenshot(path=str(screens / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
@@ -104,7 +132,9 @@ def _me(page, stack) -> dict:
 def test_the_whole_journey_in_the_console(stack, browser, screens, first):
     second = "datacenter" if first == "cloud" else "cloud"
     person = _new_person(stack)
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+    )
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
@@ -180,6 +210,9 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         done = page.locator(f'#import-list li:has(h2:text-is("{owner}/beta"))')
         assert "Webhook installed" in done.inner_text()
         assert "s3://" in done.inner_text()
+        # The provider's name, not its id; when it was asked for, started and finished.
+        assert done.locator("p:has(.badge) .hint").first.inner_text() == LABELS[second]
+        assert re.search(r"Asked .+ · started .+ · finished .+ \(took \d+ s\)", done.locator(".times").inner_text())
         _shoot(page, screens, f"{first}-05-imports")
 
         # A push in the emulator arrives in Activity.
@@ -196,7 +229,18 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         page.locator(f"li[data-provider={PROVIDERS[second]}]").get_by_role("button", name="Disconnect").click()
         page.locator("#status", has_text="Disconnected").wait_for()
         assert any("Disconnect" in d for d in dialogs)
-        assert "webhook" in page.locator("#status").inner_text()
+        # A short notice: what happened and what the hooks do, in a few sentences; the command to copy.
+        notice = page.locator("#status .notice")
+        said = " ".join(notice.locator(":scope > p").all_inner_texts())
+        assert "3 webhooks keep delivering" in said and len(said.split()) <= 40 and "`" not in said, said
+        commands = notice.locator("pre").inner_text().splitlines()
+        assert len(commands) == 3 and all(re.fullmatch(r"bitbridge hooks remove sub-\S+", c) for c in commands)
+        notice.get_by_role("button", name="Copy commands").click()
+        assert page.evaluate("navigator.clipboard.readText()") == "\n".join(commands)
+        assert notice.get_by_role("button", name="Copied").is_visible()  # the notice itself stays
+        assert not notice.locator("details p").is_visible()  # where to revoke: one click away
+        notice.locator("summary").click()
+        assert "revoke" in notice.locator("details p").inner_text()
         card = page.locator(f"li[data-provider={PROVIDERS[second]}]")
         assert "Not connected" in card.inner_text()
         providers = {c["provider"] for c in _me(page, stack)["connections"]}
@@ -205,26 +249,49 @@ def test_the_whole_journey_in_the_console(stack, browser, screens, first):
         assert not [e for e in errors if "Content Security Policy" in e], errors
     finally:
         context.close()
-    print(f"\nconsole screenshots: {screens}")
 
 
-def test_admin_sees_providers_with_callback_urls_and_no_secret(stack, browser, screens):
-    """alice is the local stack's admin (AdminUsers); the page lists both providers with their callback URL."""
+def _set_provider_status(stack, provider_id: str, status: str) -> None:
+    """Test setup: the provider's stored verification state, as `bitbridge providers set` leaves it."""
+    stack.aws("dynamodb").update_item(
+        TableName="bitbridge-local-ProvidersTable",
+        Key={"pk": {"S": provider_id}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": status}},
+    )
+
+
+def test_admin_sees_providers_explained_and_verify_leads_back_to_admin(stack, browser, screens):
+    """alice is the local stack's admin (AdminUsers): both providers with their callback URL; `pending` is
+    explained; Verify's round trip ends on a page that links back to the Admin page."""
+    dc = PROVIDERS["datacenter"]
+    _set_provider_status(stack, dc, "pending")
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     try:
         _sign_in_with_cloud(page, stack, "alice")
         page.get_by_role("link", name="Admin").click()
-        card = page.locator(f"li[data-provider={PROVIDERS['datacenter']}]")
+        card = page.locator(f"li[data-provider={dc}]")
         card.wait_for()
         text = card.inner_text()
-        assert f"{stack.api}/auth/{PROVIDERS['datacenter']}/callback" in text
-        verify = card.get_by_role("link", name="Verify").get_attribute("href") or ""
-        assert verify.startswith(f"/auth/{PROVIDERS['datacenter']}/authorize?purpose=verify")
+        assert f"{stack.api}/auth/{dc}/callback" in text
+        assert "pending" in text and "Not verified yet" in text and "Press Verify" in text
+        assert "Verified" in page.locator(f"li[data-provider={PROVIDERS['cloud']}]").inner_text()
         _shoot(page, screens, "admin-providers")
         body = page.request.get(f"{stack.api}/api/admin/providers").text()
         assert "secret" not in body.lower()
+
+        card.get_by_role("link", name="Verify").click()
+        _consent(page, "alice")
+        page.get_by_role("heading", name="Provider verified").wait_for()
+        _shoot(page, screens, "verify-result")
+        page.get_by_role("link", name="Back to bitbridge").click()
+        page.wait_for_url(f"{stack.api}/#admin")
+        card = page.locator(f"li[data-provider={dc}]")
+        expect(card.locator(".badge").first).to_have_text("verified")
     finally:
+        _set_provider_status(stack, dc, "verified")
         context.close()
 
 
@@ -360,9 +427,9 @@ def test_rate_limit_wait_cancel_and_retry_in_the_console(stack, browser, screens
         page.get_by_label(f"{owner}/alpha").check()
         page.get_by_role("button", name="Import selected").click()
         card = page.locator(f'#import-list li:has(h2:text-is("{owner}/alpha"))')
-        card.locator("text=Bitbucket is rate limiting; retrying in").wait_for(timeout=30_000)
+        card.locator("text=Bitbucket is rate limiting; next attempt at").wait_for(timeout=30_000)
         assert card.get_attribute("data-state") == "waiting_rate_limit"
-        assert int(card.locator("[data-until]").inner_text().removesuffix(" s")) > 0
+        assert int(card.locator("[data-until]").inner_text().removeprefix("in ").removesuffix(" s")) > 0
         _shoot(page, screens, "imports-rate-limited")
         card.get_by_role("button", name="Cancel").click()
         page.locator(f'#import-list li[data-state=cancelled]:has(h2:text-is("{owner}/alpha"))').wait_for()
@@ -386,6 +453,10 @@ def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
         page.get_by_role("link", name="Connections").click()
         card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
         card.get_by_text("Reconnect needed").wait_for()
+        # Why, in a sentence first, then bitbridge's detail and the reason's code (issue 24).
+        expect(card.locator(".problem-what")).to_contain_text("no longer accepts this connection")
+        expect(card.locator(".problem-detail")).to_contain_text("refused the refresh token")
+        expect(card.locator(".problem-code")).to_contain_text("refresh_token_refused")
         _shoot(page, screens, "connections-reauth")
         card.get_by_role("link", name="Reconnect").click()
         _consent(page, person)
@@ -393,5 +464,290 @@ def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
         page.locator(f"li[data-provider={PROVIDERS['cloud']}]").get_by_text("Active").wait_for()
         page.get_by_role("link", name="Repositories").click()
         page.locator(f'li[data-repo="{_owner("cloud", person)}/alpha"]').wait_for()
+    finally:
+        context.close()
+
+
+def test_a_connection_granted_fewer_scopes_than_asked_now_offers_reconnect(stack, browser, screens):
+    """The provider asks for more than this connection was granted: still usable, the card says what is
+    missing, and Reconnect grants it (issue 24)."""
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        who = _me(page, stack)["user"]["id"]
+        stack.aws("dynamodb").update_item(  # as a refresh after `providers set --scopes` finds it
+            TableName="bitbridge-local-AccountsTable",
+            Key={"pk": {"S": f"USER#{who}"}, "sk": {"S": f"CONN#{PROVIDERS['cloud']}"}},
+            UpdateExpression="SET missing_scopes = :m",
+            ExpressionAttributeValues={":m": {"S": "pipeline"}},
+        )
+        page.reload()
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("New permissions needed").wait_for()
+        expect(card.locator("[data-why=scopes_outdated]")).to_contain_text("bitbridge now asks for pipeline")
+        _shoot(page, screens, "connections-scopes-outdated")
+        card.get_by_role("link", name="Reconnect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("Active").wait_for()
+        expect(card.locator("[data-why]")).to_have_count(0)
+        (conn,) = [c for c in _me(page, stack)["connections"] if c["provider"] == PROVIDERS["cloud"]]
+        assert conn["scopes_outdated"] is False and conn["missing_scopes"] == []
+    finally:
+        context.close()
+
+
+# ------------------------------------------------------------------ the Imports screen (issue 20)
+
+_WATCH_CARDS = """([names]) => {
+    window.__cards = Object.fromEntries(names.map((n) => [n, []]));  // name -> [{state, at}], in order
+    window.__clickedAt = null;
+    const record = () => {
+        for (const li of document.querySelectorAll("#import-list > li")) {
+            const seen = window.__cards[li.querySelector("h2")?.textContent];
+            const state = li.dataset.state;
+            if (seen && seen.at(-1)?.state !== state) seen.push({state, at: performance.now()});
+        }
+    };
+    new MutationObserver(record).observe(document.getElementById("import-list"),
+        {childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"]});
+    document.getElementById("repo-import").addEventListener("click", () => { window.__clickedAt = performance.now(); },
+        {capture: true});
+}"""
+
+
+def _card(page, full_name: str):
+    return page.locator(f'#import-list li:has(h2:text-is("{full_name}"))')
+
+
+def _fault(stack, **spec) -> None:
+    control(stack, "cloud", "POST", "faults", spec)
+
+
+def test_a_card_is_queued_at_once_for_each_repository_then_moves_through_its_states(stack, browser, screens):
+    """The kickoff checks access on Bitbucket first (here slowed to 2 s): the cards must not wait for it."""
+    person = _new_person(stack)
+    owner = _owner("cloud", person)
+    names = [f"{owner}/alpha", f"{owner}/beta"]
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        for name in names:  # the access check's read of the repository (the first GET under it) is slow
+            _fault(stack, latency_ms=2000, count=1, method="GET", path_prefix=f"/2.0/repositories/{name}")
+        # ...and the first page of alpha's branches, so "running" lasts long enough to be seen polling.
+        _fault(stack, latency_ms=2500, count=1, path_prefix=f"/2.0/repositories/{names[0]}/refs/branches")
+        for name in names:
+            page.get_by_label(name).check()
+        page.evaluate(_WATCH_CARDS, [names])
+        page.get_by_role("button", name="Import selected").click()
+        for name in names:
+            expect(_card(page, name)).to_have_attribute("data-state", "queued", timeout=QUEUED_CARD_WITHIN_MS)
+        assert "Bitbucket Cloud (emulator)" in _card(page, names[0]).inner_text()
+        _shoot(page, screens, "imports-queued")
+        for name in names:
+            _card(page, name).and_(page.locator("[data-state=completed]")).wait_for(timeout=60_000)
+        seen = page.evaluate("[window.__clickedAt, window.__cards]")
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()
+    clicked, cards = seen
+    for name in names:
+        states = [c["state"] for c in cards[name]]
+        assert states[0] == "queued" and cards[name][0]["at"] - clicked < QUEUED_CARD_WITHIN_MS, cards[name]
+        assert states[-1] == "completed", states
+        # Live, in order, never backwards: queued -> running -> completed.
+        order = ["queued", "running", "completed"]
+        assert [order.index(s) for s in states] == sorted(order.index(s) for s in states), states
+    assert "running" in [c["state"] for c in cards[names[0]]]
+
+
+def test_a_step_bitbucket_keeps_failing_shows_its_retries_and_next_attempt(stack, browser, screens):
+    person = _new_person(stack)
+    name = f"{_owner('cloud', person)}/gamma"
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        _fault(stack, status=503, path_prefix=f"/2.0/repositories/{name}/refs/branches")
+        page.get_by_label(name).check()
+        page.get_by_role("button", name="Import selected").click()
+        card = _card(page, name)
+        card.get_by_text("Retry 2 of 5").wait_for(timeout=60_000)
+        text = card.inner_text()
+        assert card.get_attribute("data-state") == "running"
+        assert "Bitbucket failed 2 times in a row; next attempt at" in text
+        assert "Last error:" in text and "HTTP 503" in text
+        job_id = card.get_attribute("data-job")
+        retrying = page.request.get(f"{stack.api}/api/imports/{job_id}").json()["retrying"]
+        assert retrying["failures"] >= 2 and retrying["limit"] == 5 and "HTTP 503" in retrying["error"]
+        assert card.locator("time").first.get_attribute("datetime")  # the next attempt, as a machine-readable time
+        _shoot(page, screens, "imports-retrying")
+        control(stack, "cloud", "DELETE", "faults")  # Bitbucket recovers: the next retry completes the import
+        card.and_(page.locator("[data-state=completed]")).wait_for(timeout=60_000)
+        assert "Retry" not in card.inner_text()
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()
+
+
+LONG_REASON = "The repository's branches could not be read: " + "x" * 150  # one unbroken 150-character word
+
+
+def test_a_failure_says_what_happened_first_and_stays_inside_its_card(stack, browser, screens):
+    person = _new_person(stack)
+    name = f"{_owner('cloud', person)}/delta"
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        body = {"type": "error", "error": {"message": LONG_REASON}}
+        _fault(stack, status=400, body=body, path_prefix=f"/2.0/repositories/{name}/refs/branches")
+        page.get_by_label(name).check()
+        page.get_by_role("button", name="Import selected").click()
+        card = _card(page, name)
+        card.and_(page.locator("[data-state=failed]")).wait_for(timeout=60_000)
+        paragraphs = card.locator(".problem p").all_inner_texts()
+        assert paragraphs[0] == "Bitbucket answered in a way bitbridge did not expect, so the import stopped."
+        assert LONG_REASON[:100] in paragraphs[1]
+        assert paragraphs[-1] == "Code: bitbucket_error"
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(150)
+            _no_horizontal_scroll(page, width)
+            outside = card.evaluate(
+                """(card) => { const c = card.getBoundingClientRect();
+                    const out = [...card.querySelectorAll("*")].filter((e) => { const r = e.getBoundingClientRect();
+                        return r.left < c.left - 0.5 || r.right > c.right + 0.5; });
+                    return out.map((e) => e.outerHTML.slice(0, 80)); }"""
+            )
+            assert outside == [], f"at {width} px: {outside}"
+        _shoot(page, screens, "imports-failed")
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()
+
+
+def test_a_refused_request_turns_its_queued_cards_into_reasons(stack, browser, screens):
+    """All or nothing: one repository gone on Bitbucket refuses the request; every card says why."""
+    person = _new_person(stack)
+    owner = _owner("cloud", person)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        page.get_by_label(f"{owner}/alpha").check()
+        page.get_by_label(f"{owner}/beta").check()
+        _fault(stack, status=404, path_prefix=f"/2.0/repositories/{owner}/beta")
+        page.get_by_role("button", name="Import selected").click()
+        gone = _card(page, f"{owner}/beta").and_(page.locator("[data-state=refused]"))
+        gone.wait_for()
+        assert "Bitbucket does not find this repository" in gone.inner_text()
+        other = _card(page, f"{owner}/alpha")
+        assert "another repository in the same request was refused" in other.inner_text()
+        assert "Code: repositories_not_found" in other.inner_text()
+        _shoot(page, screens, "imports-refused")
+        other.get_by_role("button", name="Dismiss").click()
+        expect(other).to_have_count(0)
+        page.get_by_role("link", name="Repositories").click()
+        assert page.locator("#repo-selected").inner_text() == "2 selected"  # kept, to try again
+    finally:
+        control(stack, "cloud", "DELETE", "faults")
+        context.close()
+
+
+# ------------------------------------------------------------------ bare pages: a way back from each
+
+
+def test_a_denied_connect_ends_on_a_page_that_leads_back_to_connections(stack, browser, screens):
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        page.get_by_role("link", name="Connections").click()
+        page.locator(f"li[data-provider={PROVIDERS['datacenter']}]").get_by_role("link", name="Connect").click()
+        page.wait_for_selector("text=Grant access")
+        _shoot(page, screens, "emulator-consent")
+        page.select_option("select[name=user]", person)
+        page.get_by_role("button", name="Deny").click()
+        page.get_by_role("heading", name="Not connected").wait_for()
+        assert "Access was denied on Bitbucket, so nothing was connected." in page.inner_text("main")
+        _shoot(page, screens, "error-connect-denied")
+        page.get_by_role("link", name="Back to bitbridge").click()
+        page.wait_for_url(f"{stack.api}/#connections")
+        page.locator(f"li[data-provider={PROVIDERS['datacenter']}]").get_by_text("Not connected").wait_for()
+    finally:
+        context.close()
+
+
+def test_a_denied_sign_in_leads_back_to_sign_in(stack, browser, screens):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.api}/login")
+        _shoot(page, screens, "login")
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").click()
+        page.wait_for_selector("text=Grant access")
+        page.get_by_role("button", name="Deny").click()
+        page.get_by_role("heading", name="Not signed in").wait_for()
+        _shoot(page, screens, "error-sign-in-denied")
+        page.get_by_role("link", name="Back to sign-in").click()
+        page.get_by_role("link", name=f"Sign in with {LABELS['cloud']}").wait_for()
+    finally:
+        context.close()
+
+
+def test_the_connect_chooser_and_a_used_link_each_have_a_way_back(stack, browser, screens):
+    """A product's end user: the chooser offers every provider and a way back to the product; a link used
+    already says to ask the product for a new one."""
+    _, key = add_client(stack)
+    session = Client(stack.api, key).connect_session(f"end-{secrets.token_hex(4)}", return_to=f"{ORIGIN}/connected")
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(session.connect_url)
+        page.get_by_role("heading", name="Connect Bitbucket").wait_for()
+        for label in LABELS.values():
+            assert page.get_by_role("link", name=f"Connect {label}").is_visible()
+        back = page.get_by_role("link", name="Cancel and go back to 127.0.0.1:9")
+        assert back.get_attribute("href") == f"{ORIGIN}/connected"
+        _shoot(page, screens, "connect-chooser")
+        page.get_by_role("link", name=f"Connect {LABELS['cloud']}").click()  # uses the link up
+        page.wait_for_selector("text=Grant access")
+        page.goto(session.connect_url)
+        page.get_by_role("heading", name="Connect link not valid").wait_for()
+        assert "ask the app for a new one" in page.inner_text("main")
+        _shoot(page, screens, "connect-link-used")
+    finally:
+        context.close()
+
+
+def test_every_bare_page_has_a_viewport_and_no_inline_policy_escape(stack):
+    for url in (f"{stack.api}/login", f"{stack.api}/auth/no-such-provider/authorize", f"{stack.api}/connect/x"):
+        page = requests.get(url, timeout=10)
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text, url
+        policy = page.headers["Content-Security-Policy"]
+        assert "'sha256-" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy, url
+
+
+def test_open_reaches_the_repository_page(stack, browser, screens):
+    person = _new_person(stack)
+    name = f"{_owner('cloud', person)}/alpha"
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        with context.expect_page() as opened:
+            page.locator(f'li[data-repo="{name}"]').get_by_role("link", name=re.compile("^Open")).click()
+        repository = opened.value
+        repository.wait_for_load_state()
+        assert repository.evaluate("document.contentType") == "text/html"  # a page, not the API's JSON 404
+        assert name in repository.inner_text("body")
+        _shoot(repository, screens, "emulator-repository")
     finally:
         context.close()

@@ -1,5 +1,6 @@
 """docs/service-api.md's example runs as written against the local stack: the `bitbridge clients add`
-command, the Python example (a subprocess, as a reader would run it), the EventBridge pattern and handler."""
+command and the variables the page says to export, the Python example (a subprocess, as a reader would run
+it) on a stack whose ports are not the defaults, the EventBridge bus, pattern and handler."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from moto.events.models import EventPattern
@@ -17,21 +19,46 @@ from tests.e2e.service_support import follow_connect_url, wait_for_event
 from tests.e2e.support import cli, emulator
 
 DOC = REPO_ROOT / "docs" / "service-api.md"
+DEFAULT_API = "http://127.0.0.1:3000"  # `make dev`'s api URL, which the page tells readers to export
 
 
 def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.S)
 
 
+def _setup_lines() -> list[str]:
+    return _blocks("bash")[0].split("\n")
+
+
 def _clients_add_args() -> list[str]:
-    command = _blocks("bash")[0].split("\n")
-    line = " ".join(part.rstrip("\\").strip() for part in command if not part.startswith("export"))
-    args = shlex.split(line)
+    command = [line for line in _setup_lines() if not line.startswith("export")]
+    args = shlex.split(" ".join(part.rstrip("\\").strip() for part in command))
     assert args[:3] == [".venv/bin/bitbridge", "clients", "add"], args
     return args[1:]
 
 
+def _exports() -> dict[str, str]:
+    """NAME -> value of each `export NAME=value  # comment` line of the setup block."""
+    found = (re.match(r"export (\w+)=(\S+)", line) for line in _setup_lines())
+    return {m.group(1): m.group(2) for m in found if m}
+
+
+def _run(script: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=script.parent,
+        env={"PATH": "/usr/bin:/bin", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_the_documented_example_runs_as_written(stack, tmp_path: Path):
+    # Not make dev's ports: what the reader must change is only what the page says to export.
+    assert urlsplit(stack.api).port != urlsplit(DEFAULT_API).port
+    exports = _exports()
+    assert exports.get("BITBRIDGE_URL") == DEFAULT_API and "BITBRIDGE_KEY" in exports, exports
     added = cli(stack, *_clients_add_args())
     assert added.returncode == 0, added.stderr
     key = re.search(r"^\s+(bbk_[0-9a-f]{16}\.\S+)$", added.stdout, re.M)
@@ -39,32 +66,47 @@ def test_the_documented_example_runs_as_written(stack, tmp_path: Path):
     example, handler = _blocks("python")[0], _blocks("python")[1]
     script = tmp_path / "example.py"
     script.write_text(example)
-    env = {"PATH": "/usr/bin:/bin", "BITBRIDGE_URL": stack.api, "BITBRIDGE_KEY": key.group(1)}
-    process = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+
+    # Without BITBRIDGE_URL it stops at once, naming the variable (it never guesses a stack).
+    missing = _run(script, {"BITBRIDGE_KEY": key.group(1)})
+    _, err = missing.communicate(timeout=30)
+    assert missing.returncode != 0 and "BITBRIDGE_URL" in err, err
+
+    process = _run(script, {"BITBRIDGE_URL": stack.api, "BITBRIDGE_KEY": key.group(1)})
     try:
         assert process.stdout is not None
+        calling = process.stdout.readline()
+        failed = process.stderr.read() if process.poll() else ""
+        assert calling == f"Calling bitbridge at {stack.api}\n", calling + failed
         first = process.stdout.readline()
         assert first.startswith("Send your user to: "), first + (process.stderr.read() if process.poll() else "")
-        # The end user: open the URL, pick alice, grant; bitbridge sends them back to the product.
+        # The end user: open the URL, pick alice, grant; bitbridge sends them back to the product, as the
+        # page warns (nothing serves that URL in the example).
         landed = follow_connect_url(first.split(": ", 1)[1].strip(), "alice")
         assert landed.headers["Location"] == "http://localhost:8000/connected"
+        assert "http://localhost:8000/connected" in DOC.read_text().split("After *Grant*", 1)[1][:300]
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == 0, err
     assert out.startswith("connected as alice\ntoken for alice expires at ")
-    titles = re.findall(r"^pull request #(\d+): ", out, re.M)
+    printed = {int(n): state for n, state in re.findall(r"^pull request #(\d+) \((\w+)\): ", out, re.M)}
 
-    direct = requests.get(
+    # "Every page of the pull requests": every state, as Bitbucket itself lists them when asked for each.
+    everything = requests.get(
         f"{emulator(stack, 'cloud')}/2.0/repositories/acme/web-app/pullrequests",
-        params={"pagelen": 50},
+        params={"pagelen": 50, "state": ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]},
         headers={"Authorization": "Bearer " + _token(stack, key.group(1))},
         timeout=10,
     ).json()
-    assert sorted(int(t) for t in titles) == sorted(pr["id"] for pr in direct["values"])
-    assert len(titles) > 10  # more than one page of 10
+    assert everything.get("next") is None  # one page of 50 holds them all
+    assert printed == {pr["id"]: pr["state"] for pr in everything["values"]}
+    assert {"OPEN", "MERGED", "DECLINED"} <= set(printed.values()) and len(printed) > 10  # more than one page
+    assert f"{len(printed)} pull requests" in DOC.read_text()  # as many as the page says the reader sees
+
+    # The bus the page names is the stack's.
+    bus = requests.get(f"{stack.urls['console']}/env", timeout=5).json()["BITBRIDGE_EVENT_BUS_NAME"]
+    assert f"`{bus}` under `make dev`" in DOC.read_text()
 
     # The EventBridge rule pattern matches the event that really arrived, and the handler reads it.
     event = wait_for_event(stack, "connection.created", {"client_id": "my-product", "end_user_id": "user-42"})

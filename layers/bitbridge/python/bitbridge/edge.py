@@ -9,7 +9,7 @@ failures) to an HTTP status and body. JSON errors are always
 
 with `login_url` when the caller must sign in, and `provider` + `connect_url` when a provider must be
 connected (or connected again). Browser routes (`/auth/...`) answer the same conditions with an
-HTML page that links back to `/login`.
+HTML page that links back to where a connect or verification began, else to `/login`.
 
 The status for "no usable connection" (none yet, or `reauth_required`) is 409 Conflict: the session
 is valid (401 would send a client back to sign in, in a loop), and the user's state conflicts with
@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from bitbridge.config import settings
 from bitbridge.errors import ConnectionNeeded, CrossSiteRequest, NotSignedIn, Problem
+from bitbridge.redirects import DEFAULT_RETURN_TO, UnsafeReturnTo, safe_return_to
 
 if TYPE_CHECKING:  # pragma: no cover
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -48,6 +49,7 @@ STATUS: dict[str, int] = {
     "sign_in_attempt_invalid": 400,
     "authorization_refused": 400,
     "missing_permissions": 400,
+    "issuer_mismatch": 400,
     "not_signed_in": 401,
     "access_denied": 403,
     "cross_site_request": 403,
@@ -106,7 +108,6 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _HTML = "text/html; charset=utf-8"
-_HTML_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 # ------------------------------------------------------------------------------------------------ requests
 
@@ -257,17 +258,12 @@ def redirect(location: str, cookies_out: list[str] | None = None) -> Event:
 
 
 def html_page(status: int, title: str, body_html: str, cookies_out: list[str] | None = None) -> Event:
-    """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup."""
-    from html import escape  # here, not at import: the webhook receiver never renders a page
+    """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup.
+    Styled like the console, with a mobile viewport (bitbridge.console.render_page)."""
+    from bitbridge.console import page_policy, render_page
 
-    document = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)} - bitbridge</title>"
-        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
-        "a.button{display:block;margin:.6em 0;padding:.8em 1em;border-radius:6px;background:#0052cc;"
-        "color:#fff;text-decoration:none;text-align:center}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body_html}</body></html>"
-    )
-    return respond(status, document, _HTML, cookies_out, _HTML_HEADERS)
+    policy = {"Content-Security-Policy": page_policy()}
+    return respond(status, render_page(title, body_html), _HTML, cookies_out, policy)
 
 
 def page(
@@ -280,8 +276,17 @@ def page(
     """A short message for a person, with a way back (sign-in, unless told otherwise)."""
     from html import escape
 
-    link = f"<p><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
+    link = f"<p class='back'><a href='{escape(back[0])}'>{escape(back[1])}</a></p>" if back else ""
     return html_page(status, title, f"<p>{escape(message)}</p>{link}", cookies_out)
+
+
+def way_back(return_to: str) -> tuple[str, str]:
+    """A link back to where a browser flow began (`return_to`, already checked safe): bitbridge's own
+    pages, or the product that sent the person here."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(return_to).netloc
+    return return_to, f"Back to {host}" if host else "Back to bitbridge"
 
 
 def console_page(document: str) -> Event:
@@ -338,12 +343,38 @@ def error_json(exc: Exception, event: Event) -> Event:
     return json_response(status, {"error": error}, headers=headers)
 
 
-def error_page(exc: Exception, event: Event, back: tuple[str, str] | None = (LOGIN_PATH, "Back to sign-in")) -> Event:
-    """The same condition as `error_json`, for a browser: an HTML page with a way back (to sign-in,
-    unless told otherwise)."""
+_FROM_THE_ATTEMPT: Any = object()
+
+
+def error_page(exc: Exception, event: Event, back: tuple[str, str] | None = _FROM_THE_ATTEMPT) -> Event:
+    """The same condition as `error_json`, for a browser: an HTML page with a way back - to where a
+    connect or verification began when that is known (and safe), else to sign-in (unless told otherwise)."""
     status, error, _ = describe(exc, event)
     title = exc.title if isinstance(exc, Problem) else "Something went wrong"
+    if back is _FROM_THE_ATTEMPT:
+        back = _way_back_from(exc, event)
     return page(status, title, str(error["message"]), back=back)
+
+
+def _way_back_from(exc: Exception, event: Event) -> tuple[str, str]:
+    """The attempt's own `return_to` (set by bitbridge.oauth once it knows the attempt), else the request's
+    when it is safe and not a sign-in, else sign-in (keeping a safe return_to for after it). Not signed in
+    is always answered with sign-in: that is what to do next, whatever the person came for."""
+    if isinstance(exc, Problem) and exc.return_to and not isinstance(exc, NotSignedIn):
+        return way_back(exc.return_to)
+    params = query(event)
+    try:
+        target = safe_return_to(params.get("return_to"), settings().allowed_return_to_origins)
+    except UnsafeReturnTo:
+        target = DEFAULT_RETURN_TO
+    if (
+        params.get("purpose", "sign_in") != "sign_in"
+        and not params.get("connect_session")
+        and not isinstance(exc, NotSignedIn)
+    ):
+        return way_back(target)
+    suffix = "" if target == DEFAULT_RETURN_TO else f"?return_to={quote(target, safe='')}"
+    return f"{LOGIN_PATH}{suffix}", "Back to sign-in"
 
 
 def service_error(exc: Exception, event: Event) -> Event:
@@ -433,4 +464,4 @@ def callback_answer(result: oauth.SignedIn | oauth.ProviderVerified) -> Event:
     if isinstance(result, SignedIn):
         return redirect(result.return_to, [done, start_session(result.user_id)])
     message = f"{result.provider_id}: the OAuth round trip worked (signed in as {result.username})."
-    return page(200, "Provider verified", message, [done], back=None)
+    return page(200, "Provider verified", message, [done], back=way_back(result.return_to))

@@ -15,6 +15,7 @@ class Problem(Exception):
 
     code = "error"
     title = "Something went wrong"  # the heading of the HTML page a browser route shows
+    return_to: str | None = None  # where that page links back to: where the browser flow began, checked safe
 
     def __init__(self, message: str, *, code: str | None = None, title: str | None = None, **details: Any) -> None:
         super().__init__(message)

@@ -19,6 +19,7 @@ from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
+from bitbridge.safe_text import one_line
 from bitbridge.store.base import condition_failed
 from bitbridge.store.ephemeral import OAuthStateRecord, state_key
 from bitbridge.store.providers import ProviderRecord
@@ -63,6 +64,7 @@ class ProviderVerified:
     username: str | None
     attempt_cookie: str
     cookie_path: str
+    return_to: str = "/"  # where the result page links back to (the console's Admin page, when started there)
 
 
 def callback_path(provider_id: str) -> str:
@@ -187,32 +189,61 @@ def _consume_state(provider_id: str, params: dict[str, str], cookies: dict[str, 
     return record
 
 
-def _provider_error(params: dict[str, str]) -> SignInRefused:
+# What a refused authorization means, by purpose: (the page's title, what did not happen).
+_NOT_DONE = {
+    "sign_in": ("Not signed in", "you are not signed in"),
+    "verify": ("Not verified", "the provider is not verified"),
+}
+_NOT_CONNECTED = ("Not connected", "nothing was connected")
+
+
+def _provider_error(params: dict[str, str], purpose: str) -> SignInRefused:
     error = params.get("error", "")
     description = params.get("error_description", "")[:300]
+    title, outcome = _NOT_DONE.get(purpose, _NOT_CONNECTED)
     if error == "access_denied":
-        message = "Access was denied on Bitbucket, so you are not signed in."
+        message = f"Access was denied on Bitbucket, so {outcome}."
     elif error == "invalid_scope":
         message = f"Bitbucket refused the requested permissions (invalid_scope): {description}"
     else:
         message = f"Bitbucket answered with an error: {error} {description}".strip()
     code = "access_denied" if error == "access_denied" else "authorization_refused"
-    return SignInRefused(message, code=code, title="Not signed in")
+    return SignInRefused(message, code=code, title=title)
+
+
+def _check_issuer(provider: ProviderRecord, params: dict[str, str], purpose: str) -> None:
+    """RFC 9207: a server that names itself in the authorization response (`iss`) must name this provider;
+    one whose metadata says it does must not leave it out. Checked before the code is exchanged, so a
+    response meant for another server (a mix-up) leaves nothing stored."""
+    named, expected = params.get("iss"), providers.issuer(provider)
+    if named is None and not provider.sends_iss:
+        return  # Bitbucket documents no `iss`; the provider-bound state already blocks a mix-up
+    if named is not None and hmac.compare_digest(named.encode(), expected.encode()):
+        return
+    title, outcome = _NOT_DONE.get(purpose, _NOT_CONNECTED)
+    said = f"named {one_line(named)[:200]!r}" if named is not None else "did not name its issuer"
+    message = (
+        f"The authorization response {said}, not {expected}, so {outcome}: it may come from another server. "
+        "Start again; if this keeps happening, tell your administrator."
+    )
+    raise SignInRefused(message, code="issuer_mismatch", title=title)
 
 
 def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) -> SignedIn | ProviderVerified:
     """Finish an authorization: the user signed in (or connected), or the provider verified."""
     provider = providers.get_provider(provider_id)  # an unknown provider is named before any state
     record = _consume_state(provider_id, params, cookies)
-    if record.purpose != "verify":
-        return _complete(provider, record, params)
     try:
         result = _complete(provider, record, params)
-    except SignInRefused as exc:  # whatever stopped the round trip is the diagnosis
-        providers.mark_failed(provider_id, exc.message)
-        verification.record_outcome(record.verify_ticket, "failed")
+    except Problem as exc:
+        if record.purpose != "sign_in":  # still signed in (or someone else's product): back where it began
+            exc.return_to = record.return_to
+        if record.purpose == "verify" and isinstance(exc, SignInRefused):  # what stopped it is the diagnosis
+            providers.mark_failed(provider_id, exc.message)
+            verification.record_outcome(record.verify_ticket, "failed")
         raise
-    verification.record_outcome(record.verify_ticket, "verified")
+    if record.purpose == "verify":
+        verification.record_outcome(record.verify_ticket, "verified")
     return result
 
 
@@ -221,8 +252,9 @@ def _complete(
 ) -> SignedIn | ProviderVerified:
     provider_id = provider.provider_id
     attempt = (_binding_cookie(params["state"]), callback_path(provider_id))
+    _check_issuer(provider, params, record.purpose)
     if params.get("error"):
-        raise _provider_error(params)
+        raise _provider_error(params, record.purpose)
     code = params.get("code")
     if not code:
         message = "The sign-in response has no authorization code; start again."
@@ -256,7 +288,7 @@ def _complete(
     if record.purpose == "verify" or provider.status != "verified":
         providers.mark_verified(provider_id)  # a completed round trip proves the configuration (again)
     if record.purpose == "verify":
-        return ProviderVerified(provider_id, identity.username, *attempt)
+        return ProviderVerified(provider_id, identity.username, *attempt, return_to=record.return_to)
     user_id, created = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
     if record.service_client_id and record.end_user_id:
         from bitbridge.service import links

@@ -10,7 +10,9 @@ browsers never execute.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -86,3 +88,24 @@ def render_console(boot: dict[str, Any]) -> str:
 def render_sign_in(buttons: str) -> str:
     """The signed-out page around the sign-in buttons (`signin_page.sign_in_buttons`; no script needed)."""
     return _template("signin.html").substitute(css=hashed_name("console.css"), buttons=buttons)
+
+
+@cache
+def _page_style() -> tuple[str, str]:
+    """(the bare pages' stylesheet, its CSP source): inline, so a page needs no second request and
+    works from any function; allowed by its hash alone, never by 'unsafe-inline'."""
+    style = (STATIC / "page.css").read_text(encoding="utf-8").strip()
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    return style, f"'sha256-{digest}'"
+
+
+def page_policy() -> str:
+    """The Content-Security-Policy of a bare page: its own stylesheet, nothing else, no framing."""
+    style = _page_style()[1]
+    return f"default-src 'none'; style-src {style}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+def render_page(title: str, body_html: str) -> str:
+    """A bare page (sign-in, errors, verification result, the connect chooser) with the console's look,
+    readable from 375 px up. `title` is escaped here; `body_html` is trusted markup."""
+    return _template("page.html").substitute(title=html.escape(title), style=_page_style()[0], body=body_html)

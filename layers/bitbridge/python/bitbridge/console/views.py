@@ -69,20 +69,24 @@ def disconnect(user_id: str, provider_id: str) -> dict[str, Any]:
         raise tokens.NotConnected(provider_id)
     hooks = queries.installed_hooks(user_id, provider_id)
     if hooks:
+        # A hook does not depend on the token that created it; removing one needs a connected token again.
         hook_message = (
-            f"The {len(hooks)} webhook(s) your imports installed stay on Bitbucket and keep delivering events "
-            "(a hook does not depend on the token that created it); bitbridge can no longer update or remove "
-            "them for you: connect again, or an admin runs `bitbridge hooks remove`."
+            f"{len(hooks)} webhook(s) your imports installed keep delivering events; bitbridge can no longer "
+            "update or remove them. To remove them: connect again, then an admin runs each remove command."
         )
     else:
         hook_message = "No webhook was installed with this connection."
     return {
         "provider": provider_id,
         "disconnected": True,
-        "message": f"Disconnected {provider.label}: its tokens are deleted; imported snapshots are kept.",
+        "message": f"Disconnected {provider.label}; imported snapshots are kept.",
         "revoked_at_bitbucket": False,
         "revocation": providers.revocation_note(provider),
-        "webhooks": {"subscriptions": hooks, "message": hook_message},
+        "webhooks": {
+            "subscriptions": hooks,
+            "message": hook_message,
+            "remove_commands": [f"bitbridge hooks remove {sub}" for sub in hooks],
+        },
     }
 
 

@@ -19,6 +19,7 @@ from bitbridge.store.imports import (
     HOOK_INSTALLED,
     HOOK_MANUAL,
     JOB_SK,
+    MAX_TRANSIENT_DEFERRALS,
     REPOJOB_SK,
     WAITING_STATES,
     JobRecord,
@@ -104,6 +105,15 @@ def public(job: JobRecord) -> dict[str, Any]:
     }
     if job.state in WAITING_STATES and job.not_before:
         body["waiting_until"] = iso(from_epoch(job.not_before))  # when it resumes
+    if job.state in ACTIVE_STATES and job.transient_failures and job.retry_at:
+        # A step Bitbucket keeps failing: `failures` attempts so far, retry number `failures` of `limit` is due
+        # at `next_attempt_at` (or running now, once past it); beyond the limit the job fails.
+        body["retrying"] = {
+            "failures": int(job.transient_failures),
+            "limit": MAX_TRANSIENT_DEFERRALS,
+            "next_attempt_at": iso(from_epoch(job.retry_at)),
+            "error": job.retry_error,
+        }
     if job.state == COMPLETED:
         body["snapshot"] = {
             "bucket": settings().snapshots_bucket,

@@ -34,7 +34,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bitbridge import metering, providers, tokens
+from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
@@ -51,6 +51,7 @@ from bitbridge.store.imports import (
     HOOK_INSTALLED,
     HOOK_MANUAL,
     JOB_SK,
+    MAX_TRANSIENT_DEFERRALS,
     PARTS_ON_JOB,
     PROJECT_SK,
     RUNNING,
@@ -66,7 +67,7 @@ from bitbridge.store.imports import (
     project_pk,
 )
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import subscriptions
+from bitbridge.webhooks import baseline, subscriptions
 
 logger = Logger(child=True)
 
@@ -74,7 +75,6 @@ MAX_RECEIVES = 5  # template.yaml ImportQueue RedrivePolicy.maxReceiveCount (a u
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
 SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may take a read timeout)
 LEASE_GRACE_SECONDS = 60
-MAX_TRANSIENT_DEFERRALS = 5  # after in-process retries: 2, 4, 8, 16, 32 s apart, then failed
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 BUDGET_LEAD_SECONDS = 1.0  # back this much before its slot in the budget (waited in the Lambda)
@@ -112,7 +112,8 @@ def _handle_record(record: dict[str, Any], context: Any) -> bool:
         logger.error("unreadable import message", extra={"message_id": record.get("messageId")})
         return False
     try:
-        run(job_id, context)
+        with deadlines.within(context):  # each job's thread: a token refresh never outlives the invocation
+            run(job_id, context)
         return True
     except Busy as busy:
         client("sqs").change_message_visibility(
@@ -351,6 +352,11 @@ class Run:
         )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        # What the import saw is the repository's observed state: the first reconciliation compares with it.
+        job = self.job
+        job.facts = baseline.record_import_page(
+            self.bitbucket, job.provider_id, job.repository_id, entity, page.values, dict(job.facts or {})
+        )
         self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
@@ -382,6 +388,9 @@ class Run:
         a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
         stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
+        baseline.finish_import(
+            self.job.flavor, self.job.provider_id, self.job.repository_id, self.job.repository, self.job.facts or {}
+        )
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
         outcome: dict[str, Any]
@@ -552,7 +561,14 @@ class Run:
             return
         delay = 2.0**failures
         logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
-        self._defer(delay, [JobRecord.transient_failures.set(failures)])
+        self._defer(
+            delay,
+            [
+                JobRecord.transient_failures.set(failures),
+                JobRecord.retry_at.set(math.ceil(time.time() + delay)),
+                JobRecord.retry_error.set(message[:500]),
+            ],
+        )
 
     def _fail(self, reason: str, message: str) -> None:
         self._save(changes.failure(reason, message), {"events:PutEvents": 1})  # fenced: this run's lease

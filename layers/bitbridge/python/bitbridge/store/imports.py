@@ -43,6 +43,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING, WAITING, WAITING_BUDGET)
 WAITING_STATES = (WAITING, WAITING_BUDGET)
+MAX_TRANSIENT_DEFERRALS = 5  # a step's retries after 5xx / network errors (2, 4, 8, 16, 32 s apart), then failed
 TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 
@@ -140,6 +141,10 @@ class JobRecord(Model):
     budget_waits = NumberAttribute(default=0)  # times it waited for room in the person's budget
     budget_resume = NumberAttribute(null=True)  # set while it comes back from a budget wait (leaves the queue)
     transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
+    # While a step is retrying (transient_failures > 0): when the next attempt is due (epoch) and what
+    # failed last (a message, never a token), so the console shows the retries instead of a silent "running".
+    retry_at = NumberAttribute(null=True)
+    retry_error = UnicodeAttribute(null=True)
     continuations = NumberAttribute(default=0)  # times it saved and re-enqueued itself (time limit)
     lease_owner = UnicodeAttribute(null=True)  # the invocation running it now
     lease_until = NumberAttribute(null=True)

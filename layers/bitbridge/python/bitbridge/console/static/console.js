@@ -45,6 +45,7 @@ class ApiError extends Error {
     const err = (body && body.error) || body || {};
     super(err.message || `Request failed (${status})`);
     this.status = status;
+    this.code = err.code || null;
     this.body = body || {};
     this.connectUrl = err.connect_url || err.reconnect_url || (body && body.reconnect_url) || null;
   }
@@ -97,18 +98,21 @@ function when(iso) {
 }
 
 function copyButton(label, getText) {
+  const text = `Copy ${label}`;
   return h(
     "button",
     {
       type: "button",
       class: "secondary",
-      "data-action": `copy-${label}`,
+      "data-action": `copy-${label.replaceAll(" ", "-")}`,
       onclick: async (event) => {
         const button = event.currentTarget;
         try {
-          const text = await getText();
-          await navigator.clipboard.writeText(text);
-          announce(`${label} copied to the clipboard.`);
+          await navigator.clipboard.writeText(await getText());
+          // Said on the button (and to screen readers), so the notice or card holding it stays as it is.
+          button.textContent = "Copied";
+          $("live").textContent = `${label} copied to the clipboard.`;
+          setTimeout(() => (button.textContent = text), 2000);
         } catch (error) {
           if (error instanceof ApiError) return fail(error);
           announce(`Could not use the clipboard; select the text and copy it by hand.`, true);
@@ -116,12 +120,12 @@ function copyButton(label, getText) {
         button.focus();
       },
     },
-    `Copy ${label}`,
+    text,
   );
 }
 
-const connectUrl = (providerId, purpose = "connect") =>
-  `/auth/${encodeURIComponent(providerId)}/authorize?purpose=${purpose}&return_to=${encodeURIComponent("/#connections")}`;
+const connectUrl = (providerId, purpose = "connect", back = "/#connections") =>
+  `/auth/${encodeURIComponent(providerId)}/authorize?purpose=${purpose}&return_to=${encodeURIComponent(back)}`;
 
 const connectionOf = (providerId) => state.connections.find((c) => c.provider === providerId);
 const providerOf = (providerId) => state.providers.find((p) => p.id === providerId);
@@ -129,11 +133,8 @@ const providerOf = (providerId) => state.providers.find((p) => p.id === provider
 // ------------------------------------------------------------------ views (tabs)
 
 const views = {};
-let pendingNotice = null; // shown on the next tab, e.g. "Import started" on Imports
-
 function show(name) {
-  announce(pendingNotice || "");
-  pendingNotice = null;
+  announce("");
   if (!views[name] || (name === "admin" && !state.admin)) name = defaultView();
   for (const key of Object.keys(views)) {
     $(`view-${key}`).hidden = key !== name;
@@ -155,6 +156,27 @@ function usableConnections() {
 
 // ------------------------------------------------------------------ connections
 
+// Why a connection needs its person again, as a sentence first (bitbridge's detail and the code follow).
+const RECONNECT_REASONS = {
+  refresh_answer_lost: "Bitbucket renewed this connection's access, but its answer never reached bitbridge: reconnect to restore it.",
+  refresh_token_refused: "Bitbucket no longer accepts this connection (revoked, expired, or the app's access removed): reconnect it.",
+  refresh_scope_refused: "Bitbucket refused this connection's permissions: reconnect to grant them again.",
+};
+
+function connectionWhy(conn, outdated) {
+  if (conn.status === "reauth_required") {
+    const sentence = RECONNECT_REASONS[conn.reason] || "Bitbucket no longer accepts this connection: reconnect it.";
+    return problemBlock(sentence, conn.status_detail, conn.reason);
+  }
+  if (!outdated) return null;
+  return h(
+    "div",
+    { class: "retrying", "data-why": "scopes_outdated" },
+    h("p", {}, `bitbridge now asks for ${conn.missing_scopes.join(", ")}, which this connection was not granted.`),
+    h("p", { class: "hint" }, "It keeps working with what it has; reconnect to grant the rest."),
+  );
+}
+
 views.connections = {
   show() {
     const list = $("connection-list");
@@ -162,13 +184,16 @@ views.connections = {
       ...state.providers.map((provider) => {
         const conn = connectionOf(provider.id);
         const status = conn ? conn.status : "not_connected";
-        const tone = { active: "ok", reauth_required: "warn" }[status] || "";
-        const label = { active: "Active", reauth_required: "Reconnect needed", not_connected: "Not connected" }[status];
+        const outdated = status === "active" && Boolean(conn?.scopes_outdated);
+        const tone = outdated ? "warn" : { active: "ok", reauth_required: "warn" }[status] || "";
+        const label = outdated
+          ? "New permissions needed"
+          : { active: "Active", reauth_required: "Reconnect needed", not_connected: "Not connected" }[status];
         const actions = [];
         if (!conn && provider.imports) {
           actions.push(h("a", { class: "button", href: connectUrl(provider.id) }, "Connect"));
         }
-        if (conn && status === "reauth_required") {
+        if (conn && (status === "reauth_required" || outdated)) {
           actions.push(h("a", { class: "button", href: connectUrl(provider.id) }, "Reconnect"));
         }
         if (conn) {
@@ -192,6 +217,7 @@ views.connections = {
                 h("dd", {}, when(conn.connected_at)),
               )
             : h("p", { class: "hint" }, provider.imports ? "Connect to list and import its repositories." : "Sign-in only."),
+          conn ? connectionWhy(conn, outdated) : null,
           h("div", { class: "actions" }, actions),
         );
       }),
@@ -209,11 +235,28 @@ async function disconnect(provider) {
     const me = await api("GET", "/api/me");
     state.connections = me.connections;
     views.connections.show();
-    announce(`${answer.message} ${answer.webhooks.message} ${answer.revocation}`);
+    announce(disconnected(answer));
     repoView.reset();
   } catch (error) {
     fail(error);
   }
+}
+
+function disconnected(answer) {
+  const commands = answer.webhooks.remove_commands || [];
+  const one = commands.length === 1;
+  return h(
+    "div",
+    { class: "notice" },
+    h("p", {}, answer.message),
+    commands.length
+      ? [
+          h("p", {}, `${one ? "Its webhook keeps" : `Its ${commands.length} webhooks keep`} delivering events. To remove ${one ? "it" : "them"}, connect again, then an admin runs:`),
+          h("div", { class: "copyrow" }, h("pre", {}, h("code", {}, commands.join("\n"))), copyButton(one ? "command" : "commands", async () => commands.join("\n"))),
+        ]
+      : null,
+    h("details", {}, h("summary", {}, "Revoke bitbridge's access on Bitbucket too"), h("p", {}, answer.revocation)),
+  );
 }
 
 // ------------------------------------------------------------------ repositories
@@ -361,23 +404,33 @@ const repoView = {
   },
 
   async importSelected() {
+    const provider = this.provider;
     const names = [...this.selected.keys()];
     $("repo-import").disabled = true;
+    importView.ask(provider, names); // a queued card for each at once, before any answer
+    location.hash = "#imports";
+    let count = 0;
     try {
       // POST /api/imports takes at most 20 repositories (its 400 says so): a larger selection goes in parts.
-      let count = 0;
       for (let i = 0; i < names.length; i += 20) {
         const part = names.slice(i, i + 20);
-        count += (await api("POST", "/api/imports", { provider: this.provider, repositories: part })).imports.length;
+        let jobs;
+        try {
+          jobs = (await api("POST", "/api/imports", { provider, repositories: part })).imports;
+        } catch (error) {
+          importView.refuse(provider, names.slice(i), error); // this part, and the parts never sent
+          throw error;
+        }
+        importView.answer(provider, part, jobs);
+        for (const name of part) this.selected.delete(name);
+        this.loaded = false; // the list shows each repository's import state: read it again
+        count += jobs.length;
       }
-      pendingNotice = `Import started for ${count} ${count === 1 ? "repository" : "repositories"}.`;
-      this.selected.clear();
-      this.loaded = false;
-      location.hash = "#imports";
+      announce(`Import started for ${count} ${count === 1 ? "repository" : "repositories"}.`);
     } catch (error) {
-      fail(error);
-      this.renderSelection();
+      fail(error); // what was not started stays selected under Repositories
     }
+    this.renderSelection();
   },
 };
 views.repositories = repoView;
@@ -392,53 +445,122 @@ function hookTone(value) {
 
 // ------------------------------------------------------------------ imports
 
+const ACTIVE = ["queued", "running", "waiting_rate_limit", "waiting_budget"];
+const askedKey = (provider, fullName) => `${provider}\n${fullName}`;
+
+// What a person reads first when an import stops (the message and the code follow it).
+const FAILURES = {
+  not_found: "Bitbucket no longer finds this repository, or your account can no longer see it.",
+  forbidden: "Your Bitbucket account may no longer read this repository.",
+  reauth_required: "Your Bitbucket connection must be renewed: reconnect it under Connections, then retry.",
+  bitbucket_error: "Bitbucket answered in a way bitbridge did not expect, so the import stopped.",
+  bitbucket_unavailable:
+    "Bitbucket kept failing, so the import stopped after its retries. Retry once Bitbucket answers again: what was already imported is kept.",
+  internal: "The import failed on bitbridge's side; retrying usually works.",
+};
+
 const importView = {
-  cards: new Map(), // job id -> {signature, element}
+  cards: new Map(), // card key (a job id, or "asked:" + provider + name) -> {signature, element}
+  listed: [], // the jobs of the last GET /api/imports
+  answered: new Map(), // job id -> job: answers to "Import selected", shown until the list has them
+  asked: new Map(), // askedKey -> {provider, full_name, refused}: asked for, not answered yet (or refused)
   timer: null,
-  visible: false,
+  seq: 0,
 
   show() {
-    this.visible = true;
+    this.render(); // at once from what is known: a new request's cards need no answer to appear
     this.refresh();
+  },
+
+  ask(provider, names) {
+    for (const name of names) this.asked.set(askedKey(provider, name), { provider, full_name: name, refused: null });
+  },
+
+  answer(provider, names, jobs) {
+    for (const name of names) this.asked.delete(askedKey(provider, name));
+    for (const job of jobs) this.answered.set(job.id, job);
+    this.render();
+  },
+
+  refuse(provider, names, error) {
+    const listed = new Map(((error.body.error || {}).repositories || []).map((r) => [r.repository, r.status]));
+    for (const name of names) {
+      const entry = this.asked.get(askedKey(provider, name));
+      if (entry) entry.refused = { error, status: listed.get(name) ?? null, others: listed.size > 0 && !listed.has(name) };
+    }
+    this.render();
+  },
+
+  dismiss(key) {
+    this.asked.delete(key);
+    this.render();
+  },
+
+  items() {
+    const listedIds = new Set(this.listed.map((j) => j.id));
+    return [
+      ...[...this.asked].map(([key, asked]) => ({ key: `asked:${key}`, askedKey: key, asked })),
+      ...[...this.answered.values()].filter((j) => !listedIds.has(j.id)).map((job) => ({ key: job.id, job })),
+      ...this.listed.map((job) => ({ key: job.id, job })),
+    ];
+  },
+
+  busy() {
+    return this.items().some((item) => (item.job ? ACTIVE.includes(item.job.state) : !item.asked.refused));
   },
 
   async refresh() {
     clearTimeout(this.timer);
-    let jobs = [];
+    const seq = ++this.seq; // only the newest refresh renders and schedules the next
+    let listed = null;
     try {
-      jobs = (await api("GET", "/api/imports?limit=50")).imports;
+      listed = (await api("GET", "/api/imports?limit=50")).imports;
+      const ids = new Set(listed.map((j) => j.id));
+      // An answered job not in the list is another user's import this user joined: polled on its own.
+      const joined = [...this.answered.values()].filter((j) => !ids.has(j.id) && ACTIVE.includes(j.state));
+      const polled = await Promise.all(joined.map((j) => api("GET", `/api/imports/${encodeURIComponent(j.id)}`)));
+      if (seq !== this.seq) return;
+      for (const id of ids) this.answered.delete(id);
+      for (const job of polled) this.answered.set(job.id, job);
     } catch (error) {
+      if (seq !== this.seq) return;
       fail(error);
     }
-    this.render(jobs);
-    const active = jobs.some((j) => ["queued", "running", "waiting_rate_limit", "waiting_budget"].includes(j.state));
-    if (active && !$("view-imports").hidden) this.timer = setTimeout(() => this.refresh(), POLL_ACTIVE_MS);
+    if (listed) this.listed = listed;
+    this.render();
+    if (!$("view-imports").hidden && this.busy()) this.timer = setTimeout(() => this.refresh(), POLL_ACTIVE_MS);
   },
 
-  render(jobs) {
-    $("imports-empty").hidden = jobs.length > 0;
+  render() {
+    const items = this.items();
+    $("imports-empty").hidden = items.length > 0;
     const list = $("import-list");
     const keep = new Set();
-    jobs.forEach((job, index) => {
-      keep.add(job.id);
-      const signature = JSON.stringify([job.state, job.step, job.progress, job.webhook, job.error, job.waiting_until, job.snapshot]);
-      let entry = this.cards.get(job.id);
+    items.forEach((item, index) => {
+      keep.add(item.key);
+      const job = item.job;
+      const signature = JSON.stringify(
+        job
+          ? [job.state, job.step, job.progress, job.webhook, job.error, job.waiting_until, job.retrying, job.snapshot, job.started_at, job.finished_at]
+          : [item.asked.refused && item.asked.refused.error.message],
+      );
+      let entry = this.cards.get(item.key);
       if (!entry || entry.signature !== signature) {
-        const element = jobCard(job);
+        const element = job ? jobCard(job) : askedCard(item.askedKey, item.asked);
         if (entry) {
           const focused = entry.element.contains(document.activeElement) && document.activeElement.dataset.action;
           entry.element.replaceWith(element);
           if (focused) element.querySelector(`[data-action="${focused}"]`)?.focus();
         }
         entry = { signature, element };
-        this.cards.set(job.id, entry);
+        this.cards.set(item.key, entry);
       }
       if (list.children[index] !== entry.element) list.insertBefore(entry.element, list.children[index] || null);
     });
-    for (const [id, entry] of this.cards) {
-      if (!keep.has(id)) {
+    for (const [key, entry] of this.cards) {
+      if (!keep.has(key)) {
         entry.element.remove();
-        this.cards.delete(id);
+        this.cards.delete(key);
       }
     }
     tickCountdowns();
@@ -446,11 +568,95 @@ const importView = {
 };
 views.imports = importView;
 
+const providerLabel = (providerId) => providerOf(providerId)?.label || providerId;
+
+function problemBlock(sentence, message, code) {
+  return h(
+    "div",
+    { class: "problem" },
+    h("p", { class: "problem-what" }, sentence),
+    message && message !== sentence ? h("p", { class: "problem-detail" }, message) : null,
+    code ? h("p", { class: "problem-code" }, "Code: ", h("code", {}, code)) : null,
+  );
+}
+
+// A repository asked for whose request has not answered yet (queued), or was refused (nothing started).
+function askedCard(key, asked) {
+  const refused = asked.refused;
+  let sentence = null;
+  if (refused) {
+    sentence =
+      refused.status === 404
+        ? "Bitbucket does not find this repository, or your account cannot see it: nothing was started."
+        : refused.status === 403
+          ? "Your Bitbucket account may not read this repository: nothing was started."
+          : refused.others
+            ? "Not started: another repository in the same request was refused (a request starts all of its imports or none)."
+            : "The import could not start.";
+  }
+  return h(
+    "li",
+    { class: "card", "data-asked": asked.full_name, "data-state": refused ? "refused" : "queued" },
+    h("h2", {}, asked.full_name),
+    h("p", {}, badge(refused ? "not started" : "queued", refused ? "bad" : "info"), " ", h("span", { class: "hint" }, providerLabel(asked.provider))),
+    refused
+      ? problemBlock(sentence, refused.status || refused.others ? null : refused.error.message, refused.error.code)
+      : h("p", { class: "progress" }, "Checking access on Bitbucket…"),
+    refused
+      ? h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", "data-action": "dismiss", onclick: () => importView.dismiss(key) }, "Dismiss"))
+      : null,
+  );
+}
+
+function clock(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return date.toDateString() === new Date().toDateString() ? date.toLocaleTimeString() : date.toLocaleString();
+}
+
+function timeOf(iso) {
+  return h("time", { datetime: iso }, clock(iso));
+}
+
+function duration(fromIso, toIso) {
+  const seconds = Math.max(0, Math.round((new Date(toIso) - new Date(fromIso)) / 1000));
+  return seconds < 120 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+function timesLine(job) {
+  const parts = [["Asked", job.created_at]];
+  if (job.started_at) parts.push(["started", job.started_at]);
+  if (job.finished_at) parts.push([job.state === "completed" ? "finished" : job.state, job.finished_at]);
+  const line = parts.flatMap(([label, iso], i) => [i ? " · " : "", `${label} `, timeOf(iso)]);
+  if (job.finished_at) line.push(` (took ${duration(job.started_at || job.created_at, job.finished_at)})`);
+  return h("p", { class: "times" }, line);
+}
+
+function retryingBlock(job) {
+  const retry = job.retrying;
+  if (!retry) return null;
+  const times = retry.failures === 1 ? "once" : `${retry.failures} times in a row`;
+  return h(
+    "div",
+    { class: "retrying" },
+    h(
+      "p",
+      {},
+      badge(`Retry ${retry.failures} of ${retry.limit}`, "warn"),
+      ` Bitbucket failed ${times}; next attempt at `,
+      timeOf(retry.next_attempt_at),
+      " (",
+      h("span", { "data-until": retry.next_attempt_at }, ""),
+      ").",
+    ),
+    retry.error ? h("p", { class: "problem-detail" }, `Last error: ${retry.error}`) : null,
+  );
+}
+
 function jobCard(job) {
   const counts = Object.entries(job.progress || {}).map(([entity, n]) => `${entity.replaceAll("_", " ")} ${n}`);
-  const active = ["queued", "running", "waiting_rate_limit", "waiting_budget"].includes(job.state);
   const actions = [];
-  if (active) {
+  if (ACTIVE.includes(job.state)) {
     actions.push(h("button", { type: "button", class: "secondary", "data-action": "cancel", onclick: () => jobAction(job, "cancel") }, "Cancel"));
   }
   if (job.state === "failed" || job.state === "cancelled") {
@@ -460,20 +666,37 @@ function jobCard(job) {
     "li",
     { class: "card", "data-job": job.id, "data-state": job.state },
     h("h2", {}, job.repository.full_name),
-    h("p", {}, badge(job.state.replaceAll("_", " "), stateTone(job.state)), " ", h("span", { class: "hint" }, job.provider)),
+    h("p", {}, badge(job.state.replaceAll("_", " "), stateTone(job.state)), " ", h("span", { class: "hint" }, providerLabel(job.provider))),
     h(
       "p",
       { class: "progress" },
-      job.state === "completed" ? "Done" : `Step: ${job.step.replaceAll("_", " ")}`,
+      job.state === "completed" ? "Done" : `${ACTIVE.includes(job.state) ? "Step" : "Stopped at"}: ${job.step.replaceAll("_", " ")}`,
       counts.length ? ` · ${counts.join(" · ")}` : "",
     ),
     job.state === "waiting_rate_limit" && job.waiting_until
-      ? h("p", { class: "progress" }, "Bitbucket is rate limiting; retrying in ", h("span", { "data-until": job.waiting_until }, ""), ".")
+      ? h(
+          "p",
+          { class: "progress" },
+          "Bitbucket is rate limiting; next attempt at ",
+          timeOf(job.waiting_until),
+          " (",
+          h("span", { "data-until": job.waiting_until }, ""),
+          ").",
+        )
       : null,
     job.state === "waiting_budget" && job.waiting_until
-      ? h("p", { class: "progress" }, "Waiting for room in your Bitbucket allowance; resumes in ", h("span", { "data-until": job.waiting_until }, ""), ".")
+      ? h(
+          "p",
+          { class: "progress" },
+          "Waiting for room in your Bitbucket allowance; resumes at ",
+          timeOf(job.waiting_until),
+          " (",
+          h("span", { "data-until": job.waiting_until }, ""),
+          ").",
+        )
       : null,
-    job.error ? h("p", { class: "badge bad" }, `${job.error.reason || "error"}: ${job.error.message}`) : null,
+    ACTIVE.includes(job.state) ? retryingBlock(job) : null,
+    job.error ? problemBlock(FAILURES[job.error.reason] || "The import failed.", job.error.message, job.error.reason) : null,
     webhookBlock(job),
     job.snapshot
       ? h(
@@ -483,6 +706,7 @@ function jobCard(job) {
           copyButton("location", async () => `s3://${job.snapshot.bucket}/${job.snapshot.prefix}`),
         )
       : null,
+    timesLine(job),
     actions.length ? h("div", { class: "actions" }, actions) : null,
   );
 }
@@ -523,8 +747,8 @@ async function jobAction(job, action) {
 
 function tickCountdowns() {
   for (const el of document.querySelectorAll("[data-until]")) {
-    const seconds = Math.max(0, Math.ceil((new Date(el.dataset.until).getTime() - Date.now()) / 1000));
-    el.textContent = `${seconds} s`;
+    const seconds = Math.ceil((new Date(el.dataset.until).getTime() - Date.now()) / 1000);
+    el.textContent = seconds > 0 ? `in ${seconds} s` : "now";
   }
 }
 setInterval(tickCountdowns, 1000);
@@ -575,7 +799,7 @@ views.admin = {
             { class: "card", "data-provider": p.id },
             h("h2", {}, p.label),
             h("p", {}, badge(p.status, { verified: "ok", failed: "bad", pending: "warn" }[p.status] || ""), " ", h("code", {}, p.id)),
-            p.status_detail ? h("p", { class: "hint" }, p.status_detail) : null,
+            h("p", { class: "hint status-note" }, providerStatus(p)),
             h(
               "dl",
               { class: "facts" },
@@ -594,7 +818,7 @@ views.admin = {
               "div",
               { class: "actions" },
               copyButton("callback URL", async () => p.callback_url),
-              h("a", { class: "button", href: connectUrl(p.id, "verify") }, "Verify"),
+              h("a", { class: "button", href: connectUrl(p.id, "verify", "/#admin") }, "Verify"),
             ),
           ),
         ),
@@ -634,6 +858,16 @@ function budgetRow(b, now) {
     h("td", { "data-label": "429s" }, String(b.rejected)),
     h("td", { "data-label": "Waiting" }, waiting.join("; ") || "-"),
   );
+}
+
+function providerStatus(p) {
+  if (p.status === "verified") {
+    return p.verified_at ? ["Verified ", timeOf(p.verified_at), ": an OAuth round trip with this configuration worked."] : "Verified.";
+  }
+  if (p.status === "pending") {
+    return "Not verified yet: no OAuth round trip (sign-in, connect or Verify) has completed since it was added or changed. Press Verify to prove its callback URL and credentials.";
+  }
+  return p.status_detail ? [p.status_detail, " Fix it, then press Verify."] : "The last round trip failed: fix the configuration, then press Verify.";
 }
 
 // ------------------------------------------------------------------ start
