@@ -69,6 +69,11 @@ def _connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, 
     return 200, api.connection(caller, p["provider"], p["end_user_id"], base)
 
 
+def _connection_budget(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    return 200, api.connection_budget(caller, p["provider"], p["end_user_id"], base)
+
+
 def _delete_connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     p = _params(event)
     return 200, api.delete_connection(caller, p["provider"], p["end_user_id"], base)
@@ -160,6 +165,9 @@ ROUTES: dict[str, Route] = {
         "connections:write", "connection_delete", _delete_connection
     ),
     "POST /service/v1/connections/{provider}/{end_user_id}/token": Route("tokens:read", "token", _token),
+    "GET /service/v1/connections/{provider}/{end_user_id}/budget": Route(
+        "connections:read", "connection_budget", _connection_budget
+    ),
     "POST /service/v1/imports": Route("imports:write", "import", _imports),
     "GET /service/v1/imports/{import_id}": Route("imports:read", "import_status", _import),
     "GET /service/v1/files/{provider}/{end_user_id}/content": Route("files:read", "file_read", _file),

@@ -93,7 +93,13 @@ class ReauthRequired(NotConnected):
 
 
 class RateLimited(ServiceAPIError):
-    """429 from bitbridge itself (not a proxied Bitbucket answer)."""
+    """429 from bitbridge itself (not a proxied Bitbucket answer): the end user's Bitbucket allowance has no
+    room for this call now; try again after `retry_after` seconds."""
+
+    @property
+    def retry_after(self) -> int | None:
+        value = self.details.get("retry_after")
+        return int(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,11 @@ class Client:
     def connection(self, provider: str, end_user_id: str) -> dict[str, Any]:
         """The end user's connection (never its token): status, username, scopes."""
         return dict(self._call("GET", self._url("connections", provider, end_user_id)))
+
+    def budget(self, provider: str, end_user_id: str) -> dict[str, Any]:
+        """The end user's Bitbucket rate-limit budgets: per resource class, used and limit now, 429s met and
+        work waiting (`scope` per_consumer: the OAuth consumer's, shared by every end user)."""
+        return dict(self._call("GET", self._url("connections", provider, end_user_id, "budget")))
 
     def delete_connection(self, provider: str, end_user_id: str) -> None:
         self._call("DELETE", self._url("connections", provider, end_user_id))

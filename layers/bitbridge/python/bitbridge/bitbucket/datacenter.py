@@ -17,6 +17,7 @@ from bitbridge.bitbucket import DATACENTER
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import DC_CLASS, Limits, datacenter_defaults
 from bitbridge.bitbucket.repos import (
     Fetch,
     Get,
@@ -299,6 +300,13 @@ class DataCenter:
 
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromtimestamp(int(pr["updatedDate"]) / 1000, UTC))
+
+    # -- rate limits ---------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        return datacenter_defaults()
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        return DC_CLASS  # one bucket per user over every authenticated request, REST and git alike
 
 
 RECONCILE_PR_LIMIT = 100

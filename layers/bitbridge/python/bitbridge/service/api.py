@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bitbridge import accounts, calls, connection_events, providers, tokens
+from bitbridge import accounts, budget, calls, connection_events, providers, tokens
 from bitbridge.imports import kickoff, queries
 from bitbridge.service import links, proxy
 from bitbridge.service.cache import TtlCache
@@ -104,6 +104,16 @@ def connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str
     if conn is None:
         raise _not_connected(caller, provider_id, end_user_id, base_url)
     return {"end_user_id": end_user_id, **accounts.public_connection(conn)}
+
+
+def connection_budget(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    """The end user's rate-limit budgets on the provider: each class's used and limit now, 429s met, work
+    waiting (per_consumer: the OAuth consumer's, which every end user shares)."""
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    provider = _provider(provider_id)
+    return {"provider": provider_id, "end_user_id": end_user_id} | budget.for_connection(
+        provider_id, user_id, providers.limits(provider)
+    )
 
 
 def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
