@@ -316,6 +316,35 @@ def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: 
         return json_response(_render_pr(ctx, flavor, repo, pr))
 
 
+@routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("GET",))
+def pr_state(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
+    """A pull request as the backend holds it: state, reviewers with their review status, every comment (deleted
+    ones too, marked), the activity kinds (oldest first)."""
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    with ctx.backend.lock:
+        pr = ctx.backend.get_pr(repo, pr_id)
+        return json_response(
+            {
+                "id": pr.id,
+                "state": pr.state,
+                "version": pr.version,
+                "merge_commit": pr.merge_hash,
+                "reviewers": [{"user": r.user, "status": r.status, "role": r.role} for r in pr.reviewers],
+                "comments": [{**_comment(c), "author": c.author} for c in pr.comments],
+                "activity": [a.kind for a in pr.activity],
+            }
+        )
+
+
+@routes.route(REPO + "/statuses/<commit>", methods=("GET",))
+def statuses_state(ctx: Ctx, flavor: str, owner: str, slug: str, commit: str) -> Response:
+    """A commit's build statuses as the backend holds them (Data Center's repository resource has no list)."""
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    sha = ctx.backend.resolve(repo, commit)
+    found = ctx.backend.statuses_of(repo, sha)
+    return json_response({"statuses": [{"key": s.key, "state": s.state, "url": s.url, "name": s.name} for s in found]})
+
+
 @routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("DELETE",))
 @change
 def delete_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:

@@ -1271,6 +1271,8 @@ def merge(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Re
                 }
             )
         body = ctx.json_body()
+        if pr.state != "OPEN":
+            raise Conflict("The pull request is not open.")
         _check_version(pr, _version(ctx, body))
         strategy_id = body.get("strategyId") or "no-ff"
         if strategy_id not in MERGE_STRATEGIES:

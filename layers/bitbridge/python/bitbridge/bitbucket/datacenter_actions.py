@@ -61,7 +61,7 @@ def refusal(response: requests.Response, doing: str) -> ActionRefused | None:
             )
         if "has replies" in text:
             return refused("comment_has_replies", f"{doing}: the comment has replies, which must be deleted first.")
-        if "not open" in text.lower():
+        if any(words in text.lower() for words in ("not open", "already merged", "already declined")):
             return refused("pull_request_not_open", f"{doing}: the pull request is no longer open.")
         if "MergeVetoed" in exception:
             return refused("merge_vetoed", f"{doing}: Bitbucket vetoed the merge: {text}.")
