@@ -260,6 +260,7 @@ def test_merge_and_decline_with_their_refusals_mapped(stack, setup, flavor):
     assert refused.value.code == "missing_permission" and "write" in refused.value.message.lower()
 
     pr = setup.open_pr(flavor)
+    _, since = stack.events()
     merged = setup.bb.pull_requests.merge(provider, end_user, repo, pr, strategy="squash", message="Squashed")
     assert merged["state"] == "MERGED" and merged["merge_commit"]
     with pytest.raises(Conflict) as closed:
@@ -268,6 +269,15 @@ def test_merge_and_decline_with_their_refusals_mapped(stack, setup, flavor):
     declined = setup.bb.pull_requests.decline(provider, end_user, repo, clash, reason="Superseded by a squash")
     assert declined["state"] == "DECLINED"
     assert "Superseded by a squash" in [c["text"] for c in _state(stack, flavor, clash)["comments"]]
+
+    def closing(d: dict) -> bool:
+        return d["type"] in ("pull_request.merged", "pull_request.declined") and d["pull_request"]["id"] in (pr, clash)
+
+    events = _events(stack, since, closing, want=2)
+    assert sorted((e["type"], e["pull_request"]["id"]) for e in events) == [
+        ("pull_request.declined", clash),
+        ("pull_request.merged", pr),
+    ]
 
 
 # ------------------------------------------------------------------------------------------- who may

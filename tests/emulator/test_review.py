@@ -446,3 +446,12 @@ def test_the_default_seed_carries_review_data(emu):
     acts = dc.get(f"{emu.dc_url}{DC_API}/pull-requests/2/activities", timeout=10).json()["values"]
     assert [a["action"] for a in acts] == ["MERGED", "REVIEWED", "COMMENTED", "COMMENTED", "OPENED"]
     assert json.dumps(acts).count('"text": "Explained in the next commit."') == 1  # the reply, nested once
+
+
+def test_dc_refuses_a_hook_on_the_documented_but_unknown_keys(emu):
+    token = dc_login(emu, "alice", "REPO_ADMIN")
+    for key in ("pr:reviewer:changes_requested", "pr:to_ref_updated"):
+        body = {"name": "t", "url": "http://127.0.0.1:9/h", "events": ["pr:opened", key]}
+        resp = requests.post(f"{emu.dc_url}{DC_API}/webhooks", json=body, headers=bearer(token), timeout=10)
+        assert resp.status_code == 400 and resp.json()["errors"][0]["message"] == f"the event {key} is unknown"
+    assert emu.backend.get_repo("datacenter", "PLAT", "core").hooks == {}
