@@ -188,6 +188,12 @@ class GitRepo:
     def __len__(self) -> int:
         return len(self.store.raw)
 
+    def __eq__(self, other: object) -> bool:
+        """Two stores with the same objects are the same repository content (a restored snapshot is)."""
+        return isinstance(other, GitRepo) and self.store.raw == other.store.raw
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal by content, so not hashable
+
     # ---------------------------------------- writing
     def write_blob(self, content: bytes) -> bytes:
         obj = blob(content)
