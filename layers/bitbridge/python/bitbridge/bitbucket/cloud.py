@@ -141,7 +141,8 @@ class Cloud:
     display_name = "Bitbucket Cloud"
     default_scopes: tuple[str, ...] = ("account", "email", "repository", "pullrequest", "issue", "webhook")
     permissions_to_tick = (
-        "Account: Email, Read; Repositories: Read; Pull requests: Read; Issues: Read; Webhooks: Read and write"
+        "Account: Email, Read; Repositories: Read; Pull requests: Read (Write too, for products that approve, "
+        "merge or decline through bitbridge); Issues: Read; Webhooks: Read and write"
     )
     default_web_url: str | None = WEB_URL
     web_url_name = "web URL"

@@ -156,6 +156,35 @@ def token(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> 
 # ------------------------------------------------------------------------------------------- proxy
 
 
+def person_caller(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, patience: calls.Patience = proxy.PATIENCE
+) -> calls.Caller:
+    """The end user's calls to Bitbucket (their budget, their token from the short cache, refreshed through
+    `_fresh` when Bitbucket refuses it): the proxy's and the typed actions' one way there."""
+    provider = _provider(provider_id)
+    first = _fresh(caller, provider_id, end_user_id, base_url)
+
+    def token_for(stale: str | None) -> str:
+        if stale is None:
+            return first.access_token
+        return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
+
+    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
+    return calls.Caller(person, provider, priority=calls.INTERACTIVE, patience=patience, token_source=token_for)
+
+
+def connection_of(user_id: str, provider_id: str) -> ConnectionRecord | None:
+    return _connection(user_id, provider_id)
+
+
+def not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    return _not_connected(caller, provider_id, end_user_id, base_url)
+
+
+def reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    return _reauth_required(caller, provider_id, end_user_id, base_url)
+
+
 def proxy_call(
     caller: Caller,
     provider_id: str,
@@ -171,17 +200,7 @@ def proxy_call(
     path = proxy.safe_path(raw_path)  # refused before any lookup or token use
     provider = _provider(provider_id)
     url = proxy.target_url(provider.api_url, path)
-    first = _fresh(caller, provider_id, end_user_id, base_url)
-
-    def token_for(stale: str | None) -> str:
-        if stale is None:
-            return first.access_token
-        return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
-
-    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
-    as_user = calls.Caller(
-        person, provider, priority=calls.INTERACTIVE, patience=proxy.PATIENCE, token_source=token_for
-    )
+    as_user = person_caller(caller, provider_id, end_user_id, base_url)
     answer = proxy.forward(as_user, method, url, query=query, body=body, content_type=content_type)
     proxy_base = f"{base_url.rstrip('/')}/service/v1/proxy/{provider_id}/{end_user_id}"
     answer.body = proxy.rewrite_pagination(
