@@ -1635,6 +1635,18 @@ def pr_comment_item(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int, commen
         return respond(ctx, pr_comment(ctx, repo, pr, c))
 
 
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/commits")
+def pr_commits(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """The commits the pull request brings, newest first; none once its source branch is gone, as Atlassian's
+    document says ("This list will be empty if the source branch no longer exists")."""
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr = ctx.backend.get_pr(repo, pr_id)
+        shas = ctx.backend.pull_request_commits(repo, pr) if pr.source_branch in repo.branches else []
+        return paginate(ctx, shas, lambda sha: commit(ctx, repo, ctx.backend.commit_info(repo, sha)))
+
+
 # -- reviews, merge, decline
 def _review(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int, status: str) -> Response:
     token = authenticate(ctx, "pullrequest:write")

@@ -1248,6 +1248,15 @@ class Backend:
                 self.emit(Event(repo.flavor, "pullrequest:comment_deleted", repo, actor, data))
             return comment
 
+    def pull_request_commits(self, repo: Repository, pr: PullRequest) -> list[str]:
+        """What a pull request brings, newest first: its source's commits that its destination lacks (an open one's
+        destination as it is now and as it was when last recorded; a closed one's as it was)."""
+        with self.lock:
+            exclude = [pr.dest_hash]
+            if pr.state == "OPEN" and pr.dest_branch in repo.branches:
+                exclude.append(repo.branches[pr.dest_branch].target)
+            return [c.id.decode() for c in repo.git.log([pr.source_hash], exclude)]
+
     # ---------------------------------------- commit statuses
     def set_commit_status(
         self,
