@@ -258,6 +258,7 @@ class Issue:
     assignee: str | None
     created_on: datetime
     updated_on: datetime
+    comments: list[Comment] = field(default_factory=list)  # Cloud issue comments, oldest first
 
 
 @dataclass(slots=True)
@@ -1322,6 +1323,28 @@ class Backend:
             repo.issues[issue_id] = issue
             return issue
 
+    def get_issue(self, repo: Repository, issue_id: int) -> Issue:
+        issue = repo.issues.get(int(issue_id))
+        if issue is None:
+            raise NotFound(f"Issue {issue_id} does not exist in {repo.full_name}.", entity="issue")
+        return issue
+
+    def comment_issue(
+        self, repo: Repository, issue_id: int, actor: str, text: str, *, created_on: datetime | None = None
+    ) -> Comment:
+        """A comment on a Cloud issue (no webhook: the emulator sends no `issue:*` events)."""
+        with self.lock:
+            issue = self.get_issue(repo, issue_id)
+            self.get_user(actor)
+            if not isinstance(text, str) or not text.strip():
+                raise BadRequest("A comment needs some text.", field="content")
+            created = created_on or now()
+            comment = Comment(repo.next_comment_id, actor, text, created, created)
+            repo.next_comment_id += 1
+            issue.comments.append(comment)
+            issue.updated_on = max(issue.updated_on, created)
+            return comment
+
     # ---------------------------------------- hooks
     def add_hook(
         self,
@@ -1603,6 +1626,7 @@ class Backend:
                         "tags": len(repo.tags),
                         "pull_requests": {"total": len(repo.pull_requests), **states},
                         "issues": len(repo.issues),
+                        "issue_comments": sum(len(i.comments) for i in repo.issues.values()),
                         "hooks": len(repo.hooks),
                     }
                 )

@@ -493,3 +493,29 @@ def test_cloud_lists_no_commits_once_the_source_branch_is_gone_and_data_center_k
     assert listed["values"] == [] and listed["size"] == 0
     dc = _dc(emu).get(f"{emu.dc_url}{DC_API}/pull-requests/1/commits", timeout=10).json()
     assert [c["message"] for c in dc["values"]] == ["Change #1"]
+
+
+# ------------------------------------------------------------------------------------------- issue comments
+
+
+def test_cloud_issue_comments_are_seeded_and_listed_oldest_first(emu, cloud_spec):
+    """Issue i has i % 3 comments, by the users after its reporter (README "Seeded review data")."""
+    repo = emu.backend.get_repo("cloud", "acme", "web-app")
+    assert [len(repo.issues[i].comments) for i in (1, 2, 3, 4, 5)] == [1, 2, 0, 1, 2]
+    state = control(emu, "GET", "state").json()
+    web = next(r for r in state["repositories"] if r["full_name"] == "acme/web-app")
+    assert web["issue_comments"] == sum(i % 3 for i in range(1, 13)) == 12
+    session = _cloud(emu)
+    listed = session.get(f"{emu.cloud_url}{CLOUD_API}/issues/5/comments", timeout=10)
+    _cloud_validate(cloud_spec, listed)
+    values = listed.json()["values"]
+    assert [c["content"]["raw"] for c in values] == ["Comment 1 on issue 5.", "Comment 2 on issue 5."]
+    assert [c["user"]["nickname"] for c in values] == ["alice", "bob"]  # issue 5's reporter is carol
+    assert values[0]["issue"]["id"] == 5 and values[0]["type"] == "issue_comment"
+    one = session.get(values[1]["links"]["self"]["href"], timeout=10)
+    _cloud_validate(cloud_spec, one)
+    assert one.json()["id"] == values[1]["id"]
+    assert session.get(f"{emu.cloud_url}{CLOUD_API}/issues/99/comments", timeout=10).status_code == 404
+    no_issue_scope = requests.Session()
+    no_issue_scope.headers.update(bearer(cloud_login(emu, "bob", ["account", "repository", "pullrequest"])))
+    assert no_issue_scope.get(f"{emu.cloud_url}{CLOUD_API}/issues/5/comments", timeout=10).status_code in (401, 403)
