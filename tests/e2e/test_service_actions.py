@@ -19,7 +19,8 @@ from tests.e2e.support import api_session, cli, control, user_id
 pytestmark = pytest.mark.e2e
 
 FLAVORS = ["cloud", "datacenter"]
-REPO = {"cloud": "acme/web-app", "datacenter": "PLAT/core"}
+# Repositories of this module's own: the pull requests it opens never change what other tests list in the seed's.
+REPO = {"cloud": f"acme/write-back-{uuid.uuid4().hex[:8]}", "datacenter": f"PLAT/write-back-{uuid.uuid4().hex[:8]}"}
 ACTION_SCOPES = "statuses:write,statuses:read,comments:write,pullrequests:write"
 
 
@@ -34,6 +35,8 @@ class Setup:
         for flavor in FLAVORS:
             name = new_bitbucket_user(stack)
             owner, slug = REPO[flavor].split("/")
+            control(stack, flavor, "POST", f"{flavor}/repos", {"owner": owner, "slug": slug})
+            control(stack, flavor, "POST", f"{flavor}/repos/{owner}/{slug}/push", {"files": {"README.md": "Hi\n"}})
             control(stack, flavor, "PUT", f"{flavor}/repos/{owner}/{slug}/permissions", {name: "write"})
             connect(stack, self.bb, flavor, f"eu-{name}", name)
             self.users[flavor] = name

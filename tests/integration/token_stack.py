@@ -155,8 +155,22 @@ def events_queue(aws: LocalResources, detail_types: list[str]) -> Any:
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
-    def received() -> list[dict]:
+    def received(expected: int = 1, timeout: float = 15.0) -> list[dict]:
+        """Every event delivered so far, waiting until `expected` have arrived (the event is published just
+        after the record changes, and the bus delivers a moment later), then once more for any extra."""
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expected and time.monotonic() < deadline:
+            got += _receive()
+            if len(got) < expected:
+                time.sleep(0.2)
+        time.sleep(0.5)
+        return got + _receive()
+
+    def _receive() -> list[dict]:
         messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        for m in messages:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
         return [json.loads(m["Body"]) for m in messages]
 
     return received

@@ -8,6 +8,7 @@ Comments: `pullrequests/{id}/comments` (`inline: {path, from | to}`, `parent: {i
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import requests
@@ -29,6 +30,8 @@ from bitbridge.bitbucket.repos import q, split_full_name
 
 _STATES = {"in_progress": "INPROGRESS", "successful": "SUCCESSFUL", "failed": "FAILED", "stopped": "STOPPED"}
 _NEUTRAL = {v: k for k, v in _STATES.items()}
+# How Cloud words "the pull request is no longer open" ("... is already merged", "... has already been declined").
+_CLOSED = re.compile(r"already (?:been )?(?:merged|declined)|\bis (?:merged|declined|superseded)\b|closed|not open")
 
 
 def _repo(api: str, repository: str) -> str:
@@ -58,7 +61,7 @@ def refusal(response: requests.Response, doing: str) -> ActionRefused | None:
     lowered = text.lower()
     if "conflict" in lowered:
         return refused("merge_conflict", f"{doing}: the pull request has merge conflicts; resolve them in Bitbucket.")
-    if status in (400, 409) and any(w in lowered for w in ("already merged", "already declined", "closed")):
+    if status in (400, 409) and _CLOSED.search(lowered):
         return refused("pull_request_not_open", f"{doing}: the pull request is no longer open ({text}).")
     if status == 400:
         return refused("invalid_request", f"{doing}: Bitbucket refused it: {text or 'bad request'}.")

@@ -182,7 +182,9 @@ def not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: 
 
 
 def reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
-    return _reauth_required(caller, provider_id, end_user_id, base_url)
+    """Bitbucket refused even a freshly refreshed token (the grant is gone): reconnect, reason unknown."""
+    why = tokens.ReauthRequired(provider_id, f"Bitbucket refused a fresh token; connect {provider_id} again.")
+    return _reauth_required(caller, provider_id, end_user_id, base_url, why)
 
 
 def proxy_call(

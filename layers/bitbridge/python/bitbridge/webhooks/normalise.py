@@ -47,7 +47,8 @@ SCHEMA_VERSION = "1"
 #: change), ``subscription.unhealthy``.
 #: Minor 3 (issue 26, write-back): `commit_status.created` / `updated` and `pull_request.review.approved` /
 #: `unapproved` / `changes_requested`, one shape for both flavors (retiring `repository.commit_status`,
-#: `pull_request.approved` / `unapproved` / `changes_requested`), comment `inline.side`. Renumber at merge.
+#: `pull_request.approved` / `unapproved` / `changes_requested`), comment `inline.side`.
+#: Every addition of this round (change ids, changed files, review depth) shares minor 3.
 SCHEMA_MINOR = 3
 #: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
 ORIGIN_WEBHOOK = "webhook"
