@@ -92,3 +92,14 @@ def test_generated_requests_are_parsed_or_refused_as_a_whole(include, exclude):
     assert kickoff.parse_request(body) == ("p", ["a/b"], False)
     for name, default in options.PARTS.items():
         assert wanted[name] is (name in (include or []) or (default and name not in (exclude or [])))
+
+
+def test_docs_name_every_part_every_nested_entity_and_people():
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "imports.md").read_text()
+    review_depth = text.split("## Review depth", 1)[1].split("\n## ", 1)[0]
+    for entity, option in review.OPTION_OF.items():
+        row = next((line for line in review_depth.splitlines() if f"`{entity}/`" in line), "")
+        assert row.startswith(f"| `{option}` |"), f"docs/imports.md lists no {entity}/ row under `{option}`"
+    assert "`people.jsonl`" in review_depth and "Mentions" in review_depth
