@@ -1627,6 +1627,15 @@ class Backend:
                         "pull_requests": {"total": len(repo.pull_requests), **states},
                         "issues": len(repo.issues),
                         "issue_comments": sum(len(i.comments) for i in repo.issues.values()),
+                        # What each flavor lists: Cloud keeps a deleted comment (marked), Data Center removes it.
+                        "pull_request_comments": sum(len(pr.comments) for pr in repo.pull_requests.values()),
+                        # Review states: every reviewer asked, and whoever else approved or requested changes.
+                        "pull_request_reviews": sum(
+                            1
+                            for pr in repo.pull_requests.values()
+                            for r in pr.reviewers
+                            if r.role == "REVIEWER" or r.status != "UNAPPROVED"
+                        ),
                         "hooks": len(repo.hooks),
                     }
                 )

@@ -204,15 +204,24 @@ def test_a_resumed_import_under_faults_writes_the_same_bytes(stack, reviewed, fl
     )
 
 
-def test_the_default_seed_imports_its_issue_comments_and_review(stack):
-    done = _import(stack, "cloud", "acme/web-app", include=["comments"], reimport=True)
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_the_default_seeds_review_imports_with_exact_counts(stack, flavor):
+    name = {"cloud": "acme/web-app", "datacenter": "PLAT/core"}[flavor]
+    done = _import(stack, flavor, name, include=["comments", "activity"], reimport=True)
     files = snapshot(stack, done["snapshot"]["prefix"])
     counts = manifest(files)["counts"]
-    expected = emulator_repo(stack, "cloud", "acme/web-app")
-    assert counts["issue_comments"] == expected["issue_comments"] > 0
-    assert len(lines(files, "issue_comments")) == expected["issue_comments"]
-    assert counts["pull_request_comments"] > 0 and "pull_request_activity" not in counts  # only what was asked
-    assert {c["issue_id"] for c in lines(files, "issue_comments")} <= {i["id"] for i in lines(files, "issues")}
+    expected = emulator_repo(stack, flavor, name)
+    assert counts["pull_request_comments"] == len(lines(files, "pull_request_comments"))
+    assert counts["pull_request_comments"] == expected["pull_request_comments"] > 0
+    assert counts["pull_request_reviews"] == len(lines(files, "pull_request_reviews"))
+    assert counts["pull_request_reviews"] == expected["pull_request_reviews"] > 0
+    assert "pull_request_commits" not in counts  # only what was asked
+    if flavor == "cloud":
+        assert counts["issue_comments"] == len(lines(files, "issue_comments"))
+        assert counts["issue_comments"] == expected["issue_comments"] > 0
+        assert {c["issue_id"] for c in lines(files, "issue_comments")} <= {i["id"] for i in lines(files, "issues")}
+    else:
+        assert "issue_comments" not in counts
 
 
 def test_without_include_an_import_is_as_before(stack, reviewed):
