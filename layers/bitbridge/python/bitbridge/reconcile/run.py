@@ -55,6 +55,7 @@ from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
+from bitbridge.store.providers import ProviderRecord
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
 from bitbridge.webhooks import baseline
@@ -140,6 +141,9 @@ def run(
     emitted = [0]
     todo = due(subs, slot=slot, slots=slots, now=moment)
     marks = RefsMarks(todo)
+    # One provider read and one token read per owner and run (the next reconciliation forks the last one's caller).
+    known: dict[str, ProviderRecord] = {}
+    callers: dict[tuple[str, str | None], Caller] = {}
     for sub in todo:
         left = remaining.setdefault(sub.provider_id, budget)
         if sub.provider_id in stopped:
@@ -152,7 +156,16 @@ def run(
             report.results.append(Result(sub.subscription_id, sub.repository_full_name, "deferred"))
             continue
         check_hook = hooks == HOOKS_ALL or hook_check_due(sub, moment)
-        result = Reconciliation(sub, emitted, crash_after_emits, marks, check_hook).run()
+        if sub.provider_id not in known:
+            known[sub.provider_id] = providers.get_provider(sub.provider_id)
+        owner = (sub.provider_id, sub.owner_user_id)
+        base = callers.get(owner)
+        reconciliation = Reconciliation(
+            sub, emitted, crash_after_emits, marks, check_hook, known[sub.provider_id], base.fork() if base else None
+        )
+        result = reconciliation.run()
+        if reconciliation.caller is not None:
+            callers[owner] = reconciliation.caller
         remaining[sub.provider_id] = left - result.calls
         if result.status == "rate_limited":
             stopped.add(sub.provider_id)
@@ -172,15 +185,17 @@ class Reconciliation:
         crash_after_emits: int | None,
         marks: RefsMarks | None = None,
         check_hook: bool = True,
+        provider: ProviderRecord | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.sub = sub
-        self.provider = providers.get_provider(sub.provider_id)
+        self.provider = provider or providers.get_provider(sub.provider_id)
         self.flavor = str(self.provider.flavor)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
         owner = sub.owner_user_id
-        self.caller: Caller | None = Caller(owner, self.provider, priority=RECONCILE) if owner else None
+        self.caller: Caller | None = caller or (Caller(owner, self.provider, priority=RECONCILE) if owner else None)
         self._emitted = emitted
         self._crash_after = crash_after_emits
         self._extra_calls = 0
