@@ -71,7 +71,8 @@ def use_stack(stack) -> None:
 
 def subscribe(flavor: str, user: str, full_names: list[str], base_url: str) -> None:
     from bitbridge import providers
-    from bitbridge.calls import RECONCILE, Caller
+    from bitbridge.budget import RECONCILE
+    from bitbridge.calls import Caller
     from bitbridge.webhooks.subscriptions import Repository, install_webhook
 
     caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=RECONCILE)
@@ -147,7 +148,8 @@ def scale(stack, count: int) -> None:
     # Baseline: the same reads, bare (one token, sequential GETs, nothing parsed or stored): the workspace
     # listing past the oldest mark, then one page of pull requests per repository.
     from bitbridge import providers
-    from bitbridge.calls import RECONCILE, Caller
+    from bitbridge.budget import RECONCILE
+    from bitbridge.calls import Caller
     from bitbridge.store.subscriptions import SubscriptionRecord
 
     caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=RECONCILE)

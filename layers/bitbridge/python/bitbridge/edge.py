@@ -82,6 +82,7 @@ STATUS: dict[str, int] = {
     "connect_session_invalid": 400,
     "request_too_large": 413,
     "response_too_large": 413,
+    "file_too_large": 413,
     "provider_unreachable": 502,
     # /health (the other codes' answers are errors; this is the one success a code names)
     "ready": 200,

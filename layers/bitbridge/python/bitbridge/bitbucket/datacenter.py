@@ -38,7 +38,7 @@ LIMIT = 1000  # Data Center's default page.max.* cap
 SCOPE_CHAIN = ("PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN")
 
 
-def _next(body: dict[str, Any], start: int) -> str | None:
+def next_start(body: dict[str, Any], start: int) -> str | None:
     if body.get("isLastPage", True):
         return None
     nxt = body.get("nextPageStart")
@@ -54,7 +54,7 @@ def page_at(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) 
     """One page of any Data Center list; the cursor is the `start` to read at."""
     start = int(cursor or 0)
     body = fetch(url, {**params, "start": start, "limit": params.get("limit", LIMIT)})
-    return Page(list(body.get("values", [])), _next(body, start))
+    return Page(list(body.get("values", [])), next_start(body, start))
 
 
 def _base(api: str, full_name: str) -> str:
