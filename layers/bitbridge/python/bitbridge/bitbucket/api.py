@@ -116,6 +116,18 @@ class Bitbucket(Protocol):
         commit; a Data Center tag's own object hash), the commit what events show."""
         ...
 
+    def refs_marks(self, fetch: Fetch, api: str, owner: str, since: list[str]) -> dict[str, str] | None:
+        """Change detection for many repositories at once: per repository id of `owner` (a workspace), a
+        mark that moves whenever the repository's refs change, for those whose mark is past the oldest of
+        `since` (all of them when `since` is empty), in as few calls as Bitbucket allows. None when the
+        flavor has no such listing: ask `refs_mark` per repository."""
+        ...
+
+    def refs_mark(self, fetch: Fetch, api: str, full_name: str) -> str | None:
+        """Change detection for one repository, one call: a mark that moves whenever its refs change; None
+        when Bitbucket will not say (its refs are then read)."""
+        ...
+
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         """Every pull request, most recently updated first, read lazily page by page (stop early)."""
         ...

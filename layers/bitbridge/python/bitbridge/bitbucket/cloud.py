@@ -321,6 +321,25 @@ class Cloud:
         commit = str(value["target"]["hash"]).lower()  # a tag's target is its commit, in pushes too
         return str(value["name"]), commit, commit
 
+    def refs_marks(self, fetch: Fetch, api: str, owner: str, since: list[str]) -> dict[str, str] | None:
+        # A repository's `updated_on` moves with pushes and ref changes (pull request activity alone leaves
+        # it; README "Limits", infra/emulator/README.md "updated_on"): the workspace's listing filtered past
+        # the oldest mark, newest first, 100 a page - one call when nothing changed.
+        params: dict[str, Any] = {"pagelen": PAGELEN, "sort": "-updated_on", "fields": _MARK_FIELDS}
+        if since:
+            params["q"] = f"updated_on > {min(since, key=datetime.fromisoformat)}"
+        out: dict[str, str] = {}
+        url, cursor = f"{api}/repositories/{q(owner)}", None
+        while True:
+            page = _paged(fetch, url, params, cursor)
+            out.update((str(v["uuid"]), str(v["updated_on"])) for v in page.values)
+            if page.next is None:
+                return out
+            cursor = page.next
+
+    def refs_mark(self, fetch: Fetch, api: str, full_name: str) -> str | None:
+        return str(fetch(self._repo_url(api, full_name), {"fields": "updated_on"})["updated_on"])
+
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         url = f"{self._repo_url(api, full_name)}/pullrequests"
         params = {
@@ -351,6 +370,7 @@ class Cloud:
 
 
 _REF_FIELDS = "next,values.name,values.target.hash"
+_MARK_FIELDS = "next,values.uuid,values.updated_on"
 # What a pull request event's section needs, and nothing else.
 _RECONCILE_PR_FIELDS = ",".join(
     [

@@ -309,6 +309,22 @@ class DataCenter:
         commit = str(value.get("latestCommit") or value.get("latestChangeset") or "").lower()
         return str(value["displayId"]), str(value.get("hash") or commit).lower(), commit
 
+    def refs_marks(self, fetch: Fetch, api: str, owner: str, since: list[str]) -> dict[str, str] | None:
+        return None  # no listing moves with a repository's refs: one probe per repository (`refs_mark`)
+
+    def refs_mark(self, fetch: Fetch, api: str, full_name: str) -> str | None:
+        # The push log, newest first: every ref added, moved or deleted (pushes, branch and tag changes,
+        # merges) is an activity with a growing id (DC OpenAPI `getRefChangeActivity`). It needs REPO_ADMIN,
+        # as the hook does: without it Bitbucket will not say, and the refs are read.
+        try:
+            body = fetch(f"{_base(api, full_name)}/ref-change-activities", {"limit": 1})
+        except BitbucketError as exc:
+            if exc.status in (401, 403):
+                return None
+            raise
+        values = body.get("values") or []
+        return str(values[0]["id"]) if values else "none"
+
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         # NEWEST = last updated first; a quiet repository needs one page of 100.
         params = {"state": "ALL", "order": "NEWEST", "withProperties": "false", "limit": RECONCILE_PR_LIMIT}

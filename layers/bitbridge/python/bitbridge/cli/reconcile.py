@@ -1,6 +1,7 @@
 """`bitbridge reconcile [--repo OWNER/SLUG]` - reconcile subscriptions with Bitbucket now (all of them, or
 one repository), as the scheduled reconciler does over its interval: repair hooks, backfill missed
-changes, mark subscriptions that need attention."""
+changes, mark subscriptions that need attention. Refs are read only where they changed; hooks are checked on
+their own cadence, except for one repository (`--repo`), whose hook is checked unless `--hooks due`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bitbridge.cli import CliError, positive_int
 
 def reconcile(args: argparse.Namespace) -> int:
     from bitbridge.config import settings
-    from bitbridge.reconcile.run import SimulatedCrash, run
+    from bitbridge.reconcile.run import HOOKS_ALL, HOOKS_DUE, SimulatedCrash, run
     from bitbridge.webhooks.subscriptions import list_subscriptions
 
     if args.repo is not None:
@@ -27,6 +28,7 @@ def reconcile(args: argparse.Namespace) -> int:
         report = run(
             repo=args.repo,
             budget=args.budget or settings().reconcile_api_budget,
+            hooks=args.hooks or (HOOKS_ALL if args.repo else HOOKS_DUE),
             crash_after_emits=args.crash_after_events,
         )
     except SimulatedCrash as exc:
@@ -52,6 +54,11 @@ def register(groups: Any) -> None:
     p = groups.add_parser("reconcile", help="reconcile subscriptions with Bitbucket now")
     p.add_argument("--repo", help="only this repository (WORKSPACE/SLUG or PROJECT/SLUG)")
     p.add_argument("--budget", type=positive_int, help="Bitbucket calls per provider (default: the stack's budget)")
+    p.add_argument(
+        "--hooks",
+        choices=("due", "all"),
+        help="check every hook (all: the default with --repo) or only those due on their cadence (due: as scheduled)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--crash-after-events", type=int, help=argparse.SUPPRESS)  # tests: die mid-run
     p.set_defaults(run=reconcile)

@@ -11,10 +11,18 @@ deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbri
 - **Rate-limit budget.** Reads spend the owner's budget at the lowest priority (RECONCILE), hook repairs
   at HOOK_REPAIR (bitbridge.budget); a refusal stops that owner's subscriptions for this run (they stay
   due), never the others'.
-- **Hooks.** The hook must exist, be active, point at our URL, carry our events and (Cloud says so) a
-  secret; otherwise it is repaired with the owner's connection (`install_webhook`: update, else
-  recreate). Without admin rights the subscription is marked `needs_attention` with the reason and one
-  `subscription.unhealthy` event is emitted per time it becomes unhealthy.
+- **Cost follows what changed.** Refs are read only for a repository whose refs changed since its last
+  reconciliation: Cloud asks once per workspace and run (`refs_marks`: the repositories whose `updated_on`
+  moved past the oldest mark, 100 a page), Data Center once per repository (`refs_mark`: the newest
+  ref-change activity). The mark is recorded with the run, so a run that fails reads again. Pull requests
+  are read newest update first down to the watermark: one page when none changed. An unchanged repository
+  costs Cloud one call an interval (+ its share of the listing), Data Center two.
+- **Hooks** are checked on their own, slower cadence (`hook_check_due`: every HOOK_CHECK_HOURS on average,
+  spread over the day), every run while a subscription needs attention, and always for `hooks="all"`
+  (`bitbridge reconcile --repo`). The hook must exist, be active, point at our URL, carry our events and
+  (Cloud says so) a secret; otherwise it is repaired with the owner's connection (`install_webhook`:
+  update, else recreate). Without admin rights the subscription is marked `needs_attention` with the
+  reason and one `subscription.unhealthy` event is emitted per time it becomes unhealthy.
 - **Backfill.** The repository's ledger is read before Bitbucket, and each difference goes into the
   deliveries outbox as an observation of the ledger at that point (bitbridge.reconcile.diff); the event
   publisher claims it in stream order, after the deliveries stored before it, so a change a delivery
@@ -47,6 +55,7 @@ from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
+from bitbridge.store.providers import ProviderRecord
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
 from bitbridge.webhooks import baseline
@@ -65,6 +74,8 @@ NEEDS_ATTENTION = "needs_attention"
 DEFAULT_COST = 4  # hook + branches + tags + pull requests, before a subscription's first run
 DEFAULT_INTERVAL_MINUTES = 15
 DEFAULT_BUDGET = 10_000  # Bitbucket calls per provider per interval
+HOOK_CHECK_HOURS = 6  # a hook is checked every 4.5-7.5 hours (hook_check_due), not every interval
+HOOKS_DUE, HOOKS_ALL = "due", "all"  # which hooks a run checks
 
 
 @dataclass
@@ -76,6 +87,8 @@ class Result:
     repaired: str | None = None
     calls: int = 0
     reason: str | None = None
+    refs_read: bool = False  # its refs changed (or could not be told), so they were read
+    hook_checked: bool = False
 
 
 @dataclass
@@ -112,11 +125,13 @@ def run(
     budget: int = DEFAULT_BUDGET,
     now: datetime | None = None,
     crash_after_emits: int | None = None,
+    hooks: str = HOOKS_DUE,
 ) -> Report:
     """Reconcile the due subscriptions (all, with `slot=None`; one repository with `repo`).
 
-    `budget` is the calls each provider may use in this run. `crash_after_emits` makes the run raise
-    after that many events were written (tests of crash recovery; never set in production)."""
+    `budget` is the calls each provider may use in this run; `hooks` which hooks are checked (`HOOKS_DUE`:
+    those `hook_check_due`, `HOOKS_ALL`: every one). `crash_after_emits` makes the run raise after that
+    many events were written (tests of crash recovery; never set in production)."""
     moment = now or datetime.now(UTC)
     subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
     remaining: dict[str, int] = {}
@@ -124,7 +139,12 @@ def run(
     over_budget: set[tuple[str, str | None]] = set()  # (provider, owner): that person's budget has no room
     report = Report()
     emitted = [0]
-    for sub in due(subs, slot=slot, slots=slots, now=moment):
+    todo = due(subs, slot=slot, slots=slots, now=moment)
+    marks = RefsMarks(todo)
+    # One provider read and one token read per owner and run (the next reconciliation forks the last one's caller).
+    known: dict[str, ProviderRecord] = {}
+    callers: dict[tuple[str, str | None], Caller] = {}
+    for sub in todo:
         left = remaining.setdefault(sub.provider_id, budget)
         if sub.provider_id in stopped:
             report.results.append(Result(sub.subscription_id, sub.repository_full_name, "rate_limited"))
@@ -135,7 +155,17 @@ def run(
         if left < int(sub.last_reconcile_calls or DEFAULT_COST):
             report.results.append(Result(sub.subscription_id, sub.repository_full_name, "deferred"))
             continue
-        result = Reconciliation(sub, emitted, crash_after_emits).run()
+        check_hook = hooks == HOOKS_ALL or hook_check_due(sub, moment)
+        if sub.provider_id not in known:
+            known[sub.provider_id] = providers.get_provider(sub.provider_id)
+        owner = (sub.provider_id, sub.owner_user_id)
+        base = callers.get(owner)
+        reconciliation = Reconciliation(
+            sub, emitted, crash_after_emits, marks, check_hook, known[sub.provider_id], base.fork() if base else None
+        )
+        result = reconciliation.run()
+        if reconciliation.caller is not None:
+            callers[owner] = reconciliation.caller
         remaining[sub.provider_id] = left - result.calls
         if result.status == "rate_limited":
             stopped.add(sub.provider_id)
@@ -148,18 +178,30 @@ def run(
 class Reconciliation:
     """One subscription's reconciliation."""
 
-    def __init__(self, sub: SubscriptionRecord, emitted: list[int], crash_after_emits: int | None) -> None:
+    def __init__(
+        self,
+        sub: SubscriptionRecord,
+        emitted: list[int],
+        crash_after_emits: int | None,
+        marks: RefsMarks | None = None,
+        check_hook: bool = True,
+        provider: ProviderRecord | None = None,
+        caller: Caller | None = None,
+    ) -> None:
         self.sub = sub
-        self.provider = providers.get_provider(sub.provider_id)
+        self.provider = provider or providers.get_provider(sub.provider_id)
         self.flavor = str(self.provider.flavor)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
         owner = sub.owner_user_id
-        self.caller: Caller | None = Caller(owner, self.provider, priority=RECONCILE) if owner else None
+        self.caller: Caller | None = caller or (Caller(owner, self.provider, priority=RECONCILE) if owner else None)
         self._emitted = emitted
         self._crash_after = crash_after_emits
         self._extra_calls = 0
+        self._marks = marks or RefsMarks([sub])
+        self._check_hook_now = check_hook
+        self._refs_mark: str | None = None  # recorded with the run, once the refs were compared
 
     # ------------------------------------------------------------------------------------------ flow
 
@@ -167,7 +209,7 @@ class Reconciliation:
         try:
             if self.caller is None:
                 raise _Attention("no connected user owns this subscription: reinstall it with --user")
-            hook_readable = self.sub.manual or self._check_hook()
+            hook_readable = self.sub.manual or not self._check_hook_now or self._check_hook()
             self._backfill()
             if not hook_readable:  # yet the repository was readable: the user is no admin
                 raise _Attention(self._no_admin())
@@ -192,6 +234,11 @@ class Reconciliation:
         assert self.caller is not None
         return self.caller.fetch
 
+    def admin_fetch(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        """A read where a 401 means "not allowed" (Data Center's admin routes), never a stale token."""
+        assert self.caller is not None
+        return self.caller.call("GET", url, "reading from Bitbucket", params=params, refresh_on_401=False).json()
+
     # ------------------------------------------------------------------------------------------ hook
 
     def _expected_url(self) -> str:
@@ -202,6 +249,7 @@ class Reconciliation:
     def _check_hook(self) -> bool:
         """Check the hook and repair it; False when Bitbucket refused to show it (Data Center answers 401
         both for a bad token and for a user without admin rights: the reads that follow tell which)."""
+        self.result.hook_checked = True
         problem: str | None = "bitbridge's hook id is not known"
         if self.sub.hook_id:
             try:
@@ -251,13 +299,18 @@ class Reconciliation:
         api, full_name = self.caller.api, self.sub.repository_full_name
         provider_id, repository_id = self.sub.provider_id, self.repository_id
         seen = observed.read(provider_id, repository_id)  # before Bitbucket: see reconcile.diff
+        changed, mark = self._marks.refs_changed(self)  # before the refs: a change after it moves it again
         read_at = iso(timespec="microseconds")
-        truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
+        first = seen is None or seen.baseline_at is None
+        truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name) if changed or first else None
+        self.result.refs_read = truth_refs is not None
         prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
         if seen is None or seen.baseline_at is None:
+            assert truth_refs is not None
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
             baseline.record_first_reconciliation(self.bitbucket, provider_id, repository_id, truth_refs, prs, raw_repo)
             self.result.status = "baseline"
+            self._refs_mark = mark
             return
         if seen.legacy:
             observed.migrate_legacy(provider_id, repository_id, seen, iso())
@@ -265,7 +318,7 @@ class Reconciliation:
         repository, epoch, at = seen.repository or {}, seen.ledger.epoch, iso()
         found: list[tuple[dict[str, Any], RefObservation | PrObservation]] = [
             (events.push_event(provider_id, self.flavor, repository, epoch, change, at), change.observation)
-            for change in diff.ref_changes(seen.ledger, truth_refs, read_at)
+            for change in (diff.ref_changes(seen.ledger, truth_refs, read_at) if truth_refs is not None else [])
         ] + [
             (events.pull_request_event(provider_id, self.flavor, repository, epoch, c, at), c.observation)
             for c in scan.changes
@@ -284,6 +337,7 @@ class Reconciliation:
             observed.forget(provider_id, repository_id, seen, forgettable, settled)
         if self.result.backfilled:
             self.result.status = "backfilled"
+        self._refs_mark = mark
 
     def _emit(self, event: dict[str, Any], observation: RefObservation | PrObservation | None = None) -> bool:
         if self._crash_after is not None and self._emitted[0] >= self._crash_after:
@@ -340,6 +394,10 @@ class Reconciliation:
             SubscriptionRecord.last_reconciled_at.set(iso()),
             SubscriptionRecord.last_reconcile_calls.set(self.result.calls),
         ]
+        if self._refs_mark is not None and self._refs_mark != self.sub.refs_mark:
+            actions.append(SubscriptionRecord.refs_mark.set(self._refs_mark))
+        if self.result.hook_checked:
+            actions.append(SubscriptionRecord.last_hook_check_at.set(iso()))
         if self.result.repaired:
             actions += [
                 SubscriptionRecord.hook_repairs.add(1),
@@ -360,6 +418,55 @@ class _Attention(Exception):
 
 class SimulatedCrash(RuntimeError):
     """Raised by `run(crash_after_emits=...)`: a reconciler dying mid-run, for tests."""
+
+
+class RefsMarks:
+    """Which due repositories' refs changed since their last reconciliation, asked as cheaply as the flavor
+    allows: one listing per (provider, owner, workspace) and run where it has one (Cloud), else one probe
+    per repository (Data Center). A repository's mark is what the listing or probe answered when its refs
+    were last compared (`SubscriptionRecord.refs_mark`)."""
+
+    def __init__(self, todo: list[SubscriptionRecord]) -> None:
+        self._marks: dict[tuple[str, str | None, str], list[str | None]] = {}
+        for sub in todo:
+            self._marks.setdefault(_workspace(sub), []).append(sub.refs_mark)
+        self._listed: dict[tuple[str, str | None, str], tuple[dict[str, str] | None, bool]] = {}
+
+    def refs_changed(self, reconciliation: Reconciliation) -> tuple[bool, str | None]:
+        """(whether its refs must be read, the mark to record once they are compared: None for none)."""
+        sub, caller, bitbucket = reconciliation.sub, reconciliation.caller, reconciliation.bitbucket
+        assert caller is not None
+        key = _workspace(sub)
+        if key not in self._listed:  # the first of the run in this workspace asks for all of them
+            marks = self._marks.get(key, [sub.refs_mark])
+            since = [] if None in marks else [m for m in marks if m]
+            self._listed[key] = (bitbucket.refs_marks(reconciliation.fetch, caller.api, key[2], since), bool(since))
+        listed, filtered = self._listed[key]
+        if listed is None:
+            mark = bitbucket.refs_mark(reconciliation.admin_fetch, caller.api, sub.repository_full_name)
+        elif reconciliation.repository_id in listed:
+            mark = listed[reconciliation.repository_id]
+        else:  # a filtered listing leaves out what did not change; a full one, what it cannot see (read it)
+            mark = sub.refs_mark if filtered else None
+        return mark is None or mark != sub.refs_mark, mark
+
+
+def _workspace(sub: SubscriptionRecord) -> tuple[str, str | None, str]:
+    return sub.provider_id, sub.owner_user_id, sub.repository_full_name.partition("/")[0].lower()
+
+
+def hook_check_due(sub: SubscriptionRecord, now: datetime) -> bool:
+    """Whether a run checks this subscription's hook: one needing attention or whose hook id is not known,
+    every run; otherwise after 0.75-1.25 x HOOK_CHECK_HOURS since the last check (since its creation before
+    any: the hook was installed then), the fraction a hash of its id and that time, so checks that began
+    together spread over the day instead of coming back together. Never for a hook configured by hand."""
+    if sub.manual:
+        return False
+    last = sub.last_hook_check_at or sub.created_at
+    if sub.state == NEEDS_ATTENTION or not sub.hook_id or not last:
+        return True
+    fraction = int(hashlib.sha256(f"{sub.subscription_id}|{last}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return now >= datetime.fromisoformat(last) + timedelta(hours=HOOK_CHECK_HOURS * (0.75 + 0.5 * fraction))
 
 
 def _hook_problem(hook: HookState | None, url: str, events_wanted: tuple[str, ...]) -> str | None:

@@ -55,6 +55,10 @@ class SubscriptionRecord(Model):
     attention_count = NumberAttribute(default=0)  # times it became unhealthy (numbers its events)
     last_reconciled_at = UnicodeAttribute(null=True)
     last_reconcile_calls = NumberAttribute(null=True)  # Bitbucket calls the last reconciliation made
+    # What Bitbucket's change probe answered when the refs were last compared (Cloud: the repository's
+    # updated_on; Data Center: the newest ref-change activity id): refs are read again only once it moves.
+    refs_mark = UnicodeAttribute(null=True)
+    last_hook_check_at = UnicodeAttribute(null=True)  # hooks are checked on their own cadence (reconcile.run)
     missed_changes_backfilled = NumberAttribute(default=0)
     hook_repairs = NumberAttribute(default=0)
     last_hook_repair_at = UnicodeAttribute(null=True)
