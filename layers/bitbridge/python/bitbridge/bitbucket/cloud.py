@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from bitbridge.bitbucket import CLOUD
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
@@ -131,9 +131,24 @@ def repos_page(fetch: Fetch, api: str, workspace: str, page: int, search: str | 
 
 
 def _paged(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) -> Page:
-    # `next` is opaque and already carries every parameter.
+    # `next` is opaque and already carries every parameter; it is fetched with the user's token, so only
+    # on the API's own origin (a page that points elsewhere would hand the token to another host).
+    if cursor is not None and _origin(cursor) != _origin(url):
+        raise BitbucketError("Bitbucket's next page link is not on its API origin; not followed", permanent=True)
     body = fetch(url, params) if cursor is None else fetch(cursor, None)
     return Page(list(body.get("values", [])), body.get("next"))
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an absolute http(s) URL, None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 class Cloud:
