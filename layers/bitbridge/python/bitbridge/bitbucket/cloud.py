@@ -17,6 +17,7 @@ from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
+    BadListState,
     Fetch,
     Get,
     HookState,
@@ -24,6 +25,7 @@ from bitbridge.bitbucket.repos import (
     ListQuery,
     Page,
     Repo,
+    counter,
     hook_or_none,
     iso_utc,
     q,
@@ -35,6 +37,8 @@ API_URL = "https://api.bitbucket.org/2.0"
 PAGELEN = 100  # Cloud's global maximum
 PR_PAGELEN = 50  # the pull request list caps lower on bitbucket.org
 PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+MAX_WORKSPACES = 10_000  # in a listing state (a client's cursor): more than anyone belongs to
+MAX_PAGE = 100_000
 
 # The repository listing needs only what the picker shows (the rest is fetched when importing).
 _LIST_FIELDS = ",".join(
@@ -128,6 +132,16 @@ def repos_page(fetch: Fetch, api: str, workspace: str, page: int, search: str | 
         params["q"] = f'name ~ "{escaped}"'
     body = fetch(f"{api}/repositories/{q(workspace)}", params)
     return Page(list(body.get("values", [])), str(page + 1) if body.get("next") else None)
+
+
+def _checked_state(state: dict[str, Any]) -> tuple[list[str], int, int]:
+    """(workspaces still to read, page, skip) of a listing state this module handed out; BadListState else."""
+    ws = state.get("ws")
+    if set(state) - {"ws", "page", "skip"} or not isinstance(ws, list) or len(ws) > MAX_WORKSPACES:
+        raise BadListState("not a Cloud listing state")
+    if not all(isinstance(slug, str) and 0 < len(slug) <= 100 for slug in ws):
+        raise BadListState("not a workspace")
+    return list(ws), counter(state, "page", 1, MAX_PAGE), counter(state, "skip", 0, PAGELEN)
 
 
 def _paged(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) -> Page:
@@ -241,7 +255,7 @@ class Cloud:
             slugs = [scope] if scope else [w["slug"] for w in workspaces(fetch, api)]
             state = {"ws": slugs, "page": 1, "skip": 0}
         out: list[Repo] = []
-        ws, page_no, skip = list(state.get("ws") or []), int(state.get("page", 1)), int(state.get("skip", 0))
+        ws, page_no, skip = _checked_state(state)
         while ws and len(out) < limit:
             page = repos_page(fetch, api, ws[0], page_no, search)
             rest = page.values[skip:]

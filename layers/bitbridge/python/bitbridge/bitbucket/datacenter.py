@@ -18,6 +18,7 @@ from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
+    BadListState,
     Fetch,
     Get,
     HookState,
@@ -25,6 +26,7 @@ from bitbridge.bitbucket.repos import (
     ListQuery,
     Page,
     Repo,
+    counter,
     hook_or_none,
     iso_utc,
     q,
@@ -32,6 +34,7 @@ from bitbridge.bitbucket.repos import (
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
+MAX_START = 10_000_000  # a listing position (a client's cursor) no instance reaches
 
 
 def _next(body: dict[str, Any], start: int) -> str | None:
@@ -78,6 +81,14 @@ def projects(fetch: Fetch, api: str) -> list[dict[str, Any]]:
         out.extend({"key": p.get("key"), "name": p.get("name"), "type": p.get("type")} for p in page.values)
         cursor = page.next
     return out
+
+
+def _checked_state(state: dict[str, Any]) -> tuple[str, int, int, bool]:
+    """(phase, start, skip, own) of a listing state this module handed out; BadListState otherwise."""
+    phase, own = state.get("phase"), state.get("own", False)
+    if set(state) - {"phase", "start", "skip", "own"} or phase not in ("all", "personal") or not isinstance(own, bool):
+        raise BadListState("not a Data Center listing state")
+    return phase, counter(state, "start", 0, MAX_START), counter(state, "skip", 0, LIMIT), own
 
 
 def _personal_key(username: str) -> str:
@@ -187,8 +198,7 @@ class DataCenter:
             personal_only = bool(scope and scope.upper() == own_key)
             state = {"phase": "personal" if personal_only else "all", "start": 0, "skip": 0, "own": False}
         out: list[Repo] = []
-        phase, start, skip = state["phase"], int(state["start"]), int(state.get("skip", 0))
-        own = bool(state.get("own"))
+        phase, start, skip, own = _checked_state(state)
         while phase and len(out) < limit:
             if phase == "all":
                 params: dict[str, Any] = {"limit": LIMIT}

@@ -98,6 +98,18 @@ class ListQuery:
     limit: int
 
 
+class BadListState(ValueError):
+    """A listing state (from a client's cursor) that the flavor never hands out."""
+
+
+def counter(state: dict[str, Any], name: str, low: int, high: int) -> int:
+    """An integer field of a listing state within [low, high] (BadListState otherwise; booleans are not numbers)."""
+    value = state.get(name, low)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadListState(f"{name} is not a position")
+    return value
+
+
 @dataclass(frozen=True)
 class Listed:
     """One answer of a repository listing: the repositories, and where the next answer starts (None: done)."""
