@@ -366,3 +366,13 @@ def test_every_token_key_grant_is_bound_to_a_connection_by_its_encryption_contex
                 "kms:EncryptionContextKeys": ["bitbridge:connection"]
             }, name
     assert "ReconcilerFunction" in granted and len(granted) >= 6
+
+
+def test_the_access_log_names_routes_never_paths(template):
+    """Issue 23 (8): a connect link's path carries its one-time token, so the access log has the route
+    template (`GET /connect/{session}`) and no variable that holds the path or the query."""
+    settings = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    variables = set(re.findall(r"\$context\.[A-Za-z.]+", settings["Format"]))
+    assert "$context.routeKey" in variables
+    assert not variables & {"$context.path", "$context.resourcePath", "$context.requestOverride.path"}
+    assert not [v for v in variables if "querystring" in v.lower() or "path" in v.lower()]
