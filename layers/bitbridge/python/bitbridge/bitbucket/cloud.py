@@ -18,6 +18,7 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
     BadListState,
+    ByteBudget,
     Fetch,
     Get,
     HookState,
@@ -256,11 +257,12 @@ class Cloud:
             state = {"ws": slugs, "page": 1, "skip": 0}
         out: list[Repo] = []
         ws, page_no, skip = _checked_state(state)
+        budget = ByteBudget()
         while ws and len(out) < limit:
             page = repos_page(fetch, api, ws[0], page_no, search)
-            rest = page.values[skip:]
-            take = rest[: limit - len(out)]
-            out.extend(self.to_repo(v) for v in take)
+            rest = [self.to_repo(v) for v in page.values[skip:]]
+            take = budget.take(rest, limit - len(out))
+            out.extend(take)
             if len(take) < len(rest):
                 return Listed(out, {"ws": ws, "page": page_no, "skip": skip + len(take)})
             if page.next:

@@ -19,6 +19,7 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.repos import (
     BadListState,
+    ByteBudget,
     Fetch,
     Get,
     HookState,
@@ -199,6 +200,7 @@ class DataCenter:
             state = {"phase": "personal" if personal_only else "all", "start": 0, "skip": 0, "own": False}
         out: list[Repo] = []
         phase, start, skip, own = _checked_state(state)
+        budget = ByteBudget()
         while phase and len(out) < limit:
             if phase == "all":
                 params: dict[str, Any] = {"limit": LIMIT}
@@ -214,7 +216,7 @@ class DataCenter:
                 found = [r for r in found if search.lower() in r.name.lower()]
             own = own or any(r.owner.upper() == own_key for r in found if phase == "all")
             rest = found[skip:]
-            take = rest[: limit - len(out)]
+            take = budget.take(rest, limit - len(out))
             out.extend(take)
             if len(take) < len(rest):
                 return Listed(out, {"phase": phase, "start": start, "skip": skip + len(take), "own": own})
