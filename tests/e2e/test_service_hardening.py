@@ -106,7 +106,7 @@ def test_the_connect_page_names_the_product_and_the_end_user_and_only_its_own_fo
     skipped = requests.get(f"{stack.api}/auth/{CLOUD}/authorize", params={"connect_session": token}, timeout=10)
     assert skipped.status_code == 400 and "press Continue" in skipped.text
     # So is a post from another site's page (its Origin), or with no Origin at all.
-    for headers in ({"Origin": "https://evil.example"}, {}):
+    for headers in ({"Origin": "https://evil.example"}, {}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"}):
         posted = requests.post(f"{stack.api}/auth/{CLOUD}/authorize", data={"connect_session": token},
                                headers=headers, allow_redirects=False, timeout=10)  # fmt: skip
         assert posted.status_code == 403, posted.text[:300]

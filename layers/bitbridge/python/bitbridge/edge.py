@@ -274,6 +274,8 @@ def html_page(
     from bitbridge.console import page_policy, render_page
 
     headers = {"Content-Security-Policy": page_policy(form_targets), "X-Frame-Options": "DENY"}
+    if form_targets:  # a page under no-referrer posts its forms with `Origin: null`: name this origin instead
+        headers["Referrer-Policy"] = "same-origin"
     return respond(status, render_page(title, body_html), _HTML, cookies_out, headers)
 
 
@@ -470,8 +472,13 @@ def confirmed_connect_session(event: Event) -> str | None:
             raise Problem(message, code="connect_session_invalid", title="Connect link not valid")
         return None
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    origin = headers.get("origin", "")
-    if origin.lower().rstrip("/") != origin_of(base_url(event)).rstrip("/"):
+    origin = headers.get("origin", "null")
+    same_origin = (
+        origin.lower().rstrip("/") == origin_of(base_url(event)).rstrip("/")
+        if origin != "null"
+        else headers.get("sec-fetch-site") == "same-origin"  # a browser that withheld the origin says where from
+    )
+    if not same_origin:
         raise CrossSiteRequest("Refused: confirm a connect link on its own page.")
     raw = event.get("body") or ""
     if event.get("isBase64Encoded"):
