@@ -33,6 +33,8 @@ def check_repository_slug(flavor: str, slug: str) -> None:
     if not _SLUG[flavor].fullmatch(slug):
         limit = f"at most {CLOUD_SLUG_MAX} characters" if flavor == CLOUD else "starting with a letter or digit"
         raise BadRequest(f"Invalid repository slug {slug!r}: letters, digits, '_', '-' and '.', {limit}.")
+
+
 FLAVORS = (CLOUD, DC)
 
 # Repository permission levels, ordered. Cloud roles and DC REPO_* permissions both map onto these.

@@ -32,8 +32,7 @@ def _dc_fetch(count: int):
         if "/users/" in url:  # the user's personal repositories: none
             return {"values": [], "isLastPage": True}
         values = [
-            {"id": n, "slug": f"r{n}", "name": WIDE, "description": WIDE, "project": {"key": "P"}}
-            for n in range(count)
+            {"id": n, "slug": f"r{n}", "name": WIDE, "description": WIDE, "project": {"key": "P"}} for n in range(count)
         ]
         return {"values": values, "isLastPage": True}
 
