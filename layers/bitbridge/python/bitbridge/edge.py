@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Event = dict[str, Any]
 
 # `__Host-`: the browser keeps it only when set Secure, Path=/ and without Domain by this host itself, so no
-# sibling subdomain or plain-HTTP page can plant one (cookies are not port-bound: see docs/service-api.md).
+# sibling subdomain or plain-HTTP page can plant one (cookies are not port-bound: README.md, "Console").
 SESSION_COOKIE = "__Host-bitbridge_session"
 LOGIN_PATH = "/login"
 
