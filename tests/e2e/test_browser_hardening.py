@@ -94,16 +94,16 @@ def test_a_session_planted_from_another_port_does_not_change_who_is_signed_in(st
     try:
         _sign_in(page, stack, "alice")
         assert _who(page, stack) == "Alice Admin"
-        (cookie,) = [c for c in context.cookies() if "bitbridge_session" in c["name"]]
-        assert cookie["name"] == SESSION == "__Host-bitbridge_session"
-        assert cookie["secure"] and cookie["httpOnly"] and cookie["path"] == "/" and cookie["sameSite"] == "Lax"
-        assert cookie["domain"] == "127.0.0.1"  # host-only: no Domain attribute
         # The attack that made alice's console show Bob: a page on the same host, another port.
         other_site.pages["/plant"] = ("<p>hi</p>", [f"bitbridge_session={bobs_session}; Path=/"])
         page.goto(f"{other_site.origin}/plant")
         assert any(c["name"] == "bitbridge_session" for c in context.cookies())  # the browser took it...
         page.goto(f"{stack.api}/")
         assert _who(page, stack) == "Alice Admin"  # ...and bitbridge does not read it
+        (cookie,) = [c for c in context.cookies() if c["name"] == SESSION]
+        assert SESSION == "__Host-bitbridge_session"
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["path"] == "/" and cookie["sameSite"] == "Lax"
+        assert cookie["domain"] == "127.0.0.1"  # host-only: no Domain attribute
         # The prefixed name only goes in Secure, with Path=/ and no Domain; the browser refuses it otherwise.
         other_site.pages["/plant2"] = (
             "<p>hi</p>",
