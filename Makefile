@@ -14,7 +14,7 @@ VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 
-.PHONY: help dev test lint unit deploy-check bench scan build deploy lock clean
+.PHONY: help dev dev-reset test lint unit deploy-check bench scan build deploy lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,8 +34,14 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/pip install --quiet --require-hashes --no-deps -r requirements-tools.txt
 	touch $@
 
-dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000)
-	$(PY) -m infra.local
+# The local stack's state (moto's and the emulator's) is kept in .local/state (git-ignored) across restarts.
+DEV_STATE := .local/state
+
+dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulator + API on :3000), state kept
+	$(PY) -m infra.local --state $(DEV_STATE)
+
+dev-reset: $(VENV)/.installed ## like dev, but delete the kept state first and start clean
+	$(PY) -m infra.local --state $(DEV_STATE) --fresh
 
 test: lint unit deploy-check ## run all tests (lint, types, pytest, deploy rehearsal)
 
@@ -59,6 +65,7 @@ bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios ag
 	$(PY) tests/bench/imports.py
 	$(PY) tests/bench/service_proxy.py
 	$(PY) tests/bench/console.py
+	$(PY) tests/bench/emulator_seed.py
 
 scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --lint, cfn-lint, checkov
 	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template-file template.yaml

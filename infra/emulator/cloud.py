@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import html
+import mimetypes
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from dulwich.patch import is_binary
 from werkzeug.wrappers import Response
 
+from .git import DIR_MODE, EXEC_MODE, LINK_MODE, SUBMODULE_MODE, Change, Entry, GitError
 from .models import (
     CLOUD,
     LEVELS,
@@ -478,6 +482,7 @@ def paginate(
     hidden: Iterable[str] = (),
     searchable: bool = True,
     max_pagelen: int | None = None,
+    default_pagelen: int = 10,
 ) -> Response:
     """Cloud collection: q/sort over the rendered objects, then page/pagelen, then fields."""
     args = ctx.request.args
@@ -490,7 +495,7 @@ def paginate(
             rendered = sort_values(rendered, args["sort"])
         items, render = rendered, (lambda r: r)
     cap = max_pagelen or ctx.backend.config.cloud_max_pagelen
-    pagelen = max(10, min(int_arg(ctx.request, "pagelen", 10), cap))
+    pagelen = max(1 if default_pagelen > 100 else 10, min(int_arg(ctx.request, "pagelen", default_pagelen), cap))
     page = int_arg(ctx.request, "page", 1)
     if page < 1:
         raise BadRequest("Invalid page")
@@ -1198,3 +1203,198 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
         )
         body["comment"] = comment
     return key, body
+
+
+# ---------------------------------------- source: commits, diffs, files (answered from the git objects)
+def _git_error(exc: GitError) -> NotFound:
+    return NotFound(str(exc))
+
+
+def _resolve(ctx: Ctx, repo: Repository, revision: str) -> str:
+    try:
+        return ctx.backend.resolve(repo, revision)
+    except NotFound as exc:
+        raise NotFound(f"Commit not found: {revision}") from exc
+
+
+def _commit_full(ctx: Ctx, repo: Repository, sha: str) -> dict:
+    body = commit(ctx, repo, ctx.backend.commit_info(repo, sha))
+    api = f"{ctx.api}/repositories/{repo.full_name}"
+    body["links"].update(
+        diff=_href(f"{api}/diff/{sha}"),
+        patch=_href(f"{api}/patch/{sha}"),
+        comments=_href(f"{api}/commit/{sha}/comments"),
+        approve=_href(f"{api}/commit/{sha}/approve"),
+        statuses=_href(f"{api}/commit/{sha}/statuses"),
+    )
+    body["rendered"] = {"message": {"type": "rendered", **body["summary"]}}
+    body["participants"] = []
+    return body
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/commit/<commit_id>")
+def get_commit(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        sha = repo.git.resolve_prefix(commit_id)
+        if sha is None:
+            raise NotFound(f"Commit not found: {commit_id}")
+        return respond(ctx, _commit_full(ctx, repo, sha))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/commits")
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/commits/<path:revision>")
+def list_commits(ctx: Ctx, workspace: str, repo_slug: str, revision: str | None = None) -> Response:
+    """`git log`: commits of `revision` and `include` refs but not of `exclude` refs (no revision and no include:
+    every branch and tag), newest first; `path` keeps the commits that changed it."""
+    token = authenticate(ctx, "repository")
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        include = [_resolve(ctx, repo, r) for r in ([revision] if revision else []) + args.getlist("include")]
+        if not include:
+            include = sorted({r.target for r in (*repo.branches.values(), *repo.tags.values())})
+        exclude = [_resolve(ctx, repo, r) for r in args.getlist("exclude")]
+        log = repo.git.log(include, exclude, args.get("path"))
+        return paginate(ctx, log, lambda c: commit(ctx, repo, ctx.backend.commit_info(repo, c.id.decode())))
+
+
+def _spec(ctx: Ctx, repo: Repository, spec: str) -> tuple[str | None, str]:
+    """(old, new) commits of a diff spec: `new..old` (Bitbucket's order, the opposite of git's; three-dot from
+    their merge base unless `topic=false` / `merge=false`), or one commit (against its first parent)."""
+    if ".." in spec:
+        new_rev, _, old_rev = spec.partition("..")
+        new, old = _resolve(ctx, repo, new_rev), _resolve(ctx, repo, old_rev)
+        args = ctx.request.args
+        two_dot = (args.get("topic") or args.get("merge") or "true").lower() == "false"
+        return (old if two_dot else repo.git.merge_base(new, old)), new
+    new = _resolve(ctx, repo, spec)
+    parents = repo.git.parents(new)
+    return (parents[0] if parents else None), new
+
+
+def _src_link(ctx: Ctx, repo: Repository, sha: str, path: str) -> dict:
+    return _href(f"{ctx.api}/repositories/{repo.full_name}/src/{sha}/{quote(path)}")
+
+
+def _commit_file(ctx: Ctx, repo: Repository, sha: str, path: str) -> dict:
+    return {
+        "path": path,
+        "escaped_path": path,
+        "type": "commit_file",
+        "links": {"self": _src_link(ctx, repo, sha, path)},
+    }
+
+
+def _diffstat(ctx: Ctx, repo: Repository, old: str | None, new: str, change: Change) -> dict:
+    return {
+        "type": "diffstat",
+        "status": change.status,
+        "lines_added": change.lines_added,
+        "lines_removed": change.lines_removed,
+        "old": _commit_file(ctx, repo, old, change.old_path) if old and change.old_path else None,
+        "new": _commit_file(ctx, repo, new, change.path) if change.path else None,
+    }
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/diffstat/<path:spec>")
+def get_diffstat(ctx: Ctx, workspace: str, repo_slug: str, spec: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        old, new = _spec(ctx, repo, spec)
+        paths = set(ctx.request.args.getlist("path"))
+        changes = [c for c in repo.git.changes(old, new) if not paths or {c.path, c.old_path} & paths]
+        return paginate(
+            ctx,
+            changes,
+            lambda c: _diffstat(ctx, repo, old, new, c),
+            searchable=False,
+            max_pagelen=5000,
+            default_pagelen=500,
+        )
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/diff/<path:spec>")
+def get_diff(ctx: Ctx, workspace: str, repo_slug: str, spec: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        old, new = _spec(ctx, repo, spec)
+        body = repo.git.diff(old, new, ctx.request.args.getlist("path"))
+    return Response(body, 200, content_type="text/plain")
+
+
+def _tree_entry(ctx: Ctx, repo: Repository, sha: str, entry: Entry) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}/src/{sha}/{quote(entry.path)}"
+    c = {"type": "commit", "hash": sha, "links": _commit_links(ctx, repo, sha)}
+    if entry.is_dir:
+        return {
+            "path": entry.path,
+            "type": "commit_directory",
+            "links": {"self": _href(api + "/"), "meta": _href(api + "/?format=meta")},
+            "commit": c,
+        }
+    return {
+        "path": entry.path,
+        "commit": c,
+        "type": "commit_file",
+        "attributes": _attributes(entry.mode, repo.git.read(entry.sha) if entry.size is not None else b""),
+        "escaped_path": entry.path,
+        "size": entry.size or 0,
+        "mimetype": mimetypes.guess_type(entry.path)[0],
+        "links": {"self": _href(api), "meta": _href(api + "?format=meta")},
+    }
+
+
+def _attributes(mode: int, content: bytes) -> list[str]:
+    attributes = {EXEC_MODE: ["executable"], LINK_MODE: ["link"], SUBMODULE_MODE: ["subrepository"]}.get(mode, [])
+    return attributes + (["binary"] if mode != SUBMODULE_MODE and is_binary(content) else [])
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/src")
+def src_root(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
+    """Redirects to the root directory of the main branch, as Bitbucket does."""
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        head = repo.branches[repo.default_branch].target
+    query = ctx.request.query_string.decode()
+    location = f"{ctx.api}/repositories/{repo.full_name}/src/{head}/" + (f"?{query}" if query else "")
+    return Response("", 302, headers={"Location": location})
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/src/<commit_id>/")
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/src/<commit_id>/<path:path>")
+def get_src(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str, path: str = "") -> Response:
+    """A file's raw bytes, or a directory's entries (breadth-first to `max_depth`); `format=meta` for JSON."""
+    token = authenticate(ctx, "repository")
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        sha = _resolve(ctx, repo, commit_id)
+        found = repo.git.lookup(sha, path)
+        if found is None:
+            raise NotFound(f"No such file or directory: {path}")
+        mode, object_id = found
+        clean = path.strip("/")
+        if mode == DIR_MODE:
+            if args.get("format") == "meta":
+                entry = Entry(clean, clean.rpartition("/")[2], mode, object_id.decode(), None)
+                return respond(ctx, _tree_entry(ctx, repo, sha, entry))
+            try:
+                entries = repo.git.listdir(sha, clean, int_arg(ctx.request, "max_depth", 1))
+            except GitError as exc:
+                raise _git_error(exc) from exc
+            return paginate(ctx, entries, lambda e: _tree_entry(ctx, repo, sha, e), max_pagelen=100)
+        content = repo.git.read(object_id) if mode != SUBMODULE_MODE else object_id + b"\n"
+        entry = Entry(clean, clean.rpartition("/")[2], mode, object_id.decode(), len(content))
+    if args.get("format") == "meta":
+        return respond(ctx, _tree_entry(ctx, repo, sha, entry))
+    headers = {
+        "Content-Disposition": "attachment",
+        "ETag": '"' + hashlib.sha1(bytes(str(mode), "ascii") + content, usedforsecurity=False).hexdigest() + '"',
+    }
+    mimetype = mimetypes.guess_type(clean)[0] or ("application/octet-stream" if is_binary(content) else "text/plain")
+    return Response(content, 200, headers=headers, content_type=mimetype)

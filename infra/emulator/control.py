@@ -5,6 +5,8 @@ See README.md for the full reference.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import time
@@ -119,6 +121,11 @@ def config(ctx: Ctx) -> Response:
                 continue
             if key == "dc_hook_on_failures" and value not in ("skip", "disable"):
                 raise BadRequest("dc_hook_on_failures must be skip or disable")
+            if key.endswith("_authorization_response_iss"):
+                if value is not None and not (isinstance(value, str) and value):
+                    raise BadRequest(f'{key} must be null (not sent), "self" (this server) or an issuer to send')
+                setattr(cfg, key, value)
+                continue
             setattr(cfg, key, type(getattr(cfg, key))(value))
     return json_response(dataclasses.asdict(cfg))
 
@@ -180,27 +187,53 @@ def set_permissions(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
 
 
 # ---------------------------------------- changes (fire webhooks)
+def _file_contents(files: object) -> dict[str, bytes] | None:
+    """`files` of a push: {"path": "text"} or {"path": {"base64": "..."}} for binary content."""
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise BadRequest('files must be an object: {"path": "content"}.')
+    out = {}
+    for path, content in files.items():
+        if isinstance(content, str):
+            out[path] = content.encode()
+        elif isinstance(content, dict) and isinstance(content.get("base64"), str):
+            try:
+                out[path] = base64.b64decode(content["base64"], validate=True)
+            except binascii.Error as exc:
+                raise BadRequest(f"files[{path!r}].base64 is not valid base64.") from exc
+        else:
+            raise BadRequest(f'files[{path!r}] must be a string or {{"base64": "..."}}.')
+    return out
+
+
 @routes.route(REPO + "/push", methods=("POST",))
 @change
 def push(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
-    commits = body.get("commits", 1)
+    branch = body.get("branch") or repo.default_branch
+    to, delete, rename = body.get("to"), body.get("delete"), body.get("rename")
+    if to is not None and not isinstance(to, str):
+        raise BadRequest('"to" must be a commit hash.')
+    if delete is not None and not (isinstance(delete, list) and all(isinstance(p, str) for p in delete)):
+        raise BadRequest('delete must be a list of paths: ["path", ...].')
+    if rename is not None and not (isinstance(rename, dict) and all(isinstance(v, str) for v in rename.values())):
+        raise BadRequest('rename must be an object: {"old path": "new path"}.')
     new = ctx.backend.push(
         repo,
-        body.get("branch") or repo.default_branch,
+        branch,
         _actor(ctx, body),
-        commits,
+        body.get("commits"),
         force=bool(body.get("force")),
+        to=to,
+        files=_file_contents(body.get("files")),
+        delete=delete,
+        rename=rename,
+        message=body.get("message"),
     )
-    return json_response(
-        {
-            "branch": body.get("branch") or repo.default_branch,
-            "commits": [c.hash for c in new],
-            "head": new[-1].hash,
-        },
-        201,
-    )
+    head = new[-1].hash if new else to
+    return json_response({"branch": branch, "commits": [c.hash for c in new], "head": head}, 201)
 
 
 @routes.route(REPO + "/update", methods=("POST",))

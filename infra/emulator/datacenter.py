@@ -4,16 +4,20 @@ DC error bodies, personal repositories (`~USER`), webhooks with REPO_ADMIN, and 
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from dulwich.patch import is_binary
 from werkzeug.wrappers import Response
 
+from .git import DIR_MODE, EXEC_MODE, SUBMODULE_MODE, Change, Entry
 from .models import (
     DC,
     LEVELS,
+    ZERO_HASH,
     BadRequest,
     EmulatorError,
     Event,
@@ -725,3 +729,201 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
 
 def dumps(body: dict) -> bytes:
     return json.dumps(body).encode()
+
+
+# ---------------------------------------- source: commits, changes, files (answered from the git objects)
+def _resolve(ctx: Ctx, repo: Repository, revision: str | None) -> str:
+    """A commit for a ref (`main`, `refs/heads/main`, a tag) or a full/partial commit id; the default branch when
+    none is given."""
+    if not revision:
+        return repo.branches[repo.default_branch].target
+    try:
+        return ctx.backend.resolve(repo, revision)
+    except NotFound as exc:
+        raise NotFound(
+            f"Commit '{revision}' does not exist in repository '{repo.slug}'.", entity="commit", ident=revision
+        ) from exc
+
+
+def _person(ctx: Ctx, raw: bytes) -> dict:
+    text = raw.decode(errors="replace")
+    name, _, email = text.rpartition(" <")
+    email = email.rstrip(">")
+    known = next((u for u in ctx.backend.users.values() if u.email == email), None)
+    return user(ctx, known) if known else {"name": name, "emailAddress": email}
+
+
+def rest_commit(ctx: Ctx, repo: Repository, sha: str) -> dict:
+    c = repo.git.commit(sha)
+    message = c.message.decode(errors="replace")
+    return {
+        "id": sha,
+        "displayId": sha[:11],
+        "author": _person(ctx, c.author),
+        "authorTimestamp": c.author_time * 1000,
+        "committer": _person(ctx, c.committer),
+        "committerTimestamp": c.commit_time * 1000,
+        "message": message[:-1] if message.endswith("\n") else message,
+        "parents": [{"id": p.decode(), "displayId": p.decode()[:11]} for p in c.parents],
+    }
+
+
+def rest_path(path: str) -> dict:
+    parent, _, name = path.rpartition("/")
+    body: dict[str, Any] = {"components": path.split("/"), "parent": parent, "name": name}
+    if "." in name.lstrip("."):
+        body["extension"] = name.rpartition(".")[2]
+    body["toString"] = path
+    return body
+
+
+_CHANGE_TYPES = {"added": "ADD", "removed": "DELETE", "modified": "MODIFY", "renamed": "MOVE"}
+
+
+def rest_change(ctx: Ctx, repo: Repository, change: Change, at: str) -> dict:
+    kind = _CHANGE_TYPES[change.status]
+    path = change.path or change.old_path or ""
+    body: dict[str, Any] = {
+        "contentId": change.sha or ZERO_HASH,
+        "fromContentId": change.old_sha or ZERO_HASH,
+        "path": rest_path(path),
+        "executable": change.mode == EXEC_MODE,
+        "percentUnchanged": change.similarity if change.similarity is not None else -1,
+        "type": kind,
+        "nodeType": "SUBMODULE" if (change.mode or change.old_mode) == SUBMODULE_MODE else "FILE",
+        "srcExecutable": change.old_mode == EXEC_MODE,
+    }
+    if kind == "MOVE":
+        body["srcPath"] = rest_path(change.old_path or "")
+    body["links"] = _self(f"{_browse(ctx, repo)}/browse/{quote(path)}?at={at}")
+    body["properties"] = {"gitChangeType": kind}
+    return body
+
+
+@repo_route("/commits")
+def list_commits(ctx: Ctx, api_version: str, **values: str) -> Response:
+    """Commits of `until` (default branch by default) and not of `since`, newest first; `path`, `merges`."""
+    token = authenticate(ctx)
+    args = ctx.request.args
+    merges = (args.get("merges") or "include").lower()
+    if merges not in ("include", "exclude", "only"):
+        raise BadRequest(f"Invalid merges value: {merges}", field="merges")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        until = _resolve(ctx, repo, args.get("until"))
+        since = [_resolve(ctx, repo, args["since"])] if args.get("since") else []
+        log = repo.git.log([until], since, args.get("path"))
+        if merges != "include":
+            log = [c for c in log if (len(c.parents) > 1) == (merges == "only")]
+        return page(ctx, log, lambda c: rest_commit(ctx, repo, c.id.decode()))
+
+
+@repo_route("/commits/<commit_id>")
+def get_commit(ctx: Ctx, api_version: str, commit_id: str, **values: str) -> Response:
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        sha = repo.git.resolve_prefix(commit_id)
+        if sha is None:
+            raise NotFound(f"Commit '{commit_id}' does not exist in repository '{repo.slug}'.", entity="commit")
+        return json_response(rest_commit(ctx, repo, sha))
+
+
+@repo_route("/commits/<commit_id>/changes")
+def commit_changes(ctx: Ctx, api_version: str, commit_id: str, **values: str) -> Response:
+    """What `commit_id` changed against `since` (default: its first parent)."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        until = _resolve(ctx, repo, commit_id)
+        since_arg = ctx.request.args.get("since")
+        parents = repo.git.parents(until)
+        since = _resolve(ctx, repo, since_arg) if since_arg else (parents[0] if parents else None)
+        changes = repo.git.changes(since, until)
+        return page(ctx, changes, lambda c: rest_change(ctx, repo, c, until))
+
+
+@repo_route("/compare/changes")
+def compare_changes(ctx: Ctx, api_version: str, **values: str) -> Response:
+    """Changes in `from` that `to` does not have: from their merge base to `from` (default branch by default)."""
+    token = authenticate(ctx)
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        source, target = _resolve(ctx, repo, args.get("from")), _resolve(ctx, repo, args.get("to"))
+        changes = repo.git.changes(repo.git.merge_base(source, target), source)
+        return page(ctx, changes, lambda c: rest_change(ctx, repo, c, source))
+
+
+@repo_route("/raw/<path:path>")
+def get_raw(ctx: Ctx, api_version: str, path: str, **values: str) -> Response:
+    """A file's bytes at `at` (default branch by default)."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        at = _resolve(ctx, repo, ctx.request.args.get("at"))
+        found = repo.git.lookup(at, path)
+        if found is None or found[0] in (DIR_MODE, SUBMODULE_MODE):
+            raise NotFound(f'The path "{path}" does not exist at revision "{at}"', entity="path")
+        content = repo.git.read(found[1])
+    mimetype = mimetypes.guess_type(path)[0] or ("application/octet-stream" if is_binary(content) else "text/plain")
+    return Response(content, 200, content_type=mimetype)
+
+
+@repo_route("/browse")
+@repo_route("/browse/<path:path>")
+def browse(ctx: Ctx, api_version: str, path: str = "", **values: str) -> Response:
+    """A directory's children, or a file's lines (paged by `start`/`limit`); `type=true`, `size=true`."""
+    token = authenticate(ctx)
+    args = ctx.request.args
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        at = _resolve(ctx, repo, args.get("at"))
+        clean = path.strip("/")
+        found = repo.git.lookup(at, clean)
+        if found is None:
+            raise NotFound(f'The path "{clean}" does not exist at revision "{at}"', entity="path")
+        mode, object_id = found
+        kind = {DIR_MODE: "DIRECTORY", SUBMODULE_MODE: "SUBMODULE"}.get(mode, "FILE")
+        if (args.get("size") or "").lower() == "true" and kind == "FILE":
+            return json_response({"size": len(repo.git.read(object_id))})
+        if (args.get("type") or "").lower() == "true":
+            return json_response({"type": kind})
+        if kind == "DIRECTORY":
+            entries = repo.git.listdir(at, clean)
+            listing = page(ctx, entries, lambda e: _child(e))
+            children = json.loads(listing.get_data())
+            return json_response(
+                {"path": rest_path(clean) if clean else _ROOT_PATH, "revision": at, "children": children}
+            )
+        if kind == "SUBMODULE":
+            raise BadRequest(f"{clean} is a submodule.", field="path")
+        content = repo.git.read(object_id)
+        if is_binary(content):
+            return json_response({"binary": True, "path": rest_path(clean), "revision": at})
+        lines = content.decode(errors="replace").splitlines()
+        start = max(0, int_arg(ctx.request, "start", 0))
+        limit = max(1, min(int_arg(ctx.request, "limit", 500), 20000))
+        chunk = lines[start : start + limit]
+        body: dict[str, Any] = {
+            "lines": [{"text": line} for line in chunk],
+            "start": start,
+            "size": len(chunk),
+            "isLastPage": start + len(chunk) >= len(lines),
+        }
+        if not body["isLastPage"]:
+            body["nextPageStart"] = start + len(chunk)
+        return json_response(body)
+
+
+_ROOT_PATH = {"components": [], "name": "", "toString": ""}
+
+
+def _child(entry: Entry) -> dict:
+    kind = {DIR_MODE: "DIRECTORY", SUBMODULE_MODE: "SUBMODULE"}.get(entry.mode, "FILE")
+    body: dict[str, Any] = {"path": {k: v for k, v in rest_path(entry.name).items() if k != "parent"}}
+    body["contentId"] = entry.sha
+    body["type"] = kind
+    if kind == "FILE":
+        body["size"] = entry.size
+    return body

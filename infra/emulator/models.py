@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .git import DIR_MODE, GitError, GitRepo, Signature
+
 CLOUD = "cloud"
 DC = "datacenter"
 
@@ -49,13 +51,19 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def epoch(dt: datetime) -> int:
+    """A git timestamp (whole seconds)."""
+    return int(dt.timestamp())
+
+
+# What a new repository's first commit holds; the `commits` form of a push appends to CHANGES_FILE.
+INITIAL_FILES = {"README.md": b"# Repository\n\nCreated by the Bitbucket emulator.\n"}
+CHANGES_FILE = "CHANGES.md"
+
+
 def stable_uuid(*parts: object) -> str:
     """Deterministic UUID (for seeded objects) so seeds are reproducible."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "bitbridge-emulator:" + ":".join(map(str, parts))))
-
-
-def fake_hash(*parts: object) -> str:
-    return hashlib.sha1(":".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
 
 
 # ---------------------------------------- errors
@@ -250,7 +258,7 @@ class Repository:
     default_branch: str = "main"
     branches: dict[str, Ref] = field(default_factory=dict)
     tags: dict[str, Ref] = field(default_factory=dict)
-    commits: dict[str, Commit] = field(default_factory=dict)
+    git: GitRepo = field(default_factory=GitRepo)  # every commit, tree and blob (refs are above)
     pull_requests: dict[int, PullRequest] = field(default_factory=dict)
     issues: dict[int, Issue] = field(default_factory=dict)
     hooks: dict[str, Hook] = field(default_factory=dict)
@@ -260,6 +268,7 @@ class Repository:
     next_issue_id: int = 1
     # Every ref created, moved or deleted, oldest first (DC's ref change activity): plain dicts.
     ref_changes: list[dict] = field(default_factory=list)
+    pushes: int = 0  # pushes of the `commits` form so far (each writes a line naming it: distinct commits)
 
     @property
     def full_name(self) -> str:
@@ -321,6 +330,11 @@ class Config:
     dc_access_token_lifetime: int = 3600
     dc_code_lifetime: float = 10.0
     dc_refresh_token_lifetime: float = 30 * 86400.0
+    # `iss` in authorization responses (RFC 9207): None = not sent, as Atlassian documents neither flavour
+    # sending it; "self" = this server's issuer identifier (its web root), as a server implementing RFC 9207
+    # sends; any other text is sent as given (a mix-up: another server's name).
+    cloud_authorization_response_iss: str | None = None
+    dc_authorization_response_iss: str | None = None
     delivery_timeout: float = 10.0  # Bitbucket gives a receiver 10 s to answer
     delivery_retry_delay: float = 0.5
     cloud_max_pagelen: int = 100
@@ -510,6 +524,7 @@ class Backend:
         permissions: dict[str, str] | None = None,
         created_on: datetime | None = None,
         author: str | None = None,
+        first_commit_at: datetime | None = None,
     ) -> Repository:
         check_repository_slug(flavor, slug)
         with self.lock:
@@ -534,7 +549,9 @@ class Backend:
                 permissions=dict(permissions or {}),
             )
             first_author = author or next(iter(self.users), "")
-            head = fake_hash(repo.full_name, default_branch, 0)
+            files = repo.git.apply(None, write=INITIAL_FILES)
+            when = epoch(first_commit_at or created)
+            head = repo.git.commit_files([], files, "Initial commit", self.signature(first_author), when)
             repo.branches[default_branch] = Ref(default_branch, head, created, "Initial commit", first_author)
             self.repos[key] = repo
             return repo
@@ -609,74 +626,142 @@ class Backend:
             return repo
 
     # ---------------------------------------- refs / commits
+    def signature(self, author: str) -> Signature:
+        """A git author for a user name (display name and e-mail), or for a raw "Name <email>" string."""
+        user = self.users.get(author)
+        if user is not None:
+            return Signature(user.display_name, user.email)
+        name, _, email = author.partition(" <")
+        return Signature(name or "Unknown", email.rstrip(">") or "unknown@example.com")
+
     def commit_info(self, repo: Repository, sha: str) -> Commit:
-        """A stored commit, or a synthesised one for seeded refs (seeds don't store every commit)."""
-        commit = repo.commits.get(sha)
-        if commit is not None:
-            return commit
-        for ref in (*repo.branches.values(), *repo.tags.values()):
-            if ref.target == sha:
-                return Commit(sha, ref.message, ref.author, ref.date, [fake_hash(sha, "parent")])
-        return Commit(sha, "Commit " + sha[:7], next(iter(repo.permissions), ""), SEED_EPOCH, [])
+        """A commit of ``repo``, read from its git objects (author as a user name when the e-mail is a user's)."""
+        try:
+            c = repo.git.commit(sha)
+        except GitError as exc:
+            raise NotFound(f"Commit {sha} does not exist in {repo.full_name}.", entity="commit", ident=sha) from exc
+        raw = c.author.decode(errors="replace")
+        email = raw.rpartition("<")[2].rstrip(">")
+        author = next((u.name for u in self.users.values() if u.email == email), raw)
+        message = c.message.decode(errors="replace")
+        return Commit(
+            c.id.decode(),
+            message[:-1] if message.endswith("\n") else message,
+            author,
+            datetime.fromtimestamp(c.author_time, UTC),
+            [p.decode() for p in c.parents],
+        )
+
+    def known_commit(self, repo: Repository, sha: str) -> bool:
+        return repo.git.has_commit(sha)
+
+    def resolve(self, repo: Repository, revision: str) -> str:
+        """A commit id for a branch, a tag, a full or abbreviated commit id; NotFound otherwise."""
+        for refs in (repo.branches, repo.tags):
+            if revision in refs:
+                return refs[revision].target
+        for prefix, refs in (("refs/heads/", repo.branches), ("refs/tags/", repo.tags)):
+            if revision.startswith(prefix) and revision[len(prefix) :] in refs:
+                return refs[revision[len(prefix) :]].target
+        sha = repo.git.resolve_prefix(revision)
+        if sha is None:
+            raise NotFound(f"Commit {revision} does not exist in {repo.full_name}.", entity="commit", ident=revision)
+        return sha
 
     def push(
         self,
         repo: Repository,
         branch: str,
         actor: str,
-        commits: int | list[str] = 1,
+        commits: int | list[str] | None = None,
         *,
         author: str | None = None,
         force: bool = False,
+        to: str | None = None,
+        files: dict[str, bytes] | None = None,
+        delete: list[str] | None = None,
+        rename: dict[str, str] | None = None,
+        message: str | None = None,
     ) -> list[Commit]:
-        """Add commits on top of ``branch`` (created from the default branch if new); fires push events."""
+        """A push to ``branch`` (created from the default branch if new); fires push events. Three forms:
+
+        - ``files`` / ``delete`` / ``rename``: one commit with exactly that content change (``message``);
+        - ``commits`` (the default, 1): that many commits (or one per message), each appending a line to
+          ``CHANGES.md``;
+        - ``to`` alone: the branch moves to that existing commit.
+
+        With content, ``to`` is the commit the new commits are made on (default: the branch's head). A move that is
+        not a fast-forward (a rollback, a rewrite) needs ``force``, as ``git push`` does."""
         with self.lock:
             self.get_user(actor)
-            messages = [f"Commit {i + 1}" for i in range(commits)] if isinstance(commits, int) else commits
-            if not messages:
-                raise BadRequest("A push needs at least one commit.")
             old_ref = repo.branches.get(branch)
-            base = old_ref.target if old_ref else repo.branches[repo.default_branch].target
-            created_at = now()
+            when = now()
+            content = files is not None or delete is not None or rename is not None
+            if to is not None:
+                if not repo.git.has_commit(to):
+                    raise BadRequest(f"Commit {to} does not exist in {repo.full_name}; give a full commit hash.")
+                base = to
+            else:
+                base = old_ref.target if old_ref else repo.branches[repo.default_branch].target
+            who = author or actor
+            sig = self.signature(who)
             new: list[Commit] = []
-            parent = base
-            for message in messages:
-                sha = fake_hash(repo.full_name, branch, parent, message, time.time_ns(), secrets.token_hex(4))
-                commit = Commit(sha, message, author or actor, created_at, [parent])
-                repo.commits[sha] = commit
-                new.append(commit)
-                parent = sha
-            repo.branches[branch] = Ref(branch, parent, created_at, messages[-1], author or actor)
-            repo.updated_on = created_at
-            self._emit_ref_change(
-                repo,
-                actor,
-                {
-                    "kind": "branch",
-                    "name": branch,
-                    "old": old_ref,
-                    "new": repo.branches[branch],
-                    "commits": new,
-                    "forced": force,
-                },
-            )
-            # Pushing to a PR's source branch updates the PR (pullrequest:push / pr:from_ref_updated).
-            for pr in repo.pull_requests.values():
-                if pr.state == "OPEN" and pr.source_branch == branch:
-                    previous = pr.source_hash
-                    pr.source_hash = parent
-                    pr.updated_on = created_at
-                    pr.version += 1
-                    self.emit(
-                        Event(
-                            repo.flavor,
-                            "pullrequest:push",
-                            repo,
-                            actor,
-                            {"pr": pr, "previous_from_hash": previous},
-                        )
-                    )
+            head = base
+            try:
+                if content:
+                    changed = repo.git.apply(base, write=files, delete=delete or (), rename=rename)
+                    text = message or "Update files"
+                    head = repo.git.commit_files([base], changed, text, sig, epoch(when))
+                    new.append(self.commit_info(repo, head))
+                elif commits is not None or to is None:
+                    commits = 1 if commits is None else commits
+                    messages = [f"Commit {i + 1}" for i in range(commits)] if isinstance(commits, int) else commits
+                    if not messages:
+                        raise BadRequest("A push needs at least one commit.")
+                    for text in messages:
+                        repo.pushes += 1
+                        log = repo.git.lookup(head, CHANGES_FILE)
+                        lines = repo.git.read(log[1]) if log and log[0] != DIR_MODE else b""
+                        entry = f"- {text} (push {repo.pushes} to {branch})\n".encode()
+                        changed = repo.git.apply(head, write={CHANGES_FILE: lines + entry})
+                        head = repo.git.commit_files([head], changed, text, sig, epoch(when))
+                        new.append(self.commit_info(repo, head))
+            except GitError as exc:
+                raise BadRequest(str(exc)) from exc
+            if old_ref is not None and head == old_ref.target:
+                return new  # nothing moves: git reports "Everything up-to-date" and Bitbucket fires nothing
+            if old_ref is not None and not force and not repo.git.is_ancestor(old_ref.target, head):
+                raise BadRequest(
+                    f'Moving {branch} to {head[:12]} is not a fast-forward; pass "force": true to move it anyway.'
+                )
+            tip = self.commit_info(repo, head)
+            self._move_branch(repo, branch, Ref(branch, head, when, tip.message, tip.author), actor, new, force)
             return new
+
+    def _move_branch(
+        self,
+        repo: Repository,
+        branch: str,
+        head: Ref,
+        actor: str,
+        commits: list[Commit],
+        forced: bool,
+        trigger: str | None = None,
+    ) -> None:
+        """Point ``branch`` at ``head``: a push event for the ref, and a pull-request push for each open pull
+        request from that branch (pullrequest:push / pr:from_ref_updated)."""
+        old_ref = repo.branches.get(branch)
+        repo.branches[branch] = head
+        change = {"kind": "branch", "name": branch, "old": old_ref, "new": head, "commits": commits, "forced": forced}
+        self._emit_ref_change(repo, actor, change, trigger)
+        for pr in repo.pull_requests.values():
+            if pr.state == "OPEN" and pr.source_branch == branch and pr.source_hash != head.target:
+                previous = pr.source_hash
+                pr.source_hash = head.target
+                pr.updated_on = head.date
+                pr.version += 1
+                data = {"pr": pr, "previous_from_hash": previous}
+                self.emit(Event(repo.flavor, "pullrequest:push", repo, actor, data))
 
     def create_ref(
         self, repo: Repository, kind: str, name: str, actor: str, target: str | None = None, message: str = ""
@@ -687,8 +772,11 @@ class Backend:
                 raise Conflict(f"{kind.title()} {name} already exists.")
             if target is None:
                 target = repo.branches[repo.default_branch].target
-            elif target in repo.branches:
-                target = repo.branches[target].target
+            else:
+                try:
+                    target = self.resolve(repo, target)
+                except NotFound as exc:
+                    raise BadRequest(f"{exc.message} Give a branch, a tag or a commit.") from exc
             ref = Ref(name, target, now(), message or f"{kind} {name}", actor)
             refs[name] = ref
             self._emit_ref_change(repo, actor, {"kind": kind, "name": name, "old": None, "new": ref, "commits": []})
@@ -732,7 +820,7 @@ class Backend:
             }
         )
 
-    def _emit_ref_change(self, repo: Repository, actor: str, change: dict) -> None:
+    def _emit_ref_change(self, repo: Repository, actor: str, change: dict, trigger: str | None = None) -> None:
         """One ref created, moved or deleted: a ``repo:push`` event carrying that single change."""
         touch(repo)  # Cloud's repository updated_on follows pushes (README: "updated_on")
         old, new = change.get("old"), change.get("new")
@@ -746,7 +834,7 @@ class Backend:
             old.target if old else None,
             new.target if new else None,
             forced=bool(change.get("forced")),
-            trigger="push" if change.get("commits") else f"{kind}-{verb}",  # as hook triggers name them
+            trigger=trigger or ("push" if change.get("commits") else f"{kind}-{verb}"),  # as hook triggers name them
         )
         self.emit(Event(repo.flavor, "repo:push", repo, actor, {"changes": [change]}))
 
@@ -770,7 +858,11 @@ class Backend:
         state: str = "OPEN",
         created_on: datetime | None = None,
         emit: bool = True,
+        source_hash: str | None = None,
+        merged_at: datetime | None = None,
     ) -> PullRequest:
+        """Open a pull request (pushing a commit to ``source`` first if the branch is missing); ``state`` closes
+        it at once. Seeds pass ``emit=False`` and the ``source_hash`` of a branch that no longer exists."""
         with self.lock:
             destination = destination or repo.default_branch
             if source not in repo.branches and emit:
@@ -779,6 +871,9 @@ class Backend:
             dst = repo.branches.get(destination)
             if dst is None:
                 raise BadRequest(f"Branch {destination} does not exist.")
+            source_hash = src.target if src else source_hash
+            if source_hash is None or not repo.git.has_commit(source_hash):
+                raise BadRequest(f"Branch {source} does not exist.")
             pr_id = repo.next_pr_id
             repo.next_pr_id += 1
             created = created_on or now()
@@ -789,7 +884,7 @@ class Backend:
                 state="OPEN",
                 author=actor,
                 source_branch=source,
-                source_hash=src.target if src else fake_hash(repo.full_name, source),
+                source_hash=source_hash,
                 dest_branch=destination,
                 dest_hash=dst.target,
                 created_on=created,
@@ -800,7 +895,7 @@ class Backend:
             if emit:
                 self.emit(Event(repo.flavor, "pullrequest:created", repo, actor, {"pr": pr}))
             if state != "OPEN":
-                self._close(repo, pr, actor, state, emit=emit, when=created)
+                self._close(repo, pr, actor, state, emit=emit, when=created, commit_time=merged_at)
             return pr
 
     def update_pull_request(
@@ -846,40 +941,44 @@ class Backend:
         emit: bool = True,
         when: datetime | None = None,
         reason: str = "",
+        commit_time: datetime | None = None,
     ) -> None:
         if pr.state != "OPEN":
             raise Conflict(f"Pull request {pr.id} is already {pr.state.lower()}.")
+        dst = repo.branches.get(pr.dest_branch)
+        merged_tree = None
+        if state == "MERGED" and dst:
+            try:
+                merged_tree = repo.git.merge(dst.target, pr.source_hash)
+            except GitError as exc:  # e.g. a file on one side where the other has a directory
+                raise Conflict(f"Pull request {pr.id} cannot be merged: {exc}") from exc
         pr.state = state
         pr.closed_on = pr.updated_on = when or now()
         pr.closed_by = actor
         pr.reason = reason
         pr.version += 1
-        if state == "MERGED":
-            pr.merge_hash = fake_hash(repo.full_name, "merge", pr.id, pr.source_hash)
-            if emit:  # a merge moves the destination branch
-                dst = repo.branches.get(pr.dest_branch)
-                if dst:
-                    repo.commits[pr.merge_hash] = Commit(
-                        pr.merge_hash,
-                        f"Merged in {pr.source_branch} (pull request #{pr.id})",
-                        actor,
-                        pr.closed_on,
-                        [dst.target, pr.source_hash],
-                    )
-                    repo.branches[pr.dest_branch] = Ref(
-                        pr.dest_branch,
-                        pr.merge_hash,
-                        pr.closed_on,
-                        repo.commits[pr.merge_hash].message,
-                        actor,
-                    )
-                    touch(repo, pr.closed_on)  # a merge is a push to the destination branch
-                    self._log_ref_change(
-                        repo, actor, "branch", pr.dest_branch, dst.target, pr.merge_hash, trigger="pull-request-merge"
-                    )
+        merge: Commit | None = None
+        if merged_tree is not None and dst:
+            # A merge commit on the destination branch (Bitbucket's default "merge commit" strategy).
+            message = f"Merged in {pr.source_branch} (pull request #{pr.id})"
+            tree = merged_tree
+            parents = [dst.target.encode(), pr.source_hash.encode()]
+            dated = commit_time or pr.closed_on
+            sha = repo.git.write_commit(tree, parents, message, self.signature(actor), epoch(dated))
+            pr.merge_hash = sha
+            merge = Commit(sha, message, actor, dated, [dst.target, pr.source_hash])
         if emit:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
+        if merge is not None:
+            head = Ref(pr.dest_branch, merge.hash, pr.closed_on, merge.message, actor)  # moved when it merged
+            if emit:
+                # The merge moves the destination branch, and Bitbucket reports that as a push of the merge
+                # commit: Cloud fires repo:push, Data Center repo:refs_changed (its ref-change hooks run for every
+                # ref update Bitbucket itself makes, pull-request merges included), after the pull-request event.
+                self._move_branch(repo, pr.dest_branch, head, actor, [merge], False, trigger="pull-request-merge")
+            else:  # seeded history
+                repo.branches[pr.dest_branch] = head
 
     def merge_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
         with self.lock:
@@ -1344,7 +1443,6 @@ __all__ = [
     "Unauthorized",
     "User",
     "Workspace",
-    "fake_hash",
     "iso",
     "millis",
     "now",

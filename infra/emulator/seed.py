@@ -19,9 +19,10 @@ Seeding never fires webhooks and uses no randomness, so counts and ids are stabl
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+from datetime import datetime, timedelta
 
-from .models import CLOUD, DC, SEED_EPOCH, Backend, Ref, Repository, fake_hash
+from .models import CLOUD, DC, SEED_EPOCH, Backend, Ref, Repository, epoch
 
 DEMO_USERS = [
     {"name": "alice", "display_name": "Alice Admin", "email": "alice@example.com", "admin": True},
@@ -174,6 +175,12 @@ def _add_repo(
     users = list(backend.users)
     author = spec.get("author") or (users[0] if users else "")
     base_time = SEED_EPOCH + timedelta(days=backend._ids["repo"])
+    # Commit dates (so commit ids) depend on the repository's name only, never on what was seeded before it:
+    # the same spec gives the same commits on any emulator.
+    full_name = f"{owner}/{slug}".lower()
+    git_time = SEED_EPOCH + timedelta(
+        days=int(hashlib.sha1(full_name.encode(), usedforsecurity=False).hexdigest()[:6], 16) % 365
+    )
     perms = {**default_perms, **{k.lower(): v for k, v in spec.get("permissions", {}).items()}}
     repo = backend.add_repository(
         flavor,
@@ -187,22 +194,29 @@ def _add_repo(
         permissions=perms,
         created_on=base_time,
         author=author,
+        first_commit_at=git_time,
     )
+    git, initial = repo.git, repo.branches[repo.default_branch].target
+
+    def commit_on(parent: str, path: str, text: str, who: str, when: datetime) -> str:
+        """A seeded commit: ``parent`` plus one file (the same content in every repository: shared objects)."""
+        tree = git.with_file(parent, path, text.encode() + b"\n")
+        return git.write_commit(tree, [parent.encode()], text, backend.signature(who), epoch(when))
+
     n_branches = int(spec.get("branches", 1))
     branch_names = [repo.default_branch] + [f"feature/{i:04d}" for i in range(1, n_branches)]
     for i, name in enumerate(branch_names[1:], start=1):
         when = base_time + timedelta(minutes=i)
-        repo.branches[name] = Ref(
-            name,
-            fake_hash(repo.full_name, name, i),
-            when,
-            f"Work on {name}",
-            users[i % len(users)] if users else author,
+        who = users[i % len(users)] if users else author
+        sha = commit_on(
+            initial, f"notes/{name.replace('/', '-')}.md", f"Work on {name}", who, git_time + (when - base_time)
         )
+        repo.branches[name] = Ref(name, sha, when, f"Work on {name}", who)
     for i in range(1, int(spec.get("tags", 0)) + 1):
         name = f"v1.{i // 10}.{i % 10}"
         when = base_time + timedelta(hours=i)
-        repo.tags[name] = Ref(name, fake_hash(repo.full_name, "tag", i), when, f"Release {name}", author)
+        sha = commit_on(initial, f"releases/{name}.md", f"Release {name}", author, git_time + (when - base_time))
+        repo.tags[name] = Ref(name, sha, when, f"Release {name}", author)
     created["branches"] += len(repo.branches)
     created["tags"] += len(repo.tags)
 
@@ -218,6 +232,12 @@ def _add_repo(
             source = branch_names[n] if state == "OPEN" and n < len(branch_names) else f"feature/pr-{n}"
             actor = users[n % len(users)] if users else author
             reviewers = [u for u in users if u != actor][:1]
+            opened = base_time + timedelta(hours=n)
+            source_hash = None
+            if source not in repo.branches:  # a branch deleted since: only its commit remains
+                main = repo.branches[repo.default_branch].target
+                path = f"changes/{n // 100:03d}/change-{n}.md"
+                source_hash = commit_on(main, path, f"Change #{n}", actor, git_time + (opened - base_time))
             backend.open_pull_request(
                 repo,
                 actor,
@@ -227,8 +247,10 @@ def _add_repo(
                 f"Pull request {n} in {slug}",
                 reviewers,
                 state=state,
-                created_on=base_time + timedelta(hours=n),
+                created_on=opened,
                 emit=False,
+                source_hash=source_hash,
+                merged_at=git_time + (opened - base_time),
             )
     created["pull_requests"] += n
     for i in range(1, int(spec.get("issues", 0)) + 1):

@@ -202,7 +202,7 @@ def _error(status: int, message: str) -> Response:
     return Response(json.dumps({"message": message}), status, content_type="application/json")
 
 
-def serve(app: Callable, host: str, port: int) -> BaseWSGIServer:
-    server = make_server(host, port, app, threaded=True)
+def serve(app: Callable, host: str, port: int, handler: Any = None) -> BaseWSGIServer:
+    server = make_server(host, port, app, threaded=True, request_handler=handler)
     server.daemon_threads = True  # type: ignore[attr-defined]
     return server

@@ -170,15 +170,41 @@ class StreamPoller(Poller):
         self.sqs = client("sqs")
         self.iterators: dict[str, str | None] = {}
         self.pending: dict[str, list[dict[str, Any]]] = {}  # fetched but not yet processed, per shard
+        self.last_read: dict[str, str] = {}  # per shard, the sequence number of the last record fetched
+        self.start_at: dict[str, list[str]] = {}  # per shard, [iterator type, sequence number] to resume at
         self.retry_delay = 0.2
+
+    @property
+    def key(self) -> str:
+        return f"{self.function} {self.stream_arn}"
+
+    def positions(self) -> dict[str, list[str]]:
+        """Where each shard is to be read on from after a restart: at the first record not yet done with,
+        else after the last one read (records the filters rejected included)."""
+        out = dict(self.start_at)
+        for shard_id in self.iterators:
+            pending = list(self.pending.get(shard_id, ()))
+            if pending:
+                out[shard_id] = ["AT_SEQUENCE_NUMBER", pending[0]["dynamodb"]["SequenceNumber"]]
+            elif shard_id in self.last_read:
+                out[shard_id] = ["AFTER_SEQUENCE_NUMBER", self.last_read[shard_id]]
+        return out
+
+    def resume(self, positions: dict[str, list[str]]) -> None:
+        """Read on from saved positions (shards not listed start at the event source's StartingPosition)."""
+        self.start_at = {shard: list(at) for shard, at in positions.items()}
 
     def _refresh_shards(self) -> None:
         shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
             shard_id = shard["ShardId"]
             if shard_id not in self.iterators:
+                where: dict[str, str] = {"ShardIteratorType": self.starting_position}
+                if shard_id in self.start_at:
+                    kind, sequence = self.start_at[shard_id]
+                    where = {"ShardIteratorType": kind, "SequenceNumber": sequence}
                 self.iterators[shard_id] = self.streams.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType=self.starting_position
+                    StreamArn=self.stream_arn, ShardId=shard_id, **where
                 )["ShardIterator"]
                 self.pending[shard_id] = []
 
@@ -195,6 +221,8 @@ class StreamPoller(Poller):
                 response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
                 self.iterators[shard_id] = response.get("NextShardIterator")
                 records = response.get("Records", [])
+                if records:
+                    self.last_read[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
                 worked = worked or bool(records)
                 # Records the filters reject are never delivered; the checkpoint moves past them.
                 pending.extend(r for r in records if filters.delivered(self.filters, self._record(r)))

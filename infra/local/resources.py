@@ -68,16 +68,22 @@ def create_resources(
     overrides: dict[str, dict[str, Any]] | None = None,
     template: dict[str, Any] | None = None,
     stack_name: str | None = None,
+    existing: tuple[dict[str, str], dict[tuple[str, str], str]] | None = None,
 ) -> LocalResources:
     """Create every emulated resource in the template and resolve the functions' environment.
 
     `overrides` replaces properties per logical id (tests shorten a queue's visibility timeout);
     everything else comes from the template as written. Names CloudFormation would generate
     derive from the stack name, as on AWS, so two stacks with the same stage coexist.
+    `existing` (refs, attributes) are resources a restored moto already holds (the local stack's
+    saved state, made from this same template): they are adopted, not created again.
     """
     template = template or load_template()
     params = parameters or local_parameters(stage)
     out = LocalResources(stage=stage, parameters=params, stack_name=stack_name or local_stack_name(stage))
+    if existing is not None:
+        out.refs.update(existing[0])
+        out.attributes.update(existing[1])
     creating: set[str] = set()
     resolver: Resolver
 

@@ -186,6 +186,7 @@ def test_changes_with_deliver_false_fire_no_webhook(emu, receiver):
         "repo:refs_changed",
         "pr:opened",
         "pr:merged",
+        "repo:refs_changed",  # the merge moved main
     ]
     assert {(d["state"], d["reason"]) for d in silent} == {("dropped", "silent change (deliver: false)")}
     # The changes happened: the REST API shows them.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from infra.local.__main__ import write_atomically
+from infra.local.__main__ import _write_whole
 
 
 def test_a_reader_polling_the_ready_file_sees_none_of_it_or_all_of_it(tmp_path):
@@ -17,7 +17,7 @@ def test_a_reader_polling_the_ready_file_sees_none_of_it_or_all_of_it(tmp_path):
 
     def write() -> None:
         for _ in range(200):
-            write_atomically(path, json.dumps(urls))
+            _write_whole(path, urls)
         done.set()
 
     writer = threading.Thread(target=write)

@@ -24,19 +24,9 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from typing import NoReturn
 
 LOCAL_CONSOLE = "http://127.0.0.1:3001"
-#: Commands that change or delete state: on a local stack they need an unambiguous target.
-DESTRUCTIVE = {
-    ("providers", "remove"),
-    ("providers", "set"),
-    ("providers", "rotate-secret"),
-    ("hooks", "install"),
-    ("hooks", "remove"),
-    ("imports", "cancel"),
-    ("imports", "retry"),
-    ("events", "replay"),
-}
 
 # Each command group lives in its own module with `register(subparsers)`.
 GROUPS = ("providers", "hooks", "events", "imports", "reconcile", "clients", "audit")
@@ -46,21 +36,33 @@ class CliError(Exception):
     """A problem the admin can fix; printed without a traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line (which command, what is wrong, where the help is), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _environment_from_stack(stack: str) -> dict[str, str]:
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    function = boto3.client("cloudformation").describe_stack_resource(StackName=stack, LogicalResourceId="ApiFunction")[
-        "StackResourceDetail"
-    ]["PhysicalResourceId"]
-    config = boto3.client("lambda").get_function_configuration(FunctionName=function)
+    try:
+        function = boto3.client("cloudformation").describe_stack_resource(
+            StackName=stack, LogicalResourceId="ApiFunction"
+        )["StackResourceDetail"]["PhysicalResourceId"]
+        config = boto3.client("lambda").get_function_configuration(FunctionName=function)
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"cannot read the configuration of stack {stack!r}: {exc}") from None
+    print(f"bitbridge: stack {stack} (function {function})", file=sys.stderr)
     return dict(config["Environment"]["Variables"])
 
 
-def _environment_from_local(args: argparse.Namespace, *, destructive: bool) -> dict[str, str]:
+def _environment_from_local(args: argparse.Namespace) -> dict[str, str]:
     from bitbridge.cli import local
 
     try:
-        console, urls = local.find(args.local, destructive=destructive)
+        console, urls = local.find(args.local)
         args.local = console
         with urllib.request.urlopen(f"{console}/env", timeout=5) as response:  # noqa: S310 - loopback console
             env = dict(json.load(response))
@@ -77,8 +79,7 @@ def configure(args: argparse.Namespace) -> None:
     if os.environ.get("BITBRIDGE_PROVIDERS_TABLE"):
         args.local = args.local or LOCAL_CONSOLE
         return  # already configured (e.g. inside a function or a test)
-    destructive = (args.group, getattr(args, "command", None)) in DESTRUCTIVE
-    env = _environment_from_stack(args.stack) if args.stack else _environment_from_local(args, destructive=destructive)
+    env = _environment_from_stack(args.stack) if args.stack else _environment_from_local(args)
     os.environ.update(env)
     from bitbridge.aws import reset_caches
 
@@ -114,12 +115,14 @@ def public_base_url(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bitbridge", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bitbridge", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--stack", help="CloudFormation stack name of a deployed bitbridge")
     target.add_argument(
         "--local",
-        help=f"local stack console URL (default: BITBRIDGE_LOCAL_* variables, the one running stack, {LOCAL_CONSOLE})",
+        metavar="URL",
+        help="the local stack's helper URL, e.g. http://127.0.0.1:3001 (default: the BITBRIDGE_LOCAL_* variables, "
+        "else the one running stack; with several running, say which)",
     )
     groups = parser.add_subparsers(dest="group", required=True)
     for name in GROUPS:
@@ -128,16 +131,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts and limits: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no detail)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Whatever goes wrong ends in one line on stderr, never a traceback: 2 for what the
+    admin can fix (a wrong argument, an unknown id, a stack that does not answer), 1 for anything else."""
+    from bitbridge.bitbucket.http import BitbucketError
+    from bitbridge.errors import Problem
+
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         configure(args)
         return run(args)
-    except CliError as exc:
-        print(f"bitbridge: {exc}", file=sys.stderr)
+    except (CliError, Problem, BitbucketError) as exc:
+        print(f"bitbridge: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("BITBRIDGE_DEBUG"):
+            raise
+        print(
+            f"bitbridge: failed: {type(exc).__name__}: {_one_line(str(exc))} (BITBRIDGE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

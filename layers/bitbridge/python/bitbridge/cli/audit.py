@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from bitbridge.cli import CliError
+from bitbridge.cli import CliError, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -18,14 +18,18 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--client", required=True, help="service client id")
     cmd.add_argument("--since", default="24h", help="how far back: 90s, 15m, 2h, 7d, or an ISO time (default 24h)")
     cmd.add_argument("--end-user", help="only this end user's calls")
-    cmd.add_argument("--limit", type=int, default=1000)
+    cmd.add_argument("--limit", type=positive_int, default=1000)
     cmd.add_argument("--json", action="store_true", help="one JSON object per line")
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bitbridge.service import audit
+    from bitbridge.service import audit, credentials
 
+    try:
+        credentials.get_client(args.client)
+    except credentials.ClientError as exc:
+        raise CliError(f"{exc} (see bitbridge clients list)") from None
     try:
         start = audit.parse_since(args.since)
     except ValueError:

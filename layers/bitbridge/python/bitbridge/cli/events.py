@@ -76,6 +76,10 @@ def run_replay(args: argparse.Namespace) -> int:
     from bitbridge.store.deliveries import PUBLISHED, RECEIVED, UNPUBLISHABLE, received_between
     from bitbridge.webhooks.publish import publish_deliveries
 
+    if args.provider:
+        from bitbridge import providers
+
+        providers.get_provider(args.provider)  # an unknown id is a mistake, not an empty window
     now = datetime.now(UTC)
     since, until = _stamp(parse_moment(args.since, now)), _stamp(parse_moment(args.until or "0s", now))
     if since > until:

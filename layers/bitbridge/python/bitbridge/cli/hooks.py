@@ -9,20 +9,34 @@ from typing import Any
 from bitbridge.cli import CliError, public_base_url
 
 
+def known_user(user_id: str) -> str:
+    """`user_id` when it names a bitbridge user, else the one-line error."""
+    from bitbridge import accounts
+
+    if accounts.get_user(user_id) is None:
+        raise CliError(f"no user {user_id!r} (a bitbridge user id: `id` in /api/me, or OWNER in `imports list`)")
+    return user_id
+
+
 def _repository(args: argparse.Namespace) -> Any:
     from bitbridge import providers
     from bitbridge.bitbucket.http import BitbucketError
     from bitbridge.calls import INTERACTIVE, Caller
     from bitbridge.webhooks.subscriptions import Repository
 
+    provider = providers.get_provider(args.provider)
     owner, _, slug = args.repo.partition("/")
-    if not owner or not slug:
-        raise CliError("--repo takes WORKSPACE/SLUG (Cloud) or PROJECT/SLUG (Data Center)")
+    if not owner or not slug or "/" in slug:
+        raise CliError(f"--repo takes WORKSPACE/SLUG (Cloud) or PROJECT/SLUG (Data Center), got {args.repo!r}")
+    if args.user:
+        known_user(args.user)
+    elif not args.manual:
+        raise CliError("pass --user (the connected user whose token installs the hook), or --manual")
     if args.repository_id:
         return Repository(args.provider, args.repository_id, owner, slug)
     if not args.user:
         raise CliError("pass --user (a connected user id, see /api/me) or --repository-id")
-    caller = Caller(args.user, providers.get_provider(args.provider), priority=INTERACTIVE)
+    caller = Caller(args.user, provider, priority=INTERACTIVE)
     try:
         repo, _ = providers.bitbucket(caller.provider).repository(caller.fetch, caller.api, args.repo)
     except BitbucketError as exc:
@@ -94,9 +108,20 @@ def list_(args: argparse.Namespace) -> int:
 
 
 def remove(args: argparse.Namespace) -> int:
+    from bitbridge.bitbucket.http import BitbucketError
+    from bitbridge.store.subscriptions import SubscriptionRecord
     from bitbridge.webhooks.subscriptions import remove_webhook
 
-    remove_webhook(args.subscription, args.user)
+    if args.user:
+        known_user(args.user)
+    try:
+        remove_webhook(args.subscription, args.user)
+    except SubscriptionRecord.DoesNotExist:
+        raise CliError(f"no subscription {args.subscription} (see bitbridge hooks list)") from None
+    except ValueError as exc:  # an installed hook whose owner is unknown
+        raise CliError(f"{exc}: pass --user") from None
+    except BitbucketError as exc:
+        raise CliError(str(exc)) from None
     print(f"Removed subscription {args.subscription}.")
     return 0
 
@@ -108,7 +133,7 @@ def test(args: argparse.Namespace) -> int:
     try:
         sub = SubscriptionRecord.get(args.subscription)
     except SubscriptionRecord.DoesNotExist:
-        raise CliError(f"no subscription {args.subscription}") from None
+        raise CliError(f"no subscription {args.subscription} (see bitbridge hooks list)") from None
     if sub.last_delivery_at is None:
         print(f"{sub.repository_full_name}: no delivery received yet. Push to the repository, then run this again.")
         return 1

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from bitbridge.cli import CliError
+from bitbridge.cli import CliError, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -20,9 +20,9 @@ def register(subparsers: Any) -> None:
     commands = group.add_subparsers(dest="command", required=True)
 
     list_ = commands.add_parser("list", help="import jobs, newest first")
-    list_.add_argument("--state", help="only jobs in this state (queued, running, waiting_rate_limit, ...)")
+    list_.add_argument("--state", choices=_states(), help="only jobs in this state")
     list_.add_argument("--user", help="only this user's jobs (bitbridge user id)")
-    list_.add_argument("--limit", type=int, default=50)
+    list_.add_argument("--limit", type=positive_int, default=50)
     list_.add_argument("--json", action="store_true")
     list_.set_defaults(run=run_list)
 
@@ -36,12 +36,18 @@ def register(subparsers: Any) -> None:
         cmd.set_defaults(run=func)
 
 
+def _states() -> tuple[str, ...]:
+    from bitbridge.store.imports import ACTIVE_STATES, TERMINAL_STATES
+
+    return (*ACTIVE_STATES, *TERMINAL_STATES)
+
+
 def _job(job_id: str) -> Any:
     from bitbridge.imports import jobs
 
     job = jobs.load(job_id) if job_id.isalnum() else None
     if job is None:
-        raise CliError(f"no import {job_id}")
+        raise CliError(f"no import {job_id} (see bitbridge imports list)")
     return job
 
 
@@ -49,6 +55,9 @@ def _rows(args: argparse.Namespace) -> list[Any]:
     from bitbridge.store.imports import JOB_SK, JobRecord
 
     if args.user:
+        from bitbridge.cli.hooks import known_user
+
+        known_user(args.user)
         found = list(JobRecord.by_owner.query(args.user, scan_index_forward=False))
     else:
         # The admin view spans every user: a filtered scan (jobs are few next to their pages).

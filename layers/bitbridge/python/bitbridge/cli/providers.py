@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bitbridge import providers
-from bitbridge.cli import CliError, public_base_url
+from bitbridge.cli import CliError, positive_int, public_base_url
 from bitbridge.safe_text import one_line
 
 
@@ -197,7 +197,7 @@ def register(groups: Any) -> None:
     p = command("verify", verify, "check a provider and verify it with a real OAuth round trip")
     p.add_argument("id")
     p.add_argument("--base-url")
-    p.add_argument("--timeout", type=int, default=300)
+    p.add_argument("--timeout", type=positive_int, default=300)
     p.add_argument("--no-wait", action="store_true", help="print the URL and exit")
 
     p = command("set", set_, "change a provider's settings")

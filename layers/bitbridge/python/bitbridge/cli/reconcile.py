@@ -9,11 +9,20 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from bitbridge.cli import CliError, positive_int
+
 
 def reconcile(args: argparse.Namespace) -> int:
     from bitbridge.config import settings
     from bitbridge.reconcile.run import SimulatedCrash, run
+    from bitbridge.webhooks.subscriptions import list_subscriptions
 
+    if args.repo is not None:
+        owner, _, slug = args.repo.partition("/")
+        if not owner or not slug or "/" in slug:
+            raise CliError(f"--repo takes WORKSPACE/SLUG or PROJECT/SLUG, got {args.repo!r}")
+        if not any(s.repository_full_name.lower() == args.repo.lower() for s in list_subscriptions()):
+            raise CliError(f"no subscription for {args.repo} (see bitbridge hooks list)")
     try:
         report = run(
             repo=args.repo,
@@ -42,7 +51,7 @@ def reconcile(args: argparse.Namespace) -> int:
 def register(groups: Any) -> None:
     p = groups.add_parser("reconcile", help="reconcile subscriptions with Bitbucket now")
     p.add_argument("--repo", help="only this repository (WORKSPACE/SLUG or PROJECT/SLUG)")
-    p.add_argument("--budget", type=int, help="Bitbucket calls per provider (default: the stack's budget)")
+    p.add_argument("--budget", type=positive_int, help="Bitbucket calls per provider (default: the stack's budget)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--crash-after-events", type=int, help=argparse.SUPPRESS)  # tests: die mid-run
     p.set_defaults(run=reconcile)
