@@ -7,6 +7,7 @@ not published, and nothing of the forgery persists (the observed state, the cons
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from typing import Any
 
@@ -34,6 +35,9 @@ CASES = [
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=3, max_size=12)
 foreign_names = st.builds(lambda a, b: (f"zz{a}", f"zz{b}"), words, words)  # marked: never a real name
 foreign_urls = st.builds(lambda h, p: f"https://zz{h}.example/{p}", words, words)
+# Each example's pull requests are new ones: the same pull request state delivered again is a change told
+# before (bitbridge.change_ids), settled `duplicate` and not published again.
+pull_request_numbers = itertools.count(1000)
 
 
 def _at(payload: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
@@ -99,8 +103,10 @@ def test_only_the_subscriptions_own_names_reach_the_bus(pipeline, shared_dir, na
                 destination["uuid"] = "{00000000-0000-4000-8000-0000000000ee}"
                 another = True
         if "pullrequest" in forged:
+            forged["pullrequest"]["id"] = next(pull_request_numbers)
             forged["pullrequest"]["links"]["html"] = {"href": pr_url}
         if "pullRequest" in forged:
+            forged["pullRequest"]["id"] = next(pull_request_numbers)
             forged["pullRequest"]["links"]["self"] = [{"href": pr_url}]
         delivery_id = f"forged-{n}-{index}"
         assert pipeline.deliver(flavor, key, json.dumps(forged).encode(), delivery_id, subscription=sub) == 202
