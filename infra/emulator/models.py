@@ -24,16 +24,24 @@ CLOUD = "cloud"
 DC = "datacenter"
 
 # Repository slugs as Bitbucket documents them ("What is a repository slug?", support.atlassian.com): ASCII
-# letters, digits, `_`, `-` and `.`; Cloud's at most 62 characters, Data Center's starting with a letter or
-# digit, with no documented length. No limit is documented for a repository's name or description on either
-# flavor (nor in either OpenAPI document), so the emulator takes any length there, as Bitbucket may.
+# letters, digits, `_`, `-` and `.`; Cloud's at most 62 characters, with no `--` and neither starting nor
+# ending with `-` (unless the slug is all dashes); Data Center's starting with a letter or digit, with no
+# documented length. No limit is documented for a repository's name or description on either flavor (nor in
+# either OpenAPI document), so the emulator takes any length there, as Bitbucket may.
 CLOUD_SLUG_MAX = 62
-_SLUG = {CLOUD: re.compile(r"[A-Za-z0-9_.-]{1,62}"), DC: re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")}
+_SLUG = {
+    CLOUD: re.compile(r"-{1,62}|(?!.*--)[A-Za-z0-9_.](?:[A-Za-z0-9_.-]{0,60}[A-Za-z0-9_.])?"),
+    DC: re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
+}
 
 
 def check_repository_slug(flavor: str, slug: str) -> None:
     if not _SLUG[flavor].fullmatch(slug):
-        limit = f"at most {CLOUD_SLUG_MAX} characters" if flavor == CLOUD else "starting with a letter or digit"
+        limit = (
+            f"at most {CLOUD_SLUG_MAX} characters, no '--', not starting or ending with '-'"
+            if flavor == CLOUD
+            else "starting with a letter or digit"
+        )
         raise BadRequest(f"Invalid repository slug {slug!r}: letters, digits, '_', '-' and '.', {limit}.")
 
 

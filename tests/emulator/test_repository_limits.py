@@ -1,8 +1,8 @@
 """Issue 23 (6): the emulator takes the repositories Bitbucket takes and no others. Documented (support.atlassian
 .com, "What is a repository slug?"): slugs of ASCII letters, digits, `_`, `-`, `.`; Cloud's at most 62
-characters; Data Center's starting with a letter or digit, with no documented length. No limit is documented
-for a name or a description on either flavor, so those are taken at any length - which bitbridge must cope
-with (its listing cuts them)."""
+characters, no `--`, no `-` first or last unless all dashes; Data Center's starting with a letter or digit,
+with no documented length. No limit is documented for a name or a description on either flavor, so those are
+taken at any length - which bitbridge must cope with (its listing cuts them)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def test_cloud_slugs_are_at_most_62_documented_characters(emu):
     for slug in ("has space", "ünïcode", "semi;colon", ""):
         assert _add(emu, "cloud", "acme", slug).status_code == 400, slug
     assert _add(emu, "cloud", "acme", "_dot.ted-name").status_code == 201
+
+
+def test_cloud_slugs_keep_dashes_single_and_inside_unless_they_are_all_dashes(emu):
+    for slug in ("a--b", "ends-", "-starts", "x" * 61 + "-"):
+        refused = _add(emu, "cloud", "acme", slug)
+        assert refused.status_code == 400 and "'--'" in refused.text, slug
+    for slug in ("---", "a-b-c", ".dot", "a", "c" * 62):
+        assert _add(emu, "cloud", "acme", slug).status_code == 201, slug
 
 
 def test_datacenter_slugs_have_no_documented_length_but_start_with_a_letter_or_digit(emu):
