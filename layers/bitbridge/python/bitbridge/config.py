@@ -23,6 +23,7 @@ REQUIRED = (
     "SUBSCRIPTIONS_TABLE",
     "IMPORTS_TABLE",
     "SERVICE_TABLE",
+    "BUDGETS_TABLE",
     "IMPORT_QUEUE_URL",
     "PUBLISH_FAILURE_QUEUE_URL",
     "TOKEN_REFRESH_QUEUE_URL",
@@ -64,6 +65,8 @@ class Settings:
     reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
     service_table: str = ""
     service_audit_retention_days: int = 90
+    budgets_table: str = ""  # rate-limit budgets (bitbridge.budget)
+    metrics_namespace: str = "bitbridge"  # CloudWatch namespace of bitbridge's metrics (Powertools' variable)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -107,6 +110,8 @@ class Settings:
             reconcile_api_budget=whole("RECONCILE_API_BUDGET", 10_000),
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=whole("SERVICE_AUDIT_RETENTION_DAYS", 90),
+            budgets_table=get("BUDGETS_TABLE"),
+            metrics_namespace=environ.get("POWERTOOLS_METRICS_NAMESPACE") or "bitbridge",
         )
 
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
 
 
@@ -100,6 +101,16 @@ class Bitbucket(Protocol):
 
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         """When it was last updated (`repos.iso_utc`)."""
+        ...
+
+    # -- rate limits (bitbridge.budget) ------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        """Bitbucket's published limits for this flavor (a provider's settings go on top)."""
+        ...
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        """The resource class a call is counted in: judged from `url`, else named by `resource`
+        (`limits.REPOSITORIES`, `limits.WEBHOOKS`) where the caller knows it before the URL."""
         ...
 
 

@@ -16,6 +16,7 @@ from bitbridge.bitbucket import CLOUD
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import CLOUD_CLASSES, Limits, cloud_class, cloud_defaults
 from bitbridge.bitbucket.repos import (
     BadListState,
     ByteBudget,
@@ -351,6 +352,15 @@ class Cloud:
 
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromisoformat(str(pr["updated_on"])))
+
+    # -- rate limits ---------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        return cloud_defaults()
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        if url is not None:
+            return cloud_class(url, api_url)
+        return resource if resource in CLOUD_CLASSES else "other"
 
 
 _REF_FIELDS = "next,values.name,values.target.hash"

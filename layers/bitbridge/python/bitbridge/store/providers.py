@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, UnicodeAttribute
+from pynamodb.attributes import BooleanAttribute, JSONAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
 from bitbridge.store.base import register, table_meta
@@ -27,6 +27,9 @@ class ProviderRecord(Model):
     status = UnicodeAttribute(default="pending")  # pending | verified | failed
     status_detail = UnicodeAttribute(null=True)
     verified_at = UnicodeAttribute(null=True)
+    # The admin's rate-limit settings over the flavor's published limits (bitbridge.bitbucket.limits.apply):
+    # {"window_seconds", "classes": {name: n}, "refill_per_second", "scope", "reserve", "enabled"}; None: defaults.
+    rate_limits = JSONAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     updated_at = UnicodeAttribute(default=iso)
 
