@@ -218,7 +218,7 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
         # GetItem 3: provider, connection (token), subscription; PutItem 2: the subscription before the hook
         # is created, then with its id (both counted above)
         "kms:Decrypt": 1,  # the token, once (the webhook step reuses it)
-        "s3:PutObject": 2 + 3,  # repository.json, one object per page, manifest.json
+        "s3:PutObject": 3 + 3,  # repository.json, one object per page, people.jsonl, manifest.json
         "events:PutEvents": 2,  # import.started, import.completed
     }
     assert man["aws_calls"] == done["aws_calls"]

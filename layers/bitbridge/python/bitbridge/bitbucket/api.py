@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
+from bitbridge.bitbucket.actions import Actions
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
+from bitbridge.bitbucket.review import NestedPage, Read
 
 
 class Bitbucket(Protocol):
@@ -71,6 +73,25 @@ class Bitbucket(Protocol):
         """(default branch name, its head commit) as far as one page of branches tells."""
         ...
 
+    # -- review data (imports: `bitbucket.review`) ---------------------------------------------------
+    def review_reads(self, repo: Repo, wanted: set[str]) -> list[Read]:
+        """The nested reads an import makes per pull request (or issue) for the `wanted` nested entities."""
+        ...
+
+    def review_page(
+        self, fetch: Fetch, api: str, full_name: str, read: Read, parent: dict[str, Any], cursor: str | None
+    ) -> NestedPage:
+        """One page of `read` for `parent` (a pull request or an issue as its own page holds it)."""
+        ...
+
+    def derived(self, entity: str, values: list[dict[str, Any]], wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+        """Nested entities read off one of `entity`'s pages, no call (pull request review states)."""
+        ...
+
+    def people_in(self, value: Any) -> list[dict[str, Any]]:
+        """Every person `value` (Bitbucket's JSON) names, as `people.jsonl` records, in document order."""
+        ...
+
     # -- hooks -------------------------------------------------------------------------------------
     @property
     def webhook_events(self) -> tuple[str, ...]:
@@ -118,6 +139,20 @@ def for_flavor(flavor: str) -> Bitbucket:
     from bitbridge.bitbucket import cloud, datacenter
 
     implementations: dict[str, Bitbucket] = {CLOUD: cloud.CLOUD_API, DATACENTER: datacenter.DATACENTER_API}
+    try:
+        return implementations[flavor]
+    except KeyError:
+        raise ValueError(f"unknown Bitbucket flavor {flavor!r}") from None
+
+
+def actions_for(flavor: str) -> Actions:
+    """What a product does back to Bitbucket (statuses, comments, reviews), one shape for both flavors."""
+    from bitbridge.bitbucket import cloud_actions, datacenter_actions
+
+    implementations: dict[str, Actions] = {
+        CLOUD: cloud_actions.CLOUD_ACTIONS,
+        DATACENTER: datacenter_actions.DATACENTER_ACTIONS,
+    }
     try:
         return implementations[flavor]
     except KeyError:

@@ -37,6 +37,7 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.calls import INTERACTIVE, REPOSITORIES, Caller, Patience
 from bitbridge.config import settings
 from bitbridge.imports.jobs import ImportRequestError, batch_get, get_item, load
+from bitbridge.imports.options import defaults, parts
 from bitbridge.imports.queries import view_for
 from bitbridge.store.base import condition_failed
 from bitbridge.store.imports import (
@@ -114,14 +115,9 @@ def parse_request(body: Any) -> tuple[str, list[str], bool]:
             raise ImportRequestError(str(exc)) from None
         if f"{owner}/{slug}" not in cleaned:
             cleaned.append(f"{owner}/{slug}")
-    for flag in ("reimport", "comments"):
-        if not isinstance(body.get(flag, False), bool):
-            raise ImportRequestError(f"`{flag}` must be true or false.")
-    if body.get("comments"):
-        raise ImportRequestError(
-            "`comments` is not supported yet: imports do not copy pull request comments. Leave it out.",
-            option="comments",
-        )
+    if not isinstance(body.get("reimport", False), bool):
+        raise ImportRequestError("`reimport` must be true or false.")
+    parts(body)  # `include` / `exclude` checked with the rest: a bad one starts nothing
     return provider_id, cleaned, bool(body.get("reimport", False))
 
 
@@ -132,8 +128,10 @@ def start(
     *,
     reimport: bool = False,
     hook_base_url: str = "",
+    wanted_parts: dict[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check access to every repository first (all or nothing), then make or find one job each."""
+    """Check access to every repository first (all or nothing), then make or find one job each
+    (`wanted_parts`: `parts(body)`, the optional parts a new job copies; default the defaults)."""
     provider = providers.get_provider(provider_id)
     if not provider.imports:
         raise ImportRequestError(f"Imports are turned off for provider {provider_id}.", code="imports_disabled")
@@ -175,6 +173,7 @@ def start(
             reimport=reimport,
             hook_base_url=hook_base_url,
             pool=pool,
+            wanted_parts=wanted_parts,
         )
         enqueue_all([s.job for s in settled if s.send], kickoff_id=kickoff_id, pool=pool)
     admin = is_admin(user_id)  # once per request, not once per job
@@ -199,6 +198,7 @@ def settle(
     reimport: bool = False,
     hook_base_url: str = "",
     pool: ThreadPoolExecutor | None = None,
+    wanted_parts: dict[str, bool] | None = None,
 ) -> list[Settled]:
     """Each repository's import job, in order: the one it has (active, or completed unless `reimport`), or
     a new one. Reads are batched (pointers, their jobs, their requests' KICKOFF items); each new job is
@@ -217,7 +217,7 @@ def settle(
             out.append(Settled(existing, created=False, send=_needs_message(existing, sent)))
         else:
             out.append(None)
-            job = _draft(user_id, provider, w, kickoff_id, base=hook_base_url)
+            job = _draft(user_id, provider, w, kickoff_id, base=hook_base_url, wanted_parts=wanted_parts)
             new.append((i, pointer, job))
     run = pool.map if pool else map
     for _ in run(lambda s: _note_requester(s.job, user_id), [s for s in out if s is not None]):
@@ -232,7 +232,9 @@ def settle(
             if not condition_failed(exc):
                 raise
         # A concurrent request claimed the repository first: read what it made.
-        return i, ensure_job(user_id, provider, wanted[i], kickoff_id, reimport=reimport, base=hook_base_url)
+        return i, ensure_job(
+            user_id, provider, wanted[i], kickoff_id, reimport=reimport, base=hook_base_url, wanted_parts=wanted_parts
+        )
 
     for i, settled in run(write, new):
         out[i] = settled
@@ -247,6 +249,7 @@ def ensure_job(
     *,
     reimport: bool = False,
     base: str = "",
+    wanted_parts: dict[str, bool] | None = None,
 ) -> Settled:
     """One repository's import job, read and settled on its own (after a lost race: re-read until settled)."""
     key = repojob_pk(provider.provider_id, wanted.repo.id)
@@ -256,7 +259,7 @@ def ensure_job(
         if existing is not None and _reusable(existing, reimport):
             _note_requester(existing, user_id)
             return Settled(existing, created=False, send=_needs_message(existing, _kickoffs_sent([existing])))
-        job = _draft(user_id, provider, wanted, kickoff_id, base=base)
+        job = _draft(user_id, provider, wanted, kickoff_id, base=base, wanted_parts=wanted_parts)
         try:
             _create(pointer, job)
         except Exception as exc:
@@ -272,7 +275,9 @@ def _reusable(job: JobRecord, reimport: bool) -> bool:
     return job.state in ACTIVE_STATES or (job.state == COMPLETED and not reimport)
 
 
-def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str) -> JobRecord:
+def _draft(
+    user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str, wanted_parts: dict[str, bool] | None = None
+) -> JobRecord:
     job_id = uuid.uuid4().hex
     return JobRecord(
         job_pk(job_id),
@@ -287,9 +292,9 @@ def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str
         repository_full_name=w.repo.full_name,
         repository=w.raw,
         # Where the webhook step points the hook when the stack has no PublicBaseUrl: the
-        # URL this request came in on (the worker has no request of its own).
-        # `comments` stays false until imports copy them (a request asking for them is refused).
-        options={"comments": False, "hook_base_url": base},
+        # URL this request came in on (the worker has no request of its own). The optional parts it copies
+        # (`imports.options`): each named, true or false.
+        options={"hook_base_url": base, **(wanted_parts or defaults())},
         api_calls=w.calls,
         kickoff_id=kickoff_id,
     )

@@ -7,6 +7,7 @@ One table (ServiceTable, TTL on `expires_at`), six item kinds:
   CONNECT#{sha256}   / SESSION               a one-time connect session (the URL's token is never stored)
   CONNECTED#{sha256} / RESULT                a finished connect, until the product confirms it (its code hashed)
   AUDIT#{client_id}  / {time}#{request id}   one record per service call, deleted by TTL after the retention
+  IDEMPOTENCY#{client_id} / KEY#{sha256}     a write's Idempotency-Key and its first answer, deleted by TTL
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def connect_result_pk(code_digest: str) -> str:
 
 def audit_pk(client_id: str) -> str:
     return f"AUDIT#{client_id}"
+
+
+def idempotency_pk(client_id: str) -> str:
+    return f"IDEMPOTENCY#{client_id}"
+
+
+def idempotency_sk(key_digest: str) -> str:
+    return f"KEY#{key_digest}"
 
 
 @register
@@ -148,4 +157,25 @@ class AuditRecord(Model):
     status = NumberAttribute()
     duration_ms = NumberAttribute()
     at = UnicodeAttribute()
+    detail = UnicodeAttribute(null=True)  # a typed action's ids and states, JSON (service.actions.audit_detail)
+    expires_at = NumberAttribute()
+
+
+@register
+class IdempotencyRecord(Model):
+    """One Idempotency-Key of a client's write: held while the first call runs (`lease_until`), then its answer
+    (`status` and `body`, or the refusal's `error`) for the retention; a call with the same key and request is
+    answered from here, never run twice."""
+
+    Meta = table_meta("service_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # IDEMPOTENCY#{client_id}
+    sk = UnicodeAttribute(range_key=True)  # KEY#{sha256 of the key}: any key the header allows fits
+    fingerprint = UnicodeAttribute()  # sha256 of what was asked (route, end user, parameters, body)
+    state = UnicodeAttribute()  # running | done
+    lease_until = NumberAttribute()  # epoch seconds: a running call older than this crashed; it can be run again
+    status = NumberAttribute(null=True)
+    body = UnicodeAttribute(null=True)  # the answer, JSON (never a token: actions answer ids and states)
+    error = UnicodeAttribute(null=True)  # a refusal's {code, message, details}, JSON
+    created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()
