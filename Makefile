@@ -76,6 +76,7 @@ bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios ag
 	$(PY) tests/bench/service_proxy.py
 	$(PY) tests/bench/console.py
 	$(PY) tests/bench/emulator_seed.py
+	$(PY) tests/bench/key_check.py
 
 scan: $(VENV)/.installed $(TOOLS)/.installed ## template checks: sam validate --lint, cfn-lint, checkov
 	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template-file template.yaml

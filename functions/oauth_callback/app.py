@@ -1,4 +1,5 @@
-"""GET /auth/{provider}/callback - exchange the code now, identify, store encrypted tokens, sign in."""
+"""GET /auth/{provider}/callback - exchange the code now, identify, store encrypted tokens, sign in (or, for a
+service connect, back to the product with a code it confirms)."""
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,6 +24,8 @@ def handler(event: dict, context: LambdaContext) -> dict:
         return edge.error_page(exc, event)
     if isinstance(result, oauth.ProviderVerified):
         logger.info("provider verified", extra={"provider": provider_id})
+    elif isinstance(result, oauth.ServiceConnected):
+        logger.info("service connect awaiting its client's confirmation", extra={"provider": provider_id})
     else:
         logger.info("signed in", extra={"provider": provider_id, "user_id": result.user_id})
     return edge.callback_answer(result)

@@ -70,6 +70,10 @@ def _connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, 
     return 200, api.connection(caller, p["provider"], p["end_user_id"], base)
 
 
+def _confirm_connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    return 200, api.confirm_connection(caller, _json_body(event))
+
+
 def _connection_budget(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     p = _params(event)
     return 200, api.connection_budget(caller, p["provider"], p["end_user_id"], base)
@@ -239,6 +243,7 @@ BROWSER_ROUTES = (CONNECT_PAGE,)  # the end user's browser, no service key
 PROXY = Route("proxy", "proxy", _proxy)
 ROUTES: dict[str, Route] = {
     "POST /service/v1/connect-sessions": Route("connections:write", "connect_session", _connect_session),
+    "POST /service/v1/connect-sessions/confirm": Route("connections:write", "connect_confirm", _confirm_connection),
     "GET /service/v1/connections/{provider}/{end_user_id}": Route("connections:read", "connection", _connection),
     "DELETE /service/v1/connections/{provider}/{end_user_id}": Route(
         "connections:write", "connection_delete", _delete_connection
@@ -318,20 +323,23 @@ def _audit_body(event: dict[str, Any]) -> Any:
 
 
 def connect_page(event: dict[str, Any]) -> dict[str, Any]:
-    """The end user's landing page for a connect URL: straight on to the provider when the session names
-    one, else a button per provider that allows connecting. The session is used up by the authorize step."""
+    """The end user's landing page for a connect URL: which product asks to connect Bitbucket for which of
+    its users, and a Continue button per provider (a form: pressing it is the confirmation). The session is
+    used up by the authorize step the form posts to."""
     token = edge.path_parameter(event, "session")
     try:
         session = links.peek_session(token)
+        product = links.product_label(session.client_id)
     except links.ConnectSessionInvalid as exc:
         return edge.error_page(exc, event, back=None)
-    if session.provider_id:
-        return edge.redirect(signin_page.connect_buttons_target(session.provider_id, token))
+    offered = [p for p in providers.list_providers() if not session.provider_id or p.provider_id == session.provider_id]
     # Not connecting is a choice too: back to the product, which finds no connection.
     back, label = edge.way_back(session.return_to)
     cancel = f"<p class='back'><a href='{html.escape(back)}'>Cancel and go {html.escape(label.lower())}</a></p>"
-    buttons = signin_page.connect_buttons(providers.list_providers(), token)
-    return edge.html_page(200, "Connect Bitbucket", buttons + cancel)
+    body = signin_page.connect_confirmation(product, session.end_user_id, offered, token) + cancel
+    # The form's answer redirects on to the provider's authorize page: the page's policy allows that origin.
+    targets = tuple(sorted({edge.origin_of(providers.endpoints(p).authorize_url) for p in offered if p.imports}))
+    return edge.html_page(200, "Connect Bitbucket", body, form_targets=targets)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -21,6 +22,29 @@ from .git import DIR_MODE, GitError, GitRepo, MergeConflict, Signature
 
 CLOUD = "cloud"
 DC = "datacenter"
+
+# Repository slugs as Bitbucket documents them ("What is a repository slug?", support.atlassian.com): ASCII
+# letters, digits, `_`, `-` and `.`; Cloud's at most 62 characters, with no `--` and neither starting nor
+# ending with `-` (unless the slug is all dashes); Data Center's starting with a letter or digit, with no
+# documented length. No limit is documented for a repository's name or description on either flavor (nor in
+# either OpenAPI document), so the emulator takes any length there, as Bitbucket may.
+CLOUD_SLUG_MAX = 62
+_SLUG = {
+    CLOUD: re.compile(r"-{1,62}|(?!.*--)[A-Za-z0-9_.](?:[A-Za-z0-9_.-]{0,60}[A-Za-z0-9_.])?"),
+    DC: re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
+}
+
+
+def check_repository_slug(flavor: str, slug: str) -> None:
+    if not _SLUG[flavor].fullmatch(slug):
+        limit = (
+            f"at most {CLOUD_SLUG_MAX} characters, no '--', not starting or ending with '-'"
+            if flavor == CLOUD
+            else "starting with a letter or digit"
+        )
+        raise BadRequest(f"Invalid repository slug {slug!r}: letters, digits, '_', '-' and '.', {limit}.")
+
+
 FLAVORS = (CLOUD, DC)
 
 # Repository permission levels, ordered. Cloud roles and DC REPO_* permissions both map onto these.
@@ -565,6 +589,7 @@ class Backend:
         author: str | None = None,
         first_commit_at: datetime | None = None,
     ) -> Repository:
+        check_repository_slug(flavor, slug)
         with self.lock:
             owner = self.get_workspace(owner).slug if flavor == CLOUD else self.get_project(owner).key
             key = (flavor, owner.lower(), slug.lower())

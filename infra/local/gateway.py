@@ -165,13 +165,10 @@ class Gateway:
         request = Request(environ)
         started = time.perf_counter()
         response = self.dispatch(request)
-        log.info(
-            "%s %s -> %s (%.0f ms)",
-            request.method,
-            request.path,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
+        # The route, never the path, as template.yaml's access log: a path may carry a one-time token.
+        matched = self.router.match(request.method, request.path)
+        route = matched[0].route_key if matched else f"{request.method} (no route)"
+        log.info("%s -> %s (%.0f ms)", route, response.status_code, (time.perf_counter() - started) * 1000)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

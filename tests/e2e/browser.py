@@ -82,6 +82,52 @@ class _FormParser(HTMLParser):
             self.fields[a["name"]] = a.get("value") or ""
 
 
+class _FormsParser(HTMLParser):
+    """Every form on a page: its method, action, hidden fields and button text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+        self._in_button = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"method": (a.get("method") or "get").upper(), "action": a.get("action") or "",
+                               "fields": {}, "button": ""})  # fmt: skip
+        elif tag == "input" and self.forms and a.get("name"):
+            self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "button" and self.forms:
+            self._in_button = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button":
+            self._in_button = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_button:
+            self.forms[-1]["button"] += data
+
+
+def forms(page: requests.Response) -> list[dict]:
+    parser = _FormsParser()
+    parser.feed(page.text)
+    return parser.forms
+
+
+def submit(browser: Browser, page: requests.Response, button: str | None = None, **kwargs) -> requests.Response:
+    """Press a form's button (the first form, or the one whose button reads `button`) as a browser does: the
+    page's origin as `Origin`, the fields form-encoded, redirects followed."""
+    found = [f for f in forms(page) if button is None or f["button"].strip() == button]
+    assert found, f"no form{' with ' + repr(button) if button else ''} on {page.url}: {page.text[:300]}"
+    form = found[0]
+    parts = urlsplit(page.url)
+    headers = {"Origin": f"{parts.scheme}://{parts.netloc}"}
+    return browser.request(
+        form["method"], urljoin(page.url, form["action"]), data=form["fields"], headers=headers, **kwargs
+    )
+
+
 def consent(browser: Browser, page: requests.Response, user: str, decision: str = "grant") -> requests.Response:
     """Answer an emulator consent page as a person would: pick the user, press Grant or Deny."""
     parser = _FormParser()

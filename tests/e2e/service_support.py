@@ -7,11 +7,12 @@ import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from bitbridge.client import Client
-from tests.e2e.browser import Browser, consent
+from tests.e2e.browser import Browser, consent, submit
 from tests.e2e.support import cli, control
 
 PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
@@ -41,20 +42,36 @@ def new_bitbucket_user(stack) -> str:
 
 
 def follow_connect_url(url: str, bitbucket_user: str, browser: Browser | None = None) -> requests.Response:
-    """What the end user does: open the connect URL, grant on Bitbucket, land back (not followed: the
-    product's own site). Returns bitbridge's final redirect."""
+    """What the end user does: open the connect URL, read who asks, press Continue, grant on Bitbucket, land
+    back (not followed: the product's own site). Returns bitbridge's final redirect."""
     browser = browser or Browser()
     page = browser.get(url)
-    assert page.status_code == 200 and "Grant access" in page.text, page.text[:300]
-    callback = consent(browser, page, bitbucket_user)
+    assert page.status_code == 200 and "asks to connect your Bitbucket account" in page.text, page.text[:300]
+    grant = submit(browser, page)
+    assert grant.status_code == 200 and "Grant access" in grant.text, grant.text[:300]
+    callback = consent(browser, grant, bitbucket_user)
     assert callback.status_code == 302, callback.text[:300]
     return browser.get(callback.headers["Location"], follow=False)
 
 
-def connect(stack, bb: Client, flavor: str, end_user_id: str, bitbucket_user: str) -> None:
+def connect_code(landed: requests.Response, return_to: str) -> str:
+    """The one-time code bitbridge sent the browser back to `return_to` with (its own query kept)."""
+    location = landed.headers.get("Location", "")
+    assert landed.status_code == 302, landed.text[:300]
+    sent, came = urlsplit(return_to), urlsplit(location)
+    assert (came.scheme, came.netloc, came.path) == (sent.scheme, sent.netloc, sent.path), location
+    query = parse_qs(came.query)
+    assert {k: v for k, v in query.items() if k != "connect_code"} == parse_qs(sent.query), location
+    (code,) = query["connect_code"]
+    return code
+
+
+def connect(stack, bb: Client, flavor: str, end_user_id: str, bitbucket_user: str) -> dict:
+    """An end user connects through a connect session, and the product confirms it for that end user (what its
+    return_to page does for the user signed in there). Returns the connection."""
     session = bb.connect_session(end_user_id, return_to=f"{ORIGIN}/connected", provider=PROVIDERS[flavor])
     landed = follow_connect_url(session.connect_url, bitbucket_user)
-    assert landed.status_code == 302 and landed.headers["Location"] == f"{ORIGIN}/connected", landed.text[:300]
+    return bb.confirm_connection(end_user_id, connect_code(landed, f"{ORIGIN}/connected"))
 
 
 def token_endpoint_calls(stack, flavor: str) -> int:

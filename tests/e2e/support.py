@@ -13,11 +13,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from bitbridge import edge
 from tests.conftest import REPO_ROOT
 from tests.e2e.browser import Browser, consent
 
 PROVIDERS = {"cloud": "bitbucket-cloud", "datacenter": "acme-datacenter"}
-SESSION = "bitbridge_session"
+SESSION = edge.SESSION_COOKIE
 
 
 # ------------------------------------------------------------------------------------------------ sign-in

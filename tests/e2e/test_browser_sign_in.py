@@ -41,5 +41,5 @@ def test_person_signs_in_through_the_consent_page(stack, page, button, provider)
     me = page.request.get(f"{stack.api}/api/me").json()
     assert me["user"]["display_name"] and provider in {c["provider"] for c in me["connections"]}
     cookies = {c["name"]: c for c in page.context.cookies()}
-    assert cookies["bitbridge_session"]["httpOnly"] is True
-    assert cookies["bitbridge_session"]["secure"] is True
+    assert cookies["__Host-bitbridge_session"]["httpOnly"] is True
+    assert cookies["__Host-bitbridge_session"]["secure"] is True

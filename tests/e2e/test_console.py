@@ -703,21 +703,24 @@ def test_a_denied_sign_in_leads_back_to_sign_in(stack, browser, screens):
 
 
 def test_the_connect_chooser_and_a_used_link_each_have_a_way_back(stack, browser, screens):
-    """A product's end user: the chooser offers every provider and a way back to the product; a link used
-    already says to ask the product for a new one."""
+    """A product's end user: the chooser names the product and the end user, offers every provider and a way
+    back to the product; Continue (a form) goes on to Bitbucket; a link used already says to ask the product
+    for a new one."""
     _, key = add_client(stack)
-    session = Client(stack.api, key).connect_session(f"end-{secrets.token_hex(4)}", return_to=f"{ORIGIN}/connected")
+    end_user = f"end-{secrets.token_hex(4)}"
+    session = Client(stack.api, key).connect_session(end_user, return_to=f"{ORIGIN}/connected")
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     try:
         page.goto(session.connect_url)
         page.get_by_role("heading", name="Connect Bitbucket").wait_for()
+        assert "asks to connect your Bitbucket account to its user " + end_user in page.inner_text("main")
         for label in LABELS.values():
-            assert page.get_by_role("link", name=f"Connect {label}").is_visible()
+            assert page.get_by_role("button", name=f"Continue to {label}").is_visible()
         back = page.get_by_role("link", name="Cancel and go back to 127.0.0.1:9")
         assert back.get_attribute("href") == f"{ORIGIN}/connected"
         _shoot(page, screens, "connect-chooser")
-        page.get_by_role("link", name=f"Connect {LABELS['cloud']}").click()  # uses the link up
+        page.get_by_role("button", name=f"Continue to {LABELS['cloud']}").click()  # uses the link up
         page.wait_for_selector("text=Grant access")
         page.goto(session.connect_url)
         page.get_by_role("heading", name="Connect link not valid").wait_for()

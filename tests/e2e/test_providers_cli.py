@@ -75,7 +75,7 @@ def test_add_prints_the_callback_url_and_verify_completes_with_one_round_trip(st
     done = browser.get(consent(browser, page, "alice").headers["Location"])
     assert done.status_code == 200 and "Provider verified" in done.text
     assert _show(stack, provider_id)["status"] == "verified"
-    assert "bitbridge_session" not in str(browser.jar)  # a verification signs nobody in
+    assert "bitbridge_session" not in str(browser.jar)  # (nor __Host-bitbridge_session): a verification signs nobody in
 
 
 def test_verify_diagnoses_a_wrong_secret_an_unknown_client_and_a_redirect_mismatch(stack):

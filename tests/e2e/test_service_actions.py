@@ -298,7 +298,9 @@ def test_wrong_scope_is_403_and_another_clients_end_user_is_not_connected(stack,
     other = Client(stack.api, other_key)
     with pytest.raises(NotConnected) as stranger:  # end user ids are the product's own: not this one's
         other.pull_requests.approve(provider, end_user, repo, pr)
-    assert stranger.value.code == "not_connected" and stranger.value.connect_url
+    assert stranger.value.code == "not_connected"
+    # Issue 23 (2): a client without connections:write gets no connect URL, on the action routes too.
+    assert stranger.value.connect_url is None and "connections:write" in stranger.value.message
     assert _state(stack, "cloud", pr)["comments"] == []
     with pytest.raises(ServiceAPIError) as bad:
         setup.bb.statuses.set(provider, end_user, repo, "abc123", "ci", "done", "https://ci.example/")

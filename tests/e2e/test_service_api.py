@@ -22,6 +22,7 @@ from tests.e2e.service_support import (
     add_client,
     age_connection,
     connect,
+    connect_code,
     follow_connect_url,
     new_bitbucket_user,
     token_endpoint_calls,
@@ -149,9 +150,9 @@ def test_reauth_required_answers_409_with_a_connect_url_and_an_event(stack, prod
     assert reauth.value.status == 409 and reauth.value.code == "reauth_required"
     assert reauth.value.connect_url.startswith(f"{stack.api}/connect/")
     wait_for_event(stack, "connection.reauth_required", {"client_id": client_id, "end_user_id": "eu-reauth"})
-    # The connect URL mends it.
+    # The connect URL mends it (back to the client's first origin, where the product confirms the code).
     landed = follow_connect_url(reauth.value.connect_url, user)
-    assert landed.status_code == 302
+    bb.confirm_connection("eu-reauth", connect_code(landed, f"{ORIGIN}/"))
     assert bb.token(PROVIDERS["cloud"], "eu-reauth").username == user
 
 
@@ -332,14 +333,14 @@ def test_audit_has_one_record_per_call_and_no_token(stack):
     client_id, key = add_client(stack)
     bb = Client(stack.api, key)
     user = new_bitbucket_user(stack)
-    connect(stack, bb, "cloud", "eu-audit", user)  # 1 call: the connect session
-    token = bb.token(PROVIDERS["cloud"], "eu-audit")  # 2
+    connect(stack, bb, "cloud", "eu-audit", user)  # 2 calls: the connect session, its confirmation
+    token = bb.token(PROVIDERS["cloud"], "eu-audit")  # 3
     bb.proxy.get(
         PROVIDERS["cloud"], "eu-audit", "repositories/acme/infra", params={"access_token": token.access_token}
-    )  # 3
-    bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "repositories/acme/does-not-exist")  # 4 (404 passed through)
+    )  # 4
+    bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "repositories/acme/does-not-exist")  # 5 (404 passed through)
     with pytest.raises(ServiceAPIError):
-        bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "site/oauth2/access_token")  # 5 (refused, still audited)
+        bb.proxy.get(PROVIDERS["cloud"], "eu-audit", "site/oauth2/access_token")  # 6 (refused, still audited)
 
     # The records travel as log lines through the log subscription to AuditWriterFunction: seconds late.
     def audit_rows() -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -348,14 +349,14 @@ def test_audit_has_one_record_per_call_and_no_token(stack):
         return done, [json.loads(line) for line in done.stdout.splitlines()]
 
     deadline = time.monotonic() + 20
-    while len(audit_rows()[1]) < 5 and time.monotonic() < deadline:
+    while len(audit_rows()[1]) < 6 and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2 * BATCH_SECONDS)  # one more batch would show a record written twice
     done, rows = audit_rows()
-    assert [r["action"] for r in rows] == ["connect_session", "token", "proxy", "proxy", "proxy"]
-    assert [r["status"] for r in rows] == [201, 200, 200, 404, 400]
+    assert [r["action"] for r in rows] == ["connect_session", "connect_confirm", "token", "proxy", "proxy", "proxy"]
+    assert [r["status"] for r in rows] == [201, 200, 200, 200, 404, 400]
     assert all(r["end_user_id"] in ("eu-audit", None) and r["duration_ms"] >= 0 for r in rows)
-    assert rows[2]["path"].endswith("repositories/acme/infra?access_token=REDACTED")
+    assert rows[3]["path"].endswith("repositories/acme/infra?access_token=REDACTED")
     assert token.access_token not in done.stdout
     ddb = stack.aws("dynamodb")
     table = next(t for t in ddb.list_tables()["TableNames"] if "ServiceTable" in t)
@@ -363,7 +364,7 @@ def test_audit_has_one_record_per_call_and_no_token(stack):
     assert token.access_token not in json.dumps(items)
     assert all("expires_at" in i for i in items if i["pk"]["S"].startswith("AUDIT#"))
     human = cli(stack, "audit", "--client", client_id, "--since", "10m")
-    assert len(human.stdout.splitlines()) == 5
+    assert len(human.stdout.splitlines()) == 6
 
 
 def test_imports_for_an_end_user(stack, product):

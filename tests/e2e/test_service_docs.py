@@ -15,6 +15,7 @@ import requests
 from moto.events.models import EventPattern
 
 from tests.conftest import REPO_ROOT
+from tests.e2e.browser import Browser
 from tests.e2e.service_support import follow_connect_url, wait_for_event
 from tests.e2e.support import cli, control, emulator
 
@@ -48,6 +49,7 @@ def _run(script: Path, env: dict[str, str]) -> subprocess.Popen:
         [sys.executable, str(script)],
         cwd=script.parent,
         env={"PATH": "/usr/bin:/bin", **env},
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,12 +82,18 @@ def test_the_documented_example_runs_as_written(stack, tmp_path: Path):
         assert calling == f"Calling bitbridge at {stack.api}\n", calling + failed
         first = process.stdout.readline()
         assert first.startswith("Send your user to: "), first + (process.stderr.read() if process.poll() else "")
-        # The end user: open the URL, pick alice, grant; bitbridge sends them back to the product, as the
-        # page warns (nothing serves that URL in the example).
-        landed = follow_connect_url(first.split(": ", 1)[1].strip(), "alice")
-        assert landed.headers["Location"] == "http://localhost:8000/connected"
-        assert "http://localhost:8000/connected" in DOC.read_text().split("After *Grant*", 1)[1][:300]
-        out, err = process.communicate(timeout=60)
+        assert process.stdout.readline() == "Then paste the address your browser landed on:\n"
+        # The end user: open the URL (it names the product and the end user), press Continue, pick alice,
+        # grant; bitbridge sends them back to the product with a code, as the page warns (nothing serves that
+        # URL in the example), and the reader pastes that address into the terminal.
+        browser = Browser()
+        landed = follow_connect_url(first.split(": ", 1)[1].strip(), "alice", browser)
+        asks = next(r for r in browser.history if "asks to connect" in r.text).text
+        assert "<strong>my-product</strong>" in asks and "<strong>user-42</strong>" in asks
+        location = landed.headers["Location"]
+        assert location.startswith("http://localhost:8000/connected?connect_code=")
+        assert "http://localhost:8000/connected?connect_code=" in DOC.read_text().split("After *Grant*", 1)[1][:300]
+        out, err = process.communicate(location + "\n", timeout=60)
     finally:
         process.kill()
     assert process.returncode == 0, err

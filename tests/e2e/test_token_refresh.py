@@ -35,6 +35,7 @@ from tests.e2e.service_support import (
     add_client,
     age_connection,
     connect,
+    connect_code,
     follow_connect_url,
     new_bitbucket_user,
     token_endpoint_calls,
@@ -304,7 +305,8 @@ def test_widened_scopes_mark_the_connection_and_reconnecting_fixes_it(stack, pro
     person = new_bitbucket_user(stack)
     end_user = f"eu-{person}"
     session = bb.connect_session(end_user, return_to=f"{ORIGIN}/connected", provider=provider_id)
-    follow_connect_url(session.connect_url, person)
+    landed = follow_connect_url(session.connect_url, person)
+    bb.confirm_connection(end_user, connect_code(landed, f"{ORIGIN}/connected"))
     assert cli(stack, "providers", "set", provider_id, "--scopes", "REPO_ADMIN,PROJECT_ADMIN").returncode == 0
     age_connection(stack, client_id, end_user, provider_id, seconds_left=-10)  # the next vend waits for a refresh
 
@@ -319,7 +321,8 @@ def test_widened_scopes_mark_the_connection_and_reconnecting_fixes_it(stack, pro
     assert event["detail"]["missing_scopes"] == ["PROJECT_ADMIN"]
 
     again = bb.connect_session(end_user, return_to=f"{ORIGIN}/connected", provider=provider_id)
-    follow_connect_url(again.connect_url, person)  # asks for what the provider asks now
+    landed = follow_connect_url(again.connect_url, person)  # asks for what the provider asks now
+    bb.confirm_connection(end_user, connect_code(landed, f"{ORIGIN}/connected"))
     shown = bb.connection(provider_id, end_user)
     assert shown["scopes_outdated"] is False and shown["missing_scopes"] == []
     assert set(shown["scopes"].split()) == {"REPO_ADMIN", "PROJECT_ADMIN"}

@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from bitbridge import providers, sessions, tokens
+from bitbridge.edge import SESSION_COOKIE
 from infra.emulator import Emulator
 from infra.local.lambda_runtime import FunctionRunner, FunctionTimedOut
 from tests.integration.token_stack import Connected, TokenStack, events_queue
@@ -51,7 +52,7 @@ def stack(aws, emulator) -> Iterator[TokenStack]:
 
 def _console(stack: TokenStack, person: Connected) -> requests.Response:
     """The console's connection check (ApiFunction): a fresh token, then who Bitbucket says it is."""
-    cookie = f"bitbridge_session={sessions.issue(person.user_id)[0]}"
+    cookie = f"{SESSION_COOKIE}={sessions.issue(person.user_id)[0]}"
     url = f"{stack.api}/api/connections/{person.provider}"
     return requests.get(url, headers={"Cookie": cookie}, timeout=60)
 

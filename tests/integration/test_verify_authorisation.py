@@ -17,6 +17,7 @@ import pytest
 from bitbridge import accounts, providers, sessions, verification
 from bitbridge.aws import reset_caches
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.edge import SESSION_COOKIE
 from bitbridge.safe_text import DETAIL_LIMIT
 from bitbridge.store.ephemeral import VerificationTicketRecord, ticket_key
 from functions.oauth_authorize.app import handler as authorize_handler
@@ -58,7 +59,7 @@ def _event(path: str, query: dict[str, str], cookies: list[str] | None = None) -
 
 
 def authorize(query: dict[str, str], user: str | None = None) -> dict[str, Any]:
-    cookies = [f"bitbridge_session={sessions.issue(user)[0]}"] if user else []
+    cookies = [f"{SESSION_COOKIE}={sessions.issue(user)[0]}"] if user else []
     with acting_as("OAuthAuthorizeFunction"):
         return authorize_handler(_event(f"/auth/{PROVIDER}/authorize", query, cookies), Context())
 

@@ -71,7 +71,8 @@ class TokenStack:
         client |= {"redirect_uri": self.redirect, "scopes": record.scope_list}
         requests.post(f"{control}/oauth/clients", json=client, timeout=5).raise_for_status()
         self.client_id = f"prod-{uuid.uuid4().hex[:6]}"
-        _, self.key = credentials.add_client(self.client_id, ["tokens:read", "proxy", "connections:read"], [])
+        scopes = ["tokens:read", "proxy", "connections:read", "connections:write"]  # so a 409 has a connect_url
+        _, self.key = credentials.add_client(self.client_id, scopes, [])
 
     def stop(self) -> None:
         for poller in self.pollers:

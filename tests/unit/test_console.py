@@ -71,10 +71,11 @@ def test_one_buttons_component_for_sign_in_and_connect_pages():
     sign_in = signin_page.sign_in_buttons([on, off], "https://app.example/after?x=1&y=2")
     target = "/auth/acme%20dc/authorize?return_to=https%3A%2F%2Fapp.example%2Fafter%3Fx%3D1%26y%3D2"
     assert sign_in == f'<a class="button" href="{target}">Sign in with Acme &amp; Co</a>'
-    connect = signin_page.connect_buttons([on, off], "tok/en")
-    assert (
-        connect
-        == '<a class="button" href="/auth/acme%20dc/authorize?connect_session=tok%2Fen">Connect Acme &amp; Co</a>'
+    connect = signin_page.connect_buttons([on, off], 'tok/en"')
+    assert connect == (
+        '<form method="post" action="/auth/acme%20dc/authorize">'
+        '<input type="hidden" name="connect_session" value="tok/en&quot;">'
+        '<button class="button" type="submit">Continue to Acme &amp; Co</button></form>'
     )
     assert "bitbridge providers add" in signin_page.sign_in_buttons([off], None)
     assert signin_page.connect_buttons([off], "t") == "<p>No Bitbucket provider is configured yet.</p>"

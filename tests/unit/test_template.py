@@ -348,3 +348,31 @@ def test_every_route_is_defined_once(template):
     # found one); the local gateway would silently serve just one of them.
     keys = [route.route_key for route in routes(template)]
     assert sorted(k for k in set(keys) if keys.count(k) > 1) == []
+
+
+def test_every_token_key_grant_is_bound_to_a_connection_by_its_encryption_context(template):
+    """Issue 23 (13): a function may use the token key only for a connection's tokens - the context
+    `bitbridge:connection = {user}#{provider}` and no other context key - so a grant cannot decrypt
+    anything else encrypted under that key."""
+    granted = []
+    for name, fn in resources_of_type(template, "AWS::Serverless::Function"):
+        for statement in _statements(fn):
+            if statement.get("Resource") != {"Fn::GetAtt": ["TokenKey", "Arn"]}:
+                continue
+            granted.append(name)
+            condition = statement.get("Condition") or {}
+            assert condition.get("StringLike") == {"kms:EncryptionContext:bitbridge:connection": "?*#?*"}, name
+            assert condition.get("ForAllValues:StringEquals") == {
+                "kms:EncryptionContextKeys": ["bitbridge:connection"]
+            }, name
+    assert "ReconcilerFunction" in granted and len(granted) >= 6
+
+
+def test_the_access_log_names_routes_never_paths(template):
+    """Issue 23 (8): a connect link's path carries its one-time token, so the access log has the route
+    template (`GET /connect/{session}`) and no variable that holds the path or the query."""
+    settings = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    variables = set(re.findall(r"\$context\.[A-Za-z.]+", settings["Format"]))
+    assert "$context.routeKey" in variables
+    assert not variables & {"$context.path", "$context.resourcePath", "$context.requestOverride.path"}
+    assert not [v for v in variables if "querystring" in v.lower() or "path" in v.lower()]

@@ -7,6 +7,7 @@ SQS queue subscribed to the bus by a rule, as a consumer would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,7 +22,7 @@ from bitbridge.config import settings
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
 from bitbridge.webhooks import redrive
 from bitbridge.webhooks.binding import subscription_id
-from bitbridge.webhooks.normalise import event_type
+from bitbridge.webhooks.normalise import UnhandledEvent, event_type, normalise
 from bitbridge.webhooks.publish import forget_providers, handle_stream_records
 from functions.webhook_receiver.app import handler as receive
 from infra.local.iam import acting_as
@@ -88,8 +89,13 @@ class Pipeline:
         delivery_id: str,
         subscription: str | None = None,
         provider: str | None = None,
+        subscribed: bool = True,
     ) -> int:
-        """Post as the hook on the payload's repository would (or as ``subscription``, under ``provider``)."""
+        """Post as the hook on the payload's repository would (or as ``subscription``, under ``provider``).
+        That hook's subscription exists, as an import makes it (its names as the payload gives them), unless
+        the test says it is gone (``subscribed=False``) or already made one."""
+        if subscription is None and subscribed:
+            _subscribe_as_an_import_would(flavor, event_key, body, provider or PROVIDERS[flavor])
         subscription = subscription or subscription_for(flavor, event_key, body)
         secret = hook_secret(self.aws.environment, subscription)
         headers = bitbucket_headers(flavor, event_key, body, secret, delivery_id=delivery_id)
@@ -113,6 +119,27 @@ class Pipeline:
         return _boto("dynamodb").get_item(
             TableName=self.aws.ref("DeliveriesTable"), Key={"pk": {"S": pk}}, ConsistentRead=True
         )["Item"]
+
+
+def _subscribe_as_an_import_would(flavor: str, event_key: str, body: bytes, provider: str) -> None:
+    try:
+        event = normalise(
+            flavor=flavor, provider_id=provider, event_key=event_key, payload=json.loads(body),
+            delivery_id="probe", received_at="2024-05-01T12:00:00.000Z",
+        )  # fmt: skip
+    except (UnhandledEvent, ValueError):  # a payload the publisher settles as malformed or ignored
+        return
+    repo = event["repository"]
+    record = SubscriptionRecord(
+        subscription_id(provider, repo["id"]),
+        provider_id=provider,
+        repository_key=repository_key(provider, repo["id"]),
+        repository_full_name=repo["full_name"],
+        repository_name=repo["name"],
+        repository_html_url=repo["links"]["html"],
+    )
+    with contextlib.suppress(Exception):  # the test made this subscription itself
+        record.save(condition=SubscriptionRecord.pk.does_not_exist())
 
 
 def _publish(records: list[dict]) -> dict:
@@ -164,8 +191,10 @@ def test_subscription_records_the_newest_delivery_and_a_deleted_one_is_not_recre
     other["repository"]["uuid"] = "{00000000-0000-4000-8000-00000000dead}"  # a repository whose subscription is gone
     deleted = subscription_for("cloud", "repo:push", json.dumps(other).encode())
     pipeline.deliver("cloud", "repo:push", body, "s-1")
-    pipeline.deliver("cloud", "repo:push", json.dumps(other).encode(), "s-2")
-    assert sorted(e["detail"]["id"] for e in pipeline.run()) == ["s-1", "s-2"]  # both published
+    pipeline.deliver("cloud", "repo:push", json.dumps(other).encode(), "s-2", subscribed=False)
+    # Issue 23 (4): a gone subscription has nothing to vouch for the repository's names: not published.
+    assert [e["detail"]["id"] for e in pipeline.run()] == ["s-1"]
+    assert pipeline.item(f"{CLOUD}#s-2")["status"]["S"] == "unpublishable"
 
     record = SubscriptionRecord.get(CLOUD_SUB, consistent_read=True)
     assert (record.last_delivery_id, record.health) == ("s-1", "ok")
@@ -173,7 +202,7 @@ def test_subscription_records_the_newest_delivery_and_a_deleted_one_is_not_recre
     with pytest.raises(SubscriptionRecord.DoesNotExist):
         SubscriptionRecord.get(deleted, consistent_read=True)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == [f"subscription {deleted} does not exist; event published anyway"]
+    assert warnings == ["delivery s-2: its subscription is gone: nothing vouches for the repository's names"]
 
 
 def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, shared_dir):

@@ -36,7 +36,8 @@ def connection_key(user_id: str, provider_id: str) -> str:
     return f"{user_id}#{provider_id}"
 
 
-def _user_for_identity(provider_id: str, identity: Identity, connect_to: str | None) -> str:
+def _user_for_identity(provider_id: str, identity: Identity, connect_to: str | None) -> tuple[str, bool]:
+    """(the user the identity belongs to, whether that user was made just now)."""
     key = IdentityRecord.key(provider_id, identity.external_id)
     for _ in range(3):
         try:
@@ -45,14 +46,14 @@ def _user_for_identity(provider_id: str, identity: Identity, connect_to: str | N
             user_id = connect_to or uuid.uuid4().hex
             try:
                 IdentityRecord(key, user_id=user_id).save(condition=IdentityRecord.pk.does_not_exist())
-                return user_id
+                return user_id, connect_to is None
             except Exception as exc:
                 if not condition_failed(exc):
                     raise
                 continue  # a parallel sign-in of the same account created it: read it again
         if connect_to and existing.user_id != connect_to:
             raise IdentityLinkedElsewhere("this Bitbucket account is already connected to another user")
-        return str(existing.user_id)
+        return str(existing.user_id), False
     raise RuntimeError("could not settle the identity record")
 
 
@@ -62,10 +63,12 @@ def upsert(
     token: dict[str, Any],
     redirect_uri: str,
     connect_to: str | None = None,
+    for_service: bool = False,
 ) -> tuple[str, bool]:
     """Create or update the user and their connection to `provider_id`: (user id, whether the connection
-    is new or was waiting for re-authorisation - what `connection.created` announces)."""
-    user_id = _user_for_identity(provider_id, identity, connect_to)
+    is new or was waiting for re-authorisation - what `connection.created` announces). `for_service`: a
+    service client's connect, not a console sign-in (a user it makes is `service_only` until one)."""
+    user_id, made = _user_for_identity(provider_id, identity, connect_to)
     now = iso()
     actions: list[Action] = [
         UserRecord.user_id.set(user_id),
@@ -73,6 +76,10 @@ def upsert(
         UserRecord.created_at.set(UserRecord.created_at | now),
         UserRecord.last_sign_in_at.set(now),
     ]
+    if not for_service:
+        actions.append(UserRecord.service_only.remove())
+    elif made:
+        actions.append(UserRecord.service_only.set(True))
     if identity.email:
         actions.append(UserRecord.email.set(identity.email))
     UserRecord(user_pk(user_id), PROFILE).update(actions=actions)
@@ -83,6 +90,14 @@ def upsert(
         usable_before = False
     save_tokens_fresh(user_id, provider_id, identity, token, redirect_uri)
     return user_id, not usable_before
+
+
+def used_only_by_service(user_id: str) -> bool:
+    """Whether only service clients' end users use this user's connections (never signed in to the console)."""
+    try:
+        return bool(UserRecord.get(user_pk(user_id), PROFILE, consistent_read=True).service_only)
+    except UserRecord.DoesNotExist:
+        return True
 
 
 def _expires_at(token: dict[str, Any]) -> int:

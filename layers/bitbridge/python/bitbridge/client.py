@@ -4,6 +4,8 @@
 
     bb = Client("https://bitbridge.example.com", "bbk_0123456789abcdef.<secret>")
     session = bb.connect_session("user-42", return_to="https://app.example.com/done", provider="bitbucket-cloud")
+    # ... the user comes back to /done?connect_code=...; your page there, for its signed-in user:
+    bb.confirm_connection("user-42", connect_code)
     token = bb.token("bitbucket-cloud", "user-42")                    # always valid >= 5 more minutes
     prs = bb.proxy.get("bitbucket-cloud", "user-42", "repositories/acme/web-app/pullrequests").json()
     job = bb.imports.start("bitbucket-cloud", "user-42", ["acme/web-app"])[0]
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -225,6 +227,8 @@ class _Proxy:
             next_url = page.get("next")
             if not next_url:
                 return
+            if _origin(str(next_url)) != _origin(self._client.base_url):  # it would carry your key elsewhere
+                raise ServiceAPIError(response.status_code, "provider_error", "a next link off bitbridge's origin")
             raw = self._client._send("GET", next_url, service_errors_only=True)
             response = ProxyResponse(raw.status_code, dict(raw.headers), raw.content)
 
@@ -608,6 +612,13 @@ class Client:
         data = self._call("POST", self._url("connect-sessions"), json=body)
         return ConnectSession(data["connect_url"], data["expires_at"], data["end_user_id"], data.get("provider"))
 
+    def confirm_connection(self, end_user_id: str, connect_code: str) -> dict[str, Any]:
+        """Link the end user who came back to your `return_to` with `?connect_code=...`, naming the user
+        signed in to *your* product in that browser: a code from a link made for another end user links
+        nobody (403 `end_user_mismatch`). Returns the connection, as `connection()` does."""
+        body = {"end_user_id": end_user_id, "connect_code": connect_code}
+        return dict(self._call("POST", self._url("connect-sessions", "confirm"), json=body))
+
     def connection(self, provider: str, end_user_id: str) -> dict[str, Any]:
         """The end user's connection (never its token): status, username, scopes."""
         return dict(self._call("GET", self._url("connections", provider, end_user_id)))
@@ -617,8 +628,10 @@ class Client:
         work waiting (`scope` per_consumer: the OAuth consumer's, shared by every end user)."""
         return dict(self._call("GET", self._url("connections", provider, end_user_id, "budget")))
 
-    def delete_connection(self, provider: str, end_user_id: str) -> None:
-        self._call("DELETE", self._url("connections", provider, end_user_id))
+    def delete_connection(self, provider: str, end_user_id: str) -> dict[str, Any]:
+        """Unlink the end user; the connection itself is deleted only when nothing else uses it (the answer's
+        `connection_deleted` says which)."""
+        return dict(self._call("DELETE", self._url("connections", provider, end_user_id)))
 
     def changes(self, provider: str, end_user_id: str, repository: str, *, base: str, head: str) -> Changes:
         """What `head` has that `base` does not, from their merge base (as a pull request of head into base
@@ -636,6 +649,11 @@ class Client:
             provider,
             end_user_id,
         )
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _changes(client: Client, provider: str, end_user_id: str, repository: str, base: str, head: str) -> Changes:

@@ -47,7 +47,11 @@ def details(kind: str, user_id: str, provider_id: str, links: list[tuple[str, st
     return [{**base, "id": uuid.uuid4().hex, "client_id": c, "end_user_id": e} for c, e in links]
 
 
-def publish(kind: str, user_id: str, provider_id: str, **extra: Any) -> None:
+def publish(
+    kind: str, user_id: str, provider_id: str, *, only: list[tuple[str, str]] | None = None, **extra: Any
+) -> None:
+    """One event per end user linked to the user (or, with `only`, per one of those links: what changed
+    for them alone - a connect confirmed, an end user unlinked)."""
     assert kind in KINDS
     try:
         entries = [
@@ -57,7 +61,7 @@ def publish(kind: str, user_id: str, provider_id: str, **extra: Any) -> None:
                 "Detail": json.dumps(detail),
                 "EventBusName": settings().event_bus_name,
             }
-            for detail in details(kind, user_id, provider_id, links_of(user_id), **extra)
+            for detail in details(kind, user_id, provider_id, links_of(user_id) if only is None else only, **extra)
         ]
         for start in range(0, len(entries), 10):  # PutEvents takes at most 10 entries
             result = client("events").put_events(Entries=entries[start : start + 10])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bitbridge.config import settings
-from bitbridge.errors import ConnectionNeeded, CrossSiteRequest, NotSignedIn, Problem
+from bitbridge.errors import ConnectionNeeded, CrossSiteRequest, InvalidRequest, NotSignedIn, Problem
 from bitbridge.redirects import DEFAULT_RETURN_TO, UnsafeReturnTo, safe_return_to
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Event = dict[str, Any]
 
-SESSION_COOKIE = "bitbridge_session"
+# `__Host-`: the browser keeps it only when set Secure, Path=/ and without Domain by this host itself, so no
+# sibling subdomain or plain-HTTP page can plant one (cookies are not port-bound: README.md, "Console").
+SESSION_COOKIE = "__Host-bitbridge_session"
 LOGIN_PATH = "/login"
 
 #: Every code a Problem (or a Bitbucket failure) can carry, and the status it answers with; also the webhook
@@ -80,6 +82,8 @@ STATUS: dict[str, int] = {
     "invalid_return_to": 400,
     "path_not_allowed": 400,
     "connect_session_invalid": 400,
+    "connect_code_invalid": 400,
+    "end_user_mismatch": 403,
     "request_too_large": 413,
     "response_too_large": 413,
     "file_too_large": 413,
@@ -267,13 +271,23 @@ def redirect(location: str, cookies_out: list[str] | None = None) -> Event:
     return {"statusCode": 302, "headers": {"Location": location, **_SECURITY_HEADERS}, "cookies": cookies_out or []}
 
 
-def html_page(status: int, title: str, body_html: str, cookies_out: list[str] | None = None) -> Event:
+def html_page(
+    status: int,
+    title: str,
+    body_html: str,
+    cookies_out: list[str] | None = None,
+    form_targets: tuple[str, ...] = (),
+) -> Event:
     """A minimal page for people who land on an endpoint with a browser; `body_html` is trusted markup.
-    Styled like the console, with a mobile viewport (bitbridge.console.render_page)."""
+    Styled like the console, with a mobile viewport (bitbridge.console.render_page); never framed. Its forms
+    may post to this API only, and only a page that has forms names where their answers may redirect
+    (`form_targets`: origins)."""
     from bitbridge.console import page_policy, render_page
 
-    policy = {"Content-Security-Policy": page_policy()}
-    return respond(status, render_page(title, body_html), _HTML, cookies_out, policy)
+    headers = {"Content-Security-Policy": page_policy(form_targets), "X-Frame-Options": "DENY"}
+    if form_targets:  # a page under no-referrer posts its forms with `Origin: null`: name this origin instead
+        headers["Referrer-Policy"] = "same-origin"
+    return respond(status, render_page(title, body_html), _HTML, cookies_out, headers)
 
 
 def page(
@@ -460,18 +474,58 @@ def install(app: APIGatewayHttpResolver) -> None:
 # ------------------------------------------------------------------------------------------------ sign-in
 
 
+CONNECT_FORM_FIELD = "connect_session"
+
+
+def confirmed_connect_session(event: Event) -> str | None:
+    """The service connect session a person confirmed on its connect page, or None for any other authorize.
+
+    Confirming is a form POST from that page: the browser names this API as its Origin (a page elsewhere
+    cannot post it without saying so, and the page cannot be framed), so the person read which product and
+    which end user it is for. A connect session in a link (GET) is refused: it would skip that page."""
+    from urllib.parse import parse_qs
+
+    method = str(event.get("requestContext", {}).get("http", {}).get("method", "GET")).upper()
+    if method != "POST":
+        if query(event).get(CONNECT_FORM_FIELD):
+            message = "Open the connect link the app gave you and press Continue there."
+            raise Problem(message, code="connect_session_invalid", title="Connect link not valid")
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    origin = headers.get("origin", "null")
+    same_origin = (
+        origin.lower().rstrip("/") == origin_of(base_url(event)).rstrip("/")
+        if origin != "null"
+        else headers.get("sec-fetch-site") == "same-origin"  # a browser that withheld the origin says where from
+    )
+    if not same_origin:
+        raise CrossSiteRequest("Refused: confirm a connect link on its own page.")
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        import base64
+
+        raw = base64.b64decode(raw).decode("utf-8", "replace")
+    session = (parse_qs(str(raw)).get(CONNECT_FORM_FIELD) or [""])[0]
+    if not session:
+        raise InvalidRequest("The form has no connect session; open the connect link again.")
+    return session
+
+
 def authorization_redirect(started: oauth.Started) -> Event:
     """To Bitbucket, with the cookie that binds the attempt to this browser (only sent to the callback)."""
     binding = set_cookie(started.binding_cookie, started.binding, max_age=started.max_age, path=started.cookie_path)
     return redirect(started.url, [binding])
 
 
-def callback_answer(result: oauth.SignedIn | oauth.ProviderVerified) -> Event:
-    """The attempt's cookie cleared; a session and a redirect for a user, a page for the admin."""
-    from bitbridge.oauth import SignedIn
+def callback_answer(result: oauth.SignedIn | oauth.ServiceConnected | oauth.ProviderVerified) -> Event:
+    """The attempt's cookie cleared; a session and a redirect for a user, a page for the admin; back to the
+    product - and no session: connecting for a product signs nobody in to bitbridge - for a service connect."""
+    from bitbridge.oauth import ServiceConnected, SignedIn
 
     done = clear_cookie(result.attempt_cookie, path=result.cookie_path)
     if isinstance(result, SignedIn):
         return redirect(result.return_to, [done, start_session(result.user_id)])
+    if isinstance(result, ServiceConnected):
+        return redirect(result.return_to, [done])
     message = f"{result.provider_id}: the OAuth round trip worked (signed in as {result.username})."
     return page(200, "Provider verified", message, [done], back=way_back(result.return_to))

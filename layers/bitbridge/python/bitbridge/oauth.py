@@ -57,6 +57,16 @@ class SignedIn:
 
 
 @dataclass(frozen=True)
+class ServiceConnected:
+    """An end user finished a service client's connect link: back to the product with a code it confirms.
+    Nobody is signed in to bitbridge by it (no console session in that browser)."""
+
+    return_to: str  # the session's return_to with its one-time `connect_code`
+    attempt_cookie: str
+    cookie_path: str
+
+
+@dataclass(frozen=True)
 class ProviderVerified:
     """The admin's verification round trip worked; nobody is signed in by it."""
 
@@ -229,7 +239,9 @@ def _check_issuer(provider: ProviderRecord, params: dict[str, str], purpose: str
     raise SignInRefused(message, code="issuer_mismatch", title=title)
 
 
-def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) -> SignedIn | ProviderVerified:
+def complete(
+    provider_id: str, params: dict[str, str], cookies: dict[str, str]
+) -> SignedIn | ServiceConnected | ProviderVerified:
     """Finish an authorization: the user signed in (or connected), or the provider verified."""
     provider = providers.get_provider(provider_id)  # an unknown provider is named before any state
     record = _consume_state(provider_id, params, cookies)
@@ -249,7 +261,7 @@ def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) 
 
 def _complete(
     provider: ProviderRecord, record: OAuthStateRecord, params: dict[str, str]
-) -> SignedIn | ProviderVerified:
+) -> SignedIn | ServiceConnected | ProviderVerified:
     provider_id = provider.provider_id
     attempt = (_binding_cookie(params["state"]), callback_path(provider_id))
     _check_issuer(provider, params, record.purpose)
@@ -289,15 +301,21 @@ def _complete(
         providers.mark_verified(provider_id)  # a completed round trip proves the configuration (again)
     if record.purpose == "verify":
         return ProviderVerified(provider_id, identity.username, *attempt, return_to=record.return_to)
-    user_id, created = accounts.upsert(provider_id, identity, token, record.redirect_uri, connect_to=record.user_id)
-    if record.service_client_id and record.end_user_id:
-        from bitbridge.service import links
-
-        links.link(record.service_client_id, record.end_user_id, user_id)
-        created = True  # new to this end user, whatever bitbridge knew before
+    for_service = record.purpose == "service_connect"
+    user_id, created = accounts.upsert(
+        provider_id, identity, token, record.redirect_uri, connect_to=record.user_id, for_service=for_service
+    )
     if created:
         # Carries every service end user linked to this user (none for a plain sign-in of an unlinked user).
         connection_events.publish("connection.created", user_id, provider_id, username=identity.username)
+    if record.service_client_id and record.end_user_id:
+        from bitbridge.service import links
+
+        # Linked only when the client confirms the code for the end user signed in where it lands.
+        back = links.await_confirmation(
+            record.service_client_id, record.end_user_id, record.return_to, user_id, provider_id
+        )
+        return ServiceConnected(back, *attempt)
     return SignedIn(user_id, record.return_to, *attempt)
 
 

@@ -1,6 +1,7 @@
 """The provider buttons, one component: "Sign in with ..." on `/login` and the signed-out console, and
-"Connect ..." on a service connect link's page. Each is a link to `/auth/{provider}/authorize`, which
-decides everything (the buttons only pass `return_to` or the connect session along)."""
+"Continue to ..." on a service connect link's page. Each goes to `/auth/{provider}/authorize`, which decides
+everything: a sign-in button is a link passing `return_to` along; a connect button is a form that posts the
+connect session from that page (edge.confirmed_connect_session), so pressing it is the person's confirmation."""
 
 from __future__ import annotations
 
@@ -21,14 +22,30 @@ def sign_in_buttons(providers: Iterable[ProviderRecord], return_to: str | None) 
 
 
 def connect_buttons(providers: Iterable[ProviderRecord], connect_session: str) -> str:
-    """A button per provider that allows connecting (imports on), carrying the connect session."""
-    query = {"connect_session": connect_session}
-    return _buttons(providers, lambda p: bool(p.imports), "Connect {label}", query, NO_CONNECT)
+    """A form per provider that allows connecting (imports on), posting the connect session."""
+    forms = "".join(
+        f'<form method="post" action="{html.escape(authorize_path(p.provider_id))}">'
+        f'<input type="hidden" name="connect_session" value="{html.escape(connect_session)}">'
+        f'<button class="button" type="submit">{html.escape(f"Continue to {p.label}")}</button></form>'
+        for p in providers
+        if p.imports
+    )
+    return forms or f"<p>{NO_CONNECT}</p>"
 
 
-def connect_buttons_target(provider_id: str, connect_session: str) -> str:
-    """Where a connect link that names its provider goes straight on to (the one button's link)."""
-    return f"{authorize_path(provider_id)}?{urlencode({'connect_session': connect_session}, quote_via=quote)}"
+def connect_confirmation(
+    product: str, end_user_id: str, providers: Iterable[ProviderRecord], connect_session: str
+) -> str:
+    """A connect link's page: who asks (the client's label), for which of its users (the end user id it gave),
+    what Continue does, and the buttons. Trusted markup: every value in it is escaped here."""
+    who, user = html.escape(product), html.escape(end_user_id)
+    return (
+        f"<p class='asks'><strong>{who}</strong> asks to connect your Bitbucket account to its user "
+        f"<strong>{user}</strong>.</p>"
+        f"<p>Continue only if you are {user} on {who} and started this there yourself. If someone sent you this "
+        f"link, close this page: whoever made it would be able to use Bitbucket as you.</p>"
+        + connect_buttons(providers, connect_session)
+    )
 
 
 def _buttons(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from bitbridge.bitbucket import CLOUD, cloud_review, review
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
@@ -18,6 +18,8 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import CLOUD_CLASSES, Limits, cloud_class, cloud_defaults
 from bitbridge.bitbucket.repos import (
+    BadListState,
+    ByteBudget,
     Fetch,
     Get,
     HookState,
@@ -25,6 +27,7 @@ from bitbridge.bitbucket.repos import (
     ListQuery,
     Page,
     Repo,
+    counter,
     hook_or_none,
     iso_utc,
     q,
@@ -36,6 +39,8 @@ API_URL = "https://api.bitbucket.org/2.0"
 PAGELEN = 100  # Cloud's global maximum
 PR_PAGELEN = 50  # the pull request list caps lower on bitbucket.org
 PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+MAX_WORKSPACES = 10_000  # in a listing state (a client's cursor): more than anyone belongs to
+MAX_PAGE = 100_000
 
 # The repository listing needs only what the picker shows (the rest is fetched when importing).
 _LIST_FIELDS = ",".join(
@@ -131,10 +136,35 @@ def repos_page(fetch: Fetch, api: str, workspace: str, page: int, search: str | 
     return Page(list(body.get("values", [])), str(page + 1) if body.get("next") else None)
 
 
+def _checked_state(state: dict[str, Any]) -> tuple[list[str], int, int]:
+    """(workspaces still to read, page, skip) of a listing state this module handed out; BadListState else."""
+    ws = state.get("ws")
+    if set(state) - {"ws", "page", "skip"} or not isinstance(ws, list) or len(ws) > MAX_WORKSPACES:
+        raise BadListState("not a Cloud listing state")
+    if not all(isinstance(slug, str) and 0 < len(slug) <= 100 for slug in ws):
+        raise BadListState("not a workspace")
+    return list(ws), counter(state, "page", 1, MAX_PAGE), counter(state, "skip", 0, PAGELEN)
+
+
 def _paged(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) -> Page:
-    # `next` is opaque and already carries every parameter.
+    # `next` is opaque and already carries every parameter; it is fetched with the user's token, so only
+    # on the API's own origin (a page that points elsewhere would hand the token to another host).
+    if cursor is not None and _origin(cursor) != _origin(url):
+        raise BitbucketError("Bitbucket's next page link is not on its API origin; not followed", permanent=True)
     body = fetch(url, params) if cursor is None else fetch(cursor, None)
     return Page(list(body.get("values", [])), body.get("next"))
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an absolute http(s) URL, None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 class Cloud:
@@ -228,12 +258,13 @@ class Cloud:
             slugs = [scope] if scope else [w["slug"] for w in workspaces(fetch, api)]
             state = {"ws": slugs, "page": 1, "skip": 0}
         out: list[Repo] = []
-        ws, page_no, skip = list(state.get("ws") or []), int(state.get("page", 1)), int(state.get("skip", 0))
+        ws, page_no, skip = _checked_state(state)
+        budget = ByteBudget()
         while ws and len(out) < limit:
             page = repos_page(fetch, api, ws[0], page_no, search)
-            rest = page.values[skip:]
-            take = rest[: limit - len(out)]
-            out.extend(self.to_repo(v) for v in take)
+            rest = [self.to_repo(v) for v in page.values[skip:]]
+            take = budget.take(rest, limit - len(out))
+            out.extend(take)
             if len(take) < len(rest):
                 return Listed(out, {"ws": ws, "page": page_no, "skip": skip + len(take)})
             if page.next:

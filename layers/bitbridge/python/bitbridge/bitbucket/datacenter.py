@@ -19,6 +19,8 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import DC_CLASS, Limits, datacenter_defaults
 from bitbridge.bitbucket.repos import (
+    BadListState,
+    ByteBudget,
     Fetch,
     Get,
     HookState,
@@ -26,6 +28,7 @@ from bitbridge.bitbucket.repos import (
     ListQuery,
     Page,
     Repo,
+    counter,
     hook_or_none,
     iso_utc,
     q,
@@ -33,6 +36,7 @@ from bitbridge.bitbucket.repos import (
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
+MAX_START = 10_000_000  # a listing position (a client's cursor) no instance reaches
 # Data Center's OAuth scopes are hierarchical: each implies the ones before it ("Repositories: Admin"
 # implies write and read; no scope at all is PUBLIC_REPOS). Scopes outside this chain imply only themselves.
 SCOPE_CHAIN = ("PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN")
@@ -82,6 +86,14 @@ def projects(fetch: Fetch, api: str) -> list[dict[str, Any]]:
         out.extend({"key": p.get("key"), "name": p.get("name"), "type": p.get("type")} for p in page.values)
         cursor = page.next
     return out
+
+
+def _checked_state(state: dict[str, Any]) -> tuple[str, int, int, bool]:
+    """(phase, start, skip, own) of a listing state this module handed out; BadListState otherwise."""
+    phase, own = state.get("phase"), state.get("own", False)
+    if set(state) - {"phase", "start", "skip", "own"} or phase not in ("all", "personal") or not isinstance(own, bool):
+        raise BadListState("not a Data Center listing state")
+    return phase, counter(state, "start", 0, MAX_START), counter(state, "skip", 0, LIMIT), own
 
 
 def _personal_key(username: str) -> str:
@@ -192,8 +204,8 @@ class DataCenter:
             personal_only = bool(scope and scope.upper() == own_key)
             state = {"phase": "personal" if personal_only else "all", "start": 0, "skip": 0, "own": False}
         out: list[Repo] = []
-        phase, start, skip = state["phase"], int(state["start"]), int(state.get("skip", 0))
-        own = bool(state.get("own"))
+        phase, start, skip, own = _checked_state(state)
+        budget = ByteBudget()
         while phase and len(out) < limit:
             if phase == "all":
                 params: dict[str, Any] = {"limit": LIMIT}
@@ -209,7 +221,7 @@ class DataCenter:
                 found = [r for r in found if search.lower() in r.name.lower()]
             own = own or any(r.owner.upper() == own_key for r in found if phase == "all")
             rest = found[skip:]
-            take = rest[: limit - len(out)]
+            take = budget.take(rest, limit - len(out))
             out.extend(take)
             if len(take) < len(rest):
                 return Listed(out, {"phase": phase, "start": start, "skip": skip + len(take), "own": own})

@@ -7,6 +7,7 @@ which the caller builds around its token (and its retry policy). A page cursor i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,18 +74,55 @@ class Repo:
     updated_on: str | None
 
     def public(self) -> dict[str, Any]:
+        """What a listing shows. Bitbucket documents no limit on a name or a description, so both are cut to
+        what a picker shows (a cut one ends with an ellipsis and says so): one repository must not make an
+        answer too big to send (Lambda's 6 MB) for everyone who can see it."""
+        description = clipped(self.description, MAX_DESCRIPTION)
         return {
             "id": self.id,
             "full_name": self.full_name,
             "owner": self.owner,
             "slug": self.slug,
-            "name": self.name,
-            "description": self.description,
+            "name": clipped(self.name, MAX_NAME),
+            "description": description,
+            "description_truncated": description != self.description,
             "is_private": self.is_private,
             "default_branch": self.default_branch,
             "html_url": self.html_url,
             "updated_on": self.updated_on,
         }
+
+
+MAX_NAME = 200
+MAX_DESCRIPTION = 1000
+#: A listing answer's repositories, as JSON: far under Lambda's 6 MB response limit, whatever they hold.
+MAX_LISTING_BYTES = 1_000_000
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class ByteBudget:
+    """What is left of a listing answer's size, so a page stops early (its cursor goes on from there) rather
+    than grow past what can be sent: the count limit alone bounds items, not bytes."""
+
+    left: int = MAX_LISTING_BYTES
+    taken: int = 0
+
+    def take(self, repos: list[Repo], room: int) -> list[Repo]:
+        """The first of `repos` (at most `room`) that still fit; never none at all, so a listing moves on."""
+        out: list[Repo] = []
+        for repo in repos[: max(room, 0)]:
+            size = len(json.dumps(repo.public()))
+            if size > self.left and self.taken:
+                break
+            self.left -= size
+            self.taken += 1
+            out.append(repo)
+        return out
 
 
 @dataclass(frozen=True)
@@ -96,6 +134,18 @@ class ListQuery:
     scope: str | None  # a workspace (Cloud) or project key (Data Center)
     state: dict[str, Any] | None
     limit: int
+
+
+class BadListState(ValueError):
+    """A listing state (from a client's cursor) that the flavor never hands out."""
+
+
+def counter(state: dict[str, Any], name: str, low: int, high: int) -> int:
+    """An integer field of a listing state within [low, high] (BadListState otherwise; booleans are not numbers)."""
+    value = state.get(name, low)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadListState(f"{name} is not a position")
+    return value
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def _repository(args: argparse.Namespace) -> Any:
         repo, _ = providers.bitbucket(caller.provider).repository(caller.fetch, caller.api, args.repo)
     except BitbucketError as exc:
         raise CliError(str(exc)) from None
-    return Repository(args.provider, repo.id, repo.owner, repo.slug)
+    return Repository(args.provider, repo.id, repo.owner, repo.slug, repo.name, repo.html_url)
 
 
 def install(args: argparse.Namespace) -> int:

@@ -99,10 +99,12 @@ def _page_style() -> tuple[str, str]:
     return style, f"'sha256-{digest}'"
 
 
-def page_policy() -> str:
-    """The Content-Security-Policy of a bare page: its own stylesheet, nothing else, no framing."""
+def page_policy(form_targets: tuple[str, ...] = ()) -> str:
+    """The Content-Security-Policy of a bare page: its own stylesheet, nothing else, no framing. Forms only on
+    a page that has some: to this API, redirecting on to `form_targets` (browsers check a form's redirects)."""
     style = _page_style()[1]
-    return f"default-src 'none'; style-src {style}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    forms = " ".join(("'self'", *form_targets)) if form_targets else "'none'"
+    return f"default-src 'none'; style-src {style}; base-uri 'none'; form-action {forms}; frame-ancestors 'none'"
 
 
 def render_page(title: str, body_html: str) -> str:

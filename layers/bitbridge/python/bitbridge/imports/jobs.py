@@ -44,13 +44,24 @@ def encode_cursor(position: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode() if position else None
 
 
+#: The one answer to a cursor bitbridge did not hand out (or that no longer fits the list), on every API.
+INVALID_CURSOR = "Invalid cursor: send back the `next_cursor` of a previous answer, or none to start from the top."
+
+
+def invalid_cursor() -> ImportRequestError:
+    return ImportRequestError(INVALID_CURSOR)
+
+
 def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    """The position a cursor holds (a JSON object), or None without one. Only its form is checked here:
+    each list checks the position is one of its own before using it (store.imports.owner_page_start, the
+    flavors' listing states)."""
     if not cursor:
         return None
     try:
         position = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
-    except ValueError:
-        raise ImportRequestError("Invalid cursor.") from None
+    except (ValueError, UnicodeError):
+        raise invalid_cursor() from None
     if not isinstance(position, dict):
-        raise ImportRequestError("Invalid cursor.")
+        raise invalid_cursor()
     return position

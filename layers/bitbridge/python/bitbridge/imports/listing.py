@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from bitbridge import accounts, providers, tokens
-from bitbridge.bitbucket.repos import ListQuery
+from bitbridge.bitbucket.repos import BadListState, ListQuery
 from bitbridge.calls import INTERACTIVE, Caller, Patience
 from bitbridge.imports import queries
-from bitbridge.imports.jobs import decode_cursor, encode_cursor
+from bitbridge.imports.jobs import decode_cursor, encode_cursor, invalid_cursor
 
 MAX_LIMIT = 100
 
@@ -39,7 +39,10 @@ def list_repositories(
     caller = Caller(user_id, provider, priority=INTERACTIVE, patience=Patience(transient_retries=1))
     username = _username(user_id, provider_id)
     query = ListQuery(username, search, scope, state, limit)
-    listed = providers.bitbucket(provider).list_repositories(caller.fetch, caller.api, query)
+    try:
+        listed = providers.bitbucket(provider).list_repositories(caller.fetch, caller.api, query)
+    except BadListState:
+        raise invalid_cursor() from None
     status = queries.statuses(provider_id, [r.id for r in listed.repositories])
     return {
         "provider": provider_id,

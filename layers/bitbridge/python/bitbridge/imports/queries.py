@@ -10,7 +10,7 @@ from bitbridge.accounts import is_admin
 from bitbridge.config import settings
 from bitbridge.errors import NotFound
 from bitbridge.imports import output
-from bitbridge.imports.jobs import ImportRequestError, decode_cursor, encode_cursor, load
+from bitbridge.imports.jobs import ImportRequestError, decode_cursor, encode_cursor, invalid_cursor, load
 from bitbridge.store.imports import (
     ACTIVE_STATES,
     CANCELLED,
@@ -25,6 +25,7 @@ from bitbridge.store.imports import (
     JobRecord,
     RepoJobRecord,
     job_pk,
+    owner_page_start,
     repojob_pk,
 )
 from bitbridge.timestamps import from_epoch, iso
@@ -149,9 +150,12 @@ def installed_hooks(user_id: str, provider_id: str) -> list[str]:
 
 def list_for(user_id: str, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
     """The user's jobs, newest first, paged by DynamoDB's own key (stable under new jobs)."""
-    result = JobRecord.by_owner.query(
-        user_id, scan_index_forward=False, limit=limit, last_evaluated_key=decode_cursor(cursor)
-    )
+    position = decode_cursor(cursor)
+    try:
+        start = owner_page_start(position, user_id) if position is not None else None
+    except ValueError:
+        raise invalid_cursor() from None
+    result = JobRecord.by_owner.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
     admin = is_admin(user_id)
     items = [view_for(j, user_id, admin=admin) for j in result]
     return {"imports": items, "next_cursor": encode_cursor(result.last_evaluated_key)}

@@ -549,7 +549,12 @@ class Run:
         else:
             assert self.repo is not None
             target = subscriptions.Repository(
-                self.job.provider_id, self.job.repository_id, self.repo.owner, self.repo.slug
+                self.job.provider_id,
+                self.job.repository_id,
+                self.repo.owner,
+                self.repo.slug,
+                self.repo.name,
+                self.repo.html_url,
             )
             try:
                 installed = subscriptions.install_webhook(self.job.owner_id, target, base_url, caller=self.caller)

@@ -59,25 +59,36 @@ def create_connect_session(caller: Caller, body: Any, base_url: str) -> dict[str
     return links.create_session(caller, end_user_id, provider_id, return_to, base_url)
 
 
+CONNECT_SCOPE = "connections:write"
+
+
 def _reconnect(
-    caller: Caller, provider_id: str, end_user_id: str, base_url: str, code: str, message: str
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, code: str, problem: str
 ) -> ServiceRefused:
-    """409 with a fresh connect URL the product can send its user to (back to its first origin)."""
+    """409 saying what to do. A client allowed to make connect sessions gets one in it (back to its first
+    origin); any other gets none: a connect URL is a connect session, whichever route answers with it."""
+    if CONNECT_SCOPE not in caller.scopes:
+        return refuse(code, f"{problem}: a client with the {CONNECT_SCOPE} scope can create a connect session.")
     return_to = f"{caller.origins[0]}/" if caller.origins else "/api/me"
     session = links.create_session(caller, end_user_id, provider_id, return_to, base_url)
-    return refuse(code, message, connect_url=session["connect_url"], connect_url_expires_at=session["expires_at"])
+    return refuse(
+        code,
+        f"{problem}: send them to connect_url.",
+        connect_url=session["connect_url"],
+        connect_url_expires_at=session["expires_at"],
+    )
 
 
 def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
-    message = f"End user {end_user_id} has not connected {provider_id}: send them to connect_url."
-    return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
+    problem = f"End user {end_user_id} has not connected {provider_id}"
+    return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", problem)
 
 
 def _reauth_required(
     caller: Caller, provider_id: str, end_user_id: str, base_url: str, why: tokens.ReauthRequired
 ) -> ServiceRefused:
-    message = f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url."
-    refused = _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+    problem = f"End user {end_user_id}'s connection to {provider_id} must be re-authorised"
+    refused = _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", problem)
     refused.details.update(reason=why.reason, detail=why.message)  # why, in words the end user can be shown
     return refused
 
@@ -106,6 +117,22 @@ def connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str
     return {"end_user_id": end_user_id, **accounts.public_connection(conn)}
 
 
+def confirm_connection(caller: Caller, body: Any) -> dict[str, Any]:
+    """Link the end user a connect code was made for, confirmed by the client for the end user signed in to
+    it where the code arrived (service.links.confirm); `connection.created` for that end user."""
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object: {end_user_id, connect_code}.")
+    end_user_id = links.check_end_user_id(body.get("end_user_id"))
+    result = links.confirm(caller, end_user_id, body.get("connect_code"))
+    conn = _connection(result.user_id, result.provider_id)
+    if conn is None:  # disconnected in the meantime
+        raise refuse("connect_code_invalid", "The connection is gone: create a new connect session for the end user.")
+    username = conn.username or None
+    only = [(caller.client_id, end_user_id)]
+    connection_events.publish("connection.created", result.user_id, result.provider_id, only=only, username=username)
+    return {"end_user_id": end_user_id, **accounts.public_connection(conn)}
+
+
 def connection_budget(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
     """The end user's rate-limit budgets on the provider: each class's used and limit now, 429s met, work
     waiting (per_consumer: the OAuth consumer's, which every end user shares)."""
@@ -117,14 +144,34 @@ def connection_budget(caller: Caller, provider_id: str, end_user_id: str, base_u
 
 
 def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    """The end user's connection is gone for this client: its end user is unlinked. The stored connection
+    (its tokens) is deleted too only when nothing else uses it - another client's end user, or the person
+    in bitbridge's console - and the answer says which happened."""
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     conn = _connection(user_id, provider_id)
     if conn is None:
         raise refuse("not_found", f"End user {end_user_id} has no connection to {provider_id}.")
-    conn.delete()
+    links.unlink(caller.client_id, end_user_id, user_id)
     _tokens.drop((user_id, provider_id))
-    connection_events.publish("connection.deleted", user_id, provider_id, username=conn.username or None)
-    return {"deleted": True, "provider": provider_id, "end_user_id": end_user_id}
+    shared = bool(connection_events.links_of(user_id)) or not accounts.used_only_by_service(user_id)
+    if not shared:
+        conn.delete()
+    only = [(caller.client_id, end_user_id)]
+    username = conn.username or None
+    connection_events.publish("connection.deleted", user_id, provider_id, only=only, username=username)
+    return {
+        "deleted": True,
+        "provider": provider_id,
+        "end_user_id": end_user_id,
+        "unlinked": True,
+        "connection_deleted": not shared,
+        "message": (
+            f"End user {end_user_id} is unlinked. The Bitbucket account stays connected in bitbridge: another "
+            "product's user or bitbridge's console uses it too; revoke it there, or in Bitbucket."
+            if shared
+            else f"End user {end_user_id} is unlinked and the connection (its tokens) is deleted."
+        ),
+    }
 
 
 # ------------------------------------------------------------------------------------------- tokens

@@ -1,4 +1,4 @@
-"""The service API's audit trail: one record per authenticated call, never a token or a query secret.
+"""The service API's audit trail: one record per authenticated call, never a token or a secret from the URL.
 
 The call itself only writes the record as one JSON line on stdout (`emit`): microseconds, instead of a
 DynamoDB write on every proxied request. On Lambda that line lands in the function's CloudWatch log
@@ -20,13 +20,12 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import quote, unquote_plus
 
 from bitbridge.config import settings
 from bitbridge.store.service import AuditRecord, audit_pk
 from bitbridge.timestamps import epoch, iso_ms
 
-_SECRET_PARAM = re.compile(r"(token|secret|key|password|passwd|signature|sig|code|auth|credential)", re.I)
 REDACTED = "REDACTED"
 # The marker the log subscription filters on: template.yaml's FilterPattern is `{ $.bitbridge_audit = 1 }`.
 MARKER = "bitbridge_audit"
@@ -37,12 +36,50 @@ _MAX_TEXT = 256  # ids, names and times; well inside DynamoDB's key limits
 _MAX_DURATION_MS = 15 * 60 * 1000  # no invocation outlives Lambda's 15 minutes
 
 
+# What a record keeps of the request line is an allow-list: a deny-list of secret-looking names always misses
+# one (`pw`, `jwt`, `state`, `nonce`, a `;`-separated pair...). Parameter names are kept when they look like
+# names; a value only when its parameter pages, filters or sorts, and the value is one such a parameter takes.
+_SAFE_VALUES: dict[str, re.Pattern[str]] = {
+    "page": re.compile(r"\d{1,9}"),
+    "pagelen": re.compile(r"\d{1,9}"),
+    "start": re.compile(r"\d{1,9}"),
+    "limit": re.compile(r"\d{1,9}"),
+    "state": re.compile(r"OPEN|MERGED|DECLINED|SUPERSEDED|ALL", re.I),
+    "role": re.compile(r"member|contributor|admin|owner", re.I),
+    "sort": re.compile(r"-?[A-Za-z_.]{1,64}"),
+}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\[\]-]{0,39}")
+# A path segment kept as is: ids, slugs, hashes, file names. Longer or stranger ones (a token pasted into the
+# path) are redacted, and so is every `;` matrix parameter after a segment.
+_SEGMENT = re.compile(r"[A-Za-z0-9_.~@{}:+,=-]{1,64}")
+
+
 def redact_query(query: str) -> str:
-    """The query string with the value of every parameter that may carry a secret replaced."""
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs])
+    """The query string as the audit trail keeps it (`&` and `;` both separate parameters: servers differ)."""
+    kept: list[str] = []
+    for part in re.split(r"[&;]", query):
+        if not part:
+            continue
+        raw_name, has_value, raw_value = part.partition("=")
+        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        safe = _SAFE_VALUES.get(name)
+        if not has_value:  # a bare word is a flag only when it is a known parameter; else it may be a secret
+            kept.append(name if safe is not None else REDACTED)
+            continue
+        shown = value if safe is not None and safe.fullmatch(value) else REDACTED
+        kept.append(f"{name if _NAME.fullmatch(name) else REDACTED}={quote(shown, safe='')}")
+    return "&".join(kept)
+
+
+def redact_path(path: str) -> str:
+    """The path as the audit trail keeps it: each segment as is when it looks like an id, a slug or a file
+    name, else REDACTED; matrix parameters (`;name=value`) always REDACTED."""
+    segments = []
+    for segment in path.split("/"):
+        plain, matrix, _ = segment.partition(";")
+        shown = plain if not plain or _SEGMENT.fullmatch(plain) else REDACTED
+        segments.append(shown + (f";{REDACTED}" if matrix else ""))
+    return "/".join(segments)
 
 
 def record(
@@ -64,6 +101,7 @@ def record(
     """Write the call's record as one line for the log subscription; returns what was written."""
     at = iso_ms()
     safe_query = redact_query(query)
+    path = redact_path(path)
     entry = {
         MARKER: 1,
         "client_id": client_id,

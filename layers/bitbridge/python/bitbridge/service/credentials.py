@@ -10,7 +10,10 @@ the same handler) checks exactly what AWS checks, with the same answers (see doc
 
 Keys are cached per container for CACHE_SECONDS (a DynamoDB read saved on nearly every call): a
 revocation, or a rotation's end of overlap, reaches every running container within that time. The
-secret itself is checked against the hash on every call, cached or not.
+secret itself is checked against the hash on every call, cached or not. An unknown key id is cached too
+(as a record that matches no secret), so both take the same steps: the cache, on a miss one read, one
+hash, one constant-time compare - timing does not tell which key ids exist, whether the cache answered or
+the table. The cache holds at most MAX_CACHED ids, so made-up ids cannot grow it without bound.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
+from bitbridge.service.cache import TtlCache
 from bitbridge.service.errors import ServiceRefused, refuse
 from bitbridge.store.base import condition_failed
 from bitbridge.store.service import CLIENT_PROFILE, KEY_SK, ServiceClientRecord, ServiceKeyRecord, client_pk, key_pk
@@ -75,11 +78,10 @@ class _Verified:
     client_revoked: bool
     scopes: frozenset[str]
     origins: tuple[str, ...]
-    cached_until: float
 
 
-_cache: dict[str, _Verified] = {}
-_cache_lock = threading.Lock()
+MAX_CACHED = 4096
+_cache: TtlCache[_Verified] = TtlCache(CACHE_SECONDS, MAX_CACHED)
 
 
 def _hash(salt: str, secret: str) -> str:
@@ -103,34 +105,43 @@ def unauthenticated(message: str) -> ServiceRefused:
     return refuse("unauthenticated", message)
 
 
-def _load(key_id: str) -> _Verified | None:
-    now = time.monotonic()
+_NO_CLIENT = "-"  # no client id starts with a dash: reading it finds nothing, as long as reading a real one
+
+
+def _unknown() -> _Verified:
+    """What an unknown key id is cached as: a record no secret matches (a random 256-bit "hash")."""
+    return _Verified("", secrets.token_hex(16), secrets.token_hex(32), True, None, True, frozenset(), ())
+
+
+def _load(key_id: str) -> _Verified:
+    """The key's record, from the cache or else the table; an unknown id's stand-in the same way (two reads:
+    the key, then its client - for an unknown key a client that does not exist)."""
     cached = _cache.get(key_id)
-    if cached is not None and cached.cached_until > now:
+    if cached is not None:
         return cached
     try:
-        key = ServiceKeyRecord.get(key_pk(key_id), KEY_SK)
-        client = ServiceClientRecord.get(client_pk(key.client_id), CLIENT_PROFILE)
-    except (ServiceKeyRecord.DoesNotExist, ServiceClientRecord.DoesNotExist):
-        return None
-    verified = _Verified(
-        client_id=key.client_id,
-        salt=key.salt,
-        secret_hash=key.secret_hash,
-        key_revoked=bool(key.revoked),
-        key_expires_at=float(key.expires_at) if key.expires_at is not None else None,
-        client_revoked=client.status != "active",
-        scopes=frozenset(client.scopes or ()),
-        origins=tuple(sorted(client.origins or ())),
-        cached_until=now + CACHE_SECONDS,
-    )
-    with _cache_lock:
-        _cache[key_id] = verified
+        key: ServiceKeyRecord | None = ServiceKeyRecord.get(key_pk(key_id), KEY_SK)
+    except ServiceKeyRecord.DoesNotExist:
+        key = None
+    try:
+        client = ServiceClientRecord.get(client_pk(key.client_id if key else _NO_CLIENT), CLIENT_PROFILE)
+    except ServiceClientRecord.DoesNotExist:
+        client = None
+    if key is None or client is None:
+        verified = _unknown()
+    else:
+        verified = _Verified(
+            client_id=key.client_id,
+            salt=key.salt,
+            secret_hash=key.secret_hash,
+            key_revoked=bool(key.revoked),
+            key_expires_at=float(key.expires_at) if key.expires_at is not None else None,
+            client_revoked=client.status != "active",
+            scopes=frozenset(client.scopes or ()),
+            origins=tuple(sorted(client.origins or ())),
+        )
+    _cache.put(key_id, verified)
     return verified
-
-
-_DUMMY_SALT = secrets.token_hex(16)
-_DUMMY_HASH = _hash(_DUMMY_SALT, secrets.token_urlsafe(32))
 
 
 def authenticate(authorization: str | None) -> Caller:
@@ -142,10 +153,8 @@ def authenticate(authorization: str | None) -> Caller:
     if match is None:
         raise unauthenticated("The Authorization header must be `Bearer <key_id>.<secret>` (a bitbridge service key).")
     key_id, secret = match.groups()
-    found = _load(key_id)
-    # Hash and compare even for an unknown key id, so timing does not tell which ids exist.
-    salt, expected = (found.salt, found.secret_hash) if found else (_DUMMY_SALT, _DUMMY_HASH)
-    if not hmac.compare_digest(_hash(salt, secret), expected) or found is None:
+    found = _load(key_id)  # an unknown id too: same cache, same read, same hash and compare below
+    if not hmac.compare_digest(_hash(found.salt, secret), found.secret_hash):
         raise unauthenticated("Unknown service key or wrong secret.")
     # Only a caller who proved the secret learns why a real key is refused.
     if found.client_revoked or found.key_revoked:
@@ -180,8 +189,7 @@ def checked_return_to(caller: Caller, return_to: object) -> str:
 
 
 def forget_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 # ------------------------------------------------------------------------------------------- management

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
 from pynamodb.models import Model
 
 from bitbridge.store.base import register, table_meta
@@ -43,6 +49,9 @@ class UserRecord(Model):
     # "{client_id}:{end_user_id}" of every service client's end user linked to this user, so
     # connection events can say whose connection it is without another table (store/service.py).
     service_links = UnicodeSetAttribute(null=True)
+    # True for a user made by a service client's connect who never signed in to the console: nothing but
+    # its clients' end users uses its connections (absent for everyone else, so older users count as used).
+    service_only = BooleanAttribute(null=True)
 
 
 @register

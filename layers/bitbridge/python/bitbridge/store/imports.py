@@ -106,6 +106,25 @@ class ByOwner(GlobalSecondaryIndex["JobRecord"]):
     created_at = UnicodeAttribute(range_key=True)
 
 
+def owner_page_start(position: dict[str, Any], owner_id: str) -> dict[str, Any]:
+    """`position` (a by_owner page's LastEvaluatedKey, as a client sent it back in a cursor) when it is one
+    of `owner_id`'s jobs: exactly the table's and the index's keys, each a string. ValueError otherwise, so
+    nothing a client made up reaches DynamoDB (which would refuse it with a 500, or page another's jobs)."""
+    keys = {"pk", "sk", "owner_id", "created_at"}
+    if set(position) != keys:
+        raise ValueError("not a position in a user's jobs")
+    values = {}
+    for name in keys:
+        attr = position[name]
+        text = attr.get("S") if isinstance(attr, dict) and set(attr) == {"S"} else None
+        if not (isinstance(text, str) and 0 < len(text) <= 256):
+            raise ValueError("not a position in a user's jobs")
+        values[name] = text
+    if values["owner_id"] != owner_id or values["sk"] != JOB_SK or not values["pk"].startswith(job_pk("")):
+        raise ValueError("not a position in this user's jobs")
+    return position
+
+
 @register
 class JobRecord(Model):
     Meta = table_meta("imports_table")

@@ -5,6 +5,7 @@ One table (ServiceTable, TTL on `expires_at`), six item kinds:
   KEY#{key_id}       / KEY                   one credential: salt + SHA-256 of the secret, never the secret
   CLIENT#{client_id} / ENDUSER#{end_user_id} the product's end user -> the bitbridge user (unique per client)
   CONNECT#{sha256}   / SESSION               a one-time connect session (the URL's token is never stored)
+  CONNECTED#{sha256} / RESULT                a finished connect, until the product confirms it (its code hashed)
   AUDIT#{client_id}  / {time}#{request id}   one record per service call, deleted by TTL after the retention
   IDEMPOTENCY#{client_id} / KEY#{sha256}     a write's Idempotency-Key and its first answer, deleted by TTL
 """
@@ -25,6 +26,7 @@ from bitbridge.timestamps import iso
 CLIENT_PROFILE = "PROFILE"
 KEY_SK = "KEY"
 SESSION_SK = "SESSION"
+RESULT_SK = "RESULT"
 
 
 def client_pk(client_id: str) -> str:
@@ -37,6 +39,10 @@ def key_pk(key_id: str) -> str:
 
 def connect_session_pk(token_digest: str) -> str:
     return f"CONNECT#{token_digest}"
+
+
+def connect_result_pk(code_digest: str) -> str:
+    return f"CONNECTED#{code_digest}"
 
 
 def audit_pk(client_id: str) -> str:
@@ -114,6 +120,23 @@ class ConnectSessionRecord(Model):
     end_user_id = UnicodeAttribute()
     provider_id = UnicodeAttribute(null=True)  # None: the end user picks one
     return_to = UnicodeAttribute()
+    created_at = UnicodeAttribute(default=iso)
+    expires_at = NumberAttribute()
+
+
+@register
+class ConnectResultRecord(Model):
+    """A connect session the end user finished: who connected, for which client's end user. The link is
+    made only when the client confirms it with the code its return_to received (service.links.confirm)."""
+
+    Meta = table_meta("service_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # CONNECTED#{sha256(code)}
+    sk = UnicodeAttribute(range_key=True, default=RESULT_SK)
+    client_id = UnicodeAttribute()
+    end_user_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()  # the bitbridge user whose Bitbucket account was connected
+    provider_id = UnicodeAttribute()
     created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()
 

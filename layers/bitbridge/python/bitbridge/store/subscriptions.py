@@ -35,6 +35,10 @@ class SubscriptionRecord(Model):
     provider_id = UnicodeAttribute()
     repository_key = UnicodeAttribute()  # repository_key(provider_id, repository id)
     repository_full_name = UnicodeAttribute()  # display only: renames change it
+    # The repository's display name and web page as Bitbucket's REST API gave them when the hook was installed:
+    # the names events carry (a payload vouches for ids only; bitbridge.webhooks.publish). None when unknown.
+    repository_name = UnicodeAttribute(null=True)
+    repository_html_url = UnicodeAttribute(null=True)
     hook_id = UnicodeAttribute(null=True)  # Bitbucket's hook id; None for manual subscriptions until known
     events = ListAttribute(of=UnicodeAttribute, default=list)  # X-Event-Key values subscribed
     manual = BooleanAttribute(default=False)  # configured by hand in Bitbucket (`hooks install --manual`)

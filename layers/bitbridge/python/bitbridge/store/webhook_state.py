@@ -37,6 +37,28 @@ def provider_flavor(provider_id: str) -> str | None:
     return str(flavor) if flavor else None
 
 
+def subscription_names(subscription_id: str) -> dict[str, str | None] | None:
+    """What a subscription's record says its repository is called: `full_name`, `name` and `html_url` (the
+    last two None when unknown); None when there is no such subscription."""
+    item = (
+        client("dynamodb")
+        .get_item(
+            TableName=settings().subscriptions_table,
+            Key={"pk": {"S": subscription_id}},
+            ProjectionExpression="repository_full_name, repository_name, repository_html_url",
+            ConsistentRead=True,
+        )
+        .get("Item")
+    )
+    if not item or "repository_full_name" not in item:
+        return None
+    return {
+        "full_name": item["repository_full_name"]["S"],
+        "name": item.get("repository_name", {}).get("S"),
+        "html_url": item.get("repository_html_url", {}).get("S"),
+    }
+
+
 def subscription_owner(subscription_id: str) -> str | None:
     """The user whose connection a subscription's hook was installed with (enrichment calls Bitbucket as
     them); None for a subscription that is gone or has no owner (a manual hook)."""

@@ -26,10 +26,13 @@ Two callers, one path: the event_publisher Lambda on the deliveries table's stre
   reconciler published first is settled ``duplicate``, a reconciler observation a delivery told first
   (or overtook) ``superseded``; neither is published. The ids are recorded on the delivery (and for a
   stream retry in the ledger), so a retry, a redrive or a replay publishes the same ones.
-- **A missing subscription does not stop publishing.** The signature already proved the delivery came
-  from a hook holding a secret derived for that subscription id; a subscription deleted in bitbridge
-  whose hook still fires in Bitbucket is still a real change in the repository. Nothing is recorded for
-  it (the conditional update never recreates a deleted subscription), and a warning is logged.
+- **Names come from the subscription, never the payload.** A hook's secret vouches for the repository's id
+  only: anyone holding it could name another repository, or link anywhere. So the repository's names and
+  links - in ``repository``, and in a pull request's source and destination when they are that repository -
+  are the subscription record's (as Bitbucket's REST API gave them at install), a pull request's, comment's
+  or issue's page is kept only on that repository's web origin, and a pull request whose destination is
+  another repository is ``rejected``. A delivery whose subscription is gone (deleted in bitbridge while its
+  hook still fires) has nothing to vouch for its names: it is settled ``unpublishable``, never published.
 
 Nothing here logs a payload, a header value or an event body.
 """
@@ -43,6 +46,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from bitbridge.aws import client
 from bitbridge.bitbucket import FLAVORS
@@ -91,6 +95,7 @@ PUT_ATTEMPTS = 3
 RETRY_DELAYS = (0.1, 0.4)
 #: Why a delivery is rejected (no value from the payload: the reason is shown to operators as is).
 NOT_THE_SUBSCRIPTIONS = "repository or provider does not match the subscription"
+NO_SUBSCRIPTION = "its subscription is gone: nothing vouches for the repository's names"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +273,64 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Normalised | None:
         _count_rejection(delivery)
         outcome.rejected.append(delivery.pk)
         return None
+    names = webhook_state.subscription_names(delivery.subscription_id)
+    if names is None:
+        log.warning("delivery %s: %s", delivery.delivery_id, NO_SUBSCRIPTION)
+        _settle(delivery, UNPUBLISHABLE, NO_SUBSCRIPTION)
+        outcome.unpublishable.append(delivery.pk)
+        return None
+    if not with_subscription_names(event, names):
+        log.warning("delivery %s rejected: %s", delivery.delivery_id, NOT_THE_SUBSCRIPTIONS)
+        _settle(delivery, REJECTED, NOT_THE_SUBSCRIPTIONS)
+        _count_rejection(delivery)
+        outcome.rejected.append(delivery.pk)
+        return None
     item = Normalised(delivery, event, change_ids=recorded)
     if reports is not None:
         item.moves, item.pull_request = reports
     return item
+
+
+def with_subscription_names(event: dict[str, Any], names: dict[str, str | None]) -> bool:
+    """Put the subscription's names and links on every section that is its repository (the payload vouches for
+    its id only), keep a page link only on that repository's web origin, and refuse (False) a pull request
+    into another repository. Sections about other repositories (a fork, a pull request's fork source) keep
+    what the payload says: docs/events.md says so."""
+    repo_id, full_name = event["repository"]["id"], str(names["full_name"])
+    workspace, _, slug = full_name.partition("/")
+    html = names.get("html_url")
+    origin = urlsplit(html)[:2] if html else None
+    pr = event.get("pull_request") or {}
+    destination = (pr.get("destination") or {}).get("repository")
+    if destination is not None and destination.get("id") != repo_id:
+        return False
+    ends = [pr.get("source") or {}, pr.get("destination") or {}]
+    for section in [event["repository"], *(end.get("repository") or {} for end in ends)]:
+        if section.get("id") != repo_id:
+            continue
+        # A clone link is kept only where the repository's own page is, for its own name (a token goes with it).
+        host = urlsplit(html).hostname if html else None
+        clone = [c for c in section["links"]["clone"] if host and _clones(c["href"], host, full_name)]
+        name = names.get("name") or slug
+        links = {"html": html, "clone": clone}
+        section.update(workspace=workspace, slug=slug, full_name=full_name, name=name, links=links)
+    for part in ("pull_request", "comment", "issue"):
+        found = event.get(part)
+        if found and found.get("url") and (origin is None or urlsplit(found["url"])[:2] != origin):
+            found["url"] = None
+    return True
+
+
+def _clones(href: str, host: str, full_name: str) -> bool:
+    """Whether `href` (https://, ssh://git@host:port/... or scp-like git@host:path) clones `full_name` from `host`."""
+    lowered, wanted = href.lower(), f"/{full_name.lower()}.git"
+    if "://" in lowered:
+        parts = urlsplit(lowered)
+        found, path = parts.hostname, parts.path
+    else:  # scp-like: git@bitbucket.org:workspace/slug.git
+        found, _, rest = lowered.partition("@")[2].partition(":")
+        path = "/" + rest
+    return found == host.lower() and path.endswith(wanted)
 
 
 def _claim(items: list[Normalised]) -> set[str]:

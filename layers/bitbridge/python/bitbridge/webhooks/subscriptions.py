@@ -34,6 +34,8 @@ class Repository:
     repository_id: str  # Cloud uuid, Data Center numeric id
     owner: str  # Cloud workspace slug, Data Center project key (~USER for personal repositories)
     slug: str
+    name: str | None = None  # display name and web page, as Bitbucket's REST API gave them (when known)
+    html_url: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -129,6 +131,9 @@ def install_webhook(
         provider_id=repo.provider_id,
         repository_key=repository_key(repo.provider_id, repo.repository_id),
         repository_full_name=repo.full_name,
+        # What events call the repository (a payload only vouches for its id); kept when not known now.
+        repository_name=repo.name or (existing.repository_name if existing else None),
+        repository_html_url=repo.html_url or (existing.repository_html_url if existing else None),
         hook_id=existing.hook_id if existing else None,
         events=list(events),
         manual=manual,
