@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .git import DIR_MODE, GitError, GitRepo, Signature
 
@@ -246,6 +247,7 @@ class Repository:
     pull_requests: dict[int, PullRequest] = field(default_factory=dict)
     issues: dict[int, Issue] = field(default_factory=dict)
     hooks: dict[str, Hook] = field(default_factory=dict)
+    deploy_keys: dict[int, Any] = field(default_factory=dict)  # SSH keys with access (keys.py): id -> DeployKey
     permissions: dict[str, str] = field(default_factory=dict)  # user -> read | write | admin
     next_comment_id: int = 1
     next_pr_id: int = 1  # ids are never reused, even after a DC pull request is deleted
@@ -1321,6 +1323,7 @@ class Backend:
                         "pull_requests": {"total": len(repo.pull_requests), **states},
                         "issues": len(repo.issues),
                         "hooks": len(repo.hooks),
+                        "deploy_keys": len(repo.deploy_keys),
                     }
                 )
             return {

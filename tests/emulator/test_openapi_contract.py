@@ -20,6 +20,7 @@ CLOUD_NULLABLE = {
     "milestone",
     "version",
     "website",
+    "last_used",  # a deploy key never used
 }
 
 
