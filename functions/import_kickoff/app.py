@@ -26,7 +26,14 @@ def kickoff() -> Response:
     except ValueError:
         raise InvalidRequest("The body must be JSON.") from None
     provider_id, names, reimport = imports.parse_request(body)
-    started = imports.start(user_id, provider_id, names, reimport=reimport, hook_base_url=edge.base_url(event))
+    started = imports.start(
+        user_id,
+        provider_id,
+        names,
+        reimport=reimport,
+        hook_base_url=edge.base_url(event),
+        wanted_parts=imports.parts(body),
+    )
     return edge.api_json(202, {"imports": started})
 
 

@@ -39,6 +39,7 @@ INTERACTIVE = "interactive"  # a person waits on the answer: console, kickoff, s
 BACKGROUND = "background"  # nobody waits: the import worker, the reconciler
 #: Resource classes a call names where its caller knows it (the rest are judged from the URL).
 WEBHOOKS = "webhooks"
+GIT = "git"  # git over HTTPS (Cloud counts it in its own allowance: 60,000 an hour)
 
 TOKEN_REUSE_SECONDS = 60  # re-read the stored token this often, so refresh-ahead still happens
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})

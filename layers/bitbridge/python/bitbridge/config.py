@@ -62,6 +62,7 @@ class Settings:
     reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
     service_table: str = ""
     service_audit_retention_days: int = 90
+    git_bundle_limit_mb: int = 1024  # the largest git data an import bundles (template.yaml GitBundleLimitMb)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -104,6 +105,7 @@ class Settings:
             reconcile_api_budget=whole("RECONCILE_API_BUDGET", 10_000),
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=whole("SERVICE_AUDIT_RETENTION_DAYS", 90),
+            git_bundle_limit_mb=whole("GIT_BUNDLE_LIMIT_MB", 1024),
         )
 
     @classmethod

@@ -71,6 +71,7 @@ class Repo:
     has_issues: bool
     html_url: str | None
     updated_on: str | None
+    size: int | None = None  # bytes of git data, where Bitbucket says (Cloud)
 
     def public(self) -> dict[str, Any]:
         return {

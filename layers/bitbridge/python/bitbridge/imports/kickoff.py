@@ -62,6 +62,8 @@ SEND_BATCH = 10  # SQS SendMessageBatch's most entries per call
 # A job still queued this long after its message was confirmed sent lost it (a queue backlog drains far
 # sooner): asking for the repository again sends another.
 RESEND_AFTER_SECONDS = 3600
+#: What an import copies unless the request leaves it out (`exclude`) or names only others (`include`).
+OPTIONAL_PARTS = ("git",)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,29 @@ def parse_request(body: Any) -> tuple[str, list[str], bool]:
             "`comments` is not supported yet: imports do not copy pull request comments. Leave it out.",
             option="comments",
         )
+    parts(body)
     return provider_id, cleaned, bool(body.get("reimport", False))
+
+
+def parts(body: dict[str, Any]) -> dict[str, bool]:
+    """Which optional parts (OPTIONAL_PARTS) an import request asks for: all of them, unless `include` lists the
+    ones wanted or `exclude` the ones not (`{"exclude": ["git"]}`: no git data)."""
+    given = [name for name in ("include", "exclude") if body.get(name) is not None]
+    if len(given) > 1:
+        raise ImportRequestError("Give `include` or `exclude`, not both.")
+    if not given:
+        return dict.fromkeys(OPTIONAL_PARTS, True)
+    name = given[0]
+    listed = body[name]
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise ImportRequestError(f"`{name}` must be a list of names: {', '.join(OPTIONAL_PARTS)}.", option=name)
+    unknown = sorted(set(listed) - set(OPTIONAL_PARTS))
+    if unknown:
+        raise ImportRequestError(
+            f"`{name}` names what an import may leave out: {', '.join(OPTIONAL_PARTS)} (not {', '.join(unknown)}).",
+            option=name,
+        )
+    return {part: (part in listed) == (name == "include") for part in OPTIONAL_PARTS}
 
 
 def start(
@@ -128,8 +152,10 @@ def start(
     *,
     reimport: bool = False,
     hook_base_url: str = "",
+    wanted_parts: dict[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check access to every repository first (all or nothing), then make or find one job each."""
+    """Check access to every repository first (all or nothing), then make or find one job each
+    (`wanted_parts`: `parts(body)`; default every part)."""
     provider = providers.get_provider(provider_id)
     if not provider.imports:
         raise ImportRequestError(f"Imports are turned off for provider {provider_id}.", code="imports_disabled")
@@ -168,6 +194,7 @@ def start(
             reimport=reimport,
             hook_base_url=hook_base_url,
             pool=pool,
+            wanted_parts=wanted_parts,
         )
         enqueue_all([s.job for s in settled if s.send], kickoff_id=kickoff_id, pool=pool)
     admin = is_admin(user_id)  # once per request, not once per job
@@ -192,6 +219,7 @@ def settle(
     reimport: bool = False,
     hook_base_url: str = "",
     pool: ThreadPoolExecutor | None = None,
+    wanted_parts: dict[str, bool] | None = None,
 ) -> list[Settled]:
     """Each repository's import job, in order: the one it has (active, or completed unless `reimport`), or
     a new one. Reads are batched (pointers, their jobs, their requests' KICKOFF items); each new job is
@@ -210,7 +238,7 @@ def settle(
             out.append(Settled(existing, created=False, send=_needs_message(existing, sent)))
         else:
             out.append(None)
-            job = _draft(user_id, provider, w, kickoff_id, base=hook_base_url)
+            job = _draft(user_id, provider, w, kickoff_id, base=hook_base_url, wanted_parts=wanted_parts)
             new.append((i, pointer, job))
     run = pool.map if pool else map
     for _ in run(lambda s: _note_requester(s.job, user_id), [s for s in out if s is not None]):
@@ -225,7 +253,9 @@ def settle(
             if not condition_failed(exc):
                 raise
         # A concurrent request claimed the repository first: read what it made.
-        return i, ensure_job(user_id, provider, wanted[i], kickoff_id, reimport=reimport, base=hook_base_url)
+        return i, ensure_job(
+            user_id, provider, wanted[i], kickoff_id, reimport=reimport, base=hook_base_url, wanted_parts=wanted_parts
+        )
 
     for i, settled in run(write, new):
         out[i] = settled
@@ -240,6 +270,7 @@ def ensure_job(
     *,
     reimport: bool = False,
     base: str = "",
+    wanted_parts: dict[str, bool] | None = None,
 ) -> Settled:
     """One repository's import job, read and settled on its own (after a lost race: re-read until settled)."""
     key = repojob_pk(provider.provider_id, wanted.repo.id)
@@ -249,7 +280,7 @@ def ensure_job(
         if existing is not None and _reusable(existing, reimport):
             _note_requester(existing, user_id)
             return Settled(existing, created=False, send=_needs_message(existing, _kickoffs_sent([existing])))
-        job = _draft(user_id, provider, wanted, kickoff_id, base=base)
+        job = _draft(user_id, provider, wanted, kickoff_id, base=base, wanted_parts=wanted_parts)
         try:
             _create(pointer, job)
         except Exception as exc:
@@ -265,7 +296,9 @@ def _reusable(job: JobRecord, reimport: bool) -> bool:
     return job.state in ACTIVE_STATES or (job.state == COMPLETED and not reimport)
 
 
-def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str) -> JobRecord:
+def _draft(
+    user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str, wanted_parts: dict[str, bool] | None = None
+) -> JobRecord:
     job_id = uuid.uuid4().hex
     return JobRecord(
         job_pk(job_id),
@@ -281,8 +314,14 @@ def _draft(user_id: str, provider: Any, w: Wanted, kickoff_id: str, *, base: str
         repository=w.raw,
         # Where the webhook step points the hook when the stack has no PublicBaseUrl: the
         # URL this request came in on (the worker has no request of its own).
-        # `comments` stays false until imports copy them (a request asking for them is refused).
-        options={"comments": False, "hook_base_url": base},
+        # `comments` stays false until imports copy them (a request asking for them is refused). The deploy-key
+        # step runs for every new job (it does nothing where the provider has no key).
+        options={
+            "comments": False,
+            "hook_base_url": base,
+            "deploy_key": True,
+            **(wanted_parts or dict.fromkeys(OPTIONAL_PARTS, True)),
+        },
         api_calls=w.calls,
         kickoff_id=kickoff_id,
     )

@@ -1,6 +1,9 @@
 """The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
 
-Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> manifest.
+Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> deploy_key
+(new jobs) -> git (unless the request left it out) -> manifest. The git step (bitbridge.imports.gitdata) is one
+unit: it fetches, checks and publishes the repository's bundle, and starts in a fresh invocation when less than
+GIT_RESERVE_MS is left.
 A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), then record the
 part (key, size, sha256) with the cursor and counts in one conditional write on the job. A crash anywhere
 redoes at most the page in hand and rewrites the same object, so the output equals a clean run's.
@@ -40,7 +43,7 @@ from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.calls import BACKGROUND, Caller, backoff
 from bitbridge.config import settings
-from bitbridge.imports import changes, jobs, kickoff, notify, output
+from bitbridge.imports import bundles, changes, gitdata, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
 from bitbridge.store.base import condition_failed, watch_models
 from bitbridge.store.imports import (
@@ -65,7 +68,7 @@ from bitbridge.store.imports import (
     project_pk,
 )
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import subscriptions
+from bitbridge.webhooks import deploy_keys, subscriptions
 
 logger = Logger(child=True)
 
@@ -75,6 +78,9 @@ SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may 
 LEASE_GRACE_SECONDS = 60
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
+GIT_RESERVE_MS = 150_000  # the git step starts with at least this left (else in a fresh invocation)
+GIT_BUSY_SECONDS = 20  # another job in this container holds the git slot: come back after this
+GIT_TIME_ATTEMPTS = 2  # fresh invocations whose whole time a fetch may take before the repository is too large
 
 
 class Busy(Exception):
@@ -87,6 +93,14 @@ class Busy(Exception):
 
 class Stopped(Exception):
     """The job was cancelled, or its lease lost, under our feet: stop without writing."""
+
+
+class Later(Exception):
+    """The step cannot run in this invocation: save and continue in a new one after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"continue in {seconds} s")
+        self.seconds = seconds
 
 
 # ------------------------------------------------------------------------------------------------ SQS batch
@@ -246,6 +260,8 @@ class Run:
                     JobRecord.parts_chunks.set(int(job.parts_chunks or 0)),
                     *([JobRecord.repository.set(job.repository)] if job.repository is not None else []),
                     *([JobRecord.webhook.set(job.webhook)] if job.webhook is not None else []),
+                    *([JobRecord.deploy_key.set(job.deploy_key)] if job.deploy_key is not None else []),
+                    *([JobRecord.git.set(job.git)] if job.git is not None else []),
                     *actions,
                     JobRecord.api_calls.set(self.api_base + self.meter.bitbucket),
                     JobRecord.aws_calls.set(self._aws_calls(metering.added({"dynamodb:UpdateItem": 1}, planned or {}))),
@@ -263,7 +279,9 @@ class Run:
 
     def _steps(self) -> list[str]:
         assert self.repo is not None
-        return ["repository", *self.bitbucket.entities(self.repo), "webhook", "manifest"]
+        options = self.job.options or {}
+        optional = [step for step in ("deploy_key", "git") if options.get(step)]  # jobs made before them: neither
+        return ["repository", *self.bitbucket.entities(self.repo), "webhook", *optional, "manifest"]
 
     def _next_step(self, step: str) -> str:
         steps = self._steps()
@@ -287,11 +305,14 @@ class Run:
         did_work = False
         try:
             while self.job.step != "done":
-                if did_work and _remaining_ms(self.context) < SAFETY_MS:
+                reserve = GIT_RESERVE_MS if self.job.step == "git" else SAFETY_MS
+                if did_work and _remaining_ms(self.context) < reserve:
                     self._continue_later()
                     return
                 self._unit()
                 did_work = True
+        except Later as later:
+            self._continue_later(later.seconds)
         except RateLimited as exc:
             self._wait_rate_limit(exc.retry_after)
         except tokens.ReauthRequired:
@@ -315,6 +336,10 @@ class Run:
             self._entity_page(step)
         elif step == "webhook":
             self._webhook()
+        elif step == "deploy_key":
+            self._deploy_key()
+        elif step == "git":
+            self._git()
         elif step == "manifest":
             self._manifest()
         else:
@@ -403,6 +428,57 @@ class Run:
             outcome |= {"subscription_id": installed.subscription.subscription_id, "url": installed.url}
         self.job.webhook, self.job.facts, self.job.step = outcome, facts, self._next_step("webhook")
 
+    def _deploy_key(self) -> None:
+        """Add the provider's deploy key to the repository, read-only (bitbridge.webhooks.deploy_keys); saved
+        with the next write like the webhook step (a redo finds the key it added)."""
+        assert self.repo is not None
+        where = deploy_keys.Where(self.repo.owner, self.repo.slug)
+        subscription = (self.job.facts or {}).get("subscription_id")
+        self.job.deploy_key = deploy_keys.install(self.caller, where, subscription)
+        self.job.step = self._next_step("deploy_key")
+
+    def _git(self) -> None:
+        """The repository's branches and tags as a verified bundle in the snapshot (bitbridge.imports.gitdata).
+        Never fails the import for its size: too large for the function, or too slow to fetch in two fresh
+        invocations, the outcome says so and the import completes without it."""
+        assert self.repo is not None
+        if not gitdata.SLOT.acquire(blocking=False):
+            raise Later(GIT_BUSY_SECONDS)
+        checkpoint = dict(self.job.checkpoint or {})
+        target = gitdata.Target(
+            self.job.provider_id, self.job.repository_id, self.job.repository_full_name, self.repo.owner, self.repo.slug
+        )
+        try:
+            outcome, written = gitdata.snapshot(
+                self.caller,
+                self.bitbucket,
+                self.provider.web_url,
+                target,
+                self.base,
+                import_id=self.job.job_id,
+                owner_id=self.job.owner_id,
+                known_size=self.repo.size,
+                deadline=gitdata.deadline_for(lambda: _remaining_ms(self.context), SAFETY_MS),
+            )
+        except gitdata.OutOfTime:
+            attempts = int(checkpoint.get("attempts", 0)) + 1
+            if attempts < GIT_TIME_ATTEMPTS:
+                self.job.checkpoint = {"attempts": attempts}
+                raise Later(0) from None
+            outcome, written = gitdata.too_large(None, gitdata.limit_bytes(), timed_out=True), []
+        except bundles.Incomplete as exc:  # what arrived was damaged: fetched again, like any failed call
+            raise BitbucketError(f"fetching the repository over git: {exc}") from None
+        except BitbucketError as exc:
+            if not exc.permanent or isinstance(exc, RateLimited):
+                raise
+            outcome, written = {"status": "failed", "reason": f"Bitbucket refused the fetch: {exc}"}, []
+        finally:
+            gitdata.SLOT.release()
+        for page, item in enumerate(written):
+            self._record_part("git", page, item)
+        self.job.git, self.job.step, self.job.checkpoint = outcome, self._next_step("git"), {}
+        self._save([JobRecord.transient_failures.set(0)])
+
     def _manifest(self) -> None:
         parts = sorted(self._all_parts(), key=lambda p: (p[1] != "repository", p[0]))
         finished = iso()
@@ -418,6 +494,8 @@ class Run:
             "counts": {e: int((self.job.counts or {}).get(e, 0)) for e in self.bitbucket.entities(self.repo)},
             "files": [_file_entry(p) for p in parts],
             "webhook": self.job.webhook,
+            "deploy_key": self.job.deploy_key,
+            "git": self.job.git,
             "started_at": self.job.started_at,
             "finished_at": finished,
             "api_calls": self.api_base + self.meter.bitbucket,  # Bitbucket REST calls, the webhook's included
@@ -494,9 +572,9 @@ class Run:
             self.job, math.ceil(min(MAX_DELAY_SECONDS, delay))
         )  # after the save: a lost send is redelivered
 
-    def _continue_later(self) -> None:
+    def _continue_later(self, delay: float = 0) -> None:
         logger.info("import nearing the time limit; continuing in a new invocation", extra=self._log())
-        self._defer(0, [JobRecord.continuations.add(1)])
+        self._defer(delay, [JobRecord.continuations.add(1)])
 
     def _wait_rate_limit(self, retry_after: float | None) -> None:
         waits = int(self.job.rate_limit_waits or 0) + 1

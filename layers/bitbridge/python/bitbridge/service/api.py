@@ -195,7 +195,9 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
     provider_id, names, reimport = kickoff.parse_request(body)
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     try:
-        return kickoff.start(user_id, provider_id, names, reimport=reimport, hook_base_url=base_url)
+        return kickoff.start(
+            user_id, provider_id, names, reimport=reimport, hook_base_url=base_url, wanted_parts=kickoff.parts(body)
+        )
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
     except tokens.ReauthRequired:

@@ -24,6 +24,10 @@ class ProviderRecord(Model):
     status = UnicodeAttribute(default="pending")  # pending | verified | failed
     status_detail = UnicodeAttribute(null=True)
     verified_at = UnicodeAttribute(null=True)
+    # The SSH public key imports add read-only to each repository (`bitbridge providers set-deploy-key`),
+    # as one OpenSSH line, and the label it carries in Bitbucket.
+    deploy_key = UnicodeAttribute(null=True)
+    deploy_key_label = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     updated_at = UnicodeAttribute(default=iso)
 
