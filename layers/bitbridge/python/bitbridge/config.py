@@ -63,6 +63,7 @@ class Settings:
     service_table: str = ""
     service_audit_retention_days: int = 90
     git_bundle_limit_mb: int = 1024  # the largest git data an import bundles (template.yaml GitBundleLimitMb)
+    git_sync_queue_url: str = ""  # the push consumer's queue (its retries set their own delay)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -106,6 +107,7 @@ class Settings:
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=whole("SERVICE_AUDIT_RETENTION_DAYS", 90),
             git_bundle_limit_mb=whole("GIT_BUNDLE_LIMIT_MB", 1024),
+            git_sync_queue_url=get("GIT_SYNC_QUEUE_URL"),
         )
 
     @classmethod
