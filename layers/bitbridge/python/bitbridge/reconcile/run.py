@@ -38,6 +38,7 @@ from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
+from bitbridge.webhooks import deploy_keys
 from bitbridge.webhooks.normalise import pull_request_section, repository_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
@@ -150,6 +151,7 @@ class Reconciliation:
             if self.caller is None:
                 raise _Attention("no connected user owns this subscription: reinstall it with --user")
             hook_readable = self.sub.manual or self._check_hook()
+            self._extra_calls += deploy_keys.reconcile(self.sub, self.caller)[1]  # put back when deleted
             self._backfill()
             if not hook_readable:  # yet the repository was readable: the user is no admin
                 raise _Attention(self._no_admin())

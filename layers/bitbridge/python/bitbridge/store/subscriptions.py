@@ -63,6 +63,7 @@ class SubscriptionRecord(Model):
     # Bitbucket's id for it there, and the key (`algorithm base64`), so a changed provider key is noticed.
     deploy_key_id = UnicodeAttribute(null=True)
     deploy_key_text = UnicodeAttribute(null=True)
+    last_deploy_key_repair = UnicodeAttribute(null=True)  # "{when} {what the reconciler repaired}"
 
     by_repository = ByRepository()
 
@@ -79,6 +80,7 @@ class SubscriptionRecord(Model):
         "last_hook_repair",
         "deploy_key_id",
         "deploy_key_text",
+        "last_deploy_key_repair",
     )
 
     @property

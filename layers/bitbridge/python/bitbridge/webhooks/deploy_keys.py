@@ -16,6 +16,7 @@ subscription removes the key and the reconciler checks it is still there.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,9 @@ from bitbridge.store.base import condition_failed
 from bitbridge.store.imports import HOOK_FAILED, HOOK_INSTALLED, HOOK_MANUAL
 from bitbridge.store.providers import ProviderRecord
 from bitbridge.store.subscriptions import SubscriptionRecord
+from bitbridge.timestamps import iso
+
+logger = logging.getLogger(__name__)
 
 INSTALLED, MANUAL, FAILED = HOOK_INSTALLED, HOOK_MANUAL, HOOK_FAILED
 DEFAULT_LABEL = "bitbridge"
@@ -150,13 +154,16 @@ def _permissions(provider: ProviderRecord) -> str:
     return providers.bitbucket(provider).permissions_to_tick
 
 
-def record(subscription_id: str, key_id: str | None, text: str | None) -> None:
-    """Remember (or forget, with None) the key installed on the subscription's repository."""
+def record(subscription_id: str, key_id: str | None, text: str | None, repaired: str | None = None) -> None:
+    """Remember (or forget, with None) the key installed on the subscription's repository, and what the
+    reconciler repaired."""
     actions: list[Action] = (
         [SubscriptionRecord.deploy_key_id.set(key_id), SubscriptionRecord.deploy_key_text.set(text)]
         if key_id and text
         else [SubscriptionRecord.deploy_key_id.remove(), SubscriptionRecord.deploy_key_text.remove()]
     )
+    if repaired:
+        actions += [SubscriptionRecord.last_deploy_key_repair.set(f"{iso()} {repaired}")]
     try:
         SubscriptionRecord(subscription_id).update(actions=actions, condition=SubscriptionRecord.pk.exists())
     except Exception as exc:
@@ -188,7 +195,7 @@ def repair(sub: SubscriptionRecord, caller: Caller) -> str | None:
     where = where_of(sub)
     if key is None:  # the admin removed the provider's key: take it off the repository
         remove(caller, where, str(sub.deploy_key_id))
-        record(sub.subscription_id, None, None)
+        record(sub.subscription_id, None, None, "the provider's deploy key was removed")
         return "the provider's deploy key was removed"
     if sub.deploy_key_text and ssh_keys.same_key(str(sub.deploy_key_text), key.text):
         if find(caller, where, key) is not None:
@@ -198,5 +205,20 @@ def repair(sub: SubscriptionRecord, caller: Caller) -> str | None:
         problem = "the provider's deploy key changed"
         remove(caller, where, str(sub.deploy_key_id))
     label = caller.provider.deploy_key_label or DEFAULT_LABEL
-    record(sub.subscription_id, add(caller, where, key, label), key.text)
+    record(sub.subscription_id, add(caller, where, key, label), key.text, problem)
     return problem
+
+
+def reconcile(sub: SubscriptionRecord, caller: Caller) -> tuple[str | None, int]:
+    """The reconciler's deploy-key check of one subscription (`repair`, with its own call count): (what was
+    repaired, Bitbucket calls made). An owner without admin rights is left alone (the hook check says so)."""
+    if not sub.deploy_key_id:
+        return None, 0
+    own = caller.fork()
+    try:
+        repaired = repair(sub, own)
+    except KeyPermissionDenied:
+        return None, own.calls
+    if repaired:
+        logger.info("deploy key repaired", extra={"subscription": sub.subscription_id, "repaired": repaired})
+    return repaired, own.calls
