@@ -28,7 +28,8 @@ from bitbridge.aws import client
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.calls import BACKGROUND, Caller
 from bitbridge.config import settings
-from bitbridge.imports import bundles, gitdata, jobs
+from bitbridge.imports import bundles, gitdata
+from bitbridge.imports.jobs import get_item, load
 from bitbridge.store import git_state
 from bitbridge.store.imports import ACTIVE_STATES, REPOJOB_SK, RepoJobRecord, repojob_pk
 from bitbridge.timestamps import iso
@@ -130,6 +131,6 @@ def sync(target: gitdata.Target, context: Any) -> float | None:
 
 def _import_on_its_way(target: gitdata.Target) -> bool:
     """Whether the repository's import is still running and will bundle its git data (then the push waits)."""
-    pointer = jobs.get_item(RepoJobRecord, repojob_pk(target.provider_id, target.repository_id), REPOJOB_SK)
-    job = jobs.load(pointer.job_id) if pointer else None
+    pointer = get_item(RepoJobRecord, repojob_pk(target.provider_id, target.repository_id), REPOJOB_SK)
+    job = load(pointer.job_id) if pointer else None
     return job is not None and job.state in ACTIVE_STATES and bool((job.options or {}).get("git"))
