@@ -46,7 +46,8 @@ class Verified:
 def header(refs: Refs, prerequisites: Iterable[str] = ()) -> bytes:
     """The bundle header for `refs` (HEAD first, then by name) over `prerequisites` (commits the reader has)."""
     lines = [SIGNATURE]
-    lines += [b"-%s\n" % sha.encode() for sha in sorted(set(prerequisites))]
+    # `-<id> <comment>`: the space stays when the comment is empty (gitformat-bundle's grammar; readers split on it)
+    lines += [b"-%s \n" % sha.encode() for sha in sorted(set(prerequisites))]
     ordered = sorted(refs.items(), key=lambda item: (item[0] != "HEAD", item[0]))
     lines += [b"%s %s\n" % (sha.encode(), name.encode()) for name, sha in ordered]
     return b"".join(lines) + b"\n"

@@ -44,6 +44,7 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from dulwich.pack import PackIndex
 
 from bitbridge.aws import client
 from bitbridge.bitbucket.api import Bitbucket
@@ -125,7 +126,7 @@ def snapshot(
     if known_size is not None and known_size > limit:
         return too_large(known_size, limit), []
     published = _head(base + BUNDLE)
-    adopt = (published or {}).get(META_REFS)
+    adopt = (published or {}).get("Metadata", {}).get(META_REFS)
     with tempfile.TemporaryDirectory(prefix="bitbridge-git-") as tmp:
         try:
             fetched = git_transport.fetch(
@@ -152,7 +153,7 @@ def snapshot(
             ), [refs_written]
         verified = bundles.verify(fetched.pack, fetched.refs)
         index = output.write_bytes(base, INDEX, verified.index.read_bytes(), "application/octet-stream", 0)
-        bundle = _publish(base, BUNDLE, fetched, verified, prerequisites=[])
+        bundle = _publish(base, BUNDLE, fetched.pack, fetched.refs, verified, prerequisites=[])
     entry = _entry(BUNDLE, INDEX, REFS, bundle, verified.objects, 0)
     _start_pointer(target, base, import_id, owner_id, [entry], fetched.refs)
     outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects}
@@ -266,7 +267,11 @@ def update(
             git_state.release(state, lease, outcome)
             return outcome
         pack = fetched.pack or _empty_pack(folder / "update.pack")
-        verified = bundles.verify(pack, fetched.refs, known=bundles.in_any([i for i in indexes if i is not None]))
+        try:
+            verified = bundles.verify(pack, fetched.refs, known=bundles.in_any(indexes))
+        finally:
+            for index in indexes:
+                index.close()
         sequence = int(state.sequence or 0) + 1
         name = f"{UPDATES}{sequence:05d}"
         prerequisites = sorted(set(previous.values()))
@@ -274,7 +279,7 @@ def update(
         refs_written = output.write_bytes(
             base, name + ".refs.json", bundles.refs_json(fetched.refs, fetched.peeled), "application/json", 0
         )
-        bundle = _publish(base, name + ".bundle", fetched, verified, prerequisites=prerequisites)
+        bundle = _publish(base, name + ".bundle", pack, fetched.refs, verified, prerequisites=prerequisites)
     entry = _entry(name + ".bundle", name + ".idx", refs_written.key, bundle, verified.objects, len(prerequisites))
     chain = [entry] if fresh else [*chain, entry]
     outcome = {
@@ -311,7 +316,7 @@ def _previous_commits(base: str, chain: list[dict[str, Any]]) -> dict[str, str]:
     return {name: peeled.get(name, sha) for name, sha in (body.get("refs") or {}).items()}
 
 
-def _download_index(base: str, entry: dict[str, Any], into: Path) -> Any:
+def _download_index(base: str, entry: dict[str, Any], into: Path) -> PackIndex:
     into.write_bytes(_get(base + entry["index"]))
     return bundles.open_index(into)
 
@@ -327,22 +332,20 @@ def _empty_pack(path: Path) -> Path:
 
 
 def _publish(
-    base: str, key: str, fetched: git_transport.Fetched, verified: bundles.Verified, *, prerequisites: list[str]
+    base: str, key: str, pack: Path, refs: Refs, verified: bundles.Verified, *, prerequisites: list[str]
 ) -> output.Written:
     """Upload the bundle (header + the verified pack) to INCOMING, read it back, then copy it to `key`."""
     s3, bucket = client("s3"), settings().snapshots_bucket
-    assert fetched.pack is not None or verified.objects == 0
-    pack = fetched.pack or Path()
-    head = bundles.header(fetched.refs, prerequisites)
+    head = bundles.header(refs, prerequisites)
     incoming = base + INCOMING + key.rsplit("/", 1)[-1]
-    meta = {META_REFS: bundles.digest(fetched.refs), META_OBJECTS: str(verified.objects)}
+    meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(verified.objects)}
     with pack.open("rb") as body:
         stream = bundles.Concatenated(head, body)
         s3.upload_fileobj(
             stream, bucket, incoming, ExtraArgs={"ContentType": BUNDLE_TYPE, "Metadata": meta}, Config=_TRANSFER
         )
     sha256, size = stream.sha256.hexdigest(), stream.bytes
-    _read_back(bucket, incoming, sha256, size, fetched.refs, prerequisites)
+    _read_back(bucket, incoming, sha256, size, refs, prerequisites)
     s3.copy_object(
         Bucket=bucket,
         Key=base + key,
