@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from infra.emulator import persist
 from infra.emulator.models import Backend
+from tests import ssh_public_keys
 
 from .conftest import bearer, cloud_login, dc_login, validate
 from .test_openapi_contract import _cloud_validate
@@ -24,12 +24,8 @@ DC_KEYS = "/rest/keys/latest/projects/PLAT/repos/core/ssh"
 
 
 @pytest.fixture(scope="module")
-def public_key(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("keys")
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci@bitbridge", "-f", str(folder / "k")], check=True
-    )
-    return (folder / "k.pub").read_text().strip()
+def public_key() -> str:
+    return ssh_public_keys.ed25519("emulator")
 
 
 def _blob(*fields: bytes) -> str:
