@@ -27,11 +27,12 @@ from datetime import datetime
 
 from werkzeug.wrappers import Response
 
-from . import cloud, datacenter
+from . import cloud, control, datacenter
 from .models import DC, BadRequest, NotFound, Repository, iso, now
 from .web import Ctx, Routes, json_response
 
 cloud_routes, dc_routes = Routes(), Routes()  # added to each flavour's routes by server.py
+control_routes = Routes()  # added to the control API by server.py
 
 DC_PERMISSIONS = ("REPO_READ", "REPO_WRITE")
 NO_SUCH_KEY = "com.atlassian.bitbucket.ssh.NoSuchSshKeyException"
@@ -281,3 +282,16 @@ def dc_item(ctx: Ctx, keys_version: str, key_id: str, **values: str) -> Response
         except NotFound as exc:  # its own exception name, which datacenter.render_error does not know
             return json_response(datacenter.errors_body(exc.message, NO_SUCH_KEY), 404)
         return json_response(_dc_body(ctx, repo, key))
+
+
+# ---------------------------------------- control API
+@control_routes.route(control.REPO + "/deploy-keys", methods=("GET", "DELETE"))
+def control_keys(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    """The repository's keys, as its admin sees them in Bitbucket's settings; DELETE removes them all (an admin
+    deleting them by hand: what the reconciler repairs)."""
+    _, repo = control._repo(ctx, flavor, owner, slug)
+    with ctx.backend.lock:
+        if ctx.request.method == "DELETE":
+            repo.deploy_keys.clear()
+        keys = sorted(repo.deploy_keys.values(), key=lambda k: k.id)
+        return json_response([{"id": k.id, "key": k.text, "label": k.label, "permission": k.permission} for k in keys])

@@ -43,7 +43,7 @@ class FlavorApp:
                 oauth.dc_routes, githttp.dc_routes, keys.dc_routes, pages.dc_routes
             )
             self.render_error = datacenter.render_error
-        self.control_map, self.control_handlers = control.routes.build()
+        self.control_map, self.control_handlers = control.routes.build(keys.control_routes)
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)

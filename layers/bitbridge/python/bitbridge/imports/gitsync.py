@@ -8,7 +8,7 @@ repository's bundles up to date (`gitdata.update`). Nothing in the publisher kno
   whose import is still on its way (its git step not done yet) comes back in RETRY_SECONDS.
 - Pushes in quick succession cost one update: each sync fetches the refs as they are now, so those that follow
   find nothing new (one request each). Syncs of one repository take turns (the pointer's lease).
-- Bitbucket's 429 and outages send the message back (ChangeMessageVisibility: Retry-After, else a backoff);
+- Bitbucket's 429 and outages (and AWS's) send the message back (ChangeMessageVisibility: Retry-After, else a backoff);
   after the queue's maxReceiveCount it is parked in GitSyncDeadLetterQueue (alarm). Nothing is lost by then: the
   next push or reconciliation brings everything up to date. A connection that must be re-authorised, or a
   repository Bitbucket refuses, is noted on the pointer (`last_sync`) and the message dropped.
@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbridge import providers, tokens
 from bitbridge.aws import client
@@ -121,7 +122,7 @@ def sync(target: gitdata.Target, context: Any) -> float | None:
     except BitbucketError as exc:
         stop("failed" if exc.permanent else "retrying", str(exc))
         return None if exc.permanent else RETRY_SECONDS
-    except (tokens.TokenUnavailable, bundles.Incomplete, gitdata.OutOfTime) as exc:
+    except (tokens.TokenUnavailable, bundles.Incomplete, gitdata.OutOfTime, ClientError, BotoCoreError) as exc:
         stop("retrying", str(exc) or type(exc).__name__)
         return RETRY_SECONDS
     except BaseException:

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbridge import metering, providers, tokens
 from bitbridge.aws import client
@@ -93,6 +94,11 @@ class Busy(Exception):
 
 class Stopped(Exception):
     """The job was cancelled, or its lease lost, under our feet: stop without writing."""
+
+
+class StorageFailed(Exception):
+    """AWS failed while the git step stored its bundle (an outage, throttling): the step is retried like a
+    Bitbucket outage, from the start (what was published is adopted, what was half-written replaced)."""
 
 
 class Later(Exception):
@@ -313,6 +319,8 @@ class Run:
                 did_work = True
         except Later as later:
             self._continue_later(later.seconds)
+        except StorageFailed as exc:
+            self._transient(str(exc), who="AWS", reason="internal")
         except RateLimited as exc:
             self._wait_rate_limit(exc.retry_after)
         except tokens.ReauthRequired:
@@ -468,6 +476,8 @@ class Run:
             outcome, written = gitdata.too_large(None, gitdata.limit_bytes(), timed_out=True), []
         except bundles.Incomplete as exc:  # what arrived was damaged: fetched again, like any failed call
             raise BitbucketError(f"fetching the repository over git: {exc}") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageFailed(f"storing the git data: {type(exc).__name__}: {str(exc)[:200]}") from None
         except BitbucketError as exc:
             if not exc.permanent or isinstance(exc, RateLimited):
                 raise
@@ -594,13 +604,13 @@ class Run:
         )
         notify.publish(self.job, "import.progress")
 
-    def _transient(self, message: str) -> None:
+    def _transient(self, message: str, *, who: str = "Bitbucket", reason: str = "bitbucket_unavailable") -> None:
         failures = int(self.job.transient_failures or 0) + 1
         if failures > MAX_TRANSIENT_DEFERRALS:
-            self._fail("bitbucket_unavailable", f"Bitbucket kept failing: {message}")
+            self._fail(reason, f"{who} kept failing: {message}")
             return
         delay = 2.0**failures
-        logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
+        logger.warning(f"{who} failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
         self._defer(
             delay,
             [
