@@ -52,8 +52,9 @@ class LocalResources:
         return self.refs[logical_id]
 
 
-def local_parameters(stage: str = "local", **overrides: str) -> dict[str, str]:
-    template = load_template()
+def local_parameters(stage: str = "local", template: dict[str, Any] | None = None, **overrides: str) -> dict[str, str]:
+    """Each parameter's Default (from `template`, the one the stack runs: a test's copy may change them)."""
+    template = template or load_template()
     params = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
     params["Stage"] = stage
     params.update(overrides)
@@ -79,7 +80,7 @@ def create_resources(
     saved state, made from this same template): they are adopted, not created again.
     """
     template = template or load_template()
-    params = parameters or local_parameters(stage)
+    params = parameters or local_parameters(stage, template)
     out = LocalResources(stage=stage, parameters=params, stack_name=stack_name or local_stack_name(stage))
     if existing is not None:
         out.refs.update(existing[0])

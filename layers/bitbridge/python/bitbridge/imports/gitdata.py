@@ -346,7 +346,7 @@ def _publish(
         )
     sha256, size = stream.sha256.hexdigest(), stream.bytes
     _read_back(bucket, incoming, sha256, size, refs, prerequisites)
-    s3.copy_object(
+    copied = s3.copy_object(
         Bucket=bucket,
         Key=base + key,
         CopySource={"Bucket": bucket, "Key": incoming},
@@ -354,7 +354,13 @@ def _publish(
         Metadata=meta | {META_SHA256: sha256},
         ContentType=BUNDLE_TYPE,
     )
-    s3.delete_object(Bucket=bucket, Key=incoming)
+    # The upload itself, not a delete marker over it: the bucket keeps old versions 30 days, and a bundle's
+    # worth of them is no use to anyone. What an attempt that died mid-upload left there is hidden (a delete
+    # marker) and expires with the bucket's old versions.
+    version = copied.get("CopySourceVersionId")
+    s3.delete_object(Bucket=bucket, Key=incoming, **({"VersionId": version} if version else {}))
+    if version and _head(incoming) is not None:
+        s3.delete_object(Bucket=bucket, Key=incoming)
     return output.Written(key, verified.objects, size, sha256)
 
 
