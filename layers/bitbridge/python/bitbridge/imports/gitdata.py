@@ -64,7 +64,9 @@ BUNDLE_TYPE = "application/x-git-bundle"
 MAX_UPDATES = 32
 # One git fetch at a time per container: /tmp and memory are sized for one repository at its limit.
 SLOT = threading.BoundedSemaphore(1)
-_TRANSFER = TransferConfig(multipart_threshold=32 * MB, multipart_chunksize=32 * MB, max_concurrency=4)
+# Parts one after another, in the step's own thread: every call is metered (bitbridge.metering counts per
+# thread of work) and a part in memory at a time; S3 takes one stream at tens of MB/s.
+_TRANSFER = TransferConfig(multipart_threshold=32 * MB, multipart_chunksize=32 * MB, use_threads=False)
 # Metadata a published bundle carries (S3 lowercases the names).
 META_SHA256, META_REFS, META_OBJECTS = "bundle-sha256", "refs-digest", "objects"
 
