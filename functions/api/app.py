@@ -5,7 +5,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge
+from bitbridge import deadlines, edge
 from bitbridge.config import settings
 from bitbridge.routes import ROUTERS
 
@@ -21,4 +21,5 @@ for router in ROUTERS:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    return app.resolve(event, context)
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        return app.resolve(event, context)

@@ -4,7 +4,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge
+from bitbridge import deadlines, edge
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest
 from bitbridge.imports import kickoff as imports
@@ -39,4 +39,5 @@ def kickoff() -> Response:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    return app.resolve(event, context)
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        return app.resolve(event, context)

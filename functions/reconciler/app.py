@@ -7,6 +7,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge import deadlines
 from bitbridge.config import settings
 from bitbridge.reconcile.run import per_run_budget, run
 
@@ -23,12 +24,13 @@ def handler(event: dict, context: LambdaContext) -> dict:
     config = settings()
     minutes = config.reconcile_interval_minutes
     now = datetime.now(UTC)
-    report = run(
-        slot=int(now.timestamp() // 60) % minutes,
-        slots=minutes,
-        budget=per_run_budget(config.reconcile_api_budget, minutes),
-        now=now,
-    )
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        report = run(
+            slot=int(now.timestamp() // 60) % minutes,
+            slots=minutes,
+            budget=per_run_budget(config.reconcile_api_budget, minutes),
+            now=now,
+        )
     summary = {
         "reconciled": len(report.results) - report.count("deferred") - report.count("rate_limited"),
         "backfilled": report.total("backfilled"),

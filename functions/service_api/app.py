@@ -18,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbridge import edge, providers, signin_page
+from bitbridge import deadlines, edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import Problem
@@ -196,6 +196,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
     route = ROUTES.get(route_key)
     if route is None:
         return edge.service_error(refuse("no_such_route", f"No service route {route_key!r}."), event)
-    response = _serve(event, route, started)
+    with deadlines.within(context):  # a token refresh never outlives this invocation
+        response = _serve(event, route, started)
     logger.info("service call", extra={"route": route_key, "status": edge.status_of(response)})
     return response

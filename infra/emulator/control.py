@@ -121,6 +121,11 @@ def config(ctx: Ctx) -> Response:
                 continue
             if key == "dc_hook_on_failures" and value not in ("skip", "disable"):
                 raise BadRequest("dc_hook_on_failures must be skip or disable")
+            if key.endswith("_authorization_response_iss"):
+                if value is not None and not (isinstance(value, str) and value):
+                    raise BadRequest(f'{key} must be null (not sent), "self" (this server) or an issuer to send')
+                setattr(cfg, key, value)
+                continue
             setattr(cfg, key, type(getattr(cfg, key))(value))
     return json_response(dataclasses.asdict(cfg))
 

@@ -316,6 +316,11 @@ class Config:
     dc_access_token_lifetime: int = 3600
     dc_code_lifetime: float = 10.0
     dc_refresh_token_lifetime: float = 30 * 86400.0
+    # `iss` in authorization responses (RFC 9207): None = not sent, as Atlassian documents neither flavour
+    # sending it; "self" = this server's issuer identifier (its web root), as a server implementing RFC 9207
+    # sends; any other text is sent as given (a mix-up: another server's name).
+    cloud_authorization_response_iss: str | None = None
+    dc_authorization_response_iss: str | None = None
     delivery_timeout: float = 10.0  # Bitbucket gives a receiver 10 s to answer
     delivery_retry_delay: float = 0.5
     cloud_max_pagelen: int = 100

@@ -61,9 +61,20 @@ def _with_query(url: str, **params: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-def _error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+def _issuer(ctx: Ctx) -> str | None:
+    """The `iss` of this server's authorization responses (RFC 9207), as configured (`*_authorization_response_iss`):
+    none by default - Atlassian's OAuth documentation shows neither flavour sending it."""
+    cfg = ctx.backend.config
+    setting = cfg.cloud_authorization_response_iss if ctx.flavor == CLOUD else cfg.dc_authorization_response_iss
+    return ctx.root if setting == "self" else setting
+
+
+def _error_redirect(
+    redirect_uri: str, error: str, description: str, state: str | None, iss: str | None = None
+) -> Response:
     """RFC 6749 §4.1.2.1: send the error back to the client's redirect_uri (302)."""
-    return redirect(_with_query(redirect_uri, error=error, error_description=description, state=state), 302)
+    query = _with_query(redirect_uri, error=error, error_description=description, state=state, iss=iss)
+    return redirect(query, 302)
 
 
 def _params(ctx: Ctx) -> MultiDict:
@@ -100,8 +111,9 @@ def authorize_decision(
 ) -> Response:
     """Grant or deny: the consent form's POST and the control API's non-interactive authorize share this."""
     state = params.get("state")
+    iss = _issuer(ctx)
     if params.get("decision", "grant") != "grant":
-        return _error_redirect(redirect_uri, "access_denied", "The resource owner denied the request.", state)
+        return _error_redirect(redirect_uri, "access_denied", "The resource owner denied the request.", state, iss)
     try:
         ctx.backend.get_user(params.get("user") or "")
     except Exception:
@@ -116,7 +128,7 @@ def authorize_decision(
         code_challenge=params.get("code_challenge") if flavor == DC else None,
         code_challenge_method=(params.get("code_challenge_method") or "plain") if flavor == DC else None,
     )
-    return redirect(_with_query(redirect_uri, code=code.code, state=state), 302)
+    return redirect(_with_query(redirect_uri, code=code.code, state=state, iss=iss), 302)
 
 
 # ---------------------------------------- Cloud
@@ -142,7 +154,7 @@ def cloud_authorize(ctx: Ctx) -> Response:
     client, redirect_uri = checked
     if params.get("response_type") != "code":
         return _error_redirect(
-            redirect_uri, "unsupported_response_type", "Unsupported response type", params.get("state")
+            redirect_uri, "unsupported_response_type", "Unsupported response type", params.get("state"), _issuer(ctx)
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.request.path, params, client.scopes)
@@ -219,18 +231,18 @@ def dc_authorize(ctx: Ctx) -> Response:
     if isinstance(checked, Response):
         return checked
     client, redirect_uri = checked
-    state = params.get("state")
+    state, iss = params.get("state"), _issuer(ctx)
     if params.get("response_type") != "code":
         return _error_redirect(
-            redirect_uri, "unsupported_response_type", "Only the 'code' response type is supported.", state
+            redirect_uri, "unsupported_response_type", "Only the 'code' response type is supported.", state, iss
         )
     scopes = dc_scopes(client, params.get("scope"))
     if isinstance(scopes, OAuthError):
-        return _error_redirect(redirect_uri, scopes.error, scopes.description, state)
+        return _error_redirect(redirect_uri, scopes.error, scopes.description, state, iss)
     method = params.get("code_challenge_method")
     if params.get("code_challenge") and method not in (None, "S256", "plain"):
         return _error_redirect(
-            redirect_uri, "invalid_request", "Unsupported code_challenge_method; use S256 or plain.", state
+            redirect_uri, "invalid_request", "Unsupported code_challenge_method; use S256 or plain.", state, iss
         )
     if ctx.request.method == "GET":
         return consent_page(ctx, client, ctx.root + "/rest/oauth2/latest/authorize", params, scopes)

@@ -453,6 +453,10 @@ def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
         page.get_by_role("link", name="Connections").click()
         card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
         card.get_by_text("Reconnect needed").wait_for()
+        # Why, in a sentence first, then bitbridge's detail and the reason's code (issue 24).
+        expect(card.locator(".problem-what")).to_contain_text("no longer accepts this connection")
+        expect(card.locator(".problem-detail")).to_contain_text("refused the refresh token")
+        expect(card.locator(".problem-code")).to_contain_text("refresh_token_refused")
         _shoot(page, screens, "connections-reauth")
         card.get_by_role("link", name="Reconnect").click()
         _consent(page, person)
@@ -460,6 +464,39 @@ def test_a_connection_to_reauthorise_offers_reconnect(stack, browser, screens):
         page.locator(f"li[data-provider={PROVIDERS['cloud']}]").get_by_text("Active").wait_for()
         page.get_by_role("link", name="Repositories").click()
         page.locator(f'li[data-repo="{_owner("cloud", person)}/alpha"]').wait_for()
+    finally:
+        context.close()
+
+
+def test_a_connection_granted_fewer_scopes_than_asked_now_offers_reconnect(stack, browser, screens):
+    """The provider asks for more than this connection was granted: still usable, the card says what is
+    missing, and Reconnect grants it (issue 24)."""
+    person = _new_person(stack)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    try:
+        _sign_in_with_cloud(page, stack, person)
+        who = _me(page, stack)["user"]["id"]
+        stack.aws("dynamodb").update_item(  # as a refresh after `providers set --scopes` finds it
+            TableName="bitbridge-local-AccountsTable",
+            Key={"pk": {"S": f"USER#{who}"}, "sk": {"S": f"CONN#{PROVIDERS['cloud']}"}},
+            UpdateExpression="SET missing_scopes = :m",
+            ExpressionAttributeValues={":m": {"S": "pipeline"}},
+        )
+        page.reload()
+        page.get_by_role("link", name="Connections").click()
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("New permissions needed").wait_for()
+        expect(card.locator("[data-why=scopes_outdated]")).to_contain_text("bitbridge now asks for pipeline")
+        _shoot(page, screens, "connections-scopes-outdated")
+        card.get_by_role("link", name="Reconnect").click()
+        _consent(page, person)
+        page.wait_for_url(f"{stack.api}/#connections")
+        card = page.locator(f"li[data-provider={PROVIDERS['cloud']}]")
+        card.get_by_text("Active").wait_for()
+        expect(card.locator("[data-why]")).to_have_count(0)
+        (conn,) = [c for c in _me(page, stack)["connections"] if c["provider"] == PROVIDERS["cloud"]]
+        assert conn["scopes_outdated"] is False and conn["missing_scopes"] == []
     finally:
         context.close()
 

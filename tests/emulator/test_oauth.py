@@ -329,3 +329,36 @@ def test_dc_context_path(emu):
         assert resp.json()["links"]["clone"][1]["href"] == f"{other.dc_url}/scm/plat/core.git"
         outside = requests.get(other.dc_url.removesuffix("/bitbucket") + "/rest/api/1.0/repos", timeout=10)
         assert outside.status_code == 404
+
+
+# ---------------------------------------- iss (RFC 9207)
+def test_authorization_responses_carry_no_iss_unless_told(emu):
+    """Atlassian's OAuth documentation shows neither flavour naming its issuer in the authorization response;
+    `*_authorization_response_iss` makes it do so ("self": its web root), or name another server (a mix-up)."""
+    register_cloud_client(emu)
+    register_dc_client(emu)
+    dc = {
+        "flavor": "datacenter",
+        "client_id": "dc-client",
+        "user": "alice",
+        "scope": "REPO_ADMIN",
+        "redirect_uri": CALLBACK.format("bitbucket-dc"),
+        "state": "s",
+    }
+    cloud = {"client_id": "cloud-client", "user": "alice", "state": "s"}
+
+    def iss(body: dict, **change: object) -> str | None:
+        answer = control(emu, "POST", "oauth/authorize", json={**body, **change})
+        return _query(answer.json()["location"]).get("iss")
+
+    assert iss(dc) is None and iss(cloud) is None
+    assert control(emu, "POST", "config", json={"dc_authorization_response_iss": "self"}).status_code == 200
+    assert iss(dc) == emu.dc_url and iss(cloud) is None
+    assert iss(dc, decision="deny") == emu.dc_url  # error responses name it too
+    config = {"cloud_authorization_response_iss": "https://other.example"}
+    assert control(emu, "POST", "config", json=config).status_code == 200
+    assert iss(cloud) == "https://other.example"
+    refused = control(emu, "POST", "config", json={"dc_authorization_response_iss": 7})
+    assert refused.status_code == 400 and "self" in refused.json()["error"]
+    assert control(emu, "POST", "config", json={"dc_authorization_response_iss": None}).status_code == 200
+    assert iss(dc) is None

@@ -14,7 +14,7 @@ import pytest
 from bitbridge import console, edge, signin_page
 from bitbridge.config import settings
 from bitbridge.edge import cross_site_refusal
-from bitbridge.errors import Problem
+from bitbridge.errors import NotSignedIn, Problem
 from bitbridge.store.providers import ProviderRecord
 
 OWN = "https://api.example.com"
@@ -125,3 +125,10 @@ def test_an_error_page_links_back_to_where_the_flow_began(allowed_app, params, a
     answer = edge.error_page(problem, {"queryStringParameters": params})
     assert answer["statusCode"] == 403 and "<h1>Not connected</h1>" in answer["body"]
     assert _back_link(answer) == link
+
+
+def test_not_signed_in_always_links_to_sign_in_whatever_the_person_came_for(allowed_app):
+    # A connect or a verification without a session: signing in is what to do next, not going "back".
+    for params in ({"purpose": "connect"}, {"purpose": "verify", "return_to": "/#admin"}):
+        answer = edge.error_page(NotSignedIn(), {"queryStringParameters": params})
+        assert answer["statusCode"] == 401 and "/login" in _back_link(answer) and "Back to sign-in" in answer["body"]

@@ -120,7 +120,10 @@ def save_tokens_fresh(
             ConnectionRecord.expires_at.set(_expires_at(token)),
             ConnectionRecord.token_lifetime.set(int(float(token.get("expires_in") or 0)) or 3600),
             ConnectionRecord.status.set("active"),
+            ConnectionRecord.status_reason.remove(),
             ConnectionRecord.status_detail.remove(),
+            ConnectionRecord.missing_scopes.remove(),
+            ConnectionRecord.refresh_sent_at.remove(),
             ConnectionRecord.refresh_unanswered_at.remove(),
             ConnectionRecord.version.add(1),
             ConnectionRecord.refreshing_until.remove(),
@@ -151,7 +154,11 @@ def public_connection(conn: ConnectionRecord) -> dict[str, Any]:
         "email": conn.email or None,
         "scopes": conn.scopes or None,
         "status": conn.status,
+        "reason": conn.status_reason if conn.status == "reauth_required" else None,
         "status_detail": conn.status_detail,
+        # Still usable with what was granted; connecting again grants what the provider asks for now.
+        "scopes_outdated": bool(conn.missing_scopes),
+        "missing_scopes": conn.missing_scopes.split() if conn.missing_scopes else [],
         "access_token_expires_at": int(conn.expires_at),
         "connected_at": conn.created_at,
     }

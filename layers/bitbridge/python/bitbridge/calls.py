@@ -8,8 +8,9 @@ waiting, or background work) - and where Bitbucket's answer is first seen, so a 
 is acquired before the HTTP request and recorded after it there, and nowhere else.
 
 What `send` does for every caller, by one rule:
-- the token comes from the sign-in core (`tokens.access_token`, re-read every minute so refresh-ahead
-  still happens) or from the caller's own source (the service API's token cache);
+- the token comes from the sign-in core (`tokens.fresh`, read again once it is due for a refresh, so
+  refresh-ahead happens, and at least every minute) or from the caller's own source (the service API's
+  token cache); a refresh never outlives the invocation that made the caller (`deadlines`);
 - a 401 refreshes the token once (`stale=`: refreshed even when its recorded expiry says it is good) and
   the call is sent again; a second 401 is Bitbucket's answer;
 - 5xx and network failures of idempotent methods are retried `Patience.transient_retries` times with
@@ -30,7 +31,7 @@ from typing import Any
 
 import requests
 
-from bitbridge import tokens
+from bitbridge import deadlines, tokens
 from bitbridge.bitbucket.http import BitbucketError, raise_for_status, send
 from bitbridge.store.providers import ProviderRecord
 
@@ -41,7 +42,8 @@ BACKGROUND = "background"  # nobody waits: the import worker, the reconciler
 WEBHOOKS = "webhooks"
 GIT = "git"  # git over HTTPS (Cloud counts it in its own allowance: 60,000 an hour)
 
-TOKEN_REUSE_SECONDS = 60  # re-read the stored token this often, so refresh-ahead still happens
+TOKEN_REUSE_SECONDS = 60  # re-read the stored token at least this often
+TOKEN_RECHECK_SECONDS = 2  # while its refresh runs elsewhere, re-read a token no more often than this
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 DEFAULT_RATE_LIMIT_WAIT = 1.0  # Cloud's 429 may carry no Retry-After: 1, 2, 4, 8 s
 
@@ -127,13 +129,14 @@ class Caller:
         self._source = token_source
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._token_read_at = 0.0
+        self._reuse_until = 0.0  # epoch seconds: read the token again from then on
+        self._ends = deadlines.ends()  # the invocation this caller works for: no refresh outlives it
 
     @classmethod
     def with_token(cls, provider: ProviderRecord, token: str, *, priority: str = INTERACTIVE) -> Caller:
         """A caller for a token that belongs to nobody bitbridge knows yet (sign-in's identity read)."""
         caller = cls(None, provider, priority=priority, patience=Patience(transient_retries=0))
-        caller._token, caller._token_read_at = token, float("inf")
+        caller._token, caller._reuse_until = token, float("inf")
         return caller
 
     def fork(self) -> Caller:
@@ -146,7 +149,7 @@ class Caller:
             token_source=self._source,
             sleep=self.sleep,
         )
-        other._token, other._token_read_at = self._token, self._token_read_at
+        other._token, other._reuse_until, other._ends = self._token, self._reuse_until, self._ends
         return other
 
     def prime(self) -> None:
@@ -159,11 +162,10 @@ class Caller:
 
     # -- tokens ------------------------------------------------------------------------------------
     def token(self) -> str:
-        """The token this caller uses now (re-read every minute, so a token near expiry is refreshed
-        under the connection's lease as for any call)."""
-        if self._token is None or time.monotonic() - self._token_read_at > TOKEN_REUSE_SECONDS:
+        """The token this caller uses now (read again once due for a refresh, so it is refreshed ahead of
+        expiry under the connection's lease as for any call)."""
+        if self._token is None or time.time() >= self._reuse_until:
             self._token = self._read(None)
-            self._token_read_at = time.monotonic()
         return self._token
 
     def _can_refresh(self) -> bool:
@@ -172,14 +174,19 @@ class Caller:
     def _refreshed(self, refused: str) -> str:
         """Bitbucket refused `refused` before its recorded expiry (expired early or revoked): refresh once."""
         self._token = self._read(refused)
-        self._token_read_at = time.monotonic()
         return self._token
 
     def _read(self, stale: str | None) -> str:
+        now = time.time()
         if self._source is not None:
+            self._reuse_until = now + TOKEN_REUSE_SECONDS
             return self._source(stale)
         assert self.user_id is not None, "a bare-token caller has no connection to read"
-        return tokens.access_token(self.user_id, self.provider.provider_id, stale=stale)
+        got = tokens.fresh(self.user_id, self.provider.provider_id, stale=stale, ends=self._ends)
+        # Until it is due for a refresh (while one runs elsewhere, a moment), and never past its promise.
+        due = max(got.refresh_due_at, now + TOKEN_RECHECK_SECONDS)
+        self._reuse_until = min(now + TOKEN_REUSE_SECONDS, due, got.expires_at - tokens.STILL_GOOD_SECONDS)
+        return got.access_token
 
     # -- the one call ------------------------------------------------------------------------------
     def send(

@@ -71,7 +71,18 @@ class NotConnected(ServiceAPIError):
 
 
 class ReauthRequired(NotConnected):
-    """409 `reauth_required`: the connection must be re-authorised; send the end user to `connect_url`."""
+    """409 `reauth_required`: the connection must be re-authorised; send the end user to `connect_url`.
+    `reason` says why when bitbridge knows (e.g. `refresh_token_refused`), `detail` in words to show them."""
+
+    @property
+    def reason(self) -> str | None:
+        value = self.details.get("reason")
+        return str(value) if value else None
+
+    @property
+    def detail(self) -> str | None:
+        value = self.details.get("detail")
+        return str(value) if value else None
 
 
 class RateLimited(ServiceAPIError):

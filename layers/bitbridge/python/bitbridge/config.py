@@ -25,6 +25,7 @@ REQUIRED = (
     "SERVICE_TABLE",
     "IMPORT_QUEUE_URL",
     "PUBLISH_FAILURE_QUEUE_URL",
+    "TOKEN_REFRESH_QUEUE_URL",
     "EVENT_BUS_NAME",
     "SNAPSHOTS_BUCKET",
     "TOKEN_KEY_ID",
@@ -52,6 +53,7 @@ class Settings:
     imports_table: str
     import_queue_url: str
     publish_failure_queue_url: str
+    token_refresh_queue_url: str
     event_bus_name: str
     snapshots_bucket: str
     token_key_id: str
@@ -96,6 +98,7 @@ class Settings:
             imports_table=get("IMPORTS_TABLE"),
             import_queue_url=get("IMPORT_QUEUE_URL"),
             publish_failure_queue_url=get("PUBLISH_FAILURE_QUEUE_URL"),
+            token_refresh_queue_url=get("TOKEN_REFRESH_QUEUE_URL"),
             event_bus_name=get("EVENT_BUS_NAME"),
             snapshots_bucket=get("SNAPSHOTS_BUCKET"),
             token_key_id=get("TOKEN_KEY_ID"),

@@ -1,4 +1,4 @@
-"""`connection.created | reauth_required | deleted` on the event bus (Source "bitbridge").
+"""`connection.created | reauth_required | scopes_outdated | deleted` on the event bus (Source "bitbridge").
 
 Each event names the connection (bitbridge user, provider) and, when a service client's end user is
 linked to that user, the client and end user id: one event per link, so a product filters on its own
@@ -21,7 +21,7 @@ from bitbridge.timestamps import iso
 logger = Logger(child=True)
 
 SOURCE = "bitbridge"
-KINDS = ("connection.created", "connection.reauth_required", "connection.deleted")
+KINDS = ("connection.created", "connection.reauth_required", "connection.scopes_outdated", "connection.deleted")
 
 
 def links_of(user_id: str) -> list[tuple[str, str]]:

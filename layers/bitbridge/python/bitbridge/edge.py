@@ -49,6 +49,7 @@ STATUS: dict[str, int] = {
     "sign_in_attempt_invalid": 400,
     "authorization_refused": 400,
     "missing_permissions": 400,
+    "issuer_mismatch": 400,
     "not_signed_in": 401,
     "access_denied": 403,
     "cross_site_request": 403,
@@ -353,15 +354,20 @@ def error_page(exc: Exception, event: Event, back: tuple[str, str] | None = _FRO
 
 def _way_back_from(exc: Exception, event: Event) -> tuple[str, str]:
     """The attempt's own `return_to` (set by bitbridge.oauth once it knows the attempt), else the request's
-    when it is safe and not a sign-in, else sign-in (keeping a safe return_to for after it)."""
-    if isinstance(exc, Problem) and exc.return_to:
+    when it is safe and not a sign-in, else sign-in (keeping a safe return_to for after it). Not signed in
+    is always answered with sign-in: that is what to do next, whatever the person came for."""
+    if isinstance(exc, Problem) and exc.return_to and not isinstance(exc, NotSignedIn):
         return way_back(exc.return_to)
     params = query(event)
     try:
         target = safe_return_to(params.get("return_to"), settings().allowed_return_to_origins)
     except UnsafeReturnTo:
         target = DEFAULT_RETURN_TO
-    if params.get("purpose", "sign_in") != "sign_in" and not params.get("connect_session"):
+    if (
+        params.get("purpose", "sign_in") != "sign_in"
+        and not params.get("connect_session")
+        and not isinstance(exc, NotSignedIn)
+    ):
         return way_back(target)
     suffix = "" if target == DEFAULT_RETURN_TO else f"?return_to={quote(target, safe='')}"
     return f"{LOGIN_PATH}{suffix}", "Back to sign-in"

@@ -19,6 +19,7 @@ from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.errors import InvalidRequest, NotSignedIn, Problem
 from bitbridge.redirects import UnsafeReturnTo, safe_return_to
+from bitbridge.safe_text import one_line
 from bitbridge.store.base import condition_failed
 from bitbridge.store.ephemeral import OAuthStateRecord, state_key
 from bitbridge.store.providers import ProviderRecord
@@ -210,6 +211,24 @@ def _provider_error(params: dict[str, str], purpose: str) -> SignInRefused:
     return SignInRefused(message, code=code, title=title)
 
 
+def _check_issuer(provider: ProviderRecord, params: dict[str, str], purpose: str) -> None:
+    """RFC 9207: a server that names itself in the authorization response (`iss`) must name this provider;
+    one whose metadata says it does must not leave it out. Checked before the code is exchanged, so a
+    response meant for another server (a mix-up) leaves nothing stored."""
+    named, expected = params.get("iss"), providers.issuer(provider)
+    if named is None and not provider.sends_iss:
+        return  # Bitbucket documents no `iss`; the provider-bound state already blocks a mix-up
+    if named is not None and hmac.compare_digest(named.encode(), expected.encode()):
+        return
+    title, outcome = _NOT_DONE.get(purpose, _NOT_CONNECTED)
+    said = f"named {one_line(named)[:200]!r}" if named is not None else "did not name its issuer"
+    message = (
+        f"The authorization response {said}, not {expected}, so {outcome}: it may come from another server. "
+        "Start again; if this keeps happening, tell your administrator."
+    )
+    raise SignInRefused(message, code="issuer_mismatch", title=title)
+
+
 def complete(provider_id: str, params: dict[str, str], cookies: dict[str, str]) -> SignedIn | ProviderVerified:
     """Finish an authorization: the user signed in (or connected), or the provider verified."""
     provider = providers.get_provider(provider_id)  # an unknown provider is named before any state
@@ -233,6 +252,7 @@ def _complete(
 ) -> SignedIn | ProviderVerified:
     provider_id = provider.provider_id
     attempt = (_binding_cookie(params["state"]), callback_path(provider_id))
+    _check_issuer(provider, params, record.purpose)
     if params.get("error"):
         raise _provider_error(params, record.purpose)
     code = params.get("code")

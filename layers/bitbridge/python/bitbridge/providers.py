@@ -77,6 +77,11 @@ def identify(provider: ProviderRecord, get: Get) -> Identity:
     return bitbucket(provider).identify(get, provider.web_url, provider.api_url)
 
 
+def issuer(provider: ProviderRecord) -> str:
+    """The provider's issuer identifier (RFC 9207's `iss`): the authorization server's base URL, its web URL."""
+    return provider.web_url.rstrip("/")
+
+
 def endpoints(provider: ProviderRecord) -> Endpoints:
     web, flavor = provider.web_url.rstrip("/"), bitbucket(provider)
     return Endpoints(flavor.authorize_url(web), flavor.token_url(web), provider.api_url, web)
@@ -233,7 +238,7 @@ def _store_credentials(provider_id: str, client_id: str, client_secret: str) -> 
 
 def update_provider(provider_id: str, **changes: object) -> ProviderRecord:
     record = get_provider(provider_id)
-    allowed = {"label", "scopes", "sign_in", "imports", "web_url", "api_url"}
+    allowed = {"label", "scopes", "sign_in", "imports", "web_url", "api_url", "sends_iss"}
     unknown = set(changes) - allowed
     if unknown:
         raise ProviderError(f"cannot set {', '.join(sorted(unknown))}")

@@ -32,6 +32,9 @@ from bitbridge.bitbucket.repos import (
 )
 
 LIMIT = 1000  # Data Center's default page.max.* cap
+# Data Center's OAuth scopes are hierarchical: each implies the ones before it ("Repositories: Admin"
+# implies write and read; no scope at all is PUBLIC_REPOS). Scopes outside this chain imply only themselves.
+SCOPE_CHAIN = ("PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN")
 
 
 def _next(body: dict[str, Any], start: int) -> str | None:
@@ -116,7 +119,8 @@ class DataCenter:
         return {"redirect_uri": redirect_uri} if redirect_uri else {}
 
     def missing_scopes(self, wanted: list[str], granted: set[str]) -> list[str]:
-        return [] if granted else wanted  # scopes are hierarchical; any grant is echoed
+        highest = max((SCOPE_CHAIN.index(g) for g in granted if g in SCOPE_CHAIN), default=-1)
+        return [s for s in wanted if s not in granted and not (s in SCOPE_CHAIN and SCOPE_CHAIN.index(s) <= highest)]
 
     def token_probe(self, client_id: str, client_secret: str, callback: str) -> dict[str, Any]:
         form = {

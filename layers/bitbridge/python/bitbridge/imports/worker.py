@@ -38,7 +38,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bitbridge import metering, providers, tokens
+from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
@@ -129,7 +129,8 @@ def _handle_record(record: dict[str, Any], context: Any) -> bool:
         logger.error("unreadable import message", extra={"message_id": record.get("messageId")})
         return False
     try:
-        run(job_id, context)
+        with deadlines.within(context):  # each job's thread: a token refresh never outlives the invocation
+            run(job_id, context)
         return True
     except Busy as busy:
         client("sqs").change_message_visibility(

@@ -17,9 +17,9 @@ from bitbridge.service.credentials import Caller, checked_return_to
 from bitbridge.service.errors import ServiceRefused, bad_request, refuse
 from bitbridge.store.accounts import ConnectionRecord, user_pk
 from bitbridge.store.providers import ProviderRecord
-from bitbridge.tokens import REFRESH_AHEAD_SECONDS
 
-# A fresh token is always good for at least this long after it is handed out.
+# A vended token is good for at least this long after it is handed out, where the provider's tokens live
+# long enough: capped at half their lifetime (`tokens.term`), e.g. 150 s for 300 s tokens.
 TOKEN_MIN_VALIDITY_SECONDS = 300
 
 
@@ -73,9 +73,13 @@ def _not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url:
     return _reconnect(caller, provider_id, end_user_id, base_url, "not_connected", message)
 
 
-def _reauth_required(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+def _reauth_required(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, why: tokens.ReauthRequired
+) -> ServiceRefused:
     message = f"End user {end_user_id}'s connection to {provider_id} must be re-authorised: send them to connect_url."
-    return _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+    refused = _reconnect(caller, provider_id, end_user_id, base_url, "reauth_required", message)
+    refused.details.update(reason=why.reason, detail=why.message)  # why, in words the end user can be shown
+    return refused
 
 
 def _linked_user(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> str:
@@ -117,20 +121,21 @@ def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_u
 
 
 def _fresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str, stale: str | None = None) -> tokens.Fresh:
-    """A token good for TOKEN_MIN_VALIDITY_SECONDS more; `stale` (refused by Bitbucket) forces a refresh."""
+    """A token good for TOKEN_MIN_VALIDITY_SECONDS more (capped by the provider's token lifetime);
+    `stale` (refused by Bitbucket) forces a refresh."""
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     key = (user_id, provider_id)
     cached = _tokens.get(key) if stale is None else None
     # Served from the cache only while tokens.fresh would hand out the same token (no refresh due yet).
-    if cached is not None and cached.expires_at - time.time() > max(TOKEN_MIN_VALIDITY_SECONDS, REFRESH_AHEAD_SECONDS):
+    if cached is not None and time.time() < cached.refresh_due_at:
         return cached
     _tokens.drop(key)
     try:
         fresh = tokens.fresh(user_id, provider_id, stale=stale, min_validity=TOKEN_MIN_VALIDITY_SECONDS)
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
-    except tokens.ReauthRequired:
-        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired as why:
+        raise _reauth_required(caller, provider_id, end_user_id, base_url, why) from None
     _tokens.put(key, fresh)
     return fresh
 
@@ -200,8 +205,8 @@ def start_imports(caller: Caller, body: Any, base_url: str) -> list[dict[str, An
         )
     except tokens.NotConnected:
         raise _not_connected(caller, provider_id, end_user_id, base_url) from None
-    except tokens.ReauthRequired:
-        raise _reauth_required(caller, provider_id, end_user_id, base_url) from None
+    except tokens.ReauthRequired as why:
+        raise _reauth_required(caller, provider_id, end_user_id, base_url, why) from None
 
 
 def get_import(caller: Caller, import_id: str, end_user_id: str | None) -> dict[str, Any]:

@@ -76,12 +76,19 @@ class ConnectionRecord(Model):
     expires_at = NumberAttribute()  # epoch seconds when the access token expires
     token_lifetime = NumberAttribute(null=True)  # seconds the access token was granted for (refresh window)
     status = UnicodeAttribute(default="active")  # active | reauth_required
+    status_reason = UnicodeAttribute(null=True)  # why reauth_required: a code (tokens.REAUTH_REASONS)
     status_detail = UnicodeAttribute(null=True)  # why reauth_required, and what to do (one bounded line)
-    # When a refresh was sent but its answer never came (read timeout): Bitbucket may have rotated the
-    # refresh token in it, so a later invalid_grant is explained as a lost rotation.
+    # Scopes the provider asks for now that this connection's grant lacks (space-separated; None: none):
+    # it keeps working with what it was granted until the person connects again.
+    missing_scopes = UnicodeAttribute(null=True)
+    # Written before a refresh is sent and cleared once its outcome is recorded: left behind, it says a
+    # refresh may have been carried out by Bitbucket without bitbridge seeing the answer (killed mid-way).
+    refresh_sent_at = NumberAttribute(null=True)
+    # When a refresh was sent but its answer never came (read timeout, or a refresher stopped mid-way):
+    # Bitbucket may have rotated the refresh token in it, so a later invalid_grant is a lost rotation.
     refresh_unanswered_at = NumberAttribute(null=True)
-    version = NumberAttribute(default=0)  # bumped by every token write: the refresh lock's fence
-    refreshing_until = NumberAttribute(null=True)  # lease held by the caller refreshing now
+    version = NumberAttribute(default=0)  # bumped by every token write and lease: the refresh lock's fence
+    refreshing_until = NumberAttribute(null=True)  # lease held by the refresh in flight now
     created_at = UnicodeAttribute(default=iso)
     updated_at = UnicodeAttribute(default=iso)
 

@@ -20,6 +20,9 @@ class ProviderRecord(Model):
     api_url = UnicodeAttribute()  # Cloud: https://api.bitbucket.org/2.0; DC: {base}/rest/api/1.0
     scopes = UnicodeAttribute(default="")  # space-separated, as OAuth writes them
     sign_in = BooleanAttribute(default=True)
+    # The authorization server's metadata says it puts `iss` in authorization responses (RFC 8414's
+    # authorization_response_iss_parameter_supported, RFC 9207): a response without it is then refused.
+    sends_iss = BooleanAttribute(default=False)
     imports = BooleanAttribute(default=True)
     status = UnicodeAttribute(default="pending")  # pending | verified | failed
     status_detail = UnicodeAttribute(null=True)

@@ -156,6 +156,27 @@ function usableConnections() {
 
 // ------------------------------------------------------------------ connections
 
+// Why a connection needs its person again, as a sentence first (bitbridge's detail and the code follow).
+const RECONNECT_REASONS = {
+  refresh_answer_lost: "Bitbucket renewed this connection's access, but its answer never reached bitbridge: reconnect to restore it.",
+  refresh_token_refused: "Bitbucket no longer accepts this connection (revoked, expired, or the app's access removed): reconnect it.",
+  refresh_scope_refused: "Bitbucket refused this connection's permissions: reconnect to grant them again.",
+};
+
+function connectionWhy(conn, outdated) {
+  if (conn.status === "reauth_required") {
+    const sentence = RECONNECT_REASONS[conn.reason] || "Bitbucket no longer accepts this connection: reconnect it.";
+    return problemBlock(sentence, conn.status_detail, conn.reason);
+  }
+  if (!outdated) return null;
+  return h(
+    "div",
+    { class: "retrying", "data-why": "scopes_outdated" },
+    h("p", {}, `bitbridge now asks for ${conn.missing_scopes.join(", ")}, which this connection was not granted.`),
+    h("p", { class: "hint" }, "It keeps working with what it has; reconnect to grant the rest."),
+  );
+}
+
 views.connections = {
   show() {
     const list = $("connection-list");
@@ -163,13 +184,16 @@ views.connections = {
       ...state.providers.map((provider) => {
         const conn = connectionOf(provider.id);
         const status = conn ? conn.status : "not_connected";
-        const tone = { active: "ok", reauth_required: "warn" }[status] || "";
-        const label = { active: "Active", reauth_required: "Reconnect needed", not_connected: "Not connected" }[status];
+        const outdated = status === "active" && Boolean(conn?.scopes_outdated);
+        const tone = outdated ? "warn" : { active: "ok", reauth_required: "warn" }[status] || "";
+        const label = outdated
+          ? "New permissions needed"
+          : { active: "Active", reauth_required: "Reconnect needed", not_connected: "Not connected" }[status];
         const actions = [];
         if (!conn && provider.imports) {
           actions.push(h("a", { class: "button", href: connectUrl(provider.id) }, "Connect"));
         }
-        if (conn && status === "reauth_required") {
+        if (conn && (status === "reauth_required" || outdated)) {
           actions.push(h("a", { class: "button", href: connectUrl(provider.id) }, "Reconnect"));
         }
         if (conn) {
@@ -193,6 +217,7 @@ views.connections = {
                 h("dd", {}, when(conn.connected_at)),
               )
             : h("p", { class: "hint" }, provider.imports ? "Connect to list and import its repositories." : "Sign-in only."),
+          conn ? connectionWhy(conn, outdated) : null,
           h("div", { class: "actions" }, actions),
         );
       }),
