@@ -4,7 +4,8 @@ Its own stack: GitBundleLimitMb is 1 here (a repository over a megabyte is too l
 small push), and both providers have a deploy key (every import here adds it).
 
 - An import's bundle clones to Bitbucket's branch and tag heads and a file at the default branch; a push after the
-  import reaches the snapshot as an update of only what is new, within PUSH_SECONDS.
+  import reaches the snapshot as an update of only what is new, within PUSH_SECONDS; a push whose delivery
+  Bitbucket lost reaches it once the reconciler finds the push.
 - An S3 outage in the middle of the git step: the step is retried, one bundle is published, verified.
 - A repository over the limit: `too_large`, the rest of the import done.
 - Deploy keys: installed for an admin, `manual_required` (the key, where to paste it) for a person who is not,
@@ -56,6 +57,8 @@ SEED = {
                     {"slug": "data", "branches": 4, "tags": 2, "pull_requests": 1},
                     {"slug": "big", "branches": 1, "tags": 0, "pull_requests": 0},
                     {"slug": "outage", "branches": 2, "tags": 1, "pull_requests": 0},
+                    {"slug": "missed", "branches": 2, "tags": 0, "pull_requests": 0},
+                    {"slug": "plain", "branches": 1, "tags": 0, "pull_requests": 0},
                     {"slug": "bobs", "branches": 1, "tags": 0, "pull_requests": 0, "permissions": {"bob": "write"}},
                 ],
             }
@@ -70,6 +73,7 @@ SEED = {
                 "repositories": [
                     {"slug": "data", "branches": 4, "tags": 2, "pull_requests": 1},
                     {"slug": "big", "branches": 1, "tags": 0, "pull_requests": 0},
+                    {"slug": "missed", "branches": 2, "tags": 0, "pull_requests": 0},
                     {"slug": "bobs", "branches": 1, "tags": 0, "pull_requests": 0},
                 ],
             }
@@ -175,8 +179,36 @@ def test_the_bundle_clones_to_bitbuckets_heads_and_a_push_adds_only_what_is_new(
     assert fetched.refs[b"refs/heads/main"].decode() == head
 
 
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_a_push_whose_delivery_was_lost_reaches_the_git_data_when_reconciled(git_stack, flavor):
+    name = _name(flavor, "missed")
+    done = _import(git_stack, flavor, "missed")
+    assert done["state"] == "completed" and done["git"]["status"] == "completed", done
+    prefix = done["snapshot"]["prefix"]
+    baseline = cli(git_stack, "reconcile", "--repo", name, "--json")
+    assert baseline.returncode == 0, baseline.stderr
+    control(git_stack, flavor, "POST", "delivery-faults", {"action": "drop", "repository": name})
+    try:
+        head = _push(git_stack, flavor, "missed", {"lost.txt": "delivery lost\n"}, "never delivered")
+        deliveries = control(git_stack, flavor, "GET", f"deliveries?wait=1&timeout=60&repository={name}")
+    finally:
+        control(git_stack, flavor, "DELETE", "delivery-faults")
+    states = [d["state"] for d in deliveries["deliveries"]]
+    assert states and set(states) == {"dropped"}  # Bitbucket never told bitbridge about the push
+    assert json.loads(_s3(git_stack, prefix + "git/latest.json"))["sequence"] == 0
+    reconciled = cli(git_stack, "reconcile", "--repo", name, "--json")
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert json.loads(reconciled.stdout)[0]["status"] == "backfilled", reconciled.stdout
+    found = time.monotonic()
+    latest = _latest(git_stack, prefix, 1, timeout=PUSH_SECONDS)
+    assert time.monotonic() - found < PUSH_SECONDS
+    assert json.loads(_s3(git_stack, prefix + latest["refs"]))["refs"]["refs/heads/main"] == head
+    assert latest["bundles"][1]["objects"] == 3  # the commit, its tree and the new file: only what the push added
+
+
 def test_an_import_without_git_data_writes_none(git_stack):
-    done = _import(git_stack, "cloud", "bobs", exclude=["git"])
+    # Its own repository: an import of `bobs` here would be the job bob's import below is answered with.
+    done = _import(git_stack, "cloud", "plain", exclude=["git"])
     assert done["state"] == "completed" and done["git"] is None and done["options"]["git"] is False
     files = snapshot(git_stack, done["snapshot"]["prefix"])
     assert not [k for k in files if k.startswith("git/")] and manifest(files)["git"] is None

@@ -24,7 +24,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bitbridge import providers, tokens
+from bitbridge import deadlines, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.calls import BACKGROUND, Caller
@@ -47,7 +47,8 @@ def handle_batch(records: list[dict[str, Any]], context: Any) -> dict[str, Any]:
     """One push event per message, one after another (one git fetch at a time per container)."""
     failures: list[dict[str, str]] = []
     for record in records:
-        retry = sync_record(record, context)
+        with deadlines.within(context):  # a token refresh never outlives the invocation (else it is handed over)
+            retry = sync_record(record, context)
         if retry is not None:
             client("sqs").change_message_visibility(
                 QueueUrl=settings().git_sync_queue_url,
