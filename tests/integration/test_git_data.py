@@ -220,6 +220,25 @@ def test_too_large_is_an_outcome_with_what_to_do(one_megabyte_limit, emu):
     assert _upload_packs(emu, "cloud") == packs
 
 
+def test_a_fetch_past_its_deadline_stops_and_publishes_nothing(aws, emu):
+    base = "imports/p-cloud/late/"
+    caller = _caller(emu, "cloud")
+    with acting_as("ImportWorkerFunction"), pytest.raises(gitdata.OutOfTime):
+        gitdata.snapshot(
+            caller,
+            for_flavor("cloud"),
+            str(caller.provider.web_url),
+            _target("cloud"),
+            base,
+            import_id="late",
+            owner_id="u",
+            known_size=None,
+            deadline=time.monotonic(),  # the pack arrives after it: the worker tries again, then says too_large
+        )
+    listed = client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix=base)
+    assert "Contents" not in listed  # no bundle, no refs, nothing half-written
+
+
 @pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
 def test_updates_carry_only_what_a_push_added_and_apply_in_order(aws, emu, tmp_path, flavor):
     base = f"imports/p-{flavor}/updates/"

@@ -135,15 +135,22 @@ def test_a_header_reads_back_as_written(refs, prerequisites):
     assert bundles.digest(refs) == bundles.digest(dict(reversed(list(refs.items()))))  # order does not matter
 
 
-def test_a_stream_read_in_any_sizes_is_head_then_body_and_hashed_as_such():
-    body = bytes(range(256)) * 40
-    for size in (-1, 1, 7, 100, 4096, 20_000):
-        stream = bundles.Concatenated(b"# head\n\n", io.BytesIO(body))
-        chunks = []
-        while chunk := stream.read(size):
-            chunks.append(chunk)
-            if size < 0:
-                break
-        assert b"".join(chunks) == b"# head\n\n" + body
-        assert stream.sha256.hexdigest() == hashlib.sha256(b"# head\n\n" + body).hexdigest()
-        assert stream.bytes == len(body) + 8
+@settings(max_examples=200, deadline=None)
+@given(
+    head=st.binary(min_size=1, max_size=40),
+    body=st.binary(max_size=3000),
+    moves=st.lists(st.tuples(st.integers(-10, 3100), st.integers(-1, 700)), max_size=12),
+)
+def test_a_joined_file_reads_as_head_then_body_from_anywhere(head, body, moves):
+    whole = head + body
+    joined = bundles.Joined(head, io.BytesIO(body))
+    assert joined.size == len(whole) and joined.sha256() == hashlib.sha256(whole).hexdigest()
+    assert io.BufferedReader(bundles.Joined(head, io.BytesIO(body)), 7).read() == whole
+    for offset, size in moves:  # where S3's transfer seeks to and reads from
+        at = joined.seek(offset)
+        assert at == max(0, offset) and joined.tell() == at
+        chunk = joined.read(size)
+        assert chunk == (whole[at:] if size < 0 else whole[at : at + size])
+    position = joined.tell()
+    assert joined.sha256() == hashlib.sha256(whole).hexdigest() and joined.tell() == position
+    assert joined.seek(-1, io.SEEK_END) == len(whole) - 1 and joined.read() == whole[-1:]

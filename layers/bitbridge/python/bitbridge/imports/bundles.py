@@ -15,11 +15,12 @@ bundle (and its updates, applied in order) checks out every head.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Commit, ObjectID, Tag, Tree, parse_tree
@@ -180,23 +181,48 @@ def _walk(pack: Pack, starts: Iterable[str], known: Callable[[str], bool]) -> in
     return commits
 
 
-class Concatenated:
-    """A readable stream of `head` followed by a file's bytes, hashed as it is read (the bundle on its way up)."""
+class Joined(io.RawIOBase):
+    """`head` followed by a file's bytes, as one readable and seekable file: the bundle on its way up, never
+    written out whole. Seekable, so S3's transfer reads each part at its offset: a stream it cannot seek took
+    eight times as long to upload (100 MB on moto: 43 s against 5.5 s)."""
 
     def __init__(self, head: bytes, body: BinaryIO) -> None:
+        super().__init__()
         self._head = head
         self._body = body
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
+        self._position = 0
+        body.seek(0, io.SEEK_END)
+        self.size = len(head) + body.tell()
+        body.seek(0)
 
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            chunk = self._head if size < 0 else self._head[:size]
-            self._head = self._head[len(chunk) :]
-            if size < 0:
-                chunk += self._body.read()
-        else:
-            chunk = self._body.read(size)
-        self.sha256.update(chunk)
-        self.bytes += len(chunk)
-        return chunk
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, start + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self._head[self._position : self._position + len(view)]  # empty past the head
+        self._body.seek(max(0, self._position - len(self._head)))
+        chunk += self._body.read(len(view) - len(chunk))
+        view[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def sha256(self) -> str:
+        """The sha256 of the whole (read through once; the position is left where it was)."""
+        digest, position = hashlib.sha256(self._head), self._position
+        self._body.seek(0)
+        while block := self._body.read(1024 * 1024):
+            digest.update(block)
+        self._position = position
+        return digest.hexdigest()

@@ -33,6 +33,7 @@ time, gets `{"status": "too_large", "size", "limit", "what_to_do"}`: the import 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tempfile
 import threading
@@ -101,7 +102,7 @@ def too_large(size: int | None, limit: int, *, timed_out: bool = False) -> dict[
         "what_to_do": (
             f"The repository was imported without its git data: {why} (stack parameter GitBundleLimitMb; the "
             "worker has 300 s and 2,048 MB of /tmp). Clone it directly with `git clone --mirror` and a token from "
-            "bitbridge, or raise GitBundleLimitMb (at most 4,096) and import it again."
+            "bitbridge, or raise GitBundleLimitMb (at most 1,536) and import it again."
         ),
     }
 
@@ -346,12 +347,15 @@ def _publish(
     head = bundles.header(refs, prerequisites)
     incoming = base + INCOMING + key.rsplit("/", 1)[-1]
     meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(verified.objects)}
-    with pack.open("rb") as body:
-        stream = bundles.Concatenated(head, body)
+    with pack.open("rb") as body, bundles.Joined(head, body) as joined:
+        sha256, size = joined.sha256(), joined.size
         s3.upload_fileobj(
-            stream, bucket, incoming, ExtraArgs={"ContentType": BUNDLE_TYPE, "Metadata": meta}, Config=_TRANSFER
+            io.BufferedReader(joined, MB),
+            bucket,
+            incoming,
+            ExtraArgs={"ContentType": BUNDLE_TYPE, "Metadata": meta},
+            Config=_TRANSFER,
         )
-    sha256, size = stream.sha256.hexdigest(), stream.bytes
     _read_back(bucket, incoming, sha256, size, refs, prerequisites)
     copied = s3.copy_object(
         Bucket=bucket,
