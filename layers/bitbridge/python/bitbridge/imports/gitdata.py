@@ -155,12 +155,16 @@ def snapshot(
             return {"status": "empty", "reason": "The repository has no branches or tags yet."} | _figures(
                 fetched, refs_written
             ), [refs_written]
+        checking = time.monotonic()
         verified = bundles.verify(fetched.pack, fetched.refs)
+        publishing = time.monotonic()
         index = output.write_bytes(base, INDEX, verified.index.read_bytes(), "application/octet-stream", 0)
         bundle = _publish(base, BUNDLE, fetched.pack, fetched.refs, verified, prerequisites=[])
+        uploaded = time.monotonic()
     entry = _entry(BUNDLE, INDEX, REFS, bundle, verified.objects, 0)
     _start_pointer(target, base, import_id, owner_id, [entry], fetched.refs)
     outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects}
+    outcome |= {"check_seconds": round(publishing - checking, 3), "publish_seconds": round(uploaded - publishing, 3)}
     outcome |= _figures(fetched, refs_written) | {"seconds": round(time.monotonic() - started, 3)}
     return outcome, [bundle, index, refs_written]
 
