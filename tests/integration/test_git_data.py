@@ -21,6 +21,7 @@ from dulwich import porcelain
 
 from bitbridge.aws import client, reset_caches
 from bitbridge.bitbucket.api import for_flavor
+from bitbridge.bitbucket.http import RateLimited
 from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.imports import bundles, gitdata
@@ -292,6 +293,26 @@ def test_a_long_chain_is_replaced_by_a_fresh_bundle(aws, emu, monkeypatch):
     assert state is not None and len(state.chain) == 1 and state.chain[0]["prerequisites"] == 0
     assert state.chain[0]["key"] == "git/updates/00003.bundle" and state.sequence == 3
     assert bundles.parse_header(iter(_object(base + state.chain[0]["key"]).splitlines(True)).__next__)[1] == []
+
+
+def test_git_requests_spend_clouds_git_allowance_and_its_429_reaches_the_job(aws, emu):
+    # Cloud counts git over HTTPS in its own class (60,000 an hour); spent, git answers 429 and the step raises
+    # RateLimited, which the worker waits out like any 429 (the job's waiting_rate_limit).
+    control = f"{emu.cloud_url}/_emulator"
+    requests.delete(f"{control}/rate-limits", timeout=5).raise_for_status()
+    config = {"rate_limits_enabled": True, "cloud_rate_limits": {"git": 1}}
+    requests.post(f"{control}/config", json=config, timeout=5).raise_for_status()
+    try:
+        with pytest.raises(RateLimited):
+            _snapshot(emu, "cloud", "imports/p-cloud/limited/")  # info/refs is the one request allowed
+        used = requests.get(f"{control}/rate-limits", params={"flavor": "cloud", "class": "git"}, timeout=5).json()
+    finally:
+        emu.backend.config.rate_limits_enabled = False
+        emu.backend.config.cloud_rate_limits["git"] = 60000
+    (row,) = used["limits"]
+    assert (row["user"], row["admitted"], row["rejected"]) == ("alice", 1, 1)
+    listed = client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix="imports/p-cloud/limited/")
+    assert "Contents" not in listed
 
 
 def test_the_token_travels_only_as_the_flavors_git_header(aws, emu):
