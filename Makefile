@@ -43,7 +43,12 @@ dev: $(VENV)/.installed ## run the whole system locally (moto + Bitbucket emulat
 dev-reset: $(VENV)/.installed ## like dev, but delete the kept state first and start clean
 	$(PY) -m infra.local --state $(DEV_STATE) --fresh
 
-test: lint unit deploy-check ## run all tests (lint, types, pytest, deploy rehearsal)
+# Every stage runs, even after one has failed; .ci/stages ends with one line per stage and one overall
+# (non-zero if any stage failed or could not run, e.g. for want of Python 3.12). Each stage is
+# target:its setup targets.
+test: ## run all tests (lint, types, pytest, deploy rehearsal), then a summary line per stage
+	@bash .ci/stages "$(MAKE)" lint:$(VENV)/.installed unit:$(VENV)/.installed \
+		deploy-check:$(VENV)/.installed,$(TOOLS)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -51,8 +56,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
 
+# Most of the suite's time is waiting (stacks, retries, outages played out), not CPU: at least 4 workers
+# even on 2 cores. Files go to workers whole, except those tests/conftest.py spreads (SPREAD_FILES).
+# Temporary files (each e2e stack's stack.log) stay in .pytest-tmp until the next run: the shared
+# /tmp/pytest-of-$$USER keeps only the last three runs of anyone's checkout.
+UNIT_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? n : 4 )))
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n auto --dist loadfile --ignore=tests/deploy
+	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy --durations=15 --basetemp=.pytest-tmp
 
 # tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
 deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto

@@ -71,3 +71,34 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
     report = yield
     _one_place(report)
     return report
+
+
+# --------------------------------------------------------------------------------- distribution (make unit)
+
+# `make unit` hands each test file to one xdist worker (--dist loadfile: module fixtures, some of which start a
+# stack of their own, are set up once). The files below are the exception: their tests need nothing but the
+# worker's session stack, and one of them on a single worker would set the suite's wall time, so their tests
+# are spread over the workers, and go first.
+SPREAD_FILES = frozenset({"tests/e2e/test_reconcile.py"})
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _file_of(item.nodeid) not in SPREAD_FILES)  # stable: otherwise as collected
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SpreadingLoadFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if _file_of(nodeid) in SPREAD_FILES else _file_of(nodeid)
+
+    # In collection order (the slow end-to-end files first), not xdist's default of the most tests first.
+    config.option.loadscopereorder = False
+    return SpreadingLoadFile(config, log)

@@ -49,8 +49,11 @@ PAGE = {"cloud": {"branches": 100, "tags": 100, "pull_requests": 50, "issues": 1
 AWS_MINIMUM_WHY = """\
 AWS minimum per repository (one invocation, as the design needs it):
   dynamodb:UpdateItem  1 + pages + 2  take the job's lease (the write returns the job: no separate read),
-                                      one conditional write per page (cursor, counts, the part written),
-                                      link the PROJECT record, complete the job
+    + observed pages + 1              one conditional write per page (cursor, counts, the part written),
+                                      link the PROJECT record, complete the job; the repository's observed
+                                      state (what the first reconciliation compares with): one write per
+                                      page of branches, of tags and of pull requests with an open one,
+                                      and one when the data steps are done
   dynamodb:GetItem     2 (+1 hook)    the provider record, the user's connection (its encrypted token),
                                       the subscription (does a hook exist already)
   dynamodb:PutItem     2 (hook)       the subscription recorded before the hook is created (a crash then
@@ -84,8 +87,9 @@ def aws_minimum(flavor: str, repo: dict[str, Any], webhook: dict[str, Any] | Non
     lists = entity_pages(flavor, repo)
     page_count = sum(p for p, _ in lists.values())
     nonempty = sum(p for p, n in lists.values() if n)
+    observed = sum(p for e, (p, n) in lists.items() if n and e != "issues") + 1
     minimum = {
-        "dynamodb:UpdateItem": 1 + page_count + 2,
+        "dynamodb:UpdateItem": 1 + page_count + 2 + observed,
         "dynamodb:GetItem": 2,
         "kms:Decrypt": 1,
         "s3:PutObject": 2 + nonempty,

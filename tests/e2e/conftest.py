@@ -68,16 +68,21 @@ def start_stack(tmp_dir: Path, *extra_args: str, timeout: float = 60.0) -> Runni
     log_file = log_path.open("w")
     process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    while not ready.exists():
+    while (urls := _ready_urls(ready)) is None:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"local stack did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
+    return RunningStack(process, urls, log_path)
+
+
+def _ready_urls(ready: Path) -> dict[str, str] | None:
+    """The stack's URLs once its ready file is complete: the stack creates the file, then writes it, and a
+    loaded machine can show the file in between (empty or half written)."""
     try:
-        return RunningStack(process, json.loads(ready.read_text()), log_path)
-    except BaseException:
-        process.kill()  # never leave a stack running for nobody
-        raise
+        return dict(json.loads(ready.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def stop_stack(stack: RunningStack) -> int:

@@ -119,8 +119,9 @@ def cli(stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def control(stack, flavor: str, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=30)
+def control(stack, flavor: str, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+    """The emulator's control API; `timeout` must outlast any wait the call asks the emulator for."""
+    response = requests.request(method, f"{emulator(stack, flavor)}/_emulator/{path}", json=body, timeout=timeout)
     assert response.status_code < 400, response.text[:500]
     return response.json() if response.content else None
 

@@ -10,10 +10,13 @@ import time
 import pytest
 import requests
 
+from bitbridge.imports.worker import SAFETY_MS
 from tests.e2e.conftest import start_stack, stop_stack
 from tests.e2e.support import api_session, control, entity_files, lines, snapshot, start_imports, wait_for
 
 pytestmark = pytest.mark.e2e
+WORKER_TIMEOUT_SECONDS = 20
+assert WORKER_TIMEOUT_SECONDS * 1000 < SAFETY_MS, "each invocation must stop after one page"
 
 SEED = {
     "cloud": {
@@ -31,14 +34,15 @@ SEED = {
 
 @pytest.fixture(scope="module")
 def short_stack(tmp_path_factory):
-    # 8 s leaves less than the worker's safety margin at once: every invocation does one page, saves,
-    # and continues in a new message - the path a long import takes near the real 300 s limit. (The
-    # local stack enforces Timeout: a page that took longer on a loaded machine would be abandoned.)
+    # Under the worker's safety margin (SAFETY_MS, 25 s) from the start: every invocation does one page,
+    # saves, and continues in a new message - the path a long import takes near the real 300 s limit. The
+    # local stack enforces Timeout, so a page that outlasts it is abandoned, and its message waits out the
+    # lease before the job resumes: 20 s (not less) so that a loaded machine's slow page is not.
     # A 1 s visibility timeout lets poison messages be redelivered (and dead-lettered) within the test.
     running = start_stack(
         tmp_path_factory.mktemp("short"),
         "--override",
-        "ImportWorkerFunction.Timeout=8",
+        f"ImportWorkerFunction.Timeout={WORKER_TIMEOUT_SECONDS}",
         "--override",
         "ImportQueue.VisibilityTimeout=1",
     )
@@ -72,7 +76,7 @@ def test_time_limit_continues_in_new_invocations_with_a_clean_runs_output(clean_
         control(target, "cloud", "POST", "seed", SEED)
         session = api_session(target, "cloud", "alice")
         job = start_imports(session, target, "cloud", ["timews/slow"])[0]
-        done = wait_for(session, target, [job["id"]], timeout=60)[job["id"]]
+        done = wait_for(session, target, [job["id"]], timeout=180)[job["id"]]
         assert done["state"] == "completed", done
         snapshots.append((done, snapshot(target, done["snapshot"]["prefix"])))
     (clean, clean_files), (resumed, resumed_files) = snapshots
@@ -89,9 +93,10 @@ def test_poison_message_reaches_the_dead_letter_queue(short_stack):
     dlq = sqs.get_queue_url(QueueName="bitbridge-local-ImportDeadLetterQueue")["QueueUrl"]
     sqs.send_message(QueueUrl=env["BITBRIDGE_IMPORT_QUEUE_URL"], MessageBody="this is not an import")
     deadline = time.monotonic() + 30
+    others = []  # an import another test left behind is not this test's business
     while time.monotonic() < deadline:
-        messages = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
-        if messages:
-            assert messages[0]["Body"] == "this is not an import"
+        messages = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1, MaxNumberOfMessages=10).get("Messages", [])
+        if any(m["Body"] == "this is not an import" for m in messages):
             return
-    raise AssertionError("the poison message never reached the dead-letter queue")
+        others += [m["Body"] for m in messages]
+    raise AssertionError(f"the poison message never reached the dead-letter queue (it holds {others})")

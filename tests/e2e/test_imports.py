@@ -208,8 +208,10 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
     aws = dict(done["aws_calls"])
     assert aws.pop("secretsmanager:GetSecretValue", 0) <= 1
     assert aws == {
-        # the lease (returns the job), one per page, the git step's checkpoint, project link, completion
-        "dynamodb:UpdateItem": 1 + 3 + 1 + 2,
+        # the lease (returns the job), one per page, the git step's checkpoint, project link, completion; and
+        # what the import saw as the repository's observed state: one per page of branches, tags, open pull
+        # requests, and its end
+        "dynamodb:UpdateItem": 1 + 3 + 1 + 2 + 3 + 1,
         "dynamodb:GetItem": 3,  # provider, connection (token), subscription
         "dynamodb:PutItem": 2 + 1,  # the subscription before the hook is created, then with its id; git pointer
         "kms:Decrypt": 1,  # the token, once (the webhook and git steps reuse it)
@@ -406,8 +408,11 @@ def _project_seed(key: str, repo: str, prs: int) -> dict:
 def test_cli_lists_shows_cancels_and_retries_from_the_checkpoint(stack):
     control(stack, "datacenter", "POST", "seed", _project_seed("CLIP", "resume", prs=2500))
     session = api_session(stack, "datacenter", "alice")
-    # Slow pages leave the CLI (1-3 s to start on a loaded machine) time to cancel mid-step.
+    # Slow pages leave the CLI (1-3 s to start, far more on a loaded machine) time to cancel mid-step: once
+    # the first pull request page is saved, the other two take 10 s each (under the worker's 15 s read timeout).
     control(stack, "datacenter", "POST", "faults", {"latency_ms": 2000, "path_prefix": "/rest/api/1.0/projects/CLIP"})
+    pull_requests = "/rest/api/1.0/projects/CLIP/repos/resume/pull-requests"
+    control(stack, "datacenter", "POST", "faults", {"latency_ms": 8000, "path_prefix": pull_requests, "after": 1})
     try:
         job = start_imports(session, stack, "datacenter", ["CLIP/resume"])[0]
         _wait_for_page(session, stack, job["id"], "pull_requests")

@@ -31,6 +31,7 @@ from tests.e2e.support import api_session, cli, control, emulator, user_id
 from tests.service_paths import PATH_ESCAPES
 
 FLAVORS = ["cloud", "datacenter"]
+OVERLAP_SECONDS = 10  # a key rotation's overlap in these tests
 PR_PATH = {"cloud": "repositories/acme/web-app/pullrequests", "datacenter": "projects/PLAT/repos/core/pull-requests"}
 
 
@@ -298,14 +299,15 @@ def test_rotation_overlap_then_only_the_new_key(stack):
     client_id, old_key = add_client(stack)
     with pytest.raises(NotConnected):
         Client(stack.api, old_key).token(PROVIDERS["cloud"], "nobody-yet")
-    rotated = cli(stack, "clients", "rotate", client_id, "--overlap", "3s", "--json")
+    # The overlap starts in the CLI: 10 s (not less) leaves a loaded machine time to end it and make two calls.
+    rotated = cli(stack, "clients", "rotate", client_id, "--overlap", f"{OVERLAP_SECONDS}s", "--json")
     assert rotated.returncode == 0, rotated.stderr
     new_key = json.loads(rotated.stdout)["key"]
     for key in (old_key, new_key):  # both during the overlap
         with pytest.raises(NotConnected):
             Client(stack.api, key).token(PROVIDERS["cloud"], "nobody-yet")
     # After the overlap (plus the functions' key cache, CACHE_SECONDS) only the new key works.
-    deadline = time.monotonic() + 3 + CACHE_SECONDS + 2
+    deadline = time.monotonic() + OVERLAP_SECONDS + CACHE_SECONDS + 2
     while True:
         try:
             Client(stack.api, old_key).token(PROVIDERS["cloud"], "nobody-yet")

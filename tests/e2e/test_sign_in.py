@@ -239,17 +239,19 @@ def test_short_lived_tokens_refresh_once_and_nobody_waits_for_a_slow_or_failing_
         assert [s for s, _ in calls(10)] == [200] * 10
         assert token_requests(stack, "datacenter") == before
 
-        # 15 s left, and the token endpoint takes 3 s: one caller refreshes, the nine others use the
+        # 15 s left, and the token endpoint takes 4 s: one caller refreshes, the nine others use the
         # still-valid token at once.
         expire_stored_token(stack, provider, in_seconds=15)
-        control(stack, "datacenter", "POST", "faults", {"latency_ms": 3000, "path_prefix": "/rest/oauth2/latest/token"})
+        control(stack, "datacenter", "POST", "faults", {"latency_ms": 4000, "path_prefix": "/rest/oauth2/latest/token"})
         try:
             results = calls(10)
         finally:
             control(stack, "datacenter", "DELETE", "faults")
         assert [s for s, _ in results] == [200] * 10
         assert token_requests(stack, "datacenter") - before == 1
-        assert sum(1 for _, took in results if took < 2.5) >= 9, sorted(round(t, 2) for _, t in results)
+        # Measured against the refreshing call, not the clock: on a loaded machine every call takes seconds.
+        took = sorted(t for _, t in results)
+        assert all(t < took[-1] - 2 for t in took[:9]), [round(t, 2) for t in took]
 
         # A refresh that fails while the token is still good fails no call.
         expire_stored_token(stack, provider, in_seconds=15)

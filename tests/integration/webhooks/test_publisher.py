@@ -202,10 +202,10 @@ def test_imported_project_state_follows_pushes_and_pull_requests(pipeline, aws, 
     project = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
     assert "open_pull_request_ids" not in project  # the last open id removed
 
-    # Events for a repository never imported create nothing.
+    # Events for a repository never imported create no project (only the ledger of its changes' ids).
     pipeline.deliver("datacenter", "pr:opened", payload_bytes(shared_dir, "datacenter/pr-opened.json"), "p-5")
     pipeline.run()
-    assert ddb.scan(TableName=table)["Count"] == 1
+    assert sorted(i["sk"]["S"] for i in ddb.scan(TableName=table)["Items"]) == ["OBSERVED", "OBSERVED", "PROJECT"]
 
 
 def test_a_delivery_naming_another_repository_or_provider_than_its_subscription_is_rejected(pipeline, aws, shared_dir):
@@ -326,6 +326,14 @@ def test_entries_eventbridge_does_not_accept_are_retried_and_then_reported(pipel
     assert pipeline.item(f"{CLOUD}#f-1")["status"]["S"] == "published"
 
 
+def _another_pull_request(shared_dir, n: int) -> bytes:
+    """The shared `pr:opened` payload for pull request n: four deliveries, four changes (the same payload
+    four times would be one change told four times: bitbridge.change_ids)."""
+    body = json.loads(payload_bytes(shared_dir, "datacenter/pr-opened.json"))
+    body["pullRequest"]["id"] = 100 + n
+    return json.dumps(body).encode()
+
+
 def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(aws, shared_dir, capsys):
     from bitbridge.cli import main as cli
 
@@ -333,9 +341,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     for flavor, provider in PROVIDERS.items():
         register_provider(aws.ref("ProvidersTable"), provider, flavor)
     pipeline = Pipeline(aws, MaximumRetryAttempts=1, BisectBatchOnFunctionError=False)
-    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
     for n in range(4):
-        pipeline.deliver("datacenter", "pr:opened", body, f"o-{n}")
+        pipeline.deliver("datacenter", "pr:opened", _another_pull_request(shared_dir, n), f"o-{n}")
 
     # The bus is unreachable (a missing bus fails every PutEvents call).
     bus = os.environ["BITBRIDGE_EVENT_BUS_NAME"]
@@ -354,6 +361,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
         == "1"
     )
     assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"received"}
+    # Their changes were claimed before the bus refused them; the ids are kept on the deliveries.
+    claimed = {f"o-{n}": json.loads(pipeline.item(f"{DC}#o-{n}")["change_ids"]["S"]) for n in range(4)}
 
     assert cli(["events", "replay", "--since", "10m", "--dry-run"]) == 0
     assert "would republish 4" in capsys.readouterr().out
@@ -363,6 +372,9 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     published = pipeline.run()
     assert sorted(e["detail"]["id"] for e in published) == [f"o-{n}" for n in range(4)]
     assert {pipeline.item(f"{DC}#o-{n}")["status"]["S"] for n in range(4)} == {"published"}
+    # The replay published the ids claimed when they were first tried: the same changes, not new ones.
+    ids = {e["detail"]["id"]: e["detail"]["change_id"] for e in published}
+    assert len(set(ids.values())) == 4 and {i: [c] for i, c in ids.items()} == claimed
     assert not _boto("sqs").receive_message(QueueUrl=failure_queue).get("Messages")
 
     # Nothing is left unpublished, so a second replay republishes nothing (no duplicates)...
@@ -373,7 +385,8 @@ def test_an_outage_sends_the_batch_to_the_failure_queue_and_replay_recovers_it(a
     assert "republished 0," in capsys.readouterr().out
     assert cli(["events", "replay", "--since", "10m", "--include-published"]) == 0
     assert "republished 4," in capsys.readouterr().out
-    assert sorted(e["detail"]["id"] for e in pipeline.run()) == [f"o-{n}" for n in range(4)]
+    again = pipeline.run()
+    assert {e["detail"]["id"]: e["detail"]["change_id"] for e in again} == ids  # the same changes, not new ones
 
 
 def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, shared_dir, monkeypatch):
@@ -388,9 +401,8 @@ def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, s
     queue = aws.ref("PublishFailureQueue")
     queue_arn = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto)
-    body = payload_bytes(shared_dir, "datacenter/pr-opened.json")
     for n in range(4):
-        pipeline.deliver("datacenter", "pr:opened", body, f"r-{n}")
+        pipeline.deliver("datacenter", "pr:opened", _another_pull_request(shared_dir, n), f"r-{n}")
 
     def visible() -> int:
         attributes = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
@@ -470,7 +482,8 @@ def test_imported_projects_keep_their_newest_events_for_the_console(pipeline, aw
     assert len(recent) == RECENT_EVENTS_KEPT
     entry = recent["r-24"]["M"]
     assert entry["type"]["S"] == "repository.push" and entry["repository"]["S"] and entry["actor"]["S"]
-    assert ddb.scan(TableName=table)["Count"] == 1  # the repository never imported got nothing
+    projects = [i for i in ddb.scan(TableName=table)["Items"] if i["sk"]["S"] == "PROJECT"]
+    assert len(projects) == 1  # the repository never imported got no project
 
     # The console's Activity: the projects of the user's imports, newest first.
     JobRecord(
@@ -488,3 +501,91 @@ def test_imported_projects_keep_their_newest_events_for_the_console(pipeline, aw
     assert len(events) == 5 and all(e["provider"] == CLOUD for e in events)
     assert [e["occurred_at"] for e in events] == sorted((e["occurred_at"] for e in events), reverse=True)
     assert activity.recent_events("someone-else") == []
+
+
+def _baseline(ref: str, head: str) -> None:
+    """The repository's observed state as an import records it: `ref` at `head`."""
+    from bitbridge.store import observed
+
+    with acting_as("ImportWorkerFunction"):
+        observed.record_seen(CLOUD, CLOUD_REPO, {ref: (head, None)}, {}, "2026-01-01T00:00:00Z")
+        observed.finish_baseline(CLOUD, CLOUD_REPO, "2026-01-01T00:00:00Z", None, None)
+
+
+def _observe(ref: str, new: str, read_at: str) -> dict:
+    """What the reconciler does: read the ledger, compare with Bitbucket (`ref` at `new`), queue the difference."""
+    from bitbridge.reconcile import diff, events
+    from bitbridge.reconcile.emit import emit
+    from bitbridge.store import observed
+
+    seen = observed.read(CLOUD, CLOUD_REPO)
+    assert seen is not None
+    (change,) = diff.ref_changes(seen.ledger, {ref: (new, new)}, read_at)
+    repository = {
+        "id": CLOUD_REPO,
+        "workspace": "team_name",
+        "slug": "repo_name",
+        "full_name": "team_name/repo_name",
+        "name": "repo_name",
+        "links": {"html": None, "clone": []},
+    }
+    event = events.push_event(CLOUD, "cloud", repository, seen.ledger.epoch, change, "2026-01-01T00:00:00Z")
+    with acting_as("ReconcilerFunction"):
+        assert emit(CLOUD_SUB, event, change.observation)
+    return event
+
+
+def test_a_reconciliation_between_a_stored_delivery_and_its_publishing_tells_the_change_once(pipeline, shared_dir):
+    """Issue 20, forced: the delivery is stored (in the stream) but not yet published when the reconciler
+    reads; its observation comes after it in the stream, finds the ledger moved on, and is superseded."""
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    change = json.loads(body)["push"]["changes"][0]
+    old, new = change["old"]["target"]["hash"], change["new"]["target"]["hash"]
+    _baseline("b:name-of-branch", old)
+    assert pipeline.deliver("cloud", "repo:push", body, "stored-1") == 202  # not published yet
+    observed_event = _observe("b:name-of-branch", new, "2026-12-31T00:00:00.000000Z")
+    published = pipeline.run()
+    assert [e["detail"]["id"] for e in published] == ["stored-1"]
+    outbox = pipeline.item(f"{CLOUD}#{observed_event['id']}")
+    assert outbox["status"]["S"] == "superseded" and "first" in outbox["error"]["S"]
+    assert json.loads(outbox["change_ids"]["S"]) == [None]
+
+
+def test_a_delivery_of_a_move_the_reconciler_told_first_is_not_published_again(pipeline, shared_dir):
+    """The other order (streams of several shards): the observation is claimed first; the delivery, received
+    before the reconciler read Bitbucket, is the same change: settled `duplicate`, with the change's id."""
+    body = payload_bytes(shared_dir, "cloud/repo-push.json")
+    change = json.loads(body)["push"]["changes"][0]
+    old, new = change["old"]["target"]["hash"], change["new"]["target"]["hash"]
+    _baseline("b:name-of-branch", old)
+    observed_event = _observe("b:name-of-branch", new, "2999-01-01T00:00:00.000000Z")  # read after receipt
+    (published,) = pipeline.run()
+    assert published["detail"]["id"] == observed_event["id"] and published["detail"]["origin"] == "reconciliation"
+    assert pipeline.deliver("cloud", "repo:push", body, "late-1") == 202
+    assert pipeline.run() == []
+    late = pipeline.item(f"{CLOUD}#late-1")
+    assert late["status"]["S"] == "duplicate"
+    assert json.loads(late["change_ids"]["S"]) == [None] and published["detail"]["change_id"] in late["error"]["S"]
+
+
+def test_an_observed_state_too_large_for_one_item_still_publishes_the_event(pipeline, aws, shared_dir, caplog):
+    """Past DynamoDB's 400 KB the ledger cannot take a claim: the event is still published, with an id of
+    its own (never another change's), and the publisher says why reconciliation no longer covers it."""
+    item = {"pk": f"PROJECT#{CLOUD}#{CLOUD_REPO}", "sk": "OBSERVED", "epoch": "e"}
+    # DynamoDB counts an item's attribute names and values; fill it to within 50 bytes of the limit moto
+    # enforces (405,000: DynamoDB's 400 KB is measured between 409 and 410 KB).
+    used = sum(len(k) + len(v) for k, v in item.items()) + len("clock") + 1 + len("padding")
+    _boto("dynamodb").put_item(
+        TableName=aws.ref("ImportsTable"),
+        Item={
+            **{k: {"S": v} for k, v in item.items()},
+            "clock": {"N": "0"},
+            "padding": {"S": "x" * (405_000 - 50 - used)},
+        },
+    )
+    assert pipeline.deliver("cloud", "repo:push", payload_bytes(shared_dir, "cloud/repo-push.json"), "big-1") == 202
+    (published,) = pipeline.run()
+    change_id = published["detail"]["change_id"]
+    assert change_id.startswith("chg-") and published["detail"]["ref_changes"][0]["change_id"] == change_id
+    assert pipeline.item(f"{CLOUD}#big-1")["status"]["S"] == "published"
+    assert any("exceeds the item size" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +23,7 @@ from tests.conftest import REPO_ROOT
 class _Console(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         stack = self.server.stack  # type: ignore[attr-defined]
+        time.sleep(stack.get("busy_seconds", 0))
         self.server.hits.append(self.path)  # type: ignore[attr-defined]
         if self.path == "/":
             body = {"api": stack["api"], "console": stack["console"], "events": stack["console"] + "/events"}
@@ -188,3 +190,12 @@ def test_tail_follows_the_variables_and_names_the_stack(consoles, tmp_path):
         process.kill()
         process.wait()
     assert first.strip() == f"tail: local stack: api {beta.stack['api']}, helper {beta.stack['console']}, stage beta"
+
+
+def test_a_busy_stack_whose_console_answers_slowly_is_still_found(consoles):
+    # A stack importing a large repository answers its console late on a loaded machine: a CLI command
+    # run then must act on it, not say that no stack answers.
+    alpha, _ = consoles
+    alpha.stack["busy_seconds"] = 3
+    console, urls = local.find(alpha.stack["console"], destructive=True)
+    assert console == alpha.stack["console"] and urls["api"] == alpha.stack["api"]

@@ -1,5 +1,5 @@
 """moto's conditional writes made atomic, as DynamoDB's are: of threads racing the same condition,
-exactly one wins."""
+exactly one wins; and a read racing an update answers one version of the item, as DynamoDB's does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.dynamodb import responses as moto_responses
 from moto.dynamodb.models import table as moto_table
+from moto.dynamodb.models import utilities as moto_utilities
 
 from infra.local import atomic
 
@@ -59,3 +61,68 @@ def test_with_atomic_writes_one_of_the_racing_conditional_puts_wins(wide_race_wi
     atomic.install()  # idempotent
     assert atomic.installed()
     assert _racing_puts(8) == 1  # moto alone lets all eight win (seen before install() existed)
+
+
+@pytest.fixture
+def slow_answers(monkeypatch):
+    """moto turns the live item into its answer value by value: a pause per value lets an update add keys
+    meanwhile, unless the read holds the item still."""
+    convert = moto_utilities.dynamo_to_dict
+
+    def slow(obj):
+        time.sleep(0.0002)
+        return convert(obj)
+
+    monkeypatch.setattr(moto_utilities, "dynamo_to_dict", slow)  # its recursion looks itself up here
+    monkeypatch.setattr(moto_responses, "dynamo_to_dict", slow)
+
+
+def _reads_racing_updates() -> list[str]:
+    """Errors seen by readers of one item while writers add keys to its map."""
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.put_item(TableName="t", Item={"pk": {"S": "item"}, "m": {"M": {}}})
+        errors: list[str] = []
+
+        def write(n: int) -> None:
+            for i in range(15):
+                ddb.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "item"}},
+                    UpdateExpression="SET m.#k = :v",
+                    ExpressionAttributeNames={"#k": f"k{n}-{i}"},
+                    ExpressionAttributeValues={":v": {"S": "x"}},
+                )
+
+        def read(_: int) -> None:
+            for _ in range(15):
+                try:
+                    ddb.get_item(TableName="t", Key={"pk": {"S": "item"}})
+                except Exception as exc:  # any failure is what the test counts
+                    errors.append(repr(exc))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: write(n) if n % 2 else read(n), range(8)))
+        return errors
+
+
+def test_without_the_lock_a_read_racing_an_update_can_fail(slow_answers, monkeypatch):
+    handler = moto_responses.DynamoHandler
+    monkeypatch.setattr(handler, "call_action", _unwrapped(handler.call_action))
+    # What the in-process stack showed under load: a 500 to a reader (a race: a few tries to see it once).
+    assert any(_reads_racing_updates() for _ in range(5))
+
+
+def test_with_the_lock_reads_racing_updates_all_answer(slow_answers):
+    atomic.install()
+    assert _reads_racing_updates() == []
+
+
+def _unwrapped(method):
+    return getattr(method, "__wrapped__", method)

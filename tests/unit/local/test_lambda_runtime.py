@@ -60,13 +60,14 @@ def _get(gateway: Gateway, path: str) -> tuple[int, dict]:
 def test_an_invocation_past_its_timeout_is_abandoned_and_stopped_at_its_next_aws_call():
     AFTER_TIMEOUT.clear()
     iam.install(None)
-    runner = FunctionRunner({"slow": _function("slow", timeout=1)})
+    # 3 s, not less: the in-time call below creates a boto3 client, which takes over a second on a loaded machine.
+    runner = FunctionRunner({"slow": _function("slow", timeout=3)})
     with mock_aws():
         started = time.monotonic()
-        with pytest.raises(FunctionTimedOut, match=r"Task timed out after 1\.00 seconds"):
-            runner.invoke("slow", {"sleep": 2.5})
-        assert time.monotonic() - started < 2.2  # the caller did not wait for the handler
-        deadline = time.monotonic() + 15  # the abandoned thread wakes after 2.5 s (later on a busy machine)
+        with pytest.raises(FunctionTimedOut, match=r"Task timed out after 3\.00 seconds"):
+            runner.invoke("slow", {"sleep": 5})
+        assert time.monotonic() - started < 4.5  # the caller did not wait for the handler
+        deadline = time.monotonic() + 15  # the abandoned thread wakes after 5 s (later on a busy machine)
         while not AFTER_TIMEOUT and time.monotonic() < deadline:
             time.sleep(0.05)
     assert AFTER_TIMEOUT == ["stopped"]

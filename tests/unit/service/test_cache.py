@@ -30,3 +30,13 @@ def test_the_oldest_entry_goes_when_full():
     cache.put("a", 3)  # refreshed: now the newest
     cache.put("c", 4)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (3, None, 4)
+
+
+def test_serving_an_entry_does_not_extend_its_lifetime():
+    # A revoked key or a moved link must reach a busy container too: an entry read often still lapses.
+    cache: TtlCache[str] = TtlCache(seconds=0.3)
+    cache.put("k", "v")
+    for _ in range(4):
+        time.sleep(0.1)
+        cache.get("k")
+    assert cache.get("k") is None

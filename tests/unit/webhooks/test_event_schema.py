@@ -65,6 +65,42 @@ def test_minor_0_events_still_validate() -> None:
     assert schema_errors(old) == [] and schema_errors(pr) == []
 
 
+def _mirror_event() -> dict[str, Any]:
+    payload = {
+        "eventKey": "mirror:repo_synchronized",
+        "date": "2026-03-01T12:00:00+0000",
+        "mirrorServer": {"id": "B1E2-4F5A", "name": "Mirror in Sydney"},
+        "syncType": "snapshot",
+        "refLimitExceeded": True,
+        "repository": {"slug": "widgets", "id": 42, "name": "widgets", "project": {"key": "ENG"}},
+        "changes": [],
+    }
+    return normalise(
+        flavor="datacenter",
+        provider_id="p",
+        event_key="mirror:repo_synchronized",
+        payload=payload,
+        delivery_id="m-1",
+        received_at=RECEIVED_AT,
+    )
+
+
+def test_minor_3_mirror_events_validate_and_earlier_ones_still_do() -> None:
+    event = _mirror_event()
+    assert event["schema_minor"] == 3 and event["mirror"]["ref_limit_exceeded"] is True
+    assert schema_errors(event) == []
+    earlier = copy.deepcopy(event)
+    del earlier["mirror"]  # minor 2 and before: no mirror section
+    earlier["schema_minor"] = 2
+    assert schema_errors(earlier) == []
+    other = copy.deepcopy(event)
+    other["type"], other["event_key"] = "repository.push", "repo:refs_changed"
+    assert schema_errors(other) != []  # a mirror section only on a mirror synchronisation
+    bad = copy.deepcopy(event)
+    bad["mirror"]["ref_limit_exceeded"] = "yes"
+    assert schema_errors(bad) != []
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def apply(event: dict[str, Any]) -> None:
         *parents, last = path.split(".")

@@ -17,6 +17,7 @@ from bitbridge.webhooks.normalise import (
     MalformedPayload,
     UnhandledEvent,
     event_type,
+    ledger_reports,
     normalise,
 )
 from tests.shared_data import manifest_entries, needs_shared, params, require
@@ -716,3 +717,8 @@ def test_mutated_payloads_give_a_valid_event_or_malformed_payload(entry: dict[st
         except MalformedPayload:
             continue
         assert schema_errors(event) == [], (path, replacement)
+        # What the publisher claims in the ledger: one move per ref change, or the pull request's state.
+        reports = ledger_reports(entry["flavor"], body, event)
+        if reports is not None:
+            moves, pr = reports
+            assert len(moves) == len(event["ref_changes"]) and (pr is None) == bool(moves), (path, replacement)

@@ -85,8 +85,13 @@ class Bitbucket(Protocol):
         """The hook as Bitbucket has it now, or None when it was deleted."""
         ...
 
-    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
-        """Every branch (`b:name`) and tag (`t:name`) head, at the largest pages, trimmed."""
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, tuple[str, str]]:
+        """Every branch (`b:name`) and tag (`t:name`) head as (ident, commit), at the largest pages, trimmed."""
+        ...
+
+    def ref_head(self, value: dict[str, Any]) -> tuple[str, str, str]:
+        """A listed branch or tag as (name, ident, commit): the ident is what a push payload names (the
+        commit; a Data Center tag's own object hash), the commit what events show."""
         ...
 
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:

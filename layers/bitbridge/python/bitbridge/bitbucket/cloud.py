@@ -295,18 +295,23 @@ class Cloud:
         events = list(raw.get("events") or [])
         return HookState(str(raw.get("url")), bool(raw.get("active")), events, raw.get("secret_set"))
 
-    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
         for kind, path in (("b", "branches"), ("t", "tags")):
             url, params = f"{self._repo_url(api, full_name)}/refs/{path}", {"pagelen": PAGELEN, "fields": _REF_FIELDS}
             cursor: str | None = None
             while True:
                 page = _paged(fetch, url, params, cursor)
-                out.update({f"{kind}:{r['name']}": str(r["target"]["hash"]).lower() for r in page.values})
+                for name, ident, commit in map(self.ref_head, page.values):
+                    out[f"{kind}:{name}"] = (ident, commit)
                 if page.next is None:
                     break
                 cursor = page.next
         return out
+
+    def ref_head(self, value: dict[str, Any]) -> tuple[str, str, str]:
+        commit = str(value["target"]["hash"]).lower()  # a tag's target is its commit, in pushes too
+        return str(value["name"]), commit, commit
 
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         url = f"{self._repo_url(api, full_name)}/pullrequests"

@@ -270,19 +270,23 @@ class DataCenter:
         # Data Center never shows whether a secret is set: None (a repair re-sends it anyway).
         return HookState(str(raw.get("url")), bool(raw.get("active")), list(raw.get("events") or []), None)
 
-    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def ref_heads(self, fetch: Fetch, api: str, full_name: str) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
         for kind, path in (("b", "branches"), ("t", "tags")):
             url, params = f"{_base(api, full_name)}/{path}", {"orderBy": "MODIFICATION", "limit": LIMIT}
             cursor: str | None = "0"
             while cursor is not None:
                 page = page_at(fetch, url, params, cursor)
-                # latestCommit: for an annotated tag the tagged commit, as in events.
-                out.update(
-                    {f"{kind}:{r['displayId']}": str(r.get("latestCommit") or r["id"]).lower() for r in page.values}
-                )
+                for name, ident, commit in map(self.ref_head, page.values):
+                    out[f"{kind}:{name}"] = (ident, commit)
                 cursor = page.next
         return out
+
+    def ref_head(self, value: dict[str, Any]) -> tuple[str, str, str]:
+        # latestCommit: for an annotated tag the tagged commit, as events show it; a tag's `hash` is the
+        # tag object, which `repo:refs_changed` names as toHash (with or without toCommit).
+        commit = str(value.get("latestCommit") or value.get("latestChangeset") or "").lower()
+        return str(value["displayId"]), str(value.get("hash") or commit).lower(), commit
 
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         # NEWEST = last updated first; a quiet repository needs one page of 100.

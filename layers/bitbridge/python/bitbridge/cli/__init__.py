@@ -64,7 +64,7 @@ def _environment_from_local(args: argparse.Namespace) -> dict[str, str]:
     try:
         console, urls = local.find(args.local)
         args.local = console
-        with urllib.request.urlopen(f"{console}/env", timeout=5) as response:  # noqa: S310 - loopback console
+        with urllib.request.urlopen(f"{console}/env", timeout=local.PROBE_TIMEOUT_SECONDS) as response:  # noqa: S310
             env = dict(json.load(response))
     except (local.NoLocalStack, local.AmbiguousLocalStack) as exc:
         raise CliError(str(exc)) from None

@@ -21,6 +21,9 @@ from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HELPER_PORT = 3001
+# A port nobody listens on is refused at once; a stack busy with an import can take seconds to answer
+# on a loaded machine, and a command run then must still find it.
+PROBE_TIMEOUT_SECONDS = 15  # also the wait for its /env
 #: Where running local stacks announce themselves (one JSON file per stack, removed when it stops).
 READY_DIR = Path(
     os.environ.get("BITBRIDGE_LOCAL_READY_DIR") or Path(tempfile.gettempdir()) / f"bitbridge-local-{os.getuid()}"
@@ -81,7 +84,7 @@ def _port(url: str | None) -> str:
 def _answers(console: str) -> dict[str, str] | None:
     """The stack's URLs if its local helper answers, else None."""
     try:
-        with urllib.request.urlopen(f"{console.rstrip('/')}/", timeout=2) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{console.rstrip('/')}/", timeout=PROBE_TIMEOUT_SECONDS) as response:  # noqa: S310
             urls = json.load(response)
     except (OSError, ValueError):
         return None
@@ -138,7 +141,7 @@ def find(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple
 def stage(console: str) -> str | None:
     """The stack's stage, from its local helper (None when it does not say)."""
     try:
-        with urllib.request.urlopen(f"{console.rstrip('/')}/env", timeout=5) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{console.rstrip('/')}/env", timeout=PROBE_TIMEOUT_SECONDS) as response:  # noqa: S310
             return json.load(response).get("BITBRIDGE_STAGE")
     except (OSError, ValueError, AttributeError):
         return None

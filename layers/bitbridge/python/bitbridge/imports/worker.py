@@ -69,7 +69,7 @@ from bitbridge.store.imports import (
     project_pk,
 )
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import deploy_keys, subscriptions
+from bitbridge.webhooks import baseline, deploy_keys, subscriptions
 
 logger = Logger(child=True)
 
@@ -376,6 +376,11 @@ class Run:
         )
         if page.values:
             self._record_part(entity, page_no, output.write_page(self.base, entity, page_no, page.values))
+        # What the import saw is the repository's observed state: the first reconciliation compares with it.
+        job = self.job
+        job.facts = baseline.record_import_page(
+            self.bitbucket, job.provider_id, job.repository_id, entity, page.values, dict(job.facts or {})
+        )
         self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
@@ -407,6 +412,9 @@ class Run:
         a manual subscription made so that a hook an admin adds by hand is verified (its secret is not
         stored here: the console shows it on request, to whom may see it).
         429 and outages propagate like any page's (wait / retry, then this step runs again)."""
+        baseline.finish_import(
+            self.job.flavor, self.job.provider_id, self.job.repository_id, self.job.repository, self.job.facts or {}
+        )
         base_url = settings().public_base_url or str((self.job.options or {}).get("hook_base_url") or "")
         facts = dict(self.job.facts or {})
         outcome: dict[str, Any]

@@ -1,5 +1,6 @@
 """Reconciliation: compare subscribed repositories with Bitbucket, repair hooks, backfill missed changes.
 
-`diff` (pure: observed state vs Bitbucket -> missed changes), `events` (the events for them, schema 1.2),
-`emit` (through the deliveries outbox, once per event id), `run` (hooks, budget, health, metrics).
+`diff` (pure: the ledger vs Bitbucket -> observations), `events` (the events for them), `emit` (through
+the deliveries outbox, once per observation), `run` (hooks, budget, health, metrics). What an import or a
+first reconciliation records as observed: `bitbridge.webhooks.baseline` (below both features).
 """

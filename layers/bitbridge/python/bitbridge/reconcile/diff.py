@@ -1,10 +1,19 @@
-"""What deliveries missed: observed state (bitbridge.store.observed) against Bitbucket's truth. Pure.
+"""What deliveries missed: the repository's ledger (bitbridge.change_ids) against Bitbucket's truth. Pure.
 
-Refs: every branch and tag head is compared (a deleted ref is only visible in a full listing).
-Pull requests: read newest-updated first and compared down to the watermark, the newest update the
-previous run compared; each one's state and fingerprint (title, target branch, source commit) against
-the observed one. A changed pull request yields the event for its *current* state: `opened` (not seen
-before, or open again), `merged` / `declined` (closed since), else `updated`.
+Each difference is an *observation*: the ref or pull request, the claim the ledger was at when read
+(``seen``), and what Bitbucket shows. The publisher claims it only if nothing was claimed on that ref or
+pull request since (bitbridge.change_ids.Ledger.apply_observation), so the ledger must be read before
+Bitbucket is.
+
+Refs: every branch and tag head is compared (a deleted ref is only visible in a full listing), by ident
+(the commit; a Data Center tag's own object, as pushes name it).
+Pull requests: read newest-updated first and compared down to the watermark; each one's state and
+fingerprint (title, target branch, source commit) against the ledger's. A changed pull request yields
+the event for its *current* state: `opened` (not seen before, or open again), `merged` / `declined`
+(closed since), else `updated`. A pull request the ledger does not hold, updated before the watermark,
+was seen by an earlier observation and not kept (closed before the baseline, or settled): not a change.
+One updated at the watermark is compared: it may be one the last run found and the publisher has not
+claimed yet (the baseline keeps the newest pull request, so that one is no change).
 """
 
 from __future__ import annotations
@@ -13,7 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitbridge.store.observed import Observed, pr_value, split_ref_key
+from bitbridge.change_ids import (
+    Ledger,
+    PrObservation,
+    RefObservation,
+    is_open,
+    section_value,
+    split_ref_key,
+    stamp,
+)
+from bitbridge.store.observed import Observed
 
 CLOSED_TYPES = {"MERGED": "pull_request.merged", "DECLINED": "pull_request.declined"}
 
@@ -22,31 +40,41 @@ CLOSED_TYPES = {"MERGED": "pull_request.merged", "DECLINED": "pull_request.decli
 class RefChange:
     kind: str  # branch | tag
     name: str
-    old: str | None
+    old: str | None  # commits, as events show them
     new: str | None
+    observation: RefObservation
 
 
 @dataclass(frozen=True)
 class PullRequestChange:
     event_type: str
     raw: dict[str, Any]  # the pull request as Bitbucket's REST API gave it
+    observation: PrObservation
 
 
 @dataclass
 class PullRequestScan:
     changes: list[PullRequestChange] = field(default_factory=list)
-    watermark: str | None = None  # the newest update seen (the next run's starting point)
-    settled_closed: list[int] = field(default_factory=list)  # closed, unchanged: can be forgotten
+    watermark: str | None = None  # where the next run starts comparing (if every confirmation holds)
+    settled_closed: dict[int, str] = field(default_factory=dict)  # closed, unchanged: id -> stamp
+    confirm: dict[int, str] = field(default_factory=dict)  # unchanged, updated since recorded: id -> stamp
     compared: int = 0
 
 
-def ref_changes(observed: dict[str, str], truth: dict[str, str]) -> list[RefChange]:
+def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]], read_at: str | None = None) -> list[RefChange]:
+    """Refs whose head differs from Bitbucket's (`truth`: key -> (ident, commit), read at `read_at`)."""
     out = []
-    for key in sorted(set(observed) | set(truth)):
-        old, new = observed.get(key), truth.get(key)
-        if old != new:
-            kind, name = split_ref_key(key)
-            out.append(RefChange(kind, name, old, new))
+    recorded = {key for key, entry in ledger.refs.items() if entry.head is not None}
+    for key in sorted(recorded | set(truth)):
+        entry = ledger.refs.get(key)
+        head = entry.head if entry else None
+        ident, commit = truth.get(key, (None, None))
+        if head == ident:
+            continue
+        kind, name = split_ref_key(key)
+        number = entry.number if entry else 0
+        seen = RefObservation(key, number, head, ident, commit if commit != ident else None, read_at)
+        out.append(RefChange(kind, name, entry.shown if entry else None, commit, seen))
     return out
 
 
@@ -56,16 +84,12 @@ def pull_request_change_type(observed_value: str | None, section: dict[str, Any]
     if observed_value == value:
         return None
     state = section["state"]
-    was_open = observed_value is not None and observed_value.startswith("OPEN|")
+    was_open = is_open(observed_value)
     if state == "OPEN":
         return "pull_request.updated" if was_open else "pull_request.opened"
     if state in CLOSED_TYPES and (observed_value is None or was_open):
         return CLOSED_TYPES[state]
     return "pull_request.updated"
-
-
-def section_value(section: dict[str, Any]) -> str:
-    return pr_value(section["state"], section["title"], section["destination"]["branch"], section["source"]["commit"])
 
 
 def scan_pull_requests(
@@ -74,41 +98,58 @@ def scan_pull_requests(
     updated: Callable[[dict[str, Any]], str],
     section: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> PullRequestScan:
-    """Compare pull requests (newest update first) down to the observed watermark; stop there, so a
-    quiet repository costs one page."""
-    scan = PullRequestScan(watermark=observed.pr_watermark)
+    """Compare pull requests (newest update first) down to the watermark; stop there, so a quiet
+    repository costs one page. The next run starts at the oldest one that differed (its observation may
+    lose to a delivery, and then it is compared again), else at the newest one read. One that agrees but
+    was updated since the ledger recorded it is *confirmed* (its update time recorded, `confirm`): a late
+    delivery of a state in between is then older than what bitbridge knows, and cannot bring it back."""
+    watermark, ledger = observed.pr_watermark, observed.ledger
+    scan = PullRequestScan(watermark=watermark)
+    newest: str | None = None
+    differing: list[str] = []
     closed: list[tuple[int, str]] = []
     for raw in pull_requests:
-        stamp = updated(raw)
-        if observed.pr_watermark and stamp < observed.pr_watermark:
+        when = stamp(updated(raw)) or ""
+        if watermark and when < watermark:
             break  # everything after this was compared by an earlier run
         scan.compared += 1
-        scan.watermark = max(scan.watermark or stamp, stamp)
+        newest = max(newest or when, when)
         current = section(raw)
-        seen = observed.prs.get(int(current["id"]))
-        kind = pull_request_change_type(seen, current)
+        pr_id = int(current["id"])
+        entry = ledger.prs.get(pr_id)
+        if entry is None and watermark and when < watermark:
+            continue  # seen by an earlier observation and not kept
+        kind = pull_request_change_type(entry.value if entry else None, current)
         if kind is not None:
-            scan.changes.append(PullRequestChange(kind, raw))
-        elif current["state"] != "OPEN" and seen is not None:
-            closed.append((int(current["id"]), stamp))
+            seen = PrObservation(pr_id, entry.number if entry else 0, section_value(current), when)
+            scan.changes.append(PullRequestChange(kind, raw, seen))
+            differing.append(when)
+        else:
+            if entry is not None and (entry.stamp or "") < when:
+                scan.confirm[pr_id] = when
+            if current["state"] != "OPEN" and entry is not None:
+                closed.append((pr_id, when))
+    candidates = [w for w in (min(differing, default=None) or newest, watermark) if w]
+    scan.watermark = max(candidates) if candidates else None
     # Forget settled closed ones below the new watermark only: the next run compares again at it.
-    scan.settled_closed = [pr for pr, stamp in closed if scan.watermark and stamp < scan.watermark]
+    scan.settled_closed = {pr: when for pr, when in closed if scan.watermark and when < scan.watermark}
     return scan
 
 
-def baseline_pull_requests(
-    pull_requests: Iterable[dict[str, Any]],
-    updated: Callable[[dict[str, Any]], str],
-    section: Callable[[dict[str, Any]], dict[str, Any]],
-) -> tuple[dict[int, str], str | None]:
-    """The first observation: open pull requests' values, and the newest update as the watermark (the
-    next run compares from it, inclusive, so pull requests updated at that very moment are kept too)."""
-    values: dict[int, str] = {}
-    watermark: str | None = None
-    for raw in pull_requests:
-        stamp = updated(raw)
-        watermark = max(watermark or stamp, stamp)
-        current = section(raw)
-        if current["state"] == "OPEN" or stamp == watermark:
-            values[int(current["id"])] = section_value(current)
-    return values, watermark
+def upkeep(
+    scan: PullRequestScan, previous: str | None, confirm: Callable[[dict[int, str]], list[int]]
+) -> tuple[str | None, list[int]]:
+    """After a scan: confirm the pull requests that agree (``confirm`` records their update times and
+    answers the ids it could not), then the watermark to keep, and the settled closed ones to forget."""
+    unconfirmed = confirm({pr: when for pr, when in scan.confirm.items() if pr not in scan.settled_closed})
+    watermark = held_watermark(scan, unconfirmed, previous)
+    return watermark, [pr for pr, when in scan.settled_closed.items() if watermark and when < watermark]
+
+
+def held_watermark(scan: PullRequestScan, unconfirmed: list[int], previous: str | None) -> str | None:
+    """The watermark when some confirmations did not hold (a delivery changed those pull requests since
+    the read): no later than the oldest of them, so the next run compares them again."""
+    stamps = [scan.confirm[pr] for pr in unconfirmed if pr in scan.confirm]
+    if not stamps or scan.watermark is None:
+        return scan.watermark
+    return max(w for w in (min(scan.watermark, *stamps), previous) if w)

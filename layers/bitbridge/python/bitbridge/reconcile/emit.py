@@ -1,22 +1,25 @@
 """Emit reconciliation events through the deliveries outbox: one conditional put per event.
 
-The item is a delivery (``origin = "reconciliation"``, the finished event as ``body``), so the event
-publisher puts it on the bus exactly as it publishes deliveries - in order, retried, failures to the
-publish-failure queue - and records it in the observed state. The put is conditional on the event id,
-which derives from the change id: a run that crashed after some puts and runs again, or two runs that
-overlap, write each event once.
+The item is a delivery (``origin = "reconciliation"``) whose body is the observation and its event
+(bitbridge.reconcile.events.outbox_body), so the event publisher claims and publishes it exactly as it
+publishes deliveries - in stream order, retried, failures to the publish-failure queue. The put is
+conditional on the event id, which derives from the observation: a run that crashed after some puts and
+runs again, or two runs that overlap, write each observation once.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from bitbridge.change_ids import PrObservation, RefObservation
+from bitbridge.reconcile.events import outbox_body
 from bitbridge.store import deliveries
 from bitbridge.webhooks.normalise import ORIGIN_RECONCILIATION
 
 
-def emit(subscription_id: str, event: dict[str, Any]) -> bool:
+def emit(
+    subscription_id: str, event: dict[str, Any], observation: RefObservation | PrObservation | None = None
+) -> bool:
     """True when this call wrote the event; False when it was already emitted."""
     return deliveries.put_new(
         provider_id=event["provider"]["id"],
@@ -26,6 +29,6 @@ def emit(subscription_id: str, event: dict[str, Any]) -> bool:
         status=deliveries.RECEIVED,
         attempt=1,
         headers={},
-        body=json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+        body=outbox_body(event, observation),
         origin=ORIGIN_RECONCILIATION,
     )

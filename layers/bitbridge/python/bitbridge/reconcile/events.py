@@ -1,19 +1,23 @@
-"""The events a reconciliation emits (schema 1.2, ``origin: "reconciliation"``).
+"""The events a reconciliation emits (``origin: "reconciliation"``).
 
-Each has every key a delivery's event has, the same sections a delivery of that type would give (built
-by the normaliser from Bitbucket's REST objects, which have the payloads' shape) and the same
-``change_id`` (bitbridge.webhooks.change_ids). Its ``id`` is derived from the change id, so emitting a
-change twice gives the same id and the outbox keeps one. ``actor`` is null (Bitbucket's reads do not
-say who), ``occurred_at`` / ``received_at`` are when the reconciler found the change.
+Each has every key a delivery's event has and the same sections a delivery of that type would give (built
+by the normaliser from Bitbucket's REST objects, which have the payloads' shape). It goes into the
+deliveries outbox with the observation it stands for (:func:`outbox_body`); the publisher claims the
+observation in the repository's ledger and sets the ``change_id``s (a delivery that told the same
+transition shares it; one that told it first makes the observation stale, and nothing is published). Its
+``id`` derives from the observation, so observing the same difference twice (a rerun after a crash, two
+runs that overlap) writes one outbox item. ``actor`` is null (Bitbucket's reads do not say who),
+``occurred_at`` / ``received_at`` are when the reconciler found the change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
+from bitbridge.change_ids import PrObservation, RefObservation, observation_to_dict
 from bitbridge.reconcile.diff import PullRequestChange, RefChange
-from bitbridge.webhooks.change_ids import assign_change_ids
 from bitbridge.webhooks.normalise import (
     ORIGIN_RECONCILIATION,
     SCHEMA_MINOR,
@@ -49,27 +53,43 @@ def _envelope(
         "occurred_at": at,
         "received_at": at,
         "subscription": None,
+        "mirror": None,
     }
 
 
-def _with_id(event: dict[str, Any]) -> dict[str, Any]:
-    assign_change_ids(event)
-    event["id"] = "rec-" + event["change_id"].removeprefix("chg-")
+def observation_id(
+    provider_id: str, repository_id: str, epoch: str, observation: RefObservation | PrObservation
+) -> str:
+    """The outbox id of an observation: the same difference seen from the same ledger state, one item."""
+    seen = json.dumps(observation_to_dict(observation), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(f"{provider_id}\x1f{repository_id}\x1f{epoch}\x1f{seen}".encode()).hexdigest()
+    return f"rec-{digest[:40]}"
+
+
+def push_event(
+    provider_id: str, flavor: str, repository: dict[str, Any], epoch: str, change: RefChange, at: str
+) -> dict[str, Any]:
+    event = _envelope("repository.push", event_key_for(flavor, "repository.push"), provider_id, flavor, repository, at)
+    event["ref_changes"] = [{"name": change.name, "kind": change.kind, "old": change.old, "new": change.new}]
+    event["id"] = observation_id(provider_id, repository["id"], epoch, change.observation)
     return event
 
 
-def push_event(provider_id: str, flavor: str, repository: dict[str, Any], change: RefChange, at: str) -> dict[str, Any]:
-    event = _envelope("repository.push", event_key_for(flavor, "repository.push"), provider_id, flavor, repository, at)
-    event["ref_changes"] = [{"name": change.name, "kind": change.kind, "old": change.old, "new": change.new}]
-    return _with_id(event)
-
-
 def pull_request_event(
-    provider_id: str, flavor: str, repository: dict[str, Any], change: PullRequestChange, at: str
+    provider_id: str, flavor: str, repository: dict[str, Any], epoch: str, change: PullRequestChange, at: str
 ) -> dict[str, Any]:
     event = _envelope(change.event_type, event_key_for(flavor, change.event_type), provider_id, flavor, repository, at)
     event["pull_request"] = pull_request_section(flavor, change.raw, change.event_type)
-    return _with_id(event)
+    event["id"] = observation_id(provider_id, repository["id"], epoch, change.observation)
+    return event
+
+
+def outbox_body(event: dict[str, Any], observation: RefObservation | PrObservation | None) -> str:
+    """What the outbox item carries: the observation and its event, or a finished event (no observation)."""
+    if observation is None:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    body = {"event": event, "observation": observation_to_dict(observation)}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def unhealthy_event(

@@ -12,8 +12,14 @@ deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbri
   secret; otherwise it is repaired with the owner's connection (`install_webhook`: update, else
   recreate). Without admin rights the subscription is marked `needs_attention` with the reason and one
   `subscription.unhealthy` event is emitted per time it becomes unhealthy.
-- **Crash-safe.** Events go through the deliveries outbox keyed by their change-derived id; counters
-  only count events this run wrote. A rerun after a crash emits nothing twice.
+- **Backfill.** The repository's ledger is read before Bitbucket, and each difference goes into the
+  deliveries outbox as an observation of the ledger at that point (bitbridge.reconcile.diff); the event
+  publisher claims it in stream order, after the deliveries stored before it, so a change a delivery
+  told first is not published again (`backfilled` counts observations; the subscription's
+  `missed_changes_backfilled`, what the publisher published of them). Without a baseline (no import
+  recorded one) the first run records Bitbucket's state and backfills nothing.
+- **Crash-safe.** Observations go through the outbox keyed by an id derived from them; counters only
+  count what this run wrote. A rerun after a crash emits nothing twice.
 """
 
 from __future__ import annotations
@@ -32,14 +38,15 @@ from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
 from bitbridge.calls import BACKGROUND, Caller
+from bitbridge.change_ids import PrObservation, RefObservation
 from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
 from bitbridge.store import observed
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import deploy_keys
-from bitbridge.webhooks.normalise import pull_request_section, repository_section
+from bitbridge.webhooks import baseline, deploy_keys
+from bitbridge.webhooks.normalise import pull_request_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
     Repository,
@@ -230,41 +237,46 @@ class Reconciliation:
     def _backfill(self) -> None:
         assert self.caller is not None
         api, full_name = self.caller.api, self.sub.repository_full_name
-        seen = observed.read(self.sub.provider_id, self.repository_id)
+        provider_id, repository_id = self.sub.provider_id, self.repository_id
+        seen = observed.read(provider_id, repository_id)  # before Bitbucket: see reconcile.diff
+        read_at = iso(timespec="microseconds")
         truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name)
         prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
-        if seen is None:
+        if seen is None or seen.baseline_at is None:
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
-            values, watermark = diff.baseline_pull_requests(prs, self.bitbucket.pull_request_updated, self._section)
-            baseline = observed.Observed(
-                refs=truth_refs,
-                prs=values,
-                pr_watermark=watermark,
-                repository=repository_section(self.flavor, raw_repo),
-            )
-            observed.create_baseline(self.sub.provider_id, self.repository_id, iso(), baseline)
+            baseline.record_first_reconciliation(self.bitbucket, provider_id, repository_id, truth_refs, prs, raw_repo)
             self.result.status = "baseline"
             return
+        if seen.legacy:
+            observed.migrate_legacy(provider_id, repository_id, seen, iso())
         scan = diff.scan_pull_requests(seen, prs, self.bitbucket.pull_request_updated, self._section)
-        repository = seen.repository or {}
-        at = iso()
-        found = [
-            events.push_event(self.sub.provider_id, self.flavor, repository, change, at)
-            for change in diff.ref_changes(seen.refs, truth_refs)
-        ] + [events.pull_request_event(self.sub.provider_id, self.flavor, repository, c, at) for c in scan.changes]
-        for event in found:
-            self._emit(event)
-        if scan.watermark:
-            observed.advance_watermark(self.sub.provider_id, self.repository_id, scan.watermark)
-        if scan.settled_closed:
-            observed.forget_pull_requests(self.sub.provider_id, self.repository_id, scan.settled_closed)
+        repository, epoch, at = seen.repository or {}, seen.ledger.epoch, iso()
+        found: list[tuple[dict[str, Any], RefObservation | PrObservation]] = [
+            (events.push_event(provider_id, self.flavor, repository, epoch, change, at), change.observation)
+            for change in diff.ref_changes(seen.ledger, truth_refs, read_at)
+        ] + [
+            (events.pull_request_event(provider_id, self.flavor, repository, epoch, c, at), c.observation)
+            for c in scan.changes
+        ]
+        for event, observation in found:
+            self._emit(event, observation)
+        watermark, settled = diff.upkeep(
+            scan,
+            seen.pr_watermark,
+            lambda stamps: observed.confirm_pull_requests(provider_id, repository_id, seen, stamps),
+        )
+        if watermark:
+            observed.advance_watermark(provider_id, repository_id, watermark)
+        forgettable = seen.ledger.forgettable_refs(at)
+        if settled or forgettable:
+            observed.forget(provider_id, repository_id, seen, forgettable, settled)
         if self.result.backfilled:
             self.result.status = "backfilled"
 
-    def _emit(self, event: dict[str, Any]) -> bool:
+    def _emit(self, event: dict[str, Any], observation: RefObservation | PrObservation | None = None) -> bool:
         if self._crash_after is not None and self._emitted[0] >= self._crash_after:
             raise SimulatedCrash(f"crashed after {self._emitted[0]} events (test)")
-        written = emit(self.sub.subscription_id, event)
+        written = emit(self.sub.subscription_id, event, observation)
         if written:
             self._emitted[0] += 1
             if event["type"] != events.UNHEALTHY:
@@ -316,8 +328,6 @@ class Reconciliation:
             SubscriptionRecord.last_reconciled_at.set(iso()),
             SubscriptionRecord.last_reconcile_calls.set(self.result.calls),
         ]
-        if self.result.backfilled:
-            actions.append(SubscriptionRecord.missed_changes_backfilled.add(self.result.backfilled))
         if self.result.repaired:
             actions += [
                 SubscriptionRecord.hook_repairs.add(1),

@@ -8,6 +8,8 @@ for nothing else. This module is the only description of a delivery item:
   provider_id, subscription_id, event_key
   status           received | ignored (key not handled) | published | malformed | unpublishable
                    | rejected (provider or repository not the subscription's)
+                   | duplicate (a change the reconciler published first) | superseded (a reconciler's
+                   observation a delivery told first, or overtook)
   received_at      RFC 3339 UTC, milliseconds
   attempt          X-Attempt-Number
   headers          the headers that matter, one JSON string; never the signature
@@ -15,7 +17,10 @@ for nothing else. This module is the only description of a delivery item:
   expires_at       TTL, epoch seconds
   event_type, published_at   set when published
   error            why it is malformed / unpublishable (a field name, never a value)
-  origin           absent for Bitbucket's deliveries; "reconciliation" for a reconciler's event (body = the event)
+  origin           absent for Bitbucket's deliveries; "reconciliation" for a reconciler's observation (body =
+                   the event and the observation, bitbridge.reconcile.events)
+  change_ids       JSON list: the change id of each change the delivery reported (null: told before), set
+                   when its changes were claimed, so a redrive or replay publishes the same ids
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ PUBLISHED = "published"
 MALFORMED = "malformed"
 UNPUBLISHABLE = "unpublishable"
 REJECTED = "rejected"
+DUPLICATE = "duplicate"
+SUPERSEDED = "superseded"
 #: Raw deliveries are kept this long for `bitbridge events replay`; DynamoDB's TTL deletes them after.
 DELIVERY_TTL_SECONDS = 30 * 24 * 3600
 
@@ -53,7 +60,8 @@ class Delivery:
     received_at: str
     body: str
     attempt: int = 1
-    origin: str = "webhook"  # "reconciliation": the body is the event bitbridge.reconcile built
+    origin: str = "webhook"  # "reconciliation": the body is what bitbridge.reconcile observed
+    change_ids: tuple[str | None, ...] | None = None  # recorded when its changes were claimed
 
     @classmethod
     def from_image(cls, image: dict[str, Any]) -> Delivery:
@@ -63,6 +71,7 @@ class Delivery:
             return str((image.get(name) or {}).get("S", ""))
 
         attempt = str((image.get("attempt") or {}).get("N", "1"))
+        recorded = text("change_ids")
         return cls(
             pk=text("pk"),
             delivery_id=text("delivery_id"),
@@ -74,6 +83,7 @@ class Delivery:
             body=text("body"),
             attempt=int(attempt) if attempt.isdigit() else 1,
             origin=text("origin") or "webhook",
+            change_ids=tuple(json.loads(recorded)) if recorded else None,
         )
 
 
@@ -132,22 +142,34 @@ def put_new(**fields: Any) -> bool:
     return True
 
 
-def mark_published(pk: str, event_type: str) -> None:
+def mark_published(pk: str, event_type: str, change_ids: list[str | None] | None = None) -> None:
     stamp, _ = now()
-    _update(
-        pk,
-        "SET #status = :status, event_type = :type, published_at = :now REMOVE #error",
-        {":status": {"S": PUBLISHED}, ":type": {"S": event_type}, ":now": {"S": stamp}},
-    )
+    values = {":status": {"S": PUBLISHED}, ":type": {"S": event_type}, ":now": {"S": stamp}}
+    expression = "SET #status = :status, event_type = :type, published_at = :now"
+    if change_ids is not None:
+        values[":ids"] = {"S": json.dumps(change_ids, separators=(",", ":"))}
+        expression += ", change_ids = :ids"
+    _update(pk, expression + " REMOVE #error", values)
 
 
-def settle(pk: str, status: str, reason: str) -> None:
-    """Record why a delivery will not be published (malformed, ignored, unpublishable, rejected)."""
-    _update(pk, "SET #status = :status, #error = :error", {":status": {"S": status}, ":error": {"S": reason}})
+def settle(pk: str, status: str, reason: str, change_ids: list[str | None] | None = None) -> None:
+    """Record why a delivery will not be published (malformed, ignored, unpublishable, rejected, duplicate,
+    superseded)."""
+    values = {":status": {"S": status}, ":error": {"S": reason}}
+    expression = "SET #status = :status, #error = :error"
+    if change_ids is not None:
+        values[":ids"] = {"S": json.dumps(change_ids, separators=(",", ":"))}
+        expression += ", change_ids = :ids"
+    _update(pk, expression, values)
+
+
+def record_change_ids(pk: str, change_ids: list[str | None]) -> None:
+    """The ids a delivery's changes were claimed with, before it is published (a redrive reuses them)."""
+    _update(pk, "SET change_ids = :ids", {":ids": {"S": json.dumps(change_ids, separators=(",", ":"))}})
 
 
 def _update(pk: str, expression: str, values: dict[str, Any]) -> None:
-    names = {"#status": "status"}
+    names = {"#status": "status"} if "#status" in expression else {}
     if "#error" in expression:
         names["#error"] = "error"
     ddb = client("dynamodb")
@@ -157,8 +179,8 @@ def _update(pk: str, expression: str, values: dict[str, Any]) -> None:
             Key={"pk": {"S": pk}},
             UpdateExpression=expression,
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
+            **({"ExpressionAttributeNames": names} if names else {}),
         )
 
 

@@ -89,6 +89,19 @@ def record_subscription_rejection(subscription_id: str, delivery_id: str, receiv
     return True
 
 
+def record_backfilled(subscription_id: str, count: int) -> None:
+    """Count changes the reconciler found that reached the bus (`missed_changes_backfilled`)."""
+    ddb = client("dynamodb")
+    with suppress(ddb.exceptions.ConditionalCheckFailedException):  # removed meanwhile
+        ddb.update_item(
+            TableName=settings().subscriptions_table,
+            Key={"pk": {"S": subscription_id}},
+            UpdateExpression="ADD missed_changes_backfilled :n",
+            ConditionExpression=_EXISTS,
+            ExpressionAttributeValues={":n": {"N": str(count)}},
+        )
+
+
 def _project_key(provider_id: str, repository_id: str) -> dict[str, dict[str, str]]:
     # store.imports.project_pk's shape, spelled for the low-level client.
     return {"pk": {"S": f"PROJECT#{provider_id}#{repository_id}"}, "sk": {"S": "PROJECT"}}

@@ -20,7 +20,16 @@ import re
 from datetime import UTC, datetime
 
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
-from bitbridge.webhooks.change_ids import assign_change_ids
+from bitbridge.change_ids import (
+    PR_LIFECYCLE,
+    PrSeen,
+    RefMove,
+    combined,
+    mirror_change_id,
+    ref_key,
+    section_value,
+    stamp,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
@@ -36,15 +45,18 @@ __all__ = [
     "MalformedPayload",
     "UnhandledEvent",
     "event_type",
+    "ledger_reports",
     "normalise",
+    "set_change_ids",
+    "tracked",
 ]
 
 SCHEMA_VERSION = "1"
 #: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
 #: Minor 1: push ``forced``/``truncated``, repository ``private``, PR source tags, ``pull_request.updated``
 #: ``changes``, ``repository.mirror_synchronized``. Minor 2: ``origin``, ``change_id`` (event and ref
-#: change), ``subscription.unhealthy``.
-SCHEMA_MINOR = 2
+#: change), ``subscription.unhealthy``. Minor 3: ``mirror``; a change id names one recorded transition.
+SCHEMA_MINOR = 3
 #: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
 ORIGIN_WEBHOOK = "webhook"
 ORIGIN_RECONCILIATION = "reconciliation"
@@ -82,6 +94,7 @@ COMMIT_STATUS = "commit_status"
 PULL_REQUEST = "pull_request"
 REVIEW = "review"
 ISSUE = "issue"
+MIRROR = "mirror"
 
 PR_STATES = frozenset({"OPEN", "MERGED", "DECLINED", "SUPERSEDED", "DELETED"})
 REVIEW_STATUSES = frozenset({"APPROVED", "UNAPPROVED", "CHANGES_REQUESTED"})
@@ -197,7 +210,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "datacenter": {
         "repo:refs_changed": _Rule("repository.push", PUSH),
         # A mirror finished syncing: its ref changes, as for a push (not subscribed by default).
-        "mirror:repo_synchronized": _Rule("repository.mirror_synchronized", PUSH),
+        "mirror:repo_synchronized": _Rule("repository.mirror_synchronized", PUSH, MIRROR),
         "repo:modified": _Rule("repository.updated", CHANGES, repository_at=("new",)),
         # The payload's repository is the new fork; the hook sits on its origin.
         "repo:forked": _Rule(
@@ -498,6 +511,19 @@ class _Cloud:
         return _hash(_req(target, "hash", f"{where}.target"), f"{where}.target.hash")
 
     @staticmethod
+    def ref_idents(payload: dict[str, Any], changes: list[dict[str, Any]]) -> list[tuple[str | None, str | None]]:
+        """What the ledger records of each ref change: Cloud names the commit on both paths."""
+        return [(c["old"], c["new"]) for c in changes]
+
+    @staticmethod
+    def pr_stamp(payload: dict[str, Any]) -> str | None:
+        return stamp(_opt(payload, "pullrequest", "updated_on"))
+
+    @staticmethod
+    def mirror(payload: dict[str, Any]) -> None:
+        return None  # Cloud has no mirror events
+
+    @staticmethod
     def _endpoint(end: Any, where: str) -> dict[str, Any]:
         repo = _opt(end, "repository")
         branch = _str_or_none(_opt(end, "branch", "name"))
@@ -662,6 +688,37 @@ class _DataCenter:
             )
         # An empty list is a real delivery (e.g. a push Bitbucket filtered down to nothing): a valid event.
         return result
+
+    @staticmethod
+    def ref_idents(payload: dict[str, Any], changes: list[dict[str, Any]]) -> list[tuple[str | None, str | None]]:
+        """What the ledger records of each ref change: the commit, but for a tag the ref's own hash
+        (``fromHash`` / ``toHash``: an annotated tag's object), which the REST API's tag ``hash`` names too,
+        with or without ``latestCommit`` / ``toCommit`` in the payload. One entry per payload change."""
+        idents = []
+        for index, (raw, change) in enumerate(zip(payload["changes"], changes, strict=True)):
+            if change["kind"] != "tag":
+                idents.append((change["old"], change["new"]))
+                continue
+            where = _path("changes", index)
+            idents.append(
+                (_hash(_opt(raw, "fromHash"), f"{where}.fromHash"), _hash(_opt(raw, "toHash"), f"{where}.toHash"))
+            )
+        return idents
+
+    @staticmethod
+    def pr_stamp(payload: dict[str, Any]) -> str | None:
+        return stamp(_opt(payload, "pullRequest", "updatedDate"))
+
+    @staticmethod
+    def mirror(payload: dict[str, Any]) -> dict[str, Any]:
+        """``mirror:repo_synchronized``: which mirror, how it synchronised, and whether it listed the refs."""
+        server = payload.get("mirrorServer")
+        return {
+            "id": _str_or_none(_opt(server, "id")),
+            "name": _str_or_none(_opt(server, "name")),
+            "sync_type": _str_or_none(payload.get("syncType")),
+            "ref_limit_exceeded": _bool_or_none(payload.get("refLimitExceeded")),
+        }
 
     @staticmethod
     def _tagged_commit(payload: dict[str, Any], change: Any, where: str) -> str | None:
@@ -885,5 +942,65 @@ def normalise(
         "occurred_at": adapter.occurred_at(payload, rule) or _timestamp(received_at),
         "received_at": received_at,
         "subscription": None,
+        "mirror": adapter.mirror(payload) if MIRROR in sections else None,
     }
-    return assign_change_ids(event)
+    return _own_change_ids(event)
+
+
+def tracked(event: dict[str, Any]) -> bool:
+    """Whether the event's changes are transitions of a ledger (their ids come from the publisher's claim)."""
+    if event["type"] == "repository.push":
+        return bool(event["ref_changes"])
+    return event["type"] in PR_LIFECYCLE
+
+
+def _own_change_ids(event: dict[str, Any]) -> dict[str, Any]:
+    """Change ids of the changes no ledger tracks: a mirror synchronisation's ref changes are its own
+    (never the upstream push's), and any other event not in a ledger is its own change (its id)."""
+    if tracked(event):
+        return event  # the publisher sets them when it claims the transitions
+    if event["type"] == "repository.mirror_synchronized":
+        for change in event["ref_changes"]:
+            change["change_id"] = mirror_change_id(event["id"], change["kind"], change["name"])
+    event["change_id"] = event["id"]
+    return event
+
+
+def ledger_reports(
+    flavor: str, payload: dict[str, Any], event: dict[str, Any]
+) -> tuple[list[RefMove], PrSeen | None] | None:
+    """What a delivery's event tells a repository's ledger (bitbridge.change_ids): its ref moves in the
+    order of ``ref_changes``, or its pull request's state and Bitbucket's update time; None when the event
+    is not a ledger's (comments, reviews, mirrors...)."""
+    if not tracked(event):
+        return None
+    adapter = _ADAPTERS[flavor]
+    if event["type"] == "repository.push":
+        changes = event["ref_changes"]
+        moves = [
+            RefMove(ref_key(c["kind"], c["name"]), old, new, c["new"])
+            for c, (old, new) in zip(changes, adapter.ref_idents(payload, changes), strict=True)
+        ]
+        return moves, None
+    pr = event["pull_request"]
+    return [], PrSeen(int(pr["id"]), section_value(pr), adapter.pr_stamp(payload))
+
+
+def set_change_ids(event: dict[str, Any], ids: list[str | None]) -> dict[str, Any] | None:
+    """Put claimed ids on a tracked event: one per ref change (in order) or the pull request's. A ref
+    change whose id is None was told already and is left out; None when nothing is left to publish."""
+    if event["type"] == "repository.push":
+        kept = []
+        for change, change_id in zip(event["ref_changes"], ids, strict=True):
+            if change_id is not None:
+                change["change_id"] = change_id
+                kept.append(change)
+        if not kept:
+            return None
+        event["ref_changes"] = kept
+        event["change_id"] = combined([c["change_id"] for c in kept])
+        return event
+    if ids[0] is None:
+        return None
+    event["change_id"] = ids[0]
+    return event

@@ -27,12 +27,13 @@ _PR_CLOSED = frozenset({"pull_request.merged", "pull_request.declined", "pull_re
 
 
 def apply_event(event: dict[str, Any]) -> None:
-    """Update the imported project the event concerns, if there is one, and what the reconciler
-    compares with Bitbucket (bitbridge.store.observed)."""
+    """Update the imported project the event concerns, if there is one (the ledger the reconciler
+    compares with Bitbucket was updated before the event went out: bitbridge.webhooks.publish)."""
     if event["type"].startswith("subscription."):
         return
-    observed.record_event(event)
     provider_id, repository_id, at = event["provider"]["id"], event["repository"]["id"], event["occurred_at"]
+    if event["type"] == "repository.updated":  # the reconciler's events carry the current name
+        observed.record_repository(provider_id, repository_id, event["repository"])
     if event["type"] == "repository.push":
         webhook_state.record_push(provider_id, repository_id, event["id"], at)
         for change in event["ref_changes"]:

@@ -20,6 +20,12 @@ Two callers, one path: the event_publisher Lambda on the deliveries table's stre
   id, and that id for one provider + repository (``bitbridge.webhooks.binding``): a delivery whose URL
   provider and payload repository do not give back its subscription id is ``rejected`` - nothing published,
   no project state touched, and the subscription's ``rejected_count`` / ``health`` say so.
+- **A change is told once.** Before an event goes out, its changes are applied to the repository's ledger
+  (``bitbridge.change_ids``; one conditional write per repository per batch, in stream order): each
+  transition is claimed (and gets its change id) or was told already - a delivery of a move the
+  reconciler published first is settled ``duplicate``, a reconciler observation a delivery told first
+  (or overtook) ``superseded``; neither is published. The ids are recorded on the delivery (and for a
+  stream retry in the ledger), so a retry, a redrive or a replay publishes the same ones.
 - **A missing subscription does not stop publishing.** The signature already proved the delivery came
   from a hook holding a secret derived for that subscription id; a subscription deleted in bitbridge
   whose hook still fires in Bitbucket is still a real change in the repository. Nothing is recorded for
@@ -35,20 +41,42 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bitbridge.aws import client
 from bitbridge.bitbucket import FLAVORS
+from bitbridge.change_ids import (
+    PrObservation,
+    PrSeen,
+    RefMove,
+    RefObservation,
+    observation_from_dict,
+    stamp,
+    unrecorded_change_id,
+)
 from bitbridge.config import settings
-from bitbridge.store import deliveries, webhook_state
-from bitbridge.store.deliveries import IGNORED, MALFORMED, RECEIVED, REJECTED, UNPUBLISHABLE, Delivery
+from bitbridge.store import deliveries, observed, webhook_state
+from bitbridge.store.deliveries import (
+    DUPLICATE,
+    IGNORED,
+    MALFORMED,
+    RECEIVED,
+    REJECTED,
+    SUPERSEDED,
+    UNPUBLISHABLE,
+    Delivery,
+)
+from bitbridge.timestamps import iso
 from bitbridge.webhooks.binding import belongs_to
 from bitbridge.webhooks.normalise import (
     ORIGIN_RECONCILIATION,
     ORIGIN_WEBHOOK,
     MalformedPayload,
     UnhandledEvent,
+    ledger_reports,
     normalise,
+    set_change_ids,
 )
 from bitbridge.webhooks.project_state import apply_event
 
@@ -71,6 +99,26 @@ class Prepared:
     event: dict[str, Any]
     entry: dict[str, Any]
     size: int
+    change_ids: list[str | None] | None = None
+
+
+@dataclass(slots=True)
+class Normalised:
+    """A delivery's event before its changes are claimed, and what it tells the repository's ledger."""
+
+    delivery: Delivery
+    event: dict[str, Any]
+    moves: list[RefMove] | None = None  # a delivery's ref changes
+    pull_request: PrSeen | None = None  # a delivery's pull request state
+    observation: RefObservation | PrObservation | None = None  # a reconciler's observation
+    change_ids: list[str | None] | None = None  # set by the claim (or recorded on the delivery)
+    told_as: list[str | None] | None = None  # the ids its changes were told with (absorbed: the reconciler's)
+
+    @property
+    def claims(self) -> bool:
+        return self.change_ids is None and (
+            self.moves is not None or self.pull_request is not None or self.observation is not None
+        )
 
 
 @dataclass
@@ -83,10 +131,11 @@ class Outcome:
     ignored: list[str]
     failed: list[str]
     rejected: list[str]
+    told_before: list[str]  # duplicate deliveries and superseded observations: nothing new to tell
 
     @classmethod
     def empty(cls) -> Outcome:
-        return cls([], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [])
 
 
 # ------------------------------------------------------------------------------------------------ stream
@@ -117,44 +166,72 @@ def handle_stream_records(records: list[dict[str, Any]]) -> dict[str, list[dict[
 def publish_deliveries(deliveries: Iterable[Delivery], *, stop_at_failure: bool = True) -> Outcome:
     """Normalise and publish deliveries in order; record each outcome on its delivery item.
 
-    With ``stop_at_failure`` (the stream), nothing after the first delivery that cannot be prepared is
-    attempted, and no chunk after a failed one is sent: the stream retries from the first failure, in
-    order. Without it (replay), every delivery is attempted once.
+    With ``stop_at_failure`` (the stream), nothing after the first delivery that cannot be prepared (or
+    claimed) is attempted, and no chunk after a failed one is sent: the stream retries from the first
+    failure, in order. Without it (replay, redrive), every delivery is attempted once.
     """
     outcome = Outcome.empty()
-    ready: list[Prepared] = []
+    normalised: list[Normalised] = []
     for delivery in deliveries:
         try:
-            prepared = _prepare(delivery, outcome)
+            item = _prepare(delivery, outcome)
         except Exception as exc:  # transient (reading the provider): retry it, and in order what follows
             log.warning("cannot prepare delivery %s: %s", delivery.delivery_id, type(exc).__name__)
             outcome.failed.append(delivery.pk)
             if stop_at_failure:
                 break
             continue
+        if item is not None:
+            normalised.append(item)
+    failed_claims = _claim(normalised)
+    ready: list[Prepared] = []
+    for index, item in enumerate(normalised):
+        if item.delivery.pk in failed_claims:
+            outcome.failed.append(item.delivery.pk)
+            if stop_at_failure:
+                outcome.failed.extend(later.delivery.pk for later in normalised[index + 1 :])
+                break
+            continue
+        prepared = _ready(item, outcome)
         if prepared is not None:
             ready.append(prepared)
     chunks = list(_chunks(ready))
+    backfilled: dict[str, int] = {}
     for number, chunk in enumerate(chunks):
         failed = set(put_entries([p.entry for p in chunk]))
         for index, prepared in enumerate(chunk):
             if index in failed:
                 outcome.failed.append(prepared.delivery.pk)
+                _keep_ids(prepared)
             else:
                 _after_publish(prepared)
                 outcome.published.append(prepared.delivery.pk)
+                if prepared.delivery.origin == ORIGIN_RECONCILIATION and prepared.change_ids:
+                    sub = prepared.delivery.subscription_id
+                    backfilled[sub] = backfilled.get(sub, 0) + 1
         if failed and stop_at_failure:
-            outcome.failed.extend(p.delivery.pk for later in chunks[number + 1 :] for p in later)
+            for later in chunks[number + 1 :]:
+                for prepared in later:
+                    outcome.failed.append(prepared.delivery.pk)
+                    _keep_ids(prepared)
             break
+    for subscription_id, count in backfilled.items():
+        _count_backfilled(subscription_id, count)
     return outcome
 
 
-def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
+def _prepare(delivery: Delivery, outcome: Outcome) -> Normalised | None:
     """The event for a delivery, or None when it is settled as malformed / ignored / unpublishable."""
+    recorded = list(delivery.change_ids) if delivery.change_ids is not None else None
     if delivery.origin == ORIGIN_RECONCILIATION:
-        # The reconciler wrote the finished event through this outbox (bitbridge.reconcile.emit), so it
-        # is published once, in order, with the same retries and failure queue as deliveries.
-        return _entry(delivery, json.loads(delivery.body))
+        body = json.loads(delivery.body)
+        if "observation" not in body:
+            # A finished event (subscription.unhealthy, or written before observations): published as is.
+            return Normalised(delivery, body)
+        # The reconciler wrote what it saw through this outbox (bitbridge.reconcile.emit), so it is
+        # claimed and published in stream order, with the same retries and failure queue as deliveries.
+        observation = observation_from_dict(body["observation"])
+        return Normalised(delivery, body["event"], observation=observation, change_ids=recorded)
     flavor = provider_flavor(delivery.provider_id)
     if flavor is None:
         log.warning("delivery %s: provider %s is not registered", delivery.delivery_id, delivery.provider_id)
@@ -171,6 +248,7 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
             delivery_id=delivery.delivery_id,
             received_at=delivery.received_at,
         )
+        reports = ledger_reports(flavor, payload, event)
     except UnhandledEvent:
         # Handled by the other flavor only (the receiver cannot know the provider's flavor).
         _settle(delivery, IGNORED, f"event key not handled for {flavor}")
@@ -189,10 +267,107 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Prepared | None:
         _count_rejection(delivery)
         outcome.rejected.append(delivery.pk)
         return None
-    return _entry(delivery, event)
+    item = Normalised(delivery, event, change_ids=recorded)
+    if reports is not None:
+        item.moves, item.pull_request = reports
+    return item
 
 
-def _entry(delivery: Delivery, event: dict[str, Any]) -> Prepared:
+def _claim(items: list[Normalised]) -> set[str]:
+    """Apply the items' changes to their repositories' ledgers (one read and one conditional write per
+    repository, in order) and set their change ids; the delivery keys whose claim failed."""
+    by_repository: dict[tuple[str, str], list[Normalised]] = {}
+    for item in items:
+        if item.claims:
+            key = (item.event["provider"]["id"], item.event["repository"]["id"])
+            by_repository.setdefault(key, []).append(item)
+    failed: set[str] = set()
+    for (provider_id, repository_id), group in by_repository.items():
+        webhook = next((i.event["repository"] for i in group if i.delivery.origin == ORIGIN_WEBHOOK), None)
+        try:
+            observed.claim(provider_id, repository_id, partial(apply_to_ledger, group=group), webhook)
+        except observed.TooLarge as exc:
+            log.error("%s: publishing without recording (reconciliation cannot cover it)", exc)
+            for item in group:
+                item.change_ids, item.told_as = _unrecorded_ids(item), []
+        except Exception as exc:
+            log.warning("changes of %s not claimed: %s", repository_id, type(exc).__name__)
+            failed.update(i.delivery.pk for i in group)
+    return failed
+
+
+def apply_to_ledger(seen: observed.Observed, group: list[Normalised], now: str | None = None) -> None:
+    """Claim one repository's reported changes (in order) in its ledger; set each item's ids. Pure."""
+    ledger, now = seen.ledger, now or _now()
+    provider_id, repository_id = group[0].event["provider"]["id"], group[0].event["repository"]["id"]
+    for item in group:
+        source = item.delivery.pk
+        if item.observation is not None:
+            outcomes = [ledger.apply_observation(source, item.observation, now)]
+        else:
+            received, retry = stamp(item.delivery.received_at), item.delivery.attempt > 1
+            outcomes = ledger.apply_delivery(source, item.moves or [], item.pull_request, now, received, retry)
+        item.change_ids = [ledger.change_id(provider_id, repository_id, o) if o.published else None for o in outcomes]
+        item.told_as = [ledger.change_id(provider_id, repository_id, o) for o in outcomes]
+
+
+def _unrecorded_ids(item: Normalised) -> list[str | None]:
+    """Ids for a delivery whose repository's ledger cannot be written: its own, never another change's."""
+    if item.observation is not None:
+        return [None]
+    return [unrecorded_change_id(item.delivery.pk, n) for n in range(len(item.moves or []) or 1)]
+
+
+def event_to_publish(item: Normalised) -> dict[str, Any] | None:
+    """The event with its change ids, or None when its changes were all told before. Pure."""
+    if item.change_ids is None:  # nothing a ledger tracks (comments, reviews, mirrors, finished events)
+        return item.event
+    if item.observation is None:
+        return set_change_ids(item.event, item.change_ids)
+    return _observed_event(item.event, item.change_ids)
+
+
+def _ready(item: Normalised, outcome: Outcome) -> Prepared | None:
+    """The entry to put on the bus, or None when the delivery's changes were all told before."""
+    delivery, ids = item.delivery, item.change_ids
+    told = event_to_publish(item)
+    if told is None:
+        status = SUPERSEDED if item.observation is not None else DUPLICATE
+        _record(delivery, deliveries.settle, delivery.pk, status, _told_before_reason(item), ids)
+        outcome.told_before.append(delivery.pk)
+        return None
+    return _entry(delivery, told, ids)
+
+
+def _observed_event(event: dict[str, Any], ids: list[str | None]) -> dict[str, Any] | None:
+    if ids[0] is None:
+        return None
+    event["change_id"] = ids[0]
+    for change in event.get("ref_changes") or []:
+        change["change_id"] = ids[0]
+    return event
+
+
+def _told_before_reason(item: Normalised) -> str:
+    if item.told_as == []:
+        return "the repository's observed state is too large to record this change (docs/events.md)"
+    if item.observation is not None:
+        return "a delivery told this ref or pull request first; the next reconciliation compares again"
+    shared = ", ".join(sorted({t for t in item.told_as or [] if t}))
+    return f"the reconciler published this change first ({shared})"
+
+
+def _keep_ids(prepared: Prepared) -> None:
+    """A delivery not published: keep its claimed ids on it, for the stream retry, redrive or replay."""
+    if prepared.change_ids is not None and prepared.delivery.change_ids is None:
+        _record(prepared.delivery, deliveries.record_change_ids, prepared.delivery.pk, prepared.change_ids)
+
+
+def _now() -> str:
+    return iso(timespec="microseconds")
+
+
+def _entry(delivery: Delivery, event: dict[str, Any], change_ids: list[str | None] | None = None) -> Prepared:
     detail = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     entry = {
         "Source": EVENT_SOURCE,
@@ -201,7 +376,7 @@ def _entry(delivery: Delivery, event: dict[str, Any]) -> Prepared:
         "EventBusName": settings().event_bus_name,
     }
     size = len(detail.encode("utf-8")) + len(EVENT_SOURCE) + len(event["type"])
-    return Prepared(delivery, event, entry, size)
+    return Prepared(delivery, event, entry, size, change_ids)
 
 
 def _chunks(ready: list[Prepared]) -> Iterator[list[Prepared]]:
@@ -269,7 +444,7 @@ def forget_providers() -> None:
 def _after_publish(prepared: Prepared) -> None:
     """Best-effort bookkeeping once the event is on the bus: a failure here must not republish it."""
     delivery, event = prepared.delivery, prepared.event
-    _record(delivery, deliveries.mark_published, delivery.pk, event["type"])
+    _record(delivery, deliveries.mark_published, delivery.pk, event["type"], prepared.change_ids)
     if delivery.origin == ORIGIN_WEBHOOK:  # last_delivery_at is about Bitbucket's deliveries
         _touch_subscription(delivery, health="ok")
     try:
@@ -280,6 +455,13 @@ def _after_publish(prepared: Prepared) -> None:
 
 def _settle(delivery: Delivery, status: str, reason: str) -> None:
     _record(delivery, deliveries.settle, delivery.pk, status, reason)
+
+
+def _count_backfilled(subscription_id: str, count: int) -> None:
+    try:
+        webhook_state.record_backfilled(subscription_id, count)
+    except Exception as exc:
+        log.warning("subscription %s not updated: %s", subscription_id, type(exc).__name__)
 
 
 def _record(delivery: Delivery, write: Any, *args: Any) -> None:
