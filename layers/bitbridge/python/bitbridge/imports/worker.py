@@ -80,7 +80,7 @@ LEASE_GRACE_SECONDS = 60
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 GIT_RESERVE_MS = 150_000  # the git step starts with at least this left (else in a fresh invocation)
-GIT_BUSY_SECONDS = 20  # another job in this container holds the git slot: come back after this
+GIT_BUSY_SECONDS = 20  # the git slot stayed taken for as long as this job could wait: come back after this
 GIT_TIME_ATTEMPTS = 2  # fresh invocations whose whole time a fetch may take before the repository is too large
 
 
@@ -459,7 +459,9 @@ class Run:
         Never fails the import for its size: too large for the function, or too slow to fetch in two fresh
         invocations, the outcome says so and the import completes without it."""
         assert self.repo is not None
-        if not gitdata.SLOT.acquire(blocking=False):
+        # Another job of this invocation fetching: wait for it while this one would still start with the step's
+        # reserve (most git steps take seconds); else continue in a new invocation.
+        if not gitdata.SLOT.acquire(timeout=max(0.0, (_remaining_ms(self.context) - GIT_RESERVE_MS) / 1000)):
             raise Later(GIT_BUSY_SECONDS)
         checkpoint = dict(self.job.checkpoint or {})
         target = gitdata.Target(
