@@ -7,6 +7,7 @@ could not be published; after the event source's retries the batch goes to the P
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge import deadlines
 from bitbridge.config import settings
 from bitbridge.webhooks.publish import handle_stream_records
 
@@ -18,7 +19,8 @@ logger = Logger()
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    result = handle_stream_records(event.get("Records") or [])
+    with deadlines.within(context):  # enrichment's token refresh never outlives this invocation
+        result = handle_stream_records(event.get("Records") or [])
     if result["batchItemFailures"]:
         logger.warning("batch not fully published; the stream retries from the first failure")
     return result

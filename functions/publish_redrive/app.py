@@ -7,6 +7,7 @@ refuses stays, invisible for a doubling delay (``bitbridge.webhooks.redrive``).
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bitbridge import deadlines
 from bitbridge.config import settings
 from bitbridge.webhooks.redrive import handle_failure_messages
 
@@ -18,4 +19,5 @@ logger = Logger()
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    return handle_failure_messages(event.get("Records") or [])
+    with deadlines.within(context):  # enrichment's token refresh never outlives this invocation
+        return handle_failure_messages(event.get("Records") or [])

@@ -31,12 +31,13 @@ def handler(event: dict, context: LambdaContext) -> dict:
             budget=per_run_budget(config.reconcile_api_budget, minutes),
             now=now,
         )
+    waited = report.count("deferred") + report.count("rate_limited") + report.count("waiting_budget")
     summary = {
-        "reconciled": len(report.results) - report.count("deferred") - report.count("rate_limited"),
+        "reconciled": len(report.results) - waited,
         "backfilled": report.total("backfilled"),
         "hook_repairs": report.total("repaired"),
         "needs_attention": report.count("needs_attention"),
-        "deferred": report.count("deferred") + report.count("rate_limited"),
+        "deferred": waited,
         "api_calls": report.total("calls"),
     }
     metrics.add_metric(name="MissedChangesBackfilled", unit=MetricUnit.Count, value=summary["backfilled"])

@@ -22,7 +22,7 @@ from bitbridge import deadlines, edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import Problem
-from bitbridge.service import api, audit, credentials, links
+from bitbridge.service import api, audit, credentials, files, links
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import bad_request, refuse
 
@@ -69,6 +69,11 @@ def _connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, 
     return 200, api.connection(caller, p["provider"], p["end_user_id"], base)
 
 
+def _connection_budget(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p = _params(event)
+    return 200, api.connection_budget(caller, p["provider"], p["end_user_id"], base)
+
+
 def _delete_connection(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     p = _params(event)
     return 200, api.delete_connection(caller, p["provider"], p["end_user_id"], base)
@@ -107,6 +112,49 @@ def _proxy(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     return answer.status, answer
 
 
+def _file(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p, q = _params(event), event.get("queryStringParameters") or {}
+    found = files.get_file(
+        caller,
+        p["provider"],
+        p["end_user_id"],
+        repository=q.get("repository"),
+        path=q.get("path"),
+        ref=q.get("ref"),
+        base_url=base,
+    )
+    return 200, found
+
+
+def _files(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p, q = _params(event), event.get("queryStringParameters") or {}
+    listing = files.list_files(
+        caller,
+        p["provider"],
+        p["end_user_id"],
+        repository=q.get("repository"),
+        path=q.get("path"),
+        ref=q.get("ref"),
+        recursive=q.get("recursive"),
+        base_url=base,
+    )
+    return 200, listing
+
+
+def _changes(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+    p, q = _params(event), event.get("queryStringParameters") or {}
+    found = files.changes(
+        caller,
+        p["provider"],
+        p["end_user_id"],
+        repository=q.get("repository"),
+        base=q.get("base"),
+        head=q.get("head"),
+        base_url=base,
+    )
+    return 200, found
+
+
 CONNECT_PAGE = "GET /connect/{session}"
 BROWSER_ROUTES = (CONNECT_PAGE,)  # the end user's browser, no service key
 PROXY = Route("proxy", "proxy", _proxy)
@@ -117,8 +165,14 @@ ROUTES: dict[str, Route] = {
         "connections:write", "connection_delete", _delete_connection
     ),
     "POST /service/v1/connections/{provider}/{end_user_id}/token": Route("tokens:read", "token", _token),
+    "GET /service/v1/connections/{provider}/{end_user_id}/budget": Route(
+        "connections:read", "connection_budget", _connection_budget
+    ),
     "POST /service/v1/imports": Route("imports:write", "import", _imports),
     "GET /service/v1/imports/{import_id}": Route("imports:read", "import_status", _import),
+    "GET /service/v1/files/{provider}/{end_user_id}/content": Route("files:read", "file_read", _file),
+    "GET /service/v1/files/{provider}/{end_user_id}/list": Route("files:read", "file_list", _files),
+    "GET /service/v1/files/{provider}/{end_user_id}/changes": Route("files:read", "file_changes", _changes),
     **{
         f"{m} /service/v1/proxy/{{provider}}/{{end_user_id}}/{{path+}}": PROXY for m in ("GET", "POST", "PUT", "DELETE")
     },
@@ -134,6 +188,8 @@ def _serve(event: dict[str, Any], route: Route, started: float) -> dict[str, Any
         status, result = route.run(caller, event, edge.base_url(event))
         if route is PROXY:
             return edge.passthrough(result.status, result.headers, result.body)
+        if isinstance(result, files.FileAnswer):  # the file's bytes, as they are
+            return edge.passthrough(status, {"Content-Type": result.type}, result.content)
         return edge.json_response(status, result)
     except (Problem, BitbucketError) as exc:
         answer = edge.service_error(exc, event)

@@ -1058,6 +1058,10 @@ def _p_ref(ctx: Ctx, repo: Repository, kind: str, ref: Ref | None) -> dict | Non
     }
 
 
+#: Cloud lists a push's newest commits only, up to 5, and says `truncated` when there were more.
+PUSH_COMMITS = 5
+
+
 def _p_change(ctx: Ctx, repo: Repository, change: dict) -> dict:
     old, new = change["old"], change["new"]
     a = new.target if new else "0" * 40
@@ -1082,9 +1086,9 @@ def _p_change(ctx: Ctx, repo: Repository, change: dict) -> dict:
                 "author": p_account(ctx, c.author) or {},
                 "links": _commit_links(ctx, repo, c.hash),
             }
-            for c in reversed(change["commits"])
+            for c in list(reversed(change["commits"]))[:PUSH_COMMITS]
         ],
-        "truncated": False,
+        "truncated": len(change["commits"]) > PUSH_COMMITS,
     }
 
 

@@ -268,4 +268,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Stopped and saved: end here. Interpreter shutdown would wait for threads of invocations the stop cut
+    # short; on a loaded machine one such exit hung after "stopped." past the stop timer, until killed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,34 @@ from typing import Any
 from infra.local import ports
 from infra.local.template import TEMPLATE_PATH
 
+# A port picked for port 0 stays bound (not listening) until its server binds it: outgoing connections take
+# their local ports from the same ephemeral range, and on a machine running many stacks a picked port was
+# taken by a connection before its server got to it ("Port … is in use").
+_held: dict[tuple[str, int], socket.socket] = {}
+_held_lock = threading.Lock()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port, held for this process until `release` (its server's bind) takes it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    port = int(sock.getsockname()[1])
+    with _held_lock:
+        _held[(host, port)] = sock
+    return port
+
+
+def held(host: str, port: int) -> bool:
+    with _held_lock:
+        return (host, port) in _held
+
+
+def release(host: str, port: int) -> None:
+    """Let go of a held port, just before its server binds it (a no-op for any other port)."""
+    with _held_lock:
+        sock = _held.pop((host, port), None)
+    if sock is not None:
+        sock.close()
 
 
 def _port(attribute: str) -> Any:

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from infra.emulator import persist
 from infra.local import atomic, iam, logs, ports, state
-from infra.local.config import LABELS, PortsTaken, StackConfig, free_port
+from infra.local.config import LABELS, PortsTaken, StackConfig, free_port, held, release
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
 from infra.local.gateway import Gateway, serve
@@ -197,6 +197,8 @@ class LocalStack:
         if self._emulator_state is not None:
             persist.apply(self.emulator.backend, self._emulator_state)
             self._emulator_state = None
+        release(self.config.host, self.config.cloud_port)
+        release(self.config.host, self.config.dc_port)
         try:
             self.emulator.start()
         except OSError as exc:
@@ -358,6 +360,7 @@ class LocalStack:
     def _serve(self, app: Any, port: int, name: str, setting: str | None = None, handler: Any = None) -> Any:
         """Listen on `port` and serve `app` in a thread; a port someone else holds ends the start with the
         sentence that names the service and the variable to set."""
+        release(self.config.host, port)
         try:
             server = serve(app, self.config.host, port, handler)
         except OSError as exc:
@@ -371,7 +374,9 @@ class LocalStack:
     # -- lifecycle -------------------------------------------------------------------------
     def check_ports(self) -> None:
         """Every port free, before anything starts (raises PortsTaken naming each one that is not)."""
-        problems = ports.check(self.config.host, self.config.port_settings())
+        host = self.config.host
+        wanted = [(setting, port) for setting, port in self.config.port_settings() if not held(host, port)]
+        problems = ports.check(host, wanted)
         if problems:
             raise PortsTaken(problems)
 

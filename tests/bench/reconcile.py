@@ -32,7 +32,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.support import PROVIDERS, UNBUDGETED, api_session, bench_seed, emulator, without_rate_limits  # noqa: E402
+from tests.e2e.support import PROVIDERS, api_session, bench_seed, emulator, limits_out_of_reach  # noqa: E402
+
+# The scale run reconciles 1,000 repositories, four calls each: four hours of one person's Cloud allowance a run,
+# until reconciliation's cost follows what changed (issue 22, item 4).
+SCALE_BEYOND_AN_HOUR = "measures reconcile speed; 4 calls a repository are hours of one person's allowance"
 from tests.e2e.support import user_id as session_user  # noqa: E402
 
 DEFAULT_REPOS = {
@@ -62,10 +66,10 @@ def use_stack(stack) -> None:
 
 def subscribe(flavor: str, user: str, full_names: list[str], base_url: str) -> None:
     from bitbridge import providers
-    from bitbridge.calls import BACKGROUND, Caller
+    from bitbridge.calls import RECONCILE, Caller
     from bitbridge.webhooks.subscriptions import Repository, install_webhook
 
-    caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=BACKGROUND)
+    caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=RECONCILE)
 
     def one(full_name: str) -> None:
         repo, _ = providers.bitbucket(caller.provider).repository(caller.fork().fetch, caller.api, full_name)
@@ -126,9 +130,9 @@ def scale(stack, count: int) -> None:
     assert all(r.status == "ok" for r in report.results if r.repository.startswith("bench/"))
     # Baseline: the same reads, bare (one token, sequential GETs, nothing parsed or stored).
     from bitbridge import providers
-    from bitbridge.calls import BACKGROUND, Caller
+    from bitbridge.calls import RECONCILE, Caller
 
-    caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=BACKGROUND)
+    caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=RECONCILE)
     api = caller.api
     started = time.monotonic()
     for name in names:
@@ -148,11 +152,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp))
-        without_rate_limits(stack, UNBUDGETED)  # measures speed, not Bitbucket's limits
         try:
             use_stack(stack)
-            economy(stack)
+            economy(stack)  # under Bitbucket's limits, as deployed
             if not args.skip_scale:
+                limits_out_of_reach(stack, SCALE_BEYOND_AN_HOUR)
                 scale(stack, args.repos)
         finally:
             stop_stack(stack)

@@ -132,9 +132,32 @@ UNBUDGETED = "until bitbridge budgets its calls (issue 22)"
 
 def without_rate_limits(stack, reason: str) -> None:
     """Turn off the emulator's Bitbucket rate limits for the rest of this stack's life (both flavours: one backend),
-    for work that spends more than a person's hour of Bitbucket calls. ``reason`` says why, at the call."""
+    for work that spends more than a person's hour of Bitbucket calls. ``reason`` says why, at the call.
+    (bitbridge budgets its calls now: `limits_out_of_reach` raises both sides instead.)"""
     assert reason.strip(), "say why this stack needs no rate limit"
     control(stack, "cloud", "POST", "config", {"rate_limits_enabled": False})
+
+
+OUT_OF_REACH = 10**9  # calls per window (Cloud classes) or tokens (a Data Center bucket, and refilled a second)
+
+
+def limits_out_of_reach(stack, reason: str, flavors: tuple[str, ...] = ("cloud", "datacenter")) -> None:
+    """Raise Bitbucket's limits (the emulator's) and bitbridge's budgets (the providers' settings) far beyond what
+    a benchmark spends, for `flavors`: it measures speed with the budget's bookkeeping in place, and nothing waits.
+    ``reason`` says why, at the call (each place is found by its name)."""
+    assert reason.strip(), "say why this stack needs limits out of reach"
+    if "cloud" in flavors:
+        classes = ("repositories", "webhooks", "raw", "git", "other")
+        control(stack, "cloud", "POST", "config", {"cloud_rate_limits": dict.fromkeys(classes, OUT_OF_REACH)})
+        args = [a for c in classes for a in ("--class", f"{c}={OUT_OF_REACH}")]
+        done = cli(stack, "providers", "set-limits", PROVIDERS["cloud"], *args)
+        assert done.returncode == 0, done.stderr
+    if "datacenter" in flavors:
+        bucket = {"capacity": OUT_OF_REACH, "refill_per_second": OUT_OF_REACH}
+        control(stack, "datacenter", "POST", "config", {"dc_rate_limit": bucket})
+        args = ["--class", f"http={OUT_OF_REACH}", "--refill-per-second", str(OUT_OF_REACH)]
+        done = cli(stack, "providers", "set-limits", PROVIDERS["datacenter"], *args)
+        assert done.returncode == 0, done.stderr
 
 
 def bench_seed(count: int, pull_requests: int, **more: int) -> dict[str, Any]:

@@ -140,3 +140,40 @@ def test_docs_and_readme_point_at_each_other():
     readme = (REPO_ROOT / "README.md").read_text()
     assert "docs/service-api.md" in readme
     assert "bitbridge.client" in readme
+
+
+def _read_the_code_block() -> str:
+    section = DOC.read_text().split("## Read the code", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return block
+
+
+def test_read_the_code_runs_as_written(stack, tmp_path: Path):
+    """The "Read the code" example, as a reader runs it after the first one: a client with the documented
+    scopes, end user user-42 connected as alice; what it prints is what Bitbucket holds."""
+    from bitbridge.client import Client
+    from tests.e2e.service_support import add_client, connect
+
+    scopes = _clients_add_args()[_clients_add_args().index("--scopes") + 1]
+    assert "files:read" in scopes.split(",")
+    _, key = add_client(stack, scopes=scopes)
+    connect(stack, Client(stack.api, key), "cloud", "user-42", "alice")
+    script = tmp_path / "read_the_code.py"
+    script.write_text(_read_the_code_block())
+    process = _run(script, {"BITBRIDGE_URL": stack.api, "BITBRIDGE_KEY": key})
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+
+    api = f"{emulator(stack, 'cloud')}/2.0/repositories/acme/web-app"
+    auth = {"Authorization": "Bearer " + Client(stack.api, key).token("bitbucket-cloud", "user-42").access_token}
+    root = requests.get(f"{api}/src/main/", params={"pagelen": 100}, headers=auth, timeout=10).json()["values"]
+    kinds = {"commit_file": "file", "commit_directory": "directory"}
+    listed = [line.split() for line in out.splitlines() if line.startswith(("file ", "directory "))]
+    assert sorted((k, p) for k, p in listed) == sorted((kinds[e["type"]], e["path"]) for e in root)
+    readme = requests.get(f"{api}/src/v1.0.1/README.md", headers=auth, timeout=10).content
+    assert f"README.md at v1.0.1: {len(readme)} bytes of text/markdown\n" in out
+    assert readme.decode().splitlines()[0] + "\n" in out
+    diffstat = requests.get(f"{api}/diffstat/main..v1.0.1", params={"pagelen": 5000}, headers=auth, timeout=10).json()
+    assert f"{len(diffstat['values'])} files changed since v1.0.1, e.g.:" in out
+    clone = re.search(r"^git clone (http\S+) # TOKEN: token.access_token$", out, re.M)
+    assert clone and clone.group(1).startswith("http") and "x-token-auth:$TOKEN@" in clone.group(1)

@@ -270,7 +270,7 @@ def test_stateful_resources_outlive_the_stack(template):
         *resources_of_type(template, "AWS::KMS::Key"),
         *resources_of_type(template, "AWS::S3::Bucket"),
     ]
-    assert len(stateful) == 9
+    assert len(stateful) == 10
     for name, resource in stateful:
         assert resource.get("DeletionPolicy") == "Retain", name
         assert resource.get("UpdateReplacePolicy") == "Retain", name

@@ -113,6 +113,7 @@ def _reads_racing_updates() -> list[str]:
 
 
 def test_without_the_lock_a_read_racing_an_update_can_fail(slow_answers, monkeypatch):
+    atomic.install()  # writes atomic (each worker process starts without), reads left unlocked below
     handler = moto_responses.DynamoHandler
     monkeypatch.setattr(handler, "call_action", _unwrapped(handler.call_action))
     # What the in-process stack showed under load: a 500 to a reader (a race: a few tries to see it once).

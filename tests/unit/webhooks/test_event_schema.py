@@ -206,3 +206,22 @@ def test_docs_type_table_lists_every_type() -> None:
     text = DOCS.read_text()
     for type_ in EVENT_TYPES:
         assert f"| `{type_}` |" in text, type_
+
+
+def test_the_changed_files_examples_are_valid_ref_changes_of_both_flavors() -> None:
+    """docs/events.md "Changed files": each flavor's example ref changes, checked against the schema inside
+    a push event (the Examples section's repository.push, carrying them)."""
+    part = DOCS.read_text().split("\n## Changed files\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", part, re.S)]
+    assert len(blocks) == 2 and "Bitbucket Cloud" in part and "Bitbucket Data Center" in part
+    cloud, datacenter = [blocks[0]], blocks[1]
+    push = _documented_examples()["repository.push"]
+    for flavor, changes in (("cloud", cloud), ("datacenter", datacenter)):
+        event = {**push, "schema_minor": 3, "provider": {"id": "p", "flavor": flavor}, "ref_changes": changes}
+        assert schema_errors(event) == [], flavor
+    reasons = {c["changed_files_reason"] for c in datacenter} - {None}
+    assert reasons and all(f"| `{r}` |" in part or f"`{r}`" in part for r in reasons)
+    from bitbridge.webhooks import enrich
+
+    for reason in enrich.REASONS:  # every reason the publisher may give is explained
+        assert f"`{reason}`" in part, reason

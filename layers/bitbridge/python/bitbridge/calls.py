@@ -15,7 +15,12 @@ What `send` does for every caller, by one rule:
   the call is sent again; a second 401 is Bitbucket's answer;
 - 5xx and network failures of idempotent methods are retried `Patience.transient_retries` times with
   backoff; 429s are waited out in line up to `Patience.rate_limit_seconds` (Retry-After, else 1, 2, 4,
-  8 s), after which Bitbucket's 429 is the answer (the worker defers, the API answers 429).
+  8 s), after which Bitbucket's 429 is the answer (the worker defers, the API answers 429);
+- every attempt first spends one call of the person's budget for its resource class (`bitbridge.budget`:
+  the provider's limits, the caller's priority). A person waits a few seconds at most for room, then gets
+  `budget.OverBudget` (bitbridge's own 429 `rate_limited` with `retry_after`); background work gets it at
+  once and waits outside the Lambda. A 429 from Bitbucket anyway shrinks the budget and is counted; the
+  call is then tried again through the budget (which usually sends it to wait).
 The decision is the pure `plan_retry`; every attempt is counted (`Caller.calls`, and the metering of
 `bitbucket.http.send`).
 """
@@ -31,16 +36,19 @@ from typing import Any
 
 import requests
 
-from bitbridge import deadlines, tokens
+from bitbridge import budget, deadlines, providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, raise_for_status, send
+from bitbridge.bitbucket.limits import GIT, REPOSITORIES, WEBHOOKS, Limits
+from bitbridge.budget import HOOK_REPAIR, IMPORT, INTERACTIVE, RECONCILE, Shape
+from bitbridge.store.budget import BudgetKey
 from bitbridge.store.providers import ProviderRecord
 
-#: Whose call it is, for a budget that serves people before background work.
-INTERACTIVE = "interactive"  # a person waits on the answer: console, kickoff, service API, command line
-BACKGROUND = "background"  # nobody waits: the import worker, the reconciler
-#: Resource classes a call names where its caller knows it (the rest are judged from the URL).
-WEBHOOKS = "webhooks"
-GIT = "git"  # git over HTTPS (Cloud counts it in its own allowance: 60,000 an hour)
+#: Whose call it is, for a budget that serves people first: a person waits (console, kickoff, service API,
+#: command line), then the reconciler's hook repairs, the import worker, the reconciler's reads.
+PRIORITIES = (INTERACTIVE, HOOK_REPAIR, IMPORT, RECONCILE)
+#: Resource classes a call may name where its caller knows it before the URL (the rest are judged from it).
+RESOURCES = (REPOSITORIES, WEBHOOKS, GIT)
+RATE_LIMITED_RETRIES = 2  # a budgeted call met by Bitbucket's 429 goes back through the budget this often
 
 TOKEN_REUSE_SECONDS = 60  # re-read the stored token at least this often
 TOKEN_RECHECK_SECONDS = 2  # while its refresh runs elsewhere, re-read a token no more often than this
@@ -119,18 +127,24 @@ class Caller:
         patience: Patience = Patience(),
         token_source: TokenSource | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        resuming: bool = False,
     ) -> None:
+        assert priority in PRIORITIES, priority
         self.user_id = user_id
         self.provider = provider
         self.priority = priority
         self.patience = patience
         self.sleep = sleep
+        self.resuming = resuming  # background work back from a wait for budget (it leaves the queue)
         self.calls = 0
+        self.budget_waited = 0.0  # seconds this caller's calls waited for room in the budget
         self._source = token_source
         self._lock = threading.Lock()
         self._token: str | None = None
         self._reuse_until = 0.0  # epoch seconds: read the token again from then on
         self._ends = deadlines.ends()  # the invocation this caller works for: no refresh outlives it
+        self._prepaid: list[float] = [0, 0.0]  # calls reserved at once (`reserve`) and until when; shared with forks
+        self._limits: Limits | None = None
 
     @classmethod
     def with_token(cls, provider: ProviderRecord, token: str, *, priority: str = INTERACTIVE) -> Caller:
@@ -139,17 +153,20 @@ class Caller:
         caller._token, caller._reuse_until = token, float("inf")
         return caller
 
-    def fork(self) -> Caller:
-        """A caller with its own call count that starts from this one's token (one token read for many)."""
+    def fork(self, priority: str | None = None) -> Caller:
+        """A caller with its own call count that starts from this one's token (one token read for many) and
+        spends this one's reserved calls first; `priority` for work of another kind (a hook repair)."""
         other = Caller(
             self.user_id,
             self.provider,
-            priority=self.priority,
+            priority=priority or self.priority,
             patience=self.patience,
             token_source=self._source,
             sleep=self.sleep,
         )
         other._token, other._reuse_until, other._ends = self._token, self._reuse_until, self._ends
+        if other.priority == self.priority:
+            other._prepaid = self._prepaid
         return other
 
     def prime(self) -> None:
@@ -188,6 +205,51 @@ class Caller:
         self._reuse_until = min(now + TOKEN_REUSE_SECONDS, due, got.expires_at - tokens.STILL_GOOD_SECONDS)
         return got.access_token
 
+    # -- the budget --------------------------------------------------------------------------------
+    def _budget(self, url: str | None, resource: str | None) -> tuple[BudgetKey, Shape] | None:
+        """The budget a call spends (None: not limited, or nobody's allowance is known yet)."""
+        if self._limits is None:
+            self._limits = providers.limits(self.provider)
+        limits = self._limits
+        klass = providers.bitbucket(self.provider).rate_limit_class(
+            None if resource else url, self.provider.api_url, resource
+        )
+        shape = budget.shape_of(limits, klass)
+        key = budget.key_for(self.provider.provider_id, limits, self.user_id, klass) if shape else None
+        return (key, shape) if key and shape else None
+
+    def reserve(self, calls: int, resource: str) -> None:
+        """Take `calls` of the budget at once, all or none, for calls about to be made (the kickoff's access
+        checks): a person waits a few seconds at most, else `budget.OverBudget` and nothing is spent."""
+        found = self._budget(None, resource)
+        if found is not None and calls > 0:
+            until = budget.ledger().reserve(*found, self.priority, calls, wait_seconds=self._wait_seconds())
+            with self._lock:
+                self._prepaid[:] = [calls, until]
+
+    def _wait_seconds(self) -> float:
+        return budget.INTERACTIVE_WAIT_SECONDS if self.priority == INTERACTIVE else budget.BACKGROUND_WAIT_SECONDS
+
+    def _spend(self, found: tuple[BudgetKey, Shape] | None) -> bool:
+        """Spend one call of the budget; True when `_landed` must follow the call (a slot in the air)."""
+        if found is None:
+            return False
+        with self._lock:
+            if self._prepaid[0] > 0 and time.time() < self._prepaid[1]:  # reserved, and still in time
+                self._prepaid[0] -= 1
+                return False
+        waited = budget.ledger().spend(
+            *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
+        )
+        with self._lock:
+            self.budget_waited += waited
+            self.resuming = False  # out of the queue of waiters once served
+        return True
+
+    def _landed(self, found: tuple[BudgetKey, Shape] | None) -> None:
+        if found is not None:
+            budget.ledger().landed(*found, self.priority)
+
     # -- the one call ------------------------------------------------------------------------------
     def send(
         self,
@@ -202,30 +264,48 @@ class Caller:
         """Every REST call to Bitbucket, as this caller: Bitbucket's final answer, whatever its status.
         `request`: what `bitbucket.http.send` takes (params, json, data, headers, stream, allow_redirects).
 
-        `resource` names the call's rate-limit class where the caller knows it (Cloud: "repositories",
-        "webhooks", "raw", "git"; None: judged from the URL when a budget needs it). A shared budget
-        acquires here, before each attempt (`self.user_id`, `self.provider`, `resource`, `self.priority`),
-        and records Bitbucket's answer (status, rate-limit headers) right after it.
+        `resource` names the call's rate-limit class where the caller knows it (`RESOURCES`; None: judged
+        from the URL). The shared budget is spent here, before each attempt (`self.user_id`,
+        `self.provider`, the class, `self.priority`), and a 429 Bitbucket serves anyway is recorded on it.
         `refresh_on_401=False` where a 401 means "not allowed" rather than "stale token" (Data Center's
         hook endpoints answer 401 to a user without admin rights). Raises BitbucketError (transient)
         when Bitbucket could not be reached after the retries."""
         attempts = Attempts()
         token = self.token()
         can_refresh = refresh_on_401 and self._can_refresh()
+        spends = self._budget(url, resource)
         while True:
+            # budget.OverBudget when there is no room (after a short wait for a person)
+            in_the_air = self._spend(spends)
             with self._lock:
                 self.calls += 1
             try:
                 response = send(method, url, token, **request)
+                if response.status_code == 429 and spends is not None:
+                    # Someone else spends this allowance: the budget shrinks (before the next call in the
+                    # air goes), and decides when to try again.
+                    budget.ledger().rate_limited(*spends, retry_after_seconds(response.headers.get("Retry-After")))
             except requests.RequestException as exc:
                 if method in IDEMPOTENT and attempts.transient < self.patience.transient_retries:
                     attempts.transient += 1
                     self.sleep(backoff(attempts.transient, self.patience.retry_base, self.patience.retry_cap))
                     continue
                 raise BitbucketError(f"{what}: {type(exc).__name__} talking to Bitbucket") from None
-            decision = plan_retry(
-                method, response.status_code, response.headers.get("Retry-After"), attempts, self.patience, can_refresh
-            )
+            finally:
+                if in_the_air:
+                    self._landed(spends)
+            retry_after = response.headers.get("Retry-After")
+            if response.status_code == 429 and spends is not None:
+                # A person waits for the budget (which now knows); background work told when to come back
+                # (Retry-After) takes its 429 and waits that out itself (`waiting_rate_limit`), else the
+                # budget gives it its slot (`waiting_budget`).
+                told = retry_after_seconds(retry_after) is not None
+                if attempts.rate_limited < RATE_LIMITED_RETRIES and (self.priority == INTERACTIVE or not told):
+                    attempts.rate_limited += 1
+                    response.close()
+                    continue
+                return response
+            decision = plan_retry(method, response.status_code, retry_after, attempts, self.patience, can_refresh)
             if not decision.retry:
                 return response
             response.close()

@@ -7,6 +7,8 @@
     token = bb.token("bitbucket-cloud", "user-42")                    # always valid >= 5 more minutes
     prs = bb.proxy.get("bitbucket-cloud", "user-42", "repositories/acme/web-app/pullrequests").json()
     job = bb.imports.start("bitbucket-cloud", "user-42", ["acme/web-app"])[0]
+    readme = bb.files.get("bitbucket-cloud", "user-42", "acme/web-app", "README.md", ref="main").content
+    diff = bb.changes("bitbucket-cloud", "user-42", "acme/web-app", base="v1.0", head="main").changed_files
 
 Every refusal is a ServiceAPIError subclass carrying the API's stable `code` (see docs/service-api.md).
 Depends only on `requests`.
@@ -22,9 +24,14 @@ from urllib.parse import quote
 import requests
 
 __all__ = [
+    "ChangedFile",
+    "Changes",
     "Client",
     "ConnectSession",
+    "File",
+    "FileEntry",
     "Forbidden",
+    "Listing",
     "NotConnected",
     "NotFound",
     "ProxyResponse",
@@ -86,7 +93,13 @@ class ReauthRequired(NotConnected):
 
 
 class RateLimited(ServiceAPIError):
-    """429 from bitbridge itself (not a proxied Bitbucket answer)."""
+    """429 from bitbridge itself (not a proxied Bitbucket answer): the end user's Bitbucket allowance has no
+    room for this call now; try again after `retry_after` seconds."""
+
+    @property
+    def retry_after(self) -> int | None:
+        value = self.details.get("retry_after")
+        return int(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,96 @@ class _Imports:
         return dict(self._client._call("GET", url, params={"end_user_id": end_user_id}))
 
 
+# -- files (files:read) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class File:
+    """A file's bytes at a ref, exactly as git holds them; `type` is its media type (from the name)."""
+
+    path: str
+    ref: str
+    content: bytes
+    size: int
+    type: str
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.content.decode(encoding)
+
+    def __repr__(self) -> str:
+        return f"File(path={self.path!r}, ref={self.ref!r}, size={self.size}, type={self.type!r})"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # from the repository's root
+    type: str  # file | directory | submodule
+    size: int | None  # bytes, files only
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: list[FileEntry]
+    truncated: bool  # more entries than one listing holds (2,000)
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        return iter(self.entries)
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    """One changed file, as in events' `changed_files`: status added | modified | removed | renamed."""
+
+    path: str
+    status: str
+    old_path: str | None = None  # renamed only
+
+
+@dataclass(frozen=True)
+class Changes:
+    changed_files: list[ChangedFile]
+    count: int | None  # how many files changed (null past 5,000)
+    truncated: bool
+
+
+def changed_files(items: list[dict[str, Any]]) -> list[ChangedFile]:
+    """Events' `changed_files` (and the changes route's) as ChangedFile values."""
+    return [ChangedFile(i["path"], i["status"], i.get("old_path")) for i in items]
+
+
+class _Files:
+    """`client.files.get(...)` / `client.files.list(...)`: a repository's files at a branch, a tag or a commit,
+    read as the end user (scope `files:read`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, provider: str, end_user_id: str, repository: str, path: str, ref: str) -> File:
+        """The file's bytes; 413 `file_too_large` (ServiceAPIError) over 4 MiB, NotFound when there is none."""
+        params = {"repository": repository, "path": path, "ref": ref}
+        response = self._client._send(
+            "GET", self._client._url("files", provider, end_user_id, "content"), params=params
+        )
+        kind = response.headers.get("Content-Type", "application/octet-stream")
+        return File(path, ref, response.content, len(response.content), kind)
+
+    def list(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        path: str = "",
+        ref: str = "",
+        *,
+        recursive: bool = False,
+    ) -> Listing:
+        """A directory's entries (`path` "" = the root); `recursive`: every file below it, as `git ls-tree -r`."""
+        params = {"repository": repository, "path": path, "ref": ref, "recursive": "true" if recursive else "false"}
+        data = self._client._call("GET", self._client._url("files", provider, end_user_id, "list"), params=params)
+        entries = [FileEntry(e["path"], e["type"], e.get("size")) for e in data["entries"]]
+        return Listing(entries, bool(data["truncated"]))
+
+
 class Client:
     """A product backend's handle on bitbridge. `credentials` is the key from `bitbridge clients add`."""
 
@@ -240,6 +343,7 @@ class Client:
         self._http = session or requests.Session()
         self.proxy = _Proxy(self)
         self.imports = _Imports(self)
+        self.files = _Files(self)
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, credentials=***)"
@@ -287,8 +391,18 @@ class Client:
         """The end user's connection (never its token): status, username, scopes."""
         return dict(self._call("GET", self._url("connections", provider, end_user_id)))
 
+    def budget(self, provider: str, end_user_id: str) -> dict[str, Any]:
+        """The end user's Bitbucket rate-limit budgets: per resource class, used and limit now, 429s met and
+        work waiting (`scope` per_consumer: the OAuth consumer's, shared by every end user)."""
+        return dict(self._call("GET", self._url("connections", provider, end_user_id, "budget")))
+
     def delete_connection(self, provider: str, end_user_id: str) -> None:
         self._call("DELETE", self._url("connections", provider, end_user_id))
+
+    def changes(self, provider: str, end_user_id: str, repository: str, *, base: str, head: str) -> Changes:
+        """What `head` has that `base` does not, from their merge base (as a pull request of head into base
+        shows it), in events' `changed_files` shape. Scope `files:read`."""
+        return _changes(self, provider, end_user_id, repository, base, head)
 
     def token(self, provider: str, end_user_id: str) -> Token:
         """A fresh access token for the end user, valid for at least 5 more minutes."""
@@ -301,6 +415,12 @@ class Client:
             provider,
             end_user_id,
         )
+
+
+def _changes(client: Client, provider: str, end_user_id: str, repository: str, base: str, head: str) -> Changes:
+    params = {"repository": repository, "base": base, "head": head}
+    data = client._call("GET", client._url("files", provider, end_user_id, "changes"), params=params)
+    return Changes(changed_files(data["changed_files"]), data["changed_files_count"], data["changed_files_truncated"])
 
 
 def _is_service_error(response: requests.Response) -> bool:

@@ -23,6 +23,7 @@ REQUIRED = (
     "SUBSCRIPTIONS_TABLE",
     "IMPORTS_TABLE",
     "SERVICE_TABLE",
+    "BUDGETS_TABLE",
     "IMPORT_QUEUE_URL",
     "PUBLISH_FAILURE_QUEUE_URL",
     "TOKEN_REFRESH_QUEUE_URL",
@@ -66,6 +67,8 @@ class Settings:
     service_audit_retention_days: int = 90
     git_bundle_limit_mb: int = 1024  # the largest git data an import bundles (template.yaml GitBundleLimitMb)
     git_sync_queue_url: str = ""  # the push consumer's queue (its retries set their own delay)
+    budgets_table: str = ""  # rate-limit budgets (bitbridge.budget)
+    metrics_namespace: str = "bitbridge"  # CloudWatch namespace of bitbridge's metrics (Powertools' variable)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
@@ -111,6 +114,8 @@ class Settings:
             service_audit_retention_days=whole("SERVICE_AUDIT_RETENTION_DAYS", 90),
             git_bundle_limit_mb=whole("GIT_BUNDLE_LIMIT_MB", 1024),
             git_sync_queue_url=get("GIT_SYNC_QUEUE_URL"),
+            budgets_table=get("BUDGETS_TABLE"),
+            metrics_namespace=environ.get("POWERTOOLS_METRICS_NAMESPACE") or "bitbridge",
         )
 
     @classmethod

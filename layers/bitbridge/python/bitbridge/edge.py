@@ -82,6 +82,7 @@ STATUS: dict[str, int] = {
     "connect_session_invalid": 400,
     "request_too_large": 413,
     "response_too_large": 413,
+    "file_too_large": 413,
     "provider_unreachable": 502,
     # /health (the other codes' answers are errors; this is the one success a code names)
     "ready": 200,
@@ -322,10 +323,14 @@ def describe(exc: Exception, event: Event) -> tuple[int, dict[str, Any], dict[st
             error["login_url"] = login_url(event)
         if isinstance(exc, ConnectionNeeded):
             error["connect_url"] = connect_url(event, exc.provider_id)
+        if "retry_after" in exc.details:  # rate_limited: the person's budget has no room (seconds)
+            headers["Retry-After"] = str(int(exc.details["retry_after"]))
         return STATUS.get(exc.code, 500), error, headers
     if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(int(exc.retry_after)) if exc.retry_after else "60"
-        return 429, {"code": "rate_limited", "message": "Bitbucket is rate limiting; try again later."}, headers
+        wait = int(exc.retry_after) if exc.retry_after else 60
+        headers["Retry-After"] = str(wait)
+        message = "Bitbucket is rate limiting; try again later."
+        return STATUS["rate_limited"], {"code": "rate_limited", "message": message, "retry_after": wait}, headers
     if isinstance(exc, BitbucketError) and exc.permanent:
         return 502, {"code": "bitbucket_error", "message": f"Bitbucket did not answer as expected: {exc}"}, headers
     if isinstance(exc, BitbucketError):

@@ -20,6 +20,7 @@ from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import Limits, LimitsError, apply
 from bitbridge.bitbucket.repos import Get
 from bitbridge.config import settings
 from bitbridge.errors import Problem
@@ -70,6 +71,32 @@ class Endpoints:
 def bitbucket(provider: ProviderRecord) -> Bitbucket:
     """The Bitbucket interface for this provider's flavor."""
     return for_flavor(provider.flavor)
+
+
+def limits(provider: ProviderRecord) -> Limits:
+    """The provider's rate limits: its flavor's published numbers with the admin's settings on top."""
+    return apply(bitbucket(provider).default_limits(), provider.rate_limits)
+
+
+def set_limits(provider_id: str, changes: dict[str, Any], *, reset: bool = False) -> ProviderRecord:
+    """Change a provider's rate-limit settings (`classes` merge with those set before; `reset`: back to the
+    flavor's published numbers first). Checked against the flavor before anything is written."""
+    record = get_provider(provider_id)
+    current = {} if reset else dict(record.rate_limits or {})
+    merged = current | {k: v for k, v in changes.items() if k != "classes" and v is not None}
+    if changes.get("classes"):
+        merged["classes"] = dict(current.get("classes") or {}) | dict(changes["classes"])
+    try:
+        apply(bitbucket(record).default_limits(), merged)
+    except LimitsError as exc:
+        raise ProviderError(f"{provider_id}: {exc}") from None
+    record.update(
+        actions=[
+            ProviderRecord.rate_limits.set(merged) if merged else ProviderRecord.rate_limits.remove(),
+            ProviderRecord.updated_at.set(iso()),
+        ]
+    )
+    return record
 
 
 def identify(provider: ProviderRecord, get: Get) -> Identity:

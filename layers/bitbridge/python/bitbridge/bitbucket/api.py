@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
 
 
@@ -126,6 +127,15 @@ class Bitbucket(Protocol):
 
     def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
         """The repository settings page where an admin adds the key by hand."""
+
+    # -- rate limits (bitbridge.budget) ------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        """Bitbucket's published limits for this flavor (a provider's settings go on top)."""
+        ...
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        """The resource class a call is counted in: judged from `url`, else named by `resource`
+        (`limits.REPOSITORIES`, `limits.WEBHOOKS`, `limits.GIT`) where the caller knows it before the URL."""
         ...
 
 

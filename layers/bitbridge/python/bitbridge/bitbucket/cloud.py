@@ -17,6 +17,7 @@ from bitbridge.bitbucket import CLOUD
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import CLOUD_CLASSES, Limits, cloud_class, cloud_defaults
 from bitbridge.bitbucket.repos import (
     Fetch,
     Get,
@@ -354,6 +355,15 @@ class Cloud:
 
     def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
         return f"{web_url.rstrip('/')}/{q(owner)}/{q(slug)}/admin/access-keys/"
+
+    # -- rate limits ---------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        return cloud_defaults()
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        if url is not None:
+            return cloud_class(url, api_url)
+        return resource if resource in CLOUD_CLASSES else "other"
 
 
 _REF_FIELDS = "next,values.name,values.target.hash"

@@ -17,6 +17,7 @@ from bitbridge.bitbucket import DATACENTER
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
+from bitbridge.bitbucket.limits import DC_CLASS, Limits, datacenter_defaults
 from bitbridge.bitbucket.repos import (
     Fetch,
     Get,
@@ -37,7 +38,7 @@ LIMIT = 1000  # Data Center's default page.max.* cap
 SCOPE_CHAIN = ("PUBLIC_REPOS", "REPO_READ", "REPO_WRITE", "REPO_ADMIN", "PROJECT_ADMIN")
 
 
-def _next(body: dict[str, Any], start: int) -> str | None:
+def next_start(body: dict[str, Any], start: int) -> str | None:
     if body.get("isLastPage", True):
         return None
     nxt = body.get("nextPageStart")
@@ -53,7 +54,7 @@ def page_at(fetch: Fetch, url: str, params: dict[str, Any], cursor: str | None) 
     """One page of any Data Center list; the cursor is the `start` to read at."""
     start = int(cursor or 0)
     body = fetch(url, {**params, "start": start, "limit": params.get("limit", LIMIT)})
-    return Page(list(body.get("values", [])), _next(body, start))
+    return Page(list(body.get("values", [])), next_start(body, start))
 
 
 def _base(api: str, full_name: str) -> str:
@@ -322,6 +323,13 @@ class DataCenter:
 
     def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
         return f"{web_url.rstrip('/')}/plugins/servlet/ssh/projects/{q(owner)}/repos/{q(slug)}/keys"
+
+    # -- rate limits ---------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        return datacenter_defaults()
+
+    def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
+        return DC_CLASS  # one bucket per user over every authenticated request, REST and git alike
 
 
 RECONCILE_PR_LIMIT = 100

@@ -4,7 +4,8 @@ It works against a deployed stack (`--stack NAME`, with the admin's AWS credenti
 local stack (`--local`, the default when no stack is named): either way it learns the table,
 queue and bus names from the functions' own environment, so it never needs a second copy.
 
-    bitbridge providers add|list|show|verify|set|rotate-secret|remove
+    bitbridge providers add|list|show|verify|set|set-limits|rotate-secret|remove
+    bitbridge budget [--provider ID] [--user USER_ID]
     bitbridge hooks install|list|remove|test
     bitbridge events replay|tail
     bitbridge imports list|show|retry|cancel
@@ -29,7 +30,7 @@ from typing import NoReturn
 LOCAL_CONSOLE = "http://127.0.0.1:3001"
 
 # Each command group lives in its own module with `register(subparsers)`.
-GROUPS = ("providers", "hooks", "events", "imports", "reconcile", "clients", "audit")
+GROUPS = ("providers", "hooks", "events", "imports", "reconcile", "clients", "audit", "budget")
 
 
 class CliError(Exception):
@@ -76,6 +77,8 @@ def _environment_from_local(args: argparse.Namespace) -> dict[str, str]:
 
 def configure(args: argparse.Namespace) -> None:
     """Point this process at the stack's resources, as the functions see them."""
+    # Metrics (the budget's, on calls the command line makes) are CloudWatch's from a Lambda's log only.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if os.environ.get("BITBRIDGE_PROVIDERS_TABLE"):
         args.local = args.local or LOCAL_CONSOLE
         return  # already configured (e.g. inside a function or a test)

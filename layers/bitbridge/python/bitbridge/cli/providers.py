@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bitbridge import providers, ssh_keys
-from bitbridge.cli import CliError, positive_int, public_base_url
+from bitbridge.cli import CliError, budget, positive_int, public_base_url
 from bitbridge.safe_text import one_line
 
 
@@ -256,3 +256,5 @@ def register(groups: Any) -> None:
     p = command("remove", remove, "remove a provider and its secret")
     p.add_argument("id")
     p.add_argument("--yes", action="store_true")
+
+    budget.register_set_limits(command)

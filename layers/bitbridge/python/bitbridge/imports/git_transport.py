@@ -27,7 +27,8 @@ from bitbridge import tokens
 from bitbridge.bitbucket import http
 from bitbridge.bitbucket.api import Bitbucket
 from bitbridge.bitbucket.http import GIT_TIMEOUT, BitbucketError
-from bitbridge.calls import GIT, Caller
+from bitbridge.bitbucket.limits import GIT
+from bitbridge.calls import Caller
 from bitbridge.imports.bundles import Refs, pack_objects
 
 WHAT = "fetching the repository over git"

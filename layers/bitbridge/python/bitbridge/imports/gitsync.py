@@ -27,7 +27,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bitbridge import deadlines, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
-from bitbridge.calls import BACKGROUND, Caller
+from bitbridge.budget import IMPORT, OverBudget
+from bitbridge.calls import Caller
 from bitbridge.config import settings
 from bitbridge.imports import bundles, gitdata
 from bitbridge.imports.jobs import get_item, load
@@ -98,7 +99,7 @@ def sync(target: gitdata.Target, context: Any) -> float | None:
 
     try:
         provider = providers.get_provider(target.provider_id)
-        caller = Caller(state.owner_id, provider, priority=BACKGROUND)
+        caller = Caller(state.owner_id, provider, priority=IMPORT)  # keeping an import current is import work
         with gitdata.SLOT:
             outcome = gitdata.update(
                 state,
@@ -111,6 +112,9 @@ def sync(target: gitdata.Target, context: Any) -> float | None:
             )
         logger.info("git data synced", extra=log | {"outcome": outcome.get("outcome") or outcome.get("status")})
         return None
+    except OverBudget as exc:  # the owner's rate-limit budget has no room now: back at the slot it gave
+        stop("waiting_budget", "waiting for room in the rate-limit budget")
+        return max(1.0, exc.retry_at - time.time())
     except RateLimited as exc:
         stop("rate_limited", str(exc))
         return exc.retry_after or 60

@@ -1,5 +1,9 @@
 """Kickoff: a request for repositories becomes import jobs (access checked first, all or nothing) and messages.
 
+Time limit: the access checks' calls are reserved from the person's rate-limit budget at once, before any
+is made, waiting INTERACTIVE_WAIT_SECONDS at most (bitbridge.budget): a request the budget cannot serve now
+is answered 429 `rate_limited` with `retry_after` and starts nothing, so no request waits out an hour.
+
 Idempotency: the REPOJOB item names the repository's import. It is created with a conditional put (or
 moved from one finished job to a new one with a conditional update), so two concurrent requests for the
 same repository make one job; the loser deletes its draft and returns the winner's. A repository whose
@@ -30,7 +34,7 @@ from bitbridge.accounts import is_admin
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError
-from bitbridge.calls import INTERACTIVE, Caller, Patience
+from bitbridge.calls import INTERACTIVE, REPOSITORIES, Caller, Patience
 from bitbridge.config import settings
 from bitbridge.imports.jobs import ImportRequestError, batch_get, get_item, load
 from bitbridge.imports.queries import view_for
@@ -162,6 +166,9 @@ def start(
 
     shared = Caller(user_id, provider, priority=INTERACTIVE, patience=Patience(transient_retries=1))
     shared.prime()  # one token read for every check
+    # Every check's call from the person's budget at once, waiting a few seconds at most: without room the
+    # answer is 429 rate_limited with retry_after and nothing is started (the kickoff fits its time limit).
+    shared.reserve(len(full_names), REPOSITORIES)
 
     def check(full_name: str) -> Checked:
         caller = shared.fork()

@@ -21,6 +21,7 @@ from bitbridge.store.imports import (
     JOB_SK,
     MAX_TRANSIENT_DEFERRALS,
     REPOJOB_SK,
+    WAITING_STATES,
     JobRecord,
     RepoJobRecord,
     job_pk,
@@ -101,10 +102,11 @@ def public(job: JobRecord) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "finished_at": job.finished_at,
         "rate_limit_waits": int(job.rate_limit_waits or 0),
+        "budget_waits": int(job.budget_waits or 0),
         "continuations": int(job.continuations or 0),
     }
-    if job.state == "waiting_rate_limit" and job.not_before:
-        body["waiting_until"] = iso(from_epoch(job.not_before))
+    if job.state in WAITING_STATES and job.not_before:
+        body["waiting_until"] = iso(from_epoch(job.not_before))  # when it resumes
     if job.state in ACTIVE_STATES and job.transient_failures and job.retry_at:
         # A step Bitbucket keeps failing: `failures` attempts so far, retry number `failures` of `limit` is due
         # at `next_attempt_at` (or running now, once past it); beyond the limit the job fails.

@@ -42,7 +42,8 @@ from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
-from bitbridge.calls import BACKGROUND, Caller, backoff
+from bitbridge.budget import OverBudget
+from bitbridge.calls import IMPORT, Caller, backoff
 from bitbridge.config import settings
 from bitbridge.imports import bundles, changes, gitdata, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
@@ -60,6 +61,7 @@ from bitbridge.store.imports import (
     RUNNING,
     TERMINAL_STATES,
     WAITING,
+    WAITING_BUDGET,
     JobRecord,
     PartsChunkRecord,
     ProjectRecord,
@@ -82,6 +84,7 @@ PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job ru
 GIT_RESERVE_MS = 150_000  # the git step starts with at least this left (else in a fresh invocation)
 GIT_BUSY_SECONDS = 20  # the git slot stayed taken for as long as this job could wait: come back after this
 GIT_TIME_ATTEMPTS = 2  # fresh invocations whose whole time a fetch may take before the repository is too large
+BUDGET_LEAD_SECONDS = 1.0  # back this much before its slot in the budget (waited in the Lambda)
 
 
 class Busy(Exception):
@@ -238,7 +241,8 @@ class Run:
         # What earlier invocations counted (this one's lease write is already in the meter).
         self.aws_base, self.api_base = dict(job.aws_calls or {}), int(job.api_calls or 0)
         self.provider = providers.get_provider(job.provider_id)  # UnknownProvider: see run()
-        self.caller = Caller(job.owner_id, self.provider, priority=BACKGROUND)
+        # Back from a wait for budget: its first grant takes it out of the budget's queue of waiters.
+        self.caller = Caller(job.owner_id, self.provider, priority=IMPORT, resuming=bool(job.budget_resume))
         self.base = output.prefix(job.provider_id, job.repository_id, job.job_id)
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
@@ -256,9 +260,12 @@ class Run:
         """Write the progress held in memory plus `actions`, under the lease, with the calls counted so
         far (`planned`: calls that follow this write and belong to it, e.g. the event it announces)."""
         job = self.job
+        # Out of the budget's queue (its first grant is made): no longer coming back from a wait.
+        resumed = [JobRecord.budget_resume.remove()] if job.budget_resume and not self.caller.resuming else []
         try:
             job.update(
                 actions=[
+                    *resumed,
                     JobRecord.step.set(job.step),
                     JobRecord.checkpoint.set(job.checkpoint or {}),
                     JobRecord.counts.set(job.counts or {}),
@@ -322,6 +329,8 @@ class Run:
             self._continue_later(later.seconds)
         except StorageFailed as exc:
             self._transient(str(exc), who="AWS", reason="internal")
+        except OverBudget as exc:
+            self._wait_budget(exc.retry_at)
         except RateLimited as exc:
             self._wait_rate_limit(exc.retry_after)
         except tokens.ReauthRequired:
@@ -610,6 +619,26 @@ class Run:
                 JobRecord.state.set(WAITING),
                 JobRecord.not_before.set(int(time.time() + delay)),
                 JobRecord.rate_limit_waits.add(1),
+            ],
+            {"events:PutEvents": 1},
+        )
+        notify.publish(self.job, "import.progress")
+
+    def _wait_budget(self, retry_at: float) -> None:
+        """The person's budget has no room now: come back at the slot it gave (bitbridge.budget), in hops of
+        at most 15 minutes, holding no Lambda and no receive count meanwhile. The message is due a moment
+        before the slot (SQS delays are whole seconds, and a poll takes time): the last moment is waited in
+        the Lambda (budget.BACKGROUND_WAIT_SECONDS), so room that frees is used as it frees."""
+        delay = max(0.0, retry_at - time.time() - BUDGET_LEAD_SECONDS)
+        logger.info("waiting for room in the rate-limit budget", extra=self._log() | {"seconds": round(delay, 1)})
+        self.job.budget_resume = None  # set again below, in the same write
+        self._defer(
+            delay,
+            [
+                JobRecord.state.set(WAITING_BUDGET),
+                JobRecord.not_before.set(math.floor(time.time() + delay)),
+                JobRecord.budget_waits.add(1),
+                JobRecord.budget_resume.set(1),
             ],
             {"events:PutEvents": 1},
         )

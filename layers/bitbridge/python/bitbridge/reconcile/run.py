@@ -8,6 +8,9 @@ deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbri
   scheduled). A subscription is started only if its last run's call count still fits.
 - **429.** Bitbucket's rate limit stops that provider for this run (the rest stay due), like the
   import worker's deferral; 5xx and token refreshes are retried by the caller as for imports.
+- **Rate-limit budget.** Reads spend the owner's budget at the lowest priority (RECONCILE), hook repairs
+  at HOOK_REPAIR (bitbridge.budget); a refusal stops that owner's subscriptions for this run (they stay
+  due), never the others'.
 - **Hooks.** The hook must exist, be active, point at our URL, carry our events and (Cloud says so) a
   secret; otherwise it is repaired with the owner's connection (`install_webhook`: update, else
   recreate). Without admin rights the subscription is marked `needs_attention` with the reason and one
@@ -37,7 +40,8 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
-from bitbridge.calls import BACKGROUND, Caller
+from bitbridge.budget import OverBudget
+from bitbridge.calls import HOOK_REPAIR, RECONCILE, Caller
 from bitbridge.change_ids import PrObservation, RefObservation
 from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
@@ -67,7 +71,7 @@ DEFAULT_BUDGET = 10_000  # Bitbucket calls per provider per interval
 class Result:
     subscription_id: str
     repository: str
-    status: str  # baseline | ok | backfilled | needs_attention | deferred | rate_limited | error
+    status: str  # baseline | ok | backfilled | needs_attention | deferred | rate_limited | waiting_budget | error
     backfilled: int = 0
     repaired: str | None = None
     calls: int = 0
@@ -117,12 +121,16 @@ def run(
     subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
     remaining: dict[str, int] = {}
     stopped: set[str] = set()
+    over_budget: set[tuple[str, str | None]] = set()  # (provider, owner): that person's budget has no room
     report = Report()
     emitted = [0]
     for sub in due(subs, slot=slot, slots=slots, now=moment):
         left = remaining.setdefault(sub.provider_id, budget)
         if sub.provider_id in stopped:
             report.results.append(Result(sub.subscription_id, sub.repository_full_name, "rate_limited"))
+            continue
+        if (sub.provider_id, sub.owner_user_id) in over_budget:
+            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "waiting_budget"))
             continue
         if left < int(sub.last_reconcile_calls or DEFAULT_COST):
             report.results.append(Result(sub.subscription_id, sub.repository_full_name, "deferred"))
@@ -131,6 +139,8 @@ def run(
         remaining[sub.provider_id] = left - result.calls
         if result.status == "rate_limited":
             stopped.add(sub.provider_id)
+        elif result.status == "waiting_budget":
+            over_budget.add((sub.provider_id, sub.owner_user_id))
         report.results.append(result)
     return report
 
@@ -146,7 +156,7 @@ class Reconciliation:
         self.repository_id = sub.repository_key.split("#", 1)[1]
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
         owner = sub.owner_user_id
-        self.caller: Caller | None = Caller(owner, self.provider, priority=BACKGROUND) if owner else None
+        self.caller: Caller | None = Caller(owner, self.provider, priority=RECONCILE) if owner else None
         self._emitted = emitted
         self._crash_after = crash_after_emits
         self._extra_calls = 0
@@ -167,6 +177,8 @@ class Reconciliation:
             self._unhealthy(attention.reason)
         except RateLimited:
             self.result.status = "rate_limited"
+        except OverBudget:
+            self.result.status = "waiting_budget"
         except (tokens.ReauthRequired, tokens.NotConnected, Unauthorized):
             self._unhealthy("the owner's Bitbucket connection must be re-authorised (sign in again)")
         except BitbucketError as exc:
@@ -209,7 +221,8 @@ class Reconciliation:
         owner, _, slug = self.sub.repository_full_name.partition("/")
         base_url = self._expected_url().rsplit("/hooks/", 1)[0]
         try:
-            repair = self.caller.fork() if self.caller else None  # its own count: the repair counts as one call
+            # Its own count (the repair counts as one call), at the hook repair's priority.
+            repair = self.caller.fork(HOOK_REPAIR) if self.caller else None
             install_webhook(
                 self.sub.owner_user_id,
                 Repository(self.sub.provider_id, self.repository_id, owner, slug),
@@ -322,7 +335,7 @@ class Reconciliation:
         }
 
     def _record_run(self) -> None:
-        if self.result.status in ("rate_limited", "error"):
+        if self.result.status in ("rate_limited", "waiting_budget", "error"):
             return  # not reconciled: stays due
         actions: list[Action] = [
             SubscriptionRecord.last_reconciled_at.set(iso()),

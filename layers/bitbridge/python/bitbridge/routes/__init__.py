@@ -7,7 +7,7 @@ connections    who is signed in and their connections: `/api/me`, `/api/connecti
 repositories   the repository picker: `/api/repos`, `/api/repos/scopes`
 imports        the Imports screen: `/api/imports` (list), one import, cancel, retry, a manual hook's secret
 activity       the Activity screen: `/api/activity`
-admin          the Admin screen: `/api/admin/providers`
+admin          the Admin screen: `/api/admin/providers`, `/api/admin/budgets`
 request        what every route reads from its request (the session's user, query values)
 
 Each route parses its request, calls one core function and answers through `bitbridge.edge`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bitbridge import accounts, calls, connection_events, providers, tokens
+from bitbridge import accounts, budget, calls, connection_events, providers, tokens
 from bitbridge.imports import kickoff, queries
 from bitbridge.service import links, proxy
 from bitbridge.service.cache import TtlCache
@@ -106,6 +106,16 @@ def connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str
     return {"end_user_id": end_user_id, **accounts.public_connection(conn)}
 
 
+def connection_budget(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
+    """The end user's rate-limit budgets on the provider: each class's used and limit now, 429s met, work
+    waiting (per_consumer: the OAuth consumer's, which every end user shares)."""
+    user_id = _linked_user(caller, provider_id, end_user_id, base_url)
+    provider = _provider(provider_id)
+    return {"provider": provider_id, "end_user_id": end_user_id} | budget.for_connection(
+        provider_id, user_id, providers.limits(provider)
+    )
+
+
 def delete_connection(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> dict[str, Any]:
     user_id = _linked_user(caller, provider_id, end_user_id, base_url)
     conn = _connection(user_id, provider_id)
@@ -153,6 +163,35 @@ def token(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> 
     }
 
 
+# ------------------------------------------------------------------------------------------- as the end user
+
+
+def end_user_caller(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, *, patience: calls.Patience
+) -> calls.Caller:
+    """A `calls.Caller` acting as the end user, interactive: their fresh token (the short cache over
+    `tokens.fresh`), refreshed once when Bitbucket refuses it. 409 with `connect_url` when they have not
+    connected or must reconnect."""
+    provider = _provider(provider_id)
+    first = _fresh(caller, provider_id, end_user_id, base_url)
+
+    def token_for(stale: str | None) -> str:
+        if stale is None:
+            return first.access_token
+        return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
+
+    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
+    return calls.Caller(person, provider, priority=calls.INTERACTIVE, patience=patience, token_source=token_for)
+
+
+def reauth_required(
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, why: tokens.ReauthRequired
+) -> ServiceRefused:
+    """409 `reauth_required` with a connect URL and the reason: Bitbucket refused the end user's token even
+    after a refresh, or the refresh itself was refused."""
+    return _reauth_required(caller, provider_id, end_user_id, base_url, why)
+
+
 # ------------------------------------------------------------------------------------------- proxy
 
 
@@ -171,17 +210,7 @@ def proxy_call(
     path = proxy.safe_path(raw_path)  # refused before any lookup or token use
     provider = _provider(provider_id)
     url = proxy.target_url(provider.api_url, path)
-    first = _fresh(caller, provider_id, end_user_id, base_url)
-
-    def token_for(stale: str | None) -> str:
-        if stale is None:
-            return first.access_token
-        return _fresh(caller, provider_id, end_user_id, base_url, stale=stale).access_token
-
-    person = _linked_user(caller, provider_id, end_user_id, base_url)  # cached: read by _fresh just now
-    as_user = calls.Caller(
-        person, provider, priority=calls.INTERACTIVE, patience=proxy.PATIENCE, token_source=token_for
-    )
+    as_user = end_user_caller(caller, provider_id, end_user_id, base_url, patience=proxy.PATIENCE)
     answer = proxy.forward(as_user, method, url, query=query, body=body, content_type=content_type)
     proxy_base = f"{base_url.rstrip('/')}/service/v1/proxy/{provider_id}/{end_user_id}"
     answer.body = proxy.rewrite_pagination(

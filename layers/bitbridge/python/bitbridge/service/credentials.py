@@ -30,7 +30,15 @@ from bitbridge.store.base import condition_failed
 from bitbridge.store.service import CLIENT_PROFILE, KEY_SK, ServiceClientRecord, ServiceKeyRecord, client_pk, key_pk
 from bitbridge.timestamps import iso
 
-SCOPES = ("connections:read", "connections:write", "tokens:read", "proxy", "imports:write", "imports:read")
+SCOPES = (
+    "connections:read",
+    "connections:write",
+    "tokens:read",
+    "proxy",
+    "imports:write",
+    "imports:read",
+    "files:read",
+)
 CACHE_SECONDS = 5.0
 DEFAULT_OVERLAP_SECONDS = 24 * 3600
 KEY_PREFIX = "bbk_"

@@ -4,7 +4,9 @@ Path safety is a pure function (`safe_path`): only paths below the provider's RE
 absolute URL, `//host`, dot segment, encoded separator or dot, backslash, control character or OAuth
 endpoint can move the request to another host or path. The call goes through `bitbridge.calls.Caller`
 like every Bitbucket call, with the proxy's `PATIENCE`: one refresh-and-retry on a 401, 429s waited out
-(Retry-After) within a budget, and a bounded number of retries on 5xx for idempotent methods only.
+(Retry-After) within a budget, and a bounded number of retries on 5xx for idempotent methods only. The call
+spends the end user's rate-limit budget first, as a person waiting (`X-Bitbridge-Budget-Wait` says how
+long it waited for room; with none within a few seconds the answer is bitbridge's 429 `rate_limited`).
 Pagination links in JSON bodies are rewritten to come back through the proxy.
 """
 
@@ -34,6 +36,9 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@{}%-]+$")  # RFC 3986 pchar (
 _ENCODED_FORBIDDEN = re.compile(r"%(2e|2f|5c|25|3f|23|[01][0-9a-f]|7f)", re.I)  # . / \ % ? # and controls
 # Unreachable from below the API root anyway; refused by name too, so a mistake elsewhere cannot reach them.
 _FORBIDDEN_SEGMENTS = {"oauth2", "access_token"}
+
+#: Seconds the call waited for room in the end user's rate-limit budget (bitbridge.budget), on every answer.
+BUDGET_WAIT_HEADER = "X-Bitbridge-Budget-Wait"
 
 # Response headers worth passing on; hop-by-hop and Bitbucket's cookies stay behind.
 PASSED_HEADERS = ("Content-Type", "Retry-After", "ETag", "Last-Modified", "X-RateLimit-Limit", "X-RateLimit-Remaining")
@@ -156,6 +161,7 @@ def forward(
         raise refuse("provider_unreachable", f"Bitbucket did not answer ({exc}); try again shortly.") from None
     data = _read_limited(response)
     passed = {h: response.headers[h] for h in PASSED_HEADERS if h in response.headers}
+    passed[BUDGET_WAIT_HEADER] = f"{caller.budget_waited:.3f}"
     return Answer(response.status_code, data, passed)
 
 

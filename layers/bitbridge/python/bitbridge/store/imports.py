@@ -36,11 +36,13 @@ HOOK_FAILED = "failed"
 
 QUEUED = "queued"
 RUNNING = "running"
-WAITING = "waiting_rate_limit"
+WAITING = "waiting_rate_limit"  # Bitbucket answered 429 (another app spends the allowance)
+WAITING_BUDGET = "waiting_budget"  # the person's rate-limit budget has no room now (bitbridge.budget)
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
-ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
+ACTIVE_STATES = (QUEUED, RUNNING, WAITING, WAITING_BUDGET)
+WAITING_STATES = (WAITING, WAITING_BUDGET)
 MAX_TRANSIENT_DEFERRALS = 5  # a step's retries after 5xx / network errors (2, 4, 8, 16, 32 s apart), then failed
 TERMINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
@@ -134,13 +136,15 @@ class JobRecord(Model):
     reason = UnicodeAttribute(null=True)  # not_found | forbidden | reauth_required | bitbucket_error | internal
     started_at = UnicodeAttribute(null=True)
     finished_at = UnicodeAttribute(null=True)
-    not_before = NumberAttribute(null=True)  # epoch: waiting for a rate limit until then
+    not_before = NumberAttribute(null=True)  # epoch: waiting for a rate limit or the budget until then
     # epoch: when a message naming the job was confirmed sent on its own (a re-send, a retry); a new job's
     # send is recorded once per request on a KickoffRecord instead. Neither while queued: the sender may
     # have died before sending, and asking for the repository again sends it (bitbridge.imports.jobs).
     enqueued_at = NumberAttribute(null=True)
     kickoff_id = UnicodeAttribute(null=True)  # the request that made it (its KICKOFF item says it was sent)
     rate_limit_waits = NumberAttribute(default=0)
+    budget_waits = NumberAttribute(default=0)  # times it waited for room in the person's budget
+    budget_resume = NumberAttribute(null=True)  # set while it comes back from a budget wait (leaves the queue)
     transient_failures = NumberAttribute(default=0)  # consecutive deferrals after 5xx / network errors
     # While a step is retrying (transient_failures > 0): when the next attempt is due (epoch) and what
     # failed last (a message, never a token), so the console shows the retries instead of a silent "running".

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, UnicodeAttribute
+from pynamodb.attributes import BooleanAttribute, JSONAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
 from bitbridge.store.base import register, table_meta
@@ -31,6 +31,9 @@ class ProviderRecord(Model):
     # as one OpenSSH line, and the label it carries in Bitbucket.
     deploy_key = UnicodeAttribute(null=True)
     deploy_key_label = UnicodeAttribute(null=True)
+    # The admin's rate-limit settings over the flavor's published limits (bitbridge.bitbucket.limits.apply):
+    # {"window_seconds", "classes": {name: n}, "refill_per_second", "scope", "reserve", "enabled"}; None: defaults.
+    rate_limits = JSONAttribute(null=True)
     created_at = UnicodeAttribute(default=iso)
     updated_at = UnicodeAttribute(default=iso)
 

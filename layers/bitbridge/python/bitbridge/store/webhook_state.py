@@ -1,5 +1,5 @@
 """What the event publisher reads and writes besides deliveries, with the low-level client (no PynamoDB,
-for its cold start): a provider's flavor (ProvidersTable), a subscription's last delivery and health
+for its cold start): a provider's flavor (ProvidersTable), a subscription's owner, last delivery and health
 (SubscriptionsTable), and an imported project's push / default-branch / open pull request state and
 its recent events (ImportsTable). The item shapes are the ones `store.providers`, `store.subscriptions` and
 `store.imports` describe with PynamoDB; `tests/unit/test_store_shapes.py` keeps the names equal.
@@ -35,6 +35,22 @@ def provider_flavor(provider_id: str) -> str | None:
     )
     flavor = (item or {}).get("flavor", {}).get("S")
     return str(flavor) if flavor else None
+
+
+def subscription_owner(subscription_id: str) -> str | None:
+    """The user whose connection a subscription's hook was installed with (enrichment calls Bitbucket as
+    them); None for a subscription that is gone or has no owner (a manual hook)."""
+    item = (
+        client("dynamodb")
+        .get_item(
+            TableName=settings().subscriptions_table,
+            Key={"pk": {"S": subscription_id}},
+            ProjectionExpression="owner_user_id",
+        )
+        .get("Item")
+    )
+    owner = (item or {}).get("owner_user_id", {}).get("S")
+    return str(owner) if owner else None
 
 
 def record_subscription_delivery(

@@ -55,7 +55,8 @@ SCHEMA_VERSION = "1"
 #: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
 #: Minor 1: push ``forced``/``truncated``, repository ``private``, PR source tags, ``pull_request.updated``
 #: ``changes``, ``repository.mirror_synchronized``. Minor 2: ``origin``, ``change_id`` (event and ref
-#: change), ``subscription.unhealthy``. Minor 3: ``mirror``; a change id names one recorded transition.
+#: change), ``subscription.unhealthy``. Minor 3: ``mirror``; a change id names one recorded transition;
+#: ``changed_files`` & co. and a push's ``commits``, added by the publisher (``bitbridge.webhooks.enrich``).
 SCHEMA_MINOR = 3
 #: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
 ORIGIN_WEBHOOK = "webhook"

@@ -195,6 +195,7 @@ def publish_deliveries(deliveries: Iterable[Delivery], *, stop_at_failure: bool 
         prepared = _ready(item, outcome)
         if prepared is not None:
             ready.append(prepared)
+    ready = _with_changed_files(ready)  # issue 25: bitbridge.webhooks.enrich, before entries are sized
     chunks = list(_chunks(ready))
     backfilled: dict[str, int] = {}
     for number, chunk in enumerate(chunks):
@@ -377,6 +378,34 @@ def _entry(delivery: Delivery, event: dict[str, Any], change_ids: list[str | Non
     }
     size = len(detail.encode("utf-8")) + len(EVENT_SOURCE) + len(event["type"])
     return Prepared(delivery, event, entry, size, change_ids)
+
+
+# ------------------------------------------------------------------------------------------------ enrichment
+
+#: The types bitbridge.webhooks.enrich adds changed files to (its ENRICHED_TYPES; a test keeps them equal).
+ENRICHED_TYPES = frozenset({"repository.push", "pull_request.opened", "pull_request.updated"})
+
+
+def _with_changed_files(ready: list[Prepared]) -> list[Prepared]:
+    """The batch with changed files (and a push's commits) on the events that carry them, their entries
+    rebuilt. Enrichment never fails or holds back an event; it is imported only when a batch needs it, so
+    its token and HTTP modules stay off the publisher's cold path."""
+    wanted = [p for p in ready if p.event["type"] in ENRICHED_TYPES]
+    if not wanted:
+        return ready
+    from bitbridge.webhooks import enrich
+
+    enrich.enrich([enrich.Source(p.event, _payload(p.delivery), p.delivery.subscription_id) for p in wanted])
+    rebuilt = {id(p): _entry(p.delivery, p.event, p.change_ids) for p in wanted}
+    return [rebuilt.get(id(p), p) for p in ready]
+
+
+def _payload(delivery: Delivery) -> dict[str, Any] | None:
+    """The delivery's payload (it may list a push's commits); None for the reconciler's finished events."""
+    if delivery.origin == ORIGIN_RECONCILIATION:
+        return None
+    payload = json.loads(delivery.body)
+    return payload if isinstance(payload, dict) else None
 
 
 def _chunks(ready: list[Prepared]) -> Iterator[list[Prepared]]:

@@ -436,7 +436,7 @@ const repoView = {
 views.repositories = repoView;
 
 function stateTone(value) {
-  return { completed: "ok", failed: "bad", cancelled: "", waiting_rate_limit: "warn", running: "info", queued: "info" }[value] || "";
+  return { completed: "ok", failed: "bad", cancelled: "", waiting_rate_limit: "warn", waiting_budget: "warn", running: "info", queued: "info" }[value] || "";
 }
 
 function hookTone(value) {
@@ -445,7 +445,7 @@ function hookTone(value) {
 
 // ------------------------------------------------------------------ imports
 
-const ACTIVE = ["queued", "running", "waiting_rate_limit"];
+const ACTIVE = ["queued", "running", "waiting_rate_limit", "waiting_budget"];
 const askedKey = (provider, fullName) => `${provider}\n${fullName}`;
 
 // What a person reads first when an import stops (the message and the code follow it).
@@ -684,6 +684,17 @@ function jobCard(job) {
           ").",
         )
       : null,
+    job.state === "waiting_budget" && job.waiting_until
+      ? h(
+          "p",
+          { class: "progress" },
+          "Waiting for room in your Bitbucket allowance; resumes at ",
+          timeOf(job.waiting_until),
+          " (",
+          h("span", { "data-until": job.waiting_until }, ""),
+          ").",
+        )
+      : null,
     ACTIVE.includes(job.state) ? retryingBlock(job) : null,
     job.error ? problemBlock(FAILURES[job.error.reason] || "The import failed.", job.error.message, job.error.reason) : null,
     webhookBlock(job),
@@ -815,8 +826,39 @@ views.admin = {
     } catch (error) {
       fail(error);
     }
+    this.budgets();
+  },
+
+  async budgets() {
+    try {
+      const { budgets, now } = await api("GET", "/api/admin/budgets");
+      $("budgets-empty").hidden = budgets.length > 0;
+      $("budget-table").hidden = budgets.length === 0;
+      $("budget-rows").replaceChildren(...budgets.map((b) => budgetRow(b, now)));
+    } catch (error) {
+      fail(error);
+    }
   },
 };
+
+function budgetRow(b, now) {
+  const per = b.model === "window" ? `per ${b.window_seconds} s` : `refill ${b.refill_per_second}/s`;
+  const limit = !b.limited ? "off" : b.ceiling_until ? `${b.ceiling} of ${b.limit} (held after a 429)` : `${b.limit} ${per}`;
+  const waiting = Object.entries(b.waiting || {}).map(
+    ([priority, w]) => `${priority.replaceAll("_", " ")}: ${w.waiters} until ${Math.max(0, Math.round(w.until - now))} s from now`,
+  );
+  return h(
+    "tr",
+    { "data-budget": `${b.provider}/${b.user_id || "consumer"}/${b.class}` },
+    h("td", { "data-label": "Person" }, b.person || b.user_id || "OAuth consumer"),
+    h("td", { "data-label": "Provider" }, b.provider),
+    h("td", { "data-label": "Class" }, b.class),
+    h("td", { "data-label": "Used" }, b.limited ? String(b.used) : "-"),
+    h("td", { "data-label": "Limit" }, limit),
+    h("td", { "data-label": "429s" }, String(b.rejected)),
+    h("td", { "data-label": "Waiting" }, waiting.join("; ") || "-"),
+  );
+}
 
 function providerStatus(p) {
   if (p.status === "verified") {
