@@ -22,7 +22,7 @@ from bitbridge import deadlines, edge, providers, signin_page
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.config import settings
 from bitbridge.errors import Problem
-from bitbridge.service import api, audit, credentials, files, links
+from bitbridge.service import actions, api, audit, credentials, files, idempotency, links
 from bitbridge.service.credentials import Caller
 from bitbridge.service.errors import bad_request, refuse
 
@@ -39,6 +39,7 @@ class Route:
     scope: str
     action: str
     run: Callable[[Caller, dict[str, Any], str], tuple[int, Any]]
+    detailed: bool = False  # a typed action: its audit record says what it did (service.actions.audit_detail)
 
 
 def _params(event: dict[str, Any]) -> dict[str, str]:
@@ -155,6 +156,84 @@ def _changes(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any
     return 200, found
 
 
+# ------------------------------------------------------------------------------------------- typed actions
+
+
+def _key(event: dict[str, Any]) -> str | None:
+    return idempotency.check_key((event.get("headers") or {}).get(idempotency.HEADER))
+
+
+def _action(run: Callable[..., idempotency.Answer]) -> Callable[[Caller, dict[str, Any], str], tuple[int, Any]]:
+    """A typed action's runner: where (repository, end user), the path's ids, the body, the Idempotency-Key."""
+
+    def runner(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+        p = _params(event)
+        at = actions.where(p, base)
+        method = event["requestContext"]["http"]["method"]
+        body = _json_body(event) if method in ("POST", "PUT") else None
+        answer = run(caller, at, p, body, _key(event) if method != "GET" else None)
+        return answer.status, answer
+
+    return runner
+
+
+REPO = "/service/v1/repos/{provider}/{end_user_id}/{workspace}/{repo_slug}"
+PR = REPO + "/pull-requests/{pull_request}"
+
+
+def _review(name: str) -> Route:
+    def run(caller: Caller, at: actions.Where, p: dict[str, str], body: Any, key: str | None) -> Any:
+        return actions.review(caller, at, p["pull_request"], name, body, key)
+
+    return Route("pullrequests:write", f"pull_request_{name}", _action(run), detailed=True)
+
+
+ACTION_ROUTES: dict[str, Route] = {
+    f"POST {REPO}/commits/{{commit}}/statuses": Route(
+        "statuses:write",
+        "status_set",
+        _action(lambda c, at, p, body, key: actions.set_status(c, at, p["commit"], body, key)),
+        detailed=True,
+    ),
+    f"GET {REPO}/commits/{{commit}}/statuses": Route(
+        "statuses:read",
+        "status_list",
+        _action(lambda c, at, p, body, key: actions.list_statuses(c, at, p["commit"])),
+        detailed=True,
+    ),
+    f"POST {PR}/comments": Route(
+        "comments:write",
+        "comment_create",
+        _action(lambda c, at, p, body, key: actions.create_comment(c, at, p["pull_request"], body, key)),
+        detailed=True,
+    ),
+    f"PUT {PR}/comments": Route(
+        "comments:write",
+        "comment_upsert",
+        _action(lambda c, at, p, body, key: actions.upsert_comment_by_marker(c, at, p["pull_request"], body, key)),
+        detailed=True,
+    ),
+    f"PUT {PR}/comments/{{comment_id}}": Route(
+        "comments:write",
+        "comment_update",
+        _action(
+            lambda c, at, p, body, key: actions.update_comment(c, at, p["pull_request"], p["comment_id"], body, key)
+        ),
+        detailed=True,
+    ),
+    f"DELETE {PR}/comments/{{comment_id}}": Route(
+        "comments:write",
+        "comment_delete",
+        _action(lambda c, at, p, body, key: actions.delete_comment(c, at, p["pull_request"], p["comment_id"], key)),
+        detailed=True,
+    ),
+    f"POST {PR}/approve": _review("approve"),
+    f"POST {PR}/unapprove": _review("unapprove"),
+    f"POST {PR}/request-changes": _review("request_changes"),
+    f"POST {PR}/merge": _review("merge"),
+    f"POST {PR}/decline": _review("decline"),
+}
+
 CONNECT_PAGE = "GET /connect/{session}"
 BROWSER_ROUTES = (CONNECT_PAGE,)  # the end user's browser, no service key
 PROXY = Route("proxy", "proxy", _proxy)
@@ -176,6 +255,7 @@ ROUTES: dict[str, Route] = {
     **{
         f"{m} /service/v1/proxy/{{provider}}/{{end_user_id}}/{{path+}}": PROXY for m in ("GET", "POST", "PUT", "DELETE")
     },
+    **ACTION_ROUTES,
 }
 
 
@@ -190,6 +270,9 @@ def _serve(event: dict[str, Any], route: Route, started: float) -> dict[str, Any
             return edge.passthrough(result.status, result.headers, result.body)
         if isinstance(result, files.FileAnswer):  # the file's bytes, as they are
             return edge.passthrough(status, {"Content-Type": result.type}, result.content)
+        if isinstance(result, idempotency.Answer):
+            replayed = {"Idempotent-Replayed": "true"} if result.replayed else None
+            return edge.json_response(result.status, result.body, headers=replayed)
         return edge.json_response(status, result)
     except (Problem, BitbucketError) as exc:
         answer = edge.service_error(exc, event)
@@ -217,10 +300,18 @@ def _audit(event: dict[str, Any], caller: Caller, route: Route, status: int, sta
             request_id=event["requestContext"].get("requestId", ""),
             end_user_id=p.get("end_user_id"),
             provider_id=p.get("provider"),
+            detail=actions.audit_detail(p, _audit_body(event)) if route.detailed else None,
         )
     except Exception:
         # The answer stands; a record that could not even be written to stdout is logged for the operator.
         logger.exception("audit record not written", extra={"client_id": caller.client_id, "status": status})
+
+
+def _audit_body(event: dict[str, Any]) -> Any:
+    try:
+        return json.loads(_raw_body(event) or b"null")
+    except ValueError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------- browser

@@ -21,16 +21,21 @@ from .models import (
     CLOUD,
     LEVELS,
     BadRequest,
+    Comment,
     Commit,
+    CommitStatus,
     EmulatorError,
     Event,
     Forbidden,
     Hook,
     Issue,
+    MergeConflicted,
     NotFound,
     PullRequest,
+    PullRequestClosed,
     Ref,
     Repository,
+    Reviewer,
     Token,
     Unauthorized,
     User,
@@ -352,26 +357,32 @@ def _rendered(text: str) -> dict:
     return {"raw": text, "markup": "markdown", "html": f"<p>{html.escape(text)}</p>" if text else ""}
 
 
+_REVIEW_STATE = {"APPROVED": "approved", "NEEDS_WORK": "changes_requested"}
+
+
+def participant(ctx: Ctx, user: User, reviewer: Reviewer) -> dict:
+    """REST `participant`: a reviewer (asked to review) or a participant, with their review state."""
+    return {
+        "type": "participant",
+        "user": account(ctx, user),
+        "role": reviewer.role,
+        "approved": reviewer.approved,
+        "state": _REVIEW_STATE.get(reviewer.status),
+        "participated_on": iso(reviewer.participated_on),
+    }
+
+
 def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
     api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"
-
-    def participant(user: User, role: str, approved: bool, participated_on: datetime | None) -> dict:
-        return {
-            "type": "participant",
-            "user": account(ctx, user),
-            "role": role,
-            "approved": approved,
-            "state": "approved" if approved else None,
-            "participated_on": iso(participated_on),
-        }
-
     participants = []
     for r in pr.reviewers:
         if user := _user(ctx, r.user):
-            participants.append(participant(user, "REVIEWER", r.approved, r.participated_on))
+            participants.append(participant(ctx, user, r))
     for name in pr.participants:
         if user := _user(ctx, name):
-            participants.append(participant(user, "PARTICIPANT", False, pr.updated_on))
+            participants.append(
+                participant(ctx, user, Reviewer(name, role="PARTICIPANT", participated_on=pr.updated_on))
+            )
     return {
         "type": "pullrequest",
         "id": pr.id,
@@ -393,14 +404,14 @@ def pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
             "repository": repo_condensed(ctx, repo),
         },
         "merge_commit": {"hash": pr.merge_hash[:12]} if pr.merge_hash else None,
-        "comment_count": len(pr.comments),
+        "comment_count": sum(1 for c in pr.comments if not c.deleted),
         "task_count": 0,
         "close_source_branch": pr.close_source_branch,
         "closed_by": _account_or_none(ctx, pr.closed_by),
         "reason": pr.reason,
         "created_on": iso(pr.created_on),
         "updated_on": iso(pr.updated_on),
-        "reviewers": [account(ctx, u) for u in (_user(ctx, r.user) for r in pr.reviewers) if u],
+        "reviewers": [account(ctx, u) for u in (_user(ctx, r.user) for r in pr.reviewers if r.role == "REVIEWER") if u],
         "participants": participants,
         "links": {
             "self": _href(api),
@@ -1112,7 +1123,9 @@ def p_pullrequest(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
         "participants": [
             p_account(ctx, n) for n in [*(r.user for r in pr.reviewers), *pr.participants] if n in ctx.backend.users
         ],
-        "reviewers": [p_account(ctx, r.user) for r in pr.reviewers if r.user in ctx.backend.users],
+        "reviewers": [
+            p_account(ctx, r.user) for r in pr.reviewers if r.role == "REVIEWER" and r.user in ctx.backend.users
+        ],
         "close_source_branch": pr.close_source_branch,
         "closed_by": p_account(ctx, pr.closed_by),
         "reason": pr.reason,
@@ -1135,7 +1148,14 @@ EVENT_KEYS = {
     "pullrequest:fulfilled": "pullrequest:fulfilled",
     "pullrequest:rejected": "pullrequest:rejected",
     "pullrequest:approved": "pullrequest:approved",
+    "pullrequest:unapproved": "pullrequest:unapproved",
+    "pullrequest:changes_request_created": "pullrequest:changes_request_created",
+    "pullrequest:changes_request_removed": "pullrequest:changes_request_removed",
     "pullrequest:comment_created": "pullrequest:comment_created",
+    "pullrequest:comment_updated": "pullrequest:comment_updated",
+    "pullrequest:comment_deleted": "pullrequest:comment_deleted",
+    "repo:commit_status_created": "repo:commit_status_created",
+    "repo:commit_status_updated": "repo:commit_status_updated",
     "pullrequest:deleted": None,
 }
 
@@ -1173,40 +1193,49 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
             "repository": p_repo(ctx, repo, full=True),
             "changes": changes,
         }
+    if key in ("repo:commit_status_created", "repo:commit_status_updated"):
+        return key, {
+            "actor": p_account(ctx, event.actor),
+            "repository": p_repo(ctx, repo),
+            "commit_status": commit_status(ctx, repo, event.data["status"]),
+        }
     pr = event.data["pr"]
     body: dict[str, Any] = {
         "actor": p_account(ctx, event.actor),
         "pullrequest": p_pullrequest(ctx, repo, pr),
         "repository": p_repo(ctx, repo),
     }
-    if key == "pullrequest:approved":
-        body["approval"] = {
+    if key in ("pullrequest:approved", "pullrequest:unapproved"):
+        body["approval"] = {"date": iso(event.data["reviewer"].participated_on), "user": p_account(ctx, event.actor)}
+    if key in ("pullrequest:changes_request_created", "pullrequest:changes_request_removed"):
+        # No shared sample; the shape of `approval` under the key Atlassian's event payload page names.
+        body["changes_request"] = {
             "date": iso(event.data["reviewer"].participated_on),
             "user": p_account(ctx, event.actor),
         }
-    if key == "pullrequest:comment_created":
-        c = event.data["comment"]
-        comment: dict[str, Any] = {"id": c.id}
-        if c.parent is not None:
-            comment["parent"] = {"id": c.parent}
-        comment["content"] = _rendered(c.text)
-        if c.inline:
-            comment["inline"] = {
-                "path": c.inline.get("path"),
-                "from": c.inline.get("from"),
-                "to": c.inline.get("to"),
-            }
-        api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}/comments/{c.id}"
-        comment.update(
-            created_on=iso(c.created_on),
-            updated_on=iso(c.updated_on),
-            links={
-                "self": _href(api),
-                "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}/_/diff#comment-{c.id}"),
-            },
-        )
-        body["comment"] = comment
+    if key.startswith("pullrequest:comment_"):
+        body["comment"] = p_comment(ctx, repo, pr, event.data["comment"])
     return key, body
+
+
+def p_comment(ctx: Ctx, repo: Repository, pr: PullRequest, c: Comment) -> dict:
+    """A comment as pull-request comment payloads carry it (created, updated and deleted alike)."""
+    comment: dict[str, Any] = {"id": c.id}
+    if c.parent is not None:
+        comment["parent"] = {"id": c.parent}
+    comment["content"] = _rendered(c.text)
+    if c.inline:
+        comment["inline"] = {"path": c.inline["path"], "from": c.inline.get("from"), "to": c.inline.get("to")}
+    comment.update(created_on=iso(c.created_on), updated_on=iso(c.updated_on), links=_comment_links(ctx, repo, pr, c))
+    return comment
+
+
+def _comment_links(ctx: Ctx, repo: Repository, pr: PullRequest, c: Comment) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}/comments/{c.id}"
+    return {
+        "self": _href(api),
+        "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}/_/diff#comment-{c.id}"),
+    }
 
 
 # ---------------------------------------- source: commits, diffs, files (answered from the git objects)
@@ -1402,3 +1431,353 @@ def get_src(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str, path: str 
     }
     mimetype = mimetypes.guess_type(clean)[0] or ("application/octet-stream" if is_binary(content) else "text/plain")
     return Response(content, 200, headers=headers, content_type=mimetype)
+
+
+# ---------------------------------------- commit statuses, pull request comments, reviews, activity
+# Shapes per the `commitstatus`, `pullrequest_comment`, `participant` schemas; scopes as the operations declare
+# them (statuses: repository; comments and activity: pullrequest; approve, request changes, merge, decline:
+# pullrequest:write). Validation wording from Bitbucket's own answers (README "Write-back and review").
+STATUS_STATES = ("INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED")
+STATUS_KEY_MAX = 40  # "key: Ensure this value has at most 40 characters (it has 53)."
+MERGE_STRATEGIES = {"merge_commit": "merge_commit", "squash": "squash", "fast_forward": "fast_forward"}
+
+
+def _field_error(field: str, message: str) -> Response:
+    """Cloud's validation answer: 400 with the field's message (as bitbucket.org words it) under `fields`."""
+    body = {"type": "error", "error": {"message": f"{field}: {message}", "fields": {field: [message]}}}
+    return json_response(body, 400)
+
+
+def commit_status(ctx: Ctx, repo: Repository, status: CommitStatus) -> dict:
+    api = f"{ctx.api}/repositories/{repo.full_name}/commit/{status.commit}"
+    body: dict[str, Any] = {
+        "type": "build",
+        "key": status.key,
+        "state": status.state,
+        "name": status.name,
+        "description": status.description,
+        "url": status.url,
+    }
+    if status.refname:
+        body["refname"] = status.refname
+    body.update(
+        created_on=iso(status.created_on),
+        updated_on=iso(status.updated_on),
+        links={"commit": _href(api), "self": _href(f"{api}/statuses/build/{quote(status.key, safe='')}")},
+    )
+    return body
+
+
+def _status_commit(ctx: Ctx, repo: Repository, commit_id: str) -> str:
+    sha = repo.git.resolve_prefix(commit_id)
+    if sha is None:
+        raise NotFound(f"Commit not found: {commit_id}")
+    return sha
+
+
+def _status_fields(body: dict, *, creating: bool) -> dict | Response:
+    """The fields of a build status body, or Cloud's 400 naming the first bad one."""
+    out: dict[str, Any] = {}
+    if creating:
+        key = body.get("key")
+        if not isinstance(key, str) or not key:
+            return _field_error("key", "This field is required.")
+        if len(key) > STATUS_KEY_MAX:
+            return _field_error(
+                "key", f"Ensure this value has at most {STATUS_KEY_MAX} characters (it has {len(key)})."
+            )
+        out["key"] = key
+    state = body.get("state")
+    if creating or "state" in body:
+        if state not in STATUS_STATES:
+            return _field_error("state", f'"{state}" is not a valid choice.' if state else "This field is required.")
+        out["state"] = state
+    if creating or "url" in body:
+        url = body.get("url")
+        if not url:
+            return _field_error("url", "This field is required.")
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            return _field_error("url", "Enter a valid URL.")
+        out["url"] = url
+    for name in ("name", "description", "refname"):
+        if isinstance(body.get(name), str):
+            out[name] = body[name]
+    return out
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/commit/<commit_id>/statuses/build", methods=("POST",))
+def create_status(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str) -> Response:
+    """Creates a build status; "if the specified key already exists, the existing status object will be
+    overwritten" (201 either way): repo:commit_status_created, then _updated."""
+    token = authenticate(ctx, "repository")
+    fields = _status_fields(ctx.json_body(), creating=True)
+    if isinstance(fields, Response):
+        return fields
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        sha = _status_commit(ctx, repo, commit_id)
+        status, _ = ctx.backend.set_commit_status(repo, sha, token.user, **fields)
+        resp = respond(ctx, commit_status(ctx, repo, status), 201)
+        resp.headers["Location"] = commit_status(ctx, repo, status)["links"]["self"]["href"]
+        return resp
+
+
+@routes.route(
+    "/2.0/repositories/<workspace>/<repo_slug>/commit/<commit_id>/statuses/build/<path:key>", methods=("GET", "PUT")
+)
+def status_item(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str, key: str) -> Response:
+    token = authenticate(ctx, "repository")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        sha = _status_commit(ctx, repo, commit_id)
+        status = repo.statuses.get((sha, key))
+        if status is None:
+            raise NotFound(f"No build status {key} for commit {commit_id}.")
+        if ctx.request.method == "PUT":
+            fields = _status_fields(ctx.json_body(), creating=False)
+            if isinstance(fields, Response):
+                return fields
+            merged = {"state": status.state, "url": status.url, **fields}
+            status, _ = ctx.backend.set_commit_status(repo, sha, token.user, key, **merged)
+        return respond(ctx, commit_status(ctx, repo, status))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/commit/<commit_id>/statuses")
+def list_statuses(ctx: Ctx, workspace: str, repo_slug: str, commit_id: str) -> Response:
+    token = authenticate(ctx, "repository")
+    refname = ctx.request.args.get("refname")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        sha = _status_commit(ctx, repo, commit_id)
+        statuses = [s for s in ctx.backend.statuses_of(repo, sha) if not refname or s.refname in (None, refname)]
+        return paginate(ctx, statuses, lambda s: commit_status(ctx, repo, s))
+
+
+# -- comments
+def pr_comment(ctx: Ctx, repo: Repository, pr: PullRequest, c: Comment) -> dict:
+    """REST `pullrequest_comment`. Cloud keeps a deleted comment in the listing, marked `deleted`."""
+    links = _comment_links(ctx, repo, pr, c)
+    body: dict[str, Any] = {
+        "type": "pullrequest_comment",
+        "id": c.id,
+        "created_on": iso(c.created_on),
+        "updated_on": iso(c.updated_on),
+        "content": _rendered(c.text),
+        "user": _account_or_none(ctx, c.author),
+        "deleted": c.deleted,
+        "pending": False,
+    }
+    if c.parent is not None:
+        parent_links = {"self": _href(links["self"]["href"].rpartition("/")[0] + f"/{c.parent}")}
+        body["parent"] = {"type": "pullrequest_comment", "id": c.parent, "links": parent_links}
+    if c.inline:
+        # Cloud sends the side a comment is not on as null (`from` for a new-side line).
+        body["inline"] = {"from": c.inline.get("from"), "to": c.inline.get("to"), "path": c.inline["path"]}
+    body["pullrequest"] = {
+        "type": "pullrequest",
+        "id": pr.id,
+        "title": pr.title,
+        "links": {
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}"),
+        },
+    }
+    body["links"] = links
+    return body
+
+
+def _comment_text(body: dict) -> str | Response:
+    raw = (body.get("content") or {}).get("raw") if isinstance(body.get("content"), dict) else None
+    if not isinstance(raw, str) or not raw.strip():
+        return _field_error("content", "This field is required.")
+    return raw
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/comments", methods=("GET", "POST"))
+def pr_comments(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """Every comment (general, inline, replies, deleted ones marked), oldest first; POST adds one."""
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr = ctx.backend.get_pr(repo, pr_id)
+        if ctx.request.method == "GET":
+            comments = sorted(pr.comments, key=lambda c: (c.created_on, c.id))
+            return paginate(ctx, comments, lambda c: pr_comment(ctx, repo, pr, c))
+        body = ctx.json_body()
+        text = _comment_text(body)
+        if isinstance(text, Response):
+            return text
+        parent = body.get("parent")
+        parent_id = parent.get("id") if isinstance(parent, dict) else None
+        if parent is not None and not isinstance(parent_id, int):
+            return _field_error("parent", "Give the id of the comment to reply to.")
+        c = ctx.backend.comment_pull_request(repo, pr.id, token.user, text, parent_id, body.get("inline"))
+        rendered = pr_comment(ctx, repo, pr, c)
+        resp = respond(ctx, rendered, 201)
+        resp.headers["Location"] = rendered["links"]["self"]["href"]
+        return resp
+
+
+@routes.route(
+    "/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/comments/<int:comment_id>",
+    methods=("GET", "PUT", "DELETE"),
+)
+def pr_comment_item(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int, comment_id: int) -> Response:
+    """Only its author edits a comment; its author or a repository admin deletes it (it stays, `deleted`)."""
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr, c = ctx.backend.get_comment(repo, pr_id, comment_id)
+        if ctx.request.method == "DELETE":
+            ctx.backend.delete_comment(repo, pr.id, c.id, token.user)
+            return Response(status=204)
+        if ctx.request.method == "PUT":
+            text = _comment_text(ctx.json_body())
+            if isinstance(text, Response):
+                return text
+            c = ctx.backend.edit_comment(repo, pr.id, c.id, token.user, text)
+        return respond(ctx, pr_comment(ctx, repo, pr, c))
+
+
+# -- reviews, merge, decline
+def _review(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int, status: str) -> Response:
+    token = authenticate(ctx, "pullrequest:write")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        try:
+            _, reviewer = ctx.backend.review(repo, pr_id, token.user, status)
+        except PullRequestClosed as exc:  # Cloud answers 400 ("... has already been merged")
+            raise BadRequest(exc.message) from exc
+        if status == "UNAPPROVED":
+            return Response(status=204)
+        return respond(ctx, participant(ctx, ctx.backend.get_user(token.user), reviewer))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/approve", methods=("POST", "DELETE"))
+def approve(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """POST: approve (pullrequest:approved). DELETE: withdraw the approval (pullrequest:unapproved)."""
+    return _review(ctx, workspace, repo_slug, pr_id, "APPROVED" if ctx.request.method == "POST" else "UNAPPROVED")
+
+
+@routes.route(
+    "/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/request-changes", methods=("POST", "DELETE")
+)
+def request_changes(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """POST: request changes (pullrequest:changes_request_created). DELETE: withdraw the request
+    (pullrequest:changes_request_removed)."""
+    return _review(ctx, workspace, repo_slug, pr_id, "NEEDS_WORK" if ctx.request.method == "POST" else "UNAPPROVED")
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/merge", methods=("POST",))
+def merge(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """Merge (write permission): `merge_strategy` merge_commit (default), squash or fast_forward, `message`.
+    Conflicts: 400, and the pull request stays open."""
+    token = authenticate(ctx, "pullrequest:write")
+    body = ctx.json_body()
+    strategy = body.get("merge_strategy") or "merge_commit"
+    if strategy not in MERGE_STRATEGIES:
+        allowed = ", ".join(MERGE_STRATEGIES)
+        return json_response(error_body(f"merge_strategy: {strategy} is not allowed here; use one of {allowed}."), 400)
+    message = body.get("message") if isinstance(body.get("message"), str) else None
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token, "write")
+        try:
+            pr = ctx.backend.merge_pull_request(repo, pr_id, token.user, MERGE_STRATEGIES[strategy], message)
+        except MergeConflicted as exc:
+            raise BadRequest(
+                "You can't merge until you resolve all merge conflicts.", paths=exc.detail.get("paths")
+            ) from exc
+        except PullRequestClosed as exc:
+            raise BadRequest(exc.message) from exc
+        return respond(ctx, pullrequest(ctx, repo, pr))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/decline", methods=("POST",))
+def decline(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """Decline (its author or someone with write permission); the operation takes no body."""
+    token = authenticate(ctx, "pullrequest:write")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr = ctx.backend.get_pr(repo, pr_id)
+        if token.user != pr.author:
+            ctx.backend.require(token.user, repo, "write")
+        try:
+            ctx.backend.decline_pull_request(repo, pr.id, token.user)
+        except PullRequestClosed as exc:
+            raise BadRequest(exc.message) from exc
+        return respond(ctx, pullrequest(ctx, repo, pr))
+
+
+# -- activity
+def _pr_ref(ctx: Ctx, repo: Repository, pr: PullRequest) -> dict:
+    return {
+        "type": "pullrequest",
+        "id": pr.id,
+        "title": pr.title,
+        "links": {
+            "self": _href(f"{ctx.api}/repositories/{repo.full_name}/pullrequests/{pr.id}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}/pull-requests/{pr.id}"),
+        },
+    }
+
+
+def _activity_item(ctx: Ctx, repo: Repository, pr: PullRequest, entry: Any) -> dict | None:
+    """One `/activity` value as the operation's examples show them: `comment`, `update` or `approval` (and
+    `changes_request`), with the pull request beside it."""
+    ref = _pr_ref(ctx, repo, pr)
+    if entry.kind == "commented":
+        c = next((c for c in pr.comments if c.id == entry.data["comment"]), None)
+        if c is None:
+            return None
+        comment = pr_comment(ctx, repo, pr, c)
+        comment["content"]["type"] = "rendered"
+        if c.inline:
+            comment["inline"].update(outdated=c.commit != pr.source_hash, context_lines="")
+        return {"comment": comment, "pull_request": ref}
+    if entry.kind in ("approved", "changes_requested"):
+        # An approval (or change request) shows while it stands: withdrawn ones leave the log.
+        reviewer = next((r for r in pr.reviewers if r.user == entry.user), None)
+        wanted = "APPROVED" if entry.kind == "approved" else "NEEDS_WORK"
+        latest = next(a for a in reversed(pr.activity) if a.user == entry.user and a.kind == entry.kind)
+        if reviewer is None or reviewer.status != wanted or latest is not entry:
+            return None
+        name = "approval" if entry.kind == "approved" else "changes_request"
+        return {
+            name: {"date": iso(entry.at), "pullrequest": ref, "user": account(ctx, ctx.backend.users[entry.user])},
+            "pull_request": ref,
+        }
+    if entry.kind in ("opened", "updated", "rescoped", "merged", "declined"):
+        state = {"merged": "MERGED", "declined": "DECLINED"}.get(entry.kind, "OPEN")
+
+        def end(branch: str, sha: str) -> dict:
+            return {
+                "commit": {"type": "commit", "hash": sha[:12], "links": _commit_links(ctx, repo, sha[:12])},
+                "branch": {"name": branch},
+                "repository": repo_condensed(ctx, repo),
+            }
+
+        source = entry.data.get("current") or pr.source_hash
+        update = {
+            "description": pr.description,
+            "title": pr.title,
+            "destination": end(pr.dest_branch, pr.dest_hash),
+            "reason": entry.data.get("reason", ""),
+            "source": end(pr.source_branch, source),
+            "state": state,
+            "author": account(ctx, ctx.backend.users[pr.author]) if pr.author in ctx.backend.users else None,
+            "date": iso(entry.at),
+        }
+        return {"update": update, "pull_request": ref}
+    return None  # unapprovals and withdrawn change requests are not in the log
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/activity")
+def pr_activity(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """The pull request's activity, newest first: comments, updates (opened, edited, new commits, merged,
+    declined) and the approvals and change requests that stand."""
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr = ctx.backend.get_pr(repo, pr_id)
+        items = [i for i in (_activity_item(ctx, repo, pr, a) for a in reversed(pr.activity)) if i is not None]
+        return paginate(ctx, items, lambda i: i, searchable=False, default_pagelen=20)

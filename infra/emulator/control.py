@@ -291,7 +291,10 @@ def open_pr(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
         return json_response(_render_pr(ctx, flavor, repo, pr), 201)
 
 
-@routes.route(REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve):action>", methods=("POST",))
+@routes.route(
+    REPO + "/pullrequests/<int:pr_id>/<any(update, merge, decline, approve, unapprove, 'request-changes'):action>",
+    methods=("POST",),
+)
 @change
 def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: str) -> Response:
     body = ctx.json_body()
@@ -308,13 +311,43 @@ def pr_action(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, action: 
             destination=body.get("destination"),
         )
     elif action == "merge":
-        pr = b.merge_pull_request(repo, pr_id, actor)
+        pr = b.merge_pull_request(repo, pr_id, actor, body.get("strategy") or "merge_commit", body.get("message"))
     elif action == "decline":
         pr = b.decline_pull_request(repo, pr_id, actor, body.get("reason", ""))
     else:
-        pr = b.approve_pull_request(repo, pr_id, actor)
+        status = {"approve": "APPROVED", "unapprove": "UNAPPROVED", "request-changes": "NEEDS_WORK"}[action]
+        pr = b.review(repo, pr_id, actor, status)[0]
     with b.lock:
         return json_response(_render_pr(ctx, flavor, repo, pr))
+
+
+@routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("GET",))
+def pr_state(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Response:
+    """A pull request as the backend holds it: state, reviewers with their review status, every comment (deleted
+    ones too, marked), the activity kinds (oldest first)."""
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    with ctx.backend.lock:
+        pr = ctx.backend.get_pr(repo, pr_id)
+        return json_response(
+            {
+                "id": pr.id,
+                "state": pr.state,
+                "version": pr.version,
+                "merge_commit": pr.merge_hash,
+                "reviewers": [{"user": r.user, "status": r.status, "role": r.role} for r in pr.reviewers],
+                "comments": [{**_comment(c), "author": c.author} for c in pr.comments],
+                "activity": [a.kind for a in pr.activity],
+            }
+        )
+
+
+@routes.route(REPO + "/statuses/<commit>", methods=("GET",))
+def statuses_state(ctx: Ctx, flavor: str, owner: str, slug: str, commit: str) -> Response:
+    """A commit's build statuses as the backend holds them (Data Center's repository resource has no list)."""
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    sha = ctx.backend.resolve(repo, commit)
+    found = ctx.backend.statuses_of(repo, sha)
+    return json_response({"statuses": [{"key": s.key, "state": s.state, "url": s.url, "name": s.name} for s in found]})
 
 
 @routes.route(REPO + "/pullrequests/<int:pr_id>", methods=("DELETE",))
@@ -331,9 +364,64 @@ def comment_pr(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int) -> Resp
     body = ctx.json_body()
     flavor, repo = _repo(ctx, flavor, owner, slug)
     c = ctx.backend.comment_pull_request(
-        repo, pr_id, _actor(ctx, body), body.get("text", "A comment"), body.get("parent"), body.get("inline")
+        repo,
+        pr_id,
+        _actor(ctx, body),
+        body.get("text", "A comment"),
+        body.get("parent"),
+        body.get("inline"),
+        line_type=body.get("line_type"),
     )
-    return json_response({"id": c.id, "text": c.text, "parent": c.parent}, 201)
+    return json_response(_comment(c), 201)
+
+
+def _comment(c: Any) -> dict:
+    return {
+        "id": c.id,
+        "text": c.text,
+        "parent": c.parent,
+        "inline": c.inline,
+        "version": c.version,
+        "deleted": c.deleted,
+    }
+
+
+@routes.route(REPO + "/pullrequests/<int:pr_id>/comments/<int:comment_id>", methods=("PUT", "DELETE"))
+@change
+def comment_item(ctx: Ctx, flavor: str, owner: str, slug: str, pr_id: int, comment_id: int) -> Response:
+    """PUT {"text", "user"}: edit (its author only). DELETE [?user=]: delete (author or admin)."""
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    if ctx.request.method == "DELETE":
+        ctx.backend.delete_comment(repo, pr_id, comment_id, _actor(ctx, {}))
+        return Response(status=204)
+    body = ctx.json_body()
+    c = ctx.backend.edit_comment(repo, pr_id, comment_id, _actor(ctx, body), body.get("text", ""))
+    return json_response(_comment(c))
+
+
+@routes.route(REPO + "/statuses", methods=("POST",))
+@change
+def set_status(ctx: Ctx, flavor: str, owner: str, slug: str) -> Response:
+    """{"commit", "key", "state", "url", "name", "description", "refname", "user"}: a build status (Cloud fires
+    repo:commit_status_created / _updated; Data Center fires nothing)."""
+    body = ctx.json_body()
+    flavor, repo = _repo(ctx, flavor, owner, slug)
+    missing = [k for k in ("commit", "key", "state", "url") if not isinstance(body.get(k), str) or not body[k]]
+    if missing:
+        raise BadRequest(f"Missing: {', '.join(missing)}")
+    sha = ctx.backend.resolve(repo, body["commit"])
+    status, created = ctx.backend.set_commit_status(
+        repo,
+        sha,
+        _actor(ctx, body),
+        body["key"],
+        body["state"],
+        body["url"],
+        name=body.get("name") or "",
+        description=body.get("description") or "",
+        refname=body.get("refname"),
+    )
+    return json_response({"commit": sha, "key": status.key, "state": status.state, "created": created}, 201)
 
 
 @routes.route(REPO + "/issues", methods=("POST",))

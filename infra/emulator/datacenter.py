@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -13,16 +14,20 @@ from urllib.parse import quote, urlsplit
 from dulwich.patch import is_binary
 from werkzeug.wrappers import Response
 
-from .git import DIR_MODE, EXEC_MODE, SUBMODULE_MODE, Change, Entry
+from .git import DIR_MODE, EXEC_MODE, SUBMODULE_MODE, Change, Entry, GitError
 from .models import (
     DC,
     LEVELS,
     ZERO_HASH,
     BadRequest,
+    Comment,
+    CommitStatus,
+    Conflict,
     EmulatorError,
     Event,
     Forbidden,
     Hook,
+    MergeConflicted,
     NotFound,
     Project,
     PullRequest,
@@ -52,6 +57,9 @@ _SCOPE_IMPLIES = {
 }
 SCOPES = tuple(_SCOPE_IMPLIES)
 
+# The keys a webhook can subscribe to, as a live instance takes them: pr:to_ref_updated and
+# pr:reviewer:changes_requested, which Atlassian's event payload page names, are refused ("the event ... is
+# unknown"; vriesdemichael/bitbucket-data-center-cli, read off a running Bitbucket).
 WEBHOOK_EVENTS = {
     "repo:refs_changed",
     "repo:modified",
@@ -64,13 +72,11 @@ WEBHOOK_EVENTS = {
     "project:modified",
     "pr:opened",
     "pr:from_ref_updated",
-    "pr:to_ref_updated",
     "pr:modified",
     "pr:reviewer:updated",
     "pr:reviewer:approved",
     "pr:reviewer:unapproved",
     "pr:reviewer:needs_work",
-    "pr:reviewer:changes_requested",
     "pr:merged",
     "pr:declined",
     "pr:deleted",
@@ -94,6 +100,9 @@ _EXCEPTIONS = {
     "project": "com.atlassian.bitbucket.project.NoSuchProjectException",
     "user": "com.atlassian.bitbucket.user.NoSuchUserException",
     "pullrequest": "com.atlassian.bitbucket.pull.NoSuchPullRequestException",
+    "comment": "com.atlassian.bitbucket.comment.NoSuchCommentException",
+    "commit": "com.atlassian.bitbucket.commit.NoSuchCommitException",
+    "build": "com.atlassian.bitbucket.build.status.NoSuchBuildStatusException",
     "webhook": "com.atlassian.webhooks.NoSuchWebhookException",
 }
 
@@ -117,12 +126,14 @@ def render_error(exc: EmulatorError) -> Response:
     if isinstance(exc, NotFound):
         return json_response(errors_body(exc.message, _EXCEPTIONS.get(str(exc.detail.get("entity")))), 404)
     context = exc.detail.get("field")
-    exception = (
+    exception = exc.detail.get("exception") or (
         "com.atlassian.bitbucket.validation.ArgumentValidationException"
         if exc.status == 400
         else "com.atlassian.bitbucket.ServiceException"
     )
-    return json_response(errors_body(exc.message, exception, str(context) if context else None), exc.status)
+    body = errors_body(exc.message, str(exception), str(context) if context else None)
+    body["errors"][0].update(exc.detail.get("extra") or {})  # e.g. a vetoed merge's `conflicted`, `vetoes`
+    return json_response(body, exc.status)
 
 
 def authenticate(ctx: Ctx, scope: str = "REPO_READ") -> Token:
@@ -228,11 +239,11 @@ def tag(ref: Ref) -> dict:
     return {**_ref("tag", ref.name, ref.target), "hash": ref.target}
 
 
-def _participant(ctx: Ctx, r: Reviewer, role: str) -> dict:
+def _participant(ctx: Ctx, r: Reviewer, role: str | None = None) -> dict:
     body: dict[str, Any] = {"user": user(ctx, ctx.backend.users[r.user])}
     if r.last_reviewed:
         body["lastReviewedCommit"] = r.last_reviewed
-    body.update(role=role, approved=r.approved, status=r.status)
+    body.update(role=role or r.role, approved=r.approved, status=r.status)
     return body
 
 
@@ -271,8 +282,11 @@ def pull_request(
         toRef=ref(pr.dest_branch, pr.dest_hash),
         locked=False,
         author=_participant(ctx, Reviewer(pr.author), "AUTHOR"),
-        reviewers=[_participant(ctx, r, "REVIEWER") for r in pr.reviewers if r.user in ctx.backend.users],
-        participants=[_participant(ctx, Reviewer(n), "PARTICIPANT") for n in pr.participants if n in ctx.backend.users],
+        reviewers=[_participant(ctx, r) for r in pr.reviewers if r.role == "REVIEWER" and r.user in ctx.backend.users],
+        participants=[
+            *(_participant(ctx, r) for r in pr.reviewers if r.role == "PARTICIPANT" and r.user in ctx.backend.users),
+            *(_participant(ctx, Reviewer(n), "PARTICIPANT") for n in pr.participants if n in ctx.backend.users),
+        ],
     )
     if pr.merge_hash:
         body["properties"] = {"mergeCommit": {"displayId": pr.merge_hash[:11], "id": pr.merge_hash}}
@@ -528,7 +542,7 @@ def _webhook_fields(body: dict, creating: bool) -> dict:
             raise BadRequest("At least one event must be specified.", field="events")
         unknown = [e for e in events if e not in WEBHOOK_EVENTS]
         if unknown:
-            raise BadRequest(f"Unknown event(s): {', '.join(map(str, unknown))}", field="events")
+            raise BadRequest(f"the event {unknown[0]} is unknown", field="events")
         out["events"] = events
     if "name" in body or creating:
         name = body.get("name")
@@ -654,7 +668,14 @@ EVENT_KEYS = {
     "pullrequest:rejected": "pr:declined",
     "pullrequest:deleted": "pr:deleted",
     "pullrequest:approved": "pr:reviewer:approved",
+    "pullrequest:unapproved": "pr:reviewer:unapproved",
+    # Data Center 8.10 renamed "Needs work" to "Requested changes" in its UI; the webhook key stayed
+    # pr:reviewer:needs_work (the key a live instance accepts; README "Write-back and review").
+    "pullrequest:changes_request_created": "pr:reviewer:needs_work",
+    "pullrequest:changes_request_removed": "pr:reviewer:unapproved",
     "pullrequest:comment_created": "pr:comment:added",
+    "pullrequest:comment_updated": "pr:comment:edited",
+    "pullrequest:comment_deleted": "pr:comment:deleted",
 }
 
 
@@ -704,25 +725,20 @@ def render_event(ctx: Ctx, event: Event) -> tuple[str, dict] | None:
         )
     elif key == "pr:from_ref_updated":
         body["previousFromHash"] = event.data["previous_from_hash"]
-    elif key == "pr:reviewer:approved":
+    elif key.startswith("pr:reviewer:"):
         body.update(
-            participant=_participant(ctx, event.data["reviewer"], "REVIEWER"),
+            participant=_participant(ctx, event.data["reviewer"]),
             previousStatus=event.data["previous_status"],
         )
-    elif key == "pr:comment:added":
+    elif key.startswith("pr:comment:"):
         c = event.data["comment"]
-        body["comment"] = {
-            "properties": {"repositoryId": repo.id},
-            "id": c.id,
-            "version": c.version,
-            "text": c.text,
-            "author": user(ctx, ctx.backend.users[c.author]),
-            "createdDate": millis(c.created_on),
-            "updatedDate": millis(c.updated_on),
-            "comments": [],
-            "tasks": [],
-        }
-        if c.parent is not None:
+        comment = payload_comment(ctx, repo, event.data["pr"], c)
+        if key == "pr:comment:deleted":
+            del comment["properties"]  # as Data Center sends it
+        body["comment"] = comment
+        if key == "pr:comment:edited":
+            body["previousComment"] = event.data["previous_text"]
+        elif c.parent is not None:
             body["commentParentId"] = c.parent
     return key, body
 
@@ -927,3 +943,439 @@ def _child(entry: Entry) -> dict:
     if kind == "FILE":
         body["size"] = entry.size
     return body
+
+
+# ---------------------------------------- build statuses, pull request comments, reviews, activities
+# Per the 9.2 OpenAPI document: the repository build-status resource (7.14+, REPO_READ to store, REPO_ADMIN to
+# delete, 204 without a body), the older commit-wide /rest/build-status resource (the only one that lists a
+# commit's statuses), comments with `version` locking, participants' status (APPROVED / NEEDS_WORK, called
+# "Requested changes" in the UI from 8.10 / UNAPPROVED), merge and decline with the pull request's `version`.
+BUILD_STATES = ("CANCELLED", "FAILED", "INPROGRESS", "SUCCESSFUL", "UNKNOWN")
+BUILD_LIMITS = {"key": 255, "name": 255, "buildNumber": 255, "parent": 1024, "ref": 1024, "url": 450}
+COMMENT_MAX = 32768  # "Please enter a non-empty value less than 32768 characters" (Java string length)
+# Merge strategy ids and what the backend does for each; rebase strategies are not enabled here.
+MERGE_STRATEGIES = {"no-ff": "merge_commit", "ff": None, "ff-only": "fast_forward", "squash": "squash"}
+_SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
+
+
+def java_length(text: str) -> int:
+    """A string's length as Java counts it (UTF-16 code units): Data Center's limits are in these."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def build_status(status: CommitStatus) -> dict:
+    """RestBuildStatus."""
+    body: dict[str, Any] = {
+        "key": status.key,
+        "state": status.state,
+        "url": status.url,
+        "createdDate": millis(status.created_on),
+        "updatedDate": millis(status.updated_on),
+    }
+    for name, value in (("name", status.name), ("description", status.description), ("ref", status.refname)):
+        if value:
+            body[name] = value
+    body.update({k: v for k, v in status.extra.items() if k in ("buildNumber", "duration", "parent", "testResults")})
+    return body
+
+
+def _build_fields(body: dict) -> dict:
+    """A build status request's fields, or the 400 Data Center gives (its field as the context)."""
+    for name in ("key", "state", "url"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise BadRequest(f"The {name} must not be blank.", field=name)
+    if body["state"] not in BUILD_STATES:
+        raise BadRequest(f"Invalid state {body['state']!r}: use one of {', '.join(BUILD_STATES)}.", field="state")
+    for name, limit in BUILD_LIMITS.items():
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or java_length(value) > limit):
+            raise BadRequest(f"The {name} must be a string of at most {limit} characters.", field=name)
+    ref = body.get("ref")
+    if ref is not None and not ref.startswith("refs/"):
+        raise BadRequest("The ref must be a fully qualified ref, e.g. refs/heads/main.", field="ref")
+    extra = {k: body[k] for k in ("buildNumber", "duration", "parent", "testResults") if body.get(k) is not None}
+    return {
+        "key": body["key"],
+        "state": body["state"],
+        "url": body["url"],
+        "name": body.get("name") or "",
+        "description": body.get("description") or "",
+        "refname": ref,
+        "extra": extra,
+    }
+
+
+def _commit_of(repo: Repository, commit_id: str) -> str:
+    if not _SHA1.match(commit_id):
+        raise BadRequest(f"{commit_id} is not a full 40-character commit hash.", field="commitId")
+    sha = commit_id.lower()
+    if not repo.git.has_commit(sha):
+        raise NotFound(f"Commit '{commit_id}' does not exist in repository '{repo.slug}'.", entity="commit")
+    return sha
+
+
+@repo_route("/commits/<commit_id>/builds", methods=("GET", "POST", "DELETE"))
+def builds(ctx: Ctx, api_version: str, commit_id: str, **values: str) -> Response:
+    """POST stores a build status (a known key is updated): 204, and no webhook (Data Center has none for build
+    statuses). GET and DELETE take `key`."""
+    method = ctx.request.method
+    token = authenticate(ctx, "REPO_ADMIN" if method == "DELETE" else "REPO_READ")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "admin" if method == "DELETE" else "read")
+        sha = _commit_of(repo, commit_id)
+        if method == "POST":
+            ctx.backend.set_commit_status(repo, sha, token.user, **_build_fields(ctx.json_body()))
+            return Response(status=204)
+        key = ctx.request.args.get("key")
+        if not key:
+            raise BadRequest("A build status key is required.", field="key")
+        status = repo.statuses.get((sha, key))
+        if status is None:
+            raise NotFound(f"No build status with key {key} for commit {commit_id}.", entity="build")
+        if method == "DELETE":
+            del repo.statuses[(sha, key)]
+            return Response(status=204)
+        return json_response(build_status(status))
+
+
+@routes.route("/rest/build-status/<any('1.0', 'latest'):api_version>/commits/<commit_id>", methods=("GET", "POST"))
+def commit_builds(ctx: Ctx, api_version: str, commit_id: str) -> Response:
+    """The older commit-wide resource (deprecated in 7.14, still served): the statuses of a commit in every
+    repository the user can read that has it (forks share commits), newest first, at most the 100 latest."""
+    token = authenticate(ctx, "REPO_READ")
+    with ctx.backend.lock:
+        if not _SHA1.match(commit_id):
+            raise BadRequest(f"{commit_id} is not a full 40-character commit hash.", field="commitId")
+        sha = commit_id.lower()
+        repos = [
+            r for r in ctx.backend.list_repos(DC) if r.git.has_commit(sha) and ctx.backend.permission(token.user, r)
+        ]
+        if ctx.request.method == "POST":
+            if not repos:
+                raise BadRequest(f"Commit {commit_id} is in no repository you can read.", field="commitId")
+            fields = _build_fields(ctx.json_body())
+            for repo in repos:
+                ctx.backend.set_commit_status(repo, sha, token.user, **fields)
+            return Response(status=204)
+        found = {(s.key, s.url): s for r in repos for s in ctx.backend.statuses_of(r, sha)}
+        order = (ctx.request.args.get("orderBy") or "NEWEST").upper()
+        statuses = sorted(found.values(), key=lambda s: s.updated_on, reverse=order != "OLDEST")[:100]
+        return page(ctx, statuses, build_status)
+
+
+# -- comments
+def _anchor(ctx: Ctx, pr: PullRequest, c: Comment) -> dict:
+    line_side = "to" if c.inline and c.inline.get("to") else "from"
+    line = (c.inline or {}).get(line_side)
+    return {
+        "diffType": "EFFECTIVE",
+        "fileType": "TO" if line_side == "to" else "FROM",
+        "fromHash": pr.dest_hash,
+        "line": line,
+        "lineType": c.line_type or ("ADDED" if line_side == "to" else "REMOVED"),
+        "path": rest_path((c.inline or {}).get("path", "")),
+        "toHash": c.commit or pr.source_hash,
+    }
+
+
+def rest_comment(ctx: Ctx, repo: Repository, pr: PullRequest, c: Comment) -> dict:
+    """RestComment, with its replies nested under `comments` (Data Center's threads)."""
+    body: dict[str, Any] = {
+        "properties": {"repositoryId": repo.id},
+        "id": c.id,
+        "version": c.version,
+        "text": c.text,
+        "author": user(ctx, ctx.backend.users[c.author]),
+        "createdDate": millis(c.created_on),
+        "updatedDate": millis(c.updated_on),
+        "comments": [rest_comment(ctx, repo, pr, r) for r in pr.comments if r.parent == c.id],
+        "severity": "NORMAL",
+        "state": "OPEN",
+        "threadResolved": False,
+    }
+    if c.inline:
+        body["anchor"] = _anchor(ctx, pr, c)
+    if c.parent is not None:
+        body["parent"] = {"id": c.parent}
+    return body
+
+
+def payload_comment(ctx: Ctx, repo: Repository, pr: PullRequest, c: Comment) -> dict:
+    """A comment as pr:comment:* payloads carry it (no replies; `anchor` for a comment on a line)."""
+    body: dict[str, Any] = {
+        "properties": {"repositoryId": repo.id},
+        "id": c.id,
+        "version": c.version,
+        "text": c.text,
+        "author": user(ctx, ctx.backend.users[c.author]),
+        "createdDate": millis(c.created_on),
+        "updatedDate": millis(c.updated_on),
+        "comments": [],
+        "tasks": [],
+    }
+    if c.inline:
+        body["anchor"] = _anchor(ctx, pr, c)
+    return body
+
+
+def _comment_text(body: dict) -> str:
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip() or java_length(text) >= COMMENT_MAX:
+        raise BadRequest(f"Please enter a non-empty value less than {COMMENT_MAX} characters", field="text")
+    return text
+
+
+def _inline_from_anchor(anchor: Any) -> tuple[dict | None, str | None]:
+    """A request's `anchor` as the backend's inline ({path, from, to}) and line type."""
+    if anchor is None:
+        return None, None
+    if not isinstance(anchor, dict) or not isinstance(anchor.get("path"), str):
+        raise BadRequest("The anchor needs a path.", field="anchor")
+    line = anchor.get("line")
+    if line is None:
+        raise BadRequest("File comments without a line are not supported here: give anchor.line.", field="anchor")
+    side = "from" if anchor.get("fileType") == "FROM" else "to"
+    return {"path": anchor["path"], side: line}, anchor.get("lineType")
+
+
+def _version(ctx: Ctx, body: dict | None = None) -> int | None:
+    raw = ctx.request.args.get("version")
+    if raw is None and body is not None:
+        raw = body.get("version")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"Invalid version {raw!r}.", field="version") from exc
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/comments", methods=("GET", "POST"))
+def pr_comments(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """GET streams the comments on one file (`path` is required: every comment of a pull request is in its
+    activities); POST adds a general comment, a reply (`parent.id`) or a line comment (`anchor`)."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        if ctx.request.method == "GET":
+            path = ctx.request.args.get("path")
+            if not path:
+                raise BadRequest("A path is required to stream comments.", field="path")
+            comments = [c for c in pr.comments if c.inline and c.inline["path"] == path.strip("/") and c.parent is None]
+            return page(ctx, comments, lambda c: rest_comment(ctx, repo, pr, c))
+        body = ctx.json_body()
+        text = _comment_text(body)
+        parent = body.get("parent")
+        parent_id = parent.get("id") if isinstance(parent, dict) else None
+        if parent is not None and not isinstance(parent_id, int):
+            raise BadRequest('The parent must be {"id": <comment id>}.', field="parent")
+        inline, line_type = _inline_from_anchor(body.get("anchor"))
+        c = ctx.backend.comment_pull_request(repo, pr.id, token.user, text, parent_id, inline, line_type=line_type)
+        return json_response(rest_comment(ctx, repo, pr, c), 201)
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/comments/<int:comment_id>", methods=("GET", "PUT", "DELETE"))
+def pr_comment_item(ctx: Ctx, api_version: str, pull_request_id: int, comment_id: int, **values: str) -> Response:
+    """PUT and DELETE need the comment's current `version` (409 when it moved on); a comment with replies cannot
+    be deleted; a deleted comment is gone."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr, c = ctx.backend.get_comment(repo, pull_request_id, comment_id)
+        method = ctx.request.method
+        if method == "DELETE":
+            version = _version(ctx)
+            if version is None:
+                raise BadRequest("The comment's current version is required to delete it.", field="version")
+            ctx.backend.delete_comment(repo, pr.id, c.id, token.user, version)
+            return Response(status=204)
+        if method == "PUT":
+            body = ctx.json_body()
+            version = _version(ctx, body)
+            if version is None:
+                raise BadRequest("The comment's current version is required to update it.", field="version")
+            c = ctx.backend.edit_comment(repo, pr.id, c.id, token.user, _comment_text(body), version)
+        return json_response(rest_comment(ctx, repo, pr, c))
+
+
+# -- reviews, merge, decline
+def _set_status(ctx: Ctx, repo: Repository, pr_id: int, actor: str, status: str) -> Response:
+    _, reviewer = ctx.backend.review(repo, pr_id, actor, status)
+    return json_response(_participant(ctx, reviewer))
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/participants/<participant_slug>", methods=("PUT",))
+def participant_status(
+    ctx: Ctx, api_version: str, pull_request_id: int, participant_slug: str, **values: str
+) -> Response:
+    """The current user's review: APPROVED, NEEDS_WORK or UNAPPROVED (pr:reviewer:approved / needs_work /
+    unapproved). `lastReviewedCommit`, when given, must be the source branch's head."""
+    token = authenticate(ctx)
+    body = ctx.json_body()
+    status = body.get("status")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        if participant_slug.lower() != token.user:
+            raise BadRequest("Only the current user's own status can be changed.", field="userSlug")
+        if status not in ("APPROVED", "NEEDS_WORK", "UNAPPROVED"):
+            raise BadRequest(f"Invalid status {status!r}: APPROVED, NEEDS_WORK or UNAPPROVED.", field="status")
+        reviewed = body.get("lastReviewedCommit")
+        if reviewed and reviewed != pr.source_hash:
+            raise Conflict("The pull request has been updated since the last reviewed commit.")
+        return _set_status(ctx, repo, pr.id, token.user, status)
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/approve", methods=("POST", "DELETE"))
+def approve(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """Deprecated since 4.2 (use participants/{userSlug}); still served."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        status = "APPROVED" if ctx.request.method == "POST" else "UNAPPROVED"
+        return _set_status(ctx, repo, pull_request_id, token.user, status)
+
+
+def _check_version(pr: PullRequest, version: int | None) -> None:
+    if version is not None and version != pr.version:
+        raise Conflict(
+            f"You are attempting to modify a pull request based on out-of-date information (version {version}, "
+            f"the pull request is at version {pr.version}).",
+            exception="com.atlassian.bitbucket.pull.PullRequestOutOfDateException",
+        )
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/merge", methods=("GET", "POST"))
+def merge(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """GET: can it merge (conflicts)? POST (REPO_WRITE): merge with `strategyId` (no-ff by default) and
+    `message`; a conflict is a vetoed merge (409) and the pull request stays open."""
+    post = ctx.request.method == "POST"
+    token = authenticate(ctx, "REPO_WRITE" if post else "REPO_READ")
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values, "write" if post else "read")
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        if not post:
+            if pr.state != "OPEN":
+                raise Conflict("The pull request is not open.")
+            conflicted = False
+            try:
+                repo.git.merge(repo.branches[pr.dest_branch].target, pr.source_hash)
+            except GitError:
+                conflicted = True
+            return json_response(
+                {
+                    "canMerge": not conflicted,
+                    "conflicted": conflicted,
+                    "outcome": "CONFLICTED" if conflicted else "CLEAN",
+                    "vetoes": [],
+                }
+            )
+        body = ctx.json_body()
+        if pr.state != "OPEN":
+            raise Conflict("The pull request is not open.")
+        _check_version(pr, _version(ctx, body))
+        strategy_id = body.get("strategyId") or "no-ff"
+        if strategy_id not in MERGE_STRATEGIES:
+            raise BadRequest(
+                f"The merge strategy {strategy_id} is not enabled for this repository.", field="strategyId"
+            )
+        strategy = MERGE_STRATEGIES[strategy_id]
+        if strategy is None:  # ff: fast-forward when it can, else a merge commit
+            dst = repo.branches[pr.dest_branch].target
+            strategy = "fast_forward" if repo.git.is_ancestor(dst, pr.source_hash) else "merge_commit"
+        message = body.get("message") if isinstance(body.get("message"), str) else None
+        try:
+            ctx.backend.merge_pull_request(repo, pr.id, token.user, strategy, message)
+        except MergeConflicted as exc:
+            raise Conflict(
+                "The pull request has conflicts and cannot be merged.",
+                exception="com.atlassian.bitbucket.pull.PullRequestMergeVetoedException",
+                extra={"conflicted": True, "vetoes": []},
+            ) from exc
+        except BadRequest as exc:  # ff-only without a fast-forward: vetoed as well
+            raise Conflict(
+                exc.message,
+                exception="com.atlassian.bitbucket.pull.PullRequestMergeVetoedException",
+                extra={
+                    "conflicted": False,
+                    "vetoes": [{"summaryMessage": "Fast-forward only", "detailedMessage": exc.message}],
+                },
+            ) from exc
+        return json_response(pull_request(ctx, repo, pr))
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/decline", methods=("POST",))
+def decline(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """Decline, with the pull request's `version` and an optional `comment` (added before it is declined)."""
+    token = authenticate(ctx)
+    body = ctx.json_body()
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        _check_version(pr, _version(ctx, body))
+        if pr.state != "OPEN":
+            raise Conflict("The pull request is not open.")
+        comment = body.get("comment")
+        if isinstance(comment, str) and comment.strip():
+            ctx.backend.comment_pull_request(repo, pr.id, token.user, _comment_text({"text": comment}))
+        ctx.backend.decline_pull_request(repo, pr.id, token.user, comment if isinstance(comment, str) else "")
+        return json_response(pull_request(ctx, repo, pr))
+
+
+# -- activities
+_ACTIONS = {
+    "opened": "OPENED",
+    "updated": "UPDATED",
+    "rescoped": "RESCOPED",
+    "approved": "APPROVED",
+    "unapproved": "UNAPPROVED",
+    "changes_requested": "REVIEWED",
+    "changes_request_removed": "UNAPPROVED",
+    "commented": "COMMENTED",
+    "merged": "MERGED",
+    "declined": "DECLINED",
+}
+
+
+def _activity(ctx: Ctx, repo: Repository, pr: PullRequest, entry: Any) -> dict | None:
+    """RestPullRequestActivity. A comment thread is one COMMENTED entry (its root comment, replies nested);
+    deleted comments leave no entry."""
+    body: dict[str, Any] = {
+        "id": entry.id,
+        "createdDate": millis(entry.at),
+        "user": user(ctx, ctx.backend.users[entry.user]),
+        "action": _ACTIONS[entry.kind],
+    }
+    if entry.kind == "commented":
+        c = next((c for c in pr.comments if c.id == entry.data["comment"]), None)
+        if c is None or c.parent is not None:
+            return None
+        body.update(commentAction="ADDED", comment=rest_comment(ctx, repo, pr, c))
+        if c.inline:
+            body["commentAnchor"] = _anchor(ctx, pr, c)
+    elif entry.kind == "updated":
+        previous = entry.data.get("previous", {})
+        body.update(previousTitle=previous.get("title"), previousDescription=previous.get("description"))
+    elif entry.kind == "rescoped":
+        body.update(
+            fromHash=entry.data["current"],
+            previousFromHash=entry.data["previous"],
+            toHash=pr.dest_hash,
+            previousToHash=pr.dest_hash,
+            added={"commits": [], "total": 0},
+            removed={"commits": [], "total": 0},
+        )
+    return body
+
+
+@repo_route("/pull-requests/<int:pull_request_id>/activities")
+def activities(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """The pull request's activity, newest first: opened, updated, rescoped (new commits), approvals, reviews
+    (needs work), comment threads, merged, declined."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        items = [a for a in (_activity(ctx, repo, pr, e) for e in reversed(pr.activity)) if a is not None]
+        return page(ctx, items, lambda a: a)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from dulwich.diff_tree import RenameDetector, tree_changes
+from dulwich.merge import merge_blobs
 from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.patch import is_binary, write_object_diff
@@ -110,6 +111,14 @@ class Entry:
 
 class GitError(Exception):
     """A git-level problem (unknown commit, path, bad merge input); the backend turns it into a domain error."""
+
+
+class MergeConflict(GitError):
+    """Both sides of a merge changed the same lines of a file (or one deleted what the other changed)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"merge conflicts in {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}")
+        self.paths = paths
 
 
 # ---------------------------------------- shared, content-addressed builders
@@ -274,20 +283,51 @@ class GitRepo:
         return known[0]
 
     def merge(self, ours: str, theirs: str) -> bytes:
-        """A merge's tree: ``ours`` plus every change ``theirs`` made since their merge base (theirs win). Only the
-        changed paths are visited (identical subtrees are skipped), so merges stay cheap in large trees."""
+        """A merge's tree, as git's three-way merge makes it: ``ours`` plus every change ``theirs`` made since their
+        merge base. A file both sides changed is merged line by line (dulwich's ``merge_blobs``); where the changes
+        overlap, or one side deleted what the other changed, the merge stops with ``MergeConflict`` naming the
+        paths. Only the changed paths are visited (identical subtrees are skipped), so merges stay cheap."""
         base = self.merge_base(ours, theirs)
         key = (self.tree_of(base) if base else b"", self.tree_of(ours), self.tree_of(theirs))
         known = _MERGED.get(key)
         if known is None:
             objects: list[RawObject] = []
-            tree = key[1]
+            tree, conflicts = key[1], []
             for path, entry in _tree_diff(self.store, key[0] or None, key[2]):
+                mine = _entry_at(self.store, key[1], path)
+                if mine != entry and mine != (_entry_at(self.store, key[0], path) if key[0] else None):
+                    # Both sides changed this path since the base: merge the contents, as git does.
+                    merged = self._merge_file(path, key[0], mine, entry)
+                    if merged is None:
+                        conflicts.append(path)
+                        continue
+                    entry = merged
                 tree = _set_path(self.store, tree, path.split("/"), entry, objects)
+            if conflicts:
+                raise MergeConflict(sorted(conflicts))
             known = (tree, tuple(objects))
             _remember(_MERGED, key, known)
         self.store.add_raw(known[1])
         return known[0]
+
+    def _merge_file(
+        self, path: str, base_tree: bytes, ours: tuple[int, bytes] | None, theirs: tuple[int, bytes] | None
+    ) -> tuple[int, bytes] | None:
+        """The merged entry of a file both sides changed, or None for a conflict (overlapping changes, a change
+        against a deletion, a file against a directory)."""
+        base = _entry_at(self.store, base_tree, path) if base_tree else None
+        if ours is None or theirs is None or DIR_MODE in (ours[0], theirs[0]):
+            return None
+        content, conflicted = merge_blobs(*(self._blob(e) for e in (base, ours, theirs)))
+        if conflicted:
+            return None
+        mode = theirs[0] if base is not None and ours[0] == base[0] else ours[0]
+        return mode, self.write_blob(content)
+
+    def _blob(self, entry: tuple[int, bytes] | None) -> Blob | None:
+        if entry is None or entry[0] in (DIR_MODE, SUBMODULE_MODE):
+            return None
+        return Blob.from_string(self.read(entry[1]))
 
     # ---------------------------------------- reading
     def has_commit(self, sha: str) -> bool:
@@ -522,6 +562,16 @@ def _set_path(
 
 
 _EMPTY_TREE = Tree().id
+
+
+def _entry_at(store: ObjectStore, tree: bytes, path: str) -> tuple[int, bytes] | None:
+    """(mode, id) of ``path`` in ``tree``, or None."""
+    entry: tuple[int, bytes] | None = (DIR_MODE, tree)
+    for part in path.split("/"):
+        if entry is None or entry[0] != DIR_MODE:
+            return None
+        entry = _tree_entries(store, entry[1]).get(part)
+    return entry
 
 
 def _tree_diff(

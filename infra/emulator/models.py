@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .git import DIR_MODE, GitError, GitRepo, Signature
+from .git import DIR_MODE, GitError, GitRepo, MergeConflict, Signature
 
 CLOUD = "cloud"
 DC = "datacenter"
@@ -27,6 +27,12 @@ FLAVORS = (CLOUD, DC)
 # Repository permission levels, ordered. Cloud roles and DC REPO_* permissions both map onto these.
 LEVELS = {"read": 1, "write": 2, "admin": 3}
 ZERO_HASH = "0" * 40
+
+# Review statuses (Data Center's words; Cloud calls NEEDS_WORK "changes requested"), merge strategies the backend
+# knows (each front-end maps its flavour's names onto these), Data Center's anchor line types.
+REVIEW_STATUSES = ("APPROVED", "NEEDS_WORK", "UNAPPROVED")
+MERGE_STRATEGIES = ("merge_commit", "squash", "fast_forward")
+LINE_TYPES = ("ADDED", "REMOVED", "CONTEXT")
 
 # Fixed epoch for seeded data so every seed produces identical timestamps.
 SEED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -82,6 +88,15 @@ class NotFound(EmulatorError):
 
 class Conflict(EmulatorError):
     status, kind = 409, "conflict"
+
+
+class PullRequestClosed(Conflict):
+    """The pull request is merged or declined: it cannot be merged, declined or reviewed again."""
+
+
+class MergeConflicted(Conflict):
+    """A pull request whose source and destination changed the same lines: it stays open (each front-end words
+    it as its flavour does)."""
 
 
 class OAuthError(Exception):
@@ -154,9 +169,11 @@ class Ref:
 class Reviewer:
     user: str
     approved: bool = False
-    status: str = "UNAPPROVED"  # DC: UNAPPROVED | NEEDS_WORK | APPROVED
+    status: str = "UNAPPROVED"  # DC: UNAPPROVED | NEEDS_WORK | APPROVED (Cloud: approved / changes_requested)
     last_reviewed: str | None = None
     participated_on: datetime | None = None
+    # REVIEWER: asked to review. PARTICIPANT: reviewed (approved, requested changes) without being asked.
+    role: str = "REVIEWER"
 
 
 @dataclass(slots=True)
@@ -167,8 +184,41 @@ class Comment:
     created_on: datetime
     updated_on: datetime
     parent: int | None = None
-    inline: dict | None = None
-    version: int = 0
+    inline: dict | None = None  # {"path", "from", "to"}: the old-side and new-side line (one of them set)
+    version: int = 0  # bumped by each edit (Data Center's optimistic locking)
+    deleted: bool = False  # Cloud keeps a deleted comment, marked; Data Center removes it
+    commit: str | None = None  # the pull request's source commit when the comment was written
+    line_type: str | None = None  # Data Center's lineType (ADDED | REMOVED | CONTEXT) when given
+
+
+@dataclass(slots=True)
+class CommitStatus:
+    """A build status on a commit, one per (commit, key): setting the same key again updates it."""
+
+    commit: str
+    key: str
+    state: str  # Cloud INPROGRESS | SUCCESSFUL | FAILED | STOPPED; Data Center also CANCELLED | UNKNOWN
+    url: str
+    name: str
+    description: str
+    author: str
+    created_on: datetime
+    updated_on: datetime
+    refname: str | None = None  # Cloud `refname`, Data Center `ref` (refs/heads/...)
+    extra: dict = field(default_factory=dict)  # Data Center: buildNumber, duration, parent, testResults
+
+
+@dataclass(slots=True)
+class Activity:
+    """One entry of a pull request's activity (Cloud `/activity`, Data Center `/activities`), oldest first.
+    ``kind``: opened | updated | rescoped | approved | unapproved | changes_requested | commented | merged |
+    declined; ``data`` what each flavour renders (the comment id, the previous source commit, ...)."""
+
+    id: int
+    kind: str
+    user: str
+    at: datetime
+    data: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -194,6 +244,7 @@ class PullRequest:
     version: int = 0
     close_source_branch: bool = False
     draft: bool = False
+    activity: list[Activity] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -250,6 +301,9 @@ class Repository:
     deploy_keys: dict[int, Any] = field(default_factory=dict)  # SSH keys with access (keys.py): id -> DeployKey
     permissions: dict[str, str] = field(default_factory=dict)  # user -> read | write | admin
     next_comment_id: int = 1
+    next_activity_id: int = 1
+    # Build statuses by (commit, key). Data Center's older commit-wide API reads them across repositories.
+    statuses: dict[tuple[str, str], CommitStatus] = field(default_factory=dict)
     next_pr_id: int = 1  # ids are never reused, even after a DC pull request is deleted
     next_issue_id: int = 1
     # Every ref created, moved or deleted, oldest first (DC's ref change activity): plain dicts.
@@ -745,6 +799,7 @@ class Backend:
                 pr.source_hash = head.target
                 pr.updated_on = head.date
                 pr.version += 1
+                self._record(repo, pr, "rescoped", actor, head.date, previous=previous, current=head.target)
                 data = {"pr": pr, "previous_from_hash": previous}
                 self.emit(Event(repo.flavor, "pullrequest:push", repo, actor, data))
 
@@ -830,6 +885,13 @@ class Backend:
             raise NotFound(f"Pull request {pr_id} does not exist in {repo.full_name}.", entity="pullrequest")
         return pr
 
+    def _record(
+        self, repo: Repository, pr: PullRequest, kind: str, user: str, at: datetime | None = None, **data: object
+    ) -> None:
+        """One entry in the pull request's activity (both flavours render it: `/activity`, `/activities`)."""
+        pr.activity.append(Activity(repo.next_activity_id, kind, user, at or now(), dict(data)))
+        repo.next_activity_id += 1
+
     def open_pull_request(
         self,
         repo: Repository,
@@ -877,6 +939,7 @@ class Backend:
                 reviewers=[Reviewer(r) for r in reviewers if r != actor],
             )
             repo.pull_requests[pr_id] = pr
+            self._record(repo, pr, "opened", actor, created)
             if emit:
                 self.emit(Event(repo.flavor, "pullrequest:created", repo, actor, {"pr": pr}))
             if state != "OPEN":
@@ -913,6 +976,7 @@ class Backend:
                 pr.dest_branch, pr.dest_hash = destination, repo.branches[destination].target
             pr.updated_on = now()
             pr.version += 1
+            self._record(repo, pr, "updated", actor, pr.updated_on, previous=previous)
             self.emit(Event(repo.flavor, "pullrequest:updated", repo, actor, {"pr": pr, "previous": previous}))
             return pr
 
@@ -927,31 +991,52 @@ class Backend:
         when: datetime | None = None,
         reason: str = "",
         commit_time: datetime | None = None,
+        strategy: str = "merge_commit",
+        message: str | None = None,
     ) -> None:
         if pr.state != "OPEN":
-            raise Conflict(f"Pull request {pr.id} is already {pr.state.lower()}.")
+            raise PullRequestClosed(f"Pull request {pr.id} is already {pr.state.lower()}.")
         dst = repo.branches.get(pr.dest_branch)
         merged_tree = None
         if state == "MERGED" and dst:
-            try:
-                merged_tree = repo.git.merge(dst.target, pr.source_hash)
-            except GitError as exc:  # e.g. a file on one side where the other has a directory
-                raise Conflict(f"Pull request {pr.id} cannot be merged: {exc}") from exc
+            if strategy == "fast_forward" and not repo.git.is_ancestor(dst.target, pr.source_hash):
+                raise BadRequest(
+                    f"Pull request {pr.id} cannot be fast-forwarded: {pr.dest_branch} has commits its source lacks."
+                )
+            if strategy != "fast_forward":
+                try:
+                    merged_tree = repo.git.merge(dst.target, pr.source_hash)
+                except MergeConflict as exc:
+                    raise MergeConflicted(f"Pull request {pr.id} has conflicts ({exc}).", paths=exc.paths) from exc
+                except GitError as exc:  # e.g. a file on one side where the other has a directory
+                    raise MergeConflicted(f"Pull request {pr.id} cannot be merged: {exc}") from exc
         pr.state = state
         pr.closed_on = pr.updated_on = when or now()
         pr.closed_by = actor
         pr.reason = reason
         pr.version += 1
         merge: Commit | None = None
-        if merged_tree is not None and dst:
-            # A merge commit on the destination branch (Bitbucket's default "merge commit" strategy).
-            message = f"Merged in {pr.source_branch} (pull request #{pr.id})"
-            tree = merged_tree
-            parents = [dst.target.encode(), pr.source_hash.encode()]
+        if state == "MERGED" and dst:
             dated = commit_time or pr.closed_on
-            sha = repo.git.write_commit(tree, parents, message, self.signature(actor), epoch(dated))
-            pr.merge_hash = sha
-            merge = Commit(sha, message, actor, dated, [dst.target, pr.source_hash])
+            if strategy == "fast_forward":
+                merge = self.commit_info(repo, pr.source_hash)
+            else:
+                # Bitbucket's default strategy is a merge commit on the destination branch (both parents); a
+                # squash is one commit on the destination with the merged content.
+                default = (
+                    f"Merged in {pr.source_branch} (pull request #{pr.id})"
+                    if strategy == "merge_commit"
+                    else f"{pr.title} (pull request #{pr.id})"
+                )
+                text = message or default
+                parents = [dst.target] if strategy == "squash" else [dst.target, pr.source_hash]
+                assert merged_tree is not None
+                sha = repo.git.write_commit(
+                    merged_tree, [p.encode() for p in parents], text, self.signature(actor), epoch(dated)
+                )
+                merge = Commit(sha, text, actor, dated, parents)
+            pr.merge_hash = merge.hash
+        self._record(repo, pr, "merged" if state == "MERGED" else "declined", actor, pr.closed_on, reason=reason)
         if emit:
             key = {"MERGED": "pullrequest:fulfilled", "DECLINED": "pullrequest:rejected"}[state]
             self.emit(Event(repo.flavor, key, repo, actor, {"pr": pr}))
@@ -965,10 +1050,16 @@ class Backend:
             else:  # seeded history
                 repo.branches[pr.dest_branch] = head
 
-    def merge_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
+    def merge_pull_request(
+        self, repo: Repository, pr_id: int, actor: str, strategy: str = "merge_commit", message: str | None = None
+    ) -> PullRequest:
+        """Merge: ``strategy`` merge_commit (Bitbucket's default), squash or fast_forward; ``message`` for the
+        new commit. Conflicting changes raise MergeConflicted and the pull request stays open."""
+        if strategy not in MERGE_STRATEGIES:
+            raise BadRequest(f"Unsupported merge strategy {strategy!r}: use one of {', '.join(MERGE_STRATEGIES)}.")
         with self.lock:
             pr = self.get_pr(repo, pr_id)
-            self._close(repo, pr, actor, "MERGED")
+            self._close(repo, pr, actor, "MERGED", strategy=strategy, message=message)
             return pr
 
     def decline_pull_request(self, repo: Repository, pr_id: int, actor: str, reason: str = "") -> PullRequest:
@@ -983,26 +1074,61 @@ class Backend:
             del repo.pull_requests[pr.id]
             self.emit(Event(repo.flavor, "pullrequest:deleted", repo, actor, {"pr": pr}))
 
-    def approve_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
+    # ---------------------------------------- reviews
+    def review(
+        self, repo: Repository, pr_id: int, actor: str, status: str, *, emit: bool = True, when: datetime | None = None
+    ) -> tuple[PullRequest, Reviewer]:
+        """Set ``actor``'s review of an open pull request: APPROVED, NEEDS_WORK (Cloud: changes requested) or
+        UNAPPROVED. Someone not asked to review takes part as a PARTICIPANT. A change fires the flavour's event
+        (approved, unapproved, changes requested / removed); setting the status it already has changes nothing."""
+        if status not in REVIEW_STATUSES:
+            raise BadRequest(f"Invalid status {status!r}: use one of {', '.join(REVIEW_STATUSES)}.")
         with self.lock:
             pr = self.get_pr(repo, pr_id)
+            self.get_user(actor)
+            if pr.state != "OPEN":
+                raise PullRequestClosed(
+                    f"Pull request {pr.id} is {pr.state.lower()}: only open pull requests are reviewed."
+                )
+            if actor == pr.author:
+                raise BadRequest("The author of a pull request cannot review it (approve or request changes).")
             reviewer = next((r for r in pr.reviewers if r.user == actor), None)
             if reviewer is None:
-                reviewer = Reviewer(actor)
+                reviewer = Reviewer(actor, role="PARTICIPANT")
                 pr.reviewers.append(reviewer)
+                if actor in pr.participants:
+                    pr.participants.remove(actor)
             previous = reviewer.status
-            reviewer.approved, reviewer.status = True, "APPROVED"
-            reviewer.last_reviewed, reviewer.participated_on = pr.source_hash, now()
-            self.emit(
-                Event(
-                    repo.flavor,
-                    "pullrequest:approved",
-                    repo,
-                    actor,
-                    {"pr": pr, "reviewer": reviewer, "previous_status": previous},
-                )
-            )
-            return pr
+            if previous == status:
+                return pr, reviewer
+            reviewer.status, reviewer.approved = status, status == "APPROVED"
+            reviewer.participated_on = when or now()
+            if status != "UNAPPROVED":
+                reviewer.last_reviewed = pr.source_hash
+            if status == "APPROVED":
+                kind, key = "approved", "pullrequest:approved"
+            elif status == "NEEDS_WORK":
+                kind, key = "changes_requested", "pullrequest:changes_request_created"
+            elif previous == "NEEDS_WORK":
+                kind, key = "changes_request_removed", "pullrequest:changes_request_removed"
+            else:
+                kind, key = "unapproved", "pullrequest:unapproved"
+            self._record(repo, pr, kind, actor, reviewer.participated_on, previous=previous)
+            if emit:
+                data = {"pr": pr, "reviewer": reviewer, "previous_status": previous}
+                self.emit(Event(repo.flavor, key, repo, actor, data))
+            return pr, reviewer
+
+    def approve_pull_request(self, repo: Repository, pr_id: int, actor: str) -> PullRequest:
+        return self.review(repo, pr_id, actor, "APPROVED")[0]
+
+    # ---------------------------------------- comments
+    def get_comment(self, repo: Repository, pr_id: int, comment_id: int) -> tuple[PullRequest, Comment]:
+        pr = self.get_pr(repo, pr_id)
+        comment = next((c for c in pr.comments if c.id == int(comment_id)), None)
+        if comment is None:
+            raise NotFound(f"Comment {comment_id} does not exist on pull request {pr.id}.", entity="comment")
+        return pr, comment
 
     def comment_pull_request(
         self,
@@ -1012,19 +1138,162 @@ class Backend:
         text: str,
         parent: int | None = None,
         inline: dict | None = None,
+        *,
+        line_type: str | None = None,
+        created_on: datetime | None = None,
+        emit: bool = True,
     ) -> Comment:
+        """A comment: general, a reply (``parent``), or on a line of a file (``inline``: ``{"path", "from", "to"}``,
+        the old-side or new-side line). It remembers the source commit it was written on."""
         with self.lock:
             pr = self.get_pr(repo, pr_id)
-            if parent is not None and not any(c.id == parent for c in pr.comments):
-                raise BadRequest(f"Comment {parent} does not exist on pull request {pr.id}.")
-            created = now()
-            comment = Comment(repo.next_comment_id, actor, text, created, created, parent, inline)
+            self.get_user(actor)
+            if not isinstance(text, str) or not text.strip():
+                raise BadRequest("A comment needs some text.", field="text")
+            if parent is not None:
+                found = next((c for c in pr.comments if c.id == parent), None)
+                if found is None or found.deleted:
+                    raise BadRequest(f"Comment {parent} does not exist on pull request {pr.id}.", field="parent")
+                if inline is None and found.inline:
+                    inline, line_type = dict(found.inline), found.line_type  # a reply sits where its parent does
+            inline = _checked_inline(inline)
+            if line_type is not None and line_type not in LINE_TYPES:
+                raise BadRequest(f"Invalid lineType {line_type!r}: use one of {', '.join(LINE_TYPES)}.")
+            created = created_on or now()
+            comment = Comment(
+                repo.next_comment_id,
+                actor,
+                text,
+                created,
+                created,
+                parent,
+                inline,
+                commit=pr.source_hash,
+                line_type=line_type,
+            )
             repo.next_comment_id += 1
             pr.comments.append(comment)
             if actor != pr.author and actor not in pr.participants and all(r.user != actor for r in pr.reviewers):
                 pr.participants.append(actor)
-            self.emit(Event(repo.flavor, "pullrequest:comment_created", repo, actor, {"pr": pr, "comment": comment}))
+            self._record(repo, pr, "commented", actor, created, comment=comment.id)
+            if emit:
+                data = {"pr": pr, "comment": comment}
+                self.emit(Event(repo.flavor, "pullrequest:comment_created", repo, actor, data))
             return comment
+
+    def edit_comment(
+        self,
+        repo: Repository,
+        pr_id: int,
+        comment_id: int,
+        actor: str,
+        text: str,
+        version: int | None = None,
+        *,
+        emit: bool = True,
+        when: datetime | None = None,
+    ) -> Comment:
+        """Only the author edits a comment's text; ``version`` (Data Center) must be the comment's current one."""
+        with self.lock:
+            pr, comment = self.get_comment(repo, pr_id, comment_id)
+            if comment.deleted:
+                raise NotFound(f"Comment {comment_id} does not exist on pull request {pr.id}.", entity="comment")
+            if actor != comment.author:
+                raise Forbidden("You are not permitted to edit this comment: only its author can change its text.")
+            if version is not None and version != comment.version:
+                raise Conflict(
+                    f"You are attempting to modify a comment based on out-of-date information (version {version}, "
+                    f"the comment is at version {comment.version}).",
+                )
+            if not isinstance(text, str) or not text.strip():
+                raise BadRequest("A comment needs some text.", field="text")
+            previous = comment.text
+            if text != previous:
+                comment.text, comment.version, comment.updated_on = text, comment.version + 1, when or now()
+                if emit:
+                    data = {"pr": pr, "comment": comment, "previous_text": previous}
+                    self.emit(Event(repo.flavor, "pullrequest:comment_updated", repo, actor, data))
+            return comment
+
+    def delete_comment(
+        self,
+        repo: Repository,
+        pr_id: int,
+        comment_id: int,
+        actor: str,
+        version: int | None = None,
+        *,
+        emit: bool = True,
+    ) -> Comment:
+        """The author, or a repository admin, deletes a comment. Cloud keeps it marked ``deleted``; Data Center
+        removes it, and refuses while it has replies or when ``version`` is out of date."""
+        with self.lock:
+            pr, comment = self.get_comment(repo, pr_id, comment_id)
+            if comment.deleted:
+                raise NotFound(f"Comment {comment_id} does not exist on pull request {pr.id}.", entity="comment")
+            if actor != comment.author and self.permission(actor, repo) < LEVELS["admin"]:
+                raise Forbidden("You are not permitted to delete this comment: only its author or an admin can.")
+            if repo.flavor == DC:
+                if any(c.parent == comment.id for c in pr.comments):
+                    raise Conflict("This comment has replies which must be deleted first.")
+                if version is not None and version != comment.version:
+                    raise Conflict(
+                        f"You are attempting to modify a comment based on out-of-date information (version {version}, "
+                        f"the comment is at version {comment.version}).",
+                    )
+                pr.comments.remove(comment)
+                pr.activity = [a for a in pr.activity if a.data.get("comment") != comment.id]
+            else:
+                comment.deleted = True
+            if emit:
+                data = {"pr": pr, "comment": comment}
+                self.emit(Event(repo.flavor, "pullrequest:comment_deleted", repo, actor, data))
+            return comment
+
+    # ---------------------------------------- commit statuses
+    def set_commit_status(
+        self,
+        repo: Repository,
+        commit: str,
+        actor: str,
+        key: str,
+        state: str,
+        url: str,
+        *,
+        name: str = "",
+        description: str = "",
+        refname: str | None = None,
+        extra: dict | None = None,
+        emit: bool = True,
+        when: datetime | None = None,
+    ) -> tuple[CommitStatus, bool]:
+        """Set the build status ``key`` of a commit: a new key creates it, the same key updates it. Returns (status,
+        created). Cloud fires repo:commit_status_created / _updated; Data Center fires no webhook for it."""
+        with self.lock:
+            self.get_user(actor)
+            if not repo.git.has_commit(commit):
+                raise NotFound(f"Commit {commit} does not exist in {repo.full_name}.", entity="commit", ident=commit)
+            moment = when or now()
+            existing = repo.statuses.get((commit, key))
+            if existing is None:
+                status = CommitStatus(commit, key, state, url, name, description, actor, moment, moment, refname)
+                repo.statuses[(commit, key)] = status
+            else:
+                status = existing
+                status.state, status.url, status.author, status.updated_on = state, url, actor, moment
+                status.name, status.description = name or status.name, description or status.description
+                status.refname = refname or status.refname
+            status.extra.update(extra or {})
+            if emit:
+                event_key = "repo:commit_status_created" if existing is None else "repo:commit_status_updated"
+                self.emit(Event(repo.flavor, event_key, repo, actor, {"status": status}))
+            return status, existing is None
+
+    def statuses_of(self, repo: Repository, commit: str) -> list[CommitStatus]:
+        with self.lock:
+            return sorted(
+                (s for (sha, _), s in repo.statuses.items() if sha == commit), key=lambda s: (s.created_on, s.key)
+            )
 
     # ---------------------------------------- issues
     def add_issue(
@@ -1385,6 +1654,21 @@ def _msg(flavor: str, key: str) -> str:
     return _MESSAGES[flavor][key]
 
 
+def _checked_inline(inline: object) -> dict | None:
+    """``{"path", "from", "to"}`` with a path and at least one line (1 or more), or None for a general comment."""
+    if inline is None:
+        return None
+    if not isinstance(inline, dict) or not isinstance(inline.get("path"), str) or not inline["path"].strip("/"):
+        raise BadRequest("inline.path is required: the file the comment is on.", field="inline")
+    lines = {side: inline.get(side) for side in ("from", "to")}
+    for side, line in lines.items():
+        if line is not None and (isinstance(line, bool) or not isinstance(line, int) or line < 1):
+            raise BadRequest(f"inline.{side} must be a line number (1 or more).", field="inline")
+    if lines["from"] is None and lines["to"] is None:
+        raise BadRequest("inline needs a line: `to` (new side) or `from` (old side).", field="inline")
+    return {"path": inline["path"].strip("/"), **lines}
+
+
 def touch(repo: Repository, when: datetime | None = None) -> None:
     """Mark a repository updated (Cloud's ``updated_on``): its refs or its own metadata changed. Pull request,
     comment and issue activity leave it alone (README: "updated_on")."""
@@ -1405,11 +1689,13 @@ __all__ = [
     "LEVELS",
     "SEED_EPOCH",
     "ZERO_HASH",
+    "Activity",
     "AuthCode",
     "Backend",
     "BadRequest",
     "Comment",
     "Commit",
+    "CommitStatus",
     "Config",
     "Conflict",
     "EmulatorError",
@@ -1417,11 +1703,13 @@ __all__ = [
     "Forbidden",
     "Hook",
     "Issue",
+    "MergeConflicted",
     "NotFound",
     "OAuthClient",
     "OAuthError",
     "Project",
     "PullRequest",
+    "PullRequestClosed",
     "Ref",
     "Repository",
     "Reviewer",

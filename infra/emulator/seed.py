@@ -125,7 +125,15 @@ _ROLE_TO_LEVEL = {"owner": "admin", "collaborator": "write", "member": "read"}
 
 def apply_spec(backend: Backend, spec: dict) -> dict:
     """Create everything in ``spec``; returns counts of what was created."""
-    created = {"users": 0, "repositories": 0, "branches": 0, "tags": 0, "pull_requests": 0, "issues": 0}
+    created = {
+        "users": 0,
+        "repositories": 0,
+        "branches": 0,
+        "tags": 0,
+        "pull_requests": 0,
+        "comments": 0,
+        "issues": 0,
+    }
     with backend.lock:
         for u in spec.get("users", []):
             backend.add_user(u["name"], u.get("display_name"), u.get("email"), bool(u.get("admin")))
@@ -224,6 +232,7 @@ def _add_repo(
     if isinstance(prs, int):
         prs = {"OPEN": prs * 4 // 10, "DECLINED": prs // 10}
         prs["MERGED"] = int(spec["pull_requests"]) - prs["OPEN"] - prs["DECLINED"]
+    review = bool(spec.get("review", True))
     n = 0
     for state in ("MERGED", "DECLINED", "OPEN"):  # closed ones first, so open PRs get the newest ids
         for _ in range(int(prs.get(state, 0))):
@@ -234,11 +243,12 @@ def _add_repo(
             reviewers = [u for u in users if u != actor][:1]
             opened = base_time + timedelta(hours=n)
             source_hash = None
+            path = f"notes/{source.replace('/', '-')}.md"
             if source not in repo.branches:  # a branch deleted since: only its commit remains
                 main = repo.branches[repo.default_branch].target
                 path = f"changes/{n // 100:03d}/change-{n}.md"
                 source_hash = commit_on(main, path, f"Change #{n}", actor, git_time + (opened - base_time))
-            backend.open_pull_request(
+            pr = backend.open_pull_request(
                 repo,
                 actor,
                 f"{slug}: change #{n}",
@@ -246,12 +256,16 @@ def _add_repo(
                 repo.default_branch,
                 f"Pull request {n} in {slug}",
                 reviewers,
-                state=state,
                 created_on=opened,
                 emit=False,
                 source_hash=source_hash,
-                merged_at=git_time + (opened - base_time),
             )
+            if review and reviewers:
+                created["comments"] += _review(backend, repo, pr.id, n, actor, reviewers[0], path, opened)
+            if state != "OPEN":  # reviewed while open, then closed
+                backend._close(
+                    repo, pr, actor, state, emit=False, when=opened, commit_time=git_time + (opened - base_time)
+                )
     created["pull_requests"] += n
     for i in range(1, int(spec.get("issues", 0)) + 1):
         state = ("new", "open", "resolved", "closed")[i % 4]
@@ -266,6 +280,44 @@ def _add_repo(
     created["issues"] += int(spec.get("issues", 0))
     created["repositories"] += 1
     return repo
+
+
+def _review(
+    backend: Backend, repo: Repository, pr_id: int, n: int, author: str, reviewer: str, path: str, opened: datetime
+) -> int:
+    """Review data for the n-th seeded pull request (README "Seeded review data"), dated after it was opened;
+    returns how many comments were made. By ``n % 4``: 1 approved, with a general comment; 2 changes requested
+    (NEEDS_WORK), an inline comment on line 1 of the pull request's file, the author's reply, and a general
+    comment edited once; 3 a general comment by the author and one by the reviewer, deleted; 0 nothing."""
+    kind = n % 4
+    if kind == 0:
+        return 0
+    at = [opened + timedelta(minutes=m) for m in range(1, 6)]
+    if kind == 1:
+        backend.comment_pull_request(repo, pr_id, reviewer, "Looks good to me.", created_on=at[0], emit=False)
+        backend.review(repo, pr_id, reviewer, "APPROVED", emit=False, when=at[1])
+        return 1
+    if kind == 2:
+        inline = backend.comment_pull_request(
+            repo,
+            pr_id,
+            reviewer,
+            "Please explain this line.",
+            inline={"path": path, "to": 1},
+            created_on=at[0],
+            emit=False,
+        )
+        backend.comment_pull_request(
+            repo, pr_id, author, "Explained in the next commit.", inline.id, created_on=at[1], emit=False
+        )
+        note = backend.comment_pull_request(repo, pr_id, reviewer, "Needs a test.", created_on=at[2], emit=False)
+        backend.edit_comment(repo, pr_id, note.id, reviewer, "Needs a test, please.", emit=False, when=at[3])
+        backend.review(repo, pr_id, reviewer, "NEEDS_WORK", emit=False, when=at[4])
+        return 3
+    backend.comment_pull_request(repo, pr_id, author, "Ready for review.", created_on=at[0], emit=False)
+    gone = backend.comment_pull_request(repo, pr_id, reviewer, "Ignore this.", created_on=at[1], emit=False)
+    backend.delete_comment(repo, pr_id, gone.id, reviewer, emit=False)
+    return 2
 
 
 def seed_default(backend: Backend) -> dict:

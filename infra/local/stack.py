@@ -259,7 +259,12 @@ class LocalStack:
                     "client_id": client_id,
                     "client_secret": client_secret,
                     "redirect_uri": providers.callback_url(self.config.api_url, provider_id),
-                    "scopes": providers.DEFAULT_SCOPES[flavor],
+                    # Cloud's consumer also ticks "Pull requests: Write", as an admin does for products that
+                    # approve, merge or decline through the service API (docs/service-api.md, "Report back").
+                    "scopes": [
+                        *providers.DEFAULT_SCOPES[flavor],
+                        *(["pullrequest:write"] if flavor == "cloud" else []),
+                    ],
                 },
                 timeout=10,
             ).raise_for_status()

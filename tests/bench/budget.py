@@ -80,7 +80,7 @@ def set_budget(on: bool) -> None:
 
 
 def bookkeeping(stack: Any, calls: int, rounds: int) -> None:
-    from bitbridge.calls import IMPORT, INTERACTIVE
+    from bitbridge.budget import IMPORT, INTERACTIVE
 
     print("\n== Budget bookkeeping per Bitbucket call (GET one repository, sequential, warm) ==")
     # Thousands of calls in a minute: limits far away, so what is measured is the bookkeeping, never a wait

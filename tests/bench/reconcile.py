@@ -66,7 +66,8 @@ def use_stack(stack) -> None:
 
 def subscribe(flavor: str, user: str, full_names: list[str], base_url: str) -> None:
     from bitbridge import providers
-    from bitbridge.calls import RECONCILE, Caller
+    from bitbridge.budget import RECONCILE
+    from bitbridge.calls import Caller
     from bitbridge.webhooks.subscriptions import Repository, install_webhook
 
     caller = Caller(user, providers.get_provider(PROVIDERS[flavor]), priority=RECONCILE)
@@ -130,7 +131,8 @@ def scale(stack, count: int) -> None:
     assert all(r.status == "ok" for r in report.results if r.repository.startswith("bench/"))
     # Baseline: the same reads, bare (one token, sequential GETs, nothing parsed or stored).
     from bitbridge import providers
-    from bitbridge.calls import RECONCILE, Caller
+    from bitbridge.budget import RECONCILE
+    from bitbridge.calls import Caller
 
     caller = Caller(user_id(stack, "cloud"), providers.get_provider(PROVIDERS["cloud"]), priority=RECONCILE)
     api = caller.api

@@ -16,7 +16,7 @@ from moto.events.models import EventPattern
 
 from tests.conftest import REPO_ROOT
 from tests.e2e.service_support import follow_connect_url, wait_for_event
-from tests.e2e.support import cli, emulator
+from tests.e2e.support import cli, control, emulator
 
 DOC = REPO_ROOT / "docs" / "service-api.md"
 DEFAULT_API = "http://127.0.0.1:3000"  # `make dev`'s api URL, which the page tells readers to export
@@ -128,6 +128,38 @@ def test_the_documented_example_runs_as_written(stack, tmp_path: Path):
     namespace: dict = {}
     exec(compile(handler, "docs/service-api.md", "exec"), namespace)  # the doc's own code
     namespace["on_connection_created"](event, None)
+
+    # "Report back", with the same client and end user, run twice as a CI would on two builds.
+    report = tmp_path / "report_back.py"
+    report.write_text(_report_back_block())
+    for run in (1, 2):
+        ci = _run(report, {"BITBRIDGE_URL": stack.api, "BITBRIDGE_KEY": key.group(1)})
+        out, err = ci.communicate(timeout=60)
+        assert ci.returncode == 0, err
+        lines = out.splitlines()
+        assert lines[0] == "status ci/unit-tests successful", out
+        number, comment = re.fullmatch(r"summary comment (\d+) on pull request #(\d+)", lines[1]).group(2, 1)
+        if run == 1:
+            first_comment = comment
+    assert comment == first_comment  # the second build edited the same comment
+    pr = control(stack, "cloud", "GET", f"cloud/repos/acme/web-app/pullrequests/{number}")
+    summaries = [c for c in pr["comments"] if "(bitbridge:ci-summary 1/1)" in c["text"] and not c["deleted"]]
+    assert [c["id"] for c in summaries] == [int(comment)]
+    assert summaries[0]["text"].endswith("[Build 42](https://ci.example.com/builds/42)")
+    source = requests.get(
+        f"{emulator(stack, 'cloud')}/2.0/repositories/acme/web-app/pullrequests/{number}",
+        headers={"Authorization": "Bearer " + _token(stack, key.group(1))},
+        timeout=10,
+    ).json()["source"]["commit"]["hash"]
+    statuses = control(stack, "cloud", "GET", f"cloud/repos/acme/web-app/statuses/{source}")["statuses"]
+    assert [(s["key"], s["state"], s["url"]) for s in statuses] == [
+        ("ci/unit-tests", "SUCCESSFUL", "https://ci.example.com/builds/42")
+    ]
+
+
+def _report_back_block() -> str:
+    section = DOC.read_text().split("\n## Report back\n", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
 
 
 def _token(stack, key: str) -> str:

@@ -20,7 +20,7 @@ from dulwich.errors import HangupException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.emulator.git import GitRepo
+from infra.emulator.git import GitRepo, MergeConflict
 
 from .conftest import bearer, cloud_login, control, dc_login, validate
 from .test_openapi_contract import CLOUD_NULLABLE, _cloud_validate, _strip_known_nulls
@@ -484,7 +484,12 @@ def test_trees_commits_and_merges_match_dulwichs_object_model(files, extra):
         return
     side = git.write_commit(git.with_file(base, path, content), [base.encode()], "side", sig, 1_700_000_001)
     assert git.files(side) == {**git.files(base), path: (0o100644, git.write_blob(content))}
-    ours = git.commit_files([base], git.apply(base, delete=[next(iter(files))]), "ours", sig, 1_700_000_002)
+    deleted = next(iter(files))
+    ours = git.commit_files([base], git.apply(base, delete=[deleted]), "ours", sig, 1_700_000_002)
+    if path == deleted and git.files(side).get(path) != git.files(base).get(path):
+        with pytest.raises(MergeConflict):  # one side deleted what the other changed: git stops there too
+            git.merge(ours, side)
+        return
     merged = git.merge(ours, side)
     expected = git.files(ours)
     if git.files(side).get(path) != git.files(base).get(path):  # only what the side changed is merged in

@@ -21,6 +21,9 @@ CLOUD_NULLABLE = {
     "version",
     "website",
     "last_used",  # a deploy key never used
+    # a comment's `inline` side it is not on (the fixtures' `"from": null` for a new-side line)
+    "from",
+    "to",
 }
 
 

@@ -153,9 +153,9 @@ def test_sam_event_source_grants_are_part_of_each_function_policy():
 def test_a_denied_call_raises_what_aws_raises_and_is_not_sent():
     enforcer = _enforcer({"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::snaps/imports/*"})
     with mock_aws():
+        iam.install(enforcer)  # before any client: a client copies its session's hooks when it is made
         s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="snaps")
-        iam.install(enforcer)
+        s3.create_bucket(Bucket="snaps")  # outside any function: not checked
         try:
             with iam.acting_as("Fn"):
                 s3.put_object(Bucket="snaps", Key="imports/1", Body=b"ok")

@@ -12,6 +12,7 @@ import pytest
 from bitbridge.webhooks.normalise import (
     EVENT_TYPES,
     HANDLED_EVENT_KEYS,
+    RETIRED_EVENT_TYPES,
     SUBSCRIBED_EVENTS,
     TEXT_LIMIT,
     MalformedPayload,
@@ -37,14 +38,14 @@ EXPECTED_TYPES = {
     ("cloud", "repo:updated"): "repository.updated",
     ("cloud", "repo:fork"): "repository.forked",
     ("cloud", "repo:commit_comment_created"): "repository.comment.created",
-    ("cloud", "repo:commit_status_created"): "repository.commit_status",
-    ("cloud", "repo:commit_status_updated"): "repository.commit_status",
+    ("cloud", "repo:commit_status_created"): "commit_status.created",
+    ("cloud", "repo:commit_status_updated"): "commit_status.updated",
     ("cloud", "pullrequest:created"): "pull_request.opened",
     ("cloud", "pullrequest:updated"): "pull_request.updated",
     ("cloud", "pullrequest:fulfilled"): "pull_request.merged",
     ("cloud", "pullrequest:rejected"): "pull_request.declined",
-    ("cloud", "pullrequest:approved"): "pull_request.approved",
-    ("cloud", "pullrequest:unapproved"): "pull_request.unapproved",
+    ("cloud", "pullrequest:approved"): "pull_request.review.approved",
+    ("cloud", "pullrequest:unapproved"): "pull_request.review.unapproved",
     ("cloud", "pullrequest:comment_created"): "pull_request.comment.created",
     ("cloud", "pullrequest:comment_updated"): "pull_request.comment.updated",
     ("cloud", "pullrequest:comment_deleted"): "pull_request.comment.deleted",
@@ -62,9 +63,9 @@ EXPECTED_TYPES = {
     ("datacenter", "pr:merged"): "pull_request.merged",
     ("datacenter", "pr:declined"): "pull_request.declined",
     ("datacenter", "pr:deleted"): "pull_request.deleted",
-    ("datacenter", "pr:reviewer:approved"): "pull_request.approved",
-    ("datacenter", "pr:reviewer:unapproved"): "pull_request.unapproved",
-    ("datacenter", "pr:reviewer:needs_work"): "pull_request.changes_requested",
+    ("datacenter", "pr:reviewer:approved"): "pull_request.review.approved",
+    ("datacenter", "pr:reviewer:unapproved"): "pull_request.review.unapproved",
+    ("datacenter", "pr:reviewer:needs_work"): "pull_request.review.changes_requested",
     ("datacenter", "pr:reviewer:updated"): "pull_request.reviewers_updated",
     ("datacenter", "pr:comment:added"): "pull_request.comment.created",
     ("datacenter", "pr:comment:edited"): "pull_request.comment.updated",
@@ -354,7 +355,7 @@ def test_data_center_review_events() -> None:
     assert approved["review"]["status"] == "APPROVED"
     assert approved["review"]["previous_status"] == "CHANGES_REQUESTED"  # NEEDS_WORK in the payload
     needs_work = event_for("datacenter/pr-reviewer-needs-work.json")
-    assert needs_work["type"] == "pull_request.changes_requested"
+    assert needs_work["type"] == "pull_request.review.changes_requested"
     assert needs_work["review"]["status"] == "CHANGES_REQUESTED"
     assert needs_work["review"]["previous_status"] == "UNAPPROVED"
     updated = event_for("datacenter/pr-reviewer-updated.json")
@@ -377,7 +378,7 @@ def test_data_center_changes_requested_key_of_newer_versions() -> None:
         delivery_id="d",
         received_at=RECEIVED_AT,
     )
-    assert event["type"] == "pull_request.changes_requested"
+    assert event["type"] == "pull_request.review.changes_requested"
     assert schema_errors(event) == []
 
 
@@ -403,7 +404,7 @@ def test_pull_request_comments() -> None:
         "truncated": False,
         "author": None,
         "parent_id": 16,
-        "inline": {"path": "path/to/file", "line": 10},
+        "inline": {"path": "path/to/file", "line": 10, "side": "new"},
         "commit": None,
         "url": "https://api.bitbucket.org/comment_id",
     }
@@ -671,7 +672,9 @@ def test_event_type_lookup() -> None:
 def test_schema_type_enum_is_exactly_the_emitted_types() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
     # subscription.unhealthy is bitbridge's own (the reconciler), never normalised from a delivery.
-    assert set(schema["properties"]["type"]["enum"]) == EVENT_TYPES | {"subscription.unhealthy"}
+    # Types retired in 1.3 stay in the enum, so events of an earlier minor version still validate.
+    assert set(schema["properties"]["type"]["enum"]) == EVENT_TYPES | RETIRED_EVENT_TYPES | {"subscription.unhealthy"}
+    assert not RETIRED_EVENT_TYPES & EVENT_TYPES
     assert set(EXPECTED_TYPES.values()) <= EVENT_TYPES
 
 

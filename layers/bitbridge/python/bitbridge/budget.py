@@ -19,11 +19,12 @@ few seconds), so a warm worker pays one DynamoDB write per several Bitbucket cal
 expired lease are given back with the next write.
 
 **Priorities.** INTERACTIVE (a person waits: console, proxy, kickoff, service API, command line), then
-HOOK_REPAIR, IMPORT, RECONCILE. Background work never takes the last `reserve` share (5 % by default) of an
-allowance, and yields while a higher priority waits: refused work leaves a marker (`waiting`), and lower
-priorities are refused until that work has had its turn. Refused background work waits outside any Lambda
-(the worker re-sends its message with a delay; the reconciler leaves the subscription due) until a slot
-computed from the window's own schedule, spaced so waiters wake as room frees. A person waits a few
+HOOK_REPAIR, DELIVERY (changed files for an event), IMPORT, RECONCILE. Background work never takes the last
+`reserve` share (5 % by default) of an allowance, and yields while a higher priority waits: refused work
+leaves a marker (`waiting`), and lower priorities are refused until that work has had its turn. Refused
+background work waits outside any Lambda (the worker re-sends its message with a delay; the reconciler
+leaves the subscription due) until a slot computed from the window's own schedule, spaced so waiters wake
+as room frees. A person waits a few
 seconds at most; beyond that the answer is bitbridge's own 429 `rate_limited` with `retry_after`.
 
 **A 429 from Bitbucket anyway** (another app spending the same person's allowance) shrinks the window to
@@ -50,9 +51,10 @@ from bitbridge.store.budget import BudgetKey, BudgetState
 
 INTERACTIVE = "interactive"  # a person waits on the answer
 HOOK_REPAIR = "hook_repair"  # the reconciler repairing a hook (deliveries are lost until it is)
+DELIVERY = "delivery"  # the publisher reading what a delivery changed (its event waits on it)
 IMPORT = "import"  # the import worker
 RECONCILE = "reconcile"  # the reconciler's reads
-PRIORITIES = (INTERACTIVE, HOOK_REPAIR, IMPORT, RECONCILE)  # first served first
+PRIORITIES = (INTERACTIVE, HOOK_REPAIR, DELIVERY, IMPORT, RECONCILE)  # first served first
 
 BUCKETS_PER_WINDOW = 120
 INTERACTIVE_WAIT_SECONDS = 3.0  # a person waits this long for room at most, then gets a 429 with retry_after
@@ -60,8 +62,8 @@ RESERVATION_SECONDS = 10.0  # calls reserved at once (a kickoff's checks) are ma
 # Background work whose slot is this close waits for it in the Lambda: cheaper than leaving (a message sent
 # and received, the job's lease taken again) and it keeps the window full; a longer wait leaves the Lambda.
 BACKGROUND_WAIT_SECONDS = 1.0
-MAX_LEASE = {INTERACTIVE: 5, HOOK_REPAIR: 5, IMPORT: 20, RECONCILE: 20}
-FIRST_LEASE = {INTERACTIVE: 1, HOOK_REPAIR: 2, IMPORT: 4, RECONCILE: 4}
+MAX_LEASE = {INTERACTIVE: 5, HOOK_REPAIR: 5, DELIVERY: 5, IMPORT: 20, RECONCILE: 20}
+FIRST_LEASE = {INTERACTIVE: 1, HOOK_REPAIR: 2, DELIVERY: 2, IMPORT: 4, RECONCILE: 4}
 WRITE_ATTEMPTS = 8  # versioned writes lost to other containers before giving up for a moment
 WAITER_CALLS = 4  # the calls one waiting unit of background work takes when it comes back (queue spacing)
 

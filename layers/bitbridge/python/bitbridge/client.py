@@ -9,9 +9,14 @@
     job = bb.imports.start("bitbucket-cloud", "user-42", ["acme/web-app"])[0]
     readme = bb.files.get("bitbucket-cloud", "user-42", "acme/web-app", "README.md", ref="main").content
     diff = bb.changes("bitbucket-cloud", "user-42", "acme/web-app", base="v1.0", head="main").changed_files
+    bb.statuses.set("bitbucket-cloud", "user-42", "acme/web-app", commit, "ci", "successful", "https://ci/1")
+    bb.comments.upsert("bitbucket-cloud", "user-42", "acme/web-app", 7, "ci-summary", "All green.")
+    bb.pull_requests.approve("bitbucket-cloud", "user-42", "acme/web-app", 7)
 
-Every refusal is a ServiceAPIError subclass carrying the API's stable `code` (see docs/service-api.md).
-Depends only on `requests`.
+Every refusal is a ServiceAPIError subclass carrying the API's stable `code` (see docs/service-api.md). Every
+write carries an `Idempotency-Key` (yours, or one made per call) and is retried with it after a network error,
+a 5xx from bitbridge or `idempotency_in_progress`: bitbridge answers a retry with the first answer, so a write
+happens once. Depends only on `requests`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "ChangedFile",
     "Changes",
     "Client",
+    "Conflict",
     "ConnectSession",
     "File",
     "FileEntry",
@@ -43,6 +49,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 35.0  # the proxy may wait out a short rate-limit window server-side
+WRITE_ATTEMPTS = 3  # a write is sent again (same Idempotency-Key) after a network error or a 5xx
+RETRY_DELAYS = (0.5, 2.0)
 
 
 class ServiceAPIError(Exception):
@@ -90,6 +98,11 @@ class ReauthRequired(NotConnected):
     def detail(self) -> str | None:
         value = self.details.get("detail")
         return str(value) if value else None
+
+
+class Conflict(ServiceAPIError):
+    """409 other than a connection to make: Bitbucket's state refuses it (`merge_conflict`, `pull_request_not_open`,
+    `comment_has_replies`, `merge_vetoed`) or a call with the same Idempotency-Key is still running."""
 
 
 class RateLimited(ServiceAPIError):
@@ -160,7 +173,7 @@ def _error(response: requests.Response) -> ServiceAPIError:
     elif status == 404:
         cls = NotFound
     elif status == 409:
-        cls = ReauthRequired if code == "reauth_required" else NotConnected
+        cls = {"reauth_required": ReauthRequired, "not_connected": NotConnected}.get(code, Conflict)
     elif status == 429:
         cls = RateLimited
     return cls(status, code, message, details)
@@ -326,6 +339,175 @@ class _Files:
         return Listing(entries, bool(data["truncated"]))
 
 
+def _repo_parts(repository: str) -> tuple[str, str]:
+    owner, _, slug = repository.partition("/")
+    if not owner or not slug or "/" in slug:
+        raise ValueError(f"repository is 'workspace/slug' (Data Center 'PROJECT/slug'), got {repository!r}")
+    return owner, slug
+
+
+class _Actions:
+    """Shared by statuses, comments and pull requests: URLs below a repository, writes sent once."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _url(self, provider: str, end_user_id: str, repository: str, *rest: str | int) -> str:
+        return self._client._url("repos", provider, end_user_id, *_repo_parts(repository), *map(str, rest))
+
+    def _write(self, method: str, url: str, body: Any, idempotency_key: str | None) -> Any:
+        return self._client._write(method, url, body, idempotency_key)
+
+
+class _Statuses(_Actions):
+    """Commit statuses (build results): `state` is in_progress, successful, failed or stopped; `key` names the
+    build (a second `set` with the same key updates it; keys over a flavor's limit are mapped, see the docs)."""
+
+    def set(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        commit: str,
+        key: str,
+        state: str,
+        url: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        refname: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"key": key, "state": state, "url": url, "name": name, "description": description, "refname": refname}
+        target = self._url(provider, end_user_id, repository, "commits", commit, "statuses")
+        return dict(self._write("POST", target, {k: v for k, v in body.items() if v is not None}, idempotency_key))
+
+    def list(self, provider: str, end_user_id: str, repository: str, commit: str) -> list[dict[str, Any]]:
+        target = self._url(provider, end_user_id, repository, "commits", commit, "statuses")
+        return list(self._client._call("GET", target)["statuses"])
+
+
+class _Comments(_Actions):
+    """Pull-request comments. `inline={"path", "line", "side": "new" | "old"}` puts one on a line of a file;
+    `parent` replies to a comment. `upsert` keeps one comment per pull request and `marker` (split into ordered
+    parts when the text is over the flavor's limit)."""
+
+    def create(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        text: str,
+        *,
+        inline: dict[str, Any] | None = None,
+        parent: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": text}
+        if inline is not None:
+            body["inline"] = inline
+        if parent is not None:
+            body["parent"] = parent
+        target = self._url(provider, end_user_id, repository, "pull-requests", pull_request, "comments")
+        return dict(self._write("POST", target, body, idempotency_key))
+
+    def update(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        comment_id: int,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        target = self._url(provider, end_user_id, repository, "pull-requests", pull_request, "comments", comment_id)
+        return dict(self._write("PUT", target, {"text": text}, idempotency_key))
+
+    def delete(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        comment_id: int,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        target = self._url(provider, end_user_id, repository, "pull-requests", pull_request, "comments", comment_id)
+        return dict(self._write("DELETE", target, None, idempotency_key))
+
+    def upsert(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        marker: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        target = self._url(provider, end_user_id, repository, "pull-requests", pull_request, "comments")
+        return dict(self._write("PUT", target, {"marker": marker, "text": text}, idempotency_key))
+
+
+class _PullRequests(_Actions):
+    """Review actions, as the end user: `request_changes` is Data Center's "needs work" too (`needs_work`)."""
+
+    def _act(
+        self, provider: str, end_user_id: str, repository: str, pull_request: int, action: str, body: Any, key: Any
+    ) -> dict[str, Any]:
+        target = self._url(provider, end_user_id, repository, "pull-requests", pull_request, action)
+        return dict(self._write("POST", target, body, key))
+
+    def approve(
+        self, provider: str, end_user_id: str, repository: str, pull_request: int, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._act(provider, end_user_id, repository, pull_request, "approve", {}, idempotency_key)
+
+    def unapprove(
+        self, provider: str, end_user_id: str, repository: str, pull_request: int, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._act(provider, end_user_id, repository, pull_request, "unapprove", {}, idempotency_key)
+
+    def request_changes(
+        self, provider: str, end_user_id: str, repository: str, pull_request: int, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._act(provider, end_user_id, repository, pull_request, "request-changes", {}, idempotency_key)
+
+    needs_work = request_changes
+
+    def merge(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        *,
+        strategy: str | None = None,
+        message: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in {"strategy": strategy, "message": message}.items() if v is not None}
+        return self._act(provider, end_user_id, repository, pull_request, "merge", body, idempotency_key)
+
+    def decline(
+        self,
+        provider: str,
+        end_user_id: str,
+        repository: str,
+        pull_request: int,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        return self._act(provider, end_user_id, repository, pull_request, "decline", body, idempotency_key)
+
+
 class Client:
     """A product backend's handle on bitbridge. `credentials` is the key from `bitbridge clients add`."""
 
@@ -344,6 +526,9 @@ class Client:
         self.proxy = _Proxy(self)
         self.imports = _Imports(self)
         self.files = _Files(self)
+        self.statuses = _Statuses(self)
+        self.comments = _Comments(self)
+        self.pull_requests = _PullRequests(self)
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, credentials=***)"
@@ -377,6 +562,30 @@ class Client:
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         return self._send(method, url, **kwargs).json()
+
+    def _write(self, method: str, url: str, body: Any, idempotency_key: str | None) -> Any:
+        """A write, with an Idempotency-Key, sent again with the same key when it may not have landed."""
+        import time
+        import uuid
+
+        key = idempotency_key or str(uuid.uuid4())
+        headers = {"Authorization": f"Bearer {self._credentials}", "Idempotency-Key": key}
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                response = self._http.request(method, url, json=body, headers=headers, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+            else:
+                again = response.status_code >= 500 or (
+                    response.status_code == 409 and _code(response) == "idempotency_in_progress"
+                )
+                if not again or attempt == WRITE_ATTEMPTS:
+                    if response.status_code >= 400:
+                        raise _error(response)
+                    return response.json()
+            time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1])
+        raise AssertionError("unreachable")
 
     # -- the API -----------------------------------------------------------------------------------
     def connect_session(self, end_user_id: str, *, return_to: str, provider: str | None = None) -> ConnectSession:
@@ -421,6 +630,14 @@ def _changes(client: Client, provider: str, end_user_id: str, repository: str, b
     params = {"repository": repository, "base": base, "head": head}
     data = client._call("GET", client._url("files", provider, end_user_id, "changes"), params=params)
     return Changes(changed_files(data["changed_files"]), data["changed_files_count"], data["changed_files_truncated"])
+
+
+def _code(response: requests.Response) -> str | None:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return str(error.get("code")) if isinstance(error, dict) else None
 
 
 def _is_service_error(response: requests.Response) -> bool:

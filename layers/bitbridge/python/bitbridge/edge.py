@@ -84,6 +84,15 @@ STATUS: dict[str, int] = {
     "response_too_large": 413,
     "file_too_large": 413,
     "provider_unreachable": 502,
+    # the service API's typed actions (service/actions.py, service/idempotency.py)
+    "invalid_idempotency_key": 400,
+    "missing_permission": 403,
+    "merge_conflict": 409,
+    "merge_vetoed": 409,
+    "pull_request_not_open": 409,
+    "comment_has_replies": 409,
+    "idempotency_in_progress": 409,
+    "idempotency_key_reused": 422,
     # /health (the other codes' answers are errors; this is the one success a code names)
     "ready": 200,
     # the webhook receiver's answers to Bitbucket, by the delivery's outcome (webhooks/receipt.py): Bitbucket

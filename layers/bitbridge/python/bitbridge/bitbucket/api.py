@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
+from bitbridge.bitbucket.actions import Actions
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
@@ -143,6 +144,20 @@ def for_flavor(flavor: str) -> Bitbucket:
     from bitbridge.bitbucket import cloud, datacenter
 
     implementations: dict[str, Bitbucket] = {CLOUD: cloud.CLOUD_API, DATACENTER: datacenter.DATACENTER_API}
+    try:
+        return implementations[flavor]
+    except KeyError:
+        raise ValueError(f"unknown Bitbucket flavor {flavor!r}") from None
+
+
+def actions_for(flavor: str) -> Actions:
+    """What a product does back to Bitbucket (statuses, comments, reviews), one shape for both flavors."""
+    from bitbridge.bitbucket import cloud_actions, datacenter_actions
+
+    implementations: dict[str, Actions] = {
+        CLOUD: cloud_actions.CLOUD_ACTIONS,
+        DATACENTER: datacenter_actions.DATACENTER_ACTIONS,
+    }
     try:
         return implementations[flavor]
     except KeyError:

@@ -152,7 +152,8 @@ class Cloud:
         "webhook",
     )
     permissions_to_tick = (
-        "Account: Email, Read; Repositories: Read, Admin; Pull requests: Read; Issues: Read; Webhooks: Read and write"
+        "Account: Email, Read; Repositories: Read, Admin; Pull requests: Read (Write too, for products that approve, "
+        "merge or decline through bitbridge); Issues: Read; Webhooks: Read and write"
     )
     default_web_url: str | None = WEB_URL
     web_url_name = "web URL"

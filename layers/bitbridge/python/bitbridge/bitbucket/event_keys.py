@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 
-#: The events bitbridge asks for when it installs a hook. Commit statuses (CI noise) and Cloud issue
-#: tracker events are handled when a hand-configured hook sends them, but not subscribed by default.
+#: The events bitbridge asks for when it installs a hook. Cloud issue tracker events are handled when a
+#: hand-configured hook sends them, but not subscribed by default. Commit statuses are subscribed since products
+#: set them through bitbridge (issue 26); Data Center has no build-status event.
 SUBSCRIBED_EVENTS: dict[str, tuple[str, ...]] = {
     CLOUD: (
         "repo:push",
         "repo:updated",
         "repo:fork",
         "repo:commit_comment_created",
+        "repo:commit_status_created",
+        "repo:commit_status_updated",
         "pullrequest:created",
         "pullrequest:updated",
         "pullrequest:fulfilled",
@@ -45,7 +48,9 @@ SUBSCRIBED_EVENTS: dict[str, tuple[str, ...]] = {
         "pr:reviewer:updated",
         "pr:reviewer:approved",
         "pr:reviewer:unapproved",
-        "pr:reviewer:changes_requested",
+        # Not pr:reviewer:changes_requested, which Atlassian's event page names: a live instance refuses a hook
+        # subscribed to it ("the event ... is unknown"), which fails the whole install (infra/emulator/README.md).
+        "pr:reviewer:needs_work",
         "pr:comment:added",
         "pr:comment:edited",
         "pr:comment:deleted",

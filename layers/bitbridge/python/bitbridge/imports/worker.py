@@ -42,8 +42,8 @@ from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
 from bitbridge.bitbucket import repos
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
-from bitbridge.budget import OverBudget
-from bitbridge.calls import IMPORT, Caller, backoff
+from bitbridge.budget import IMPORT, OverBudget
+from bitbridge.calls import Caller, backoff
 from bitbridge.config import settings
 from bitbridge.imports import bundles, changes, gitdata, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run

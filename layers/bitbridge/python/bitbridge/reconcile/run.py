@@ -40,8 +40,8 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
-from bitbridge.budget import OverBudget
-from bitbridge.calls import HOOK_REPAIR, RECONCILE, Caller
+from bitbridge.budget import HOOK_REPAIR, RECONCILE, OverBudget
+from bitbridge.calls import Caller
 from bitbridge.change_ids import PrObservation, RefObservation
 from bitbridge.config import settings
 from bitbridge.reconcile import diff, events

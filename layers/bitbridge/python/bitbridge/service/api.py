@@ -167,11 +167,11 @@ def token(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> 
 
 
 def end_user_caller(
-    caller: Caller, provider_id: str, end_user_id: str, base_url: str, *, patience: calls.Patience
+    caller: Caller, provider_id: str, end_user_id: str, base_url: str, *, patience: calls.Patience = proxy.PATIENCE
 ) -> calls.Caller:
-    """A `calls.Caller` acting as the end user, interactive: their fresh token (the short cache over
-    `tokens.fresh`), refreshed once when Bitbucket refuses it. 409 with `connect_url` when they have not
-    connected or must reconnect."""
+    """A `calls.Caller` acting as the end user, interactive (their budget): their fresh token (the short cache
+    over `tokens.fresh`), refreshed once when Bitbucket refuses it. 409 with `connect_url` when they have not
+    connected or must reconnect. The proxy's, the files' and the typed actions' one way to Bitbucket."""
     provider = _provider(provider_id)
     first = _fresh(caller, provider_id, end_user_id, base_url)
 
@@ -193,6 +193,21 @@ def reauth_required(
 
 
 # ------------------------------------------------------------------------------------------- proxy
+
+
+def connection_of(user_id: str, provider_id: str) -> ConnectionRecord | None:
+    return _connection(user_id, provider_id)
+
+
+def not_connected(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    return _not_connected(caller, provider_id, end_user_id, base_url)
+
+
+def refused_after_refresh(caller: Caller, provider_id: str, end_user_id: str, base_url: str) -> ServiceRefused:
+    """409 `reauth_required`: Bitbucket refused even a freshly refreshed token (the grant is gone), reason
+    unknown."""
+    why = tokens.ReauthRequired(provider_id, f"Bitbucket refused a fresh token; connect {provider_id} again.")
+    return _reauth_required(caller, provider_id, end_user_id, base_url, why)
 
 
 def proxy_call(

@@ -32,6 +32,7 @@ REDACTED = "REDACTED"
 MARKER = "bitbridge_audit"
 _FIELDS = ("client_id", "key_id", "action", "method", "path", "status", "duration_ms", "at", "request_id")
 _OPTIONAL = ("end_user_id", "provider_id")
+_MAX_DETAIL = 2048  # a typed action's detail (ids, states, a comment's first characters), as JSON
 _MAX_TEXT = 256  # ids, names and times; well inside DynamoDB's key limits
 _MAX_DURATION_MS = 15 * 60 * 1000  # no invocation outlives Lambda's 15 minutes
 
@@ -57,6 +58,7 @@ def record(
     request_id: str,
     end_user_id: str | None = None,
     provider_id: str | None = None,
+    detail: dict[str, Any] | None = None,
     out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Write the call's record as one line for the log subscription; returns what was written."""
@@ -76,6 +78,8 @@ def record(
         "at": at,
         "request_id": request_id,
     }
+    if detail:  # what a typed action did (service.actions.audit_detail): ids and states, never a whole text
+        entry["detail"] = detail
     stream = out or sys.stdout
     stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
     stream.flush()
@@ -125,7 +129,10 @@ def _valid(entry: Any) -> bool:
     if not (math.isfinite(duration) and 0 <= duration <= _MAX_DURATION_MS):
         return False
     optional = (entry.get(name) for name in _OPTIONAL)
-    return all(value is None or (isinstance(value, str) and len(value) <= _MAX_TEXT) for value in optional)
+    if not all(value is None or (isinstance(value, str) and len(value) <= _MAX_TEXT) for value in optional):
+        return False
+    detail = entry.get("detail")
+    return detail is None or (isinstance(detail, dict) and len(json.dumps(detail)) <= _MAX_DETAIL)
 
 
 def store(batch: list[dict[str, Any]]) -> None:
@@ -147,6 +154,7 @@ def store(batch: list[dict[str, Any]]) -> None:
                     status=int(entry["status"]),
                     duration_ms=float(entry["duration_ms"]),
                     at=entry["at"],
+                    detail=json.dumps(entry["detail"]) if entry.get("detail") else None,
                     expires_at=expires_at,
                 )
             )
@@ -172,6 +180,7 @@ def public(row: AuditRecord) -> dict[str, Any]:
         "path": row.path,
         "status": int(row.status),
         "duration_ms": float(row.duration_ms),
+        "detail": json.loads(row.detail) if row.detail else None,
     }
 
 

@@ -38,6 +38,10 @@ SCOPES = (
     "imports:write",
     "imports:read",
     "files:read",
+    "statuses:write",
+    "statuses:read",
+    "comments:write",
+    "pullrequests:write",
 )
 CACHE_SECONDS = 5.0
 DEFAULT_OVERLAP_SECONDS = 24 * 3600

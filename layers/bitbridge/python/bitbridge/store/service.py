@@ -1,11 +1,12 @@
 """What the service API stores: its clients, their keys, end-user links, connect sessions and the audit trail.
 
-One table (ServiceTable, TTL on `expires_at`), five item kinds:
+One table (ServiceTable, TTL on `expires_at`), six item kinds:
   CLIENT#{client_id} / PROFILE               a product's backend: scopes, registered origins, status, key ids
   KEY#{key_id}       / KEY                   one credential: salt + SHA-256 of the secret, never the secret
   CLIENT#{client_id} / ENDUSER#{end_user_id} the product's end user -> the bitbridge user (unique per client)
   CONNECT#{sha256}   / SESSION               a one-time connect session (the URL's token is never stored)
   AUDIT#{client_id}  / {time}#{request id}   one record per service call, deleted by TTL after the retention
+  IDEMPOTENCY#{client_id} / KEY#{sha256}     a write's Idempotency-Key and its first answer, deleted by TTL
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def connect_session_pk(token_digest: str) -> str:
 
 def audit_pk(client_id: str) -> str:
     return f"AUDIT#{client_id}"
+
+
+def idempotency_pk(client_id: str) -> str:
+    return f"IDEMPOTENCY#{client_id}"
+
+
+def idempotency_sk(key_digest: str) -> str:
+    return f"KEY#{key_digest}"
 
 
 @register
@@ -125,4 +134,25 @@ class AuditRecord(Model):
     status = NumberAttribute()
     duration_ms = NumberAttribute()
     at = UnicodeAttribute()
+    detail = UnicodeAttribute(null=True)  # a typed action's ids and states, JSON (service.actions.audit_detail)
+    expires_at = NumberAttribute()
+
+
+@register
+class IdempotencyRecord(Model):
+    """One Idempotency-Key of a client's write: held while the first call runs (`lease_until`), then its answer
+    (`status` and `body`, or the refusal's `error`) for the retention; a call with the same key and request is
+    answered from here, never run twice."""
+
+    Meta = table_meta("service_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # IDEMPOTENCY#{client_id}
+    sk = UnicodeAttribute(range_key=True)  # KEY#{sha256 of the key}: any key the header allows fits
+    fingerprint = UnicodeAttribute()  # sha256 of what was asked (route, end user, parameters, body)
+    state = UnicodeAttribute()  # running | done
+    lease_until = NumberAttribute()  # epoch seconds: a running call older than this crashed; it can be run again
+    status = NumberAttribute(null=True)
+    body = UnicodeAttribute(null=True)  # the answer, JSON (never a token: actions answer ids and states)
+    error = UnicodeAttribute(null=True)  # a refusal's {code, message, details}, JSON
+    created_at = UnicodeAttribute(default=iso)
     expires_at = NumberAttribute()

@@ -37,7 +37,7 @@ from bitbridge import providers, tokens
 from bitbridge.aws import forgotten_on_reset
 from bitbridge.bitbucket.code import Code, Commit, Diff, Read, code_for, read_changes
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
-from bitbridge.budget import RECONCILE
+from bitbridge.budget import DELIVERY
 from bitbridge.calls import Caller, Patience
 from bitbridge.store import webhook_state
 
@@ -313,9 +313,7 @@ class _Callers:
             caller = self._made.get((owner, provider_id))
         if caller is None:
             provider = _providers.get(provider_id, lambda: providers.get_provider(provider_id))
-            made = Caller(
-                owner, provider, priority=RECONCILE, patience=PATIENCE
-            )  # background reads (main named a BACKGROUND that budget removed)
+            made = Caller(owner, provider, priority=DELIVERY, patience=PATIENCE)
             with self._lock:
                 caller = self._made.setdefault((owner, provider_id), made)
         return caller

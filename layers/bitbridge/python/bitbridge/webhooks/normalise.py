@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = [
     "EVENT_TYPES",
     "HANDLED_EVENT_KEYS",
+    "RETIRED_EVENT_TYPES",
     "SCHEMA_MINOR",
     "SCHEMA_VERSION",
     "SUBSCRIBED_EVENTS",
@@ -55,8 +56,12 @@ SCHEMA_VERSION = "1"
 #: Additions within version 1 (new optional fields and types; docs/events.md "Versioning").
 #: Minor 1: push ``forced``/``truncated``, repository ``private``, PR source tags, ``pull_request.updated``
 #: ``changes``, ``repository.mirror_synchronized``. Minor 2: ``origin``, ``change_id`` (event and ref
-#: change), ``subscription.unhealthy``. Minor 3: ``mirror``; a change id names one recorded transition;
-#: ``changed_files`` & co. and a push's ``commits``, added by the publisher (``bitbridge.webhooks.enrich``).
+#: change), ``subscription.unhealthy``. Minor 3 (every addition of this round shares it): ``mirror``; a change
+#: id names one recorded transition; ``changed_files`` & co. and a push's ``commits``, added by the publisher
+#: (``bitbridge.webhooks.enrich``); write-back: ``commit_status.created`` / ``updated`` and
+#: ``pull_request.review.approved`` / ``unapproved`` / ``changes_requested``, one shape for both flavors (retiring
+#: ``repository.commit_status``, ``pull_request.approved`` / ``unapproved`` / ``changes_requested``), comment
+#: ``inline.side``.
 SCHEMA_MINOR = 3
 #: Where an event came from: a webhook delivery, or the reconciler backfilling a missed change.
 ORIGIN_WEBHOOK = "webhook"
@@ -151,11 +156,12 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "repo:commit_comment_created": _Rule(
             "repository.comment.created", COMMENT, occurred_at=(("comment", "created_on"),)
         ),
+        # Write-back (issue 26): statuses and reviews under their own names.
         "repo:commit_status_created": _Rule(
-            "repository.commit_status", COMMIT_STATUS, occurred_at=(("commit_status", "updated_on"),)
+            "commit_status.created", COMMIT_STATUS, occurred_at=(("commit_status", "updated_on"),)
         ),
         "repo:commit_status_updated": _Rule(
-            "repository.commit_status", COMMIT_STATUS, occurred_at=(("commit_status", "updated_on"),)
+            "commit_status.updated", COMMIT_STATUS, occurred_at=(("commit_status", "updated_on"),)
         ),
         "pullrequest:created": _Rule(
             "pull_request.opened", PULL_REQUEST, pr_state="OPEN", occurred_at=(("pullrequest", "created_on"),)
@@ -166,7 +172,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             "pull_request.declined", PULL_REQUEST, pr_state="DECLINED", occurred_at=_PR_TIMES
         ),
         "pullrequest:approved": _Rule(
-            "pull_request.approved",
+            "pull_request.review.approved",
             PULL_REQUEST,
             REVIEW,
             review_status="APPROVED",
@@ -174,7 +180,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             occurred_at=(("approval", "date"),),
         ),
         "pullrequest:unapproved": _Rule(
-            "pull_request.unapproved",
+            "pull_request.review.unapproved",
             PULL_REQUEST,
             REVIEW,
             review_status="UNAPPROVED",
@@ -182,7 +188,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             occurred_at=(("approval", "date"),),
         ),
         "pullrequest:changes_request_created": _Rule(
-            "pull_request.changes_requested",
+            "pull_request.review.changes_requested",
             PULL_REQUEST,
             REVIEW,
             review_status="CHANGES_REQUESTED",
@@ -190,7 +196,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             occurred_at=(("changes_request", "date"),),
         ),
         "pullrequest:changes_request_removed": _Rule(
-            "pull_request.unapproved",
+            "pull_request.review.unapproved",
             PULL_REQUEST,
             REVIEW,
             review_status="UNAPPROVED",
@@ -227,24 +233,24 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "pr:declined": _Rule("pull_request.declined", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DECLINED"),
         "pr:deleted": _Rule("pull_request.deleted", PULL_REQUEST, repository_at=_DC_PR_REPO, pr_state="DELETED"),
         "pr:reviewer:approved": _Rule(
-            "pull_request.approved", PULL_REQUEST, REVIEW, repository_at=_DC_PR_REPO, review_status="APPROVED"
+            "pull_request.review.approved", PULL_REQUEST, REVIEW, repository_at=_DC_PR_REPO, review_status="APPROVED"
         ),
         "pr:reviewer:unapproved": _Rule(
-            "pull_request.unapproved",
+            "pull_request.review.unapproved",
             PULL_REQUEST,
             REVIEW,
             repository_at=_DC_PR_REPO,
             review_status="UNAPPROVED",
         ),
         "pr:reviewer:needs_work": _Rule(
-            "pull_request.changes_requested",
+            "pull_request.review.changes_requested",
             PULL_REQUEST,
             REVIEW,
             repository_at=_DC_PR_REPO,
             review_status="CHANGES_REQUESTED",
         ),
         "pr:reviewer:changes_requested": _Rule(
-            "pull_request.changes_requested",
+            "pull_request.review.changes_requested",
             PULL_REQUEST,
             REVIEW,
             repository_at=_DC_PR_REPO,
@@ -262,6 +268,11 @@ HANDLED_EVENT_KEYS: dict[str, frozenset[str]] = {flavor: frozenset(rules) for fl
 
 #: Every event type bitbridge emits (the schema's enum).
 EVENT_TYPES: frozenset[str] = frozenset(rule.type for rules in _RULES.values() for rule in rules.values())
+#: Types minor 3 no longer emits (their deliveries are `commit_status.*` and `pull_request.review.*` now); the
+#: schema keeps them so events of earlier minors still validate.
+RETIRED_EVENT_TYPES = frozenset(
+    {"repository.commit_status", "pull_request.approved", "pull_request.unapproved", "pull_request.changes_requested"}
+)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -561,14 +572,15 @@ class _Cloud:
         text, truncated = _text(_opt(comment, "content", "raw"))
         inline = comment.get("inline")
         path = _str_or_none(_opt(inline, "path"))
-        line = _int_or_none(_opt(inline, "to")) or _int_or_none(_opt(inline, "from"))
+        new_line = _int_or_none(_opt(inline, "to"))
+        line = new_line or _int_or_none(_opt(inline, "from"))
         return {
             "id": _req_int(comment, "id", "comment"),
             "text": text,
             "truncated": truncated,
             "author": _Cloud.actor(comment.get("user")),
             "parent_id": _int_or_none(_opt(comment, "parent", "id")),
-            "inline": {"path": path, "line": line} if path else None,
+            "inline": {"path": path, "line": line, "side": "new" if new_line else "old"} if path else None,
             "commit": _hash(_opt(payload, "commit", "hash"), "commit.hash"),
             "url": _url(_opt(comment, "links", "html", "href")),
         }
@@ -772,7 +784,11 @@ class _DataCenter:
         comment = _req_dict(payload, "comment", "")
         text, truncated = _text(comment.get("text"))
         anchor = comment.get("anchor")
-        path = _str_or_none(_opt(anchor, "path"))
+        path = _opt(anchor, "path")
+        if isinstance(path, dict):  # the 9.2 document's path object
+            path = path.get("toString") or "/".join(str(c) for c in _list(path.get("components")))
+        path = _str_or_none(path)
+        side = "old" if _opt(anchor, "fileType") == "FROM" else "new"
         commit = payload.get("commit")
         return {
             "id": _req_int(comment, "id", "comment"),
@@ -780,7 +796,7 @@ class _DataCenter:
             "truncated": truncated,
             "author": _DataCenter.actor(comment.get("author")),
             "parent_id": _int_or_none(payload.get("commentParentId")),
-            "inline": {"path": path, "line": _int_or_none(_opt(anchor, "line"))} if path else None,
+            "inline": {"path": path, "line": _int_or_none(_opt(anchor, "line")), "side": side} if path else None,
             "commit": _hash(commit if isinstance(commit, str) else _opt(commit, "id"), "commit"),
             "url": None,
         }

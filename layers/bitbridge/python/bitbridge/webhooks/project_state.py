@@ -59,8 +59,17 @@ def summary(event: dict[str, Any]) -> dict[str, str]:
             f"{c['name']} {'deleted' if not c['new'] else 'created' if not c['old'] else 'updated'}"
             for c in event["ref_changes"][:5]
         )
+    elif event.get("commit_status"):  # never the build's description: a key, a state, a commit
+        status = event["commit_status"]
+        detail = f"{status['key']}: {str(status['state']).lower()} on {(status.get('commit') or '')[:12]}".strip()
     elif event.get("pull_request"):
         detail = f"#{event['pull_request']['id']} {event['pull_request'].get('title') or ''}".strip()
+        if event.get("comment"):  # which comment, not what it says
+            comment = event["comment"]
+            where = f" on {comment['inline']['path']}" if comment.get("inline") else ""
+            detail = f"{detail} · comment {comment['id']}{where}"
+        elif event.get("review") and event["review"].get("status"):
+            detail = f"{detail} · {event['review']['status'].lower().replace('_', ' ')}"
     return {
         "id": event["id"],
         "type": event["type"],
