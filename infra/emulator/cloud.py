@@ -927,6 +927,53 @@ def list_issues(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
         return paginate(ctx, sorted(repo.issues.values(), key=lambda i: i.id), lambda i: issue(ctx, repo, i))
 
 
+def issue_comment(ctx: Ctx, repo: Repository, item: Issue, c: Comment) -> dict:
+    """REST `issue_comment`: the comment, its author and the issue it is on."""
+    api = f"{ctx.api}/repositories/{repo.full_name}/issues/{item.id}"
+    return {
+        "type": "issue_comment",
+        "id": c.id,
+        "created_on": iso(c.created_on),
+        "updated_on": iso(c.updated_on),
+        "content": _rendered(c.text),
+        "user": _account_or_none(ctx, c.author),
+        "issue": {
+            "type": "issue",
+            "id": item.id,
+            "title": item.title,
+            "repository": repo_condensed(ctx, repo),
+            "links": {"self": _href(api), "html": _href(f"{ctx.root}/{repo.full_name}/issues/{item.id}")},
+        },
+        "links": {
+            "self": _href(f"{api}/comments/{c.id}"),
+            "html": _href(f"{ctx.root}/{repo.full_name}/issues/{item.id}#comment-{c.id}"),
+        },
+    }
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/issues/<int:issue_id>/comments")
+def list_issue_comments(ctx: Ctx, workspace: str, repo_slug: str, issue_id: int) -> Response:
+    """Every comment on an issue, oldest first (q / sort as any collection)."""
+    token = authenticate(ctx, "issue")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        item = ctx.backend.get_issue(repo, issue_id)
+        comments = sorted(item.comments, key=lambda c: (c.created_on, c.id))
+        return paginate(ctx, comments, lambda c: issue_comment(ctx, repo, item, c))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/issues/<int:issue_id>/comments/<int:comment_id>")
+def get_issue_comment(ctx: Ctx, workspace: str, repo_slug: str, issue_id: int, comment_id: int) -> Response:
+    token = authenticate(ctx, "issue")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        item = ctx.backend.get_issue(repo, issue_id)
+        found = next((c for c in item.comments if c.id == comment_id), None)
+        if found is None:
+            raise NotFound(f"Comment {comment_id} does not exist on issue {issue_id}.")
+        return respond(ctx, issue_comment(ctx, repo, item, found))
+
+
 def _hook_fields(body: dict, creating: bool) -> dict:
     out: dict[str, Any] = {}
     if "url" in body or creating:
@@ -1637,6 +1684,18 @@ def pr_comment_item(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int, commen
                 return text
             c = ctx.backend.edit_comment(repo, pr.id, c.id, token.user, text)
         return respond(ctx, pr_comment(ctx, repo, pr, c))
+
+
+@routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>/commits")
+def pr_commits(ctx: Ctx, workspace: str, repo_slug: str, pr_id: int) -> Response:
+    """The commits the pull request brings, newest first; none once its source branch is gone, as Atlassian's
+    document says ("This list will be empty if the source branch no longer exists")."""
+    token = authenticate(ctx, "pullrequest")
+    with ctx.backend.lock:
+        repo = _repo(ctx, workspace, repo_slug, token)
+        pr = ctx.backend.get_pr(repo, pr_id)
+        shas = ctx.backend.pull_request_commits(repo, pr) if pr.source_branch in repo.branches else []
+        return paginate(ctx, shas, lambda sha: commit(ctx, repo, ctx.backend.commit_info(repo, sha)))
 
 
 # -- reviews, merge, decline

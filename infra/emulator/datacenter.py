@@ -1369,6 +1369,17 @@ def _activity(ctx: Ctx, repo: Repository, pr: PullRequest, entry: Any) -> dict |
     return body
 
 
+@repo_route("/pull-requests/<int:pull_request_id>/commits")
+def pr_commits(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
+    """The commits the pull request brings, newest first (RestCommit); Data Center keeps them after the source
+    branch is deleted (its own refs hold them)."""
+    token = authenticate(ctx)
+    with ctx.backend.lock:
+        repo = _repo(ctx, token, values)
+        pr = ctx.backend.get_pr(repo, pull_request_id)
+        return page(ctx, ctx.backend.pull_request_commits(repo, pr), lambda sha: rest_commit(ctx, repo, sha))
+
+
 @repo_route("/pull-requests/<int:pull_request_id>/activities")
 def activities(ctx: Ctx, api_version: str, pull_request_id: int, **values: str) -> Response:
     """The pull request's activity, newest first: opened, updated, rescoped (new commits), approvals, reviews

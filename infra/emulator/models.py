@@ -259,6 +259,7 @@ class Issue:
     assignee: str | None
     created_on: datetime
     updated_on: datetime
+    comments: list[Comment] = field(default_factory=list)  # Cloud issue comments, oldest first
 
 
 @dataclass(slots=True)
@@ -1250,6 +1251,15 @@ class Backend:
                 self.emit(Event(repo.flavor, "pullrequest:comment_deleted", repo, actor, data))
             return comment
 
+    def pull_request_commits(self, repo: Repository, pr: PullRequest) -> list[str]:
+        """What a pull request brings, newest first: its source's commits that its destination lacks (an open one's
+        destination as it is now and as it was when last recorded; a closed one's as it was)."""
+        with self.lock:
+            exclude = [pr.dest_hash]
+            if pr.state == "OPEN" and pr.dest_branch in repo.branches:
+                exclude.append(repo.branches[pr.dest_branch].target)
+            return [c.id.decode() for c in repo.git.log([pr.source_hash], exclude)]
+
     # ---------------------------------------- commit statuses
     def set_commit_status(
         self,
@@ -1314,6 +1324,28 @@ class Backend:
             issue = Issue(issue_id, title, content, state, kind, priority, actor, None, created, created)
             repo.issues[issue_id] = issue
             return issue
+
+    def get_issue(self, repo: Repository, issue_id: int) -> Issue:
+        issue = repo.issues.get(int(issue_id))
+        if issue is None:
+            raise NotFound(f"Issue {issue_id} does not exist in {repo.full_name}.", entity="issue")
+        return issue
+
+    def comment_issue(
+        self, repo: Repository, issue_id: int, actor: str, text: str, *, created_on: datetime | None = None
+    ) -> Comment:
+        """A comment on a Cloud issue (no webhook: the emulator sends no `issue:*` events)."""
+        with self.lock:
+            issue = self.get_issue(repo, issue_id)
+            self.get_user(actor)
+            if not isinstance(text, str) or not text.strip():
+                raise BadRequest("A comment needs some text.", field="content")
+            created = created_on or now()
+            comment = Comment(repo.next_comment_id, actor, text, created, created)
+            repo.next_comment_id += 1
+            issue.comments.append(comment)
+            issue.updated_on = max(issue.updated_on, created)
+            return comment
 
     # ---------------------------------------- hooks
     def add_hook(
@@ -1596,6 +1628,16 @@ class Backend:
                         "tags": len(repo.tags),
                         "pull_requests": {"total": len(repo.pull_requests), **states},
                         "issues": len(repo.issues),
+                        "issue_comments": sum(len(i.comments) for i in repo.issues.values()),
+                        # What each flavor lists: Cloud keeps a deleted comment (marked), Data Center removes it.
+                        "pull_request_comments": sum(len(pr.comments) for pr in repo.pull_requests.values()),
+                        # Review states: every reviewer asked, and whoever else approved or requested changes.
+                        "pull_request_reviews": sum(
+                            1
+                            for pr in repo.pull_requests.values()
+                            for r in pr.reviewers
+                            if r.role == "REVIEWER" or r.status != "UNAPPROVED"
+                        ),
                         "hooks": len(repo.hooks),
                         "deploy_keys": len(repo.deploy_keys),
                     }

@@ -133,6 +133,7 @@ def apply_spec(backend: Backend, spec: dict) -> dict:
         "pull_requests": 0,
         "comments": 0,
         "issues": 0,
+        "issue_comments": 0,
     }
     with backend.lock:
         for u in spec.get("users", []):
@@ -269,14 +270,17 @@ def _add_repo(
     created["pull_requests"] += n
     for i in range(1, int(spec.get("issues", 0)) + 1):
         state = ("new", "open", "resolved", "closed")[i % 4]
-        backend.add_issue(
-            repo,
-            users[i % len(users)] if users else author,
-            f"Issue {i} in {slug}",
-            f"Details of issue {i}",
-            state=state,
-            created_on=base_time + timedelta(hours=i),
+        opened = base_time + timedelta(hours=i)
+        reporter = users[i % len(users)] if users else author
+        issue = backend.add_issue(
+            repo, reporter, f"Issue {i} in {slug}", f"Details of issue {i}", state=state, created_on=opened
         )
+        # Issue i has i % 3 comments, by the users after its reporter in turn (README "Seeded review data").
+        for k in range(i % 3 if review and users else 0):
+            who = users[(i + k + 1) % len(users)]
+            when = opened + timedelta(minutes=k + 1)
+            backend.comment_issue(repo, issue.id, who, f"Comment {k + 1} on issue {i}.", created_on=when)
+            created["issue_comments"] += 1
     created["issues"] += int(spec.get("issues", 0))
     created["repositories"] += 1
     return repo

@@ -9,12 +9,18 @@
      the hook, or the refused attempt that shows the user may not). Target <= 1.1.
    - AWS calls per imported repository, by service and operation, as the worker counted them (the job's
      `aws_calls`), against the minimum the design needs (`aws_minimum`, printed with its reasons).
+   With review depth (`include`: comments, activity, commits), the same repositories again: Bitbucket calls
+   against the minimum with every nested list at its largest page (at least one call per pull request per
+   read: Cloud comments, activity, commits and issue comments; Data Center activities and commits), AWS calls
+   against the design's minimum (one checkpoint write per nested page, one object per non-empty one, one read
+   of each parent page).
 2. Scale: a bulk-seeded N-repository Cloud workspace (20 pull requests each) imported through the API:
    repositories per minute, Bitbucket and AWS calls per repository against their minimums. The wait reads
    the states of exactly the jobs it started straight from the imports table (one BatchGetItem per 100 jobs,
    every --interval seconds), so it neither loads the API nor counts anyone else's jobs.
 
     .venv/bin/python tests/bench/imports.py [--repos 1000] [--prs 20] [--interval 5] [--skip-scale]
+        [--skip-economy] [--skip-review]
 
 `--repos 50` finishes in a couple of minutes; the default 1,000 takes about ten.
 """
@@ -37,7 +43,15 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
-from tests.e2e.support import api_session, bench_seed, control, limits_out_of_reach, start_imports  # noqa: E402
+from tests.e2e.support import (  # noqa: E402
+    api_session,
+    bench_seed,
+    control,
+    limits_out_of_reach,
+    lines,
+    snapshot,
+    start_imports,
+)
 
 # The scale run imports 1,000 repositories: four hours of one person's Cloud allowance. It measures the import's
 # speed and calls; tests/bench/budget.py plays the same import under Bitbucket's limits with the hour scaled.
@@ -67,7 +81,8 @@ AWS minimum per repository (one invocation, as the design needs it):
                                       (a refused hook: that record is deleted (DeleteItem), then the
                                       manual subscription is read and put (+1 GetItem, PutItem 2))
   kms:Decrypt          1              the token, once per invocation
-  s3:PutObject         2 + non-empty pages   repository.json, one object per page with entities, manifest.json
+  s3:PutObject         3 + non-empty pages   repository.json, one object per page with entities, people.jsonl,
+                                      manifest.json
   events:PutEvents     2              import.started and import.completed (progress: at most every 30 s)
   (secretsmanager:GetSecretValue: the webhook master key, cached 5 min per container: ~0 per repository)"""
 
@@ -99,7 +114,7 @@ def aws_minimum(flavor: str, repo: dict[str, Any], webhook: dict[str, Any] | Non
         "dynamodb:PutItem": 1,  # the rate-limit budget's lease
         "dynamodb:GetItem": 2,
         "kms:Decrypt": 1,
-        "s3:PutObject": 2 + nonempty,
+        "s3:PutObject": 3 + nonempty,
         "events:PutEvents": 2,
     }
     status = (webhook or {}).get("status")
@@ -193,6 +208,90 @@ def economy(stack: Any) -> None:
             )
             print(f"      measured: {ops(got)}")
             print(f"      minimum:  {ops(need)}")
+        print(
+            f"  AWS per repository: {total / max(1, len(bodies)):.1f} vs minimum {mtotal / max(1, len(bodies)):.1f}: "
+            f"ratio {total / max(1, mtotal):.2f} (target <= 1.5)"
+        )
+        missing = [b["repository"]["full_name"] for b in bodies if b["state"] != "completed"]
+        if missing or len(done) < len(jobs):
+            print(f"  NOT COMPLETED: {missing or 'timed out'}")
+
+
+EVERYTHING = ["comments", "activity", "commits"]
+# Nested reads per parent: (entity whose lines count the read's items, page size); Data Center's /activities
+# gives comments and activity in one read, counted by its activity lines (one per entry).
+REVIEW_READS = {
+    "cloud": {
+        "pull_requests": [("pull_request_comments", 100), ("pull_request_activity", 50), ("pull_request_commits", 100)],
+        "issues": [("issue_comments", 100)],
+    },
+    "datacenter": {"pull_requests": [("pull_request_activity", 1000), ("pull_request_commits", 1000)]},
+}
+NESTED = ("pull_request_comments", "pull_request_activity", "pull_request_reviews", "pull_request_commits")
+PARENT_KEY = {"pull_requests": "pull_request_id", "issues": "issue_id"}
+
+
+def review_minimum(flavor: str, files: dict[str, bytes]) -> tuple[int, int, int]:
+    """(Bitbucket calls, parent pages, nested files) the review of one snapshot needs at the least."""
+    calls = parents = 0
+    for parent, reads in REVIEW_READS[flavor].items():
+        ids = [item["id"] for item in lines(files, parent)]
+        if ids:
+            parents += len([k for k in files if k.startswith(f"{parent}/")])
+        for entity, size in reads:
+            per = Counter(line[PARENT_KEY[parent]] for line in lines(files, entity))
+            calls += sum(pages(per[i], size) for i in ids)
+    nested = len([k for k in files if k.split("/")[0] in (*NESTED, "issue_comments")])
+    return calls, parents, nested
+
+
+def review_economy(stack: Any) -> None:
+    print("\n== Calls per imported repository with review depth vs the minimum (seeded repositories) ==")
+    for flavor, names in DEFAULT_REPOS.items():
+        session = api_session(stack, flavor, "alice")
+        state = {r["full_name"]: r for r in control(stack, flavor, "GET", "state")["repositories"]}
+        control(stack, flavor, "DELETE", "requests")
+        # One repository per request: a kickoff's access checks then fit its timeout on a loaded machine.
+        jobs = [
+            j
+            for name in names
+            for j in start_imports(session, stack, flavor, [name], reimport=True, include=EVERYTHING)
+        ]
+        done: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 300
+        while len(done) < len(jobs) and time.monotonic() < deadline:
+            for j in jobs:
+                if j["id"] not in done:
+                    body = session.get(f"{stack.api}/api/imports/{j['id']}", timeout=30).json()
+                    if body["state"] in TERMINAL:
+                        done[j["id"]] = body
+            time.sleep(0.5)
+        used = rest_calls(stack, flavor)
+        bodies = list(done.values())
+        bb_min = total = mtotal = review_calls = 0
+        for b in sorted(bodies, key=lambda b: b["repository"]["full_name"]):
+            repo = state[b["repository"]["full_name"]]
+            files = snapshot(stack, b["snapshot"]["prefix"])
+            calls, parents, nested = review_minimum(flavor, files)
+            review_calls += calls
+            bb_min += bitbucket_minimum(flavor, repo) + calls + (1 if hook_attempted(b["webhook"]) else 0)
+            need = Counter(aws_minimum(flavor, repo, b["webhook"]))
+            need.update({"dynamodb:UpdateItem": calls, "s3:PutObject": nested, "s3:GetObject": parents})
+            got = b.get("aws_calls") or {}
+            got = {k: v for k, v in got.items() if k != "secretsmanager:GetSecretValue"}  # cached per container
+            total, mtotal = total + sum(got.values()), mtotal + sum(need.values())
+            print(
+                f"  {b['repository']['full_name']:<18} AWS {sum(got.values()):>3} vs minimum {sum(need.values()):>3} "
+                f"(ratio {sum(got.values()) / max(1, sum(need.values())):.2f}); review reads {calls} "
+                f"[{b['state']}]"
+            )
+            print(f"      measured: {ops(got)}")
+            print(f"      minimum:  {ops(dict(need))}")
+        print(f"\n{flavor} with review depth: {len(bodies)} repositories imported")
+        print(
+            f"  Bitbucket: {used} REST calls ({used / max(1, len(bodies)):.2f}/repository, {review_calls} of the "
+            f"minimum for the review); minimum {bb_min}: ratio {used / max(1, bb_min):.3f} (target <= 1.1)"
+        )
         print(
             f"  AWS per repository: {total / max(1, len(bodies)):.1f} vs minimum {mtotal / max(1, len(bodies)):.1f}: "
             f"ratio {total / max(1, mtotal):.2f} (target <= 1.5)"
@@ -296,12 +395,15 @@ def main() -> int:
     parser.add_argument("--prs", type=int, default=20, help="pull requests per repository")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between reads of the jobs' states")
     parser.add_argument("--skip-scale", action="store_true")
-    parser.add_argument("--skip-economy", action="store_true", help="only the scale run")
+    parser.add_argument("--skip-economy", action="store_true", help="no economy run without review depth")
+    parser.add_argument("--skip-review", action="store_true", help="no economy run with review depth")
     args = parser.parse_args()
     stack = start_stack(Path(tempfile.mkdtemp(prefix="bitbridge-bench-")))
     try:
         if not args.skip_economy:
             economy(stack)  # under Bitbucket's limits, as deployed: the budget's calls are counted too
+        if not args.skip_review:
+            review_economy(stack)
         if not args.skip_scale:
             limits_out_of_reach(stack, SCALE_BEYOND_AN_HOUR)
             scale(stack, args.repos, args.prs, args.interval)

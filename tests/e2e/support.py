@@ -192,7 +192,7 @@ def list_all_repos(session: requests.Session, stack, flavor: str, **params: str)
 
 
 def start_imports(
-    session: requests.Session, stack, flavor: str, names: list[str], **flags: bool
+    session: requests.Session, stack, flavor: str, names: list[str], **flags: Any
 ) -> list[dict[str, Any]]:
     response = session.post(
         f"{stack.api}/api/imports",

@@ -220,9 +220,9 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
         "dynamodb:UpdateItem": 1 + 3 + 1 + 2 + 3 + 1,
         # GetItem 3: provider, connection (token), subscription (counted above)
         "kms:Decrypt": 1,  # the token, once (the webhook and git steps reuse it)
-        # repository.json, one object per page, manifest.json; git: refs.json, the index, the bundle's upload,
-        # latest.json
-        "s3:PutObject": 2 + 3 + 4,
+        # repository.json, one object per page, people.jsonl, manifest.json; git: refs.json, the index, the
+        # bundle's upload, latest.json
+        "s3:PutObject": 3 + 3 + 4,
         "s3:HeadObject": 2,  # is a bundle published already (a redo adopts it); is an older upload left over
         "s3:GetObject": 1,  # the bundle read back before it is published
         "s3:CopyObject": 1,  # ... to its key

@@ -455,3 +455,67 @@ def test_dc_refuses_a_hook_on_the_documented_but_unknown_keys(emu):
         resp = requests.post(f"{emu.dc_url}{DC_API}/webhooks", json=body, headers=bearer(token), timeout=10)
         assert resp.status_code == 400 and resp.json()["errors"][0]["message"] == f"the event {key} is unknown"
     assert emu.backend.get_repo("datacenter", "PLAT", "core").hooks == {}
+
+
+# ------------------------------------------------------------------------------------------- pull request commits
+
+
+def test_pull_request_commits_are_what_the_source_brings_newest_first(emu, cloud_spec, dc_spec):
+    for flavor, repo in (("cloud", "acme/web-app"), ("datacenter", "PLAT/core")):
+        path = f"{flavor}/repos/{repo}"
+        control(emu, "POST", f"{path}/branches", json={"name": "topic/commits", "from": "main"})
+        control(emu, "POST", f"{path}/push", json={"branch": "topic/commits", "commits": ["one", "two"]})
+        number = _open_pr(emu, flavor, repo, "topic/commits", reviewers=("bob",))
+        head = _head(emu, flavor, repo, "topic/commits")
+        if flavor == "cloud":
+            listed = _cloud(emu).get(f"{emu.cloud_url}{CLOUD_API}/pullrequests/{number}/commits", timeout=10)
+            _cloud_validate(cloud_spec, listed)
+            values = listed.json()["values"]
+            assert values[0]["hash"] == head and len(values) == 2
+            assert [c["message"] for c in values] == ["two\n", "one\n"]
+            assert values[0]["author"]["user"]["nickname"] == "alice"
+        else:
+            listed = _dc(emu).get(f"{emu.dc_url}{DC_API}/pull-requests/{number}/commits", timeout=10)
+            validate(dc_spec, listed, flavor="datacenter")
+            values = listed.json()["values"]
+            assert values[0]["id"] == head and [c["message"] for c in values] == ["two", "one"]
+            assert values[0]["author"]["name"] == "alice"  # a known author is rendered as the user
+
+
+def test_cloud_lists_no_commits_once_the_source_branch_is_gone_and_data_center_keeps_them(emu):
+    """Seeded merged pull requests come from branches deleted since (README): Cloud documents an empty list."""
+    cloud_pr = emu.backend.get_repo("cloud", "acme", "web-app").pull_requests[1]
+    assert (
+        cloud_pr.state == "MERGED"
+        and cloud_pr.source_branch not in emu.backend.get_repo("cloud", "acme", "web-app").branches
+    )
+    listed = _cloud(emu).get(f"{emu.cloud_url}{CLOUD_API}/pullrequests/1/commits", timeout=10).json()
+    assert listed["values"] == [] and listed["size"] == 0
+    dc = _dc(emu).get(f"{emu.dc_url}{DC_API}/pull-requests/1/commits", timeout=10).json()
+    assert [c["message"] for c in dc["values"]] == ["Change #1"]
+
+
+# ------------------------------------------------------------------------------------------- issue comments
+
+
+def test_cloud_issue_comments_are_seeded_and_listed_oldest_first(emu, cloud_spec):
+    """Issue i has i % 3 comments, by the users after its reporter (README "Seeded review data")."""
+    repo = emu.backend.get_repo("cloud", "acme", "web-app")
+    assert [len(repo.issues[i].comments) for i in (1, 2, 3, 4, 5)] == [1, 2, 0, 1, 2]
+    state = control(emu, "GET", "state").json()
+    web = next(r for r in state["repositories"] if r["full_name"] == "acme/web-app")
+    assert web["issue_comments"] == sum(i % 3 for i in range(1, 13)) == 12
+    session = _cloud(emu)
+    listed = session.get(f"{emu.cloud_url}{CLOUD_API}/issues/5/comments", timeout=10)
+    _cloud_validate(cloud_spec, listed)
+    values = listed.json()["values"]
+    assert [c["content"]["raw"] for c in values] == ["Comment 1 on issue 5.", "Comment 2 on issue 5."]
+    assert [c["user"]["nickname"] for c in values] == ["alice", "bob"]  # issue 5's reporter is carol
+    assert values[0]["issue"]["id"] == 5 and values[0]["type"] == "issue_comment"
+    one = session.get(values[1]["links"]["self"]["href"], timeout=10)
+    _cloud_validate(cloud_spec, one)
+    assert one.json()["id"] == values[1]["id"]
+    assert session.get(f"{emu.cloud_url}{CLOUD_API}/issues/99/comments", timeout=10).status_code == 404
+    no_issue_scope = requests.Session()
+    no_issue_scope.headers.update(bearer(cloud_login(emu, "bob", ["account", "repository", "pullrequest"])))
+    assert no_issue_scope.get(f"{emu.cloud_url}{CLOUD_API}/issues/5/comments", timeout=10).status_code in (401, 403)

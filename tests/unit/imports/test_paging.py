@@ -100,14 +100,6 @@ def test_a_request_over_the_limit_says_the_limit_and_what_to_do():
     assert kickoff.parse_request({"provider": "p", "repositories": names[:-1]})[1] == names[:-1]
 
 
-def test_the_comments_option_is_refused_until_imports_copy_comments():
-    with pytest.raises(jobs.ImportRequestError) as caught:
-        kickoff.parse_request({"provider": "p", "repositories": ["a/b"], "comments": True})
-    assert caught.value.code == "invalid_request" and caught.value.details == {"option": "comments"}
-    assert "not supported yet" in caught.value.message and "Leave it out" in caught.value.message
-    assert kickoff.parse_request({"provider": "p", "repositories": ["a/b"], "comments": False}) == ("p", ["a/b"], False)
-
-
 def test_import_request_dedupes_repositories():
     assert kickoff.parse_request({"provider": "p", "repositories": ["a/b", "a/b", {"full_name": "c/d"}]}) == (
         "p",

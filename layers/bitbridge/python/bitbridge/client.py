@@ -240,8 +240,20 @@ class _Imports:
         repositories: list[str],
         *,
         reimport: bool = False,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        body = {"provider": provider, "end_user_id": end_user_id, "repositories": repositories, "reimport": reimport}
+        """`include` / `exclude`: the optional parts (docs/imports.md: "comments", "activity", "commits")."""
+        body: dict[str, Any] = {
+            "provider": provider,
+            "end_user_id": end_user_id,
+            "repositories": repositories,
+            "reimport": reimport,
+        }
+        if include is not None:
+            body["include"] = include
+        if exclude is not None:
+            body["exclude"] = exclude
         return list(self._client._call("POST", self._client._url("imports"), json=body)["imports"])
 
     def get(self, import_id: str, end_user_id: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from bitbridge.bitbucket.actions import Actions
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
+from bitbridge.bitbucket.review import NestedPage, Read
 
 
 class Bitbucket(Protocol):
@@ -70,6 +71,25 @@ class Bitbucket(Protocol):
     def page(self, fetch: Fetch, api: str, full_name: str, entity: str, cursor: str | None) -> Page: ...
     def default_branch(self, branches: list[dict[str, Any]], known: str | None) -> tuple[str | None, str | None]:
         """(default branch name, its head commit) as far as one page of branches tells."""
+        ...
+
+    # -- review data (imports: `bitbucket.review`) ---------------------------------------------------
+    def review_reads(self, repo: Repo, wanted: set[str]) -> list[Read]:
+        """The nested reads an import makes per pull request (or issue) for the `wanted` nested entities."""
+        ...
+
+    def review_page(
+        self, fetch: Fetch, api: str, full_name: str, read: Read, parent: dict[str, Any], cursor: str | None
+    ) -> NestedPage:
+        """One page of `read` for `parent` (a pull request or an issue as its own page holds it)."""
+        ...
+
+    def derived(self, entity: str, values: list[dict[str, Any]], wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+        """Nested entities read off one of `entity`'s pages, no call (pull request review states)."""
+        ...
+
+    def people_in(self, value: Any) -> list[dict[str, Any]]:
+        """Every person `value` (Bitbucket's JSON) names, as `people.jsonl` records, in document order."""
         ...
 
     # -- hooks -------------------------------------------------------------------------------------

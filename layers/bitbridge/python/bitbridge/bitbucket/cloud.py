@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from bitbridge.bitbucket import CLOUD
+from bitbridge.bitbucket import CLOUD, cloud_review, review
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
@@ -270,6 +270,23 @@ class Cloud:
         # The repository resource names it (`mainbranch`); the branch list only gives its head.
         head = next(((b.get("target") or {}).get("hash") for b in branches if known and b.get("name") == known), None)
         return known, head
+
+    # -- review data --------------------------------------------------------------------------------
+    def review_reads(self, repo: Repo, wanted: set[str]) -> list[review.Read]:
+        return cloud_review.reads(wanted, repo.has_issues)
+
+    def review_page(
+        self, fetch: Fetch, api: str, full_name: str, read: review.Read, parent: dict[str, Any], cursor: str | None
+    ) -> review.NestedPage:
+        return cloud_review.page(fetch, api, full_name, read, parent, cursor)
+
+    def derived(self, entity: str, values: list[dict[str, Any]], wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+        if entity == "pull_requests" and review.PULL_REQUEST_REVIEWS in wanted:
+            return {review.PULL_REQUEST_REVIEWS: cloud_review.reviews(values)}
+        return {}
+
+    def people_in(self, value: Any) -> list[dict[str, Any]]:
+        return cloud_review.people_in(value)
 
     # -- hooks -------------------------------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
-from bitbridge.bitbucket import DATACENTER
+from bitbridge.bitbucket import DATACENTER, datacenter_review, review
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.bitbucket.identity import Identity
@@ -242,6 +242,26 @@ class DataCenter:
             None,
         )
         return name, head
+
+    # -- review data --------------------------------------------------------------------------------
+    def review_reads(self, repo: Repo, wanted: set[str]) -> list[review.Read]:
+        return datacenter_review.reads(wanted)
+
+    def review_page(
+        self, fetch: Fetch, api: str, full_name: str, read: review.Read, parent: dict[str, Any], cursor: str | None
+    ) -> review.NestedPage:
+        page = page_at(fetch, datacenter_review.path(_base(api, full_name), read, parent), {"limit": LIMIT}, cursor)
+        return review.NestedPage(
+            datacenter_review.lines(read, page.values, parent), datacenter_review.people_in(page.values), page.next
+        )
+
+    def derived(self, entity: str, values: list[dict[str, Any]], wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+        if entity == "pull_requests" and review.PULL_REQUEST_REVIEWS in wanted:
+            return {review.PULL_REQUEST_REVIEWS: datacenter_review.reviews(values)}
+        return {}
+
+    def people_in(self, value: Any) -> list[dict[str, Any]]:
+        return datacenter_review.people_in(value)
 
     # -- hooks -------------------------------------------------------------------------------------
     @property

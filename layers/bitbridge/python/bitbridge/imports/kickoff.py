@@ -37,6 +37,7 @@ from bitbridge.bitbucket.http import BitbucketError
 from bitbridge.calls import INTERACTIVE, REPOSITORIES, Caller, Patience
 from bitbridge.config import settings
 from bitbridge.imports.jobs import ImportRequestError, batch_get, get_item, load
+from bitbridge.imports.options import defaults, parts
 from bitbridge.imports.queries import view_for
 from bitbridge.store.base import condition_failed
 from bitbridge.store.imports import (
@@ -66,8 +67,6 @@ SEND_BATCH = 10  # SQS SendMessageBatch's most entries per call
 # A job still queued this long after its message was confirmed sent lost it (a queue backlog drains far
 # sooner): asking for the repository again sends another.
 RESEND_AFTER_SECONDS = 3600
-#: What an import copies unless the request leaves it out (`exclude`) or names only others (`include`).
-OPTIONAL_PARTS = ("git",)
 
 
 @dataclass(frozen=True)
@@ -116,37 +115,10 @@ def parse_request(body: Any) -> tuple[str, list[str], bool]:
             raise ImportRequestError(str(exc)) from None
         if f"{owner}/{slug}" not in cleaned:
             cleaned.append(f"{owner}/{slug}")
-    for flag in ("reimport", "comments"):
-        if not isinstance(body.get(flag, False), bool):
-            raise ImportRequestError(f"`{flag}` must be true or false.")
-    if body.get("comments"):
-        raise ImportRequestError(
-            "`comments` is not supported yet: imports do not copy pull request comments. Leave it out.",
-            option="comments",
-        )
-    parts(body)
+    if not isinstance(body.get("reimport", False), bool):
+        raise ImportRequestError("`reimport` must be true or false.")
+    parts(body)  # `include` / `exclude` checked with the rest: a bad one starts nothing
     return provider_id, cleaned, bool(body.get("reimport", False))
-
-
-def parts(body: dict[str, Any]) -> dict[str, bool]:
-    """Which optional parts (OPTIONAL_PARTS) an import request asks for: all of them, unless `include` lists the
-    ones wanted or `exclude` the ones not (`{"exclude": ["git"]}`: no git data)."""
-    given = [name for name in ("include", "exclude") if body.get(name) is not None]
-    if len(given) > 1:
-        raise ImportRequestError("Give `include` or `exclude`, not both.")
-    if not given:
-        return dict.fromkeys(OPTIONAL_PARTS, True)
-    name = given[0]
-    listed = body[name]
-    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
-        raise ImportRequestError(f"`{name}` must be a list of names: {', '.join(OPTIONAL_PARTS)}.", option=name)
-    unknown = sorted(set(listed) - set(OPTIONAL_PARTS))
-    if unknown:
-        raise ImportRequestError(
-            f"`{name}` names what an import may leave out: {', '.join(OPTIONAL_PARTS)} (not {', '.join(unknown)}).",
-            option=name,
-        )
-    return {part: (part in listed) == (name == "include") for part in OPTIONAL_PARTS}
 
 
 def start(
@@ -159,7 +131,7 @@ def start(
     wanted_parts: dict[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Check access to every repository first (all or nothing), then make or find one job each
-    (`wanted_parts`: `parts(body)`; default every part)."""
+    (`wanted_parts`: `parts(body)`, the optional parts a new job copies; default the defaults)."""
     provider = providers.get_provider(provider_id)
     if not provider.imports:
         raise ImportRequestError(f"Imports are turned off for provider {provider_id}.", code="imports_disabled")
@@ -320,15 +292,10 @@ def _draft(
         repository_full_name=w.repo.full_name,
         repository=w.raw,
         # Where the webhook step points the hook when the stack has no PublicBaseUrl: the
-        # URL this request came in on (the worker has no request of its own).
-        # `comments` stays false until imports copy them (a request asking for them is refused). The deploy-key
-        # step runs for every new job (it does nothing where the provider has no key).
-        options={
-            "comments": False,
-            "hook_base_url": base,
-            "deploy_key": True,
-            **(wanted_parts or dict.fromkeys(OPTIONAL_PARTS, True)),
-        },
+        # URL this request came in on (the worker has no request of its own). The optional parts it copies
+        # (`imports.options`): each named, true or false. The deploy-key step runs for every new job (it does
+        # nothing where the provider has no key).
+        options={"hook_base_url": base, "deploy_key": True, **(wanted_parts or defaults())},
         api_calls=w.calls,
         kickoff_id=kickoff_id,
     )

@@ -61,6 +61,18 @@ def write_page(base: str, entity: str, page: int, values: list[dict[str, Any]]) 
     return _put(base, page_key(entity, page), body, "application/x-ndjson", len(values))
 
 
+def write_lines(base: str, name: str, values: list[dict[str, Any]]) -> Written:
+    """A JSON Lines object that is not a page (people.jsonl)."""
+    body = "".join(canonical(v) + "\n" for v in values).encode()
+    return _put(base, name, body, "application/x-ndjson", len(values))
+
+
+def read_lines(base: str, key: str) -> list[dict[str, Any]]:
+    """A page this import wrote, read back (the parents of a nested entity's reads)."""
+    body = client("s3").get_object(Bucket=settings().snapshots_bucket, Key=base + key)["Body"].read()
+    return [json.loads(line) for line in body.decode().splitlines() if line]
+
+
 def write_json(base: str, name: str, value: Any) -> Written:
     body = (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
     return _put(base, name, body, "application/json", 1)

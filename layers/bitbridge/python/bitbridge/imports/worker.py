@@ -1,12 +1,18 @@
 """The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
 
-Steps: repository -> branches -> tags -> pull_requests -> issues (Cloud, tracker on) -> webhook -> deploy_key
-(new jobs) -> git (unless the request left it out) -> manifest. The git step (bitbridge.imports.gitdata) is one
-unit: it fetches, checks and publishes the repository's bundle, and starts in a fresh invocation when less than
-GIT_RESERVE_MS is left.
+Steps: repository -> branches -> tags -> pull_requests -> pull_request_details (review depth asked for) ->
+issues (Cloud, tracker on) -> issue_details (Cloud issue comments asked for) -> webhook -> deploy_key (new jobs) ->
+git (unless the request left it out) -> manifest. The git step (bitbridge.imports.gitdata) is one unit: it fetches,
+checks and publishes the repository's bundle, and starts in a fresh invocation when less than GIT_RESERVE_MS is left.
 A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), then record the
 part (key, size, sha256) with the cursor and counts in one conditional write on the job. A crash anywhere
 redoes at most the page in hand and rewrites the same object, so the output equals a clean run's.
+
+Review depth (`bitbridge.bitbucket.review`): the details steps read each pull request's (issue's) comments,
+activity and commits, page by page, the parents read back from the pages the import wrote (one GetObject per
+parent page per invocation); a page of theirs is a unit like any other, written as `{entity}/page-NNNNN.jsonl`
+numbered in the order written. Review states come off the pull request pages themselves. Every page's people
+are kept on the job (moved off it past PEOPLE_ON_JOB) and written once, as people.jsonl, with the manifest.
 
 Economy (each call is latency and money, per repository): the lease write answers the job (no read first);
 the provider record and the decrypted token serve every step of an invocation, the webhook step's too;
@@ -40,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
-from bitbridge.bitbucket import repos
+from bitbridge.bitbucket import repos, review
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.budget import IMPORT, OverBudget
 from bitbridge.calls import Caller, backoff
@@ -57,6 +63,7 @@ from bitbridge.store.imports import (
     JOB_SK,
     MAX_TRANSIENT_DEFERRALS,
     PARTS_ON_JOB,
+    PEOPLE_ON_JOB,
     PROJECT_SK,
     RUNNING,
     TERMINAL_STATES,
@@ -64,10 +71,13 @@ from bitbridge.store.imports import (
     WAITING_BUDGET,
     JobRecord,
     PartsChunkRecord,
+    PeopleChunkRecord,
     ProjectRecord,
     job_pk,
     parts_chunk_sk,
     parts_chunks_of,
+    people_chunk_sk,
+    people_chunks_of,
     project_pk,
 )
 from bitbridge.timestamps import iso
@@ -219,6 +229,16 @@ def _take_lease(job_id: str, run_id: str, context: Any) -> tuple[JobRecord, str,
     raise Busy(max(1, min(MAX_DELAY_SECONDS, int((current.lease_until or now) - now) + 1)))
 
 
+def _advance(read: int, reads: int, item: int, items: int, page: int) -> tuple[int, int, int]:
+    """The place after a finished read: the next read of the same parent, else the first read of the next
+    parent, else the first parent of the next page. Returns (read, item, page)."""
+    if read + 1 < reads:
+        return read + 1, item, page
+    if item + 1 < items:
+        return 0, item + 1, page
+    return 0, 0, page + 1
+
+
 def _file_entry(part: list[Any]) -> dict[str, Any]:
     key, entity, page, count, size, sha256 = part
     return {"key": key, "entity": entity, "page": int(page), "count": int(count), "bytes": int(size), "sha256": sha256}
@@ -247,6 +267,10 @@ class Run:
         self.bitbucket = providers.bitbucket(self.provider)
         self.repo = self.bitbucket.to_repo(job.repository) if job.repository else None
         self.progress_at = time.monotonic()
+        self.wanted = review.wanted_entities(dict(job.options or {}))  # nested entities the request asked for
+        self._parent_keys: dict[str, list[str]] = {}  # parent entity -> its pages' keys, in order
+        self._parents: tuple[str, list[dict[str, Any]]] | None = None  # the parent page in hand (key, values)
+        self._people_elsewhere: set[str] | None = None  # ids of the people moved off the job item
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _fenced(self) -> Any:
@@ -272,6 +296,8 @@ class Run:
                     JobRecord.facts.set(job.facts or {}),
                     JobRecord.parts.set(job.parts or []),
                     JobRecord.parts_chunks.set(int(job.parts_chunks or 0)),
+                    JobRecord.people.set(job.people or {}),
+                    JobRecord.people_chunks.set(int(job.people_chunks or 0)),
                     *([JobRecord.repository.set(job.repository)] if job.repository is not None else []),
                     *([JobRecord.webhook.set(job.webhook)] if job.webhook is not None else []),
                     *([JobRecord.deploy_key.set(job.deploy_key)] if job.deploy_key is not None else []),
@@ -293,9 +319,29 @@ class Run:
 
     def _steps(self) -> list[str]:
         assert self.repo is not None
+        with_reads = {read.parent for read in self._reads()}
+        steps = ["repository"]
+        for entity in self.bitbucket.entities(self.repo):
+            steps.append(entity)
+            if entity in with_reads:  # its details right after it: pull_request_details, issue_details
+                steps += [step for step, parent in review.NESTED_STEPS.items() if parent == entity]
         options = self.job.options or {}
         optional = [step for step in ("deploy_key", "git") if options.get(step)]  # jobs made before them: neither
-        return ["repository", *self.bitbucket.entities(self.repo), "webhook", *optional, "manifest"]
+        return [*steps, "webhook", *optional, "manifest"]
+
+    def _reads(self) -> list[review.Read]:
+        """The nested reads the request asked for (none: the import is as it was without review depth)."""
+        assert self.repo is not None
+        return self.bitbucket.review_reads(self.repo, self.wanted) if self.wanted else []
+
+    def _nested_entities(self) -> list[str]:
+        """The nested entities this import writes (counted in the manifest even when empty)."""
+        assert self.repo is not None
+        entities = self.bitbucket.entities(self.repo)
+        found = {e for read in self._reads() for e in read.entities}
+        if "pull_requests" in entities:
+            found |= set(self.bitbucket.derived("pull_requests", [], self.wanted))
+        return [e for e in review.OPTION_OF if e in found]
 
     def _next_step(self, step: str) -> str:
         steps = self._steps()
@@ -352,6 +398,8 @@ class Run:
             self._repository()
         elif step in repos.ENTITIES:
             self._entity_page(step)
+        elif step in review.NESTED_STEPS:
+            self._nested_page(step)
         elif step == "webhook":
             self._webhook()
         elif step == "deploy_key":
@@ -390,9 +438,15 @@ class Run:
         job.facts = baseline.record_import_page(
             self.bitbucket, job.provider_id, job.repository_id, entity, page.values, dict(job.facts or {})
         )
-        self._move_parts_off_if_long()
         counts = dict(self.job.counts or {})
         counts[entity] = int(counts.get(entity, 0)) + len(page.values)
+        # Nested entities a page holds itself (review states): written under the same page number.
+        for derived, lines in self.bitbucket.derived(entity, page.values, self.wanted).items():
+            if lines:
+                self._record_part(derived, page_no, output.write_page(self.base, derived, page_no, lines))
+            counts[derived] = int(counts.get(derived, 0)) + len(lines)
+        self._meet(self.bitbucket.people_in(page.values))
+        self._move_parts_off_if_long()
         self.job.counts, self.job.facts = counts, self._facts(entity, page.values)
         if page.next:
             self.job.checkpoint = {"cursor": page.next, "page": page_no + 1}
@@ -402,6 +456,98 @@ class Run:
         self._save([JobRecord.transient_failures.set(0)], {"events:PutEvents": 1} if progress else None)
         if progress:
             notify.publish(self.job, "import.progress")
+
+    def _nested_page(self, step: str) -> None:
+        """One page of one nested read of one parent (a pull request or an issue), then the checkpoint: which
+        parent page, which parent on it, which read, the cursor, and how many pages each entity has written."""
+        parent_entity = review.NESTED_STEPS[step]
+        reads = [read for read in self._reads() if read.parent == parent_entity]
+        keys = self._pages_of(parent_entity)
+        checkpoint = dict(self.job.checkpoint or {})
+        at_page, at_item, at_read = (int(checkpoint.get(k, 0)) for k in ("parent_page", "item", "read"))
+        if not reads or at_page >= len(keys):  # nothing to read: saved with the next step's write
+            self.job.step, self.job.checkpoint = self._next_step(step), {}
+            return
+        parents = self._parent_page(keys[at_page])
+        read, parent = reads[at_read], parents[at_item]
+        try:
+            page = self.bitbucket.review_page(
+                self.caller.fetch,
+                self.caller.api,
+                self.job.repository_full_name,
+                read,
+                parent,
+                checkpoint.get("cursor"),
+            )
+        except BitbucketError as exc:
+            if exc.status != 404:
+                raise
+            page = review.NestedPage({}, [], None)  # the pull request (issue) is gone since its page was read
+        written, counts = dict(checkpoint.get("pages") or {}), dict(self.job.counts or {})
+        for entity in read.entities:
+            lines = page.lines.get(entity, [])
+            if lines:
+                number = int(written.get(entity, 0)) + 1
+                self._record_part(entity, number, output.write_page(self.base, entity, number, lines))
+                written[entity] = number
+            counts[entity] = int(counts.get(entity, 0)) + len(lines)
+        self._meet(page.people)
+        self._move_parts_off_if_long()
+        self.job.counts = counts
+        cursor = page.next
+        if cursor is None:  # this read of this parent is done: the next read, parent, parent page
+            at_read, at_item, at_page = _advance(at_read, len(reads), at_item, len(parents), at_page)
+        if at_page >= len(keys):
+            self.job.step, self.job.checkpoint = self._next_step(step), {}
+        else:
+            place = {"parent_page": at_page, "item": at_item, "read": at_read, "cursor": cursor}
+            self.job.checkpoint = {**place, "pages": written}
+        progress = self._progress_due()
+        self._save([JobRecord.transient_failures.set(0)], {"events:PutEvents": 1} if progress else None)
+        if progress:
+            notify.publish(self.job, "import.progress")
+
+    def _pages_of(self, entity: str) -> list[str]:
+        """The keys of `entity`'s pages this import wrote, in page order (read once per invocation)."""
+        if entity not in self._parent_keys:
+            found = sorted((int(p[2]), str(p[0])) for p in self._all_parts() if p[1] == entity)
+            self._parent_keys[entity] = [key for _, key in found]
+        return self._parent_keys[entity]
+
+    def _parent_page(self, key: str) -> list[dict[str, Any]]:
+        if self._parents is None or self._parents[0] != key:
+            self._parents = (key, output.read_lines(self.base, key))
+        return self._parents[1]
+
+    # -- people -----------------------------------------------------------------------------------
+    def _meet(self, found: list[dict[str, Any]]) -> None:
+        """Keep the people a page names (saved with its checkpoint); past PEOPLE_ON_JOB the job's move to a
+        chunk item first (a crash in between rewrites the same chunk: its number is the saved count)."""
+        if self._people_elsewhere is None:
+            self._people_elsewhere = {pid for chunk in self._people_chunks() for pid in chunk}
+        held = dict(self.job.people or {})
+        if review.merge_people(held, [p for p in found if p["id"] not in self._people_elsewhere]):
+            self.job.people = held
+        if len(held) >= PEOPLE_ON_JOB:
+            chunk = int(self.job.people_chunks or 0)
+            PeopleChunkRecord(self.job.pk, people_chunk_sk(chunk), people=held).save()
+            self._people_elsewhere |= set(held)
+            self.job.people, self.job.people_chunks = {}, chunk + 1
+
+    def _people_chunks(self) -> list[dict[str, dict[str, Any]]]:
+        """The chunks the saved count says were moved off (a crash may have left the next one written, unsaved)."""
+        count = int(self.job.people_chunks or 0)
+        if not count:  # only repositories naming more than PEOPLE_ON_JOB people
+            return []
+        found = PeopleChunkRecord.query(self.job.pk, people_chunks_of(), consistent_read=True)
+        return [c.people for c in found if c.sk < people_chunk_sk(count)]
+
+    def _all_people(self) -> list[dict[str, Any]]:
+        everyone: dict[str, dict[str, Any]] = {}
+        for chunk in self._people_chunks():
+            everyone.update(chunk)
+        everyone.update(self.job.people or {})
+        return [everyone[pid] for pid in sorted(everyone)]
 
     def _facts(self, entity: str, values: list[dict[str, Any]]) -> dict[str, Any]:
         facts = dict(self.job.facts or {})
@@ -510,9 +656,12 @@ class Run:
         self._save([JobRecord.transient_failures.set(0)])
 
     def _manifest(self) -> None:
+        people = self._all_people()
+        self._record_part("people", 0, output.write_lines(self.base, "people.jsonl", people))
         parts = sorted(self._all_parts(), key=lambda p: (p[1] != "repository", p[0]))
         finished = iso()
         assert self.repo is not None
+        nested = self._nested_entities()
         self._update_project(finished)
         manifest = {
             "schema_version": "1",
@@ -520,8 +669,11 @@ class Run:
             "provider": {"id": self.job.provider_id, "flavor": self.job.flavor},
             "repository": {"id": self.job.repository_id, "full_name": self.job.repository_full_name},
             "options": dict(self.job.options or {}),
-            "entities": ["repository", *self.bitbucket.entities(self.repo)],
-            "counts": {e: int((self.job.counts or {}).get(e, 0)) for e in self.bitbucket.entities(self.repo)},
+            "entities": ["repository", *self.bitbucket.entities(self.repo), *nested, "people"],
+            "counts": {
+                **{e: int((self.job.counts or {}).get(e, 0)) for e in [*self.bitbucket.entities(self.repo), *nested]},
+                "people": len(people),
+            },
             "files": [_file_entry(p) for p in parts],
             "webhook": self.job.webhook,
             "deploy_key": self.job.deploy_key,

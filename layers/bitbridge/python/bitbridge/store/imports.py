@@ -3,6 +3,7 @@
   JOB#{job id}                            / JOB              the job: state, step, cursor, counts, lease
   JOB#{job id}                            / PART#{entity}#{page:05d}   one written output object (older jobs)
   JOB#{job id}                            / PARTS#{chunk:05d}  written objects moved off a very long job item
+  JOB#{job id}                            / PEOPLE#{chunk:05d} people met so far, moved off a job item that held many
   REPOJOB#{provider}#{repository id}      / REPOJOB          which job is the repository's import (idempotency)
   KICKOFF#{kickoff id}                    / KICKOFF          the messages of one POST /api/imports' new jobs were sent
   PROJECT#{provider}#{repository id}      / PROJECT          repository <-> subscription <-> latest import
@@ -77,6 +78,15 @@ def parts_chunk_sk(chunk: int) -> str:
     return f"PARTS#{chunk:05d}"
 
 
+def people_chunk_sk(chunk: int) -> str:
+    return f"PEOPLE#{chunk:05d}"
+
+
+def people_chunks_of() -> Any:
+    """The sort-key condition that selects a job's moved-off people (a Query on the job's pk)."""
+    return PeopleChunkRecord.sk.startswith("PEOPLE#")
+
+
 def parts_chunks_of() -> Any:
     """The sort-key condition that selects a job's moved-off part lists (a Query on the job's pk)."""
     return PartsChunkRecord.sk.startswith("PARTS#")
@@ -132,6 +142,10 @@ class JobRecord(Model):
     # checkpoint in one write; past PARTS_ON_JOB they move to a PartsChunkRecord (the item stays small).
     parts = JSONAttribute(default=list)
     parts_chunks = NumberAttribute(default=0)
+    # The people the entities written so far name ({id: record}), saved with each page's checkpoint; past
+    # PEOPLE_ON_JOB they move to a PeopleChunkRecord. people.jsonl is written from them at the end.
+    people = JSONAttribute(default=dict)
+    people_chunks = NumberAttribute(default=0)
     error = UnicodeAttribute(null=True)  # message (never a token)
     reason = UnicodeAttribute(null=True)  # not_found | forbidden | reauth_required | bitbucket_error | internal
     started_at = UnicodeAttribute(null=True)
@@ -185,6 +199,20 @@ class PartsChunkRecord(Model):
     pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
     sk = UnicodeAttribute(range_key=True)  # PARTS#{chunk}
     parts = JSONAttribute(default=list)
+
+
+PEOPLE_ON_JOB = 200  # ~40 KB of people records on the job item at most
+
+
+@register
+class PeopleChunkRecord(Model):
+    """People an import met, moved off the job item (only for repositories naming more than PEOPLE_ON_JOB)."""
+
+    Meta = table_meta("imports_table")
+
+    pk = UnicodeAttribute(hash_key=True)  # JOB#{job id}
+    sk = UnicodeAttribute(range_key=True)  # PEOPLE#{chunk}
+    people = JSONAttribute(default=dict)
 
 
 @register

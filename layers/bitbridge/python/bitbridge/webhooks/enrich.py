@@ -37,7 +37,7 @@ from bitbridge import providers, tokens
 from bitbridge.aws import forgotten_on_reset
 from bitbridge.bitbucket.code import Code, Commit, Diff, Read, code_for, read_changes
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
-from bitbridge.budget import DELIVERY
+from bitbridge.budget import DELIVERY, OverBudget
 from bitbridge.calls import Caller, Patience
 from bitbridge.store import webhook_state
 
@@ -226,7 +226,7 @@ def _run(job: _Job, callers: _Callers) -> str | None:
         return None
     except (tokens.NotConnected, tokens.ReauthRequired):
         return NO_CONNECTION
-    except RateLimited:
+    except (RateLimited, OverBudget):  # Bitbucket's 429, or the owner's budget has no room now
         return RATE_LIMITED
     except BitbucketError as exc:
         return {403: NO_ACCESS, 404: NOT_FOUND, 429: RATE_LIMITED}.get(exc.status or 0, BITBUCKET_ERROR)
