@@ -73,6 +73,7 @@ bench: $(VENV)/.installed ## run the benchmarks in tests/bench (prints ratios ag
 	$(PY) tests/bench/refresh_race.py
 	$(PY) tests/bench/webhook_receiver.py
 	$(PY) tests/bench/imports.py
+	$(PY) tests/bench/git_data.py
 	$(PY) tests/bench/service_proxy.py
 	$(PY) tests/bench/console.py
 	$(PY) tests/bench/emulator_seed.py

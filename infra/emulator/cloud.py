@@ -242,7 +242,7 @@ def repository(ctx: Ctx, repo: Repository) -> dict:
         "is_private": repo.is_private,
         "website": None,
         "language": repo.language,
-        "size": 1024 * (1 + len(repo.branches)),
+        "size": repo.git.size(),
         "has_issues": bool(repo.issues),
         "has_wiki": False,
         "fork_policy": "allow_forks",

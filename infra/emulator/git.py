@@ -188,6 +188,10 @@ class GitRepo:
     def __len__(self) -> int:
         return len(self.store.raw)
 
+    def size(self) -> int:
+        """Bytes of git data (every object's content): what Bitbucket Cloud reports as a repository's `size`."""
+        return sum(len(raw) for _, raw in self.store.raw.values())
+
     def __eq__(self, other: object) -> bool:
         """Two stores with the same objects are the same repository content (a restored snapshot is)."""
         return isinstance(other, GitRepo) and self.store.raw == other.store.raw

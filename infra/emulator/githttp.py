@@ -49,6 +49,15 @@ class _Served(BaseRepo):
         super().__init__(repo.git.store, DictRefsContainer(refs))  # type: ignore[arg-type]
 
 
+class _UploadPack(UploadPackHandler):
+    """git's upload-pack: a client need not ask for any capability. (dulwich's own handler requires side-band-64k,
+    thin-pack and ofs-delta, which git's server never does: a client may ask for self-contained packs.)"""
+
+    @classmethod
+    def required_capabilities(cls) -> tuple[bytes, ...]:
+        return ()
+
+
 class _OneRepository(GitBackend):
     def __init__(self, served: _Served) -> None:
         self.served = served
@@ -138,7 +147,7 @@ def _serve(ctx: Ctx, repo: Repository, service_path: str) -> Response:
     with ctx.backend.lock:  # the refs as they are now (objects are only ever added: no lock needed for them)
         served = _Served(repo)
     app = HTTPGitApplication(_OneRepository(served))
-    app.handlers = {b"git-upload-pack": UploadPackHandler}
+    app.handlers = {b"git-upload-pack": _UploadPack}
     answer: dict[str, Any] = {}
     written: list[bytes] = []  # dulwich writes through start_response's write() as well as yielding
 

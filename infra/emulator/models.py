@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .git import DIR_MODE, GitError, GitRepo, MergeConflict, Signature
 
@@ -322,6 +323,7 @@ class Repository:
     pull_requests: dict[int, PullRequest] = field(default_factory=dict)
     issues: dict[int, Issue] = field(default_factory=dict)
     hooks: dict[str, Hook] = field(default_factory=dict)
+    deploy_keys: dict[int, Any] = field(default_factory=dict)  # SSH keys with access (keys.py): id -> DeployKey
     permissions: dict[str, str] = field(default_factory=dict)  # user -> read | write | admin
     next_comment_id: int = 1
     next_activity_id: int = 1
@@ -1662,6 +1664,7 @@ class Backend:
                             if r.role == "REVIEWER" or r.status != "UNAPPROVED"
                         ),
                         "hooks": len(repo.hooks),
+                        "deploy_keys": len(repo.deploy_keys),
                     }
                 )
             return {

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import cloud, control, datacenter, githttp, oauth, pages
+from . import cloud, control, datacenter, githttp, keys, oauth, pages
 from .models import CLOUD, DC, Backend, EmulatorError
 from .ratelimit import CLOUD_BODY, RateLimiter
 from .seed import seed_default
@@ -35,13 +35,15 @@ class FlavorApp:
         self.context_path = context_path.rstrip("/")
         if flavor == CLOUD:
             self.url_map, self.handlers = cloud.routes.build(
-                oauth.cloud_routes, githttp.cloud_routes, pages.cloud_routes
+                oauth.cloud_routes, githttp.cloud_routes, keys.cloud_routes, pages.cloud_routes
             )
             self.render_error = cloud.render_error
         else:
-            self.url_map, self.handlers = datacenter.routes.build(oauth.dc_routes, githttp.dc_routes, pages.dc_routes)
+            self.url_map, self.handlers = datacenter.routes.build(
+                oauth.dc_routes, githttp.dc_routes, keys.dc_routes, pages.dc_routes
+            )
             self.render_error = datacenter.render_error
-        self.control_map, self.control_handlers = control.routes.build()
+        self.control_map, self.control_handlers = control.routes.build(keys.control_routes)
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)

@@ -180,6 +180,8 @@ def describe_call(service: str, operation: str, params: dict[str, Any], region: 
         return [Call(f"events:{operation}", ("*",), {})]
     if service == "s3":
         action = f"s3:{_S3_ACTIONS.get(operation, operation)}"
+        if operation in ("DeleteObject", "GetObject") and params.get("VersionId"):
+            action += "Version"  # one version of an object is a permission of its own
         bucket, key = params.get("Bucket"), params.get("Key")
         if bucket and key is not None and action != "s3:ListBucket":
             return [Call(action, (f"arn:aws:s3:::{bucket}/{key}",), {})]

@@ -52,8 +52,9 @@ class LocalResources:
         return self.refs[logical_id]
 
 
-def local_parameters(stage: str = "local", **overrides: str) -> dict[str, str]:
-    template = load_template()
+def local_parameters(stage: str = "local", template: dict[str, Any] | None = None, **overrides: str) -> dict[str, str]:
+    """Each parameter's Default (from `template`, the one the stack runs: a test's copy may change them)."""
+    template = template or load_template()
     params = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
     params["Stage"] = stage
     params.update(overrides)
@@ -79,7 +80,7 @@ def create_resources(
     saved state, made from this same template): they are adopted, not created again.
     """
     template = template or load_template()
-    params = parameters or local_parameters(stage)
+    params = parameters or local_parameters(stage, template)
     out = LocalResources(stage=stage, parameters=params, stack_name=stack_name or local_stack_name(stage))
     if existing is not None:
         out.refs.update(existing[0])
@@ -241,6 +242,33 @@ def _create_bus(client: ClientFactory, r: Resolver, out: LocalResources, lid: st
     out.attributes[(lid, "Name")] = props["Name"]
 
 
+def _create_rule(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
+    """An EventBridge rule and its targets (moto delivers matching events to SQS targets, as EventBridge does)."""
+    props = r.resolve(props)
+    events = client("events")
+    name = props.get("Name") or _physical_name(out.stack_name, lid)
+    bus = props.get("EventBusName", "default")
+    arn = events.put_rule(
+        Name=name,
+        EventBusName=bus,
+        EventPattern=json.dumps(props["EventPattern"]),
+        State=props.get("State", "ENABLED"),
+        Description=props.get("Description", ""),
+    )["RuleArn"]
+    targets = [{"Id": t["Id"], "Arn": t["Arn"]} for t in props.get("Targets", [])]
+    if targets:
+        events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+    out.refs[lid] = name
+    out.attributes[(lid, "Arn")] = arn
+
+
+def _create_queue_policy(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
+    props = r.resolve(props)
+    policy = json.dumps(props["PolicyDocument"])
+    for url in props["Queues"]:
+        client("sqs").set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+
+
 def _create_bucket(client: ClientFactory, r: Resolver, out: LocalResources, lid: str, props: dict) -> None:
     props = r.resolve(props)
     s3 = client("s3")
@@ -302,6 +330,8 @@ _CREATORS: dict[str, Callable[[ClientFactory, Resolver, LocalResources, str, dic
     "AWS::KMS::Alias": _create_alias,
     "AWS::SecretsManager::Secret": _create_secret,
     "AWS::Events::EventBus": _create_bus,
+    "AWS::Events::Rule": _create_rule,
+    "AWS::SQS::QueuePolicy": _create_queue_policy,
     "AWS::S3::Bucket": _create_bucket,
     "AWS::S3::BucketPolicy": _create_bucket_policy,
     "AWS::SNS::Topic": _create_topic,

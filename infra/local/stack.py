@@ -155,6 +155,7 @@ class LocalStack:
         origins = f"{self.config.api_url},http://localhost:{self.config.api_port}"
         params = local_parameters(
             self.config.stage,
+            self.template,
             PublicBaseUrl=self.config.api_url,
             AllowedReturnToOrigins=origins,
             AdminUsers=self._local_admins(),

@@ -125,9 +125,14 @@ def sam_zip(directories: dict[str, Path]) -> dict[str, Path]:
     """Zip each directory exactly as `sam deploy` does; zips are cached by directory content."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     zips = {name: CACHE_DIR / f"{name}-{_digest(d)}.zip" for name, d in directories.items()}
-    todo = [(str(directories[name]), str(z.with_suffix(""))) for name, z in zips.items() if not z.exists()]
-    if todo:
+    # Written under a partial name and renamed when whole: a run killed mid-zip leaves no truncated zip that a
+    # later run would take for the cached one.
+    partial = {name: z.with_name(".partial-" + z.name) for name, z in zips.items() if not z.exists()}
+    if partial:
+        todo = [(str(directories[name]), str(p.with_suffix(""))) for name, p in partial.items()]
         subprocess.run([str(TOOLS_PYTHON), "-c", _SAM_ZIP, json.dumps(todo)], check=True)
+        for name, p in partial.items():
+            p.replace(zips[name])
     for name, current in zips.items():  # zips of earlier builds
         for stale in CACHE_DIR.glob(f"{name}-*.zip"):
             if stale != current and stale.stem.rsplit("-", 1)[0] == name:

@@ -261,8 +261,9 @@ def lines(files: dict[str, bytes], entity: str) -> list[dict[str, Any]]:
 
 
 def entity_files(files: dict[str, bytes]) -> dict[str, bytes]:
-    """The snapshot without its manifest (whose timestamps and call counts differ between runs)."""
-    return {k: v for k, v in files.items() if k != "manifest.json"}
+    """The snapshot without its manifest and git/latest.json (whose timestamps, ids and call counts differ
+    between runs)."""
+    return {k: v for k, v in files.items() if k not in ("manifest.json", "git/latest.json")}
 
 
 def requests_made(stack, flavor: str) -> dict[str, int]:

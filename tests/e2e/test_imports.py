@@ -198,27 +198,35 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
     done = wait_for(session, stack, [job["id"]])[job["id"]]
     assert done["state"] == "completed" and done["webhook"]["status"] == "installed"
     man = manifest(snapshot(stack, done["snapshot"]["prefix"]))
-    # Bitbucket: the access check, one page per list and the hook's POST, as the emulator counted them.
+    # Bitbucket: the access check, one page per list, the hook's POST, and the git step's two requests (the
+    # refs, then one pack), as the emulator counted them.
     per_repository = control(stack, "cloud", "GET", "requests")["flavors"]["cloud"]["repositories"]
     counted = next(n for name, n in per_repository.items() if "econ-0001" in name)
-    assert done["api_calls"] == man["api_calls"] == counted == 5
-    # AWS, by operation: the design's minimum for three one-page lists and a new hook (the webhook
-    # master key is cached per container, so it may have been read already).
+    assert done["api_calls"] == man["api_calls"] == counted == 5 + 2
+    # AWS, by operation: the design's minimum for three one-page lists, a new hook and the git data (the
+    # webhook master key is cached per container, so it may have been read already).
     aws = dict(done["aws_calls"])
     assert aws.pop("secretsmanager:GetSecretValue", 0) <= 1
     # The rate-limit budget: at most one lease write per class the import spends (repositories: the three
-    # lists; webhooks: the hook), and one read of a class's budget the container has not seen yet; a lease
-    # the container still holds from another import costs nothing.
-    budget_writes, budget_reads = aws.pop("dynamodb:PutItem", 0) - 2, aws.pop("dynamodb:GetItem", 0) - 3
-    assert 0 <= budget_writes <= 2 and 0 <= budget_reads <= 2, (budget_writes, budget_reads)
+    # lists; webhooks: the hook; git: the fetch), and one read of a class's budget the container has not seen
+    # yet; a lease the container still holds from another import costs nothing. PutItem 2 + 1: the
+    # subscription before the hook is created, then with its id; the git pointer.
+    budget_writes, budget_reads = aws.pop("dynamodb:PutItem", 0) - 3, aws.pop("dynamodb:GetItem", 0) - 3
+    assert 0 <= budget_writes <= 3 and 0 <= budget_reads <= 3, (budget_writes, budget_reads)
     assert aws == {
-        # the lease (returns the job), one per page, project link, completion; and what the import saw as
-        # the repository's observed state: one per page of branches, tags, open pull requests, and its end
-        "dynamodb:UpdateItem": 1 + 3 + 2 + 3 + 1,
-        # GetItem 3: provider, connection (token), subscription; PutItem 2: the subscription before the hook
-        # is created, then with its id (both counted above)
-        "kms:Decrypt": 1,  # the token, once (the webhook step reuses it)
-        "s3:PutObject": 3 + 3,  # repository.json, one object per page, people.jsonl, manifest.json
+        # the lease (returns the job), one per page, the git step's checkpoint, project link, completion; and
+        # what the import saw as the repository's observed state: one per page of branches, tags, open pull
+        # requests, and its end
+        "dynamodb:UpdateItem": 1 + 3 + 1 + 2 + 3 + 1,
+        # GetItem 3: provider, connection (token), subscription (counted above)
+        "kms:Decrypt": 1,  # the token, once (the webhook and git steps reuse it)
+        # repository.json, one object per page, people.jsonl, manifest.json; git: refs.json, the index, the
+        # bundle's upload, latest.json
+        "s3:PutObject": 3 + 3 + 4,
+        "s3:HeadObject": 2,  # is a bundle published already (a redo adopts it); is an older upload left over
+        "s3:GetObject": 1,  # the bundle read back before it is published
+        "s3:CopyObject": 1,  # ... to its key
+        "s3:DeleteObject": 1,  # ... and its upload removed
         "events:PutEvents": 2,  # import.started, import.completed
     }
     assert man["aws_calls"] == done["aws_calls"]

@@ -20,6 +20,7 @@ CLOUD_NULLABLE = {
     "milestone",
     "version",
     "website",
+    "last_used",  # a deploy key never used
     # a comment's `inline` side it is not on (the fixtures' `"from": null` for a new-side line)
     "from",
     "to",

@@ -79,7 +79,7 @@ def test_the_functions_that_hand_refreshes_over_and_the_one_that_takes_them():
     assert fns["TokenRefreshFunction"].timeout >= whole_lease  # every refresh handed over fits
     for short in ("ApiFunction", "ImportKickoffFunction", "ServiceApiFunction"):
         assert fns[short].timeout < whole_lease, short  # they hand over (and never wait past their end)
-    for long in ("ImportWorkerFunction", "ReconcilerFunction"):
+    for long in ("ImportWorkerFunction", "ReconcilerFunction", "GitSyncFunction"):
         assert fns[long].timeout >= whole_lease, long
 
 

@@ -22,18 +22,24 @@ def refused(body: dict) -> jobs.ImportRequestError:
 
 
 def test_without_include_an_import_copies_what_it_did_before():
-    assert options.parts(BASE) == {"comments": False, "activity": False, "commits": False}
+    assert options.parts(BASE) == {"comments": False, "activity": False, "commits": False, "git": True}
     assert kickoff.parse_request(BASE) == ("p", ["a/b"], False)
 
 
 def test_include_turns_parts_on_and_exclude_leaves_them_out():
-    everything = {"comments": True, "activity": True, "commits": True}
+    everything = {"comments": True, "activity": True, "commits": True, "git": True}
     assert kickoff.parts(BASE | {"include": ["comments", "activity", "commits"]}) == everything
-    assert kickoff.parts(BASE | {"include": ["commits"]}) == {"comments": False, "activity": False, "commits": True}
+    assert kickoff.parts(BASE | {"include": ["commits"]}) == {
+        "comments": False,
+        "activity": False,
+        "commits": True,
+        "git": True,
+    }
     assert kickoff.parts(BASE | {"include": ["comments", "commits"], "exclude": ["activity"]}) == {
         "comments": True,
         "activity": False,
         "commits": True,
+        "git": True,
     }
     assert kickoff.parts(BASE | {"include": []}) == options.defaults()
 
@@ -64,7 +70,8 @@ def test_a_part_both_included_and_excluded_is_refused():
 
 
 def test_every_option_turns_on_a_nested_entity_and_every_nested_entity_has_an_option():
-    assert set(review.OPTION_OF.values()) == set(options.PARTS)
+    # git data is a step of its own (bitbridge.imports.gitdata), not an entity nested under pull requests
+    assert set(review.OPTION_OF.values()) == set(options.PARTS) - {"git"}
     assert review.wanted_entities({"comments": True}) == {review.PULL_REQUEST_COMMENTS, review.ISSUE_COMMENTS}
     assert review.wanted_entities(options.defaults()) == set()
 

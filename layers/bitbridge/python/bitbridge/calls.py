@@ -38,7 +38,7 @@ import requests
 
 from bitbridge import budget, deadlines, providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, raise_for_status, send
-from bitbridge.bitbucket.limits import REPOSITORIES, WEBHOOKS, Limits
+from bitbridge.bitbucket.limits import GIT, REPOSITORIES, WEBHOOKS, Limits
 from bitbridge.budget import INTERACTIVE, PRIORITIES, Shape
 from bitbridge.store.budget import BudgetKey
 from bitbridge.store.providers import ProviderRecord
@@ -46,7 +46,7 @@ from bitbridge.store.providers import ProviderRecord
 #: Whose call it is, for a budget that serves people first: a person waits (console, kickoff, service API,
 #: command line), then the reconciler's hook repairs, the import worker, the reconciler's reads.
 #: Resource classes a call may name where its caller knows it before the URL (the rest are judged from it).
-RESOURCES = (REPOSITORIES, WEBHOOKS)
+RESOURCES = (REPOSITORIES, WEBHOOKS, GIT)
 RATE_LIMITED_RETRIES = 2  # a budgeted call met by Bitbucket's 429 goes back through the budget this often
 
 TOKEN_REUSE_SECONDS = 60  # re-read the stored token at least this often

@@ -65,6 +65,8 @@ class Settings:
     reconcile_api_budget: int = 10_000  # Bitbucket calls per provider per interval
     service_table: str = ""
     service_audit_retention_days: int = 90
+    git_bundle_limit_mb: int = 1024  # the largest git data an import bundles (template.yaml GitBundleLimitMb)
+    git_sync_queue_url: str = ""  # the push consumer's queue (its retries set their own delay)
     budgets_table: str = ""  # rate-limit budgets (bitbridge.budget)
     metrics_namespace: str = "bitbridge"  # CloudWatch namespace of bitbridge's metrics (Powertools' variable)
 
@@ -110,6 +112,8 @@ class Settings:
             reconcile_api_budget=whole("RECONCILE_API_BUDGET", 10_000),
             service_table=get("SERVICE_TABLE"),
             service_audit_retention_days=whole("SERVICE_AUDIT_RETENTION_DAYS", 90),
+            git_bundle_limit_mb=whole("GIT_BUNDLE_LIMIT_MB", 1024),
+            git_sync_queue_url=get("GIT_SYNC_QUEUE_URL"),
             budgets_table=get("BUDGETS_TABLE"),
             metrics_namespace=environ.get("POWERTOOLS_METRICS_NAMESPACE") or "bitbridge",
         )

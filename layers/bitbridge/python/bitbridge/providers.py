@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urlparse
 
 from pynamodb.expressions.update import Action
 
+from bitbridge import ssh_keys
 from bitbridge.aws import client, secret_value
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.bitbucket.api import Bitbucket, for_flavor
@@ -276,6 +277,38 @@ def update_provider(provider_id: str, **changes: object) -> ProviderRecord:
         actions.append(ProviderRecord.status.set("pending"))  # configuration changed: verify again
     actions.append(ProviderRecord.updated_at.set(iso()))
     record.update(actions=actions)
+    return record
+
+
+MAX_LABEL = 100
+
+
+def set_deploy_key(provider_id: str, key_text: str | None, label: str | None = None) -> ProviderRecord:
+    """Register the SSH public key imports add read-only to each repository (None: stop adding one). The key
+    is checked as Bitbucket checks it, so an import never finds it refused; the label names it in Bitbucket."""
+    record = get_provider(provider_id)
+    if key_text is None:
+        record.update(
+            actions=[
+                ProviderRecord.deploy_key.remove(),
+                ProviderRecord.deploy_key_label.remove(),
+                ProviderRecord.updated_at.set(iso()),
+            ]
+        )
+        return record
+    try:
+        key = ssh_keys.parse(key_text)
+    except ssh_keys.InvalidPublicKey as exc:
+        raise ProviderError(f"deploy key: {exc}") from None
+    if label is not None and (not label.strip() or len(label) > MAX_LABEL or one_line(label) != label):
+        raise ProviderError(f"--label: one line of 1-{MAX_LABEL} printable characters")
+    record.update(
+        actions=[
+            ProviderRecord.deploy_key.set(key.line()),
+            ProviderRecord.deploy_key_label.set(label or "bitbridge"),
+            ProviderRecord.updated_at.set(iso()),
+        ]
+    )
     return record
 
 

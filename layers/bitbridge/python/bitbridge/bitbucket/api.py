@@ -136,6 +136,31 @@ class Bitbucket(Protocol):
         """When it was last updated (`repos.iso_utc`)."""
         ...
 
+    # -- git over HTTPS and deploy keys --------------------------------------------------------------
+    def git_url(self, web_url: str, owner: str, slug: str) -> str:
+        """The repository's clone URL for git over HTTPS (smart HTTP)."""
+        ...
+
+    def git_authorization(self, token: str) -> str:
+        """The Authorization header git over HTTPS takes with a person's OAuth access token."""
+        ...
+
+    def deploy_keys_url(self, web_url: str, api: str, owner: str, slug: str) -> str:
+        """Where a repository's read-only SSH keys are listed and added (Cloud deploy keys, DC access keys)."""
+        ...
+
+    def deploy_key_body(self, key_line: str, label: str) -> dict[str, Any]:
+        """The body that adds `key_line` read-only."""
+        ...
+
+    def deploy_keys_page(self, fetch: Fetch, url: str, cursor: str | None) -> Page: ...
+    def deploy_key_of(self, raw: dict[str, Any]) -> tuple[str, str]:
+        """(Bitbucket's id of the key on this repository, the key line) of one listed or added key."""
+        ...
+
+    def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
+        """The repository settings page where an admin adds the key by hand."""
+
     # -- rate limits (bitbridge.budget) ------------------------------------------------------------
     def default_limits(self) -> Limits:
         """Bitbucket's published limits for this flavor (a provider's settings go on top)."""
@@ -143,7 +168,7 @@ class Bitbucket(Protocol):
 
     def rate_limit_class(self, url: str | None, api_url: str, resource: str | None = None) -> str:
         """The resource class a call is counted in: judged from `url`, else named by `resource`
-        (`limits.REPOSITORIES`, `limits.WEBHOOKS`) where the caller knows it before the URL."""
+        (`limits.REPOSITORIES`, `limits.WEBHOOKS`, `limits.GIT`) where the caller knows it before the URL."""
         ...
 
 

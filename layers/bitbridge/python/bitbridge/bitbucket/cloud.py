@@ -7,6 +7,7 @@ listing is gone), every list at its largest page and trimmed with `fields=`; pag
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -170,9 +171,18 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 class Cloud:
     flavor = CLOUD
     display_name = "Bitbucket Cloud"
-    default_scopes: tuple[str, ...] = ("account", "email", "repository", "pullrequest", "issue", "webhook")
+    # repository:admin: adding the provider's deploy key (it does not imply repository, so both are asked).
+    default_scopes: tuple[str, ...] = (
+        "account",
+        "email",
+        "repository",
+        "repository:admin",
+        "pullrequest",
+        "issue",
+        "webhook",
+    )
     permissions_to_tick = (
-        "Account: Email, Read; Repositories: Read; Pull requests: Read (Write too, for products that approve, "
+        "Account: Email, Read; Repositories: Read, Admin; Pull requests: Read (Write too, for products that approve, "
         "merge or decline through bitbridge); Issues: Read; Webhooks: Read and write"
     )
     default_web_url: str | None = WEB_URL
@@ -243,6 +253,7 @@ class Cloud:
             has_issues=bool(raw.get("has_issues")),
             html_url=html.get("href"),
             updated_on=raw.get("updated_on"),
+            size=int(raw["size"]) if isinstance(raw.get("size"), int) else None,
         )
 
     def repository(self, fetch: Fetch, api: str, full_name: str) -> tuple[Repo, dict[str, Any]]:
@@ -389,6 +400,29 @@ class Cloud:
 
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromisoformat(str(pr["updated_on"])))
+
+    # -- git over HTTPS and deploy keys ------------------------------------------------------------
+    def git_url(self, web_url: str, owner: str, slug: str) -> str:
+        return f"{web_url.rstrip('/')}/{q(owner)}/{q(slug)}.git"
+
+    def git_authorization(self, token: str) -> str:
+        # Cloud takes an OAuth token for git only as the password of the literal user x-token-auth.
+        return "Basic " + base64.b64encode(f"x-token-auth:{token}".encode()).decode()
+
+    def deploy_keys_url(self, web_url: str, api: str, owner: str, slug: str) -> str:
+        return f"{api}/repositories/{q(owner)}/{q(slug)}/deploy-keys"
+
+    def deploy_key_body(self, key_line: str, label: str) -> dict[str, Any]:
+        return {"key": key_line, "label": label}  # a deploy key only ever reads
+
+    def deploy_keys_page(self, fetch: Fetch, url: str, cursor: str | None) -> Page:
+        return _paged(fetch, url, {"pagelen": PAGELEN}, cursor)
+
+    def deploy_key_of(self, raw: dict[str, Any]) -> tuple[str, str]:
+        return str(raw.get("id")), str(raw.get("key") or "")
+
+    def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
+        return f"{web_url.rstrip('/')}/{q(owner)}/{q(slug)}/admin/access-keys/"
 
     # -- rate limits ---------------------------------------------------------------------------------
     def default_limits(self) -> Limits:

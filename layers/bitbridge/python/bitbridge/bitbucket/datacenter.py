@@ -349,6 +349,29 @@ class DataCenter:
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromtimestamp(int(pr["updatedDate"]) / 1000, UTC))
 
+    # -- git over HTTPS and access keys ------------------------------------------------------------
+    def git_url(self, web_url: str, owner: str, slug: str) -> str:
+        return f"{web_url.rstrip('/')}/scm/{q(owner)}/{q(slug)}.git"
+
+    def git_authorization(self, token: str) -> str:
+        return f"Bearer {token}"
+
+    def deploy_keys_url(self, web_url: str, api: str, owner: str, slug: str) -> str:
+        return f"{web_url.rstrip('/')}/rest/keys/latest/projects/{q(owner)}/repos/{q(slug)}/ssh"
+
+    def deploy_key_body(self, key_line: str, label: str) -> dict[str, Any]:
+        return {"key": {"text": key_line, "label": label}, "permission": "REPO_READ"}
+
+    def deploy_keys_page(self, fetch: Fetch, url: str, cursor: str | None) -> Page:
+        return page_at(fetch, url, {"limit": LIMIT}, cursor)
+
+    def deploy_key_of(self, raw: dict[str, Any]) -> tuple[str, str]:
+        key = raw.get("key") or {}
+        return str(key.get("id")), str(key.get("text") or "")
+
+    def deploy_key_settings_url(self, web_url: str, owner: str, slug: str) -> str:
+        return f"{web_url.rstrip('/')}/plugins/servlet/ssh/projects/{q(owner)}/repos/{q(slug)}/keys"
+
     # -- rate limits ---------------------------------------------------------------------------------
     def default_limits(self) -> Limits:
         return datacenter_defaults()

@@ -7,6 +7,7 @@ Every call has a timeout and goes through `bitbridge.calls.Caller.send` (token, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -15,6 +16,7 @@ import requests
 from bitbridge import metering
 
 TIMEOUT = (3.05, 15)  # connect, read (seconds)
+GIT_TIMEOUT = (3.05, 120)  # git's upload-pack may think for a while (counting objects) before its first byte
 USER_AGENT = "bitbridge/0.1 (+https://github.com/bitbridge)"
 
 
@@ -86,9 +88,13 @@ def send(
     headers: dict[str, str] | None = None,
     stream: bool = False,
     allow_redirects: bool = True,
+    authorization: Callable[[str], str] | None = None,
+    timeout: tuple[float, float] = TIMEOUT,
 ) -> requests.Response:
     """One authenticated HTTP request, answered as Bitbucket answered it (network failures raise
-    requests' own exceptions). Only `bitbridge.calls.Caller.send` calls it: the one way to Bitbucket."""
+    requests' own exceptions). Only `bitbridge.calls.Caller.send` calls it: the one way to Bitbucket.
+    `authorization` makes the Authorization header from the token where Bitbucket wants other than
+    `Bearer` (git over HTTPS on Cloud: `Bitbucket.git_authorization`)."""
     metering.count_bitbucket_call()
     return session().request(
         method,
@@ -96,8 +102,8 @@ def send(
         params=params,
         json=json,
         data=data,
-        headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-        timeout=TIMEOUT,
+        headers={**(headers or {}), "Authorization": authorization(token) if authorization else f"Bearer {token}"},
+        timeout=timeout,
         stream=stream,
         allow_redirects=allow_redirects,
     )

@@ -37,6 +37,7 @@ DC_REFILL_PER_SECOND = 5.0
 #: What a caller may name for a call whose class it knows before the URL is built.
 REPOSITORIES = "repositories"
 WEBHOOKS = "webhooks"
+GIT = "git"  # git over HTTPS (Cloud counts it in its own allowance: 60,000 an hour)
 
 
 class LimitsError(ValueError):

@@ -72,6 +72,7 @@ class Repo:
     has_issues: bool
     html_url: str | None
     updated_on: str | None
+    size: int | None = None  # bytes of git data, where Bitbucket says (Cloud)
 
     def public(self) -> dict[str, Any]:
         """What a listing shows. Bitbucket documents no limit on a name or a description, so both are cut to

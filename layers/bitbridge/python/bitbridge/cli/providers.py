@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from bitbridge import providers
+from bitbridge import providers, ssh_keys
 from bitbridge.cli import CliError, budget, positive_int, public_base_url
 from bitbridge.safe_text import one_line
 
@@ -35,7 +35,15 @@ def _show(record: Any) -> dict[str, Any]:
         "status": record.status,
         "status_detail": record.status_detail,
         "verified_at": record.verified_at,
+        "deploy_key": _deploy_key(record),
     }
+
+
+def _deploy_key(record: Any) -> dict[str, Any] | None:
+    if not record.deploy_key:
+        return None
+    key = ssh_keys.parse(record.deploy_key)
+    return {"label": record.deploy_key_label, "fingerprint": key.fingerprint, "key": key.line()}
 
 
 def add(args: argparse.Namespace) -> int:
@@ -137,6 +145,31 @@ def set_(args: argparse.Namespace) -> int:
     return 0
 
 
+def set_deploy_key(args: argparse.Namespace) -> int:
+    if args.remove:
+        if args.key_file or args.label:
+            raise CliError("--remove takes no --key-file or --label")
+        providers.set_deploy_key(args.id, None)
+        print(f"{args.id}: imports no longer add a deploy key (keys already added stay until their subscription goes).")
+        return 0
+    if not args.key_file:
+        raise CliError("give the public key: --key-file id_ed25519.pub (or --remove)")
+    try:
+        with open(args.key_file, encoding="utf-8") as fh:
+            text = fh.read(ssh_keys.MAX_LENGTH + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.key_file}: {exc.__class__.__name__}") from None
+    record = providers.set_deploy_key(args.id, text, args.label)
+    key = ssh_keys.parse(str(record.deploy_key))
+    label = record.deploy_key_label
+    print(f"{args.id}: imports add this key read-only to each repository ({key.fingerprint}, label {label!r}).")
+    print(
+        "Repositories that have the previous key get this one at their next reconciliation; "
+        "those imported without a key get it when imported again."
+    )
+    return 0
+
+
 def rotate_secret(args: argparse.Namespace) -> int:
     providers.rotate_secret(args.id, _secret(args), client_id=args.key)
     print(f"Stored the new secret for {args.id}; status is pending until `bitbridge providers verify {args.id}`.")
@@ -208,6 +241,12 @@ def register(groups: Any) -> None:
     p.add_argument("--scopes", help="comma-separated")
     p.add_argument("--sign-in", choices=("on", "off"))
     p.add_argument("--imports", choices=("on", "off"))
+
+    p = command("set-deploy-key", set_deploy_key, "the SSH public key imports add read-only to each repository")
+    p.add_argument("id")
+    p.add_argument("--key-file", help="the public key file (id_ed25519.pub): never the private key")
+    p.add_argument("--label", help="the key's label in Bitbucket (default bitbridge)")
+    p.add_argument("--remove", action="store_true", help="stop adding a key (those added stay until removed)")
 
     p = command("rotate-secret", rotate_secret, "store a new client secret (and optionally key)")
     p.add_argument("id")

@@ -293,8 +293,9 @@ def _draft(
         repository=w.raw,
         # Where the webhook step points the hook when the stack has no PublicBaseUrl: the
         # URL this request came in on (the worker has no request of its own). The optional parts it copies
-        # (`imports.options`): each named, true or false.
-        options={"hook_base_url": base, **(wanted_parts or defaults())},
+        # (`imports.options`): each named, true or false. The deploy-key step runs for every new job (it does
+        # nothing where the provider has no key).
+        options={"hook_base_url": base, "deploy_key": True, **(wanted_parts or defaults())},
         api_calls=w.calls,
         kickoff_id=kickoff_id,
     )

@@ -22,7 +22,8 @@ from bitbridge.imports.jobs import ImportRequestError
 #:           on Cloud with the tracker on, issue comments.
 #: activity: each pull request's activity timeline and its reviewers' review states.
 #: commits:  each pull request's commits.
-PARTS: dict[str, bool] = {"comments": False, "activity": False, "commits": False}
+#: git:      every branch and tag as a verified git bundle, kept current on push (bitbridge.imports.gitdata).
+PARTS: dict[str, bool] = {"comments": False, "activity": False, "commits": False, "git": True}
 LISTS = ("include", "exclude")
 
 

@@ -52,6 +52,10 @@ def _put(base: str, key: str, body: bytes, content_type: str, count: int) -> Wri
     return Written(key, count, len(body), digest)
 
 
+def write_bytes(base: str, key: str, body: bytes, content_type: str, count: int) -> Written:
+    return _put(base, key, body, content_type, count)
+
+
 def write_page(base: str, entity: str, page: int, values: list[dict[str, Any]]) -> Written:
     body = "".join(canonical(v) + "\n" for v in values).encode()
     return _put(base, page_key(entity, page), body, "application/x-ndjson", len(values))

@@ -95,6 +95,8 @@ def public(job: JobRecord) -> dict[str, Any]:
         "aws_calls": dict(job.aws_calls or {}),
         "error": {"reason": job.reason, "message": job.error} if job.error else None,
         "webhook": job.webhook,
+        "deploy_key": job.deploy_key,
+        "git": job.git,
         "options": dict(job.options or {}),
         "created_at": job.created_at,
         "started_at": job.started_at,

@@ -1,7 +1,9 @@
 """The import worker: one SQS message names one job; the job runs its steps from its checkpoint.
 
 Steps: repository -> branches -> tags -> pull_requests -> pull_request_details (review depth asked for) ->
-issues (Cloud, tracker on) -> issue_details (Cloud issue comments asked for) -> webhook -> manifest.
+issues (Cloud, tracker on) -> issue_details (Cloud issue comments asked for) -> webhook -> deploy_key (new jobs) ->
+git (unless the request left it out) -> manifest. The git step (bitbridge.imports.gitdata) is one unit: it fetches,
+checks and publishes the repository's bundle, and starts in a fresh invocation when less than GIT_RESERVE_MS is left.
 A unit of work is one page: fetch it, write it to S3 (one object per page, canonical bytes), then record the
 part (key, size, sha256) with the cursor and counts in one conditional write on the job. A crash anywhere
 redoes at most the page in hand and rewrites the same object, so the output equals a clean run's.
@@ -40,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbridge import deadlines, metering, providers, tokens
 from bitbridge.aws import client
@@ -48,7 +51,7 @@ from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.budget import IMPORT, OverBudget
 from bitbridge.calls import Caller, backoff
 from bitbridge.config import settings
-from bitbridge.imports import changes, jobs, kickoff, notify, output
+from bitbridge.imports import bundles, changes, gitdata, jobs, kickoff, notify, output
 from bitbridge.store import subscriptions as _metered  # noqa: F401 - the webhook step's model, metered from the first run
 from bitbridge.store.base import condition_failed, watch_models
 from bitbridge.store.imports import (
@@ -78,7 +81,7 @@ from bitbridge.store.imports import (
     project_pk,
 )
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import baseline, subscriptions
+from bitbridge.webhooks import baseline, deploy_keys, subscriptions
 
 logger = Logger(child=True)
 
@@ -88,6 +91,9 @@ SAFETY_MS = 25_000  # stop taking pages when less than this is left (a page may 
 LEASE_GRACE_SECONDS = 60
 RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... capped at 15 min
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
+GIT_RESERVE_MS = 150_000  # the git step starts with at least this left (else in a fresh invocation)
+GIT_BUSY_SECONDS = 20  # the git slot stayed taken for as long as this job could wait: come back after this
+GIT_TIME_ATTEMPTS = 2  # fresh invocations whose whole time a fetch may take before the repository is too large
 BUDGET_LEAD_SECONDS = 1.0  # back this much before its slot in the budget (waited in the Lambda)
 
 
@@ -101,6 +107,19 @@ class Busy(Exception):
 
 class Stopped(Exception):
     """The job was cancelled, or its lease lost, under our feet: stop without writing."""
+
+
+class StorageFailed(Exception):
+    """AWS failed while the git step stored its bundle (an outage, throttling): the step is retried like a
+    Bitbucket outage, from the start (what was published is adopted, what was half-written replaced)."""
+
+
+class Later(Exception):
+    """The step cannot run in this invocation: save and continue in a new one after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"continue in {seconds} s")
+        self.seconds = seconds
 
 
 # ------------------------------------------------------------------------------------------------ SQS batch
@@ -281,6 +300,8 @@ class Run:
                     JobRecord.people_chunks.set(int(job.people_chunks or 0)),
                     *([JobRecord.repository.set(job.repository)] if job.repository is not None else []),
                     *([JobRecord.webhook.set(job.webhook)] if job.webhook is not None else []),
+                    *([JobRecord.deploy_key.set(job.deploy_key)] if job.deploy_key is not None else []),
+                    *([JobRecord.git.set(job.git)] if job.git is not None else []),
                     *actions,
                     JobRecord.api_calls.set(self.api_base + self.meter.bitbucket),
                     JobRecord.aws_calls.set(self._aws_calls(metering.added({"dynamodb:UpdateItem": 1}, planned or {}))),
@@ -304,7 +325,9 @@ class Run:
             steps.append(entity)
             if entity in with_reads:  # its details right after it: pull_request_details, issue_details
                 steps += [step for step, parent in review.NESTED_STEPS.items() if parent == entity]
-        return [*steps, "webhook", "manifest"]
+        options = self.job.options or {}
+        optional = [step for step in ("deploy_key", "git") if options.get(step)]  # jobs made before them: neither
+        return [*steps, "webhook", *optional, "manifest"]
 
     def _reads(self) -> list[review.Read]:
         """The nested reads the request asked for (none: the import is as it was without review depth)."""
@@ -342,11 +365,16 @@ class Run:
         did_work = False
         try:
             while self.job.step != "done":
-                if did_work and _remaining_ms(self.context) < SAFETY_MS:
+                reserve = GIT_RESERVE_MS if self.job.step == "git" else SAFETY_MS
+                if did_work and _remaining_ms(self.context) < reserve:
                     self._continue_later()
                     return
                 self._unit()
                 did_work = True
+        except Later as later:
+            self._continue_later(later.seconds)
+        except StorageFailed as exc:
+            self._transient(str(exc), who="AWS", reason="internal")
         except OverBudget as exc:
             self._wait_budget(exc.retry_at)
         except RateLimited as exc:
@@ -374,6 +402,10 @@ class Run:
             self._nested_page(step)
         elif step == "webhook":
             self._webhook()
+        elif step == "deploy_key":
+            self._deploy_key()
+        elif step == "git":
+            self._git()
         elif step == "manifest":
             self._manifest()
         else:
@@ -573,6 +605,61 @@ class Run:
             outcome |= {"subscription_id": installed.subscription.subscription_id, "url": installed.url}
         self.job.webhook, self.job.facts, self.job.step = outcome, facts, self._next_step("webhook")
 
+    def _deploy_key(self) -> None:
+        """Add the provider's deploy key to the repository, read-only (bitbridge.webhooks.deploy_keys); saved
+        with the next write like the webhook step (a redo finds the key it added)."""
+        assert self.repo is not None
+        where = deploy_keys.Where(self.repo.owner, self.repo.slug)
+        subscription = (self.job.facts or {}).get("subscription_id")
+        self.job.deploy_key = deploy_keys.install(self.caller, where, subscription)
+        self.job.step = self._next_step("deploy_key")
+
+    def _git(self) -> None:
+        """The repository's branches and tags as a verified bundle in the snapshot (bitbridge.imports.gitdata).
+        Never fails the import for its size: too large for the function, or too slow to fetch in two fresh
+        invocations, the outcome says so and the import completes without it."""
+        assert self.repo is not None
+        # Another job of this invocation fetching: wait for it while this one would still start with the step's
+        # reserve (most git steps take seconds); else continue in a new invocation.
+        if not gitdata.SLOT.acquire(timeout=max(0.0, (_remaining_ms(self.context) - GIT_RESERVE_MS) / 1000)):
+            raise Later(GIT_BUSY_SECONDS)
+        checkpoint = dict(self.job.checkpoint or {})
+        target = gitdata.Target(
+            self.job.provider_id, self.job.repository_id, self.job.repository_full_name, self.repo.owner, self.repo.slug
+        )
+        try:
+            outcome, written = gitdata.snapshot(
+                self.caller,
+                self.bitbucket,
+                self.provider.web_url,
+                target,
+                self.base,
+                import_id=self.job.job_id,
+                owner_id=self.job.owner_id,
+                known_size=self.repo.size,
+                deadline=gitdata.deadline_for(lambda: _remaining_ms(self.context), SAFETY_MS),
+            )
+        except gitdata.OutOfTime:
+            attempts = int(checkpoint.get("attempts", 0)) + 1
+            if attempts < GIT_TIME_ATTEMPTS:
+                self.job.checkpoint = {"attempts": attempts}
+                raise Later(0) from None
+            outcome, written = gitdata.too_large(None, gitdata.limit_bytes(), timed_out=True), []
+        except bundles.Incomplete as exc:  # what arrived was damaged: fetched again, like any failed call
+            raise BitbucketError(f"fetching the repository over git: {exc}") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageFailed(f"storing the git data: {type(exc).__name__}: {str(exc)[:200]}") from None
+        except BitbucketError as exc:
+            if not exc.permanent or isinstance(exc, RateLimited):
+                raise
+            outcome, written = {"status": "failed", "reason": f"Bitbucket refused the fetch: {exc}"}, []
+        finally:
+            gitdata.SLOT.release()
+        for page, item in enumerate(written):
+            self._record_part("git", page, item)
+        self.job.git, self.job.step, self.job.checkpoint = outcome, self._next_step("git"), {}
+        self._save([JobRecord.transient_failures.set(0)])
+
     def _manifest(self) -> None:
         people = self._all_people()
         self._record_part("people", 0, output.write_lines(self.base, "people.jsonl", people))
@@ -594,6 +681,8 @@ class Run:
             },
             "files": [_file_entry(p) for p in parts],
             "webhook": self.job.webhook,
+            "deploy_key": self.job.deploy_key,
+            "git": self.job.git,
             "started_at": self.job.started_at,
             "finished_at": finished,
             "api_calls": self.api_base + self.meter.bitbucket,  # Bitbucket REST calls, the webhook's included
@@ -670,9 +759,9 @@ class Run:
             self.job, math.ceil(min(MAX_DELAY_SECONDS, delay))
         )  # after the save: a lost send is redelivered
 
-    def _continue_later(self) -> None:
+    def _continue_later(self, delay: float = 0) -> None:
         logger.info("import nearing the time limit; continuing in a new invocation", extra=self._log())
-        self._defer(0, [JobRecord.continuations.add(1)])
+        self._defer(delay, [JobRecord.continuations.add(1)])
 
     def _wait_rate_limit(self, retry_after: float | None) -> None:
         waits = int(self.job.rate_limit_waits or 0) + 1
@@ -712,13 +801,13 @@ class Run:
         )
         notify.publish(self.job, "import.progress")
 
-    def _transient(self, message: str) -> None:
+    def _transient(self, message: str, *, who: str = "Bitbucket", reason: str = "bitbucket_unavailable") -> None:
         failures = int(self.job.transient_failures or 0) + 1
         if failures > MAX_TRANSIENT_DEFERRALS:
-            self._fail("bitbucket_unavailable", f"Bitbucket kept failing: {message}")
+            self._fail(reason, f"{who} kept failing: {message}")
             return
         delay = 2.0**failures
-        logger.warning("Bitbucket failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
+        logger.warning(f"{who} failed; retrying later", extra=self._log() | {"seconds": delay, "error": message})
         self._defer(
             delay,
             [

@@ -58,7 +58,7 @@ from bitbridge.store import observed
 from bitbridge.store.providers import ProviderRecord
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
-from bitbridge.webhooks import baseline
+from bitbridge.webhooks import baseline, deploy_keys
 from bitbridge.webhooks.normalise import pull_request_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
@@ -210,6 +210,8 @@ class Reconciliation:
             if self.caller is None:
                 raise _Attention("no connected user owns this subscription: reinstall it with --user")
             hook_readable = self.sub.manual or not self._check_hook_now or self._check_hook()
+            if self._check_hook_now:  # the deploy key on the hook's cadence: put back when deleted
+                self._extra_calls += deploy_keys.reconcile(self.sub, self.caller)[1]
             self._backfill()
             if not hook_readable:  # yet the repository was readable: the user is no admin
                 raise _Attention(self._no_admin())

@@ -140,16 +140,21 @@ class JobRecord(Model):
     repository_id = UnicodeAttribute()
     repository_full_name = UnicodeAttribute()
     repository = JSONAttribute(null=True)  # the repository as read at kickoff (saves the worker a call)
-    options = JSONAttribute(default=dict)  # {"comments": bool}
+    options = JSONAttribute(default=dict)  # {"comments": bool, "git": bool, "deploy_key": bool, "hook_base_url"}
     requested_by = UnicodeSetAttribute(null=True)  # other users who asked for the same import
     state = UnicodeAttribute(default=QUEUED)
-    step = UnicodeAttribute(default="repository")  # repository | <entity> | webhook | manifest | done
+    # repository | <entity> | webhook | deploy_key | git | manifest | done
+    step = UnicodeAttribute(default="repository")
     checkpoint = JSONAttribute(default=dict)  # {"cursor": str|None, "page": int} within `step`
     counts = JSONAttribute(default=dict)  # entity -> items written
     facts = JSONAttribute(default=dict)  # gathered on the way: default branch, its head, open PR ids
     # What the webhook step did: {"status": installed | manual_required | failed, "reason", "subscription_id",
     # "url", "events"} (never the secret). Stored as `webhook_outcome`: older jobs held free text in `webhook`.
     webhook = JSONAttribute(null=True, attr_name="webhook_outcome")
+    # What the deploy-key step did ({"status": installed | manual_required | failed, "reason", ...}; None: the
+    # provider has no key) and what the git step did ({"status": completed | empty | too_large | failed, ...}).
+    deploy_key = JSONAttribute(null=True, attr_name="deploy_key_outcome")
+    git = JSONAttribute(null=True, attr_name="git_outcome")
     api_calls = NumberAttribute(default=0)  # Bitbucket REST calls: the kickoff's access check + the worker's
     aws_calls = JSONAttribute(default=dict)  # the worker's AWS calls: {"dynamodb:UpdateItem": n, ...}
     # Objects written so far, [key, entity, page, items, bytes, sha256] each, saved with the page's

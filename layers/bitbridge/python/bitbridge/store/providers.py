@@ -27,6 +27,10 @@ class ProviderRecord(Model):
     status = UnicodeAttribute(default="pending")  # pending | verified | failed
     status_detail = UnicodeAttribute(null=True)
     verified_at = UnicodeAttribute(null=True)
+    # The SSH public key imports add read-only to each repository (`bitbridge providers set-deploy-key`),
+    # as one OpenSSH line, and the label it carries in Bitbucket.
+    deploy_key = UnicodeAttribute(null=True)
+    deploy_key_label = UnicodeAttribute(null=True)
     # The admin's rate-limit settings over the flavor's published limits (bitbridge.bitbucket.limits.apply):
     # {"window_seconds", "classes": {name: n}, "refill_per_second", "scope", "reserve", "enabled"}; None: defaults.
     rate_limits = JSONAttribute(null=True)

@@ -67,10 +67,15 @@ class SubscriptionRecord(Model):
     hook_repairs = NumberAttribute(default=0)
     last_hook_repair_at = UnicodeAttribute(null=True)
     last_hook_repair = UnicodeAttribute(null=True)  # what was wrong
+    # The provider's deploy key as the import installed it on the repository (bitbridge.webhooks.deploy_keys):
+    # Bitbucket's id for it there, and the key (`algorithm base64`), so a changed provider key is noticed.
+    deploy_key_id = UnicodeAttribute(null=True)
+    deploy_key_text = UnicodeAttribute(null=True)
+    last_deploy_key_repair = UnicodeAttribute(null=True)  # "{when} {what the reconciler repaired}"
 
     by_repository = ByRepository()
 
-    #: Written by the reconciler; a reinstall keeps them.
+    #: Written by the reconciler (and the deploy-key step); a reinstall keeps them.
     RECONCILE_FIELDS = (
         "state",
         "attention_reason",
@@ -81,6 +86,9 @@ class SubscriptionRecord(Model):
         "hook_repairs",
         "last_hook_repair_at",
         "last_hook_repair",
+        "deploy_key_id",
+        "deploy_key_text",
+        "last_deploy_key_repair",
     )
 
     @property

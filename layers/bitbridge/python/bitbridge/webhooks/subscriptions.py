@@ -20,6 +20,7 @@ from bitbridge.calls import INTERACTIVE, WEBHOOKS, Caller
 from bitbridge.config import settings
 from bitbridge.store.subscriptions import SubscriptionRecord, repository_key
 from bitbridge.timestamps import iso
+from bitbridge.webhooks import deploy_keys
 from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.signatures import derive_hook_secret
 
@@ -181,22 +182,35 @@ def install_webhook(
 
 
 def remove_webhook(sub_id: str, user_id: str | None = None) -> None:
-    """Delete the hook from Bitbucket (when we installed it) and the subscription."""
+    """Delete the hook from Bitbucket (when we installed it), the deploy key the import added, and the
+    subscription. The key goes first: refused (no admin rights), nothing has changed yet."""
     record = SubscriptionRecord.get(sub_id)
-    if record.hook_id and not record.manual:
+    hook = bool(record.hook_id and not record.manual)
+    if hook or record.deploy_key_id:
         owner = user_id or record.owner_user_id
         if owner is None:
-            raise ValueError("removing an installed hook needs the connected user")
+            raise ValueError("removing an installed hook or deploy key needs the connected user")
         provider = providers.get_provider(record.provider_id)
         full_name = record.repository_full_name
         owner_key, _, slug = full_name.partition("/")
         repo = Repository(record.provider_id, record.repository_key.split("#", 1)[1], owner_key, slug)
         caller = Caller(owner, provider, priority=INTERACTIVE)
         try:
-            _hook_call(caller, "DELETE", f"{_hooks_url(provider, repo)}/{quote(record.hook_id, safe='')}", "deleting")
-        except BitbucketError as exc:
-            if exc.status != 404:  # already gone on Bitbucket's side is fine
-                raise
+            deploy_keys.remove_with(record, caller)
+        except deploy_keys.KeyPermissionDenied:
+            raise BitbucketError(
+                f"{full_name}: the connected user may not remove bitbridge's deploy key (needs admin rights); "
+                "pass --user with an admin of the repository",
+                403,
+                permanent=True,
+            ) from None
+        if hook:
+            try:
+                url = f"{_hooks_url(provider, repo)}/{quote(str(record.hook_id), safe='')}"
+                _hook_call(caller, "DELETE", url, "deleting")
+            except BitbucketError as exc:
+                if exc.status != 404:  # already gone on Bitbucket's side is fine
+                    raise
     record.delete()
 
 

@@ -1,0 +1,433 @@
+"""A repository's git data in its snapshot: every branch and tag as a verified git bundle, kept current on push.
+
+**At import** (the worker's `git` step, `snapshot`): one fetch over git's smart HTTP with the person's token
+(`git_transport`, every request through `calls.Caller.send`), the pack streamed to /tmp, checked as a bundle
+(`bundles.verify`: checksums, deltas, every ref's history complete), then published in the snapshot:
+
+    git/repository.bundle   the bundle: `git clone repository.bundle` checks out the default branch
+    git/repository.idx      its pack's index (git's .idx v2): what later bundles are checked against
+    git/refs.json           every branch and tag with its object (annotated tags: `peeled` to their commit)
+
+A bundle is uploaded to `git/.incoming/`, read back (sha256, size, the refs in its header), and only then copied
+to its key: a bundle at its key is always whole and verified. Its sha256, size and the digest of its refs travel
+in the object's metadata, so an attempt that dies after publishing is finished by the next one without a second
+download or a second bundle (the refs Bitbucket advertises equal those of the bundle already there: adopted).
+
+**After the import** (`update`, for each `repository.push` event the push consumer takes off the bus): the refs
+are compared with the pointer's (`store.git_state`); unchanged, that was one request. Otherwise the fetch names
+the previous heads as `have`s, so Bitbucket sends only what is new, and the pack becomes an update bundle -
+`git/updates/NNNNN.bundle` (+ `.idx`, `.refs.json`), prerequisites the previous heads - checked against the
+bundles before it (every object it needs is in it or in them). Why updates and not a fresh bundle each time:
+an update costs what the push added (bytes and time), a fresh bundle the whole repository, every push
+(tests/bench/git_data.py measures both). The chain is bounded: after MAX_UPDATES updates, or once they
+outweigh the first bundle, the next push fetches a fresh full bundle that starts a new chain.
+`git/latest.json` lists the chain to apply, in order.
+
+**Limits** (template.yaml): the worker and the push consumer have 300 s, 1,024 MB of memory and 2,048 MB of
+/tmp. A pack is streamed to /tmp (never held in memory) beside its index, and uploaded in 32 MB parts; one git
+fetch runs at a time per container (`SLOT`). A repository larger than GitBundleLimitMb (default 1,024 MB: what
+/tmp holds with room, and what fetches, checks and uploads within the time), or whose fetch would not finish in
+time, gets `{"status": "too_large", "size", "limit", "what_to_do"}`: the import completes without its git data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+from dulwich.pack import PackIndex
+
+from bitbridge.aws import client
+from bitbridge.bitbucket.api import Bitbucket
+from bitbridge.calls import Caller
+from bitbridge.config import settings
+from bitbridge.imports import bundles, git_transport, output
+from bitbridge.imports.bundles import Refs
+from bitbridge.store import git_state
+from bitbridge.store.git_state import GitStateRecord
+from bitbridge.timestamps import iso
+
+MB = 1024 * 1024
+BUNDLE, INDEX, REFS, LATEST = "git/repository.bundle", "git/repository.idx", "git/refs.json", "git/latest.json"
+UPDATES = "git/updates/"
+INCOMING = "git/.incoming/"
+BUNDLE_TYPE = "application/x-git-bundle"
+MAX_UPDATES = 32
+# One git fetch at a time per container: /tmp and memory are sized for one repository at its limit.
+SLOT = threading.BoundedSemaphore(1)
+# Parts one after another, in the step's own thread: every call is metered (bitbridge.metering counts per
+# thread of work) and a part in memory at a time; S3 takes one stream at tens of MB/s.
+_TRANSFER = TransferConfig(multipart_threshold=32 * MB, multipart_chunksize=32 * MB, use_threads=False)
+# Metadata a published bundle carries (S3 lowercases the names).
+META_SHA256, META_REFS, META_OBJECTS = "bundle-sha256", "refs-digest", "objects"
+
+OutOfTime = git_transport.OutOfTime
+
+
+@dataclass(frozen=True)
+class Target:
+    """The repository whose git data is fetched."""
+
+    provider_id: str
+    repository_id: str
+    full_name: str
+    owner: str  # workspace or project key
+    slug: str
+
+
+def limit_bytes() -> int:
+    return settings().git_bundle_limit_mb * MB
+
+
+def too_large(size: int | None, limit: int, *, timed_out: bool = False) -> dict[str, Any]:
+    why = (
+        "its git data could not be fetched within the function's time limit"
+        if timed_out
+        else f"its git data is larger than bitbridge's limit of {limit // MB:,} MB"
+    )
+    return {
+        "status": "too_large",
+        "size": size,
+        "limit": limit,
+        "what_to_do": (
+            f"The repository was imported without its git data: {why} (stack parameter GitBundleLimitMb; the "
+            "worker has 300 s and 2,048 MB of /tmp). Clone it directly with `git clone --mirror` and a token from "
+            "bitbridge, or raise GitBundleLimitMb (at most 1,536) and import it again."
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ at import
+
+
+def snapshot(
+    caller: Caller,
+    bitbucket: Bitbucket,
+    web_url: str,
+    target: Target,
+    base: str,
+    *,
+    import_id: str,
+    owner_id: str,
+    known_size: int | None,
+    deadline: float,
+) -> tuple[dict[str, Any], list[output.Written]]:
+    """The import's git data under `base` (the snapshot's prefix) and the pointer to it: (the job's `git`
+    outcome, the objects written). Raises OutOfTime when the fetch would outlast `deadline`, and Bitbucket's
+    errors as any call does."""
+    limit, started = limit_bytes(), time.monotonic()
+    if known_size is not None and known_size > limit:
+        return too_large(known_size, limit), []
+    published = _head(base + BUNDLE)
+    adopt = (published or {}).get("Metadata", {}).get(META_REFS)
+    with tempfile.TemporaryDirectory(prefix="bitbridge-git-") as tmp:
+        try:
+            fetched = git_transport.fetch(
+                caller,
+                bitbucket,
+                bitbucket.git_url(web_url, target.owner, target.slug),
+                Path(tmp) / "repository.pack",
+                haves=[],
+                unchanged=lambda refs: adopt is not None and bundles.digest(refs) == adopt,
+                limit=limit,
+                deadline=deadline,
+            )
+        except git_transport.TooLarge as exc:
+            return too_large(exc.received, exc.limit), []
+        if fetched.pack is None and fetched.refs:  # published by an attempt that died before saying so
+            outcome, written = _adopted(published or {}, fetched, target, base, import_id, owner_id)
+            return outcome | {"seconds": round(time.monotonic() - started, 3)}, written
+        refs_written = output.write_bytes(
+            base, REFS, bundles.refs_json(fetched.refs, fetched.peeled), "application/json", len(fetched.refs)
+        )
+        if fetched.pack is None:  # no branch, no tag: nothing to bundle yet
+            _start_pointer(target, base, import_id, owner_id, [], fetched.refs)
+            return {"status": "empty", "reason": "The repository has no branches or tags yet."} | _figures(
+                fetched, refs_written
+            ), [refs_written]
+        checking = time.monotonic()
+        verified = bundles.verify(fetched.pack, fetched.refs)
+        publishing = time.monotonic()
+        index = output.write_bytes(base, INDEX, verified.index.read_bytes(), "application/octet-stream", 0)
+        bundle = _publish(base, BUNDLE, fetched.pack, fetched.refs, verified, prerequisites=[])
+        uploaded = time.monotonic()
+    entry = _entry(BUNDLE, INDEX, REFS, bundle, verified.objects, 0)
+    _start_pointer(target, base, import_id, owner_id, [entry], fetched.refs)
+    outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects}
+    outcome |= {"check_seconds": round(publishing - checking, 3), "publish_seconds": round(uploaded - publishing, 3)}
+    outcome |= _figures(fetched, refs_written) | {"seconds": round(time.monotonic() - started, 3)}
+    return outcome, [bundle, index, refs_written]
+
+
+def _adopted(
+    published: dict[str, Any],
+    fetched: git_transport.Fetched,
+    target: Target,
+    base: str,
+    import_id: str,
+    owner_id: str,
+) -> tuple[dict[str, Any], list[output.Written]]:
+    meta = published.get("Metadata") or {}
+    objects = int(meta.get(META_OBJECTS) or 0)
+    bundle = output.Written(BUNDLE, objects, int(published["ContentLength"]), str(meta[META_SHA256]))
+    refs_body = bundles.refs_json(fetched.refs, fetched.peeled)
+    refs_written = output.Written(REFS, len(fetched.refs), len(refs_body), hashlib.sha256(refs_body).hexdigest())
+    index_body = _get(base + INDEX)  # written before the bundle was: there
+    index = output.Written(INDEX, 0, len(index_body), hashlib.sha256(index_body).hexdigest())
+    _start_pointer(target, base, import_id, owner_id, [_entry(BUNDLE, INDEX, REFS, bundle, objects, 0)], fetched.refs)
+    outcome = {"status": "completed", "bundle": _file(bundle), "objects": objects}
+    return outcome | _figures(fetched, refs_written), [bundle, index, refs_written]
+
+
+def _figures(fetched: git_transport.Fetched, refs: output.Written) -> dict[str, Any]:
+    """What the fetch cost: bytes and requests from Bitbucket, seconds (`seconds`, set by the caller: the
+    whole step, fetching, checking and publishing)."""
+    return {
+        "refs": _file(refs),
+        "fetched_bytes": fetched.bytes,
+        "requests": fetched.requests,
+        "fetch_seconds": round(fetched.seconds, 3),
+    }
+
+
+def _file(written: output.Written) -> dict[str, Any]:
+    return {"key": written.key, "sha256": written.sha256, "bytes": written.bytes, "count": written.count}
+
+
+def _entry(bundle: str, index: str, refs: str, written: output.Written, objects: int, prerequisites: int) -> dict:
+    return {
+        "key": bundle,
+        "index": index,
+        "refs": refs,
+        "sha256": written.sha256,
+        "bytes": written.bytes,
+        "objects": objects,
+        "prerequisites": prerequisites,
+        "at": iso(),
+    }
+
+
+def _start_pointer(
+    target: Target, base: str, import_id: str, owner_id: str, chain: list[dict[str, Any]], refs: Refs
+) -> None:
+    git_state.start(
+        GitStateRecord(
+            provider_id=target.provider_id,
+            repository_id=target.repository_id,
+            repository_full_name=target.full_name,
+            import_id=import_id,
+            prefix=base,
+            owner_id=owner_id,
+            sequence=0,
+            chain=chain,
+            refs_digest=bundles.digest(refs),
+        )
+    )
+    _write_latest(base, import_id, 0, chain)
+
+
+# ------------------------------------------------------------------------------------------------ after pushes
+
+
+def update(
+    state: GitStateRecord,
+    caller: Caller,
+    bitbucket: Bitbucket,
+    web_url: str,
+    target: Target,
+    *,
+    lease: str,
+    deadline: float,
+) -> dict[str, Any]:
+    """Bring the git data `state` points at up to date with Bitbucket, under the pointer's lease `lease`;
+    what happened (the pointer's `last_sync`). Raises as `snapshot` does."""
+    base, chain = state.prefix, list(state.chain or [])
+    fresh = _due_for_a_fresh_bundle(chain)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bitbridge-git-") as tmp:
+        folder = Path(tmp)
+        previous = {} if fresh else _previous_commits(base, chain)
+        indexes = [] if fresh else [_download_index(base, entry, folder / f"{n}.idx") for n, entry in enumerate(chain)]
+        try:
+            fetched = git_transport.fetch(
+                caller,
+                bitbucket,
+                bitbucket.git_url(web_url, target.owner, target.slug),
+                folder / "update.pack",
+                haves=sorted(set(previous.values())),
+                unchanged=lambda refs: bundles.digest(refs) == state.refs_digest,
+                limit=limit_bytes(),
+                deadline=deadline,
+            )
+        except git_transport.TooLarge as exc:
+            outcome = too_large(exc.received, exc.limit) | {"at": iso()}
+            git_state.release(state, lease, outcome)
+            return outcome
+        if fetched.pack is None and bundles.digest(fetched.refs) == state.refs_digest:
+            outcome = {"outcome": "unchanged", "at": iso(), "requests": fetched.requests}
+            git_state.release(state, lease, outcome)
+            return outcome
+        pack = fetched.pack or _empty_pack(folder / "update.pack")
+        try:
+            verified = bundles.verify(pack, fetched.refs, known=bundles.in_any(indexes))
+        finally:
+            for index in indexes:
+                index.close()
+        sequence = int(state.sequence or 0) + 1
+        name = f"{UPDATES}{sequence:05d}"
+        prerequisites = sorted(set(previous.values()))
+        output.write_bytes(base, name + ".idx", verified.index.read_bytes(), "application/octet-stream", 0)
+        refs_written = output.write_bytes(
+            base, name + ".refs.json", bundles.refs_json(fetched.refs, fetched.peeled), "application/json", 0
+        )
+        bundle = _publish(base, name + ".bundle", pack, fetched.refs, verified, prerequisites=prerequisites)
+    entry = _entry(name + ".bundle", name + ".idx", refs_written.key, bundle, verified.objects, len(prerequisites))
+    chain = [entry] if fresh else [*chain, entry]
+    outcome = {
+        "outcome": "fresh" if fresh else "updated",
+        "at": iso(),
+        "sequence": sequence,
+        "objects": verified.objects,
+        "fetched_bytes": fetched.bytes,
+        "requests": fetched.requests,
+        "fetch_seconds": round(fetched.seconds, 3),
+        "seconds": round(time.monotonic() - started, 3),
+        "bundle": _file(bundle),
+    }
+    changes = {"sequence": sequence, "chain": chain, "refs_digest": bundles.digest(fetched.refs), "last_sync": outcome}
+    if git_state.advance(state, lease, changes):
+        _write_latest(base, state.import_id, sequence, chain)
+    else:
+        outcome["outcome"] = "superseded"  # a new import (or a late lease) replaced the pointer meanwhile
+    return outcome
+
+
+def _due_for_a_fresh_bundle(chain: list[dict[str, Any]]) -> bool:
+    """No bundle yet, or updates that outnumber MAX_UPDATES or outweigh the bundle they build on."""
+    if not chain:
+        return True
+    updates = chain[1:]
+    return len(updates) >= MAX_UPDATES or sum(int(u["bytes"]) for u in updates) > int(chain[0]["bytes"])
+
+
+def _previous_commits(base: str, chain: list[dict[str, Any]]) -> dict[str, str]:
+    """The latest bundle's refs, as the commits they reach (annotated tags peeled): the next update's haves
+    and prerequisites (git wants commits there)."""
+    body = json.loads(_get(base + chain[-1]["refs"]))
+    peeled = body.get("peeled") or {}
+    return {name: peeled.get(name, sha) for name, sha in (body.get("refs") or {}).items()}
+
+
+def _download_index(base: str, entry: dict[str, Any], into: Path) -> PackIndex:
+    into.write_bytes(_get(base + entry["index"]))
+    return bundles.open_index(into)
+
+
+def _empty_pack(path: Path) -> Path:
+    """A pack of no objects: an update that only moves or deletes refs onto commits already bundled."""
+    body = b"PACK" + (2).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    path.write_bytes(body + hashlib.sha1(body, usedforsecurity=False).digest())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ S3
+
+
+def _publish(
+    base: str, key: str, pack: Path, refs: Refs, verified: bundles.Verified, *, prerequisites: list[str]
+) -> output.Written:
+    """Upload the bundle (header + the verified pack) to INCOMING, read it back, then copy it to `key`."""
+    s3, bucket = client("s3"), settings().snapshots_bucket
+    head = bundles.header(refs, prerequisites)
+    incoming = base + INCOMING + key.rsplit("/", 1)[-1]
+    meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(verified.objects)}
+    with pack.open("rb") as body, bundles.Joined(head, body) as joined:
+        sha256, size = joined.sha256(), joined.size
+        s3.upload_fileobj(
+            io.BufferedReader(joined, MB),
+            bucket,
+            incoming,
+            ExtraArgs={"ContentType": BUNDLE_TYPE, "Metadata": meta},
+            Config=_TRANSFER,
+        )
+    _read_back(bucket, incoming, sha256, size, refs, prerequisites)
+    copied = s3.copy_object(
+        Bucket=bucket,
+        Key=base + key,
+        CopySource={"Bucket": bucket, "Key": incoming},
+        MetadataDirective="REPLACE",
+        Metadata=meta | {META_SHA256: sha256},
+        ContentType=BUNDLE_TYPE,
+    )
+    # The upload itself, not a delete marker over it: the bucket keeps old versions 30 days, and a bundle's
+    # worth of them is no use to anyone. What an attempt that died mid-upload left there is hidden (a delete
+    # marker) and expires with the bucket's old versions.
+    version = copied.get("CopySourceVersionId")
+    s3.delete_object(Bucket=bucket, Key=incoming, **({"VersionId": version} if version else {}))
+    if version and _head(incoming) is not None:
+        s3.delete_object(Bucket=bucket, Key=incoming)
+    return output.Written(key, verified.objects, size, sha256)
+
+
+def _read_back(bucket: str, key: str, sha256: str, size: int, refs: Refs, prerequisites: list[str]) -> None:
+    """The uploaded bundle, read whole: the same bytes (sha256, size), and a header naming the same refs."""
+    body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    digest, total, buffer = hashlib.sha256(), 0, b""
+    header_checked = False
+    for chunk in body.iter_chunks(1024 * 1024):
+        digest.update(chunk)
+        total += len(chunk)
+        if not header_checked:
+            buffer += chunk
+            if b"\n\n" in buffer or total >= size:
+                _check_header(buffer, refs, prerequisites)
+                header_checked, buffer = True, b""
+    if digest.hexdigest() != sha256 or total != size or not header_checked:
+        raise bundles.Incomplete(f"the bundle read back from S3 differs from the one written ({total} of {size} bytes)")
+
+
+def _check_header(start: bytes, refs: Refs, prerequisites: list[str]) -> None:
+    lines = iter(start.splitlines(keepends=True))
+    found, needs = bundles.parse_header(lambda: next(lines, b""))
+    if found != refs or sorted(needs) != sorted(prerequisites):
+        raise bundles.Incomplete("the bundle read back names other refs than Bitbucket advertised")
+
+
+def _head(key: str) -> dict[str, Any] | None:
+    try:
+        return dict(client("s3").head_object(Bucket=settings().snapshots_bucket, Key=key))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _get(key: str) -> bytes:
+    return bytes(client("s3").get_object(Bucket=settings().snapshots_bucket, Key=key)["Body"].read())
+
+
+def _write_latest(base: str, import_id: str, sequence: int, chain: list[dict[str, Any]]) -> None:
+    body = {
+        "import_id": import_id,
+        "sequence": sequence,
+        "updated_at": iso(),
+        "bundles": chain,  # apply in order: clone the first, then fetch each later one
+        "refs": chain[-1]["refs"] if chain else REFS,
+    }
+    output.write_json(base, LATEST, body)
+
+
+def deadline_for(remaining_ms: Callable[[], int], reserve_ms: int) -> float:
+    """When a fetch must stop: half of what is left after `reserve_ms`, leaving the other half for checking
+    and publishing what arrived (each a pass over bytes the fetch took longer to bring)."""
+    return time.monotonic() + max(0.0, (remaining_ms() - reserve_ms) / 1000 / 2)
