@@ -30,6 +30,8 @@ WRONG: dict[str, list[list[str]]] = {
     "providers set": [["nope", "--label", "x"], ["bitbucket-cloud", "--web-url", "ftp://x"], ["bitbucket-cloud"]],
     "providers rotate-secret": [["nope", "--secret", "x"]],
     "providers remove": [["nope", "--yes"]],
+    "providers set-limits": [["nope", "--window-seconds", "60"], ["bitbucket-cloud", "--class", "repositories"]],
+    "providers set-deploy-key": [["nope", "--key-file", "/nonexistent.pub"], ["bitbucket-cloud", "--key-file", "/"]],
     "hooks install": [
         ["--provider", "nope", "--repo", "acme/infra", "--user", "USER"],
         ["--provider", "bitbucket-cloud", "--repo", "acme", "--user", "USER"],
@@ -55,6 +57,7 @@ WRONG: dict[str, list[list[str]]] = {
     "clients list": [["--bogus"]],
     "clients rotate": [["nope"], ["nope", "--overlap", "a while"]],
     "clients revoke": [["nope"], ["nope", "--key", "nope"]],
+    "budget": [["--provider", "nope"], ["--bogus"]],
     "audit": [["--client", "nope"], ["--client", "nope", "--since", "last week"]],
 }
 

@@ -67,7 +67,8 @@ def test_a_dynamodb_outage_delays_audit_records_and_loses_none(tmp_path):
         path = "repositories/acme/infra"
         assert bb.proxy.get(PROVIDERS["cloud"], "eu-outage", path).status_code == 200
         last_read = time.monotonic()
-        assert len(_wait_for_rows(stack, client_id, 2, timeout=20)) == 2
+        # The connect session, its confirmation by the product, the proxied call.
+        assert len(_wait_for_rows(stack, client_id, 3, timeout=20)) == 3
 
         # The key and the provider were read by the connect session call, before the sign-in; the link and the
         # token by the call above; and the steps since take any time. Let every entry lapse, then warm them all
@@ -79,19 +80,20 @@ def test_a_dynamodb_outage_delays_audit_records_and_loses_none(tmp_path):
         faults = f"{stack.urls['console']}/faults/aws"
         # Longer than Lambda's two async retries (1 s and 2 s locally), so the batch is dead-lettered.
         assert requests.post(faults, json={"service": "dynamodb", "status": 503, "seconds": 6}, timeout=5).ok
-        statuses = [bb.proxy.get(PROVIDERS["cloud"], "eu-outage", f"{path}?n={n}").status_code for n in range(3)]
+        statuses = [bb.proxy.get(PROVIDERS["cloud"], "eu-outage", f"{path}?page={n}").status_code for n in range(3)]
         took = time.monotonic() - warming
         assert statuses == [200, 200, 200], (
             f"the proxy answers from its warm caches while DynamoDB is down (the calls ended {took:.1f} s after "
             f"warming; entries live {WARM_SECONDS} s)"
         )
 
-        rows = _wait_for_rows(stack, client_id, 6, timeout=60)
+        rows = _wait_for_rows(stack, client_id, 7, timeout=60)
         time.sleep(3)  # a batch stored twice would show now
         rows = _audit_rows(stack, client_id)
-        paths = Counter(r["path"] for r in rows if "?n=" in r["path"])
-        assert paths == Counter({f"/service/v1/proxy/{PROVIDERS['cloud']}/eu-outage/{path}?n={n}": 1 for n in range(3)})
-        assert len(rows) == 6
+        paths = Counter(r["path"] for r in rows if "?page=" in r["path"])  # `page` values are kept: paging
+        proxied = f"/service/v1/proxy/{PROVIDERS['cloud']}/eu-outage/{path}"
+        assert paths == Counter({f"{proxied}?page={n}": 1 for n in range(3)})
+        assert len(rows) == 7
         assert "AuditWriterFunctionServiceAudit: invocation failed" in stack.log()
     finally:
         stop_stack(stack)

@@ -20,6 +20,7 @@ from tests.integration.webhooks.support import (
     manifest,
     payload_bytes,
     register_provider,
+    register_subscription,
     schema_errors,
     subscription_for,
 )
@@ -45,6 +46,8 @@ class Hooks:
     def post(self, flavor: str, event_key: str, body: bytes, delivery_id: str, **kwargs: Any) -> requests.Response:
         # As the hook on the payload's repository posts it: to its subscription, signed with its secret.
         subscription = subscription_for(flavor, event_key, body, PROVIDERS[flavor])
+        table = self.env["BITBRIDGE_SUBSCRIPTIONS_TABLE"]
+        register_subscription(table, flavor, event_key, body, PROVIDERS[flavor], self.stack.aws("dynamodb"))
         secret = self.secret_for(flavor, event_key, body)
         headers = bitbucket_headers(flavor, event_key, body, secret, delivery_id=delivery_id)
         headers.update(kwargs.pop("headers", {}))

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 
+from bitbridge.store.subscriptions import repository_key
 from bitbridge.webhooks.binding import subscription_id
 from bitbridge.webhooks.normalise import UnhandledEvent, normalise
 from bitbridge.webhooks.signatures import derive_hook_secret, sign
@@ -37,6 +38,36 @@ def master_key(env: dict[str, str], client: Any = None) -> bytes:
 
 def hook_secret(env: dict[str, str], subscription: str, client: Any = None) -> str:
     return derive_hook_secret(master_key(env, client), subscription)
+
+
+def register_subscription(
+    table: str, flavor: str, event_key: str, body: bytes, provider: str, client: Any = None
+) -> None:
+    """The subscription record a hook install writes for the payload's repository (the publisher takes the
+    repository's names from it, never from the payload: a delivery without one is unpublishable)."""
+    try:
+        event = normalise(
+            flavor=flavor,
+            provider_id=provider,
+            event_key=event_key,
+            payload=json.loads(body),
+            delivery_id="probe",
+            received_at="2024-05-01T12:00:00.000Z",
+        )
+    except (UnhandledEvent, ValueError):
+        return  # refused before its subscription matters
+    repo = event["repository"]
+    ddb = client or boto3.client("dynamodb", region_name="us-east-1")
+    ddb.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": subscription_id(provider, repo["id"])},
+            "provider_id": {"S": provider},
+            "repository_key": {"S": repository_key(provider, repo["id"])},
+            "repository_full_name": {"S": repo["full_name"]},
+            "repository_name": {"S": repo.get("name") or repo["full_name"].rpartition("/")[2]},
+        },
+    )
 
 
 def subscription_for(flavor: str, event_key: str, body: bytes, provider: str | None = None) -> str:

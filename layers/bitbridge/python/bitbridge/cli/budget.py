@@ -22,6 +22,8 @@ def _waiting(row: dict[str, Any], now: float) -> str:
 
 
 def show(args: argparse.Namespace) -> int:
+    if args.provider:
+        providers.get_provider(args.provider)  # an unknown id is a mistake, not an empty report
     rows = budget.report(args.provider, args.user)
     if args.json:
         print(json.dumps(rows, indent=2))

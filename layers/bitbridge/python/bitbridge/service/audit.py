@@ -38,7 +38,8 @@ _MAX_DURATION_MS = 15 * 60 * 1000  # no invocation outlives Lambda's 15 minutes
 
 # What a record keeps of the request line is an allow-list: a deny-list of secret-looking names always misses
 # one (`pw`, `jwt`, `state`, `nonce`, a `;`-separated pair...). Parameter names are kept when they look like
-# names; a value only when its parameter pages, filters or sorts, and the value is one such a parameter takes.
+# names; a value only when its parameter pages, filters or sorts, or names what a file read reads (repository,
+# path, ref), and the value is one such a parameter takes.
 _SAFE_VALUES: dict[str, re.Pattern[str]] = {
     "page": re.compile(r"\d{1,9}"),
     "pagelen": re.compile(r"\d{1,9}"),
@@ -47,6 +48,12 @@ _SAFE_VALUES: dict[str, re.Pattern[str]] = {
     "state": re.compile(r"OPEN|MERGED|DECLINED|SUPERSEDED|ALL", re.I),
     "role": re.compile(r"member|contributor|admin|owner", re.I),
     "sort": re.compile(r"-?[A-Za-z_.]{1,64}"),
+    "repository": re.compile(r"~?[\w.-]{1,64}/[\w.-]{1,128}"),
+    "path": re.compile(r"[\w./ @+,=()-]{1,512}"),
+    "ref": re.compile(r"[\w./@+-]{1,255}"),
+    "base": re.compile(r"[\w./@+-]{1,255}"),
+    "head": re.compile(r"[\w./@+-]{1,255}"),
+    "recursive": re.compile(r"true|false"),
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\[\]-]{0,39}")
 # A path segment kept as is: ids, slugs, hashes, file names. Longer or stranger ones (a token pasted into the
