@@ -27,6 +27,7 @@ The decision is the pure `plan_retry`; every attempt is counted (`Caller.calls`,
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbridge import budget, deadlines, providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, raise_for_status, send
@@ -43,11 +45,12 @@ from bitbridge.budget import INTERACTIVE, PRIORITIES, Shape
 from bitbridge.store.budget import BudgetKey
 from bitbridge.store.providers import ProviderRecord
 
-#: Whose call it is, for a budget that serves people first: a person waits (console, kickoff, service API,
-#: command line), then the reconciler's hook repairs, the import worker, the reconciler's reads.
 #: Resource classes a call may name where its caller knows it before the URL (the rest are judged from it).
 RESOURCES = (REPOSITORIES, WEBHOOKS, GIT)
 RATE_LIMITED_RETRIES = 2  # a budgeted call met by Bitbucket's 429 goes back through the budget this often
+
+log = logging.getLogger(__name__)
+AWS_FAILURES = (BotoCoreError, ClientError)  # the budget's table unreachable or failing
 
 TOKEN_REUSE_SECONDS = 60  # re-read the stored token at least this often
 TOKEN_RECHECK_SECONDS = 2  # while its refresh runs elsewhere, re-read a token no more often than this
@@ -237,9 +240,17 @@ class Caller:
             if self._prepaid[0] > 0 and time.time() < self._prepaid[1]:  # reserved, and still in time
                 self._prepaid[0] -= 1
                 return False
-        waited = budget.ledger().spend(
-            *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
-        )
+        try:
+            waited = budget.ledger().spend(
+                *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
+            )
+        except AWS_FAILURES as exc:
+            if self.priority != INTERACTIVE:
+                raise  # background work is retried like any AWS outage
+            # A person waits, and the budget's table is down (an AWS outage): their call goes ahead unbudgeted,
+            # as a warm proxy does on its caches; a 429 from Bitbucket still reaches them.
+            log.warning("rate-limit budget unavailable (%s): an interactive call goes ahead", type(exc).__name__)
+            return False
         with self._lock:
             self.budget_waited += waited
             self.resuming = False  # out of the queue of waiters once served
@@ -247,7 +258,20 @@ class Caller:
 
     def _landed(self, found: tuple[BudgetKey, Shape] | None) -> None:
         if found is not None:
-            budget.ledger().landed(*found, self.priority)
+            try:
+                budget.ledger().landed(*found, self.priority)
+            except AWS_FAILURES:
+                if self.priority != INTERACTIVE:
+                    raise
+
+    def _told_rate_limited(self, found: tuple[BudgetKey, Shape], retry_after: float | None) -> None:
+        """Bitbucket answered 429 anyway: the budget shrinks (an interactive call's answer is Bitbucket's,
+        told or not, when the budget's table is down)."""
+        try:
+            budget.ledger().rate_limited(*found, retry_after)
+        except AWS_FAILURES:
+            if self.priority != INTERACTIVE:
+                raise
 
     # -- the one call ------------------------------------------------------------------------------
     def send(
@@ -283,7 +307,7 @@ class Caller:
                 if response.status_code == 429 and spends is not None:
                     # Someone else spends this allowance: the budget shrinks (before the next call in the
                     # air goes), and decides when to try again.
-                    budget.ledger().rate_limited(*spends, retry_after_seconds(response.headers.get("Retry-After")))
+                    self._told_rate_limited(spends, retry_after_seconds(response.headers.get("Retry-After")))
             except requests.RequestException as exc:
                 if method in IDEMPOTENT and attempts.transient < self.patience.transient_retries:
                     attempts.transient += 1
