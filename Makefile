@@ -14,7 +14,7 @@ VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 
-.PHONY: help dev dev-reset test lint unit deploy-check bench scan build deploy lock clean
+.PHONY: help dev dev-reset test lint unit deploy-check bench scale scan build deploy lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,7 +62,12 @@ lint: $(VENV)/.installed
 # /tmp/pytest-of-$$USER keeps only the last three runs of anyone's checkout.
 UNIT_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? n : 4 )))
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy --durations=15 --basetemp=.pytest-tmp
+	$(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile --ignore=tests/deploy -m "not scale" --durations=15 --basetemp=.pytest-tmp
+
+# The budget's scale case promises waits (a person's p99 <= 2 s) that only hold on a machine not also running
+# the rest of the suite: on 2 cores beside the other workers it missed them in every full run.
+scale: $(VENV)/.installed ## the rate-limit scale case alone (one person, 40 repositories, limits on)
+	$(PY) -m pytest tests/e2e/test_budget_scale.py -m scale -q
 
 # tests/deploy builds with `make build` itself (tests/deploy/artifacts.py), so a bare pytest run works too.
 deploy-check: $(VENV)/.installed $(TOOLS)/.installed ## deploy rehearsal: sam build, SAM's zips imported as on Lambda, stack on moto
