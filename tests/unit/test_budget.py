@@ -185,6 +185,22 @@ def test_lower_priorities_yield_while_higher_work_waits():
     assert budget.plan(queued.state, shape, later, IMPORT, 4, resuming=True).granted >= 1
 
 
+def test_a_served_queue_keeps_lower_priorities_off_while_its_work_comes_back_for_more():
+    shape = cloud(limit=20, window=60)
+    full = budget.plan(BudgetState(), shape, T0, IMPORT, 19, exact=True).state
+    refused = budget.plan(full, shape, T0 + 1, IMPORT, 4)
+    queued = budget.refuse(refused.state, shape, T0 + 1, IMPORT, refused.retry_at or 0)
+    slot = queued.retry_at or 0
+    served = budget.plan(queued.state, shape, slot, IMPORT, 1, resuming=True)
+    assert served.granted == 1
+    # Its last waiter is served, but the import spends that lease and asks again at once: the room freeing
+    # meanwhile is still not the reconciler's...
+    assert budget.plan(served.state, shape, slot + 0.1, RECONCILE, 1).granted == 0
+    assert budget.plan(served.state, shape, slot + 0.1, IMPORT, 1).granted == 1
+    # ...until the import has stayed away for `grace`: then room nobody asked for is the reconciler's.
+    assert budget.plan(served.state, shape, slot + shape.grace + 0.1, RECONCILE, 1).granted == 1
+
+
 def test_a_person_waiting_holds_background_work_off_then_lets_go():
     shape = cloud(limit=20, window=60)
     full = budget.plan(BudgetState(), shape, T0, INTERACTIVE, 20, exact=True).state

@@ -293,7 +293,9 @@ def plan(
     if mine is not None and resuming:
         mine["n"] = max(0, mine.get("n", 1) - 1)
         if mine["n"] == 0 and mine["until"] <= now:
-            del new.waiting[priority]
+            # The queue is served, but its work comes straight back for its next lease: lower priorities
+            # keep yielding for `grace` from now, so room freed meanwhile is not taken from under it.
+            mine["until"] = now
     if mine is not None and waited_until is not None and mine["until"] <= waited_until:
         new.waiting.pop(priority, None)
     return Decision(granted, new)
