@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from bitbridge.aws import client
 from bitbridge.change_ids import CLAIMED, Ledger, PrEntry, RefMove
 from bitbridge.store import observed
 from infra.local.iam import acting_as
@@ -152,3 +153,28 @@ def test_a_new_ledger_has_its_own_epoch(aws):
     first, second = observed.read(P, R), observed.read(P, "repo-2")
     assert first is not None and second is not None and first.ledger.epoch != second.ledger.epoch
     assert isinstance(first.ledger, Ledger)
+
+
+def test_a_run_reads_many_ledgers_in_pages_of_a_hundred_as_the_reconciler_may(aws):
+    with acting_as("EventPublisherFunction"):
+        for n in range(0, 230, 2):  # every other repository has a ledger
+            observed.claim(P, f"repo-{n}", _move(None, X, f"d-{n}"))
+    pages: list[int] = []
+    ddb = client("dynamodb")
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        pages.append(len(params["RequestItems"][aws.ref("ImportsTable")]["Keys"]))
+
+    ddb.meta.events.register("before-parameter-build.dynamodb.BatchGetItem", count)
+    try:
+        with acting_as("ReconcilerFunction"):  # its policy allows BatchGetItem on the table
+            found = observed.read_many([(P, f"repo-{n}") for n in range(230)])
+    finally:
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.BatchGetItem", count)
+    assert pages == [100, 100, 30]  # DynamoDB's most keys a request, and no more requests than that
+    assert sorted(found) == sorted((P, f"repo-{n}") for n in range(0, 230, 2))  # no ledger: left out
+    one = observed.read(P, "repo-4")
+    many = found[(P, "repo-4")]
+    assert one is not None and many.version == one.version == 1
+    assert {ref: e.head for ref, e in many.ledger.refs.items()} == {ref: e.head for ref, e in one.ledger.refs.items()}
+    assert many.ledger.epoch == one.ledger.epoch

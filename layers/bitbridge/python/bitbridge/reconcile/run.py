@@ -35,10 +35,13 @@ deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbri
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,6 +79,9 @@ DEFAULT_INTERVAL_MINUTES = 15
 DEFAULT_BUDGET = 10_000  # Bitbucket calls per provider per interval
 HOOK_CHECK_HOURS = 6  # a hook is checked every 4.5-7.5 hours (hook_check_due), not every interval
 HOOKS_DUE, HOOKS_ALL = "due", "all"  # which hooks a run checks
+# Subscriptions reconciled side by side: a run's time is then its reads' round trips, not one repository's
+# bookkeeping after another's (at Bitbucket's rates a run spends a few calls a second; see budget).
+RECONCILE_THREADS = 8
 
 
 @dataclass
@@ -134,45 +140,112 @@ def run(
     many events were written (tests of crash recovery; never set in production)."""
     moment = now or datetime.now(UTC)
     subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
-    remaining: dict[str, int] = {}
-    stopped: set[str] = set()
-    over_budget: set[tuple[str, str | None]] = set()  # (provider, owner): that person's budget has no room
-    report = Report()
-    emitted = [0]
     todo = due(subs, slot=slot, slots=slots, now=moment)
-    marks = RefsMarks(todo)
-    # One provider read and one token read per owner and run (the next reconciliation forks the last one's caller).
-    known: dict[str, ProviderRecord] = {}
-    callers: dict[tuple[str, str | None], Caller] = {}
-    for sub in todo:
-        left = remaining.setdefault(sub.provider_id, budget)
-        if sub.provider_id in stopped:
-            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "rate_limited"))
-            continue
-        if (sub.provider_id, sub.owner_user_id) in over_budget:
-            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "waiting_budget"))
-            continue
-        if left < int(sub.last_reconcile_calls or DEFAULT_COST):
-            report.results.append(Result(sub.subscription_id, sub.repository_full_name, "deferred"))
-            continue
-        check_hook = hooks == HOOKS_ALL or hook_check_due(sub, moment)
-        if sub.provider_id not in known:
-            known[sub.provider_id] = providers.get_provider(sub.provider_id)
-        owner = (sub.provider_id, sub.owner_user_id)
-        base = callers.get(owner)
-        reconciliation = Reconciliation(
-            sub, emitted, crash_after_emits, marks, check_hook, known[sub.provider_id], base.fork() if base else None
-        )
-        result = reconciliation.run()
-        if reconciliation.caller is not None:
-            callers[owner] = reconciliation.caller
-        remaining[sub.provider_id] = left - result.calls
-        if result.status == "rate_limited":
-            stopped.add(sub.provider_id)
-        elif result.status == "waiting_budget":
-            over_budget.add((sub.provider_id, sub.owner_user_id))
-        report.results.append(result)
+    shared = _Run(budget, RefsMarks(todo), crash_after_emits, hooks, moment)
+    report = Report()
+    with ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile") as pool:
+        for start in range(0, len(todo), observed.BATCH_READ):
+            page = todo[start : start + observed.BATCH_READ]
+            ledgers = observed.read_many([(s.provider_id, _repository_id(s)) for s in page])
+            futures = [
+                pool.submit(contextvars.copy_context().run, shared.reconcile, sub, ledgers.get(_ledger_key(sub)))
+                for sub in page
+            ]
+            report.results += [future.result() for future in futures]
     return report
+
+
+def _repository_id(sub: SubscriptionRecord) -> str:
+    return sub.repository_key.split("#", 1)[1]
+
+
+def _ledger_key(sub: SubscriptionRecord) -> tuple[str, str]:
+    return sub.provider_id, _repository_id(sub)
+
+
+class _Run:
+    """What one run's reconciliations share, each on a thread of its own: the providers' call budgets for
+    the run, the owners refused (a 429, no room in their budget) and one caller per owner (one provider
+    read and one token read per owner and run: the first reconciliation of an owner makes it, the others
+    fork it)."""
+
+    def __init__(
+        self, budget: int, marks: RefsMarks, crash_after_emits: int | None, hooks: str, moment: datetime
+    ) -> None:
+        self.budget, self.marks, self.hooks, self.moment = budget, marks, hooks, moment
+        self.emitted = _Emitted(crash_after_emits)
+        self.lock = threading.Lock()
+        self.remaining: dict[str, int] = {}
+        self.stopped: set[str] = set()  # providers that answered 429
+        self.over_budget: set[tuple[str, str | None]] = set()  # (provider, owner): no room in that budget
+        self.known: dict[str, ProviderRecord] = {}
+        self.callers: dict[tuple[str, str | None], Caller] = {}
+        self.firsts: dict[tuple[str, str | None], threading.Lock] = {}
+
+    def reconcile(self, sub: SubscriptionRecord, seen: observed.Observed | None) -> Result:
+        owner = (sub.provider_id, sub.owner_user_id)
+        cost = int(sub.last_reconcile_calls or DEFAULT_COST)
+        with self.lock:  # started only if its last run's calls still fit: they are set aside until it ends
+            left = self.remaining.setdefault(sub.provider_id, self.budget)
+            status = (
+                "rate_limited"
+                if sub.provider_id in self.stopped
+                else "waiting_budget"
+                if owner in self.over_budget
+                else "deferred"
+                if left < cost
+                else None
+            )
+            if status is not None:
+                return Result(sub.subscription_id, sub.repository_full_name, status)
+            self.remaining[sub.provider_id] = left - cost
+            first = self.firsts.setdefault(owner, threading.Lock())
+        with first:  # the owner's first reconciliation runs alone; once it made the caller, the rest fork it
+            base = self.callers.get(owner)
+            if base is None:
+                result = self._one(sub, seen, None)
+        if base is not None:
+            result = self._one(sub, seen, base.fork())
+        with self.lock:
+            self.remaining[sub.provider_id] += cost - result.calls
+            if result.status == "rate_limited":
+                self.stopped.add(sub.provider_id)
+            elif result.status == "waiting_budget":
+                self.over_budget.add(owner)
+        return result
+
+    def _one(self, sub: SubscriptionRecord, seen: observed.Observed | None, caller: Caller | None) -> Result:
+        with self.lock:
+            if sub.provider_id not in self.known:
+                self.known[sub.provider_id] = providers.get_provider(sub.provider_id)
+            provider = self.known[sub.provider_id]
+        check_hook = self.hooks == HOOKS_ALL or hook_check_due(sub, self.moment)
+        reconciliation = Reconciliation(sub, self.emitted, self.marks, check_hook, provider, caller, seen=seen)
+        result = reconciliation.run()
+        if caller is None and reconciliation.caller is not None:
+            self.callers[(sub.provider_id, sub.owner_user_id)] = reconciliation.caller
+        return result
+
+
+class _Emitted:
+    """Events a run wrote, across its threads; `crash_after`: the count at which a test's run dies."""
+
+    def __init__(self, crash_after: int | None) -> None:
+        self.crash_after = crash_after
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        with self._lock:
+            if self.crash_after is not None and self.count >= self.crash_after:
+                raise SimulatedCrash(f"crashed after {self.count} events (test)")
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+_UNREAD = object()  # a reconciliation's ledger not read by its run: it reads it itself
 
 
 class Reconciliation:
@@ -181,23 +254,24 @@ class Reconciliation:
     def __init__(
         self,
         sub: SubscriptionRecord,
-        emitted: list[int],
-        crash_after_emits: int | None,
+        emitted: _Emitted,
         marks: RefsMarks | None = None,
         check_hook: bool = True,
         provider: ProviderRecord | None = None,
         caller: Caller | None = None,
+        *,
+        seen: object = _UNREAD,  # observed.Observed | None
     ) -> None:
         self.sub = sub
         self.provider = provider or providers.get_provider(sub.provider_id)
         self.flavor = str(self.provider.flavor)
         self.bitbucket = providers.bitbucket(self.provider)
-        self.repository_id = sub.repository_key.split("#", 1)[1]
+        self.repository_id = _repository_id(sub)
         self.result = Result(sub.subscription_id, sub.repository_full_name, "ok")
         owner = sub.owner_user_id
         self.caller: Caller | None = caller or (Caller(owner, self.provider, priority=RECONCILE) if owner else None)
         self._emitted = emitted
-        self._crash_after = crash_after_emits
+        self._seen = seen  # the ledger as the run read it, before Bitbucket (see _backfill)
         self._extra_calls = 0
         self._marks = marks or RefsMarks([sub])
         self._check_hook_now = check_hook
@@ -300,7 +374,9 @@ class Reconciliation:
         assert self.caller is not None
         api, full_name = self.caller.api, self.sub.repository_full_name
         provider_id, repository_id = self.sub.provider_id, self.repository_id
-        seen = observed.read(provider_id, repository_id)  # before Bitbucket: see reconcile.diff
+        # The ledger before Bitbucket (see reconcile.diff): the run reads a page of them at once.
+        seen = observed.read(provider_id, repository_id) if self._seen is _UNREAD else self._seen
+        assert seen is None or isinstance(seen, observed.Observed)
         changed, mark = self._marks.refs_changed(self)  # before the refs: a change after it moves it again
         read_at = iso(timespec="microseconds")
         first = seen is None or seen.baseline_at is None
@@ -332,7 +408,7 @@ class Reconciliation:
             seen.pr_watermark,
             lambda stamps: observed.confirm_pull_requests(provider_id, repository_id, seen, stamps),
         )
-        if watermark:
+        if watermark and watermark != seen.pr_watermark:  # a write only when it moves
             observed.advance_watermark(provider_id, repository_id, watermark)
         forgettable = seen.ledger.forgettable_refs(at)
         if settled or forgettable:
@@ -342,11 +418,10 @@ class Reconciliation:
         self._refs_mark = mark
 
     def _emit(self, event: dict[str, Any], observation: RefObservation | PrObservation | None = None) -> bool:
-        if self._crash_after is not None and self._emitted[0] >= self._crash_after:
-            raise SimulatedCrash(f"crashed after {self._emitted[0]} events (test)")
+        self._emitted.check()
         written = emit(self.sub.subscription_id, event, observation)
         if written:
-            self._emitted[0] += 1
+            self._emitted.add()
             if event["type"] != events.UNHEALTHY:
                 self.result.backfilled += 1
         return written
@@ -433,17 +508,20 @@ class RefsMarks:
         for sub in todo:
             self._marks.setdefault(_workspace(sub), []).append(sub.refs_mark)
         self._listed: dict[tuple[str, str | None, str], tuple[dict[str, str] | None, bool]] = {}
+        self._lock = threading.Lock()  # the run's threads: one listing per workspace, the first asks
 
     def refs_changed(self, reconciliation: Reconciliation) -> tuple[bool, str | None]:
         """(whether its refs must be read, the mark to record once they are compared: None for none)."""
         sub, caller, bitbucket = reconciliation.sub, reconciliation.caller, reconciliation.bitbucket
         assert caller is not None
         key = _workspace(sub)
-        if key not in self._listed:  # the first of the run in this workspace asks for all of them
-            marks = self._marks.get(key, [sub.refs_mark])
-            since = [] if None in marks else [m for m in marks if m]
-            self._listed[key] = (bitbucket.refs_marks(reconciliation.fetch, caller.api, key[2], since), bool(since))
-        listed, filtered = self._listed[key]
+        with self._lock:
+            if key not in self._listed:  # the first of the run in this workspace asks for all of them
+                marks = self._marks.get(key, [sub.refs_mark])
+                since = [] if None in marks else [m for m in marks if m]
+                listing = bitbucket.refs_marks(reconciliation.fetch, caller.api, key[2], since)
+                self._listed[key] = (listing, bool(since))
+            listed, filtered = self._listed[key]
         if listed is None:
             mark = bitbucket.refs_mark(reconciliation.admin_fetch, caller.api, sub.repository_full_name)
         elif reconciliation.repository_id in listed:

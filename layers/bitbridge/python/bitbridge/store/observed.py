@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ REF_PREFIX = "ref:"
 PR_PREFIX = "pr:"
 #: Attributes per import write: an UpdateExpression is at most 4 KB.
 CHUNK = 80
+BATCH_READ = 100  # keys per BatchGetItem (DynamoDB's maximum)
+BATCH_READ_ATTEMPTS = 5
 CLAIM_ATTEMPTS = 8  # conflicting writers (two stream shards, a replay) retry a claim this often
 
 
@@ -150,6 +153,33 @@ def read(provider_id: str, repository_id: str) -> Observed | None:
         .get("Item")
     )
     return _from_item(item) if item else None
+
+
+def read_many(repositories: list[tuple[str, str]]) -> dict[tuple[str, str], Observed]:
+    """Many repositories' ledgers ((provider, repository id) -> ledger; absent: none yet), strongly
+    consistent, in BatchGetItem requests of BATCH_READ keys: the reconciler's run reads a page of ledgers in
+    one round trip instead of one each. Keys DynamoDB leaves unprocessed (throttling, 16 MB) are asked again."""
+    ddb, table = client("dynamodb"), settings().imports_table
+    wanted = {_key(p, r)["pk"]["S"]: (p, r) for p, r in repositories}
+    pks = list(wanted)
+    found: dict[tuple[str, str], Observed] = {}
+    for start in range(0, len(pks), BATCH_READ):
+        keys = [{"pk": {"S": pk}, "sk": {"S": SK}} for pk in pks[start : start + BATCH_READ]]
+        pending: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(BATCH_READ_ATTEMPTS):
+            answer = ddb.batch_get_item(RequestItems=pending)
+            for item in answer.get("Responses", {}).get(table, []):
+                found[wanted[item["pk"]["S"]]] = _from_item(item)
+            pending = answer.get("UnprocessedKeys") or {}
+            if not pending:
+                break
+            time.sleep(min(1.0, 0.05 * 2**attempt))  # DynamoDB asks for back-off on unprocessed keys
+        else:
+            for key in pending[table]["Keys"]:  # still unanswered: read them one by one
+                pair = wanted[key["pk"]["S"]]
+                if (seen := read(*pair)) is not None:
+                    found[pair] = seen
+    return found
 
 
 def new_epoch() -> str:
