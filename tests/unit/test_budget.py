@@ -168,12 +168,17 @@ def test_waiters_get_slots_from_the_windows_schedule_in_the_order_they_were_refu
     assert state.waiting[IMPORT]["n"] == 4
 
 
-def test_lower_priorities_yield_while_higher_work_waits():
+def _an_import_queued() -> tuple[Shape, budget.Decision, float]:
+    """A window 19 of 20 full of imports, and an import refused for more: queued, with its slot."""
     shape = cloud(limit=20, window=60)
     full = budget.plan(BudgetState(), shape, T0, IMPORT, 19, exact=True).state
     refused = budget.plan(full, shape, T0 + 1, IMPORT, 4)
     queued = budget.refuse(refused.state, shape, T0 + 1, IMPORT, refused.retry_at or 0)
-    slot = queued.retry_at or 0
+    return shape, queued, queued.retry_at or 0
+
+
+def test_lower_priorities_yield_while_higher_work_waits():
+    shape, queued, slot = _an_import_queued()
     # Once room frees, the reconciler must not take it from the imports waiting for it...
     later = slot + 0.1
     assert budget.plan(queued.state, shape, later, RECONCILE, 4).granted == 0
@@ -186,11 +191,7 @@ def test_lower_priorities_yield_while_higher_work_waits():
 
 
 def test_a_served_queue_keeps_lower_priorities_off_while_its_work_comes_back_for_more():
-    shape = cloud(limit=20, window=60)
-    full = budget.plan(BudgetState(), shape, T0, IMPORT, 19, exact=True).state
-    refused = budget.plan(full, shape, T0 + 1, IMPORT, 4)
-    queued = budget.refuse(refused.state, shape, T0 + 1, IMPORT, refused.retry_at or 0)
-    slot = queued.retry_at or 0
+    shape, queued, slot = _an_import_queued()
     served = budget.plan(queued.state, shape, slot, IMPORT, 1, resuming=True)
     assert served.granted == 1
     # Its last waiter is served, but the import spends that lease and asks again at once: the room freeing
