@@ -117,47 +117,20 @@ def _proxy(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
     return answer.status, answer
 
 
-def _file(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
-    p, q = _params(event), event.get("queryStringParameters") or {}
-    found = files.get_file(
-        caller,
-        p["provider"],
-        p["end_user_id"],
-        repository=q.get("repository"),
-        path=q.get("path"),
-        ref=q.get("ref"),
-        base_url=base,
-    )
-    return 200, found
+def _files_route(read: Callable[..., Any], *query: str) -> Callable[[Caller, dict[str, Any], str], tuple[int, Any]]:
+    """A files route's runner: `read` for the path's provider and end user, with the named query parameters."""
+
+    def runner(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
+        p, q = _params(event), event.get("queryStringParameters") or {}
+        asked = {name: q.get(name) for name in query}
+        return 200, read(caller, p["provider"], p["end_user_id"], base_url=base, **asked)
+
+    return runner
 
 
-def _files(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
-    p, q = _params(event), event.get("queryStringParameters") or {}
-    listing = files.list_files(
-        caller,
-        p["provider"],
-        p["end_user_id"],
-        repository=q.get("repository"),
-        path=q.get("path"),
-        ref=q.get("ref"),
-        recursive=q.get("recursive"),
-        base_url=base,
-    )
-    return 200, listing
-
-
-def _changes(caller: Caller, event: dict[str, Any], base: str) -> tuple[int, Any]:
-    p, q = _params(event), event.get("queryStringParameters") or {}
-    found = files.changes(
-        caller,
-        p["provider"],
-        p["end_user_id"],
-        repository=q.get("repository"),
-        base=q.get("base"),
-        head=q.get("head"),
-        base_url=base,
-    )
-    return 200, found
+_file = _files_route(files.get_file, "repository", "path", "ref")
+_files = _files_route(files.list_files, "repository", "path", "ref", "recursive")
+_changes = _files_route(files.changes, "repository", "base", "head")
 
 
 # ------------------------------------------------------------------------------------------- typed actions
