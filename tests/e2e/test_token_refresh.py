@@ -169,7 +169,9 @@ def test_a_token_endpoint_slower_than_the_console_function(stack, lifetime):
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda _: session.get(check, timeout=30), range(10)))
     assert [a.status_code for a in answers] == [200] * 10, [a.text[:200] for a in answers]
-    assert time.monotonic() - started < 5, "callers with a valid token waited for the refresh"
+    # Waiting for the refresh takes its 12 s (or the function's 10 s limit); ten console calls on a loaded
+    # machine took up to 6.7 s without waiting.
+    assert time.monotonic() - started < 9, "callers with a valid token waited for the refresh"
     deadline = time.monotonic() + 30
     while token_endpoint_calls(stack, "datacenter") == before or not _stored_fresh(stack, who):
         assert time.monotonic() < deadline, "the handed-over refresh never landed"
