@@ -60,6 +60,7 @@ SEED = {
                     {"slug": "missed", "branches": 2, "tags": 0, "pull_requests": 0},
                     {"slug": "plain", "branches": 1, "tags": 0, "pull_requests": 0},
                     {"slug": "bobs", "branches": 1, "tags": 0, "pull_requests": 0, "permissions": {"bob": "write"}},
+                    {"slug": "refused", "branches": 1, "tags": 0, "pull_requests": 0},
                 ],
             }
         ]
@@ -75,6 +76,7 @@ SEED = {
                     {"slug": "big", "branches": 1, "tags": 0, "pull_requests": 0},
                     {"slug": "missed", "branches": 2, "tags": 0, "pull_requests": 0},
                     {"slug": "bobs", "branches": 1, "tags": 0, "pull_requests": 0},
+                    {"slug": "refused", "branches": 1, "tags": 0, "pull_requests": 0},
                 ],
             }
         ]
@@ -291,6 +293,31 @@ def test_deploy_keys_installed_manual_repaired_and_removed(git_stack, flavor):
     removed = cli(git_stack, "hooks", "remove", subscription)
     assert removed.returncode == 0, removed.stderr
     assert _keys(git_stack, flavor, "data") == []
+
+
+KEYS_PATH = {
+    "cloud": f"/2.0/repositories/{WS}/refused/deploy-keys",
+    "datacenter": f"/rest/keys/latest/projects/{PROJECT}/repos/refused/ssh",
+}
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_a_key_bitbucket_refuses_for_good_is_reported_failed_and_the_rest_imported(git_stack, flavor):
+    # Bitbucket answers adding the key with a 400 (not a 429 or an outage, which the step retries).
+    refusal = {"flavor": flavor, "method": "POST", "path_prefix": KEYS_PATH[flavor], "status": 400}
+    control(git_stack, flavor, "POST", "faults", refusal)
+    try:
+        done = _import(git_stack, flavor, "refused", exclude=["git"])
+    finally:
+        control(git_stack, flavor, "DELETE", "faults")
+    assert done["state"] == "completed", done
+    key = done["deploy_key"]
+    assert key["status"] == "failed" and key["reason"].startswith("Bitbucket refused the key"), key
+    assert "key_id" not in key and done["webhook"]["status"] == "installed"
+    assert _keys(git_stack, flavor, "refused") == []
+    # Nothing recorded as installed: removing the subscription takes nothing off, and says nothing failed.
+    removed = cli(git_stack, "hooks", "remove", done["webhook"]["subscription_id"])
+    assert removed.returncode == 0, removed.stderr
 
 
 def test_the_cli_refuses_a_private_key_and_keeps_the_registered_one(git_stack, tmp_path):
