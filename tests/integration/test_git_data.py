@@ -59,8 +59,17 @@ def _target(flavor: str) -> gitdata.Target:
     return gitdata.Target("p-" + flavor, f"repo-{flavor}", f"{owner}/{slug}", owner, slug)
 
 
-def _snapshot(emu: Emulator, flavor: str, base: str) -> tuple[dict[str, Any], list[Any]]:
+def _listed(emu: Emulator, flavor: str) -> bundles.Refs:
+    """The branches and tags as the import's pages would list them now (Bitbucket's REST listing)."""
     caller = _caller(emu, flavor)
+    return bundles.heads_of(for_flavor(flavor).ref_heads(caller.fetch, caller.api, _target(flavor).full_name))
+
+
+def _snapshot(
+    emu: Emulator, flavor: str, base: str, listed: bundles.Refs | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    caller = _caller(emu, flavor)
+    heads = _listed(emu, flavor) if listed is None else listed
     with acting_as("ImportWorkerFunction"):
         return gitdata.snapshot(
             caller,
@@ -72,6 +81,7 @@ def _snapshot(emu: Emulator, flavor: str, base: str) -> tuple[dict[str, Any], li
             owner_id="user-1",
             known_size=None,
             deadline=time.monotonic() + 120,
+            listed=gitdata.Listing(bundles.fold_listed(None, heads), lambda: heads),
         )
 
 
@@ -162,6 +172,38 @@ def test_a_snapshot_is_a_verified_bundle_of_every_branch_and_tag(aws, emu, tmp_p
     assert latest["bundles"][0]["sha256"] == outcome["bundle"]["sha256"]
 
 
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+def test_refs_pushed_between_the_listing_and_the_fetch_are_named_and_the_bundle_is_bitbuckets_now(aws, emu, flavor):
+    repo = emu.backend.get_repo(flavor, *REPOS[flavor])
+    listed = _listed(emu, flavor)  # the import's pages
+    head = emu.backend.push(repo, repo.default_branch, "alice", files={"late.txt": b"late\n"}, message="l")[-1].hash
+    outcome, _ = _snapshot(emu, flavor, f"imports/p-{flavor}/moved/", listed)
+    moved = f"refs/heads/{repo.default_branch}"
+    assert outcome["status"] == "completed" and outcome["moved_since_listing"] == [moved], outcome
+    refs = json.loads(_object(f"imports/p-{flavor}/moved/" + gitdata.REFS))["refs"]
+    assert refs[moved] == head  # what Bitbucket holds now; its push event brings the pages along
+    # Listed as Bitbucket lists it: nothing to name.
+    again, _ = _snapshot(emu, flavor, f"imports/p-{flavor}/as-listed/")
+    assert "moved_since_listing" not in again
+
+
+def test_refs_fetched_are_compared_with_the_listing_by_name_and_commit():
+    refs = {"HEAD": "a" * 40, "refs/heads/main": "a" * 40, "refs/tags/v1": "t" * 40, "refs/tags/v0": "b" * 40}
+    peeled = {"refs/tags/v1": "c" * 40}  # an annotated tag: the REST listing names the commit it tags
+    listed = bundles.heads_of({"b:main": ("a" * 40, "a" * 40), "t:v1": ("t" * 40, "C" * 40), "t:v0": ("b" * 40,) * 2})
+    assert bundles.unlike_listed(refs, peeled, listed) == []
+    assert bundles.unlike_listed(refs, {}, listed) == ["refs/tags/v1"]  # compared as the tag object: unlike
+    assert bundles.unlike_listed(refs, peeled, {**listed, "refs/heads/gone": "d" * 40}) == ["refs/heads/gone"]
+    fewer = {k: v for k, v in listed.items() if k != "refs/tags/v0"}
+    assert bundles.unlike_listed(refs, peeled, fewer) == ["refs/tags/v0"]
+    # The import folds its pages into a digest as it writes them, in any order: equal when nothing moved.
+    pages = [{"refs/tags/v0": "b" * 40}, {"refs/heads/main": "A" * 40, "refs/tags/v1": "c" * 40}]
+    folded = bundles.fold_listed(bundles.fold_listed(None, pages[1]), pages[0])
+    assert folded == bundles.fold_listed(None, listed) == bundles.fetched_digest(refs, peeled)
+    assert bundles.fetched_digest(refs, {}) != folded
+    assert bundles.fold_listed(None, pages[0]) != folded
+
+
 def test_a_redo_after_publishing_adopts_the_bundle_without_fetching_it_again(aws, emu):
     base = "imports/p-cloud/redo/"
     first, _ = _snapshot(emu, "cloud", base)
@@ -218,6 +260,7 @@ def test_too_large_is_an_outcome_with_what_to_do(one_megabyte_limit, emu):
             owner_id="u",
             known_size=2 * 1024 * 1024,
             deadline=time.monotonic() + 60,
+            listed=gitdata.Listing(None, dict),
         )
     assert known["status"] == "too_large" and known["size"] == 2 * 1024 * 1024
     assert _upload_packs(emu, "cloud") == packs
@@ -237,6 +280,7 @@ def test_a_fetch_past_its_deadline_stops_and_publishes_nothing(aws, emu):
             owner_id="u",
             known_size=None,
             deadline=time.monotonic(),  # the pack arrives after it: the worker tries again, then says too_large
+            listed=gitdata.Listing(None, dict),
         )
     listed = client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix=base)
     assert "Contents" not in listed  # no bundle, no refs, nothing half-written

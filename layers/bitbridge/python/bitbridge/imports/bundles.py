@@ -37,6 +37,43 @@ class Incomplete(Exception):
     """The pack is damaged or does not hold what its refs need (the message names what is wrong)."""
 
 
+def heads_of(listed: dict[str, tuple[str, str]]) -> Refs:
+    """Branches and tags as Bitbucket's REST API lists them (`b:name` / `t:name` -> (object, commit), as
+    `Bitbucket.ref_heads` answers) under their git names, each with the commit it names."""
+    kinds = {"b": "refs/heads/", "t": "refs/tags/"}
+    return {kinds[name[0]] + name[2:]: commit.lower() for name, (_, commit) in listed.items()}
+
+
+def _commits(refs: Refs, peeled: Refs) -> Refs:
+    """Each branch and tag fetched with the commit it names (an annotated tag: the commit it tags)."""
+    return {name: peeled.get(name, sha).lower() for name, sha in refs.items() if name.startswith("refs/")}
+
+
+def unlike_listed(refs: Refs, peeled: Refs, listed: Refs) -> list[str]:
+    """The branches and tags whose commit over git is not the one the REST listing gives, or that only one of
+    them has, by name."""
+    advertised = _commits(refs, peeled)
+    return sorted(name for name in advertised.keys() | listed.keys() if advertised.get(name) != listed.get(name))
+
+
+_DIGEST_MODULUS = 2**256
+
+
+def fold_listed(digest: str | None, heads: Refs) -> str:
+    """`digest` (None: nothing listed yet) with `heads` (git name -> commit) added: an order-free digest of a
+    listing (the sum of each pair's sha256), so the import folds its pages in as it writes them and the git
+    step compares what it fetched without reading them back."""
+    total = int(digest or "0", 16)
+    for name, commit in heads.items():
+        total += int.from_bytes(hashlib.sha256(f"{name}\0{commit.lower()}".encode()).digest(), "big")
+    return format(total % _DIGEST_MODULUS, "064x")
+
+
+def fetched_digest(refs: Refs, peeled: Refs) -> str:
+    """The digest `fold_listed` makes of a listing, of the branches and tags fetched."""
+    return fold_listed(None, _commits(refs, peeled))
+
+
 @dataclass(frozen=True)
 class Verified:
     objects: int  # in the pack

@@ -121,10 +121,12 @@ def snapshot(
     owner_id: str,
     known_size: int | None,
     deadline: float,
+    listed: Listing,
 ) -> tuple[dict[str, Any], list[output.Written]]:
     """The import's git data under `base` (the snapshot's prefix) and the pointer to it: (the job's `git`
-    outcome, the objects written). Raises OutOfTime when the fetch would outlast `deadline`, and Bitbucket's
-    errors as any call does."""
+    outcome, the objects written). `listed`: the branches and tags as this import listed them, which the refs
+    fetched must equal. Raises OutOfTime when the fetch would outlast `deadline`, and Bitbucket's errors as
+    any call does."""
     limit, started = limit_bytes(), time.monotonic()
     if known_size is not None and known_size > limit:
         return too_large(known_size, limit), []
@@ -144,15 +146,16 @@ def snapshot(
             )
         except git_transport.TooLarge as exc:
             return too_large(exc.received, exc.limit), []
+        moved = _moved_since_listing(caller, bitbucket, target, fetched, listed)
         if fetched.pack is None and fetched.refs:  # published by an attempt that died before saying so
             outcome, written = _adopted(published or {}, fetched, target, base, import_id, owner_id)
-            return outcome | {"seconds": round(time.monotonic() - started, 3)}, written
+            return outcome | moved | {"seconds": round(time.monotonic() - started, 3)}, written
         refs_written = output.write_bytes(
             base, REFS, bundles.refs_json(fetched.refs, fetched.peeled), "application/json", len(fetched.refs)
         )
         if fetched.pack is None:  # no branch, no tag: nothing to bundle yet
             _start_pointer(target, base, import_id, owner_id, [], fetched.refs)
-            return {"status": "empty", "reason": "The repository has no branches or tags yet."} | _figures(
+            return {"status": "empty", "reason": "The repository has no branches or tags yet."} | moved | _figures(
                 fetched, refs_written
             ), [refs_written]
         checking = time.monotonic()
@@ -163,10 +166,40 @@ def snapshot(
         uploaded = time.monotonic()
     entry = _entry(BUNDLE, INDEX, REFS, bundle, verified.objects, 0)
     _start_pointer(target, base, import_id, owner_id, [entry], fetched.refs)
-    outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects}
+    outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects} | moved
     outcome |= {"check_seconds": round(publishing - checking, 3), "publish_seconds": round(uploaded - publishing, 3)}
     outcome |= _figures(fetched, refs_written) | {"seconds": round(time.monotonic() - started, 3)}
     return outcome, [bundle, index, refs_written]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The branches and tags an import listed: the digest it folded them into page by page (None: a job made
+    before it did), and how to read them (the pages, read back only when the digest differs)."""
+
+    digest: str | None
+    read: Callable[[], Refs]
+
+
+def _moved_since_listing(
+    caller: Caller, bitbucket: Bitbucket, target: Target, fetched: git_transport.Fetched, listed: Listing
+) -> dict[str, Any]:
+    """The refs fetched must be those the import listed. Where they differ, Bitbucket is asked again (a push
+    between the listing and the fetch moves them): equal to the new listing, the outcome names the refs that
+    moved (`moved_since_listing`: the snapshot's pages are older than its git data, and the push's event
+    brings what it changed); unequal, what arrived over git is not what Bitbucket holds (Incomplete: the step
+    is tried again)."""
+    if listed.digest is not None and listed.digest == bundles.fetched_digest(fetched.refs, fetched.peeled):
+        return {}  # the usual case: no page read back
+    differ = bundles.unlike_listed(fetched.refs, fetched.peeled, listed.read())
+    if not differ:
+        return {}
+    now = bundles.heads_of(bitbucket.ref_heads(caller.fetch, caller.api, target.full_name))
+    still = bundles.unlike_listed(fetched.refs, fetched.peeled, now)
+    if still:
+        shown = ", ".join(still[:5]) + (f" and {len(still) - 5} more" if len(still) > 5 else "")
+        raise bundles.Incomplete(f"the refs fetched over git are not those Bitbucket lists: {shown}")
+    return {"moved_since_listing": differ}
 
 
 def _adopted(

@@ -93,6 +93,7 @@ RATE_LIMIT_BASE_SECONDS = 30  # Cloud's 429 has no Retry-After: 30 s, 60 s, ... 
 PROGRESS_EVERY_SECONDS = 30  # import.progress at most this often while a job runs (and when it waits)
 GIT_RESERVE_MS = 150_000  # the git step starts with at least this left (else in a fresh invocation)
 GIT_BUSY_SECONDS = 20  # the git slot stayed taken for as long as this job could wait: come back after this
+LISTED_REFS = "listed_refs"  # facts: the digest of the branches and tags listed (bundles.fold_listed)
 GIT_TIME_ATTEMPTS = 2  # fresh invocations whose whole time a fetch may take before the repository is too large
 BUDGET_LEAD_SECONDS = 1.0  # back this much before its slot in the budget (waited in the Lambda)
 
@@ -555,6 +556,10 @@ class Run:
             facts["default_branch"], head = self.bitbucket.default_branch(values, facts.get("default_branch"))
             if head:
                 facts["default_branch_head"] = head
+        if entity in ("branches", "tags"):  # folded as listed: what the git step's fetch must equal
+            kind = "b" if entity == "branches" else "t"
+            heads = bundles.heads_of({f"{kind}:{n}": (i, c) for n, i, c in map(self.bitbucket.ref_head, values)})
+            facts[LISTED_REFS] = bundles.fold_listed(facts.get(LISTED_REFS), heads)
         elif entity == "pull_requests":
             opened = [int(pr["id"]) for pr in values if repos.pull_request_open(pr)]
             facts["open_pull_request_ids"] = sorted({*facts.get("open_pull_request_ids", []), *opened})
@@ -638,6 +643,7 @@ class Run:
                 owner_id=self.job.owner_id,
                 known_size=self.repo.size,
                 deadline=gitdata.deadline_for(lambda: _remaining_ms(self.context), SAFETY_MS),
+                listed=gitdata.Listing((self.job.facts or {}).get(LISTED_REFS), self._listed_refs),
             )
         except gitdata.OutOfTime:
             attempts = int(checkpoint.get("attempts", 0)) + 1
@@ -659,6 +665,16 @@ class Run:
             self._record_part("git", page, item)
         self.job.git, self.job.step, self.job.checkpoint = outcome, self._next_step("git"), {}
         self._save([JobRecord.transient_failures.set(0)])
+
+    def _listed_refs(self) -> bundles.Refs:
+        """The branches and tags as this import's pages list them, under their git names (read back)."""
+        listed: dict[str, tuple[str, str]] = {}
+        for kind, entity in (("b", "branches"), ("t", "tags")):
+            for key in self._pages_of(entity):
+                for value in output.read_lines(self.base, key):
+                    name, ident, commit = self.bitbucket.ref_head(value)
+                    listed[f"{kind}:{name}"] = (ident, commit)
+        return bundles.heads_of(listed)
 
     def _manifest(self) -> None:
         people = self._all_people()
