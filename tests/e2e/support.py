@@ -280,3 +280,24 @@ def entity_files(files: dict[str, bytes]) -> dict[str, bytes]:
 def requests_made(stack, flavor: str) -> dict[str, int]:
     stats = control(stack, flavor, "GET", "requests")
     return dict(stats["flavors"].get("cloud" if flavor == "cloud" else "datacenter", {}).get("endpoints", {}))
+
+
+def people_named(flavor: str, value: Any) -> set[str]:
+    """Every person id `value` names: Bitbucket's user objects in the raw pages, `author` / `person` / `actor`
+    in the review records."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if flavor == "cloud" and item.get("type") in ("user", "team", "app_user") and item.get("uuid"):
+                found.add(str(item["uuid"]))
+            if flavor == "datacenter" and {"id", "slug", "displayName"} <= item.keys():
+                found.add(str(item["id"]))
+            for key in ("author", "person", "actor"):
+                if isinstance(item.get(key), str):
+                    found.add(item[key])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found

@@ -26,6 +26,7 @@ from tests.e2e.support import (
     entity_files,
     lines,
     manifest,
+    people_named,
     snapshot,
     start_imports,
     wait_for,
@@ -86,27 +87,6 @@ def _import(stack, flavor: str, name: str, **body: Any) -> dict[str, Any]:
     done = wait_for(session, stack, [started["id"]], timeout=120)[started["id"]]
     assert done["state"] == "completed", done
     return done
-
-
-def _people_named(flavor: str, value: Any) -> set[str]:
-    """Every person id `value` names: Bitbucket's user objects in the raw pages, `author` / `person` / `actor`
-    in the review records."""
-    found: set[str] = set()
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if flavor == "cloud" and item.get("type") in ("user", "team", "app_user") and item.get("uuid"):
-                found.add(str(item["uuid"]))
-            if flavor == "datacenter" and {"id", "slug", "displayName"} <= item.keys():
-                found.add(str(item["id"]))
-            for key in ("author", "person", "actor"):
-                if isinstance(item.get(key), str):
-                    found.add(item[key])
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +157,7 @@ def test_every_option_writes_the_review_with_exact_counts_and_one_record_per_per
     named: set[str] = set()
     for key, body in files.items():
         if key.endswith(".jsonl") and key != "people.jsonl":
-            named |= _people_named(flavor, [json.loads(line) for line in body.decode().splitlines()])
+            named |= people_named(flavor, [json.loads(line) for line in body.decode().splitlines()])
     assert named - {None} <= set(ids), named - set(ids)
 
 
