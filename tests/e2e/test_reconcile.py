@@ -276,7 +276,8 @@ def test_the_first_reconciliation_after_an_import_backfills_what_changed_since(s
     result = reconcile(stack, repo.full_name)
     assert result["repaired"] == "the hook was deleted in Bitbucket"
     assert (result["status"], result["backfilled"]) == ("backfilled", 2)
-    events = [e for e in repo.events() if e["type"] == "repository.push"]
+    both = lambda found: len([e for e in found if e["type"] == "repository.push"]) >= 2  # noqa: E731
+    events = [e for e in repo.events(until=both) if e["type"] == "repository.push"]  # a loaded bus can lag 3 s
     assert all(e["origin"] == "reconciliation" for e in events)
     changes = sorted((c["name"], c["new"]) for e in events for c in e["ref_changes"])
     assert changes == sorted([("main", head), ("after/import", branch.get("target") or head)])

@@ -60,9 +60,9 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def control(emu: Emulator, method: str, path: str, **kwargs: object) -> requests.Response:
-    resp = requests.request(method, f"{emu.cloud_url}/_emulator/{path.lstrip('/')}", timeout=10, **kwargs)  # type: ignore[arg-type]
-    return resp
+def control(emu: Emulator, method: str, path: str, timeout: float = 10, **kwargs: object) -> requests.Response:
+    url = f"{emu.cloud_url}/_emulator/{path.lstrip('/')}"
+    return requests.request(method, url, timeout=timeout, **kwargs)  # type: ignore[arg-type]
 
 
 # ---------------------------------------- OAuth helpers
