@@ -29,6 +29,7 @@ from bitbridge.bitbucket.repos import (
     Page,
     Repo,
     counter,
+    found_or_none,
     hook_or_none,
     iso_utc,
     q,
@@ -415,7 +416,7 @@ class Cloud:
             cursor = page.next
 
     def pull_request_gone(self, fetch: Fetch, api: str, full_name: str, pr_id: int) -> bool:
-        return hook_or_none(fetch, f"{self._repo_url(api, full_name)}/pullrequests/{int(pr_id)}") is None
+        return found_or_none(fetch, f"{self._repo_url(api, full_name)}/pullrequests/{int(pr_id)}") is None
 
     def pull_request_created(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromisoformat(str(pr["created_on"])))

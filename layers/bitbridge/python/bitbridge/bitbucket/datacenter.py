@@ -29,6 +29,7 @@ from bitbridge.bitbucket.repos import (
     Page,
     Repo,
     counter,
+    found_or_none,
     hook_or_none,
     iso_utc,
     q,
@@ -361,7 +362,7 @@ class DataCenter:
         return out
 
     def pull_request_gone(self, fetch: Fetch, api: str, full_name: str, pr_id: int) -> bool:
-        return hook_or_none(fetch, f"{_base(api, full_name)}/pull-requests/{int(pr_id)}") is None
+        return found_or_none(fetch, f"{_base(api, full_name)}/pull-requests/{int(pr_id)}") is None
 
     def pull_request_created(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromtimestamp(int(pr["createdDate"]) / 1000, UTC))
