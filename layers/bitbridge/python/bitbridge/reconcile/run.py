@@ -409,12 +409,13 @@ class Reconciliation:
             (events.pull_request_event(provider_id, self.flavor, repository, epoch, c, at), c.observation)
             for c in scan.changes
         ]
+        if opened is not None:  # every read before the first write: what is emitted gets published (and
+            # its changed files read at a higher priority) while the run still reads
+            closed = [c.raw for c in scan.changes if str(self._section(c.raw)["state"]) != "OPEN"]
+            found += self._sweep_reviews(seen, opened, closed, read_at, at)
+            found += self._deletions(seen, scan.listed | {int(raw["id"]) for raw in opened}, at)
         for event, observation in found:
             self._emit(event, observation)
-        if opened is not None:
-            closed = [c.raw for c in scan.changes if str(self._section(c.raw)["state"]) != "OPEN"]
-            self._sweep_reviews(seen, opened, closed, read_at, at)
-            self._backfill_deletions(seen, scan.listed | {int(raw["id"]) for raw in opened}, at)
         watermark, settled = diff.upkeep(
             scan,
             seen.pr_watermark,
@@ -437,9 +438,10 @@ class Reconciliation:
         closed: list[dict[str, Any]],
         read_at: str,
         at: str,
-    ) -> None:
+    ) -> list[tuple[dict[str, Any], Observation]]:
         """Compare the comments and review statuses of the open pull requests (and the comments of those the
-        scan found closed since) with the ledger: emit what changed, record a first look as the baseline."""
+        scan found closed since) with the ledger: the events of what changed; a first look is recorded as the
+        baseline."""
         assert self.caller is not None
         api, full_name, ledger = self.caller.api, self.sub.repository_full_name, seen.ledger
         value_of = partial(_comment_value, self.flavor)
@@ -447,22 +449,27 @@ class Reconciliation:
         for raw, standings in [(r, self.bitbucket.review_standings(r)) for r in opened] + [(r, None) for r in closed]:
             discussion = self.bitbucket.pull_request_discussion(self.fetch, api, full_name, raw)
             diff.review_changes(ledger, raw, int(raw["id"]), discussion, standings, value_of, read_at, scan)
+        found: list[tuple[dict[str, Any], Observation]] = []
         for change in scan.changes:
             event = events.review_event(
                 self.sub.provider_id, self.flavor, seen.repository or {}, ledger.epoch, change, at
             )
             if event is not None:
-                self._emit(event, change.observation)
+                found.append((event, change.observation))
         if scan.baseline or ledger.reviews_at is None:
             observed.record_reviews_baseline(self.sub.provider_id, self.repository_id, scan.baseline, read_at)
+        return found
 
-    def _backfill_deletions(self, seen: observed.Observed, listed: set[int], at: str) -> None:
+    def _deletions(
+        self, seen: observed.Observed, listed: set[int], at: str
+    ) -> list[tuple[dict[str, Any], Observation]]:
         """Open pull requests the ledger holds that neither listing showed: one Bitbucket no longer has
         (a 404) was deleted (Data Center)."""
         if not self.bitbucket.deletes_pull_requests:
-            return
+            return []
         assert self.caller is not None
         api, full_name, ledger = self.caller.api, self.sub.repository_full_name, seen.ledger
+        found: list[tuple[dict[str, Any], Observation]] = []
         for pr_id in diff.deleted_candidates(ledger, listed):
             if self.bitbucket.pull_request_gone(self.fetch, api, full_name, pr_id):
                 observation = diff.deletion(ledger, pr_id)
@@ -470,7 +477,8 @@ class Reconciliation:
                 event = events.deleted_event(
                     self.sub.provider_id, self.flavor, repository, ledger.epoch, observation, at
                 )
-                self._emit(event, observation)
+                found.append((event, observation))
+        return found
 
     def _emit(self, event: dict[str, Any], observation: Observation | None = None) -> bool:
         self._emitted.check()
