@@ -394,7 +394,7 @@ class Reconciliation:
             baseline.record_first_reconciliation(self.bitbucket, provider_id, repository_id, truth_refs, prs, raw_repo)
             if opened is not None:  # nothing recorded yet: every comment and review seen is the baseline
                 empty = observed.Observed(Ledger(""), exists=False)
-                self._sweep_reviews(empty, opened, [], read_at, iso())
+                self._sweep_reviews(empty, opened, read_at, iso())
             self.result.status = "baseline"
             self._refs_mark = mark
             return
@@ -411,8 +411,7 @@ class Reconciliation:
         ]
         if opened is not None:  # every read before the first write: what is emitted gets published (and
             # its changed files read at a higher priority) while the run still reads
-            closed = [c.raw for c in scan.changes if str(self._section(c.raw)["state"]) != "OPEN"]
-            found += self._sweep_reviews(seen, opened, closed, read_at, at)
+            found += self._sweep_reviews(seen, opened, read_at, at)
             found += self._deletions(seen, scan.listed | {int(raw["id"]) for raw in opened}, at)
         for event, observation in found:
             self._emit(event, observation)
@@ -435,19 +434,19 @@ class Reconciliation:
         self,
         seen: observed.Observed,
         opened: list[dict[str, Any]],
-        closed: list[dict[str, Any]],
         read_at: str,
         at: str,
     ) -> list[tuple[dict[str, Any], Observation]]:
-        """Compare the comments and review statuses of the open pull requests (and the comments of those the
-        scan found closed since) with the ledger: the events of what changed; a first look is recorded as the
-        baseline."""
+        """Compare the comments and review statuses of the open pull requests with the ledger: the events of
+        what changed; a first look is recorded as the baseline. One read per open pull request: a pull
+        request closed since is not read again (its last comments' lost deliveries stay lost)."""
         assert self.caller is not None
         api, full_name, ledger = self.caller.api, self.sub.repository_full_name, seen.ledger
         value_of = partial(_comment_value, self.flavor)
         scan = diff.ReviewScan()
-        for raw, standings in [(r, self.bitbucket.review_standings(r)) for r in opened] + [(r, None) for r in closed]:
+        for raw in opened:
             discussion = self.bitbucket.pull_request_discussion(self.fetch, api, full_name, raw)
+            standings = self.bitbucket.review_standings(raw)
             diff.review_changes(ledger, raw, int(raw["id"]), discussion, standings, value_of, read_at, scan)
         found: list[tuple[dict[str, Any], Observation]] = []
         for change in scan.changes:
