@@ -178,3 +178,32 @@ def test_a_run_reads_many_ledgers_in_pages_of_a_hundred_as_the_reconciler_may(aw
     assert one is not None and many.version == one.version == 1
     assert {ref: e.head for ref, e in many.ledger.refs.items()} == {ref: e.head for ref, e in one.ledger.refs.items()}
     assert many.ledger.epoch == one.ledger.epoch
+
+
+def test_comment_and_review_items_are_claimed_baselined_and_forgotten_with_their_pull_request(aws):
+    """Issue 27 item 4: the items live beside the refs and pull requests, each its own attribute; the
+    reconciler's baseline never overwrites a delivery's claim; forgetting a pull request takes its items."""
+    from bitbridge.change_ids import ItemSeen, PrSeen, comment_key, review_key
+
+    comment, review = comment_key(7, 2), review_key(7, "{bob}")
+
+    def deliver(seen: observed.Observed) -> Any:
+        ledger = seen.ledger
+        ledger.apply_delivery("d-pr", [], PrSeen(7, "MERGED|x", "2026-03-01T10:00:00.000000Z"), "2026-03-01T12:00:00Z")
+        return ledger.apply_delivery(
+            "d-c", [], None, "2026-03-01T12:00:00Z", item=ItemSeen(comment, "v000000001", True)
+        )
+
+    with acting_as("EventPublisherFunction"):
+        (claimed,) = observed.claim(P, R, deliver)
+    with acting_as("ReconcilerFunction"):
+        observed.record_reviews_baseline(P, R, {comment: "v000000000", review: "APPROVED"}, "2026-03-01T12:00:01Z")
+        seen = observed.read(P, R)
+        assert seen is not None
+        assert seen.ledger.reviews_at == "2026-03-01T12:00:01Z"
+        assert (seen.ledger.items[comment].value, seen.ledger.items[comment].number) == ("v000000001", claimed.number)
+        assert (seen.ledger.items[review].value, seen.ledger.items[review].number) == ("APPROVED", 0)
+        assert json.loads(_item(aws)["rv:" + review]["S"])[:2] == ["APPROVED", 0]
+        observed.forget(P, R, seen, [], [7])
+        gone = observed.read(P, R)
+    assert gone is not None and gone.ledger.items == {} and 7 not in gone.ledger.prs

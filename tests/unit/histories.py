@@ -388,7 +388,7 @@ class Bitbridge:
         item = Normalised(_delivery(sent.id, "webhook", received_at), event)
         reports = ledger_reports(self.truth.flavor, sent.payload, event)
         if reports is not None:
-            item.moves, item.pull_request = reports
+            item.moves, item.pull_request, item.item = reports
         return item
 
     def _normalised_observation(self, body: str) -> Normalised:

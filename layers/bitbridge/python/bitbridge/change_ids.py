@@ -41,9 +41,27 @@ for a pull request, the ledger knows no later update of it (a later reconciliati
 one); else it is *stale* and dropped (a delivery told it first, or something newer is known; the next
 run compares again).
 
-Other events keep their delivery id as change id (no reconciler reports comments or approvals), and a
-Data Center mirror synchronisation is its own change: its ref changes get ids of their own, never the
-push's. Standard library only, no dataclasses or typing at run time: the normaliser imports this module
+A pull request's comments and review states are *items* of the ledger (``c:{pr}:{comment}``,
+``v:{pr}:{person}``; :func:`comment_key`, :func:`review_key`), each with its recorded value (a comment's
+:func:`comment_value`: its version or update time, or deleted; a person's review status). A delivery of
+a comment or review change (``old`` unknown: Bitbucket's payloads do not say it):
+
+1. no entry yet: claimed.
+2. the value recorded by a claim: absorbed (the same state told twice: a late delivery of what the
+   reconciler told, or a redelivery).
+3. received before the read of a reconciler observation claimed on that item (or a retry within
+   :data:`RETRY_WINDOW` of it): absorbed into it (the observation told a state that included it).
+4. a comment's older state (versions only grow; deleted is final): claimed, the recorded value kept.
+5. else claimed.
+
+A reconciler observation of an item is claimed like a ref's: only if nothing was claimed on it since the
+reconciler read the ledger. A pull request deleted in Bitbucket (Data Center) is recorded ``DELETED``,
+whichever path told it first; a deleted pull request has no later change, so every later report of it is
+absorbed.
+
+Other events keep their delivery id as change id, and a Data Center mirror synchronisation is its own
+change: its ref changes get ids of their own, never the push's. Standard library only, no dataclasses or
+typing at run time: the normaliser imports this module
 on the receiver's cold path.
 """
 
@@ -76,6 +94,8 @@ RETRY_WINDOW = timedelta(minutes=10)
 #: How many deliveries' outcomes the ledger remembers, so that a stream retry gets the same ids (a
 #: batch is at most 25 deliveries; a parked one records its outcome on its delivery item).
 RECENT_KEPT = 64
+
+ITEM_TOUCHED = "i:"  # how `Ledger.touched` names a comment or review item
 
 CLAIMED = "claimed"
 ABSORBED = "absorbed"
@@ -127,9 +147,42 @@ def pull_request_fingerprint(
     return _digest("pr-state", state or "", title, target_branch or "", (source_commit or "")[:SHORT_COMMIT].lower())
 
 
+#: A deleted pull request's recorded state, whatever it looked like (the reconciler no longer sees it).
+DELETED_VALUE = "DELETED|"
+
+
 def pr_value(state: str | None, title: str, target_branch: str | None, source_commit: str | None) -> str:
-    """A pull request's recorded state: ``{state}|{fingerprint}``."""
+    """A pull request's recorded state: ``{state}|{fingerprint}`` (deleted: :data:`DELETED_VALUE`)."""
+    if state == "DELETED":
+        return DELETED_VALUE
     return f"{state or ''}|{pull_request_fingerprint(state, title, target_branch, source_commit)}"
+
+
+def comment_key(pr_id: int, comment_id: int) -> str:
+    return f"c:{pr_id}:{comment_id}"
+
+
+def review_key(pr_id: int, person: str) -> str:
+    return f"v:{pr_id}:{person}"
+
+
+def item_pull_request(key: str) -> int:
+    """The pull request an item (comment or review) belongs to."""
+    return int(key.split(":", 2)[1])
+
+
+#: A deleted comment's value: after every version (``~`` sorts after digits and letters).
+COMMENT_DELETED = "~deleted"
+
+
+def comment_value(version: int | None, updated: str | None, deleted: bool) -> str:
+    """A comment's recorded state, ordered as it changes: Data Center's ``version`` (counts edits), else
+    Cloud's update time (:func:`stamp` form); :data:`COMMENT_DELETED` once deleted."""
+    if deleted:
+        return COMMENT_DELETED
+    if version is not None:
+        return f"v{int(version):09d}"
+    return updated or ""
 
 
 def section_value(section: dict[str, Any]) -> str:
@@ -259,6 +312,36 @@ class PrEntry:
         self.told = told  # the update time the claim told (None: a baseline)
 
 
+class ItemEntry:
+    """A comment's or a review's recorded value, the claim that set it (0: a baseline) and the reconciler
+    observations claimed on it (``Jump``: only ``number``, ``at`` and ``read_at`` matter)."""
+
+    __slots__ = ("at", "jumps", "number", "value")
+
+    def __init__(self, value: str, number: int = 0, at: str = "", jumps: list[Jump] | None = None) -> None:
+        self.value, self.number, self.at = value, number, at
+        self.jumps = jumps or []
+
+
+class ItemSeen:
+    """A comment's or review's state as a delivery reports it (``ordered``: a comment, whose values grow)."""
+
+    __slots__ = ("key", "ordered", "value")
+
+    def __init__(self, key: str, value: str, ordered: bool) -> None:
+        self.key, self.value, self.ordered = key, value, ordered
+
+
+class ItemObservation:
+    """The reconciler, reading Bitbucket at ``read_at``, saw item ``key`` at ``value`` where the ledger (at
+    claim ``seen``) says otherwise."""
+
+    __slots__ = ("key", "read_at", "seen", "value")
+
+    def __init__(self, key: str, seen: int, value: str, read_at: str | None) -> None:
+        self.key, self.seen, self.value, self.read_at = key, seen, value, read_at
+
+
 class RefMove:
     """A ref change as a delivery reports it (``old`` / ``new``: idents; ``commit``: the new commit when
     the ident is a tag object)."""
@@ -307,15 +390,23 @@ class PrObservation:
         self.pr_id, self.seen, self.value, self.stamp = pr_id, seen, value, stamp
 
 
-def observation_to_dict(observation: RefObservation | PrObservation) -> dict[str, Any]:
+Observation = RefObservation | PrObservation | ItemObservation
+
+
+def observation_to_dict(observation: Observation) -> dict[str, Any]:
     """An observation as the reconciler writes it into the deliveries outbox (JSON)."""
+    if isinstance(observation, ItemObservation):
+        item = observation
+        return {"item": item.key, "seen": item.seen, "value": item.value, "read_at": item.read_at}
     if isinstance(observation, RefObservation):
         o = observation
         return {"ref": o.key, "seen": o.seen, "start": o.start, "end": o.end, "commit": o.commit, "read_at": o.read_at}
     return {"pr": observation.pr_id, "seen": observation.seen, "value": observation.value, "stamp": observation.stamp}
 
 
-def observation_from_dict(data: dict[str, Any]) -> RefObservation | PrObservation:
+def observation_from_dict(data: dict[str, Any]) -> Observation:
+    if "item" in data:
+        return ItemObservation(str(data["item"]), int(data["seen"]), str(data["value"]), data.get("read_at"))
     if "ref" in data:
         return RefObservation(
             str(data["ref"]), int(data["seen"]), data["start"], data["end"], data.get("commit"), data.get("read_at")
@@ -339,7 +430,7 @@ class Ledger:
     changed (what a write must store), ``recent`` the outcomes of the newest reports by their source id
     (a delivery's key, an observation's id), so a retried report gets the same answer."""
 
-    __slots__ = ("clock", "epoch", "prs", "recent", "refs", "touched", "watermark")
+    __slots__ = ("clock", "epoch", "items", "prs", "recent", "refs", "reviews_at", "touched", "watermark")
 
     def __init__(
         self,
@@ -348,12 +439,16 @@ class Ledger:
         refs: dict[str, RefEntry] | None = None,
         prs: dict[int, PrEntry] | None = None,
         recent: dict[str, list[Outcome]] | None = None,
+        items: dict[str, ItemEntry] | None = None,
     ) -> None:
         self.epoch, self.clock = epoch, clock
         self.refs: dict[str, RefEntry] = refs or {}
         self.prs: dict[int, PrEntry] = prs or {}
+        self.items: dict[str, ItemEntry] = items or {}  # comments and review states: c:{pr}:{id}, v:{pr}:{person}
         self.recent: dict[str, list[Outcome]] = recent or {}
-        self.touched: set[str | int] = set()
+        self.touched: set[str | int] = set()  # ref keys, pull request ids, "i:" + item keys
+        #: When the reconciler first recorded the comments and reviews of the open pull requests (None: never).
+        self.reviews_at: str | None = None
         #: The reconciler's pull request watermark (read with the ledger, never written by a claim).
         self.watermark: str | None = None
 
@@ -370,22 +465,27 @@ class Ledger:
         now: str,
         received_at: str | None = None,
         retry: bool = False,
+        item: ItemSeen | None = None,
     ) -> list[Outcome]:
-        """One delivery's ref changes (in order) and pull request state: an outcome for each.
-        ``received_at``: when the receiver got it (:func:`stamp` form); ``retry``: Bitbucket's second or
-        later attempt."""
+        """One delivery's ref changes (in order), pull request state, or comment / review state: an outcome
+        for each. ``received_at``: when the receiver got it (:func:`stamp` form); ``retry``: Bitbucket's
+        second or later attempt."""
         if source in self.recent:
             return list(self.recent[source])
         outcomes = [self._ref_delivery(move, now, received_at, retry) for move in moves]
         if pr is not None:
             outcomes.append(self._pr_delivery(pr, now))
+        if item is not None:
+            outcomes.append(self._item_delivery(item, now, received_at, retry))
         return self._remember(source, outcomes)
 
-    def apply_observation(self, source: str, observation: RefObservation | PrObservation, now: str) -> Outcome:
+    def apply_observation(self, source: str, observation: Observation, now: str) -> Outcome:
         """One reconciler observation: claimed, or stale."""
         if source in self.recent:
             return self.recent[source][0]
-        if isinstance(observation, RefObservation):
+        if isinstance(observation, ItemObservation):
+            outcome = self._item_observation(observation, now)
+        elif isinstance(observation, RefObservation):
             outcome = self._ref_observation(observation, now)
         else:
             outcome = self._pr_observation(observation, now)
@@ -426,6 +526,8 @@ class Ledger:
 
     def _pr_delivery(self, seen: PrSeen, now: str) -> Outcome:
         entry = self.prs.get(seen.pr_id)
+        if entry is not None and entry.value == DELETED_VALUE and entry.number:
+            return Outcome(ABSORBED, entry.number)  # deleted is final: whatever comes later was told by it
         if entry is None:
             if seen.stamp is not None and self.watermark is not None and seen.stamp < self.watermark:
                 return Outcome(CLAIMED, self._next())  # an older state of one settled: told, not recorded
@@ -463,6 +565,44 @@ class Ledger:
         self._touch(pr_id, entry, now)
         return Outcome(CLAIMED, number)
 
+    # -------------------------------------------------------------------------------------- comments, reviews
+
+    def _item_delivery(self, seen: ItemSeen, now: str, received_at: str | None, retry: bool) -> Outcome:
+        entry = self.items.get(seen.key)
+        if entry is None:
+            return self._set_item(seen.key, ItemEntry(seen.value), seen.value, now)
+        if entry.value == seen.value and entry.number:
+            return Outcome(ABSORBED, entry.number)  # told before (by the reconciler, or a redelivery)
+        for jump in reversed(entry.jumps):
+            if jump.covers(received_at, retry):  # made before an observation that told the state after it
+                return Outcome(ABSORBED, jump.number)
+        if seen.ordered and seen.value < entry.value:
+            number = self._next()  # an older state, out of order: its own change; the state stays
+            self._touch_item(seen.key, entry, now)
+            return Outcome(CLAIMED, number)
+        return self._set_item(seen.key, entry, seen.value, now)
+
+    def _item_observation(self, seen: ItemObservation, now: str) -> Outcome:
+        entry = self.items.get(seen.key)
+        if (entry.number if entry else 0) != seen.seen or (entry is not None and entry.value == seen.value):
+            return Outcome(STALE)
+        entry = entry or ItemEntry(seen.value)
+        outcome = self._set_item(seen.key, entry, seen.value, now)
+        entry.jumps.append(Jump(None, seen.value, None, outcome.number, now, seen.read_at))
+        return outcome
+
+    def _set_item(self, key: str, entry: ItemEntry, value: str, now: str) -> Outcome:
+        number = self._next()
+        entry.value, entry.number, entry.at = value, number, now
+        self.items[key] = entry
+        self._touch_item(key, entry, now)
+        return Outcome(CLAIMED, number)
+
+    def _touch_item(self, key: str, entry: ItemEntry, now: str) -> None:
+        cutoff = _cutoff(now)
+        entry.jumps = [j for j in entry.jumps if j.at >= cutoff]
+        self.touched.add(ITEM_TOUCHED + key)
+
     # -------------------------------------------------------------------------------------- bookkeeping
 
     def _next(self) -> int:
@@ -493,3 +633,13 @@ class Ledger:
             for k, e in self.refs.items()
             if e.head is None and e.at < cutoff and not any(j.at >= cutoff for j in e.jumps)
         ]
+
+    def forgettable_deleted_prs(self, now: str) -> list[int]:
+        """Pull requests recorded deleted more than a day ago: nothing more comes of them."""
+        cutoff = _cutoff(now)
+        return [p for p, e in self.prs.items() if e.value == DELETED_VALUE and e.at < cutoff]
+
+    def items_of(self, prs: list[int]) -> list[str]:
+        """The comment and review items of these pull requests (forgotten with them)."""
+        wanted = set(prs)
+        return [key for key in self.items if item_pull_request(key) in wanted]

@@ -15,7 +15,7 @@ from bitbridge.bitbucket.actions import Actions
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
-from bitbridge.bitbucket.review import NestedPage, Read
+from bitbridge.bitbucket.review import Discussed, NestedPage, Read, Standing
 
 
 class Bitbucket(Protocol):
@@ -27,6 +27,7 @@ class Bitbucket(Protocol):
     web_url_name: str  # how messages call the web URL
     requires_https: bool  # OAuth only works over HTTPS (loopback excepted)
     uses_pkce: bool
+    deletes_pull_requests: bool  # Data Center deletes pull requests (`pr:deleted`); Cloud only declines them
 
     # -- registry and OAuth ------------------------------------------------------------------------
     def default_api_url(self, web_url: str, web_url_given: bool) -> str: ...
@@ -134,6 +135,27 @@ class Bitbucket(Protocol):
 
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         """When it was last updated (`repos.iso_utc`)."""
+        ...
+
+    def open_pull_requests(self, fetch: Fetch, api: str, full_name: str) -> list[dict[str, Any]]:
+        """Every open pull request, with what its event section needs and its reviewers' statuses."""
+        ...
+
+    def pull_request_gone(self, fetch: Fetch, api: str, full_name: str, pr_id: int) -> bool:
+        """Whether Bitbucket no longer has this pull request (404), one call."""
+        ...
+
+    def pull_request_created(self, pr: dict[str, Any]) -> str:
+        """When it was opened (`repos.iso_utc`)."""
+        ...
+
+    def review_standings(self, pr: dict[str, Any]) -> dict[str, Standing]:
+        """Each person's review status on a listed pull request (reviewers, and participants who reviewed), by
+        the id events give people (`actor.id`)."""
+        ...
+
+    def pull_request_discussion(self, fetch: Fetch, api: str, full_name: str, pr: dict[str, Any]) -> list[Discussed]:
+        """Every comment of a pull request (replies and, where Bitbucket keeps them, deleted ones), all pages."""
         ...
 
     # -- git over HTTPS and deploy keys --------------------------------------------------------------

@@ -29,6 +29,7 @@ from bitbridge.bitbucket.repos import (
     Page,
     Repo,
     counter,
+    found_or_none,
     hook_or_none,
     iso_utc,
     q,
@@ -188,6 +189,7 @@ class Cloud:
     default_web_url: str | None = WEB_URL
     web_url_name = "web URL"
     requires_https = False  # bitbucket.org is HTTPS; a custom URL is checked like any other
+    deletes_pull_requests = False
     uses_pkce = False
 
     # -- registry and OAuth ------------------------------------------------------------------------
@@ -401,6 +403,55 @@ class Cloud:
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromisoformat(str(pr["updated_on"])))
 
+    def open_pull_requests(self, fetch: Fetch, api: str, full_name: str) -> list[dict[str, Any]]:
+        url = f"{self._repo_url(api, full_name)}/pullrequests"
+        params = {"state": "OPEN", "pagelen": PR_PAGELEN, "fields": _OPEN_PR_FIELDS}
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = _paged(fetch, url, params, cursor)
+            out += page.values
+            if page.next is None:
+                return out
+            cursor = page.next
+
+    def pull_request_gone(self, fetch: Fetch, api: str, full_name: str, pr_id: int) -> bool:
+        return found_or_none(fetch, f"{self._repo_url(api, full_name)}/pullrequests/{int(pr_id)}") is None
+
+    def pull_request_created(self, pr: dict[str, Any]) -> str:
+        return iso_utc(datetime.fromisoformat(str(pr["created_on"])))
+
+    def review_standings(self, pr: dict[str, Any]) -> dict[str, review.Standing]:
+        out: dict[str, review.Standing] = {}
+        for part in pr.get("participants") or []:
+            user, state = part.get("user"), part.get("state")
+            person = cloud_review.person_id(user)
+            if person is not None and isinstance(user, dict):
+                out[person] = review.Standing(user, _REVIEW_STATES.get(str(state), review.UNAPPROVED))
+        return out
+
+    def pull_request_discussion(
+        self, fetch: Fetch, api: str, full_name: str, pr: dict[str, Any]
+    ) -> list[review.Discussed]:
+        url, params = cloud_review.first(api, full_name, cloud_review.COMMENTS, pr)
+        out: list[review.Discussed] = []
+        cursor: str | None = None
+        while True:
+            page = _paged(fetch, url, params, cursor)
+            for c in page.values:
+                parent = c.get("parent")
+                out.append(
+                    review.Discussed(
+                        c,
+                        int(parent["id"]) if isinstance(parent, dict) else None,
+                        review.from_iso(c.get("created_on")),
+                        c.get("deleted") is True,
+                    )
+                )
+            if page.next is None:
+                return out
+            cursor = page.next
+
     # -- git over HTTPS and deploy keys ------------------------------------------------------------
     def git_url(self, web_url: str, owner: str, slug: str) -> str:
         return f"{web_url.rstrip('/')}/{q(owner)}/{q(slug)}.git"
@@ -464,5 +515,17 @@ _RECONCILE_PR_FIELDS = ",".join(
         ),
     ]
 )
+
+# Open pull requests for the review sweep: the event section's fields, when opened, and who reviewed how.
+_OPEN_PR_FIELDS = ",".join(
+    [
+        _RECONCILE_PR_FIELDS,
+        "values.created_on",
+        "values.participants.state",
+        "values.participants.role",
+        "values.participants.user",
+    ]
+)
+_REVIEW_STATES = {"approved": review.APPROVED, "changes_requested": review.CHANGES_REQUESTED}
 
 CLOUD_API = Cloud()

@@ -29,6 +29,7 @@ from bitbridge.bitbucket.repos import (
     Page,
     Repo,
     counter,
+    found_or_none,
     hook_or_none,
     iso_utc,
     q,
@@ -108,6 +109,7 @@ class DataCenter:
     default_web_url: str | None = None  # every installation has its own
     web_url_name = "Data Center base URL"
     requires_https = True  # Bitbucket requires it for OAuth
+    deletes_pull_requests = True
     uses_pkce = True
 
     # -- registry and OAuth ------------------------------------------------------------------------
@@ -349,6 +351,48 @@ class DataCenter:
     def pull_request_updated(self, pr: dict[str, Any]) -> str:
         return iso_utc(datetime.fromtimestamp(int(pr["updatedDate"]) / 1000, UTC))
 
+    def open_pull_requests(self, fetch: Fetch, api: str, full_name: str) -> list[dict[str, Any]]:
+        params = {"state": "OPEN", "withProperties": "false", "limit": RECONCILE_PR_LIMIT}
+        out: list[dict[str, Any]] = []
+        cursor: str | None = "0"
+        while cursor is not None:
+            page = page_at(fetch, f"{_base(api, full_name)}/pull-requests", params, cursor)
+            out += page.values
+            cursor = page.next
+        return out
+
+    def pull_request_gone(self, fetch: Fetch, api: str, full_name: str, pr_id: int) -> bool:
+        return found_or_none(fetch, f"{_base(api, full_name)}/pull-requests/{int(pr_id)}") is None
+
+    def pull_request_created(self, pr: dict[str, Any]) -> str:
+        return iso_utc(datetime.fromtimestamp(int(pr["createdDate"]) / 1000, UTC))
+
+    def review_standings(self, pr: dict[str, Any]) -> dict[str, review.Standing]:
+        out: dict[str, review.Standing] = {}
+        for part in [*(pr.get("reviewers") or []), *(pr.get("participants") or [])]:
+            user = part.get("user")
+            person = datacenter_review.person_id(user)
+            if person is not None and isinstance(user, dict):
+                status = _REVIEW_STATUSES.get(str(part.get("status")), review.UNAPPROVED)
+                out[person] = review.Standing(user, status)
+        return out
+
+    def pull_request_discussion(
+        self, fetch: Fetch, api: str, full_name: str, pr: dict[str, Any]
+    ) -> list[review.Discussed]:
+        # No listing of a pull request's comments: each thread is one COMMENTED entry of /activities.
+        read = review.Read(datacenter_review.ACTIVITIES, "pull_requests", (review.PULL_REQUEST_COMMENTS,))
+        url = datacenter_review.path(_base(api, full_name), read, pr)
+        out: list[review.Discussed] = []
+        cursor: str | None = "0"
+        while cursor is not None:
+            page = page_at(fetch, url, {"limit": RECONCILE_PR_LIMIT}, cursor)
+            for entry in page.values:
+                if datacenter_review.is_thread_root(entry):
+                    out += _thread(entry["comment"], None)
+            cursor = page.next
+        return out
+
     # -- git over HTTPS and access keys ------------------------------------------------------------
     def git_url(self, web_url: str, owner: str, slug: str) -> str:
         return f"{web_url.rstrip('/')}/scm/{q(owner)}/{q(slug)}.git"
@@ -381,5 +425,17 @@ class DataCenter:
 
 
 RECONCILE_PR_LIMIT = 100
+_REVIEW_STATUSES = {"APPROVED": review.APPROVED, "NEEDS_WORK": review.CHANGES_REQUESTED}
+
+
+def _thread(comment: dict[str, Any], parent: int | None) -> list[review.Discussed]:
+    """A comment and its replies (nested under `comments`), depth first."""
+    created = review.from_millis(comment.get("createdDate"))
+    out = [review.Discussed(comment, parent, created, False)]
+    for reply in comment.get("comments") or []:
+        if isinstance(reply, dict):
+            out += _thread(reply, int(comment["id"]))
+    return out
+
 
 DATACENTER_API = DataCenter()

@@ -46,7 +46,7 @@ def lines(read: Read, values: list[dict[str, Any]], pr: dict[str, Any]) -> dict[
     for entry in values:
         if review.PULL_REQUEST_ACTIVITY in out:
             out[review.PULL_REQUEST_ACTIVITY].append(_activity(number, entry))
-        if review.PULL_REQUEST_COMMENTS in out and _thread_root(entry):
+        if review.PULL_REQUEST_COMMENTS in out and is_thread_root(entry):
             out[review.PULL_REQUEST_COMMENTS] += _thread(number, entry["comment"], None, head)
     return out
 
@@ -125,7 +125,7 @@ def _path(value: Any) -> str | None:
     return None
 
 
-def _thread_root(entry: dict[str, Any]) -> bool:
+def is_thread_root(entry: dict[str, Any]) -> bool:
     """A COMMENTED entry that starts a thread (its replies are nested in it, not entries of their own here)."""
     return (
         entry.get("action") == "COMMENTED"

@@ -47,6 +47,11 @@ def iso_utc(moment: datetime) -> str:
 
 def hook_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
     """The hook at `url`, or None when Bitbucket has none there (deleted)."""
+    return found_or_none(fetch, url)
+
+
+def found_or_none(fetch: Fetch, url: str) -> dict[str, Any] | None:
+    """The object at `url`, or None when Bitbucket answers 404 (it is gone)."""
     from bitbridge.bitbucket.http import BitbucketError
 
     try:

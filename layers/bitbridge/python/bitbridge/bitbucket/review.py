@@ -62,6 +62,27 @@ class NestedPage:
     next: str | None
 
 
+@dataclass(frozen=True)
+class Discussed:
+    """A pull request comment as the reconciler compares it: Bitbucket's REST object (the payloads' comment
+    object), the comment it replies to, when it was made (RFC 3339 UTC) and whether it is deleted (Cloud keeps
+    deleted comments, marked; Data Center removes them)."""
+
+    raw: dict[str, Any]
+    parent_id: int | None
+    created_at: str | None
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A person's review status on a pull request, as the pull request listing shows it: APPROVED,
+    CHANGES_REQUESTED or UNAPPROVED, and the person (Bitbucket's REST user object)."""
+
+    user: dict[str, Any]
+    status: str
+
+
 # ------------------------------------------------------------------------------------------- records
 
 

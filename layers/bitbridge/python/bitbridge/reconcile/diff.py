@@ -14,6 +14,17 @@ the event for its *current* state: `opened` (not seen before, or open again), `m
 was seen by an earlier observation and not kept (closed before the baseline, or settled): not a change.
 One updated at the watermark is compared: it may be one the last run found and the publisher has not
 claimed yet (the baseline keeps the newest pull request, so that one is no change).
+
+Comments and reviews (:func:`review_changes`): a comment or a person's review status does not move a pull
+request's update time on either flavor, so they are compared per pull request by the review sweep (the
+open pull requests, and those the scan found changed): each comment's value (bitbridge.change_ids
+.comment_value) and each person's status against the ledger's items. A comment the ledger lacks is
+`created` (or, made before the ledger began recording reviews, recorded as a baseline), a changed one
+`updated`, one marked deleted or no longer listed `deleted`; a status that differs from the recorded one
+(none recorded: UNAPPROVED) the event of the new status. Before the first sweep of a repository
+(``reviews_at`` unset) everything seen is a baseline.
+Pull requests deleted (Data Center): :func:`deleted_candidates` names the open ones the ledger holds that
+neither listing showed; the reconciler asks Bitbucket for each, and one it no longer has is `deleted`.
 """
 
 from __future__ import annotations
@@ -22,16 +33,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bitbridge.bitbucket.review import UNAPPROVED, Discussed, Standing
 from bitbridge.change_ids import (
+    COMMENT_DELETED,
+    DELETED_VALUE,
+    ItemObservation,
     Ledger,
     PrObservation,
     RefObservation,
+    comment_key,
     is_open,
+    item_pull_request,
+    review_key,
     section_value,
     split_ref_key,
     stamp,
 )
 from bitbridge.store.observed import Observed
+from bitbridge.webhooks.normalise import REVIEW_TYPES
 
 CLOSED_TYPES = {"MERGED": "pull_request.merged", "DECLINED": "pull_request.declined"}
 
@@ -59,6 +78,87 @@ class PullRequestScan:
     settled_closed: dict[int, str] = field(default_factory=dict)  # closed, unchanged: id -> stamp
     confirm: dict[int, str] = field(default_factory=dict)  # unchanged, updated since recorded: id -> stamp
     compared: int = 0
+    listed: set[int] = field(default_factory=set)  # every pull request the scan read (compared or not)
+
+
+@dataclass(frozen=True)
+class ReviewChange:
+    """A comment or a review status that changed: its event type, the pull request (REST), the comment or
+    the person's standing, and the status the ledger recorded (a review's previous status)."""
+
+    event_type: str
+    pr: dict[str, Any]
+    observation: ItemObservation
+    comment: Discussed | None = None
+    standing: Standing | None = None
+    previous: str | None = None
+
+
+@dataclass
+class ReviewScan:
+    changes: list[ReviewChange] = field(default_factory=list)
+    baseline: dict[str, str] = field(default_factory=dict)  # item key -> value, recorded without telling
+
+
+def review_changes(
+    ledger: Ledger,
+    pr: dict[str, Any],
+    pr_id: int,
+    discussion: list[Discussed],
+    standings: dict[str, Standing] | None,
+    value_of: Callable[[Discussed], str],
+    read_at: str | None,
+    scan: ReviewScan | None = None,
+) -> ReviewScan:
+    """One pull request's comments and review statuses (`standings`; None: not read) against the ledger."""
+    scan = scan or ReviewScan()
+    first = ledger.reviews_at is None
+    listed: set[str] = set()
+    for comment in discussion:
+        key, value = comment_key(pr_id, int(comment.raw["id"])), value_of(comment)
+        listed.add(key)
+        entry = ledger.items.get(key)
+        if entry is None and (first or (comment.created_at or "") < (ledger.reviews_at or "")):
+            scan.baseline[key] = value  # before bitbridge recorded reviews: nothing to tell
+            continue
+        if entry is None and comment.deleted:
+            continue  # made and deleted with neither told: nothing to tell
+        if entry is not None and (entry.value == value or value < entry.value):
+            continue  # told (or a newer state told)
+        kind = "deleted" if comment.deleted else "created" if entry is None else "updated"
+        seen = ItemObservation(key, entry.number if entry else 0, value, read_at)
+        scan.changes.append(ReviewChange(f"pull_request.comment.{kind}", pr, seen, comment=comment))
+    for key, entry in ledger.items.items():  # recorded, no longer listed: deleted (Data Center removes them)
+        mine = key.startswith("c:") and item_pull_request(key) == pr_id
+        if mine and key not in listed and entry.value != COMMENT_DELETED and not first:
+            gone = Discussed({"id": int(key.rsplit(":", 1)[1])}, None, None, True)
+            seen = ItemObservation(key, entry.number, COMMENT_DELETED, read_at)
+            scan.changes.append(ReviewChange("pull_request.comment.deleted", pr, seen, comment=gone))
+    for person, standing in sorted((standings or {}).items()):
+        key = review_key(pr_id, person)
+        entry = ledger.items.get(key)
+        if first:
+            scan.baseline[key] = standing.status
+            continue
+        recorded = entry.value if entry else UNAPPROVED
+        if recorded == standing.status:
+            continue
+        seen = ItemObservation(key, entry.number if entry else 0, standing.status, read_at)
+        previous = recorded if entry else None
+        change = ReviewChange(REVIEW_TYPES[standing.status], pr, seen, standing=standing, previous=previous)
+        scan.changes.append(change)
+    return scan
+
+
+def deleted_candidates(ledger: Ledger, listed: set[int]) -> list[int]:
+    """Pull requests the ledger holds open that no listing of this run showed: deleted, or gone from view."""
+    return sorted(p for p, e in ledger.prs.items() if is_open(e.value) and p not in listed)
+
+
+def deletion(ledger: Ledger, pr_id: int) -> PrObservation:
+    """The observation of a pull request Bitbucket no longer has (its recorded update time kept)."""
+    entry = ledger.prs[pr_id]
+    return PrObservation(pr_id, entry.number, DELETED_VALUE, entry.stamp)
 
 
 def ref_changes(ledger: Ledger, truth: dict[str, tuple[str, str]], read_at: str | None = None) -> list[RefChange]:
@@ -110,6 +210,7 @@ def scan_pull_requests(
     closed: list[tuple[int, str]] = []
     for raw in pull_requests:
         when = stamp(updated(raw)) or ""
+        scan.listed.add(int(raw["id"]))
         if watermark and when < watermark:
             break  # everything after this was compared by an earlier run
         scan.compared += 1

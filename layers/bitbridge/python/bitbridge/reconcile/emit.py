@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bitbridge.change_ids import PrObservation, RefObservation
+from bitbridge.change_ids import Observation
 from bitbridge.reconcile.events import outbox_body
 from bitbridge.store import deliveries
 from bitbridge.webhooks.normalise import ORIGIN_RECONCILIATION
 
 
-def emit(
-    subscription_id: str, event: dict[str, Any], observation: RefObservation | PrObservation | None = None
-) -> bool:
+def emit(subscription_id: str, event: dict[str, Any], observation: Observation | None = None) -> bool:
     """True when this call wrote the event; False when it was already emitted."""
     return deliveries.put_new(
         provider_id=event["provider"]["id"],

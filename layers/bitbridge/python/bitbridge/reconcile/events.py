@@ -16,14 +16,16 @@ import hashlib
 import json
 from typing import Any
 
-from bitbridge.change_ids import PrObservation, RefObservation, observation_to_dict
-from bitbridge.reconcile.diff import PullRequestChange, RefChange
+from bitbridge.change_ids import Observation, PrObservation, observation_to_dict
+from bitbridge.reconcile.diff import PullRequestChange, RefChange, ReviewChange
 from bitbridge.webhooks.normalise import (
     ORIGIN_RECONCILIATION,
     SCHEMA_MINOR,
     SCHEMA_VERSION,
+    comment_section,
     event_key_for,
     pull_request_section,
+    review_section,
 )
 
 UNHEALTHY = "subscription.unhealthy"
@@ -57,9 +59,7 @@ def _envelope(
     }
 
 
-def observation_id(
-    provider_id: str, repository_id: str, epoch: str, observation: RefObservation | PrObservation
-) -> str:
+def observation_id(provider_id: str, repository_id: str, epoch: str, observation: Observation) -> str:
     """The outbox id of an observation: the same difference seen from the same ledger state, one item."""
     seen = json.dumps(observation_to_dict(observation), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(f"{provider_id}\x1f{repository_id}\x1f{epoch}\x1f{seen}".encode()).hexdigest()
@@ -84,7 +84,50 @@ def pull_request_event(
     return event
 
 
-def outbox_body(event: dict[str, Any], observation: RefObservation | PrObservation | None) -> str:
+def review_event(
+    provider_id: str, flavor: str, repository: dict[str, Any], epoch: str, change: ReviewChange, at: str
+) -> dict[str, Any] | None:
+    """A comment's or a review status's event, with the sections a delivery of its type gives (the comment as
+    Bitbucket lists it now; a comment no longer listed: its id only). None when Bitbucket's person object
+    names no one an event can show."""
+    kind = change.event_type
+    event = _envelope(kind, event_key_for(flavor, kind), provider_id, flavor, repository, at)
+    event["pull_request"] = pull_request_section(flavor, change.pr, kind)
+    if change.comment is not None:
+        event["comment"] = comment_section(flavor, change.comment.raw, change.comment.parent_id)
+    elif change.standing is not None:
+        event["review"] = review_section(flavor, change.standing.user, change.standing.status, change.previous)
+        if event["review"] is None:
+            return None
+    event["id"] = observation_id(provider_id, repository["id"], epoch, change.observation)
+    return event
+
+
+def deleted_event(
+    provider_id: str, flavor: str, repository: dict[str, Any], epoch: str, observation: PrObservation, at: str
+) -> dict[str, Any]:
+    """A pull request Bitbucket no longer has (Data Center deletes them): Bitbucket can no longer say what it
+    was, and the ledger keeps its state's fingerprint only, so the section names the pull request (``id``,
+    ``state`` DELETED) and nothing else (empty title, unknown ends)."""
+    kind = "pull_request.deleted"
+    event = _envelope(kind, event_key_for(flavor, kind), provider_id, flavor, repository, at)
+    unknown = {"branch": None, "tag": None, "ref": None, "commit": None, "repository": None}
+    event["pull_request"] = {
+        "id": observation.pr_id,
+        "title": "",
+        "state": "DELETED",
+        "source": dict(unknown),
+        "destination": dict(unknown),
+        "author": None,
+        "reviewers": [],
+        "merge_commit": None,
+        "url": None,
+    }
+    event["id"] = observation_id(provider_id, repository["id"], epoch, observation)
+    return event
+
+
+def outbox_body(event: dict[str, Any], observation: Observation | None) -> str:
     """What the outbox item carries: the observation and its event, or a finished event (no observation)."""
     if observation is None:
         return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pynamodb.expressions.update import Action
@@ -51,9 +52,10 @@ from pynamodb.expressions.update import Action
 from bitbridge import providers, tokens
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, Unauthorized
 from bitbridge.bitbucket.repos import HookState
+from bitbridge.bitbucket.review import Discussed
 from bitbridge.budget import HOOK_REPAIR, RECONCILE, OverBudget
 from bitbridge.calls import Caller
-from bitbridge.change_ids import PrObservation, RefObservation
+from bitbridge.change_ids import Ledger, Observation
 from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
@@ -62,7 +64,7 @@ from bitbridge.store.providers import ProviderRecord
 from bitbridge.store.subscriptions import SubscriptionRecord
 from bitbridge.timestamps import iso
 from bitbridge.webhooks import baseline, deploy_keys
-from bitbridge.webhooks.normalise import pull_request_section
+from bitbridge.webhooks.normalise import comment_state, pull_request_section
 from bitbridge.webhooks.subscriptions import (
     HookPermissionDenied,
     Repository,
@@ -382,11 +384,17 @@ class Reconciliation:
         first = seen is None or seen.baseline_at is None
         truth_refs = self.bitbucket.ref_heads(self.fetch, api, full_name) if changed or first else None
         self.result.refs_read = truth_refs is not None
+        # The review sweep rides on the hook check's cadence: comments and reviews do not move a pull
+        # request's update time, so finding them costs a read per open pull request (reconcile.diff).
+        opened = self.bitbucket.open_pull_requests(self.fetch, api, full_name) if self._check_hook_now else None
         prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
         if seen is None or seen.baseline_at is None:
             assert truth_refs is not None
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
             baseline.record_first_reconciliation(self.bitbucket, provider_id, repository_id, truth_refs, prs, raw_repo)
+            if opened is not None:  # nothing recorded yet: every comment and review seen is the baseline
+                empty = observed.Observed(Ledger(""), exists=False)
+                self._sweep_reviews(empty, opened, read_at, iso())
             self.result.status = "baseline"
             self._refs_mark = mark
             return
@@ -394,13 +402,17 @@ class Reconciliation:
             observed.migrate_legacy(provider_id, repository_id, seen, iso())
         scan = diff.scan_pull_requests(seen, prs, self.bitbucket.pull_request_updated, self._section)
         repository, epoch, at = seen.repository or {}, seen.ledger.epoch, iso()
-        found: list[tuple[dict[str, Any], RefObservation | PrObservation]] = [
+        found: list[tuple[dict[str, Any], Observation]] = [
             (events.push_event(provider_id, self.flavor, repository, epoch, change, at), change.observation)
             for change in (diff.ref_changes(seen.ledger, truth_refs, read_at) if truth_refs is not None else [])
         ] + [
             (events.pull_request_event(provider_id, self.flavor, repository, epoch, c, at), c.observation)
             for c in scan.changes
         ]
+        if opened is not None:  # every read before the first write: what is emitted gets published (and
+            # its changed files read at a higher priority) while the run still reads
+            found += self._sweep_reviews(seen, opened, read_at, at)
+            found += self._deletions(seen, scan.listed | {int(raw["id"]) for raw in opened}, at)
         for event, observation in found:
             self._emit(event, observation)
         watermark, settled = diff.upkeep(
@@ -411,13 +423,63 @@ class Reconciliation:
         if watermark and watermark != seen.pr_watermark:  # a write only when it moves
             observed.advance_watermark(provider_id, repository_id, watermark)
         forgettable = seen.ledger.forgettable_refs(at)
+        settled += seen.ledger.forgettable_deleted_prs(at)
         if settled or forgettable:
             observed.forget(provider_id, repository_id, seen, forgettable, settled)
         if self.result.backfilled:
             self.result.status = "backfilled"
         self._refs_mark = mark
 
-    def _emit(self, event: dict[str, Any], observation: RefObservation | PrObservation | None = None) -> bool:
+    def _sweep_reviews(
+        self,
+        seen: observed.Observed,
+        opened: list[dict[str, Any]],
+        read_at: str,
+        at: str,
+    ) -> list[tuple[dict[str, Any], Observation]]:
+        """Compare the comments and review statuses of the open pull requests with the ledger: the events of
+        what changed; a first look is recorded as the baseline. One read per open pull request: a pull
+        request closed since is not read again (its last comments' lost deliveries stay lost)."""
+        assert self.caller is not None
+        api, full_name, ledger = self.caller.api, self.sub.repository_full_name, seen.ledger
+        value_of = partial(_comment_value, self.flavor)
+        scan = diff.ReviewScan()
+        for raw in opened:
+            discussion = self.bitbucket.pull_request_discussion(self.fetch, api, full_name, raw)
+            standings = self.bitbucket.review_standings(raw)
+            diff.review_changes(ledger, raw, int(raw["id"]), discussion, standings, value_of, read_at, scan)
+        found: list[tuple[dict[str, Any], Observation]] = []
+        for change in scan.changes:
+            event = events.review_event(
+                self.sub.provider_id, self.flavor, seen.repository or {}, ledger.epoch, change, at
+            )
+            if event is not None:
+                found.append((event, change.observation))
+        if scan.baseline or ledger.reviews_at is None:
+            observed.record_reviews_baseline(self.sub.provider_id, self.repository_id, scan.baseline, read_at)
+        return found
+
+    def _deletions(
+        self, seen: observed.Observed, listed: set[int], at: str
+    ) -> list[tuple[dict[str, Any], Observation]]:
+        """Open pull requests the ledger holds that neither listing showed: one Bitbucket no longer has
+        (a 404) was deleted (Data Center)."""
+        if not self.bitbucket.deletes_pull_requests:
+            return []
+        assert self.caller is not None
+        api, full_name, ledger = self.caller.api, self.sub.repository_full_name, seen.ledger
+        found: list[tuple[dict[str, Any], Observation]] = []
+        for pr_id in diff.deleted_candidates(ledger, listed):
+            if self.bitbucket.pull_request_gone(self.fetch, api, full_name, pr_id):
+                observation = diff.deletion(ledger, pr_id)
+                repository = seen.repository or {}
+                event = events.deleted_event(
+                    self.sub.provider_id, self.flavor, repository, ledger.epoch, observation, at
+                )
+                found.append((event, observation))
+        return found
+
+    def _emit(self, event: dict[str, Any], observation: Observation | None = None) -> bool:
         self._emitted.check()
         written = emit(self.sub.subscription_id, event, observation)
         if written:
@@ -485,6 +547,10 @@ class Reconciliation:
             self.sub.update(actions=actions, condition=SubscriptionRecord.pk.exists())
         except Exception as exc:  # removed meanwhile: nothing to record on
             log.warning("subscription %s not updated: %s", self.sub.subscription_id, type(exc).__name__)
+
+
+def _comment_value(flavor: str, comment: Discussed) -> str:
+    return comment_state(flavor, comment.raw, comment.deleted)
 
 
 class _Attention(Exception):

@@ -7,11 +7,13 @@ One item per repository in the ImportsTable, next to the imported project:
   change ids' inputs; ``clock`` is also the item's version, so every claim is one conditional write;
 - one attribute per ref, ``ref:b:{branch}`` / ``ref:t:{tag}``, and per pull request, ``pr:{id}``: the entry
   as a JSON list (``[head, claim, at, commit, jumps]`` / ``[value, stamp, claim, at, spans, told]``; a jump is
-  ``[start, end, pos, claim, at, read_at]``, a span ``[lo, hi, claim, at]``). Top-level
+  ``[start, end, pos, claim, at, read_at]``, a span ``[lo, hi, claim, at]``); per pull request comment and
+  review state, ``rv:c:{pr}:{comment}`` / ``rv:v:{pr}:{person}``: ``[value, claim, at, jumps]``. Top-level
   attributes, not maps, so the import can add each one with ``if_not_exists`` and no parent to create;
 - ``recent``: the newest reports' outcomes by source (JSON), so a retried delivery gets the same ids;
 - ``baseline_at``: when the first observation (the import's, else the first reconciliation's) finished;
 - ``pr_watermark``: the pull request update the reconciler compares down to (ISO, UTC);
+- ``reviews_at``: when the reconciler first recorded the open pull requests' comments and reviews;
 - ``repository``: the event's repository section (JSON), for the reconciler's events.
 
 Items written before the ledger (``refs`` / ``prs`` maps, no clock) are read as a baseline.
@@ -35,6 +37,8 @@ from botocore.exceptions import ClientError
 
 from bitbridge.aws import client
 from bitbridge.change_ids import (
+    ITEM_TOUCHED,
+    ItemEntry,
     Jump,
     Ledger,
     Outcome,
@@ -47,6 +51,7 @@ from bitbridge.config import settings
 SK = "OBSERVED"
 REF_PREFIX = "ref:"
 PR_PREFIX = "pr:"
+ITEM_PREFIX = "rv:"
 #: Attributes per import write: an UpdateExpression is at most 4 KB.
 CHUNK = 80
 BATCH_READ = 100  # keys per BatchGetItem (DynamoDB's maximum)
@@ -104,7 +109,24 @@ def _load_pr(text: str) -> PrEntry:
     return PrEntry(str(value), stamp, int(number), str(at), [Span(*s) for s in spans], told[0] if told else None)
 
 
+def item_attribute(key: str) -> str:
+    return ITEM_PREFIX + key
+
+
+def _dump_item(entry: ItemEntry) -> str:
+    jumps = [[j.start, j.end, j.pos, j.number, j.at, j.read_at] for j in entry.jumps]
+    return json.dumps([entry.value, entry.number, entry.at, jumps], separators=(",", ":"))
+
+
+def _load_item(text: str) -> ItemEntry:
+    value, number, at, jumps = json.loads(text)
+    return ItemEntry(str(value), int(number), str(at), [Jump(*j) for j in jumps])
+
+
 def _dump_entry(ledger: Ledger, key: str | int) -> tuple[str, str]:
+    if isinstance(key, str) and key.startswith(ITEM_TOUCHED):
+        item = key.removeprefix(ITEM_TOUCHED)
+        return item_attribute(item), _dump_item(ledger.items[item])
     if isinstance(key, int):
         return pr_attribute(key), _dump_pr(ledger.prs[key])
     return ref_attribute(key), _dump_ref(ledger.refs[key])
@@ -113,6 +135,7 @@ def _dump_entry(ledger: Ledger, key: str | int) -> tuple[str, str]:
 def _from_item(item: dict[str, Any]) -> Observed:
     refs: dict[str, RefEntry] = {}
     prs: dict[int, PrEntry] = {}
+    items: dict[str, ItemEntry] = {}
     # Written before the ledger: a baseline (claim 0) for what has no entry of its own.
     for key, value in item.get("refs", {}).get("M", {}).items():
         refs[key] = RefEntry(value["S"])
@@ -123,6 +146,8 @@ def _from_item(item: dict[str, Any]) -> Observed:
             refs[name.removeprefix(REF_PREFIX)] = _load_ref(value["S"])
         elif name.startswith(PR_PREFIX):
             prs[int(name.removeprefix(PR_PREFIX))] = _load_pr(value["S"])
+        elif name.startswith(ITEM_PREFIX):
+            items[name.removeprefix(ITEM_PREFIX)] = _load_item(value["S"])
     recent = {
         source: [Outcome(kind, int(number)) for kind, number in outcomes]
         for source, outcomes in json.loads(item.get("recent", {}).get("S", "{}")).items()
@@ -130,8 +155,9 @@ def _from_item(item: dict[str, Any]) -> Observed:
     clock = int(item.get("clock", {}).get("N", "0"))
     epoch = item.get("epoch", {}).get("S") or ""
     repository = item.get("repository", {}).get("S")
-    ledger = Ledger(epoch, clock, refs, prs, recent)
+    ledger = Ledger(epoch, clock, refs, prs, recent, items)
     ledger.watermark = item.get("pr_watermark", {}).get("S")
+    ledger.reviews_at = item.get("reviews_at", {}).get("S")
     return Observed(
         ledger=ledger,
         baseline_at=item.get("baseline_at", {}).get("S"),
@@ -301,6 +327,23 @@ def record_seen(
     return writes
 
 
+def record_reviews_baseline(provider_id: str, repository_id: str, items: dict[str, str], at: str) -> int:
+    """Record comments and review states (item key -> value) bitbridge has not recorded yet, as a baseline
+    (claim 0), and when review tracking began (``reviews_at``, kept once set): what the reconciler's first
+    look at the open pull requests' reviews saw. An entry that exists (a delivery's) is kept."""
+    entries = [(item_attribute(k), _dump_item(ItemEntry(v, 0, at))) for k, v in sorted(items.items())]
+    writes = 0
+    for start in range(0, max(len(entries), 1), CHUNK):
+        chunk = entries[start : start + CHUNK]
+        names = {f"#{n}": name for n, (name, _) in enumerate(chunk)}
+        values: dict[str, Any] = {":at": {"S": at}} | {f":{n}": {"S": text} for n, (_, text) in enumerate(chunk)}
+        sets = ["reviews_at = if_not_exists(reviews_at, :at)"]
+        sets += [f"#{n} = if_not_exists(#{n}, :{n})" for n in range(len(chunk))]
+        _plain_update(provider_id, repository_id, "SET " + ", ".join(sets), names, values)
+        writes += 1
+    return writes
+
+
 def finish_baseline(
     provider_id: str,
     repository_id: str,
@@ -411,10 +454,12 @@ def confirm_pull_requests(
 
 
 def forget(provider_id: str, repository_id: str, observed: Observed, refs: list[str], prs: list[int]) -> None:
-    """Remove entries that need no keeping (settled closed pull requests, refs deleted long ago), each only
-    if unchanged since `observed` was read (a chunk with a changed one is left for the next run)."""
+    """Remove entries that need no keeping (settled closed or deleted pull requests with their comments and
+    reviews, refs deleted long ago), each only if unchanged since `observed` was read (a chunk with a changed
+    one is left for the next run)."""
     ledger = observed.ledger
     entries = [(ref_attribute(k), _dump_ref(ledger.refs[k])) for k in refs if k in ledger.refs]
+    entries += [(item_attribute(k), _dump_item(ledger.items[k])) for k in ledger.items_of(prs)]
     entries += [(pr_attribute(p), _dump_pr(ledger.prs[p])) for p in prs if p in ledger.prs]
     ddb = client("dynamodb")
     for start in range(0, len(entries), 25):

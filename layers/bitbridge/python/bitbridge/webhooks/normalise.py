@@ -22,11 +22,15 @@ from datetime import UTC, datetime
 from bitbridge.bitbucket.event_keys import SUBSCRIBED_EVENTS
 from bitbridge.change_ids import (
     PR_LIFECYCLE,
+    ItemSeen,
     PrSeen,
     RefMove,
     combined,
+    comment_key,
+    comment_value,
     mirror_change_id,
     ref_key,
+    review_key,
     section_value,
     stamp,
 )
@@ -38,16 +42,21 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = [
     "EVENT_TYPES",
     "HANDLED_EVENT_KEYS",
+    "ITEM_TYPES",
     "RETIRED_EVENT_TYPES",
+    "REVIEW_TYPES",
     "SCHEMA_MINOR",
     "SCHEMA_VERSION",
     "SUBSCRIBED_EVENTS",
     "TEXT_LIMIT",
     "MalformedPayload",
     "UnhandledEvent",
+    "comment_section",
+    "comment_state",
     "event_type",
     "ledger_reports",
     "normalise",
+    "review_section",
     "set_change_ids",
     "tracked",
 ]
@@ -586,6 +595,11 @@ class _Cloud:
         }
 
     @staticmethod
+    def comment_state(comment: dict[str, Any], deleted: bool) -> str:
+        """What the ledger records of a comment (payload or REST: the same object): its update time."""
+        return comment_value(None, stamp(comment.get("updated_on")), deleted or comment.get("deleted") is True)
+
+    @staticmethod
     def review(payload: dict[str, Any], rule: _Rule, actor: dict[str, Any] | None) -> dict[str, Any]:
         reviewer = _Cloud.actor(_opt(payload, *rule.reviewer_at)) if rule.reviewer_at else None
         return {
@@ -802,6 +816,13 @@ class _DataCenter:
         }
 
     @staticmethod
+    def comment_state(comment: dict[str, Any], deleted: bool) -> str:
+        """What the ledger records of a comment (payload or REST: the same object): its version."""
+        version = comment.get("version")
+        counted = version if isinstance(version, int) and not isinstance(version, bool) else 0
+        return comment_value(counted, None, deleted)
+
+    @staticmethod
     def review(payload: dict[str, Any], rule: _Rule, actor: dict[str, Any] | None) -> dict[str, Any]:
         def users(key: str) -> list[dict[str, Any]]:
             found = (_DataCenter.actor(_opt(u, "user") or u) for u in _list(payload.get(key)))
@@ -882,6 +903,41 @@ def pull_request_section(flavor: str, raw: dict[str, Any], event_type: str) -> d
     state ``event_type`` implies, exactly as a delivery of that type would give it."""
     rule = next(r for r in _RULES[flavor].values() if r.type == event_type and PULL_REQUEST in r.sections)
     return _ADAPTERS[flavor].pull_request({"pullrequest" if flavor == "cloud" else "pullRequest": raw}, rule)
+
+
+def comment_section(flavor: str, raw: dict[str, Any], parent_id: int | None) -> dict[str, Any]:
+    """The event's comment section from a REST pull request comment (the payloads' comment object), exactly
+    as a delivery would give it (``parent_id``: Data Center nests replies, its payloads name the parent)."""
+    if flavor == "cloud":
+        return _Cloud.comment({"comment": raw})
+    return _DataCenter.comment({"comment": raw, "commentParentId": parent_id})
+
+
+def comment_state(flavor: str, raw: dict[str, Any], deleted: bool = False) -> str:
+    """What a comment's ledger item records (bitbridge.change_ids.comment_value), from a REST comment."""
+    return _ADAPTERS[flavor].comment_state(raw, deleted)
+
+
+def review_section(
+    flavor: str, user: dict[str, Any], status: str, previous: str | None = None
+) -> dict[str, Any] | None:
+    """The event's review section for a person's review status (a REST user object), as a delivery gives it."""
+    reviewer = _ADAPTERS[flavor].actor(user)
+    if reviewer is None:
+        return None
+    kept = previous if previous in REVIEW_STATUSES and flavor == "datacenter" else None  # Cloud's payloads omit it
+    return {"reviewer": reviewer, "status": status, "previous_status": kept, "added": [], "removed": []}
+
+
+#: The event type of a review status change (what a delivery of it becomes).
+REVIEW_TYPES = {
+    "APPROVED": "pull_request.review.approved",
+    "UNAPPROVED": "pull_request.review.unapproved",
+    "CHANGES_REQUESTED": "pull_request.review.changes_requested",
+}
+#: Comment and review events: changes of a ledger's items (bitbridge.change_ids).
+COMMENT_TYPES = frozenset(f"pull_request.comment.{kind}" for kind in ("created", "updated", "deleted"))
+ITEM_TYPES = COMMENT_TYPES | frozenset(REVIEW_TYPES.values())
 
 
 def event_key_for(flavor: str, event_type: str) -> str:
@@ -968,7 +1024,20 @@ def tracked(event: dict[str, Any]) -> bool:
     """Whether the event's changes are transitions of a ledger (their ids come from the publisher's claim)."""
     if event["type"] == "repository.push":
         return bool(event["ref_changes"])
+    if event["type"] in ITEM_TYPES:
+        return _item_key(event) is not None
     return event["type"] in PR_LIFECYCLE
+
+
+def _item_key(event: dict[str, Any]) -> str | None:
+    """A comment or review event's ledger item, or None when the event does not name one."""
+    pr = event.get("pull_request")
+    if pr is None:
+        return None
+    if event["type"] in COMMENT_TYPES:
+        return comment_key(int(pr["id"]), int(event["comment"]["id"]))
+    reviewer = (event.get("review") or {}).get("reviewer")
+    return review_key(int(pr["id"]), str(reviewer["id"])) if reviewer else None
 
 
 def _own_change_ids(event: dict[str, Any]) -> dict[str, Any]:
@@ -985,22 +1054,28 @@ def _own_change_ids(event: dict[str, Any]) -> dict[str, Any]:
 
 def ledger_reports(
     flavor: str, payload: dict[str, Any], event: dict[str, Any]
-) -> tuple[list[RefMove], PrSeen | None] | None:
+) -> tuple[list[RefMove], PrSeen | None, ItemSeen | None] | None:
     """What a delivery's event tells a repository's ledger (bitbridge.change_ids): its ref moves in the
-    order of ``ref_changes``, or its pull request's state and Bitbucket's update time; None when the event
-    is not a ledger's (comments, reviews, mirrors...)."""
+    order of ``ref_changes``, its pull request's state and Bitbucket's update time, or a comment's or a
+    person's review state; None when the event is not a ledger's (mirrors, issues...)."""
     if not tracked(event):
         return None
     adapter = _ADAPTERS[flavor]
+    key = _item_key(event) if event["type"] in ITEM_TYPES else None
+    if key is not None:
+        if event["type"] in COMMENT_TYPES:
+            deleted = event["type"] == "pull_request.comment.deleted"
+            return [], None, ItemSeen(key, adapter.comment_state(payload["comment"], deleted), True)
+        return [], None, ItemSeen(key, str(event["review"]["status"]), False)
     if event["type"] == "repository.push":
         changes = event["ref_changes"]
         moves = [
             RefMove(ref_key(c["kind"], c["name"]), old, new, c["new"])
             for c, (old, new) in zip(changes, adapter.ref_idents(payload, changes), strict=True)
         ]
-        return moves, None
+        return moves, None, None
     pr = event["pull_request"]
-    return [], PrSeen(int(pr["id"]), section_value(pr), adapter.pr_stamp(payload))
+    return [], PrSeen(int(pr["id"]), section_value(pr), adapter.pr_stamp(payload)), None
 
 
 def set_change_ids(event: dict[str, Any], ids: list[str | None]) -> dict[str, Any] | None:

@@ -51,10 +51,10 @@ from urllib.parse import urlsplit
 from bitbridge.aws import client
 from bitbridge.bitbucket import FLAVORS
 from bitbridge.change_ids import (
-    PrObservation,
+    ItemSeen,
+    Observation,
     PrSeen,
     RefMove,
-    RefObservation,
     observation_from_dict,
     stamp,
     unrecorded_change_id,
@@ -115,14 +115,18 @@ class Normalised:
     event: dict[str, Any]
     moves: list[RefMove] | None = None  # a delivery's ref changes
     pull_request: PrSeen | None = None  # a delivery's pull request state
-    observation: RefObservation | PrObservation | None = None  # a reconciler's observation
+    item: ItemSeen | None = None  # a delivery's comment or review state
+    observation: Observation | None = None  # a reconciler's observation
     change_ids: list[str | None] | None = None  # set by the claim (or recorded on the delivery)
     told_as: list[str | None] | None = None  # the ids its changes were told with (absorbed: the reconciler's)
 
     @property
     def claims(self) -> bool:
         return self.change_ids is None and (
-            self.moves is not None or self.pull_request is not None or self.observation is not None
+            self.moves is not None
+            or self.pull_request is not None
+            or self.item is not None
+            or self.observation is not None
         )
 
 
@@ -287,7 +291,7 @@ def _prepare(delivery: Delivery, outcome: Outcome) -> Normalised | None:
         return None
     item = Normalised(delivery, event, change_ids=recorded)
     if reports is not None:
-        item.moves, item.pull_request = reports
+        item.moves, item.pull_request, item.item = reports
     return item
 
 
@@ -366,7 +370,8 @@ def apply_to_ledger(seen: observed.Observed, group: list[Normalised], now: str |
             outcomes = [ledger.apply_observation(source, item.observation, now)]
         else:
             received, retry = stamp(item.delivery.received_at), item.delivery.attempt > 1
-            outcomes = ledger.apply_delivery(source, item.moves or [], item.pull_request, now, received, retry)
+            moves, pr = item.moves or [], item.pull_request
+            outcomes = ledger.apply_delivery(source, moves, pr, now, received, retry, item.item)
         item.change_ids = [ledger.change_id(provider_id, repository_id, o) if o.published else None for o in outcomes]
         item.told_as = [ledger.change_id(provider_id, repository_id, o) for o in outcomes]
 
@@ -380,7 +385,7 @@ def _unrecorded_ids(item: Normalised) -> list[str | None]:
 
 def event_to_publish(item: Normalised) -> dict[str, Any] | None:
     """The event with its change ids, or None when its changes were all told before. Pure."""
-    if item.change_ids is None:  # nothing a ledger tracks (comments, reviews, mirrors, finished events)
+    if item.change_ids is None:  # nothing a ledger tracks (mirrors, issues, finished events)
         return item.event
     if item.observation is None:
         return set_change_ids(item.event, item.change_ids)
@@ -412,7 +417,7 @@ def _told_before_reason(item: Normalised) -> str:
     if item.told_as == []:
         return "the repository's observed state is too large to record this change (docs/events.md)"
     if item.observation is not None:
-        return "a delivery told this ref or pull request first; the next reconciliation compares again"
+        return "a delivery told this ref, pull request, comment or review first; the next reconciliation compares again"
     shared = ", ".join(sorted({t for t in item.told_as or [] if t}))
     return f"the reconciler published this change first ({shared})"
 
