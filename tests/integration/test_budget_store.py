@@ -15,7 +15,7 @@ import pytest
 
 from bitbridge import budget, metering
 from bitbridge.bitbucket import limits
-from bitbridge.budget import IMPORT, INTERACTIVE, RECONCILE, Ledger, OverBudget, Shape
+from bitbridge.budget import DELIVERY, IMPORT, INTERACTIVE, RECONCILE, Ledger, OverBudget, Shape
 from bitbridge.store import budget as store
 from infra.local.iam import acting_as
 from tests.unit.test_budget import bucket_never_empty, window_never_over
@@ -96,6 +96,28 @@ def test_imports_take_the_room_the_reconciler_waits_and_people_keep_their_reserv
     with acting_as("ApiFunction"):
         waited = Ledger().spend(KEY, shape, INTERACTIVE, wait_seconds=3.0)
     assert waited < 1.0
+
+
+def test_refused_work_that_gives_up_holds_nobody_off_and_work_that_comes_back_does(aws):
+    shape = Shape(limits.BUCKET, 20, refill=1.0)  # capacity 18 of 20 budgeted, the reserve's 0 whole calls
+    with acting_as("EventPublisherFunction"):
+        ledger = Ledger()
+        for _ in range(18):  # the bucket run down (each call landed: its slot in the air given back)
+            ledger.spend(KEY, shape, IMPORT)
+            ledger.landed(KEY, shape, IMPORT)
+        # An event's changed files, refused: published without them, never back for a slot.
+        with pytest.raises(OverBudget):
+            Ledger().spend(KEY, shape, DELIVERY, queues=False)
+        assert DELIVERY not in (store.load(KEY) or budget.BudgetState()).waiting
+        time.sleep(1.2)  # a token refilled: the reconciler, lowest, may have it - nobody waits for it
+        Ledger().spend(KEY, shape, RECONCILE)
+        # Refused work that comes back at its slot queues, and lower priorities yield to it.
+        with pytest.raises(OverBudget):
+            Ledger().spend(KEY, shape, DELIVERY)
+        assert store.load(KEY).waiting[DELIVERY]["n"] == 1  # type: ignore[union-attr]
+        time.sleep(1.2)
+        with pytest.raises(OverBudget):
+            Ledger().spend(KEY, shape, RECONCILE)
 
 
 def test_a_person_waits_a_few_seconds_at_most_then_is_told_when_to_come_back(aws):

@@ -470,12 +470,16 @@ class Ledger:
         *,
         wait_seconds: float = 0.0,
         resuming: bool = False,
+        queues: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> float:
         """Take one call: from this container's lease, else a new lease. A refusal waits up to
-        `wait_seconds` (people), then raises OverBudget. Returns the seconds waited. Background work first
-        takes one of the container's slots for calls in the air (`in_flight_cap`), before the call (so a
-        granted call never waits after its grant); `landed` gives it back once Bitbucket has answered."""
+        `wait_seconds` (people), then raises OverBudget. Returns the seconds waited. `queues=False`: refused
+        background work that gives up rather than coming back at its slot (an event published without its
+        changed files) leaves no marker - one would hold lower priorities off for work that never returns.
+        Background work first takes one of the container's slots for calls in the air (`in_flight_cap`), before
+        the call (so a granted call never waits after its grant); `landed` gives it back once Bitbucket has
+        answered."""
         started = self.clock()
         deadline = started + wait_seconds
         waited_until: float | None = None
@@ -485,7 +489,15 @@ class Ledger:
         try:
             while True:
                 try:
-                    self._take(key, shape, priority, resuming=resuming, waited_until=waited_until, until=deadline)
+                    self._take(
+                        key,
+                        shape,
+                        priority,
+                        resuming=resuming,
+                        waited_until=waited_until,
+                        until=deadline,
+                        queues=queues,
+                    )
                     return self.clock() - started
                 except OverBudget as refused:
                     now = self.clock()
@@ -531,6 +543,7 @@ class Ledger:
         resuming: bool,
         waited_until: float | None,
         until: float | None,
+        queues: bool = True,
     ) -> None:
         budget = self._budget(key)
         with budget.acquirer(priority):
@@ -543,7 +556,15 @@ class Ledger:
                     self._retire(budget, priority, lease, now)
                 want = budget.want.get(priority, FIRST_LEASE[priority])
             decision = self._acquire(
-                key, budget, shape, priority, want, resuming=resuming, waited_until=waited_until, until=until
+                key,
+                budget,
+                shape,
+                priority,
+                want,
+                resuming=resuming,
+                waited_until=waited_until,
+                until=until,
+                queues=queues,
             )
             end = max(decision.state.grants) if shape.model == WINDOW and decision.state.grants else None
             with budget.lock:
@@ -576,6 +597,7 @@ class Ledger:
         waited_until: float | None = None,
         until: float | None = None,
         hold: float = 0.0,
+        queues: bool = True,
     ) -> Decision:
         fresh = False
         if not budget.known:
@@ -606,6 +628,9 @@ class Ledger:
                     retry_at = decision.retry_at or now
                     if priority == INTERACTIVE and (_marked(current, priority, until) or retry_at > (until or now)):
                         # Already marked, or no room before the person stops waiting: nothing to hold off.
+                        raise OverBudget(key, retry_at, now)
+                    if priority != INTERACTIVE and not queues:  # gives up: not a waiter
+                        metrics.refused(key, priority)
                         raise OverBudget(key, retry_at, now)
                     decision = refuse(decision.state, shape, now, priority, retry_at, until, resuming=resuming)
                 seen = store.save(key, decision.state, None if current is None else current.ver)

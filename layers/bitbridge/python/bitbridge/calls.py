@@ -130,6 +130,7 @@ class Caller:
         token_source: TokenSource | None = None,
         sleep: Callable[[float], None] = time.sleep,
         resuming: bool = False,
+        queues: bool = True,
     ) -> None:
         assert priority in PRIORITIES, priority
         self.user_id = user_id
@@ -138,6 +139,7 @@ class Caller:
         self.patience = patience
         self.sleep = sleep
         self.resuming = resuming  # background work back from a wait for budget (it leaves the queue)
+        self.queues = queues  # refused background work comes back at its slot (False: it gives up)
         self.calls = 0
         self.budget_waited = 0.0  # seconds this caller's calls waited for room in the budget
         self._source = token_source
@@ -165,6 +167,7 @@ class Caller:
             patience=self.patience,
             token_source=self._source,
             sleep=self.sleep,
+            queues=self.queues,
         )
         other._token, other._reuse_until, other._ends = self._token, self._reuse_until, self._ends
         if other.priority == self.priority:
@@ -242,7 +245,12 @@ class Caller:
                 return False
         try:
             waited = budget.ledger().spend(
-                *found, self.priority, wait_seconds=self._wait_seconds(), resuming=self.resuming, sleep=self.sleep
+                *found,
+                self.priority,
+                wait_seconds=self._wait_seconds(),
+                resuming=self.resuming,
+                queues=self.queues,
+                sleep=self.sleep,
             )
         except AWS_FAILURES as exc:
             if self.priority != INTERACTIVE:

@@ -313,7 +313,9 @@ class _Callers:
             caller = self._made.get((owner, provider_id))
         if caller is None:
             provider = _providers.get(provider_id, lambda: providers.get_provider(provider_id))
-            made = Caller(owner, provider, priority=DELIVERY, patience=PATIENCE)
+            # Refused, an event is published without its changed files (`rate_limited`): it never comes back
+            # for its slot, so it joins no queue that would hold imports and the reconciler off for nothing.
+            made = Caller(owner, provider, priority=DELIVERY, patience=PATIENCE, queues=False)
             with self._lock:
                 caller = self._made.setdefault((owner, provider_id), made)
         return caller
