@@ -7,15 +7,8 @@ from bitbridge.bitbucket.datacenter import DATACENTER_API
 from bitbridge.change_ids import Ledger, PrEntry, RefEntry, RefObservation, pr_value
 from bitbridge.reconcile import diff, events
 from bitbridge.store.observed import Observed
+from tests.unit.reconcile import REPO
 
-REPO = {
-    "id": "{r}",
-    "workspace": "w",
-    "slug": "s",
-    "full_name": "w/s",
-    "name": "s",
-    "links": {"html": None, "clone": []},
-}
 C1, C2, C3, C4, C5 = (str(n) * 40 for n in range(1, 6))
 
 

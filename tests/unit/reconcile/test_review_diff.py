@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 
@@ -29,16 +30,9 @@ from bitbridge.change_ids import (
 )
 from bitbridge.reconcile import diff, events
 from bitbridge.webhooks.normalise import comment_state, ledger_reports, normalise
+from tests.unit.reconcile import REPO
 
 SCHEMA = json.loads((Path(__file__).parents[3] / "layers/bitbridge/python/bitbridge/schemas/event-v1.json").read_text())
-REPO = {
-    "id": "{r}",
-    "workspace": "w",
-    "slug": "s",
-    "full_name": "w/s",
-    "name": "s",
-    "links": {"html": None, "clone": []},
-}
 BOB = {"uuid": "{bob}", "display_name": "Bob", "nickname": "bob", "type": "user"}
 CAROL = {"uuid": "{carol}", "display_name": "Carol", "nickname": "carol", "type": "user"}
 PR = {
@@ -250,27 +244,26 @@ def test_comment_and_review_deliveries_report_the_items_the_reconciler_compares(
         "pullrequest": {**PR, "author": CAROL},
         "comment": _comment(2, "2026-03-01T11:30:00+00:00").raw,
     }
-    event = normalise(
-        flavor="cloud",
-        provider_id="p",
-        event_key="pullrequest:comment_updated",
-        payload=payload,
-        delivery_id="d-1",
-        received_at="2026-03-01T12:00:00Z",
-    )
+    event = _delivered("pullrequest:comment_updated", payload, "d-1")
     reports = ledger_reports("cloud", payload, event)
     assert reports is not None and reports[2] is not None
     assert (reports[2].key, reports[2].value) == ("c:7:2", _value(_comment(2, "2026-03-01T11:30:00+00:00")))
     approved = {**payload, "approval": {"date": "2026-03-01T11:00:00+00:00", "user": CAROL}}
-    event = normalise(
-        flavor="cloud",
-        provider_id="p",
-        event_key="pullrequest:approved",
-        payload=approved,
-        delivery_id="d-2",
-        received_at="2026-03-01T12:00:00Z",
-    )
+    event = _delivered("pullrequest:approved", approved, "d-2")
     reports = ledger_reports("cloud", approved, event)
     assert reports is not None and reports[2] is not None
     assert (reports[2].key, reports[2].value, reports[2].ordered) == ("v:7:{carol}", "APPROVED", False)
     assert "change_id" not in event  # the publisher sets it when it claims
+
+
+def _delivered(event_key: str, payload: dict[str, Any], delivery_id: str) -> dict[str, Any]:
+    """A Cloud delivery as the receipt normalises it."""
+    received = "2026-03-01T12:00:00Z"
+    return normalise(
+        flavor="cloud",
+        provider_id="p",
+        event_key=event_key,
+        payload=payload,
+        delivery_id=delivery_id,
+        received_at=received,
+    )
