@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from bitbridge.bitbucket.api import code_for
 from bitbridge.bitbucket.code import (
     ADDED,
     MODIFIED,
@@ -18,7 +19,6 @@ from bitbridge.bitbucket.code import (
     RENAMED,
     ChangedFile,
     Diff,
-    code_for,
     list_entries,
     read_changes,
 )

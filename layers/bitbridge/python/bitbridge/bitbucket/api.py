@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.actions import Actions
+from bitbridge.bitbucket.code import Code
 from bitbridge.bitbucket.identity import Identity
 from bitbridge.bitbucket.limits import Limits
 from bitbridge.bitbucket.repos import Fetch, Get, HookState, Listed, ListQuery, Page, Repo
@@ -197,21 +198,31 @@ class Bitbucket(Protocol):
 def for_flavor(flavor: str) -> Bitbucket:
     from bitbridge.bitbucket import cloud, datacenter
 
-    implementations: dict[str, Bitbucket] = {CLOUD: cloud.CLOUD_API, DATACENTER: datacenter.DATACENTER_API}
-    try:
-        return implementations[flavor]
-    except KeyError:
-        raise ValueError(f"unknown Bitbucket flavor {flavor!r}") from None
+    apis: dict[str, Bitbucket] = {CLOUD: cloud.CLOUD_API, DATACENTER: datacenter.DATACENTER_API}
+    return _flavors(flavor, apis)
 
 
 def actions_for(flavor: str) -> Actions:
     """What a product does back to Bitbucket (statuses, comments, reviews), one shape for both flavors."""
     from bitbridge.bitbucket import cloud_actions, datacenter_actions
 
-    implementations: dict[str, Actions] = {
+    actions: dict[str, Actions] = {
         CLOUD: cloud_actions.CLOUD_ACTIONS,
         DATACENTER: datacenter_actions.DATACENTER_ACTIONS,
     }
+    return _flavors(flavor, actions)
+
+
+def code_for(flavor: str) -> Code:
+    """A repository's code and history (files, diffs, commits), one shape for both flavors."""
+    from bitbridge.bitbucket import cloud_code, datacenter_code
+
+    code: dict[str, Code] = {CLOUD: cloud_code.CLOUD_CODE, DATACENTER: datacenter_code.DATACENTER_CODE}
+    return _flavors(flavor, code)
+
+
+def _flavors[T](flavor: str, implementations: dict[str, T]) -> T:
+    """The flavor's implementation (each imported when first asked for: a function loads only its own)."""
     try:
         return implementations[flavor]
     except KeyError:

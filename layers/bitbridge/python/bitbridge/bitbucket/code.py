@@ -2,7 +2,7 @@
 commits, a file's bytes, a directory's entries.
 
 Each flavor (`cloud_code`, `datacenter_code`) says how to ask (URL, parameters, the call's rate-limit class)
-and how to read the answer; `code_for(flavor)` gives the one interface, `Code`. Nothing here calls
+and how to read the answer; `api.code_for(flavor)` gives the one interface, `Code`. Nothing here calls
 Bitbucket: reads go through the caller's `Read` (a `calls.Caller` underneath: token, retries, budget).
 """
 
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bitbridge.bitbucket import CLOUD, DATACENTER
 from bitbridge.bitbucket.http import BitbucketError
 
 #: GET: (url, params, resource class or None) -> Bitbucket's answer (a `requests.Response`), its errors
@@ -193,13 +192,3 @@ def author_name(raw: Any) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         return None
     return raw.split("<", 1)[0].strip() or None
-
-
-def code_for(flavor: str) -> Code:
-    from bitbridge.bitbucket import cloud_code, datacenter_code
-
-    implementations: dict[str, Code] = {CLOUD: cloud_code.CLOUD_CODE, DATACENTER: datacenter_code.DATACENTER_CODE}
-    try:
-        return implementations[flavor]
-    except KeyError:
-        raise ValueError(f"unknown Bitbucket flavor {flavor!r}") from None

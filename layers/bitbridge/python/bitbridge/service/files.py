@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitbridge import tokens
-from bitbridge.bitbucket.code import Code, Diff, NotAFile, code_for, list_entries, read_changes
+from bitbridge.bitbucket.api import code_for
+from bitbridge.bitbucket.code import Code, Diff, NotAFile, list_entries, read_changes
 from bitbridge.bitbucket.http import BitbucketError, RateLimited, raise_for_status
 from bitbridge.bitbucket.repos import split_full_name
 from bitbridge.calls import Caller as BitbucketCaller

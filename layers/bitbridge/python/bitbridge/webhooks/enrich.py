@@ -35,7 +35,8 @@ from typing import Any
 
 from bitbridge import providers, tokens
 from bitbridge.aws import forgotten_on_reset
-from bitbridge.bitbucket.code import Code, Commit, Diff, Read, code_for, read_changes
+from bitbridge.bitbucket.api import code_for
+from bitbridge.bitbucket.code import Code, Commit, Diff, Read, read_changes
 from bitbridge.bitbucket.http import BitbucketError, RateLimited
 from bitbridge.budget import DELIVERY, OverBudget
 from bitbridge.calls import Caller, Patience
