@@ -45,16 +45,8 @@ def register_subscription(
 ) -> None:
     """The subscription record a hook install writes for the payload's repository (the publisher takes the
     repository's names from it, never from the payload: a delivery without one is unpublishable)."""
-    try:
-        event = normalise(
-            flavor=flavor,
-            provider_id=provider,
-            event_key=event_key,
-            payload=json.loads(body),
-            delivery_id="probe",
-            received_at="2024-05-01T12:00:00.000Z",
-        )
-    except (UnhandledEvent, ValueError):
+    event = _probed(flavor, event_key, body, provider)
+    if event is None:
         return  # refused before its subscription matters
     repo = event["repository"]
     ddb = client or boto3.client("dynamodb", region_name="us-east-1")
@@ -74,8 +66,14 @@ def subscription_for(flavor: str, event_key: str, body: bytes, provider: str | N
     """The subscription id bitbridge derives for the payload's repository (what a real hook posts to).
     A payload without a usable repository gets a placeholder: it is refused before binding matters."""
     provider = provider or PROVIDERS[flavor]
+    event = _probed(flavor, event_key, body, provider)
+    return "sub-unbound" if event is None else subscription_id(provider, event["repository"]["id"])
+
+
+def _probed(flavor: str, event_key: str, body: bytes, provider: str) -> dict[str, Any] | None:
+    """The payload normalised as the receiver would (None: refused before its repository matters)."""
     try:
-        event = normalise(
+        return normalise(
             flavor=flavor,
             provider_id=provider,
             event_key=event_key,
@@ -84,8 +82,7 @@ def subscription_for(flavor: str, event_key: str, body: bytes, provider: str | N
             received_at="2024-05-01T12:00:00.000Z",
         )
     except (UnhandledEvent, ValueError):
-        return "sub-unbound"
-    return subscription_id(provider, event["repository"]["id"])
+        return None
 
 
 def bitbucket_headers(
