@@ -10,6 +10,10 @@ find_python = $(shell for p in $$HOME/.pyenv/versions/$(1).*/bin/python$(1) $$(c
 PYTHON313 ?= $(call find_python,3.13)
 PYTHON312 ?= $(call find_python,3.12)
 
+# Python's own bytecode cache, even where the machine turns it off (some images set PYTHONDONTWRITEBYTECODE):
+# every e2e test starts stacks and CLI processes, and each would compile the project's modules again.
+unexport PYTHONDONTWRITEBYTECODE
+
 VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from infra.local.pollers import Poller
+from infra.local.pollers import LONG_POLL_SECONDS, Poller
 from infra.local.resources import ClientFactory
 
 log = logging.getLogger("local.events")
@@ -21,6 +21,8 @@ EVENT_SOURCE_PREFIX = "bitbridge"
 
 
 class EventTap(Poller):
+    idle_wait = 0.0  # its receive waits (long polling)
+
     def __init__(self, client: ClientFactory, bus_name: str, queue_name: str, keep: int = 10_000) -> None:
         super().__init__("events-tap")
         self.sqs = client("sqs")
@@ -41,9 +43,9 @@ class EventTap(Poller):
         self.changed = threading.Condition()
 
     def poll_once(self) -> bool:
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=LONG_POLL_SECONDS
+        ).get("Messages", [])
         if not messages:
             return False
         received = [json.loads(m["Body"]) for m in messages]

@@ -202,6 +202,8 @@ class LogDelivery(Poller):
                 break
             batch.append(line)
             size += _event_bytes(line)
+        if not self.working():
+            return True
         self.deliver(batch)
         return True
 

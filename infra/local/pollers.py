@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -24,18 +25,45 @@ log = logging.getLogger("local.pollers")
 
 
 class Poller(threading.Thread):
+    # Seconds between polls that found nothing. An idle stack's polls are most of its CPU when it has nothing
+    # to do, and the suite runs several stacks at once: pollers that can wait inside their read (SQS's long
+    # polling) wait there instead.
+    idle_wait = 0.2
+
     def __init__(self, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.stopping = threading.Event()
+        self._working = threading.Lock()  # held while a batch is handled: what stop() waits for
+        self._busy = False
 
     def stop(self) -> None:
-        self.stopping.set()
+        with self._working:
+            self.stopping.set()
+
+    @property
+    def busy(self) -> bool:
+        """Handling a batch (a function running), not waiting for one: only these are worth waiting for
+        when the stack stops. Read after stop(), a poller not busy then never becomes busy."""
+        return self._busy
+
+    def working(self) -> bool:
+        """Called with a batch in hand: True when it may be handled, False once the stack is stopping (the
+        batch is left to return, as a message Lambda received but never handed to the function does)."""
+        with self._working:
+            if self.stopping.is_set():
+                return False
+            self._busy = True
+            return True
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                if not self.poll_once():
-                    self.stopping.wait(0.2)
+                try:
+                    found = self.poll_once()
+                finally:
+                    self._busy = False
+                if not found and self.idle_wait:
+                    self.stopping.wait(self.idle_wait)
             except Exception:
                 if self.stopping.is_set():
                     return
@@ -50,6 +78,7 @@ class Poller(threading.Thread):
 # Concurrent batches Lambda's SQS poller starts with; it scales up from there (far beyond any reserved
 # concurrency this template sets), unless ScalingConfig.MaximumConcurrency caps it.
 SQS_INITIAL_CONCURRENCY = 5
+LONG_POLL_SECONDS = 20  # SQS's maximum, and what Lambda's poller uses
 
 
 def sqs_concurrency(source: dict[str, Any]) -> int:
@@ -64,7 +93,13 @@ class SqsPoller(Poller):
     A batch that raises is left alone (it reappears after the visibility timeout); with
     ReportBatchItemFailures only the listed messages are left. SQS itself moves a message
     to the dead-letter queue after the redrive policy's maxReceiveCount.
+
+    Long polling, as Lambda's poller: a receive waits up to LONG_POLL_SECONDS and answers as soon as a
+    message arrives (moto wakes waiting receives on a send, and checks each second for messages whose
+    delay or visibility timeout ended), so waiting longer costs no latency, only idle requests.
     """
+
+    idle_wait = 0.0
 
     def __init__(
         self,
@@ -74,8 +109,11 @@ class SqsPoller(Poller):
         queue_url: str,
         queue_arn: str,
         client: ClientFactory,
+        *,
+        wait_seconds: int = LONG_POLL_SECONDS,
     ) -> None:
         super().__init__(f"sqs:{function}")
+        self.wait_seconds = wait_seconds  # a test driving poll_once() by hand may want a short one
         self.runner = runner
         self.function = function
         self.queue_url = queue_url
@@ -92,12 +130,14 @@ class SqsPoller(Poller):
         messages = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(self.batch_size, 10),
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=self.wait_seconds,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
             return False
+        if not self.working():
+            return True
         event = {"Records": [self._record(m) for m in messages]}
         try:
             result = self.runner.invoke(self.function, event)
@@ -143,8 +183,11 @@ class StreamPoller(Poller):
     On error the batch is retried (bisected when BisectBatchOnFunctionError is set) up to
     MaximumRetryAttempts, then its description goes to the OnFailure destination and the
     poller moves on, as Lambda does. With ReportBatchItemFailures the checkpoint is the
-    first failed record.
+    first failed record. Each shard is read 4 times a second when idle, as Lambda reads one.
     """
+
+    idle_wait = 0.25
+    shards_every = 2.0  # seconds between listings of the stream's shards (a split is rare; moto never splits)
 
     def __init__(
         self,
@@ -173,6 +216,7 @@ class StreamPoller(Poller):
         self.last_read: dict[str, str] = {}  # per shard, the sequence number of the last record fetched
         self.start_at: dict[str, list[str]] = {}  # per shard, [iterator type, sequence number] to resume at
         self.retry_delay = 0.2
+        self._shards_listed_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -195,6 +239,10 @@ class StreamPoller(Poller):
         self.start_at = {shard: list(at) for shard, at in positions.items()}
 
     def _refresh_shards(self) -> None:
+        now = time.monotonic()
+        if self._shards_listed_at is not None and now - self._shards_listed_at < self.shards_every:
+            return
+        self._shards_listed_at = now
         shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
             shard_id = shard["ShardId"]
@@ -227,6 +275,8 @@ class StreamPoller(Poller):
                 # Records the filters reject are never delivered; the checkpoint moves past them.
                 pending.extend(r for r in records if filters.delivered(self.filters, self._record(r)))
             if pending:
+                if not self.working():
+                    return True  # stopping: what is pending is where a restart reads on (positions())
                 batch = pending[: self.batch_size]
                 processed = self._process(shard_id, batch)
                 del pending[:processed]
@@ -347,9 +397,14 @@ class SchedulePoller(Poller):
 
     def run(self) -> None:
         while not self.stopping.wait(self.period):
-            self.poll_once()
+            try:
+                self.poll_once()
+            finally:
+                self._busy = False
 
     def poll_once(self) -> bool:
+        if not self.working():
+            return False
         event = {
             "version": "0",
             "id": str(uuid.uuid4()),

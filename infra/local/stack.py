@@ -17,7 +17,7 @@ import boto3
 from werkzeug.wrappers import Request, Response
 
 from infra.emulator import persist
-from infra.local import atomic, iam, logs, ports, state
+from infra.local import atomic, iam, logs, moto_speed, ports, state
 from infra.local.config import LABELS, PortsTaken, StackConfig, free_port, held, release
 from infra.local.events_tap import EventTap
 from infra.local.faults import FaultProxy
@@ -134,6 +134,7 @@ class LocalStack:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
         atomic.install()  # DynamoDB's single-item atomicity, which moto lacks
+        moto_speed.install()
         # moto server runs in this process: the saved backends go in place before it answers anything.
         for (service, account, region), backend in (self._moto_state or {}).items():
             get_backend(service)[account][region] = backend
@@ -416,8 +417,11 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.stop()
+        # Pollers handling a batch are waited for; those waiting for one (an SQS long poll can wait 20 s)
+        # handle nothing more once stopped.
+        busy = [thread for thread in self._threads if thread.busy]
         front = [server for server in self._servers if server is not self._moto_server]
-        for waiting in [*_shut_down(front), *self._threads]:
+        for waiting in [*_shut_down(front), *busy]:
             waiting.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._stdout is not None:
             logs.release(self._stdout)

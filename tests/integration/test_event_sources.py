@@ -58,6 +58,7 @@ def test_sqs_partial_batch_failure_and_dead_letter_after_max_receives():
             queue_url,
             res.attributes[("ImportQueue", "Arn")],
             _client,
+            wait_seconds=1,
         )
         assert poller.poll_once()
         assert len(CALLS[0]["Records"]) == 3

@@ -66,7 +66,8 @@ def _drain(source: dict, reserved: int, bodies: list[str], timeout: int = 5) -> 
         for poller in pollers:
             poller.stop()
         for poller in pollers:
-            poller.join(5)
+            if poller.busy:  # the others wait in a long poll, and handle nothing more once stopped
+                poller.join(5)
         dlq = res.ref("ImportDeadLetterQueue")
         dead = [
             m["Body"] for m in _client("sqs").receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])

@@ -79,7 +79,8 @@ class TokenStack:
             poller.stop()
         self.server.shutdown()
         for poller in self.pollers:
-            poller.join(5)
+            if poller.busy:  # the others wait in a long poll, and handle nothing more once stopped
+                poller.join(5)
 
     # -- the stack ---------------------------------------------------------------------------------------
     def set_timeout(self, function: str, seconds: float) -> None:

@@ -429,7 +429,7 @@ def test_parked_deliveries_are_redriven_with_backoff_once_the_bus_answers(aws, s
     (source,) = fns["PublishRedriveFunction"].sqs_sources
     queue = aws.ref("PublishFailureQueue")
     queue_arn = _boto("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto)
+    redriver = SqsPoller(FunctionRunner(fns), "PublishRedriveFunction", source, queue, queue_arn, _boto, wait_seconds=1)
     for n in range(4):
         pipeline.deliver("datacenter", "pr:opened", _another_pull_request(shared_dir, n), f"r-{n}")
 
