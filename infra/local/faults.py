@@ -168,7 +168,8 @@ class FaultProxy:
         response = Response(data, upstream.status)
         response.headers.clear()
         for name, value in upstream.getheaders():
-            if name.lower() not in _HOP_BY_HOP:
+            # A HEAD answer has no body to measure: its Content-Length is the object's (S3's HeadObject).
+            if name.lower() not in _HOP_BY_HOP or (request.method == "HEAD" and name.lower() == "content-length"):
                 response.headers.add(name, value)
         return response
 

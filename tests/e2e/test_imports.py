@@ -220,11 +220,17 @@ def test_an_import_counts_its_calls_and_makes_no_more_aws_calls_than_the_design_
         "dynamodb:UpdateItem": 1 + 3 + 1 + 2 + 3 + 1,
         # GetItem 3: provider, connection (token), subscription (counted above)
         "kms:Decrypt": 1,  # the token, once (the webhook and git steps reuse it)
-        # repository.json, one object per page, people.jsonl, manifest.json; git: refs.json, the index, the
-        # bundle's upload, latest.json
-        "s3:PutObject": 3 + 3 + 4,
-        "s3:HeadObject": 2,  # is a bundle published already (a redo adopts it); is an older upload left over
-        "s3:GetObject": 1,  # the bundle read back before it is published
+        # repository.json, one object per page, people.jsonl, manifest.json; git: refs.json, the index,
+        # latest.json
+        "s3:PutObject": 3 + 3 + 3,
+        # the bundle's upload, in one part (each part sent with its SHA-256)
+        "s3:CreateMultipartUpload": 1,
+        "s3:UploadPart": 1,
+        "s3:CompleteMultipartUpload": 1,
+        # is a bundle published already (a redo adopts it); is an older upload left over; S3's checksum and
+        # size of what it stored
+        "s3:HeadObject": 3,
+        "s3:GetObject": 1,  # the stored bundle's header, read back
         "s3:CopyObject": 1,  # ... to its key
         "s3:DeleteObject": 1,  # ... and its upload removed
         "events:PutEvents": 2,  # import.started, import.completed

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -140,6 +141,10 @@ def test_a_snapshot_is_a_verified_bundle_of_every_branch_and_tag(aws, emu, tmp_p
     assert 0 < phases <= outcome["seconds"]  # the step's time, accounted for by its parts
     bundle = _object(base + gitdata.BUNDLE)
     assert outcome["bundle"]["sha256"] == hashlib.sha256(bundle).hexdigest()
+    stored = client("s3").head_object(
+        Bucket=settings().snapshots_bucket, Key=base + gitdata.BUNDLE, ChecksumMode="ENABLED"
+    )
+    assert stored["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(bundle).digest()).decode()  # S3's own, checkable
     assert outcome["bundle"]["bytes"] == len(bundle) and {w.key for w in written} == {
         gitdata.BUNDLE,
         gitdata.INDEX,
@@ -225,6 +230,40 @@ def test_a_redo_after_dying_mid_upload_replaces_the_half_bundle(aws, emu, tmp_pa
     listed = client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix=base + gitdata.INCOMING)
     assert "Contents" not in listed
     _clone(_object(base + gitdata.BUNDLE), tmp_path)  # whole and verified
+
+
+def test_a_bundle_of_several_parts_is_checked_as_s3_stored_it_without_reading_it_back(aws, monkeypatch):
+    monkeypatch.setattr(gitdata, "PART", 5 * 1024 * 1024)  # S3's smallest part but the last: 3 parts
+    head, body = b"# v2 git bundle\n" + b"0" * 40 + b" refs/heads/main\n\n", os.urandom(11 * 1024 * 1024)
+    key, bucket = "imports/p-cloud/parts/" + gitdata.INCOMING + "b", settings().snapshots_bucket
+    reads: list[str] = []
+    get_range = gitdata._get_range
+    monkeypatch.setattr(gitdata, "_get_range", lambda *a: reads.append(a[1]) or get_range(*a))
+    with acting_as("ImportWorkerFunction"):
+        with bundles.Joined(head, io.BytesIO(body)) as joined:
+            sent = gitdata._upload(bucket, key, joined, {})
+        assert sent.parts == "3" and sent.size == len(head) + len(body)
+        assert sent.sha256 == hashlib.sha256(head + body).hexdigest()
+        gitdata._check_stored(bucket, key, sent, {"refs/heads/main": "0" * 40}, [])
+    assert reads == [key]  # the header's first 64 KB, not 11 MB
+    assert gitdata._get_range(bucket, key, sent.size) == head + body
+
+
+def test_a_bundle_s3_holds_differently_than_it_was_written_is_refused_and_nothing_published(aws, emu, monkeypatch):
+    base = "imports/p-cloud/swapped/"
+    upload = gitdata._upload
+
+    def then_swapped(bucket: str, key: str, joined: bundles.Joined, meta: dict[str, str]) -> Any:
+        sent = upload(bucket, key, joined, meta)  # another writer's bytes land at the key after ours
+        client("s3").put_object(
+            Bucket=bucket, Key=key, Body=b"# v2 git bundle\nsomething else", ChecksumAlgorithm="SHA256"
+        )
+        return sent
+
+    monkeypatch.setattr(gitdata, "_upload", then_swapped)
+    with pytest.raises(bundles.Incomplete, match="differs from the one written"):
+        _snapshot(emu, "cloud", base)
+    assert _versions(base + gitdata.BUNDLE) == 0
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@
     git/repository.idx      its pack's index (git's .idx v2): what later bundles are checked against
     git/refs.json           every branch and tag with its object (annotated tags: `peeled` to their commit)
 
-A bundle is uploaded to `git/.incoming/`, read back (sha256, size, the refs in its header), and only then copied
-to its key: a bundle at its key is always whole and verified. Its sha256, size and the digest of its refs travel
-in the object's metadata, so an attempt that dies after publishing is finished by the next one without a second
-download or a second bundle (the refs Bitbucket advertises equal those of the bundle already there: adopted).
+A bundle is uploaded to `git/.incoming/` in parts, each with its SHA-256 (which S3 checks as it stores the part),
+then checked as stored - S3's checksum of the object and its size equal ours, its header read back names the same
+refs - and only then copied to its key: a bundle at its key is always whole and verified. Its sha256, size and
+the digest of its refs travel in the object's metadata, so an attempt that dies after publishing is finished by
+the next one without a second download or a second bundle (the refs Bitbucket advertises equal those of the
+bundle already there: adopted).
 
 **After the import** (`update`, for each `repository.push` event the push consumer takes off the bus): the refs
 are compared with the pointer's (`store.git_state`); unchanged, that was one request. Otherwise the fetch names
@@ -32,6 +34,7 @@ time, gets `{"status": "too_large", "size", "limit", "what_to_do"}`: the import 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -43,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from dulwich.pack import PackIndex
 
@@ -65,9 +67,8 @@ BUNDLE_TYPE = "application/x-git-bundle"
 MAX_UPDATES = 32
 # One git fetch at a time per container: /tmp and memory are sized for one repository at its limit.
 SLOT = threading.BoundedSemaphore(1)
-# Parts one after another, in the step's own thread: every call is metered (bitbridge.metering counts per
-# thread of work) and a part in memory at a time; S3 takes one stream at tens of MB/s.
-_TRANSFER = TransferConfig(multipart_threshold=32 * MB, multipart_chunksize=32 * MB, use_threads=False)
+PART = 32 * MB  # a bundle is uploaded in parts of this size (S3 takes one stream at tens of MB/s)
+HEADER_READ = 64 * 1024  # what is read back of a bundle at first to check its header (more if its refs need it)
 # Metadata a published bundle carries (S3 lowercases the names).
 META_SHA256, META_REFS, META_OBJECTS = "bundle-sha256", "refs-digest", "objects"
 
@@ -379,28 +380,22 @@ def _empty_pack(path: Path) -> Path:
 def _publish(
     base: str, key: str, pack: Path, refs: Refs, verified: bundles.Verified, *, prerequisites: list[str]
 ) -> output.Written:
-    """Upload the bundle (header + the verified pack) to INCOMING, read it back, then copy it to `key`."""
+    """Upload the bundle (header + the verified pack) to INCOMING, check what S3 stored, then copy it to `key`."""
     s3, bucket = client("s3"), settings().snapshots_bucket
     head = bundles.header(refs, prerequisites)
     incoming = base + INCOMING + key.rsplit("/", 1)[-1]
     meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(verified.objects)}
     with pack.open("rb") as body, bundles.Joined(head, body) as joined:
-        sha256, size = joined.sha256(), joined.size
-        s3.upload_fileobj(
-            io.BufferedReader(joined, MB),
-            bucket,
-            incoming,
-            ExtraArgs={"ContentType": BUNDLE_TYPE, "Metadata": meta},
-            Config=_TRANSFER,
-        )
-    _read_back(bucket, incoming, sha256, size, refs, prerequisites)
+        sent = _upload(bucket, incoming, joined, meta)
+    _check_stored(bucket, incoming, sent, refs, prerequisites)
     copied = s3.copy_object(
         Bucket=bucket,
         Key=base + key,
         CopySource={"Bucket": bucket, "Key": incoming},
         MetadataDirective="REPLACE",
-        Metadata=meta | {META_SHA256: sha256},
+        Metadata=meta | {META_SHA256: sent.sha256},
         ContentType=BUNDLE_TYPE,
+        ChecksumAlgorithm="SHA256",  # the copy's own checksum is the whole bundle's: any reader can check it
     )
     # The upload itself, not a delete marker over it: the bucket keeps old versions 30 days, and a bundle's
     # worth of them is no use to anyone. What an attempt that died mid-upload left there is hidden (a delete
@@ -409,24 +404,69 @@ def _publish(
     s3.delete_object(Bucket=bucket, Key=incoming, **({"VersionId": version} if version else {}))
     if version and _head(incoming) is not None:
         s3.delete_object(Bucket=bucket, Key=incoming)
-    return output.Written(key, verified.objects, size, sha256)
+    return output.Written(key, verified.objects, sent.size, sent.sha256)
 
 
-def _read_back(bucket: str, key: str, sha256: str, size: int, refs: Refs, prerequisites: list[str]) -> None:
-    """The uploaded bundle, read whole: the same bytes (sha256, size), and a header naming the same refs."""
-    body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-    digest, total, buffer = hashlib.sha256(), 0, b""
-    header_checked = False
-    for chunk in body.iter_chunks(1024 * 1024):
-        digest.update(chunk)
-        total += len(chunk)
-        if not header_checked:
-            buffer += chunk
-            if b"\n\n" in buffer or total >= size:
-                _check_header(buffer, refs, prerequisites)
-                header_checked, buffer = True, b""
-    if digest.hexdigest() != sha256 or total != size or not header_checked:
-        raise bundles.Incomplete(f"the bundle read back from S3 differs from the one written ({total} of {size} bytes)")
+@dataclass(frozen=True)
+class _Sent:
+    sha256: str  # of the whole bundle (hex): the manifest's
+    size: int
+    stored_checksum: str  # what S3 must answer for the object: the SHA-256 of its parts' SHA-256s (base64)
+    parts: str  # how many
+
+
+def _upload(bucket: str, key: str, joined: bundles.Joined, meta: dict[str, str]) -> _Sent:
+    """A multipart upload in PART-sized parts, each sent with its SHA-256, which S3 checks before it stores the
+    part (a part that arrives different is refused). Each part is read and hashed once, here, in the step's
+    own thread (every AWS call is metered per thread of work), one part in memory at a time."""
+    s3 = client("s3")
+    upload = s3.create_multipart_upload(
+        Bucket=bucket, Key=key, ContentType=BUNDLE_TYPE, Metadata=meta, ChecksumAlgorithm="SHA256"
+    )["UploadId"]
+    whole, part_digests, size = hashlib.sha256(), b"", 0
+    parts: list[dict[str, Any]] = []
+    reader = io.BufferedReader(joined, MB)  # whole parts: S3 refuses a part under 5 MB but the last
+    try:
+        while part := reader.read(PART):  # a bundle is never empty: its header comes first
+            digest = hashlib.sha256(part).digest()
+            whole.update(part)
+            part_digests += digest
+            size += len(part)
+            checksum = base64.b64encode(digest).decode()
+            number = len(parts) + 1
+            etag = s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=part, ChecksumSHA256=checksum
+            )["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+    except BaseException:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+        raise
+    composite = base64.b64encode(hashlib.sha256(part_digests).digest()).decode()
+    return _Sent(whole.hexdigest(), size, composite, str(len(parts)))
+
+
+def _check_stored(bucket: str, key: str, sent: _Sent, refs: Refs, prerequisites: list[str]) -> None:
+    """What S3 stored is the bundle written, without reading it all back: S3's own checksum of the object (built
+    from the parts it stored) and its size equal ours, and its first bytes read back name the same refs."""
+    stored = client("s3").head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    checksum, _, parts = str(stored.get("ChecksumSHA256") or "").partition("-")  # S3 adds "-<parts>"
+    if (checksum, parts or sent.parts) != (sent.stored_checksum, sent.parts) or stored.get(
+        "ContentLength"
+    ) != sent.size:
+        raise bundles.Incomplete(
+            f"the bundle S3 stored differs from the one written ({stored.get('ContentLength')} of {sent.size} bytes)"
+        )
+    start, length = b"", 0
+    while b"\n\n" not in start and length < sent.size:
+        length = min(sent.size, max(HEADER_READ, 2 * length))
+        start = _get_range(bucket, key, length)
+    _check_header(start, refs, prerequisites)
+
+
+def _get_range(bucket: str, key: str, length: int) -> bytes:
+    body = client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"]
+    return bytes(body.read())
 
 
 def _check_header(start: bytes, refs: Refs, prerequisites: list[str]) -> None:
