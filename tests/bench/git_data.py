@@ -1,7 +1,7 @@
 """Git data benchmark on the local stack + emulator (prints figures, never fails).
 
 1. The import's git step - fetch over smart HTTP through `Caller.send`, verify, publish the bundle (upload, read
-   back, copy) - for the seeded repositories of both flavors and a synthetic repository of SIZE_MB (random
+   back its header, copy) - for the seeded repositories of both flavors and a synthetic repository of SIZE_MB (random
    content, pushed to the emulator in 10 MB commits), against `git clone --mirror` of the same repository from the
    same emulator in the same run (which also fetches, indexes and checks connectivity). Time and bytes fetched,
    target <= 1.5x.
@@ -189,7 +189,7 @@ def synthetic(stack: Any, size_mb: int) -> None:
     git = done["git"]
     print(
         f"  the git step: fetch {git['fetch_seconds']:.2f} s, check {git['check_seconds']:.2f} s, publish (upload, "
-        f"read back, copy) {git['publish_seconds']:.2f} s; git clone --mirror writes to a local disk, not S3"
+        f"S3's check, copy) {git['publish_seconds']:.2f} s; git clone --mirror writes to a local disk, not S3"
     )
     again = mirror(stack, "cloud", "gitbench/big", access)  # the baseline again, after ours: drift on the box
     print(f"  (git clone --mirror again after the import: {again[0]:.2f} s)")

@@ -18,7 +18,9 @@ import pytest
 from tests.e2e import budget_scale
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 
-pytestmark = pytest.mark.scale  # `make scale`: its waits are promised to a machine not running the suite beside it
+pytestmark = (
+    pytest.mark.scale
+)  # run alone, after the rest of `make unit`: its waits are promised to a machine not running the suite beside it
 
 REPOS, WINDOW, LIMIT, PROXY_EVERY = 40, 60.0, 100, 12.0
 
