@@ -144,13 +144,11 @@ def test_a_header_reads_back_as_written(refs, prerequisites):
 def test_a_joined_file_reads_as_head_then_body_from_anywhere(head, body, moves):
     whole = head + body
     joined = bundles.Joined(head, io.BytesIO(body))
-    assert joined.size == len(whole) and joined.sha256() == hashlib.sha256(whole).hexdigest()
+    assert joined.size == len(whole)
     assert io.BufferedReader(bundles.Joined(head, io.BytesIO(body)), 7).read() == whole
-    for offset, size in moves:  # where S3's transfer seeks to and reads from
+    for offset, size in moves:
         at = joined.seek(offset)
         assert at == max(0, offset) and joined.tell() == at
         chunk = joined.read(size)
         assert chunk == (whole[at:] if size < 0 else whole[at : at + size])
-    position = joined.tell()
-    assert joined.sha256() == hashlib.sha256(whole).hexdigest() and joined.tell() == position
     assert joined.seek(-1, io.SEEK_END) == len(whole) - 1 and joined.read() == whole[-1:]

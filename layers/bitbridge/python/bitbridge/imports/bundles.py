@@ -219,9 +219,8 @@ def _walk(pack: Pack, starts: Iterable[str], known: Callable[[str], bool]) -> in
 
 
 class Joined(io.RawIOBase):
-    """`head` followed by a file's bytes, as one readable and seekable file: the bundle on its way up, never
-    written out whole. Seekable, so S3's transfer reads each part at its offset: a stream it cannot seek took
-    eight times as long to upload (100 MB on moto: 43 s against 5.5 s)."""
+    """`head` followed by a file's bytes, as one readable and seekable file: the bundle on its way up
+    (`gitdata._upload` reads it in parts), never written out whole."""
 
     def __init__(self, head: bytes, body: BinaryIO) -> None:
         super().__init__()
@@ -254,12 +253,3 @@ class Joined(io.RawIOBase):
         view[: len(chunk)] = chunk
         self._position += len(chunk)
         return len(chunk)
-
-    def sha256(self) -> str:
-        """The sha256 of the whole (read through once; the position is left where it was)."""
-        digest, position = hashlib.sha256(self._head), self._position
-        self._body.seek(0)
-        while block := self._body.read(1024 * 1024):
-            digest.update(block)
-        self._position = position
-        return digest.hexdigest()
