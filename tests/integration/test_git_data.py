@@ -254,10 +254,12 @@ def test_a_bundle_s3_holds_differently_than_it_was_written_is_refused_and_nothin
     upload = gitdata._upload
 
     def then_swapped(bucket: str, key: str, joined: bundles.Joined, meta: dict[str, str]) -> Any:
-        sent = upload(bucket, key, joined, meta)  # another writer's bytes land at the key after ours
-        client("s3").put_object(
-            Bucket=bucket, Key=key, Body=b"# v2 git bundle\nsomething else", ChecksumAlgorithm="SHA256"
-        )
+        sent = upload(bucket, key, joined, meta)
+        # Another writer's bytes land at the key after ours: the same size and header, the last byte differs,
+        # so only S3's checksum can tell.
+        ours = gitdata._get_range(bucket, key, sent.size)
+        theirs = ours[:-1] + bytes([ours[-1] ^ 0xFF])
+        client("s3").put_object(Bucket=bucket, Key=key, Body=theirs, ChecksumAlgorithm="SHA256")
         return sent
 
     monkeypatch.setattr(gitdata, "_upload", then_swapped)
