@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import requests
 from dulwich import porcelain
 
+from bitbridge import metering
 from bitbridge.aws import client, reset_caches
 from bitbridge.bitbucket.api import for_flavor
 from bitbridge.bitbucket.http import RateLimited
@@ -124,6 +126,12 @@ def _upload_packs(emu: Emulator, flavor: str) -> int:
     return sum(n for name, n in stats.get("endpoints", {}).items() if name.startswith("POST") and ".git/" in name)
 
 
+def _composite(bundle: bytes, part: int = gitdata.PART) -> str:
+    """S3's checksum of an object uploaded in `part`-sized parts: the SHA-256 of its parts' SHA-256s (base64)."""
+    parts = [bundle[at : at + part] for at in range(0, len(bundle), part)]
+    return base64.b64encode(hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()).decode()
+
+
 def _clone(bundle: bytes, folder: Path) -> Any:
     path = folder / "repository.bundle"
     path.write_bytes(bundle)
@@ -137,14 +145,16 @@ def test_a_snapshot_is_a_verified_bundle_of_every_branch_and_tag(aws, emu, tmp_p
     base = f"imports/p-{flavor}/snap/"
     outcome, written = _snapshot(emu, flavor, base)
     assert outcome["status"] == "completed" and outcome["requests"] == 2  # info/refs, upload-pack
-    phases = outcome["fetch_seconds"] + outcome["check_seconds"] + outcome["publish_seconds"]
+    phases = outcome["fetch_seconds"] + outcome["publish_seconds"]
     assert 0 < phases <= outcome["seconds"]  # the step's time, accounted for by its parts
+    assert 0 < outcome["check_seconds"] <= outcome["publish_seconds"]  # the check ran beside the upload
     bundle = _object(base + gitdata.BUNDLE)
     assert outcome["bundle"]["sha256"] == hashlib.sha256(bundle).hexdigest()
     stored = client("s3").head_object(
         Bucket=settings().snapshots_bucket, Key=base + gitdata.BUNDLE, ChecksumMode="ENABLED"
     )
-    assert stored["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(bundle).digest()).decode()  # S3's own, checkable
+    assert stored["ChecksumSHA256"].partition("-")[0] == _composite(bundle)  # S3's own, of the bytes it stored
+    assert stored["Metadata"][gitdata.META_SHA256] == outcome["bundle"]["sha256"]
     assert outcome["bundle"]["bytes"] == len(bundle) and {w.key for w in written} == {
         gitdata.BUNDLE,
         gitdata.INDEX,
@@ -169,7 +179,7 @@ def test_a_snapshot_is_a_verified_bundle_of_every_branch_and_tag(aws, emu, tmp_p
             == 0
         )
     # Nothing half-published is left, and the pointer names this bundle.
-    assert "Contents" not in client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix=base + "git/.")
+    assert "Uploads" not in client("s3").list_multipart_uploads(Bucket=settings().snapshots_bucket, Prefix=base)
     state = git_state.get("p-" + flavor, f"repo-{flavor}")
     assert state is not None and [e["key"] for e in state.chain] == [gitdata.BUNDLE]
     assert state.refs_digest == bundles.digest(refs)
@@ -221,51 +231,98 @@ def test_a_redo_after_publishing_adopts_the_bundle_without_fetching_it_again(aws
     assert {w.key for w in written} == {gitdata.BUNDLE, gitdata.INDEX, gitdata.REFS}
 
 
-def test_a_redo_after_dying_mid_upload_replaces_the_half_bundle(aws, emu, tmp_path):
-    base = "imports/p-datacenter/half/"
-    incoming = base + gitdata.INCOMING + "repository.bundle"
-    client("s3").put_object(Bucket=settings().snapshots_bucket, Key=incoming, Body=b"# v2 git bundle\ntruncat")
+def test_a_redo_after_dying_mid_upload_publishes_one_whole_bundle(aws, emu, tmp_path):
+    base, bucket = "imports/p-datacenter/half/", settings().snapshots_bucket
+    # An attempt died after its first part: its upload is still open at the bundle's key, and nobody sees it.
+    s3 = client("s3")
+    dead = s3.create_multipart_upload(Bucket=bucket, Key=base + gitdata.BUNDLE, ChecksumAlgorithm="SHA256")
+    s3.upload_part(Bucket=bucket, Key=base + gitdata.BUNDLE, UploadId=dead["UploadId"], PartNumber=1, Body=b"# v2 git")
+    assert _versions(base + gitdata.BUNDLE) == 0
     outcome, _ = _snapshot(emu, "datacenter", base)
-    assert outcome["status"] == "completed"
-    listed = client("s3").list_objects_v2(Bucket=settings().snapshots_bucket, Prefix=base + gitdata.INCOMING)
-    assert "Contents" not in listed
-    _clone(_object(base + gitdata.BUNDLE), tmp_path)  # whole and verified
+    assert outcome["status"] == "completed" and _versions(base + gitdata.BUNDLE) == 1
+    _clone(_object(base + gitdata.BUNDLE), tmp_path)  # whole and verified: the redo's own parts, not the dead one's
 
 
 def test_a_bundle_of_several_parts_is_checked_as_s3_stored_it_without_reading_it_back(aws, monkeypatch):
     monkeypatch.setattr(gitdata, "PART", 5 * 1024 * 1024)  # S3's smallest part but the last: 3 parts
     head, body = b"# v2 git bundle\n" + b"0" * 40 + b" refs/heads/main\n\n", os.urandom(11 * 1024 * 1024)
-    key, bucket = "imports/p-cloud/parts/" + gitdata.INCOMING + "b", settings().snapshots_bucket
-    reads: list[str] = []
-    get_range = gitdata._get_range
-    monkeypatch.setattr(gitdata, "_get_range", lambda *a: reads.append(a[1]) or get_range(*a))
+    key, bucket = "imports/p-cloud/parts/git/repository.bundle", settings().snapshots_bucket
     with acting_as("ImportWorkerFunction"):
+        s3 = client("s3")
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
         with bundles.Joined(head, io.BytesIO(body)) as joined:
-            sent = gitdata._upload(bucket, key, joined, {})
-        assert sent.parts == "3" and sent.size == len(head) + len(body)
-        assert sent.sha256 == hashlib.sha256(head + body).hexdigest()
-        gitdata._check_stored(bucket, key, sent, {"refs/heads/main": "0" * 40}, [])
-    assert reads == [key]  # the header's first 64 KB, not 11 MB
-    assert gitdata._get_range(bucket, key, sent.size) == head + body
+            sent = gitdata._upload_parts(bucket, key, upload, joined, stop=Future())
+        assert len(sent.parts) == 3 and sent.size == len(head) + len(body)
+        gitdata._complete(bucket, key, upload, sent)
+        with metering.metered() as meter:
+            gitdata._check_stored(bucket, key, sent)
+    assert meter.aws == {"s3:HeadObject": 1}  # S3's checksum and size: nothing read back
+    assert _object(key) == head + body
+    assert sent.stored_checksum == _composite(head + body, 5 * 1024 * 1024)
 
 
-def test_a_bundle_s3_holds_differently_than_it_was_written_is_refused_and_nothing_published(aws, emu, monkeypatch):
+def test_a_part_that_is_not_the_one_sent_is_refused_and_nothing_published(aws, emu, monkeypatch):
     base = "imports/p-cloud/swapped/"
-    upload = gitdata._upload
+    upload_parts = gitdata._upload_parts
 
-    def then_swapped(bucket: str, key: str, joined: bundles.Joined, meta: dict[str, str]) -> Any:
-        sent = upload(bucket, key, joined, meta)
-        # Another writer's bytes land at the key after ours: the same size and header, the last byte differs,
-        # so only S3's checksum can tell.
-        ours = gitdata._get_range(bucket, key, sent.size)
+    def then_swapped(bucket: str, key: str, upload: str, joined: bundles.Joined, **kwargs: Any) -> Any:
+        sent = upload_parts(bucket, key, upload, joined, **kwargs)
+        # Another writer's part 1 lands in the upload after ours: the same size, its last byte different.
+        joined.seek(0)
+        ours = joined.read(gitdata.PART)
         theirs = ours[:-1] + bytes([ours[-1] ^ 0xFF])
-        client("s3").put_object(Bucket=bucket, Key=key, Body=theirs, ChecksumAlgorithm="SHA256")
+        client("s3").upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=theirs)
         return sent
 
-    monkeypatch.setattr(gitdata, "_upload", then_swapped)
+    monkeypatch.setattr(gitdata, "_upload_parts", then_swapped)
     with pytest.raises(bundles.Incomplete, match="differs from the one written"):
         _snapshot(emu, "cloud", base)
     assert _versions(base + gitdata.BUNDLE) == 0
+    uploads = client("s3").list_multipart_uploads(Bucket=settings().snapshots_bucket, Prefix=base)
+    assert "Uploads" not in uploads  # aborted: no parts left behind
+
+
+def test_an_object_s3_holds_differently_than_it_was_sent_is_removed_and_refused(aws, emu):
+    base, bucket = "imports/p-cloud/replaced/", settings().snapshots_bucket
+    _snapshot(emu, "cloud", base)
+    ours = _object(base + gitdata.BUNDLE)
+    sent = gitdata._Sent(len(ours), _composite(ours), [{"PartNumber": 1}])
+    # Bytes other than those sent at the key (S3 going wrong): the same size, one byte different.
+    theirs = ours[:-1] + bytes([ours[-1] ^ 0xFF])
+    s3 = client("s3")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=base + gitdata.BUNDLE, ChecksumAlgorithm="SHA256")
+    part = s3.upload_part(
+        Bucket=bucket, Key=base + gitdata.BUNDLE, UploadId=upload["UploadId"], PartNumber=1, Body=theirs
+    )
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=base + gitdata.BUNDLE,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    with acting_as("ImportWorkerFunction"), pytest.raises(bundles.Incomplete, match="differs from the one written"):
+        gitdata._check_stored(bucket, base + gitdata.BUNDLE, sent)
+    assert _object(base + gitdata.BUNDLE) == ours  # the stranger removed; the bundle that passed is there again
+
+
+def test_a_pack_that_fails_its_check_aborts_the_upload_and_publishes_nothing(aws, emu, monkeypatch):
+    base = "imports/p-cloud/damaged/"
+    verify = bundles.verify
+
+    def damaged(pack: Path, refs: bundles.Refs, **kwargs: Any) -> bundles.Verified:
+        with pack.open("r+b") as fh:  # one byte of the last object's data
+            fh.seek(-30, os.SEEK_END)
+            byte = fh.read(1)
+            fh.seek(-30, os.SEEK_END)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        return verify(pack, refs, **kwargs)
+
+    monkeypatch.setattr(bundles, "verify", damaged)
+    with pytest.raises(bundles.Incomplete):
+        _snapshot(emu, "cloud", base)
+    assert _versions(base + gitdata.BUNDLE) == 0
+    uploads = client("s3").list_multipart_uploads(Bucket=settings().snapshots_bucket, Prefix=base)
+    assert "Uploads" not in uploads
 
 
 @pytest.fixture

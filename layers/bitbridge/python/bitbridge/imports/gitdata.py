@@ -8,12 +8,14 @@
     git/repository.idx      its pack's index (git's .idx v2): what later bundles are checked against
     git/refs.json           every branch and tag with its object (annotated tags: `peeled` to their commit)
 
-A bundle is uploaded to `git/.incoming/` in parts, each with its SHA-256 (which S3 checks as it stores the part),
-then checked as stored - S3's checksum of the object and its size equal ours, its header read back names the same
-refs - and only then copied to its key: a bundle at its key is always whole and verified. Its sha256, size and
-the digest of its refs travel in the object's metadata, so an attempt that dies after publishing is finished by
-the next one without a second download or a second bundle (the refs Bitbucket advertises equal those of the
-bundle already there: adopted).
+The bundle goes up to its key as a multipart upload in parts, each with its SHA-256 (which S3 checks as it stores
+the part), while the pack is checked on a thread beside it; the upload is completed - the bundle appears at its
+key - only once the check passed and the index is written, and S3's checksum of what it assembled and its size must
+then equal ours: a bundle at its key is always whole and verified, and it is never copied. Its sha256, object
+count and the digest of its refs travel in the object's metadata, so an attempt that dies after publishing is
+finished by the next one without a second download or a second bundle (the refs Bitbucket advertises equal those
+of the bundle already there: adopted). One that dies mid-upload leaves only parts, which nobody sees (the bucket's
+lifecycle aborts them after 7 days).
 
 **After the import** (`update`, for each `repository.push` event the push consumer takes off the bus): the refs
 are compared with the pointer's (`store.git_state`); unchanged, that was one request. Otherwise the fetch names
@@ -42,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +65,11 @@ from bitbridge.timestamps import iso
 MB = 1024 * 1024
 BUNDLE, INDEX, REFS, LATEST = "git/repository.bundle", "git/repository.idx", "git/refs.json", "git/latest.json"
 UPDATES = "git/updates/"
-INCOMING = "git/.incoming/"
 BUNDLE_TYPE = "application/x-git-bundle"
 MAX_UPDATES = 32
 # One git fetch at a time per container: /tmp and memory are sized for one repository at its limit.
 SLOT = threading.BoundedSemaphore(1)
 PART = 32 * MB  # a bundle is uploaded in parts of this size (S3 takes one stream at tens of MB/s)
-HEADER_READ = 64 * 1024  # what is read back of a bundle at first to check its header (more if its refs need it)
 # Metadata a published bundle carries (S3 lowercases the names).
 META_SHA256, META_REFS, META_OBJECTS = "bundle-sha256", "refs-digest", "objects"
 
@@ -131,8 +132,8 @@ def snapshot(
     limit, started = limit_bytes(), time.monotonic()
     if known_size is not None and known_size > limit:
         return too_large(known_size, limit), []
-    published = _head(base + BUNDLE)
-    adopt = (published or {}).get("Metadata", {}).get(META_REFS)
+    there = _head(base + BUNDLE)  # published by an earlier attempt?
+    adopt = (there or {}).get("Metadata", {}).get(META_REFS)
     with tempfile.TemporaryDirectory(prefix="bitbridge-git-") as tmp:
         try:
             fetched = git_transport.fetch(
@@ -149,7 +150,7 @@ def snapshot(
             return too_large(exc.received, exc.limit), []
         moved = _moved_since_listing(caller, bitbucket, target, fetched, listed)
         if fetched.pack is None and fetched.refs:  # published by an attempt that died before saying so
-            outcome, written = _adopted(published or {}, fetched, target, base, import_id, owner_id)
+            outcome, written = _adopted(there or {}, fetched, target, base, import_id, owner_id)
             return outcome | moved | {"seconds": round(time.monotonic() - started, 3)}, written
         refs_written = output.write_bytes(
             base, REFS, bundles.refs_json(fetched.refs, fetched.peeled), "application/json", len(fetched.refs)
@@ -159,18 +160,16 @@ def snapshot(
             return {"status": "empty", "reason": "The repository has no branches or tags yet."} | moved | _figures(
                 fetched, refs_written
             ), [refs_written]
-        checking = time.monotonic()
-        verified = bundles.verify(fetched.pack, fetched.refs)
-        publishing = time.monotonic()
-        index = output.write_bytes(base, INDEX, verified.index.read_bytes(), "application/octet-stream", 0)
-        bundle = _publish(base, BUNDLE, fetched.pack, fetched.refs, verified, prerequisites=[])
-        uploaded = time.monotonic()
-    entry = _entry(BUNDLE, INDEX, REFS, bundle, verified.objects, 0)
-    _start_pointer(target, base, import_id, owner_id, [entry], fetched.refs)
-    outcome = {"status": "completed", "bundle": _file(bundle), "objects": verified.objects} | moved
-    outcome |= {"check_seconds": round(publishing - checking, 3), "publish_seconds": round(uploaded - publishing, 3)}
+        published = _check_and_publish(base, BUNDLE, INDEX, fetched.pack, fetched.refs, prerequisites=[])
+    bundle, objects = published.bundle, published.verified.objects
+    _start_pointer(target, base, import_id, owner_id, [_entry(BUNDLE, INDEX, REFS, bundle, objects, 0)], fetched.refs)
+    outcome = {"status": "completed", "bundle": _file(bundle), "objects": objects} | moved
+    outcome |= {
+        "check_seconds": round(published.check_seconds, 3),
+        "publish_seconds": round(published.publish_seconds, 3),
+    }
     outcome |= _figures(fetched, refs_written) | {"seconds": round(time.monotonic() - started, 3)}
-    return outcome, [bundle, index, refs_written]
+    return outcome, [bundle, published.index, refs_written]
 
 
 @dataclass(frozen=True)
@@ -312,19 +311,26 @@ def update(
             git_state.release(state, lease, outcome)
             return outcome
         pack = fetched.pack or _empty_pack(folder / "update.pack")
-        try:
-            verified = bundles.verify(pack, fetched.refs, known=bundles.in_any(indexes))
-        finally:
-            for index in indexes:
-                index.close()
         sequence = int(state.sequence or 0) + 1
         name = f"{UPDATES}{sequence:05d}"
         prerequisites = sorted(set(previous.values()))
-        output.write_bytes(base, name + ".idx", verified.index.read_bytes(), "application/octet-stream", 0)
         refs_written = output.write_bytes(
             base, name + ".refs.json", bundles.refs_json(fetched.refs, fetched.peeled), "application/json", 0
         )
-        bundle = _publish(base, name + ".bundle", pack, fetched.refs, verified, prerequisites=prerequisites)
+        try:
+            published = _check_and_publish(
+                base,
+                name + ".bundle",
+                name + ".idx",
+                pack,
+                fetched.refs,
+                prerequisites=prerequisites,
+                known=bundles.in_any(indexes),
+            )
+        finally:
+            for index in indexes:
+                index.close()
+    bundle, verified = published.bundle, published.verified
     entry = _entry(name + ".bundle", name + ".idx", refs_written.key, bundle, verified.objects, len(prerequisites))
     chain = [entry] if fresh else [*chain, entry]
     outcome = {
@@ -377,103 +383,127 @@ def _empty_pack(path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ S3
 
 
-def _publish(
-    base: str, key: str, pack: Path, refs: Refs, verified: bundles.Verified, *, prerequisites: list[str]
-) -> output.Written:
-    """Upload the bundle (header + the verified pack) to INCOMING, check what S3 stored, then copy it to `key`."""
-    s3, bucket = client("s3"), settings().snapshots_bucket
+@dataclass(frozen=True)
+class Published:
+    bundle: output.Written
+    index: output.Written
+    verified: bundles.Verified
+    check_seconds: float  # the check's own time (beside the upload)
+    publish_seconds: float  # from the pack on disk to the bundle at its key, the check included
+
+
+def _check_and_publish(
+    base: str,
+    key: str,
+    index_key: str,
+    pack: Path,
+    refs: Refs,
+    *,
+    prerequisites: list[str],
+    known: Callable[[str], bool] | None = None,
+) -> Published:
+    """Check the pack as a bundle (`bundles.verify`) on a thread of its own while the bundle goes up to `key` as a
+    multipart upload, then - the check passed, its index written - complete the upload: only then is the bundle at
+    its key, so a bundle there is always whole and verified. Any failure aborts the upload (nothing appears)."""
+    s3, bucket, started = client("s3"), settings().snapshots_bucket, time.monotonic()
     head = bundles.header(refs, prerequisites)
-    incoming = base + INCOMING + key.rsplit("/", 1)[-1]
-    meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(verified.objects)}
-    with pack.open("rb") as body, bundles.Joined(head, body) as joined:
-        sent = _upload(bucket, incoming, joined, meta)
-    _check_stored(bucket, incoming, sent, refs, prerequisites)
-    copied = s3.copy_object(
-        Bucket=bucket,
-        Key=base + key,
-        CopySource={"Bucket": bucket, "Key": incoming},
-        MetadataDirective="REPLACE",
-        Metadata=meta | {META_SHA256: sent.sha256},
-        ContentType=BUNDLE_TYPE,
-        ChecksumAlgorithm="SHA256",  # the copy's own checksum is the whole bundle's: any reader can check it
-    )
-    # The upload itself, not a delete marker over it: the bucket keeps old versions 30 days, and a bundle's
-    # worth of them is no use to anyone. What an attempt that died mid-upload left there is hidden (a delete
-    # marker) and expires with the bucket's old versions.
-    version = copied.get("CopySourceVersionId")
-    s3.delete_object(Bucket=bucket, Key=incoming, **({"VersionId": version} if version else {}))
-    if version and _head(incoming) is not None:
-        s3.delete_object(Bucket=bucket, Key=incoming)
-    return output.Written(key, verified.objects, sent.size, sent.sha256)
+    with ThreadPoolExecutor(1, thread_name_prefix="bundle-check") as pool:
+        checking = pool.submit(_timed, bundles.verify, pack, refs, known=known)
+        with pack.open("rb") as body, bundles.Joined(head, body) as joined:
+            whole = _sha256(joined)  # a pass over the page cache: the metadata must name it before the first part
+            meta = {META_REFS: bundles.digest(refs), META_OBJECTS: str(bundles.pack_objects(pack)), META_SHA256: whole}
+            upload = s3.create_multipart_upload(
+                Bucket=bucket, Key=base + key, ContentType=BUNDLE_TYPE, Metadata=meta, ChecksumAlgorithm="SHA256"
+            )["UploadId"]
+            try:
+                sent = _upload_parts(bucket, base + key, upload, joined, stop=checking)
+                verified, check_seconds = checking.result()  # Incomplete: raised here, the upload aborted
+                index = output.write_bytes(base, index_key, verified.index.read_bytes(), "application/octet-stream", 0)
+                _complete(bucket, base + key, upload, sent)
+            except BaseException:
+                s3.abort_multipart_upload(Bucket=bucket, Key=base + key, UploadId=upload)
+                raise
+    _check_stored(bucket, base + key, sent)
+    bundle = output.Written(key, verified.objects, sent.size, whole)
+    return Published(bundle, index, verified, check_seconds, time.monotonic() - started)
+
+
+def _timed(check: Callable[..., bundles.Verified], *args: Any, **kwargs: Any) -> tuple[bundles.Verified, float]:
+    started = time.monotonic()
+    return check(*args, **kwargs), time.monotonic() - started
+
+
+def _sha256(joined: bundles.Joined) -> str:
+    whole = hashlib.sha256()
+    while chunk := joined.read(4 * MB):
+        whole.update(chunk)
+    joined.seek(0)
+    return whole.hexdigest()
 
 
 @dataclass(frozen=True)
 class _Sent:
-    sha256: str  # of the whole bundle (hex): the manifest's
     size: int
     stored_checksum: str  # what S3 must answer for the object: the SHA-256 of its parts' SHA-256s (base64)
-    parts: str  # how many
+    parts: list[dict[str, Any]]  # PartNumber, ETag, ChecksumSHA256: what CompleteMultipartUpload names
 
 
-def _upload(bucket: str, key: str, joined: bundles.Joined, meta: dict[str, str]) -> _Sent:
-    """A multipart upload in PART-sized parts, each sent with its SHA-256, which S3 checks before it stores the
-    part (a part that arrives different is refused). Each part is read and hashed once, here, in the step's
-    own thread (every AWS call is metered per thread of work), one part in memory at a time."""
+def _upload_parts(bucket: str, key: str, upload: str, joined: bundles.Joined, *, stop: Future[Any]) -> _Sent:
+    """The bundle in PART-sized parts, each sent with its SHA-256, which S3 checks before it stores the part (a
+    part that arrives different is refused). Read and hashed once, here, in the step's own thread (every AWS call
+    is metered per thread of work), one part in memory at a time; `stop` (the check) failing ends it early."""
     s3 = client("s3")
-    upload = s3.create_multipart_upload(
-        Bucket=bucket, Key=key, ContentType=BUNDLE_TYPE, Metadata=meta, ChecksumAlgorithm="SHA256"
-    )["UploadId"]
-    whole, part_digests, size = hashlib.sha256(), b"", 0
+    part_digests, size = b"", 0
     parts: list[dict[str, Any]] = []
     reader = io.BufferedReader(joined, MB)  # whole parts: S3 refuses a part under 5 MB but the last
-    try:
-        while part := reader.read(PART):  # a bundle is never empty: its header comes first
-            digest = hashlib.sha256(part).digest()
-            whole.update(part)
-            part_digests += digest
-            size += len(part)
-            checksum = base64.b64encode(digest).decode()
-            number = len(parts) + 1
-            etag = s3.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=part, ChecksumSHA256=checksum
-            )["ETag"]
-            parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
-        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
-    except BaseException:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
-        raise
+    while part := reader.read(PART):  # a bundle is never empty: its header comes first
+        if stop.done() and stop.exception() is not None:
+            break  # the check failed: the caller raises it and aborts the upload
+        digest = hashlib.sha256(part).digest()
+        part_digests += digest
+        size += len(part)
+        checksum = base64.b64encode(digest).decode()
+        number = len(parts) + 1
+        etag = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=part, ChecksumSHA256=checksum
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
     composite = base64.b64encode(hashlib.sha256(part_digests).digest()).decode()
-    return _Sent(whole.hexdigest(), size, composite, str(len(parts)))
+    return _Sent(size, composite, parts)
 
 
-def _check_stored(bucket: str, key: str, sent: _Sent, refs: Refs, prerequisites: list[str]) -> None:
-    """What S3 stored is the bundle written, without reading it all back: S3's own checksum of the object (built
-    from the parts it stored) and its size equal ours, and its first bytes read back name the same refs."""
-    stored = client("s3").head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+def _complete(bucket: str, key: str, upload: str, sent: _Sent) -> None:
+    """S3 assembles the parts named - each by its ETag and SHA-256, so a part that is not the one sent (another
+    upload of the same number meanwhile) is refused - and only now is the bundle at its key."""
+    try:
+        client("s3").complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": sent.parts}
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("InvalidPart", "BadDigest", "InvalidPartOrder"):
+            raise bundles.Incomplete(f"the bundle S3 stored differs from the one written ({_code(exc)})") from None
+        raise
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code"))
+
+
+def _check_stored(bucket: str, key: str, sent: _Sent) -> None:
+    """What S3 stored is the bundle written, without reading it back: S3's own checksum of the object (built from
+    the parts it stored) and its size equal ours. Should S3 ever disagree, the object is removed before the step
+    fails (and is tried again): a bundle at its key is one that passed."""
+    s3 = client("s3")
+    stored = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     # S3 answers "<checksum>-<parts>" for an object uploaded in parts (moto leaves the "-<parts>" off).
     checksum, _, parts = str(stored.get("ChecksumSHA256") or "").partition("-")
-    same_bytes = checksum == sent.stored_checksum and parts in ("", sent.parts)
+    same_bytes = checksum == sent.stored_checksum and parts in ("", str(len(sent.parts)))
     if not same_bytes or stored.get("ContentLength") != sent.size:
+        version = stored.get("VersionId")
+        s3.delete_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
         raise bundles.Incomplete(
             f"the bundle S3 stored differs from the one written ({stored.get('ContentLength')} of {sent.size} bytes)"
         )
-    start, length = b"", 0
-    while b"\n\n" not in start and length < sent.size:
-        length = min(sent.size, max(HEADER_READ, 2 * length))
-        start = _get_range(bucket, key, length)
-    _check_header(start, refs, prerequisites)
-
-
-def _get_range(bucket: str, key: str, length: int) -> bytes:
-    body = client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"]
-    return bytes(body.read())
-
-
-def _check_header(start: bytes, refs: Refs, prerequisites: list[str]) -> None:
-    lines = iter(start.splitlines(keepends=True))
-    found, needs = bundles.parse_header(lambda: next(lines, b""))
-    if found != refs or sorted(needs) != sorted(prerequisites):
-        raise bundles.Incomplete("the bundle read back names other refs than Bitbucket advertised")
 
 
 def _head(key: str) -> dict[str, Any] | None:
