@@ -41,7 +41,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -84,6 +84,9 @@ HOOKS_DUE, HOOKS_ALL = "due", "all"  # which hooks a run checks
 # Subscriptions reconciled side by side: a run's time is then its reads' round trips, not one repository's
 # bookkeeping after another's (at Bitbucket's rates a run spends a few calls a second; see budget).
 RECONCILE_THREADS = 8
+# Each reconciliation's record (when it ran, its calls, its mark) is written by these, so a reconciliation's thread
+# goes on to the next repository's reads instead of waiting for a write: reads and writes overlap.
+RECORD_THREADS = 4
 
 
 @dataclass
@@ -143,17 +146,29 @@ def run(
     moment = now or datetime.now(UTC)
     subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
     todo = due(subs, slot=slot, slots=slots, now=moment)
-    shared = _Run(budget, RefsMarks(todo), crash_after_emits, hooks, moment)
     report = Report()
-    with ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile") as pool:
+    with (
+        ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="reconcile-record") as records,  # shut down last
+        ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile") as pool,
+    ):
+
+        def record(write: Callable[[], None]) -> None:
+            records.submit(contextvars.copy_context().run, write)
+
+        shared = _Run(budget, RefsMarks(todo), crash_after_emits, hooks, moment, record)
+        pages: list[list[Future[Result]]] = []
         for start in range(0, len(todo), observed.BATCH_READ):
+            if len(pages) >= 2:  # one page read ahead, no more: a ledger is read shortly before its reads
+                wait(pages[-2])
             page = todo[start : start + observed.BATCH_READ]
             ledgers = observed.read_many([(s.provider_id, _repository_id(s)) for s in page])
-            futures = [
-                pool.submit(contextvars.copy_context().run, shared.reconcile, sub, ledgers.get(_ledger_key(sub)))
-                for sub in page
-            ]
-            report.results += [future.result() for future in futures]
+            pages.append(
+                [
+                    pool.submit(contextvars.copy_context().run, shared.reconcile, sub, ledgers.get(_ledger_key(sub)))
+                    for sub in page
+                ]
+            )
+        report.results = [future.result() for page_futures in pages for future in page_futures]
     return report
 
 
@@ -172,9 +187,15 @@ class _Run:
     fork it)."""
 
     def __init__(
-        self, budget: int, marks: RefsMarks, crash_after_emits: int | None, hooks: str, moment: datetime
+        self,
+        budget: int,
+        marks: RefsMarks,
+        crash_after_emits: int | None,
+        hooks: str,
+        moment: datetime,
+        record: Callable[[Callable[[], None]], None],
     ) -> None:
-        self.budget, self.marks, self.hooks, self.moment = budget, marks, hooks, moment
+        self.budget, self.marks, self.hooks, self.moment, self.record = budget, marks, hooks, moment, record
         self.emitted = _Emitted(crash_after_emits)
         self.lock = threading.Lock()
         self.remaining: dict[str, int] = {}
@@ -222,7 +243,9 @@ class _Run:
                 self.known[sub.provider_id] = providers.get_provider(sub.provider_id)
             provider = self.known[sub.provider_id]
         check_hook = self.hooks == HOOKS_ALL or hook_check_due(sub, self.moment)
-        reconciliation = Reconciliation(sub, self.emitted, self.marks, check_hook, provider, caller, seen=seen)
+        reconciliation = Reconciliation(
+            sub, self.emitted, self.marks, check_hook, provider, caller, seen=seen, record=self.record
+        )
         result = reconciliation.run()
         if caller is None and reconciliation.caller is not None:
             self.callers[(sub.provider_id, sub.owner_user_id)] = reconciliation.caller
@@ -263,6 +286,7 @@ class Reconciliation:
         caller: Caller | None = None,
         *,
         seen: object = _UNREAD,  # observed.Observed | None
+        record: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.sub = sub
         self.provider = provider or providers.get_provider(sub.provider_id)
@@ -274,6 +298,7 @@ class Reconciliation:
         self.caller: Caller | None = caller or (Caller(owner, self.provider, priority=RECONCILE) if owner else None)
         self._emitted = emitted
         self._seen = seen  # the ledger as the run read it, before Bitbucket (see _backfill)
+        self._record = record or (lambda write: write())  # the run's writers, else at once
         self._extra_calls = 0
         self._marks = marks or RefsMarks([sub])
         self._check_hook_now = check_hook
@@ -304,7 +329,7 @@ class Reconciliation:
             log.warning("reconciling %s: %s", self.sub.repository_full_name, exc)
             self.result.status, self.result.reason = "error", str(exc)
         self.result.calls = (self.caller.calls if self.caller else 0) + self._extra_calls
-        self._record_run()
+        self._record(self._record_run)  # last: what it records happened (a crash before it reads again)
         return self.result
 
     @property
