@@ -892,10 +892,7 @@ PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests")
 def list_pullrequests(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
     token = authenticate(ctx, "pullrequest")
-    states = [s.upper() for s in ctx.request.args.getlist("state")] or ["OPEN"]
-    for s in states:
-        if s not in PR_STATES:
-            raise BadRequest(f"Invalid state: {s}. Valid states are {', '.join(PR_STATES)}")
+    states = _pr_states(ctx)
     with ctx.backend.lock:
         repo = _repo(ctx, workspace, repo_slug, token)
         prs = sorted((p for p in repo.pull_requests.values() if p.state in states), key=lambda p: -p.id)
@@ -907,6 +904,66 @@ def list_pullrequests(ctx: Ctx, workspace: str, repo_slug: str) -> Response:
             hidden=("reviewers", "participants"),
             max_pagelen=ctx.backend.config.cloud_max_pagelen_pullrequests,
         )
+
+
+@routes.route("/2.0/workspaces/<workspace>/members")
+def list_workspace_members(ctx: Ctx, workspace: str) -> Response:
+    token = authenticate(ctx, "account")
+    with ctx.backend.lock:
+        ws = ctx.backend.get_workspace(workspace)
+        if token.user not in ws.members:  # Cloud hides a workspace from those outside it
+            raise NotFound(f"No workspace with identifier '{workspace}'.", entity="workspace", ident=workspace)
+        users = [u for u in (_user(ctx, name) for name in sorted(ws.members)) if u]
+        return paginate(
+            ctx,
+            users,
+            lambda u: {
+                "type": "workspace_membership",
+                "user": account(ctx, u),
+                "workspace": workspace_base(ctx, ws),
+                "links": {"self": _href(f"{ctx.api}/workspaces/{ws.slug}/members/{quote(u.uuid)}")},
+            },
+            max_pagelen=100,
+        )
+
+
+@routes.route("/2.0/workspaces/<workspace>/pullrequests/<selected_user>")
+def list_workspace_pullrequests(ctx: Ctx, workspace: str, selected_user: str) -> Response:
+    """Every pull request `selected_user` (username, {uuid} or Atlassian ID) authored in the workspace's
+    repositories the caller can read; OPEN unless `state` says otherwise; q and sort as for any collection."""
+    token = authenticate(ctx, "pullrequest")
+    states = _pr_states(ctx)
+    backend = ctx.backend
+    with backend.lock:
+        ws = backend.get_workspace(workspace)
+        author = next(
+            (u for u in backend.users.values() if selected_user in (u.name, u.uuid, u.account_id)),
+            None,
+        )
+        if author is None:
+            raise NotFound(f"No user with identifier '{selected_user}'.", entity="user", ident=selected_user)
+        found = [
+            (repo, pr)
+            for repo in sorted(backend.list_repos(CLOUD, ws.slug), key=lambda r: r.slug)
+            if backend.permission(token.user, repo) > 0
+            for pr in repo.pull_requests.values()
+            if pr.author == author.name and pr.state in states
+        ]
+        return paginate(
+            ctx,
+            found,
+            lambda found_pr: pullrequest(ctx, *found_pr),
+            hidden=("reviewers", "participants"),
+            max_pagelen=ctx.backend.config.cloud_max_pagelen_pullrequests,
+        )
+
+
+def _pr_states(ctx: Ctx) -> list[str]:
+    states = [s.upper() for s in ctx.request.args.getlist("state")] or ["OPEN"]
+    for s in states:
+        if s not in PR_STATES:
+            raise BadRequest(f"Invalid state: {s}. Valid states are {', '.join(PR_STATES)}")
+    return states
 
 
 @routes.route("/2.0/repositories/<workspace>/<repo_slug>/pullrequests/<int:pr_id>")

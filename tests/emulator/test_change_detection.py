@@ -162,3 +162,45 @@ def test_ref_change_activity_matches_the_openapi_document(emu, dc_spec):
     resp = activities(emu, token)
     assert resp.status_code == 200 and len(resp.json()["values"]) == 2
     validate(dc_spec, resp, flavor="datacenter")
+
+
+def _workspace_prs(emu: Emulator, token: str, author: str, **params: str) -> requests.Response:
+    args = {"state": ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"], "pagelen": "50", **params}
+    url = f"{emu.cloud_url}/2.0/workspaces/acme/pullrequests/{author}"
+    return requests.get(url, params=args, headers=bearer(token), timeout=10)
+
+
+def test_a_workspaces_pull_requests_by_author_tell_which_repositories_changed(emu):
+    token = cloud_login(emu)
+    members = requests.get(f"{emu.cloud_url}/2.0/workspaces/acme/members", headers=bearer(token), timeout=10).json()
+    uuids = {m["user"]["nickname"]: m["user"]["uuid"] for m in members["values"]}
+    assert set(uuids) == set(emu.backend.get_workspace("acme").members)
+    since = datetime.now(UTC).isoformat()
+    assert _workspace_prs(emu, token, uuids["bob"], q=f"updated_on > {since}").json()["values"] == []
+    act(emu, "api-service/pullrequests/{pr}/update", title="retitled")  # by its author, whoever that is
+    repo = emu.backend.get_repo("cloud", "acme", "api-service")
+    changed = max(repo.pull_requests.values(), key=lambda p: p.updated_on)
+    by_author = _workspace_prs(emu, token, uuids[changed.author], q=f"updated_on > {since}", sort="-updated_on")
+    assert [(v["id"], v["destination"]["repository"]["full_name"]) for v in by_author.json()["values"]] == [
+        (changed.id, "acme/api-service")
+    ]
+    others = [name for name in uuids if name != changed.author]
+    assert all(_workspace_prs(emu, token, uuids[o], q=f"updated_on > {since}").json()["values"] == [] for o in others)
+    # The author by username or Atlassian id too; OPEN only unless asked; a stranger is a 404.
+    everything = _workspace_prs(emu, token, changed.author).json()
+    assert everything["size"] == sum(
+        1 for r in emu.backend.list_repos("cloud", "acme") for p in r.pull_requests.values() if p.author == changed.author
+    )
+    plain = requests.get(
+        f"{emu.cloud_url}/2.0/workspaces/acme/pullrequests/{changed.author}", headers=bearer(token), timeout=10
+    )
+    assert {v["state"] for v in plain.json()["values"]} <= {"OPEN"}
+    assert _workspace_prs(emu, token, "{00000000-0000-0000-0000-000000000000}").status_code == 404
+
+
+def test_only_a_workspaces_members_see_its_members(emu):
+    carol = cloud_login(emu, user="carol")  # in acme, not in globex
+    members = requests.get(f"{emu.cloud_url}/2.0/workspaces/acme/members", headers=bearer(carol), timeout=10)
+    assert members.status_code == 200
+    resp = requests.get(f"{emu.cloud_url}/2.0/workspaces/globex/members", headers=bearer(carol), timeout=10)
+    assert resp.status_code == 404

@@ -59,6 +59,10 @@ CLOUD_GETS = [
     "/2.0/repositories/acme/web-app/pullrequests/1",
     "/2.0/repositories/acme/web-app/issues",
     "/2.0/repositories/acme/web-app/hooks",
+    # the reconciler's pull request probe: the workspace's members, then each one's pull requests updated since
+    "/2.0/workspaces/acme/members?pagelen=100",
+    "/2.0/workspaces/acme/pullrequests/alice?state=OPEN&state=MERGED&state=DECLINED&state=SUPERSEDED"
+    "&q=updated_on+%3E+2000-01-01T00:00:00%2B00:00&sort=-updated_on&pagelen=50",
 ]
 
 
