@@ -130,6 +130,14 @@ class Bitbucket(Protocol):
         when Bitbucket will not say (its refs are then read)."""
         ...
 
+    def pull_request_marks(self, fetch: Fetch, api: str, owner: str, since: str, most: int) -> dict[str, str] | None:
+        """Change detection for pull requests across `owner` (a workspace): per repository id, the newest update
+        time of its pull requests updated after `since` (a repository left out had none), in at most `most`
+        calls. None when the flavor has no such query, or it would cost more than `most`: read each
+        repository's pull requests. What it cannot see (a pull request by someone outside the workspace) the
+        per-repository read on the hook's cadence finds (reconcile.run)."""
+        ...
+
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         """Every pull request, most recently updated first, read lazily page by page (stop early)."""
         ...

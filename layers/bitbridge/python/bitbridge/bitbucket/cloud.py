@@ -384,6 +384,55 @@ class Cloud:
     def refs_mark(self, fetch: Fetch, api: str, full_name: str) -> str | None:
         return str(fetch(self._repo_url(api, full_name), {"fields": "updated_on"})["updated_on"])
 
+    def pull_request_marks(self, fetch: Fetch, api: str, owner: str, since: str, most: int) -> dict[str, str] | None:
+        # The workspace's members, then each one's pull requests updated after `since` across the workspace
+        # (Cloud OpenAPI: GET /workspaces/{workspace}/pullrequests/{selected_user}, filtered and sorted as any
+        # collection): tens of calls for a workspace of a thousand repositories, where each repository's own
+        # page costs one each. Counted in the `other` class, not `repositories`.
+        if most < 2:
+            return None  # one repository's page is cheaper than any member list
+        try:
+            members = self._members(fetch, api, owner)
+        except BitbucketError as exc:
+            if exc.status in (401, 403, 404):  # no `account` scope, or not a member: read each repository
+                return None
+            raise
+        if 1 + len(members) > most:
+            return None
+        params: dict[str, Any] = {
+            "state": list(PR_STATES),
+            "q": f"updated_on > {since}",
+            "sort": "-updated_on",
+            "pagelen": PR_PAGELEN,
+            "fields": _PR_MARK_FIELDS,
+        }
+        out: dict[str, str] = {}
+        for member in members:
+            url, cursor = f"{api}/workspaces/{q(owner)}/pullrequests/{q(member)}", None
+            while True:
+                page = _paged(fetch, url, params, cursor)
+                for pr in page.values:
+                    repository, updated = str(pr["destination"]["repository"]["uuid"]), self.pull_request_updated(pr)
+                    out[repository] = max(out.get(repository, updated), updated)
+                if page.next is None:
+                    break
+                cursor = page.next
+        return out
+
+    def _members(self, fetch: Fetch, api: str, owner: str) -> list[str]:
+        url, params, cursor = (
+            f"{api}/workspaces/{q(owner)}/members",
+            {"pagelen": PAGELEN, "fields": _MEMBER_FIELDS},
+            None,
+        )
+        uuids: list[str] = []
+        while True:
+            page = _paged(fetch, url, params, cursor)
+            uuids += [str(m["user"]["uuid"]) for m in page.values]
+            if page.next is None:
+                return uuids
+            cursor = page.next
+
     def pull_requests_newest_first(self, fetch: Fetch, api: str, full_name: str) -> Iterator[dict[str, Any]]:
         url = f"{self._repo_url(api, full_name)}/pullrequests"
         params = {
@@ -487,6 +536,8 @@ class Cloud:
 
 _REF_FIELDS = "next,values.name,values.target.hash"
 _MARK_FIELDS = "next,values.uuid,values.updated_on"
+_PR_MARK_FIELDS = "next,values.updated_on,values.destination.repository.uuid"
+_MEMBER_FIELDS = "next,values.user.uuid"
 # What a pull request event's section needs, and nothing else.
 _RECONCILE_PR_FIELDS = ",".join(
     [

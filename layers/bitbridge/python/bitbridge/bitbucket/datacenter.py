@@ -326,6 +326,9 @@ class DataCenter:
     def refs_marks(self, fetch: Fetch, api: str, owner: str, since: list[str]) -> dict[str, str] | None:
         return None  # no listing moves with a repository's refs: one probe per repository (`refs_mark`)
 
+    def pull_request_marks(self, fetch: Fetch, api: str, owner: str, since: str, most: int) -> dict[str, str] | None:
+        return None  # no query across a project's repositories: each repository's pull requests are read
+
     def refs_mark(self, fetch: Fetch, api: str, full_name: str) -> str | None:
         # The push log, newest first: every ref added, moved or deleted (pushes, branch and tag changes,
         # merges) is an activity with a growing id (DC OpenAPI `getRefChangeActivity`). It needs REPO_ADMIN,

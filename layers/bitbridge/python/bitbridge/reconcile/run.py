@@ -40,7 +40,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,7 +55,7 @@ from bitbridge.bitbucket.repos import HookState
 from bitbridge.bitbucket.review import Discussed
 from bitbridge.budget import HOOK_REPAIR, RECONCILE, OverBudget
 from bitbridge.calls import Caller
-from bitbridge.change_ids import Ledger, Observation
+from bitbridge.change_ids import Ledger, Observation, stamp
 from bitbridge.config import settings
 from bitbridge.reconcile import diff, events
 from bitbridge.reconcile.emit import emit
@@ -155,7 +155,7 @@ def run(
         def record(write: Callable[[], None]) -> None:
             records.submit(contextvars.copy_context().run, write)
 
-        shared = _Run(budget, RefsMarks(todo), crash_after_emits, hooks, moment, record)
+        shared = _Run(budget, RefsMarks(todo), PullRequestMarks(todo), crash_after_emits, hooks, moment, record)
         pages: list[list[Future[Result]]] = []
         for start in range(0, len(todo), observed.BATCH_READ):
             if len(pages) >= 2:  # one page read ahead, no more: a ledger is read shortly before its reads
@@ -190,12 +190,14 @@ class _Run:
         self,
         budget: int,
         marks: RefsMarks,
+        pr_marks: PullRequestMarks,
         crash_after_emits: int | None,
         hooks: str,
         moment: datetime,
         record: Callable[[Callable[[], None]], None],
     ) -> None:
         self.budget, self.marks, self.hooks, self.moment, self.record = budget, marks, hooks, moment, record
+        self.pr_marks = pr_marks
         self.emitted = _Emitted(crash_after_emits)
         self.lock = threading.Lock()
         self.remaining: dict[str, int] = {}
@@ -244,7 +246,15 @@ class _Run:
             provider = self.known[sub.provider_id]
         check_hook = self.hooks == HOOKS_ALL or hook_check_due(sub, self.moment)
         reconciliation = Reconciliation(
-            sub, self.emitted, self.marks, check_hook, provider, caller, seen=seen, record=self.record
+            sub,
+            self.emitted,
+            self.marks,
+            check_hook,
+            provider,
+            caller,
+            seen=seen,
+            record=self.record,
+            pr_marks=self.pr_marks,
         )
         result = reconciliation.run()
         if caller is None and reconciliation.caller is not None:
@@ -287,6 +297,7 @@ class Reconciliation:
         *,
         seen: object = _UNREAD,  # observed.Observed | None
         record: Callable[[Callable[[], None]], None] | None = None,
+        pr_marks: PullRequestMarks | None = None,
     ) -> None:
         self.sub = sub
         self.provider = provider or providers.get_provider(sub.provider_id)
@@ -301,6 +312,8 @@ class Reconciliation:
         self._record = record or (lambda write: write())  # the run's writers, else at once
         self._extra_calls = 0
         self._marks = marks or RefsMarks([sub])
+        self._pr_marks = pr_marks or PullRequestMarks([sub])
+        self._prs_checked: str | None = None  # recorded with the run (see PullRequestMarks)
         self._check_hook_now = check_hook
         self._refs_mark: str | None = None  # recorded with the run, once the refs were compared
 
@@ -412,7 +425,17 @@ class Reconciliation:
         # The review sweep rides on the hook check's cadence: comments and reviews do not move a pull
         # request's update time, so finding them costs a read per open pull request (reconcile.diff).
         opened = self.bitbucket.open_pull_requests(self.fetch, api, full_name) if self._check_hook_now else None
-        prs = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
+        # Each repository's own page of pull requests: at its first look, on the hook's cadence (what a workspace
+        # probe cannot see: a pull request by someone outside the workspace), and where the probe, if the
+        # flavor has one, says some changed.
+        probed = (
+            None if seen is None or first or self._check_hook_now else self._pr_marks.changed(self, seen.pr_watermark)
+        )
+        if probed is None or probed[0]:
+            self._prs_checked = read_at
+            prs: Iterator[dict[str, Any]] = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
+        else:
+            self._prs_checked, prs = probed[1], iter(())
         if seen is None or seen.baseline_at is None:
             assert truth_refs is not None
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
@@ -560,6 +583,8 @@ class Reconciliation:
         ]
         if self._refs_mark is not None and self._refs_mark != self.sub.refs_mark:
             actions.append(SubscriptionRecord.refs_mark.set(self._refs_mark))
+        if self._prs_checked is not None:
+            actions.append(SubscriptionRecord.prs_checked_at.set(self._prs_checked))
         if self.result.hook_checked:
             actions.append(SubscriptionRecord.last_hook_check_at.set(iso()))
         if self.result.repaired:
@@ -624,6 +649,56 @@ class RefsMarks:
 
 def _workspace(sub: SubscriptionRecord) -> tuple[str, str | None, str]:
     return sub.provider_id, sub.owner_user_id, sub.repository_full_name.partition("/")[0].lower()
+
+
+# A probe asks from the oldest of its repositories' last checks less this: Bitbucket's clock against ours.
+PR_PROBE_MARGIN = timedelta(minutes=5)
+# A workspace with fewer due repositories than this has each one's pull requests read: a probe (the member
+# list and one query per member) would rarely cost less.
+PR_PROBE_FROM = 20
+
+
+class PullRequestMarks:
+    """Which due repositories' pull requests changed since they were last compared, asked once per (provider,
+    owner, workspace) and run where the flavor can (`Bitbucket.pull_request_marks`; Cloud: each member's pull
+    requests across the workspace, updated after the oldest `prs_checked_at` of the workspace's due
+    repositories less PR_PROBE_MARGIN), else each repository's pull requests are read. A repository the probe
+    clears records the moment before the probe as its `prs_checked_at`: a change after that moment is after
+    the next probe's start."""
+
+    def __init__(self, todo: list[SubscriptionRecord]) -> None:
+        self._checked: dict[tuple[str, str | None, str], list[str | None]] = {}
+        for sub in todo:
+            self._checked.setdefault(_workspace(sub), []).append(sub.prs_checked_at)
+        self._asked: dict[tuple[str, str | None, str], tuple[dict[str, str] | None, str]] = {}
+        self._lock = threading.Lock()  # the run's threads: one probe per workspace, the first asks
+
+    def changed(self, reconciliation: Reconciliation, watermark: str | None) -> tuple[bool, str] | None:
+        """(whether its pull requests changed past `watermark`, the moment the probe started); None when no
+        probe answers for it (its pull requests are read)."""
+        sub, caller = reconciliation.sub, reconciliation.caller
+        assert caller is not None
+        if not sub.prs_checked_at:
+            return None
+        key = _workspace(sub)
+        with self._lock:
+            if key not in self._asked:
+                checked = [c for c in self._checked.get(key, [sub.prs_checked_at]) if c]
+                since = min(datetime.fromisoformat(c) for c in checked) - PR_PROBE_MARGIN
+                started = iso(timespec="microseconds")
+                marks = (
+                    reconciliation.bitbucket.pull_request_marks(
+                        reconciliation.fetch, caller.api, key[2], since.isoformat(), len(checked)
+                    )
+                    if len(checked) >= PR_PROBE_FROM
+                    else None
+                )
+                self._asked[key] = (marks, started)
+            marks, started = self._asked[key]
+        if marks is None:
+            return None
+        newest = stamp(marks.get(reconciliation.repository_id))
+        return (newest is not None and (watermark is None or newest > watermark)), started
 
 
 def hook_check_due(sub: SubscriptionRecord, now: datetime) -> bool:
