@@ -188,9 +188,13 @@ def test_a_workspaces_pull_requests_by_author_tell_which_repositories_changed(em
     assert all(_workspace_prs(emu, token, uuids[o], q=f"updated_on > {since}").json()["values"] == [] for o in others)
     # The author by username or Atlassian id too; OPEN only unless asked; a stranger is a 404.
     everything = _workspace_prs(emu, token, changed.author).json()
-    assert everything["size"] == sum(
-        1 for r in emu.backend.list_repos("cloud", "acme") for p in r.pull_requests.values() if p.author == changed.author
-    )
+    mine = [
+        p
+        for r in emu.backend.list_repos("cloud", "acme")
+        for p in r.pull_requests.values()
+        if p.author == changed.author
+    ]
+    assert everything["size"] == len(mine)
     plain = requests.get(
         f"{emu.cloud_url}/2.0/workspaces/acme/pullrequests/{changed.author}", headers=bearer(token), timeout=10
     )
