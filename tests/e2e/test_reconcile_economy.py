@@ -7,12 +7,13 @@ read that its mark triggers, a pull request change through the pull request page
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from tests.e2e.reconcile_support import Repo, bitbridge, change_ids
-from tests.e2e.support import control
+from tests.e2e.support import PROVIDERS, api_session, control, user_id
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +109,71 @@ def test_a_hook_is_checked_on_its_own_cadence_and_every_run_when_asked(stack):
     done = bitbridge(stack, "reconcile", "--repo", repo.full_name, "--hooks", "all", "--json")
     (result,) = json.loads(done.stdout)
     assert result["hook_checked"] is True and result["repaired"] == "the hook was deleted in Bitbucket"
+
+
+def test_a_wide_workspace_costs_its_listing_and_probe_and_a_members_lost_pull_request_is_found(stack):
+    """Cloud, a workspace of PR_PROBE_FROM repositories: a quiet run reads no repository's pull requests (the
+    listing, the member list and one query per member answer for all), and a pull request a member opened while
+    its delivery was lost is found through the probe - that repository's page alone is read - and told once."""
+    from bitbridge.reconcile.run import PR_PROBE_FROM
+
+    ws, members = "wide-probe", {"alice": "owner", "bob": "member"}
+    spec = {"slug": "p", "count": PR_PROBE_FROM, "branches": 2, "tags": 0, "pull_requests": 2}
+    control(
+        stack,
+        "cloud",
+        "POST",
+        "seed",
+        {"cloud": {"workspaces": [{"slug": ws, "name": ws, "members": members, "repositories": [spec]}]}},
+    )
+    names = [f"{ws}/p-{n:04d}" for n in range(1, PR_PROBE_FROM + 1)]
+    user = user_id(stack, api_session(stack, "cloud", "alice"))
+    for name in names:
+        installed = bitbridge(
+            stack, "hooks", "install", "--provider", PROVIDERS["cloud"], "--repo", name, "--user", user
+        )
+        assert installed.returncode == 0, installed.stderr
+
+    def run() -> dict[str, dict[str, Any]]:
+        done = bitbridge(stack, "reconcile", "--hooks", "due", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {r["repository"]: r for r in json.loads(done.stdout) if r["repository"].startswith(ws + "/")}
+
+    assert {r["status"] for r in run().values()} == {"baseline"}
+    quiet = run()
+    assert {(r["status"], r["refs_read"], r["backfilled"]) for r in quiet.values()} == {("ok", False, 0)}
+    assert sum(r["calls"] for r in quiet.values()) == 1 + 1 + len(members)  # listing, members, one query each
+
+    # bob opens a pull request in one of them; Bitbucket's delivery of it is lost.
+    control(stack, "cloud", "POST", "delivery-faults", {"drop_fraction": 1.0, "repository": names[6]})
+    try:
+        opened = control(
+            stack,
+            "cloud",
+            "POST",
+            f"cloud/repos/{names[6]}/pullrequests",
+            {"source": "feature/0001", "title": "lost", "user": "bob"},
+        )
+    finally:
+        control(stack, "cloud", "DELETE", "delivery-faults")
+    found = run()
+    assert found[names[6]]["status"] == "backfilled" and found[names[6]]["backfilled"] == 1
+    assert {r["status"] for name, r in found.items() if name != names[6]} == {"ok"}
+    assert sum(r["calls"] for r in found.values()) == 1 + 1 + len(members) + 1  # + that repository's page
+
+    def told(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            e["detail"]
+            for e in events
+            if (e["detail"].get("repository") or {}).get("full_name") == names[6]
+            and (e["detail"].get("pull_request") or {}).get("id") == opened["id"]
+        ]
+
+    deadline = time.monotonic() + 120
+    while not told(stack.events(0)[0]):
+        assert time.monotonic() < deadline, "the lost pull request never reached the bus"
+        time.sleep(0.5)
+    again = run()
+    assert {r["backfilled"] for r in again.values()} == {0}
+    time.sleep(3)
+    assert [e["type"] for e in told(stack.events(0)[0])] == ["pull_request.opened"]

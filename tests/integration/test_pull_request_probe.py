@@ -61,7 +61,7 @@ def _due(emu: Emulator, count: int, checked: datetime) -> list[SimpleNamespace]:
             repository_key=f"p-cloud#{repo.uuid}",
             repository_full_name=repo.full_name,
             owner_user_id="user-alice",
-            prs_checked_at=checked.isoformat(),
+            checked_at=checked.isoformat(),
         )
         newest = max(p.updated_on for p in repo.pull_requests.values())
         out.append(
@@ -81,8 +81,7 @@ def _answers(due: list[SimpleNamespace]) -> tuple[dict[str, bool | None], int]:
     marks = PullRequestMarks([d.sub for d in due])
     answers = {}
     for d in due:
-        probed = marks.changed(d, d.watermark)  # type: ignore[arg-type]
-        answers[d.sub.repository_full_name] = None if probed is None else probed[0]
+        answers[d.sub.repository_full_name] = marks.changed(d, d.watermark)  # type: ignore[arg-type]
     return answers, sum(d.caller.calls for d in due[:1])
 
 
@@ -133,7 +132,7 @@ def test_a_workspace_of_few_repositories_is_not_probed(emu):
 
 def test_a_repository_never_compared_is_read(emu):
     due = _due(emu, REPOS, datetime.now(UTC))
-    due[0].sub.prs_checked_at = None
+    due[0].sub.checked_at = None
     answers, _ = _answers(due)
     assert answers[due[0].sub.repository_full_name] is None
     assert set(list(answers.values())[1:]) == {False}

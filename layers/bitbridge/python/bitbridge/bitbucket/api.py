@@ -29,6 +29,7 @@ class Bitbucket(Protocol):
     requires_https: bool  # OAuth only works over HTTPS (loopback excepted)
     uses_pkce: bool
     deletes_pull_requests: bool  # Data Center deletes pull requests (`pr:deleted`); Cloud only declines them
+    probes_workspaces: bool  # `pull_request_marks` answers for a whole workspace (Cloud): reconcile it in one run
 
     # -- registry and OAuth ------------------------------------------------------------------------
     def default_api_url(self, web_url: str, web_url_given: bool) -> str: ...

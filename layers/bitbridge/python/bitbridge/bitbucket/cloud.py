@@ -190,6 +190,7 @@ class Cloud:
     web_url_name = "web URL"
     requires_https = False  # bitbucket.org is HTTPS; a custom URL is checked like any other
     deletes_pull_requests = False
+    probes_workspaces = True
     uses_pkce = False
 
     # -- registry and OAuth ------------------------------------------------------------------------

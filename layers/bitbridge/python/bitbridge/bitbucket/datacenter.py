@@ -110,6 +110,7 @@ class DataCenter:
     web_url_name = "Data Center base URL"
     requires_https = True  # Bitbucket requires it for OAuth
     deletes_pull_requests = True
+    probes_workspaces = False
     uses_pkce = True
 
     # -- registry and OAuth ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbridge reconcile`.
 
 - **Spread.** The schedule fires every minute; a subscription's slot is a hash of its id modulo the
-  interval in minutes, so each is reconciled once per interval and a large installation never bursts.
+  interval in minutes (Cloud: of its workspace, whose one listing and probe answer for all its repositories,
+  so they share a run), so each is reconciled once per interval and a large installation never bursts.
   A subscription left over (budget, rate limit) is overdue and goes first in the next run.
 - **Budget.** Each provider gets `budget` Bitbucket calls per interval (a per-run share of it when
   scheduled). A subscription is started only if its last run's call count still fits.
@@ -13,10 +14,15 @@ deliveries missed. Thin callers: the scheduled `reconciler` function and `bitbri
   due), never the others'.
 - **Cost follows what changed.** Refs are read only for a repository whose refs changed since its last
   reconciliation: Cloud asks once per workspace and run (`refs_marks`: the repositories whose `updated_on`
-  moved past the oldest mark, 100 a page), Data Center once per repository (`refs_mark`: the newest
-  ref-change activity). The mark is recorded with the run, so a run that fails reads again. Pull requests
-  are read newest update first down to the watermark: one page when none changed. An unchanged repository
-  costs Cloud one call an interval (+ its share of the listing), Data Center two.
+  moved since the oldest `checked_at` of the workspace's due repositories less CHECK_MARGIN, 100 a page),
+  Data Center once per repository (`refs_mark`: the newest ref-change activity). Pull requests: Cloud, in a
+  workspace of PR_PROBE_FROM due repositories or more, asks once per workspace and run which changed
+  (`PullRequestMarks`: the members, then each member's pull requests updated since the same moment); only
+  those repositories' pull requests are read, newest update first down to the watermark, as are every
+  repository's at its first look and on its hook's cadence (a pull request by someone outside the workspace).
+  Elsewhere each repository's page is read: one when none changed. The mark and `checked_at` are recorded
+  with the run, so a run that fails asks again. An unchanged repository costs Cloud nothing an interval but
+  its share of its workspace's listing and probe (a smaller workspace: one page), Data Center two.
 - **Hooks** are checked on their own, slower cadence (`hook_check_due`: every HOOK_CHECK_HOURS on average,
   spread over the day), every run while a subscription needs attention, and always for `hooks="all"`
   (`bitbridge reconcile --repo`). The hook must exist, be active, point at our URL, carry our events and
@@ -40,7 +46,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -113,19 +119,39 @@ class Report:
         return sum(1 for r in self.results if r.status == status)
 
 
-def slot_of(subscription_id: str, slots: int) -> int:
-    return int(hashlib.sha256(subscription_id.encode()).hexdigest()[:8], 16) % max(1, slots)
+def slot_of(key: str, slots: int) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % max(1, slots)
 
 
-def due(subs: list[SubscriptionRecord], *, slot: int | None, slots: int, now: datetime) -> list[SubscriptionRecord]:
-    """The subscriptions to reconcile now, overdue ones first. `slot=None`: all of them."""
+def due(
+    subs: list[SubscriptionRecord],
+    *,
+    slot: int | None,
+    slots: int,
+    now: datetime,
+    slot_key: Callable[[SubscriptionRecord], str] = lambda s: s.subscription_id,
+) -> list[SubscriptionRecord]:
+    """The subscriptions to reconcile now, overdue ones first. `slot=None`: all of them. `slot_key`: what is
+    hashed to a slot (subscriptions of one key are reconciled in the same run)."""
     overdue_before = iso(now - timedelta(minutes=slots + 1))
     picked = [
         s
         for s in subs
-        if slot is None or slot_of(s.subscription_id, slots) == slot or (s.last_reconciled_at or "") < overdue_before
+        if slot is None or slot_of(slot_key(s), slots) == slot or (s.last_reconciled_at or "") < overdue_before
     ]
     return sorted(picked, key=lambda s: s.last_reconciled_at or "")
+
+
+def slot_keys(subs: list[SubscriptionRecord]) -> Callable[[SubscriptionRecord], str]:
+    """Each subscription's slot key: its workspace's where the flavor probes whole workspaces (Cloud: one probe
+    per workspace and interval answers for all its repositories, so they share a run), else its own id."""
+    whole: dict[str, bool] = {}
+    for provider_id in {s.provider_id for s in subs}:
+        try:
+            whole[provider_id] = providers.bitbucket(providers.get_provider(provider_id)).probes_workspaces
+        except Exception:  # a provider removed meanwhile: its subscriptions fail on their own, one by one
+            whole[provider_id] = False
+    return lambda s: "|".join(str(part) for part in _workspace(s)) if whole.get(s.provider_id) else s.subscription_id
 
 
 def run(
@@ -145,7 +171,7 @@ def run(
     many events were written (tests of crash recovery; never set in production)."""
     moment = now or datetime.now(UTC)
     subs = [s for s in list_subscriptions() if repo is None or s.repository_full_name.lower() == repo.lower()]
-    todo = due(subs, slot=slot, slots=slots, now=moment)
+    todo = due(subs, slot=slot, slots=slots, now=moment, slot_key=slot_keys(subs) if slot is not None else lambda s: "")
     report = Report()
     with (
         ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="reconcile-record") as records,  # shut down last
@@ -209,7 +235,9 @@ class _Run:
 
     def reconcile(self, sub: SubscriptionRecord, seen: observed.Observed | None) -> Result:
         owner = (sub.provider_id, sub.owner_user_id)
-        cost = int(sub.last_reconcile_calls or DEFAULT_COST)
+        cost = (
+            DEFAULT_COST if sub.last_reconcile_calls is None else int(sub.last_reconcile_calls)
+        )  # 0: cleared by a probe
         with self.lock:  # started only if its last run's calls still fit: they are set aside until it ends
             left = self.remaining.setdefault(sub.provider_id, self.budget)
             status = (
@@ -313,7 +341,7 @@ class Reconciliation:
         self._extra_calls = 0
         self._marks = marks or RefsMarks([sub])
         self._pr_marks = pr_marks or PullRequestMarks([sub])
-        self._prs_checked: str | None = None  # recorded with the run (see PullRequestMarks)
+        self._checked_at: str | None = None  # recorded with the run (SubscriptionRecord.checked_at)
         self._check_hook_now = check_hook
         self._refs_mark: str | None = None  # recorded with the run, once the refs were compared
 
@@ -431,11 +459,12 @@ class Reconciliation:
         probed = (
             None if seen is None or first or self._check_hook_now else self._pr_marks.changed(self, seen.pr_watermark)
         )
-        if probed is None or probed[0]:
-            self._prs_checked = read_at
-            prs: Iterator[dict[str, Any]] = self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
-        else:
-            self._prs_checked, prs = probed[1], iter(())
+        prs: Iterator[dict[str, Any]] = (
+            self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
+            if probed is None or probed
+            else iter(())
+        )
+        self._checked_at = self._marks.started(self.sub) or read_at  # the earliest of this run's checks
         if seen is None or seen.baseline_at is None:
             assert truth_refs is not None
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
@@ -583,8 +612,8 @@ class Reconciliation:
         ]
         if self._refs_mark is not None and self._refs_mark != self.sub.refs_mark:
             actions.append(SubscriptionRecord.refs_mark.set(self._refs_mark))
-        if self._prs_checked is not None:
-            actions.append(SubscriptionRecord.prs_checked_at.set(self._prs_checked))
+        if self._checked_at is not None:
+            actions.append(SubscriptionRecord.checked_at.set(self._checked_at))
         if self.result.hook_checked:
             actions.append(SubscriptionRecord.last_hook_check_at.set(iso()))
         if self.result.repaired:
@@ -621,10 +650,19 @@ class RefsMarks:
 
     def __init__(self, todo: list[SubscriptionRecord]) -> None:
         self._marks: dict[tuple[str, str | None, str], list[str | None]] = {}
+        self._checked: dict[tuple[str, str | None, str], list[str | None]] = {}
         for sub in todo:
             self._marks.setdefault(_workspace(sub), []).append(sub.refs_mark)
+            self._checked.setdefault(_workspace(sub), []).append(sub.checked_at)
         self._listed: dict[tuple[str, str | None, str], tuple[dict[str, str] | None, bool]] = {}
+        self._started: dict[tuple[str, str | None, str], str] = {}  # when each workspace's listing was asked
         self._lock = threading.Lock()  # the run's threads: one listing per workspace, the first asks
+
+    def started(self, sub: SubscriptionRecord) -> str | None:
+        """When this run asked for its workspace's listing (None: the flavor has none)."""
+        with self._lock:
+            listed = self._listed.get(_workspace(sub))
+            return self._started.get(_workspace(sub)) if listed is not None and listed[0] is not None else None
 
     def refs_changed(self, reconciliation: Reconciliation) -> tuple[bool, str | None]:
         """(whether its refs must be read, the mark to record once they are compared: None for none)."""
@@ -633,8 +671,11 @@ class RefsMarks:
         key = _workspace(sub)
         with self._lock:
             if key not in self._listed:  # the first of the run in this workspace asks for all of them
-                marks = self._marks.get(key, [sub.refs_mark])
-                since = [] if None in marks else [m for m in marks if m]
+                # Past the oldest check of the workspace's due repositories (only what changed since), else past
+                # the oldest mark; everything while one was never compared.
+                marks, checked = self._marks.get(key, [sub.refs_mark]), _since(self._checked.get(key, [None]))
+                since = [] if None in marks else [checked] if checked else [m for m in marks if m]
+                self._started[key] = iso(timespec="microseconds")
                 listing = bitbucket.refs_marks(reconciliation.fetch, caller.api, key[2], since)
                 self._listed[key] = (listing, bool(since))
             listed, filtered = self._listed[key]
@@ -651,54 +692,58 @@ def _workspace(sub: SubscriptionRecord) -> tuple[str, str | None, str]:
     return sub.provider_id, sub.owner_user_id, sub.repository_full_name.partition("/")[0].lower()
 
 
-# A probe asks from the oldest of its repositories' last checks less this: Bitbucket's clock against ours.
-PR_PROBE_MARGIN = timedelta(minutes=5)
+# A listing or probe asks for what changed since the oldest of its repositories' last checks less this: Bitbucket's
+# clock against ours.
+CHECK_MARGIN = timedelta(minutes=5)
 # A workspace with fewer due repositories than this has each one's pull requests read: a probe (the member
 # list and one query per member) would rarely cost less.
 PR_PROBE_FROM = 20
 
 
+def _since(checked: Sequence[str | None]) -> str | None:
+    """The moment a workspace's listing or probe asks from: the oldest of its due repositories' `checked_at` less
+    CHECK_MARGIN; None when one was never checked (then everything is asked)."""
+    if not checked or any(c is None for c in checked):
+        return None
+    return (min(datetime.fromisoformat(str(c)) for c in checked) - CHECK_MARGIN).isoformat()
+
+
 class PullRequestMarks:
-    """Which due repositories' pull requests changed since they were last compared, asked once per (provider,
+    """Which due repositories' pull requests changed since they were last checked, asked once per (provider,
     owner, workspace) and run where the flavor can (`Bitbucket.pull_request_marks`; Cloud: each member's pull
-    requests across the workspace, updated after the oldest `prs_checked_at` of the workspace's due
-    repositories less PR_PROBE_MARGIN), else each repository's pull requests are read. A repository the probe
-    clears records the moment before the probe as its `prs_checked_at`: a change after that moment is after
-    the next probe's start."""
+    requests across the workspace updated after `_since`), else each repository's pull requests are read."""
 
     def __init__(self, todo: list[SubscriptionRecord]) -> None:
         self._checked: dict[tuple[str, str | None, str], list[str | None]] = {}
         for sub in todo:
-            self._checked.setdefault(_workspace(sub), []).append(sub.prs_checked_at)
-        self._asked: dict[tuple[str, str | None, str], tuple[dict[str, str] | None, str]] = {}
+            self._checked.setdefault(_workspace(sub), []).append(sub.checked_at)
+        self._asked: dict[tuple[str, str | None, str], dict[str, str] | None] = {}
         self._lock = threading.Lock()  # the run's threads: one probe per workspace, the first asks
 
-    def changed(self, reconciliation: Reconciliation, watermark: str | None) -> tuple[bool, str] | None:
-        """(whether its pull requests changed past `watermark`, the moment the probe started); None when no
-        probe answers for it (its pull requests are read)."""
+    def changed(self, reconciliation: Reconciliation, watermark: str | None) -> bool | None:
+        """Whether its pull requests changed past `watermark`; None when no probe answers for it (its pull
+        requests are read)."""
         sub, caller = reconciliation.sub, reconciliation.caller
         assert caller is not None
-        if not sub.prs_checked_at:
+        if not sub.checked_at:
             return None
         key = _workspace(sub)
         with self._lock:
             if key not in self._asked:
-                checked = [c for c in self._checked.get(key, [sub.prs_checked_at]) if c]
-                since = min(datetime.fromisoformat(c) for c in checked) - PR_PROBE_MARGIN
-                started = iso(timespec="microseconds")
-                marks = (
+                checked = [c for c in self._checked.get(key, [sub.checked_at]) if c]  # the rest are read anyway
+                since = _since(checked)
+                self._asked[key] = (
                     reconciliation.bitbucket.pull_request_marks(
-                        reconciliation.fetch, caller.api, key[2], since.isoformat(), len(checked)
+                        reconciliation.fetch, caller.api, key[2], since, len(checked)
                     )
-                    if len(checked) >= PR_PROBE_FROM
+                    if since is not None and len(checked) >= PR_PROBE_FROM
                     else None
                 )
-                self._asked[key] = (marks, started)
-            marks, started = self._asked[key]
+            marks = self._asked[key]
         if marks is None:
             return None
         newest = stamp(marks.get(reconciliation.repository_id))
-        return (newest is not None and (watermark is None or newest > watermark)), started
+        return newest is not None and (watermark is None or newest > watermark)
 
 
 def hook_check_due(sub: SubscriptionRecord, now: datetime) -> bool:

@@ -62,9 +62,10 @@ class SubscriptionRecord(Model):
     # What Bitbucket's change probe answered when the refs were last compared (Cloud: the repository's
     # updated_on; Data Center: the newest ref-change activity id): refs are read again only once it moves.
     refs_mark = UnicodeAttribute(null=True)
-    # When its pull requests were last known compared (our clock): a read of them, or a workspace probe that
-    # found none of them changed (Cloud); the next probe asks from the oldest of these.
-    prs_checked_at = UnicodeAttribute(null=True)
+    # When its last reconciliation's checks began (our clock): the workspace listing's start where there is one
+    # (Cloud), else its own reads'. Everything Bitbucket changed before it was compared; the next listing and
+    # pull request probe ask for changes since the oldest of these in the workspace (less a margin).
+    checked_at = UnicodeAttribute(null=True)
     last_hook_check_at = UnicodeAttribute(null=True)  # hooks are checked on their own cadence (reconcile.run)
     missed_changes_backfilled = NumberAttribute(default=0)
     hook_repairs = NumberAttribute(default=0)
