@@ -136,3 +136,23 @@ def test_a_repository_never_compared_is_read(emu):
     answers, _ = _answers(due)
     assert answers[due[0].sub.repository_full_name] is None
     assert set(list(answers.values())[1:]) == {False}
+
+
+def test_a_scheduled_run_keys_cloud_subscriptions_by_workspace_and_data_centers_by_their_own(aws):
+    from bitbridge.reconcile.run import slot_keys
+
+    for flavor in ("cloud", "datacenter"):
+        ProviderRecord(f"p-{flavor}", flavor=flavor, label="x", web_url="http://b", api_url="http://b/api").save()
+    subs = [
+        SubscriptionRecord(
+            "s1", provider_id="p-cloud", repository_key="k", repository_full_name="Wide/a", owner_user_id="u"
+        ),
+        SubscriptionRecord(
+            "s2", provider_id="p-cloud", repository_key="k", repository_full_name="wide/b", owner_user_id="u"
+        ),
+        SubscriptionRecord("s3", provider_id="p-datacenter", repository_key="k", repository_full_name="PROJ/a"),
+        SubscriptionRecord("s4", provider_id="p-gone", repository_key="k", repository_full_name="w/a"),
+    ]
+    key = slot_keys(subs)
+    assert key(subs[0]) == key(subs[1]) != "s1"  # one workspace, one key
+    assert (key(subs[2]), key(subs[3])) == ("s3", "s4")  # by id: Data Center, and a provider removed meanwhile

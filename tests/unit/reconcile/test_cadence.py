@@ -62,3 +62,30 @@ def test_attention_unknown_hook_and_manual():
     unknown.hook_id = None
     assert hook_check_due(unknown, START)
     assert not hook_check_due(subscription("m", manual=True), START + timedelta(days=30))
+
+
+def test_a_workspaces_subscriptions_share_a_slot_and_the_rest_spread():
+    # Cloud's workspace listing and pull request probe answer for all of a workspace's repositories: they are
+    # due in the same run, once per interval; subscriptions keyed by their own id spread over every slot.
+    from bitbridge.reconcile.run import due
+
+    wide = [
+        SubscriptionRecord(f"w{n}", provider_id="p", repository_key="p#r", repository_full_name=f"wide/r{n}")
+        for n in range(40)
+    ]
+    alone = [
+        SubscriptionRecord(f"a{n}", provider_id="q", repository_key="q#r", repository_full_name=f"x{n}/r")
+        for n in range(300)
+    ]
+    for sub in wide + alone:
+        sub.last_reconciled_at = iso(START)  # not overdue
+
+    def key(s: SubscriptionRecord) -> str:
+        return s.repository_full_name.split("/")[0] if s.provider_id == "p" else s.subscription_id
+
+    runs = [
+        due(wide + alone, slot=slot, slots=15, now=START + timedelta(minutes=1), slot_key=key) for slot in range(15)
+    ]
+    assert sorted(len([s for s in run if s.provider_id == "p"]) for run in runs) == [0] * 14 + [40]
+    spread = Counter(slot for slot, run in enumerate(runs) for s in run if s.provider_id == "q")
+    assert len(spread) == 15 and sum(spread.values()) == 300  # every one once, in every slot
