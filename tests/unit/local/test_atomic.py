@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -15,6 +14,7 @@ from moto.dynamodb.models import table as moto_table
 from moto.dynamodb.models import utilities as moto_utilities
 
 from infra.local import atomic
+from tests.unit.local import table_t
 
 
 @pytest.fixture
@@ -32,13 +32,7 @@ def wide_race_window(monkeypatch):
 
 def _racing_puts(claimants: int) -> int:
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb = table_t()
 
         def claim(n: int) -> int:
             try:
@@ -80,13 +74,7 @@ def slow_answers(monkeypatch):
 def _reads_racing_updates() -> list[str]:
     """Errors seen by readers of one item, and its writers, while the writers add keys to its map."""
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb = table_t()
         ddb.put_item(TableName="t", Item={"pk": {"S": "item"}, "m": {"M": {}}})
         errors: list[str] = []
 

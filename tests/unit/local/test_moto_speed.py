@@ -7,7 +7,6 @@ import base64
 import json
 from typing import Any
 
-import boto3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
@@ -16,6 +15,7 @@ from moto.core.serialize import XFormedAttributePicker
 from moto.core.utils import get_service_model
 
 from infra.local import moto_speed
+from tests.unit.local import table_t
 
 moto_speed.install()
 
@@ -93,13 +93,7 @@ def test_moto_answers_an_item_of_every_kind_through_it():
         "m": {"M": {"l": {"L": [{"NULL": True}, {"BOOL": True}, {"B": b"z"}]}}},
     }
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb = table_t()
         ddb.put_item(TableName="t", Item=item)
         got = ddb.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]
         scanned = ddb.scan(TableName="t")["Items"]
