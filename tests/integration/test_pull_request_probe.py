@@ -156,3 +156,15 @@ def test_a_scheduled_run_keys_cloud_subscriptions_by_workspace_and_data_centers_
     key = slot_keys(subs)
     assert key(subs[0]) == key(subs[1]) != "s1"  # one workspace, one key
     assert (key(subs[2]), key(subs[3])) == ("s3", "s4")  # by id: Data Center, and a provider removed meanwhile
+
+
+def test_a_probe_bitbucket_refuses_falls_back_to_each_repositorys_page_asked_once(emu):
+    due = _due(emu, REPOS, datetime.now(UTC))
+    fault = {"flavor": "cloud", "path_prefix": f"/2.0/workspaces/{WS}/pullrequests/", "status": 400}
+    requests.post(f"{emu.cloud_url}/_emulator/faults", json=fault, timeout=10).raise_for_status()
+    try:
+        answers, calls = _answers(due)
+    finally:
+        requests.delete(f"{emu.cloud_url}/_emulator/faults", timeout=10)
+    assert set(answers.values()) == {None}  # each repository's own page is read: nothing is skipped
+    assert calls == 2  # the member list and the one refused query, once for the workspace, not once per repository

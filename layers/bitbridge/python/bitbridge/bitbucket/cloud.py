@@ -393,12 +393,12 @@ class Cloud:
         if most < 2:
             return None  # one repository's page is cheaper than any member list
         try:
-            members = self._members(fetch, api, owner)
+            members = self._members(fetch, api, owner, most - 1)
         except BitbucketError as exc:
             if exc.status in (401, 403, 404):  # no `account` scope, or not a member: read each repository
                 return None
             raise
-        if 1 + len(members) > most:
+        if members is None:  # more members than due repositories: each repository's page costs less
             return None
         params: dict[str, Any] = {
             "state": list(PR_STATES),
@@ -420,7 +420,8 @@ class Cloud:
                 cursor = page.next
         return out
 
-    def _members(self, fetch: Fetch, api: str, owner: str) -> list[str]:
+    def _members(self, fetch: Fetch, api: str, owner: str, most: int) -> list[str] | None:
+        """The workspace's members' uuids; None as soon as there are more than `most` (no page more is read)."""
         url, params, cursor = (
             f"{api}/workspaces/{q(owner)}/members",
             {"pagelen": PAGELEN, "fields": _MEMBER_FIELDS},
@@ -430,6 +431,8 @@ class Cloud:
         while True:
             page = _paged(fetch, url, params, cursor)
             uuids += [str(m["user"]["uuid"]) for m in page.values]
+            if len(uuids) > most:
+                return None
             if page.next is None:
                 return uuids
             cursor = page.next

@@ -235,9 +235,9 @@ class _Run:
 
     def reconcile(self, sub: SubscriptionRecord, seen: observed.Observed | None) -> Result:
         owner = (sub.provider_id, sub.owner_user_id)
-        cost = (
-            DEFAULT_COST if sub.last_reconcile_calls is None else int(sub.last_reconcile_calls)
-        )  # 0: cleared by a probe
+        # 0: cleared by a probe. Never more than a run's budget: a workspace's listing and probe, charged to the
+        # repository that asked them, must not keep it waiting for ever.
+        cost = min(self.budget, DEFAULT_COST if sub.last_reconcile_calls is None else int(sub.last_reconcile_calls))
         with self.lock:  # started only if its last run's calls still fit: they are set aside until it ends
             left = self.remaining.setdefault(sub.provider_id, self.budget)
             status = (
@@ -341,7 +341,8 @@ class Reconciliation:
         self._extra_calls = 0
         self._marks = marks or RefsMarks([sub])
         self._pr_marks = pr_marks or PullRequestMarks([sub])
-        self._checked_at: str | None = None  # recorded with the run (SubscriptionRecord.checked_at)
+        self._checked_at: str | None = None  # recorded with the run once compared (SubscriptionRecord.checked_at)
+        self._prs_recheck = False
         self._check_hook_now = check_hook
         self._refs_mark: str | None = None  # recorded with the run, once the refs were compared
 
@@ -454,17 +455,17 @@ class Reconciliation:
         # request's update time, so finding them costs a read per open pull request (reconcile.diff).
         opened = self.bitbucket.open_pull_requests(self.fetch, api, full_name) if self._check_hook_now else None
         # Each repository's own page of pull requests: at its first look, on the hook's cadence (what a workspace
-        # probe cannot see: a pull request by someone outside the workspace), and where the probe, if the
-        # flavor has one, says some changed.
-        probed = (
-            None if seen is None or first or self._check_hook_now else self._pr_marks.changed(self, seen.pr_watermark)
-        )
+        # probe cannot see: a pull request by someone outside the workspace), every run for a hand-configured
+        # hook (it has no cadence), when the last comparison asked to compare again (its watermark held back),
+        # and where the probe, if the flavor has one, says some changed.
+        own_read = seen is None or first or self._check_hook_now or self.sub.manual or self.sub.prs_recheck
+        probed = None if own_read or seen is None else self._pr_marks.changed(self, seen.pr_watermark)
         prs: Iterator[dict[str, Any]] = (
             self.bitbucket.pull_requests_newest_first(self.fetch, api, full_name)
             if probed is None or probed
             else iter(())
         )
-        self._checked_at = self._marks.started(self.sub) or read_at  # the earliest of this run's checks
+        checked_at = self._marks.started(self.sub) or read_at  # the earliest of this run's checks: recorded once done
         if seen is None or seen.baseline_at is None:
             assert truth_refs is not None
             _, raw_repo = self.bitbucket.repository(self.fetch, api, full_name)
@@ -473,7 +474,7 @@ class Reconciliation:
                 empty = observed.Observed(Ledger(""), exists=False)
                 self._sweep_reviews(empty, opened, read_at, iso())
             self.result.status = "baseline"
-            self._refs_mark = mark
+            self._refs_mark, self._checked_at = mark, checked_at
             return
         if seen.legacy:
             observed.migrate_legacy(provider_id, repository_id, seen, iso())
@@ -505,7 +506,10 @@ class Reconciliation:
             observed.forget(provider_id, repository_id, seen, forgettable, settled)
         if self.result.backfilled:
             self.result.status = "backfilled"
-        self._refs_mark = mark
+        # Differences observed, or confirmations that did not hold, keep the watermark back so that the next run
+        # compares those pull requests again: their update times do not move, so no probe would name them.
+        self._prs_recheck = bool(scan.changes) or watermark != scan.watermark
+        self._refs_mark, self._checked_at = mark, checked_at
 
     def _sweep_reviews(
         self,
@@ -614,6 +618,12 @@ class Reconciliation:
             actions.append(SubscriptionRecord.refs_mark.set(self._refs_mark))
         if self._checked_at is not None:
             actions.append(SubscriptionRecord.checked_at.set(self._checked_at))
+        if self._prs_recheck != bool(self.sub.prs_recheck):
+            actions.append(
+                SubscriptionRecord.prs_recheck.set(True)
+                if self._prs_recheck
+                else SubscriptionRecord.prs_recheck.remove()
+            )
         if self.result.hook_checked:
             actions.append(SubscriptionRecord.last_hook_check_at.set(iso()))
         if self.result.repaired:
@@ -732,13 +742,17 @@ class PullRequestMarks:
             if key not in self._asked:
                 checked = [c for c in self._checked.get(key, [sub.checked_at]) if c]  # the rest are read anyway
                 since = _since(checked)
-                self._asked[key] = (
-                    reconciliation.bitbucket.pull_request_marks(
-                        reconciliation.fetch, caller.api, key[2], since, len(checked)
-                    )
-                    if since is not None and len(checked) >= PR_PROBE_FROM
-                    else None
-                )
+                marks = None
+                if since is not None and len(checked) >= PR_PROBE_FROM:
+                    try:
+                        marks = reconciliation.bitbucket.pull_request_marks(
+                            reconciliation.fetch, caller.api, key[2], since, len(checked)
+                        )
+                    except RateLimited:
+                        raise  # the provider stops for this run; the workspace stays due
+                    except BitbucketError as exc:  # a probe Bitbucket refuses: each repository's page instead
+                        log.warning("probing %s's pull requests: %s; each repository's are read", key[2], exc)
+                self._asked[key] = marks
             marks = self._asked[key]
         if marks is None:
             return None

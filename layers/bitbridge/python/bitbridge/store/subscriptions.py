@@ -66,6 +66,9 @@ class SubscriptionRecord(Model):
     # (Cloud), else its own reads'. Everything Bitbucket changed before it was compared; the next listing and
     # pull request probe ask for changes since the oldest of these in the workspace (less a margin).
     checked_at = UnicodeAttribute(null=True)
+    # Its last comparison of pull requests held the watermark back (differences observed, confirmations that did
+    # not hold): the next run reads its pull requests again, whatever a probe says.
+    prs_recheck = BooleanAttribute(null=True)
     last_hook_check_at = UnicodeAttribute(null=True)  # hooks are checked on their own cadence (reconcile.run)
     missed_changes_backfilled = NumberAttribute(default=0)
     hook_repairs = NumberAttribute(default=0)
